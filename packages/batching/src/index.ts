@@ -1,0 +1,2 @@
+export { batching, type BatcherOptions } from './batcher.js'
+export * from './defaults.js'

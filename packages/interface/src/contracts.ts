@@ -1,0 +1,422 @@
+/**
+ * The layer contracts of STOQ. Implementations depend on these types, never on
+ * each other's code, so that any layer can be replaced by a user's own.
+ *
+ * Hot-path rule for implementers: the methods marked "hot" are called per packet
+ * or per batch; they must not allocate per packet, create promises or timers.
+ */
+
+/** Version tag that every implementation declares, so a plugin states what it implements. */
+export type SpecificationVersion = 'v1'
+
+// ---------------------------------------------------------------------------
+// Addresses
+
+export interface SocketAddress {
+  /** IP literal. IPv4-mapped IPv6 addresses are presented unmapped (`127.0.0.1`). */
+  readonly address: string
+  readonly port: number
+  readonly family: 'IPv4' | 'IPv6'
+}
+
+// ---------------------------------------------------------------------------
+// BufferPool (@stoq/mempool)
+
+export type PoolExhaustionPolicy = 'grow' | 'error'
+
+export interface BufferPoolStats {
+  /** Buffers handed out from the free list. */
+  hits: number
+  /** Acquisitions that found the free list empty (then grew, or failed). */
+  misses: number
+  /** Buffers currently acquired. */
+  inUse: number
+  /** Highest `inUse` ever observed. */
+  highWaterMark: number
+  /** Total buffers currently owned by the pool (all slabs). */
+  capacity: number
+  /** Bytes of each buffer. */
+  bufferSize: number
+}
+
+/**
+ * Fixed-size buffers carved from SharedArrayBuffer slabs, addressed by integer
+ * index so that they can be handed between threads without copies.
+ */
+export interface BufferPool {
+  readonly specificationVersion: SpecificationVersion
+  /** Bytes per buffer. */
+  readonly bufferSize: number
+  /** Take a buffer (hot). Throws `StoqPoolExhaustedError` if empty and the policy is `error`. */
+  acquire(): number
+  /** Take a buffer, or -1 when none is free and the pool may not grow (hot). */
+  tryAcquire(): number
+  /** Give a buffer back (hot). Debug mode throws `StoqPoolMisuseError` on double release. */
+  release(index: number): void
+  /** A stable, preallocated full-size view of buffer `index` (hot, no allocation). */
+  view(index: number): Uint8Array
+  stats(): BufferPoolStats
+  /** Release the slabs; later calls throw `StoqClosedError`. */
+  close(): void
+}
+
+// ---------------------------------------------------------------------------
+// UdpIo (@stoq/hwaccel)
+
+export interface UdpBindOptions {
+  /** Address to bind. Default `::` (dual-stack). */
+  host: string
+  /** Port, 0 for an ephemeral port. */
+  port: number
+  /** Refuse IPv4 (IPV6_V6ONLY) on an IPv6 socket. */
+  ipv6Only: boolean
+  /** Requested SO_SNDBUF / SO_RCVBUF in bytes (the kernel may cap them). */
+  sendBufferSize?: number
+  receiveBufferSize?: number
+}
+
+/** Receives what the socket reads. */
+export interface UdpReceiver {
+  /**
+   * One received buffer (hot). When `segmentSize < data.length` the buffer holds
+   * several datagrams of `segmentSize` bytes (the last may be shorter), as GRO
+   * delivers them. `data` is only valid during the call unless the receiver
+   * keeps it (the dgram backend hands over a fresh buffer each time).
+   */
+  onPacket(data: Uint8Array, segmentSize: number, from: SocketAddress): void
+  /** End of a batch of reads: the right time to produce replies (hot). */
+  onBatchEnd(): void
+  /** A send that `send()` reported as queued has completed; `token` is the caller's (hot). */
+  onSendComplete(token: number): void
+  /** The send queue fell below its low-water mark after `send()` returned false. */
+  onDrain(): void
+  /** A socket error that is not tied to one send. */
+  onError(err: Error): void
+}
+
+export interface UdpIoStats {
+  backend: string
+  sendCalls: number
+  packetsSent: number
+  bytesSent: number
+  receiveCalls: number
+  packetsReceived: number
+  bytesReceived: number
+  sendErrors: number
+  /** Effective kernel socket buffer sizes, as read back. */
+  sendBufferSize: number
+  receiveBufferSize: number
+}
+
+/** A bound UDP socket. */
+export interface UdpIo {
+  readonly specificationVersion: SpecificationVersion
+  /** Name of the backend (`dgram`, `gso`, `mmsg`, `uring`...). */
+  readonly backend: string
+  /** Largest number of segments one `send` may carry (1 when the backend has no GSO). */
+  readonly maxSegments: number
+  bind(options: UdpBindOptions, receiver: UdpReceiver): Promise<SocketAddress>
+  /**
+   * Send `data` to `to` (hot). With `segmentSize < data.length` the data holds
+   * equal-size datagrams (the last may be shorter) sent as one GSO write.
+   * The backend may keep a reference to `data` until `onSendComplete(token)`.
+   * Returns false when the send queue is above its high-water mark: the caller
+   * should stop sending until `onDrain`.
+   */
+  send(data: Uint8Array, segmentSize: number, to: SocketAddress, token: number): boolean
+  /** Number of sends not yet completed. */
+  readonly pendingSends: number
+  readonly localAddress: SocketAddress | null
+  stats(): UdpIoStats
+  close(): Promise<void>
+}
+
+export type UdpIoFactory = () => UdpIo
+
+// ---------------------------------------------------------------------------
+// QuicEngine (@stoq/transport-core holds the quiche adapter)
+
+export type CongestionControl = 'cubic' | 'reno' | 'bbr'
+
+/** QUIC transport parameters and local limits that an engine applies. */
+export interface TransportParameters {
+  /** Idle timeout in ms (0 disables). */
+  maxIdleTimeoutMs: number
+  /** Connection-level flow-control window (initial_max_data). */
+  initialMaxData: number
+  /** Per-stream flow-control window (initial_max_stream_data_*). */
+  initialMaxStreamData: number
+  /** Upper bound the window may auto-tune to, per stream and per connection. */
+  maxStreamWindow: number
+  maxConnectionWindow: number
+  /** Concurrent streams the peer may open. */
+  initialMaxStreamsBidi: number
+  initialMaxStreamsUni: number
+  /** Largest UDP payload we send (the engine may cap it). */
+  maxUdpPayloadSize: number
+  congestionControl: CongestionControl
+  /** Accept and send RFC 9221 datagrams. */
+  datagrams: boolean
+  /** Datagram queue lengths (packets). */
+  datagramQueueLength: number
+  /** Pacing hints from the engine. */
+  pacing: boolean
+  hystart: boolean
+}
+
+export interface TlsIdentity {
+  /** PEM certificate chain (leaf first). */
+  cert: Uint8Array
+  /** PEM private key. */
+  key: Uint8Array
+}
+
+export interface EngineServerOptions {
+  identity: TlsIdentity
+  /** ALPN protocols accepted, in preference order. */
+  alpn: string[]
+  /** Address validation with Retry tokens before any state is created. */
+  retry: boolean
+  /** Concurrent connections accepted; beyond it new connections are refused. */
+  maxConnections: number
+  /** Send stateless resets for packets of unknown connections. */
+  statelessReset: boolean
+}
+
+export interface EngineConnectOptions {
+  peer: SocketAddress
+  /** SNI and the name the certificate is checked against. */
+  serverName: string
+  alpn: string[]
+  /** PEM CA bundle to verify the server against. */
+  ca?: Uint8Array
+  /**
+   * When false the engine completes the handshake whatever the certificate and
+   * the caller verifies it (e.g. by pinned fingerprint) from `peerCertificates`.
+   */
+  verifyPeer: boolean
+  /** Client certificate, when the server asks for one. */
+  identity?: TlsIdentity
+}
+
+export interface EngineCloseInfo {
+  remote: boolean
+  app: boolean
+  code: number
+  reason: Uint8Array
+  idleTimeout: boolean
+}
+
+export interface ConnectionStatsSnapshot {
+  packetsSent: number
+  packetsReceived: number
+  packetsLost: number
+  packetsRetransmitted: number
+  bytesSent: number
+  bytesReceived: number
+  bytesLost: number
+  rttMs: number
+  cwndBytes: number
+  deliveryRateBps: number
+  pmtu: number
+  peerMaxDatagramFrameSize: number
+}
+
+/** Stream id facts, RFC 9000 §2.1. */
+export function isBidirectional(streamId: number): boolean {
+  return (streamId & 0x2) === 0
+}
+export function isClientInitiated(streamId: number): boolean {
+  return (streamId & 0x1) === 0
+}
+
+/**
+ * What an engine reports when `drainEvents` runs. Handles are integers: the
+ * engine never calls into the application on its own (no callbacks on the hot
+ * path), it only reports through this sink when asked.
+ */
+export interface EngineEventSink {
+  /** A server connection was created for a new peer (handshake under way). */
+  onIncoming(conn: number, peer: SocketAddress): void
+  /** The handshake completed. */
+  onEstablished(conn: number): void
+  /** Stream data (or FIN, or a reset) can be read; also announces new peer streams. */
+  onStreamReadable(conn: number, streamId: number): void
+  /** A stream asked for with `streamWantWritable` has send capacity again (or was stopped by the peer). */
+  onStreamWritable(conn: number, streamId: number): void
+  /** One or more datagrams can be read. */
+  onDatagramReadable(conn: number): void
+  /** The connection is gone; the handle is invalid after this call returns. */
+  onClosed(conn: number, info: EngineCloseInfo): void
+}
+
+/** Filled by `pollTransmit`: packets laid out back to back in `buffer`. */
+export interface TransmitBatch {
+  /** Caller-owned output buffer. */
+  buffer: Uint8Array
+  /** Caller-owned; `lengths[i]` is the size of packet i. */
+  lengths: Uint32Array
+  /** Number of packets written. */
+  count: number
+  /** Total bytes written. */
+  bytes: number
+  /** Destination of every packet in the batch. */
+  peer: SocketAddress | null
+}
+
+/** Result holder for `streamRecv` (reused, so no allocation per call). */
+export interface StreamRecvResult {
+  bytes: number
+  fin: boolean
+}
+
+export interface StreamRecvError {
+  /** RESET_STREAM error code when the peer reset the stream, else -1. */
+  resetCode: number
+}
+
+/**
+ * A sans-I/O QUIC endpoint state machine. It owns connections, demultiplexes
+ * received packets by connection ID, and produces packets in batches; the
+ * caller owns sockets, buffers and time. One call consumes or produces a whole
+ * batch, so that native engines cross into native code once per batch.
+ */
+export interface QuicEngine {
+  readonly specificationVersion: SpecificationVersion
+  readonly name: string
+  /** Largest packet this engine can produce. */
+  readonly maxPacketSize: number
+
+  /** Act as a server from now on (accept Initials). */
+  listen(options: EngineServerOptions): void
+  /** Stop accepting new connections (existing ones continue). */
+  stopListening(): void
+
+  /** Feed received datagrams (hot): `segmentSize` splits a GRO buffer. The engine may decrypt in place. */
+  receive(data: Uint8Array, segmentSize: number, from: SocketAddress, local: SocketAddress): void
+  /**
+   * Fill `batch` with packets for one peer (hot). Returns false when nothing is
+   * left to send now. `maxPackets` bounds the batch; packets are written back
+   * to back from offset 0.
+   */
+  pollTransmit(batch: TransmitBatch, maxPackets: number): boolean
+  /** Milliseconds until the earliest timer, or -1 when no timer is armed. */
+  nextTimeout(): number
+  /** Run expired timers (loss detection, idle timeout, keep-alive). */
+  handleTimeout(): void
+  /** Report what happened since the last call. */
+  drainEvents(sink: EngineEventSink): void
+
+  /** Start a client connection; returns its handle. */
+  connect(options: EngineConnectOptions, local: SocketAddress): number
+  /** Close a connection (CONNECTION_CLOSE with `app` code and reason). */
+  close(conn: number, app: boolean, code: number, reason: Uint8Array): void
+  /** Keep-alive interval in ms for this connection (0 disables). */
+  setKeepAlive(conn: number, intervalMs: number): void
+
+  /** Open a locally-initiated stream; returns its id, or -1 when the peer's limit is reached. */
+  openStream(conn: number, bidirectional: boolean): number
+  /** Queue stream data (hot); returns bytes accepted (may be fewer than `data.length`), or -1 if the stream is stopped/closed. */
+  streamSend(conn: number, streamId: number, data: Uint8Array, fin: boolean): number
+  /** Read stream data into `out` (hot). Returns false when nothing is readable; `result.resetCode` >= 0 when the peer reset it. */
+  streamRecv(conn: number, streamId: number, out: Uint8Array, result: StreamRecvResult & StreamRecvError): boolean
+  /** Bytes the stream can accept now; -1 when the stream is stopped by the peer (then `stopCode` returns its code). */
+  streamCapacity(conn: number, streamId: number): number
+  /** Ask for one `onStreamWritable` once the stream can accept data again (or was stopped). */
+  streamWantWritable(conn: number, streamId: number): void
+  /** STOP_SENDING code received for the stream, or -1. */
+  streamStopCode(conn: number, streamId: number): number
+  /** Reset our sending side (RESET_STREAM) or ask the peer to stop (STOP_SENDING). */
+  streamShutdown(conn: number, streamId: number, direction: 'read' | 'write', code: number): void
+  streamPriority(conn: number, streamId: number, urgency: number, incremental: boolean): void
+
+  /** Queue a datagram; returns false when the send queue is full. Throws when too large or unsupported. */
+  datagramSend(conn: number, data: Uint8Array): boolean
+  /** Read one datagram into `out`; returns its length or -1 when none is queued. */
+  datagramRecv(conn: number, out: Uint8Array): number
+  /** Largest datagram payload accepted now, or -1 when datagrams are not negotiated. */
+  datagramMaxSize(conn: number): number
+
+  isEstablished(conn: number): boolean
+  /** Negotiated ALPN (empty string before the handshake). */
+  alpn(conn: number): string
+  serverName(conn: number): string | null
+  /** Peer certificate chain as DER, leaf first (null when none). */
+  peerCertificates(conn: number): Uint8Array[] | null
+  stats(conn: number): ConnectionStatsSnapshot
+  peerAddress(conn: number): SocketAddress
+  /** Number of live connections. */
+  readonly connectionCount: number
+  /** Free all state. */
+  destroy(): void
+}
+
+export interface QuicEngineOptions {
+  transport: TransportParameters
+}
+
+export type QuicEngineFactory = (options: QuicEngineOptions) => QuicEngine
+
+// ---------------------------------------------------------------------------
+// PacketBatcher (@stoq/batching)
+
+export interface PacketBatcherStats {
+  /** Packets handed to the socket. */
+  packets: number
+  /** Socket send calls made. */
+  syscalls: number
+  /** Syscalls saved compared with one per packet. */
+  syscallsSaved: number
+  /** Batches flushed. */
+  flushes: number
+}
+
+export interface PacketBatcherComponents {
+  engine: QuicEngine
+  io: UdpIo
+  pool: BufferPool
+}
+
+/**
+ * Moves packets from the engine to the socket in as few calls as possible:
+ * runs of equal-size packets to one peer become GSO super-buffers when the
+ * socket supports them.
+ */
+export interface PacketBatcher {
+  readonly specificationVersion: SpecificationVersion
+  /** Drain everything the engine has to send now (hot). */
+  flush(): void
+  /** Tell the batcher a send completed (called from the UdpReceiver). */
+  onSendComplete(token: number): void
+  /** The socket drained: resume a flush that stopped on backpressure. */
+  onDrain(): void
+  /** True while sends are held back because the socket queue is full. */
+  readonly blocked: boolean
+  stats(): PacketBatcherStats
+}
+
+export interface PacketBatcherOptions {
+  /** Most packets in one flush batch. */
+  maxPacketsPerBatch: number
+  /** Largest GSO super-buffer in bytes. */
+  maxSuperBufferBytes: number
+}
+
+export type PacketBatcherFactory = (components: PacketBatcherComponents) => PacketBatcher
+
+// ---------------------------------------------------------------------------
+// MetricsSink (@stoq/monitoring)
+
+/** A counter/gauge handle: updating it is a plain number update. */
+export interface MetricHandle {
+  add(value: number): void
+  set(value: number): void
+}
+
+export interface MetricsSink {
+  readonly specificationVersion: SpecificationVersion
+  counter(name: string, help: string, labels?: Record<string, string>): MetricHandle
+  gauge(name: string, help: string, labels?: Record<string, string>): MetricHandle
+  /** Observe a value into a histogram. */
+  histogram(name: string, help: string, buckets: number[], labels?: Record<string, string>): { observe(value: number): void }
+}

@@ -1,0 +1,16 @@
+export {
+  createBufferPool,
+  attachBufferPool,
+  type BufferPoolOptions,
+  type SharedBufferPool,
+  type SharedBufferPoolHandle,
+} from './pool.js'
+export {
+  DEFAULT_ALIGNMENT,
+  DEFAULT_BUFFER_SIZE,
+  DEFAULT_DEBUG,
+  DEFAULT_EXHAUSTION,
+  DEFAULT_INITIAL_BUFFERS,
+  DEFAULT_MAX_BUFFERS,
+  DEFAULT_SHARED,
+} from './defaults.js'

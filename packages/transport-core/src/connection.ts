@@ -1,0 +1,373 @@
+import { EventEmitter } from 'node:events'
+import {
+  StoqCertificatePinError,
+  StoqClosedError,
+  StoqConnectionClosedError,
+  StoqConnectionRefusedError,
+  StoqIdleTimeoutError,
+  StoqInvalidArgumentError,
+  StoqStreamLimitError,
+  StoqTlsError,
+  isClientInitiated,
+  type CloseInfo,
+  type ConnectionStatsSnapshot,
+  type EngineCloseInfo,
+  type QuicEngine,
+  type SocketAddress,
+} from '@stoq/interface'
+import { QuicStream, type StreamHost } from './stream.js'
+import { fingerprintDer } from './pem.js'
+
+const decoder = new TextDecoder()
+const encoder = new TextEncoder()
+
+/** Transport error codes 0x100-0x1ff carry a TLS alert (RFC 9001 §4.8). */
+const CRYPTO_ERROR_START = 0x100
+const CRYPTO_ERROR_END = 0x1ff
+const CONNECTION_REFUSED = 0x2
+/** Application error codes must fit a QUIC varint (62 bits); we accept safe integers. */
+const MAX_CODE = Number.MAX_SAFE_INTEGER
+/** Reason phrases are sent in one CONNECTION_CLOSE frame: keep them short. */
+const MAX_REASON_BYTES = 1024
+
+export interface ConnectionStats extends ConnectionStatsSnapshot {
+  /** Milliseconds since the connection was created. */
+  durationMs: number
+  /** Handshake duration in ms (-1 until established). */
+  handshakeMs: number
+  streamsOpen: number
+  datagramsSent: number
+  datagramsReceived: number
+  datagramsDropped: number
+}
+
+export interface ConnectionEvents {
+  /** The peer opened a stream. */
+  stream: [QuicStream]
+  /** A datagram arrived. */
+  datagram: [Uint8Array]
+  /** The connection ended; `info` says who closed it, with which code and reason. */
+  close: [CloseInfo]
+}
+
+/** What a connection needs from its endpoint. */
+export interface ConnectionOwner {
+  readonly engine: QuicEngine
+  readonly readScratch: Uint8Array
+  schedule(): void
+  connectionGone(conn: QuicConnection): void
+}
+
+/**
+ * A QUIC connection. Create it with `endpoint.connect()` or receive it from the
+ * endpoint's `connection` event.
+ */
+export class QuicConnection extends EventEmitter<ConnectionEvents> implements StreamHost {
+  readonly handle: number
+  readonly side: 'client' | 'server'
+  readonly remoteAddress: SocketAddress
+  /** Resolves once the connection has ended. Never rejects. */
+  readonly closed: Promise<CloseInfo>
+
+  private readonly owner: ConnectionOwner
+  private readonly streams = new Map<number, QuicStream>()
+  private readonly startedAt = performance.now()
+  private establishedAt = -1
+  private closeInfo: CloseInfo | null = null
+  private closeError: Error | null = null
+  private resolveClosed!: (info: CloseInfo) => void
+  private closing = false
+  /** Highest peer-initiated stream id seen per type (bidi, uni), and ids below it not yet seen. */
+  private readonly peerMax = [-1, -1]
+  private readonly peerGaps = new Set<number>()
+  private readonly counters = { datagramsSent: 0, datagramsReceived: 0, datagramsDropped: 0 }
+  /** Set by the endpoint: settles a pending `connect()`. */
+  onHandshakeSettled: ((err: Error | null) => void) | null = null
+  /** Pinned SHA-256 fingerprints the server certificate must match (client side). */
+  pins: string[] = []
+
+  constructor(owner: ConnectionOwner, handle: number, side: 'client' | 'server', remote: SocketAddress) {
+    super()
+    this.owner = owner
+    this.handle = handle
+    this.side = side
+    this.remoteAddress = remote
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve
+    })
+  }
+
+  get engine(): QuicEngine {
+    return this.owner.engine
+  }
+
+  get readScratch(): Uint8Array {
+    return this.owner.readScratch
+  }
+
+  schedule(): void {
+    this.owner.schedule()
+  }
+
+  connectionError(): Error | null {
+    return this.closeError
+  }
+
+  /** True once the handshake completed and until the connection closes. */
+  get established(): boolean {
+    return this.establishedAt >= 0 && this.closeInfo === null
+  }
+
+  get isClosed(): boolean {
+    return this.closeInfo !== null
+  }
+
+  /** Negotiated application protocol. */
+  get alpn(): string {
+    return this.closeInfo ? '' : this.engine.alpn(this.handle)
+  }
+
+  /** SNI the client sent (server side) or asked for (client side). */
+  get serverName(): string | null {
+    return this.closeInfo ? null : this.engine.serverName(this.handle)
+  }
+
+  /** The peer's certificate chain as DER, leaf first. */
+  get peerCertificates(): Uint8Array[] {
+    return this.closeInfo ? [] : (this.engine.peerCertificates(this.handle) ?? [])
+  }
+
+  // -------------------------------------------------------------------------
+  // Streams
+
+  /**
+   * Open a stream. Bidirectional by default; `{ unidirectional: true }` opens a
+   * send-only stream. Throws StoqStreamLimitError when the peer's concurrent
+   * stream limit is reached.
+   */
+  openStream(options: { unidirectional?: boolean } = {}): QuicStream {
+    this.assertOpen()
+    if (typeof options !== 'object' || options === null) {
+      throw new StoqInvalidArgumentError('options', 'expected { unidirectional?: boolean }')
+    }
+    const bidi = options.unidirectional !== true
+    const id = this.engine.openStream(this.handle, bidi)
+    if (id < 0) throw new StoqStreamLimitError(bidi)
+    // Creating the stream in the engine counts it against the peer's limit now.
+    this.engine.streamSend(this.handle, id, new Uint8Array(0), false)
+    const stream = new QuicStream(this, id, true)
+    this.streams.set(id, stream)
+    return stream
+  }
+
+  get streamsOpen(): number {
+    return this.streams.size
+  }
+
+  streamDone(stream: QuicStream): void {
+    if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id)
+  }
+
+  /** @internal engine event */
+  onStreamReadable(id: number): void {
+    let stream = this.streams.get(id)
+    if (stream === undefined) {
+      if (!this.acceptPeerStream(id)) return
+      stream = new QuicStream(this, id, false)
+      this.streams.set(id, stream)
+      this.emit('stream', stream)
+    }
+    stream.onReadable()
+  }
+
+  /** @internal engine event */
+  onStreamWritable(id: number): void {
+    this.streams.get(id)?.onWritable()
+  }
+
+  /** Decide whether an unknown id is a new peer stream (not one we already finished). */
+  private acceptPeerStream(id: number): boolean {
+    const peerInitiated = isClientInitiated(id) !== (this.side === 'client')
+    if (!peerInitiated) return false
+    const type = (id & 0x2) >> 1
+    const max = this.peerMax[type]!
+    if (id > max) {
+      // Ids skipped over are implicitly opened (RFC 9000 §3.2); remember them.
+      const first = max < 0 ? (id & 0x3) : max + 4
+      for (let gap = first; gap < id; gap += 4) this.peerGaps.add(gap)
+      this.peerMax[type] = id
+      return true
+    }
+    return this.peerGaps.delete(id)
+  }
+
+  // -------------------------------------------------------------------------
+  // Datagrams
+
+  /** Largest datagram the peer accepts now, or -1 when datagrams are not negotiated. */
+  get maxDatagramSize(): number {
+    return this.closeInfo ? -1 : this.engine.datagramMaxSize(this.handle)
+  }
+
+  /**
+   * Send an unreliable datagram (RFC 9221). Returns false when the send queue
+   * is full (the datagram is dropped). Throws StoqDatagramTooLargeError or
+   * StoqDatagramUnsupportedError.
+   */
+  sendDatagram(data: Uint8Array | string): boolean {
+    this.assertOpen()
+    const bytes = typeof data === 'string' ? encoder.encode(data) : data
+    if (!(bytes instanceof Uint8Array)) throw new StoqInvalidArgumentError('data', 'expected a Uint8Array or string')
+    const ok = this.engine.datagramSend(this.handle, bytes)
+    if (ok) {
+      this.counters.datagramsSent++
+      this.schedule()
+    } else {
+      this.counters.datagramsDropped++
+    }
+    return ok
+  }
+
+  /** @internal engine event */
+  onDatagramReadable(): void {
+    const scratch = this.readScratch
+    for (;;) {
+      const n = this.engine.datagramRecv(this.handle, scratch)
+      if (n < 0) break
+      this.counters.datagramsReceived++
+      this.emit('datagram', scratch.slice(0, n))
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Lifecycle
+
+  /** @internal engine event */
+  onEstablished(): void {
+    this.establishedAt = performance.now()
+    if (this.side === 'client' && this.pins.length > 0) {
+      const leaf = this.engine.peerCertificates(this.handle)?.[0]
+      const actual = leaf ? fingerprintDer(leaf) : null
+      if (actual === null || !this.pins.includes(actual)) {
+        const err = new StoqCertificatePinError(this.pins, actual)
+        // TLS alert bad_certificate (42) as a crypto transport error.
+        this.engine.close(this.handle, false, CRYPTO_ERROR_START + 42, encoder.encode('certificate pin mismatch'))
+        this.schedule()
+        this.settleHandshake(err)
+        return
+      }
+    }
+    this.settleHandshake(null)
+  }
+
+  private settleHandshake(err: Error | null): void {
+    const settle = this.onHandshakeSettled
+    this.onHandshakeSettled = null
+    settle?.(err)
+  }
+
+  /**
+   * Close the connection with an application error code and reason, which the
+   * peer receives in its `close` event. Resolves when the connection is gone.
+   */
+  async close(code = 0, reason = ''): Promise<CloseInfo> {
+    if (!Number.isInteger(code) || code < 0 || code > MAX_CODE) {
+      throw new StoqInvalidArgumentError('code', `expected a non-negative integer, got ${String(code)}`)
+    }
+    if (typeof reason !== 'string') throw new StoqInvalidArgumentError('reason', 'expected a string')
+    const bytes = encoder.encode(reason)
+    if (bytes.length > MAX_REASON_BYTES) {
+      throw new StoqInvalidArgumentError('reason', `expected at most ${MAX_REASON_BYTES} bytes, got ${bytes.length}`)
+    }
+    if (this.closeInfo === null && !this.closing) {
+      this.closing = true
+      this.engine.close(this.handle, true, code, bytes)
+      this.schedule()
+    }
+    return this.closed
+  }
+
+  /** Close without waiting; used by the endpoint on shutdown. */
+  closeNow(code: number, reason: string): void {
+    if (this.closeInfo !== null || this.closing) return
+    this.closing = true
+    this.engine.close(this.handle, true, code, encoder.encode(reason))
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  /** @internal engine event */
+  onClosed(info: EngineCloseInfo): void {
+    if (this.closeInfo !== null) return
+    this.snapshotStats()
+    const ci: CloseInfo = {
+      remote: info.remote,
+      app: info.app,
+      code: info.code,
+      reason: decoder.decode(info.reason),
+      idleTimeout: info.idleTimeout,
+    }
+    this.closeInfo = ci
+    let err: Error
+    if (ci.idleTimeout) err = new StoqIdleTimeoutError(ci)
+    else if (!ci.app && ci.code >= CRYPTO_ERROR_START && ci.code <= CRYPTO_ERROR_END) {
+      err = new StoqTlsError(
+        `TLS handshake failed: alert ${ci.code - CRYPTO_ERROR_START}${ci.reason ? ` (${ci.reason})` : ''} ${ci.remote ? 'from the peer' : 'raised locally'}`,
+        { ...ci, alert: ci.code - CRYPTO_ERROR_START },
+      )
+    } else if (!ci.app && ci.code === CONNECTION_REFUSED && ci.remote) err = new StoqConnectionRefusedError(ci)
+    else err = new StoqConnectionClosedError(ci)
+    this.closeError = err
+    this.settleHandshake(err)
+    for (const stream of [...this.streams.values()]) stream.onConnectionClosed(err)
+    this.streams.clear()
+    this.owner.connectionGone(this)
+    this.resolveClosed(ci)
+    this.emit('close', ci)
+  }
+
+  /** Error for operations on a closed connection. */
+  private assertOpen(): void {
+    if (this.closeError) throw new StoqClosedError('connection', `Connection is closed: ${this.closeError.message}`, { cause: this.closeError })
+    if (this.closing) throw new StoqClosedError('connection', 'Connection is closing')
+  }
+
+  stats(): ConnectionStats {
+    const base: ConnectionStatsSnapshot = this.closeInfo
+      ? (this.lastStats ?? emptyStats())
+      : (this.lastStats = this.engine.stats(this.handle))
+    return {
+      ...base,
+      durationMs: performance.now() - this.startedAt,
+      handshakeMs: this.establishedAt < 0 ? -1 : this.establishedAt - this.startedAt,
+      streamsOpen: this.streams.size,
+      ...this.counters,
+    }
+  }
+
+  private lastStats: ConnectionStatsSnapshot | null = null
+
+  /** @internal refresh the cached stats before the engine forgets the connection. */
+  snapshotStats(): void {
+    if (this.closeInfo === null) this.lastStats = this.engine.stats(this.handle)
+  }
+}
+
+function emptyStats(): ConnectionStatsSnapshot {
+  return {
+    packetsSent: 0,
+    packetsReceived: 0,
+    packetsLost: 0,
+    packetsRetransmitted: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    bytesLost: 0,
+    rttMs: 0,
+    cwndBytes: 0,
+    deliveryRateBps: 0,
+    pmtu: 0,
+    peerMaxDatagramFrameSize: 0,
+  }
+}

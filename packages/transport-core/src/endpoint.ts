@@ -1,0 +1,391 @@
+import dns from 'node:dns/promises'
+import { EventEmitter } from 'node:events'
+import net from 'node:net'
+import {
+  StoqClosedError,
+  StoqEngineError,
+  StoqHandshakeTimeoutError,
+  StoqInvalidArgumentError,
+  StoqSocketError,
+  type BufferPool,
+  type EngineCloseInfo,
+  type EngineEventSink,
+  type PacketBatcher,
+  type PacketBatcherFactory,
+  type QuicEngine,
+  type QuicEngineFactory,
+  type SocketAddress,
+  type UdpIo,
+  type UdpIoFactory,
+  type UdpReceiver,
+} from '@stoq/interface'
+import { batching } from '@stoq/batching'
+import { createBufferPool } from '@stoq/mempool'
+import { dgramUdpIo } from '@stoq/hwaccel'
+import { QuicConnection, type ConnectionOwner } from './connection.js'
+import { quicheEngine } from './engine/quiche-engine.js'
+import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
+import {
+  resolveConnectOptions,
+  resolveEndpointOptions,
+  type ConnectOptions,
+  type EndpointOptions,
+  type ResolvedEndpointOptions,
+} from './options.js'
+
+/** Replaceable layers of an endpoint; each defaults to STOQ's own. */
+export interface EndpointComponents {
+  engine: QuicEngineFactory
+  udp: UdpIoFactory
+  /** Pool for transmit batches; must hold buffers of at least one max-size packet. */
+  pool: BufferPool
+  batcher: PacketBatcherFactory
+}
+
+export interface EndpointEvents {
+  /** A peer connected (handshake complete). */
+  connection: [QuicConnection]
+  /** A socket error not tied to one connection. */
+  error: [Error]
+  close: []
+}
+
+export interface EndpointStats {
+  connections: number
+  /** Packets dropped by the engine (malformed, unknown connection, refused). */
+  packetsDropped: number
+  udp: ReturnType<UdpIo['stats']>
+  batching: ReturnType<PacketBatcher['stats']>
+  pool: ReturnType<BufferPool['stats']>
+}
+
+/**
+ * A bound UDP socket that carries QUIC connections: it can accept connections
+ * (when given a server identity) and dial out at the same time.
+ */
+export class Endpoint extends EventEmitter<EndpointEvents> implements ConnectionOwner, UdpReceiver, EngineEventSink {
+  readonly engine: QuicEngine
+  readonly readScratch = new Uint8Array(DEFAULT_STREAM_READ_CHUNK)
+  readonly options: ResolvedEndpointOptions
+
+  private readonly io: UdpIo
+  private readonly pool: BufferPool
+  private readonly ownsPool: boolean
+  private batcher!: PacketBatcher
+  private local!: SocketAddress
+  private readonly conns = new Map<number, QuicConnection>()
+  private scheduled = false
+  private timer: NodeJS.Timeout | null = null
+  private timerAt = -1
+  private state: 'new' | 'open' | 'closing' | 'closed' = 'new'
+  private closePromise: Promise<void> | null = null
+
+  private constructor(options: ResolvedEndpointOptions, components: Partial<EndpointComponents>) {
+    super()
+    this.options = options
+    this.engine = (components.engine ?? quicheEngine())({ transport: options.transport })
+    this.io = (components.udp ?? dgramUdpIo())()
+    this.ownsPool = components.pool === undefined
+    this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: 4096 })
+  }
+
+  /** Bind a socket and start an endpoint. */
+  static async create(options?: Partial<EndpointOptions>, components: Partial<EndpointComponents> = {}): Promise<Endpoint> {
+    const resolved = resolveEndpointOptions(options)
+    const ep = new Endpoint(resolved, components)
+    try {
+      await ep.start(components)
+    } catch (err) {
+      ep.engine.destroy()
+      if (ep.ownsPool) ep.pool.close()
+      await ep.io.close().catch(() => {})
+      throw err
+    }
+    return ep
+  }
+
+  private async start(components: Partial<EndpointComponents>): Promise<void> {
+    const o = this.options
+    this.local = await this.io.bind(
+      {
+        host: o.host,
+        port: o.port,
+        ipv6Only: o.ipv6Only,
+        ...(o.socketBufferSize !== undefined ? { sendBufferSize: o.socketBufferSize, receiveBufferSize: o.socketBufferSize } : {}),
+      },
+      this,
+    )
+    this.batcher = (components.batcher ?? batching())({ engine: this.engine, io: this.io, pool: this.pool })
+    if (o.server) {
+      this.engine.listen({
+        identity: { cert: o.server.cert, key: o.server.key },
+        alpn: o.server.alpn,
+        retry: o.server.retry,
+        maxConnections: o.server.maxConnections,
+        statelessReset: o.server.statelessReset,
+      })
+    }
+    this.state = 'open'
+  }
+
+  /** The bound address (port resolved when 0 was asked). */
+  get address(): SocketAddress {
+    return this.local
+  }
+
+  get listening(): boolean {
+    return this.state === 'open' && this.options.server !== null
+  }
+
+  /** Live connections, both accepted and dialled. */
+  get connections(): QuicConnection[] {
+    return [...this.conns.values()]
+  }
+
+  // -------------------------------------------------------------------------
+  // Dialling
+
+  /** Open a connection; resolves when the handshake completed and the certificate was accepted. */
+  async connect(options: ConnectOptions): Promise<QuicConnection> {
+    if (this.state !== 'open') throw new StoqClosedError('endpoint')
+    const o = resolveConnectOptions(options)
+    const peer = await this.resolvePeer(o.host, o.port)
+    if (this.state !== 'open') throw new StoqClosedError('endpoint')
+    const handle = this.engine.connect(
+      {
+        peer,
+        serverName: o.serverName,
+        alpn: o.alpn,
+        ...(o.ca !== undefined ? { ca: o.ca } : {}),
+        verifyPeer: !o.insecure && o.ca !== undefined,
+        ...(o.identity !== undefined ? { identity: o.identity } : {}),
+      },
+      this.local,
+    )
+    const conn = new QuicConnection(this, handle, 'client', peer)
+    conn.pins = o.pins
+    this.conns.set(handle, conn)
+    if (o.keepAliveMs > 0) this.engine.setKeepAlive(handle, o.keepAliveMs)
+    const established = new Promise<QuicConnection>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        conn.onHandshakeSettled = null
+        conn.closeNow(0, 'handshake timeout')
+        this.schedule()
+        reject(new StoqHandshakeTimeoutError(o.handshakeTimeoutMs))
+      }, o.handshakeTimeoutMs)
+      conn.onHandshakeSettled = (err) => {
+        clearTimeout(timer)
+        if (err) reject(err)
+        else resolve(conn)
+      }
+    })
+    this.schedule()
+    return established
+  }
+
+  private async resolvePeer(host: string, port: number): Promise<SocketAddress> {
+    const v6Socket = this.local.family === 'IPv6'
+    let address = host
+    let family = net.isIP(host)
+    if (family === 0) {
+      let results: { address: string; family: number }[]
+      try {
+        results = await dns.lookup(host, { all: true, verbatim: true })
+      } catch (err) {
+        throw new StoqInvalidArgumentError('host', `cannot resolve ${JSON.stringify(host)}: ${(err as Error).message}`)
+      }
+      // IPv6 first, as the resolver orders them; skip families the socket cannot reach.
+      const usable = results.filter((r) =>
+        r.family === 6 ? v6Socket : !v6Socket || !this.options.ipv6Only,
+      )
+      const pick = usable.find((r) => r.family === 6) ?? usable[0]
+      if (pick === undefined) throw new StoqInvalidArgumentError('host', `${host} has no address this endpoint can reach`)
+      address = pick.address
+      family = pick.family
+    }
+    if (family === 6 && !v6Socket) {
+      throw new StoqInvalidArgumentError('host', `${address} is IPv6 but the endpoint is bound to IPv4 ${this.local.address}`)
+    }
+    if (family === 4 && v6Socket && this.options.ipv6Only) {
+      throw new StoqInvalidArgumentError('host', `${address} is IPv4 but the endpoint is IPv6-only`)
+    }
+    return Object.freeze({ address, port, family: family === 6 ? 'IPv6' : 'IPv4' })
+  }
+
+  // -------------------------------------------------------------------------
+  // The cycle: receive → events → transmit → timer
+
+  schedule(): void {
+    if (this.scheduled || this.state === 'closed') return
+    this.scheduled = true
+    setImmediate(this.run)
+  }
+
+  private readonly run = (): void => {
+    this.scheduled = false
+    this.process()
+  }
+
+  private process(): void {
+    if (this.state === 'closed') return
+    try {
+      this.engine.drainEvents(this)
+      this.batcher.flush()
+      // Transmitting can close connections (e.g. after CONNECTION_CLOSE is sent).
+      this.engine.drainEvents(this)
+    } catch (err) {
+      this.emit('error', new StoqEngineError(this.engine.name, `endpoint cycle failed: ${(err as Error).message}`, { cause: err }))
+    }
+    this.armTimer()
+  }
+
+  private armTimer(): void {
+    const ms = this.engine.nextTimeout()
+    if (ms < 0) {
+      if (this.timer) {
+        clearTimeout(this.timer)
+        this.timer = null
+        this.timerAt = -1
+      }
+      return
+    }
+    const at = performance.now() + ms
+    // Keep an earlier timer; it re-arms when it fires.
+    if (this.timer && this.timerAt <= at + 1) return
+    if (this.timer) clearTimeout(this.timer)
+    this.timerAt = at
+    this.timer = setTimeout(this.onTimer, Math.max(0, Math.ceil(ms)))
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = null
+    this.timerAt = -1
+    if (this.state === 'closed') return
+    this.engine.handleTimeout()
+    this.process()
+  }
+
+  // UdpReceiver ---------------------------------------------------------------
+
+  onPacket(data: Uint8Array, segmentSize: number, from: SocketAddress): void {
+    this.engine.receive(data, segmentSize, from, this.local)
+  }
+
+  onBatchEnd(): void {
+    this.process()
+  }
+
+  onSendComplete(token: number): void {
+    this.batcher?.onSendComplete(token)
+  }
+
+  onDrain(): void {
+    this.batcher?.onDrain()
+  }
+
+  onError(err: Error): void {
+    this.emit('error', new StoqSocketError(`UDP socket error: ${err.message}`, {}, { cause: err }))
+  }
+
+  // EngineEventSink -------------------------------------------------------------
+
+  onIncoming(handle: number, peer: SocketAddress): void {
+    if (this.state !== 'open') {
+      this.engine.close(handle, false, 0x2, new TextEncoder().encode('endpoint closing'))
+      return
+    }
+    this.conns.set(handle, new QuicConnection(this, handle, 'server', peer))
+  }
+
+  onEstablished(handle: number): void {
+    const conn = this.conns.get(handle)
+    if (!conn) return
+    conn.onEstablished()
+    if (conn.side === 'server') this.emit('connection', conn)
+  }
+
+  onStreamReadable(handle: number, streamId: number): void {
+    this.conns.get(handle)?.onStreamReadable(streamId)
+  }
+
+  onStreamWritable(handle: number, streamId: number): void {
+    this.conns.get(handle)?.onStreamWritable(streamId)
+  }
+
+  onDatagramReadable(handle: number): void {
+    this.conns.get(handle)?.onDatagramReadable()
+  }
+
+  onClosed(handle: number, info: EngineCloseInfo): void {
+    const conn = this.conns.get(handle)
+    if (conn) conn.onClosed(info)
+  }
+
+  connectionGone(conn: QuicConnection): void {
+    this.conns.delete(conn.handle)
+  }
+
+  // -------------------------------------------------------------------------
+
+  stats(): EndpointStats {
+    return {
+      connections: this.conns.size,
+      packetsDropped: (this.engine as { droppedPackets?: number }).droppedPackets ?? 0,
+      udp: this.io.stats(),
+      batching: this.batcher.stats(),
+      pool: this.pool.stats(),
+    }
+  }
+
+  /**
+   * Stop accepting, close every connection with `code`/`reason` (they get up to
+   * `closeTimeoutMs` to finish), then release the socket. Idempotent.
+   */
+  close(code = 0, reason = ''): Promise<void> {
+    if (this.closePromise) return this.closePromise
+    this.closePromise = this.shutdown(code, reason)
+    return this.closePromise
+  }
+
+  private async shutdown(code: number, reason: string): Promise<void> {
+    if (this.state === 'new') {
+      this.state = 'closed'
+      return
+    }
+    this.state = 'closing'
+    this.engine.stopListening()
+    const pending = [...this.conns.values()]
+    for (const conn of pending) conn.closeNow(code, reason)
+    this.process()
+    if (pending.length > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        Promise.all(pending.map((c) => c.closed)),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, this.options.closeTimeoutMs)
+        }),
+      ])
+      clearTimeout(timer)
+    }
+    // Whatever did not finish in time is closed locally.
+    for (const conn of [...this.conns.values()]) {
+      conn.onClosed({ remote: false, app: true, code, reason: new TextEncoder().encode(reason), idleTimeout: false })
+    }
+    this.state = 'closed'
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = null
+    await this.io.close()
+    this.engine.destroy()
+    if (this.ownsPool) this.pool.close()
+    this.emit('close')
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}
+
+/** Bind an endpoint. Same as `Endpoint.create`. */
+export function createEndpoint(options?: Partial<EndpointOptions>, components?: Partial<EndpointComponents>): Promise<Endpoint> {
+  return Endpoint.create(options, components)
+}

@@ -1,0 +1,890 @@
+import crypto from 'node:crypto'
+import {
+  StoqDatagramTooLargeError,
+  StoqDatagramUnsupportedError,
+  StoqEngineError,
+  StoqInvalidArgumentError,
+  type ConnectionStatsSnapshot,
+  type EngineCloseInfo,
+  type EngineConnectOptions,
+  type EngineEventSink,
+  type EngineServerOptions,
+  type QuicEngine,
+  type QuicEngineOptions,
+  type SocketAddress,
+  type StreamRecvError,
+  type StreamRecvResult,
+  type TransmitBatch,
+  type TransportParameters,
+} from '@stoq/interface'
+import {
+  loadQuiche,
+  parseQuicheError,
+  type HostPort,
+  type QuicheBinding,
+  type QuicheConfig,
+  type QuicheConnection,
+} from './quiche-binding.js'
+import { RetryTokens } from './retry-token.js'
+import { splitPemChain } from '../pem.js'
+
+/** Length of the connection IDs we issue: 4 bytes of (masked) handle + 12 random bytes. */
+export const CID_LEN = 16
+/** quiche refuses to produce packets larger than this. */
+export const QUICHE_MAX_PACKET = 16383
+/** Largest number of control packets (Retry, version negotiation, stateless reset) waiting to be sent. */
+const MAX_CONTROL_QUEUE = 256
+/** Stateless resets sent per second at most (they answer unauthenticated packets). */
+const STATELESS_RESETS_PER_SECOND = 100
+/** Connections beyond the limit that we accept only to refuse them politely; past this we drop. */
+const REFUSE_BACKLOG = 64
+/** QUIC transport error CONNECTION_REFUSED. */
+const CONNECTION_REFUSED = 0x2
+
+interface ConnRecord {
+  handle: number
+  conn: QuicheConnection
+  scid: Uint8Array
+  peer: SocketAddress
+  recvInfo: { from: HostPort; to: HostPort }
+  server: boolean
+  /** Key in the Initial route table (client's original DCID), server side only. */
+  initialKey: string | null
+  incomingReported: boolean
+  establishedReported: boolean
+  /** Has something to send (or might). */
+  sendDirty: boolean
+  /** Events to look at in the next drain. */
+  eventDirty: boolean
+  /** Timer deadline (performance.now() ms) or -1. */
+  deadline: number
+  timerDirty: boolean
+  keepAliveMs: number
+  lastActivity: number
+  nextBidi: number
+  nextUni: number
+  wantWritable: Set<number>
+  /** Stream ids seen as stopped by the peer, with their codes. */
+  stopped: Map<number, number> | null
+  refused: boolean
+}
+
+interface ControlPacket {
+  data: Uint8Array
+  peer: SocketAddress
+}
+
+function hostPort(addr: SocketAddress): HostPort {
+  return { host: addr.address, port: addr.port }
+}
+
+function toBigIntToken(bytes: Uint8Array): bigint {
+  let v = 0n
+  for (let i = 0; i < 16; i++) v = (v << 8n) | BigInt(bytes[i]!)
+  return v
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+}
+
+/** quiche as a QuicEngine: one endpoint's connections, driven from JS. */
+export class QuicheEngine implements QuicEngine {
+  readonly specificationVersion = 'v1' as const
+  readonly name = 'quiche'
+  readonly maxPacketSize: number
+
+  private readonly q: QuicheBinding
+  private readonly tp: TransportParameters
+  private readonly conns = new Map<number, ConnRecord>()
+  private readonly initialRoutes = new Map<string, ConnRecord>()
+  private readonly sendQueue: ConnRecord[] = []
+  private readonly eventQueue: ConnRecord[] = []
+  private readonly control: ControlPacket[] = []
+  private readonly handleMask: number
+  private nextHandle = 1
+  private server: EngineServerOptions | null = null
+  private serverConfig: QuicheConfig | null = null
+  private readonly clientConfigs = new Map<string, QuicheConfig>()
+  private readonly secret = crypto.randomBytes(32)
+  private readonly tokens: RetryTokens
+  private resetBudget = STATELESS_RESETS_PER_SECOND
+  private resetBudgetAt = 0
+  private destroyed = false
+  private readonly scratch = new Uint8Array(1500)
+  private readonly pending: { closed: Array<[number, EngineCloseInfo]> } = { closed: [] }
+  /** Packets quiche refused (undecryptable, malformed, unknown connection). */
+  droppedPackets = 0
+
+  constructor(options: QuicEngineOptions) {
+    this.q = loadQuiche()
+    this.tp = options.transport
+    this.maxPacketSize = Math.min(this.tp.maxUdpPayloadSize, QUICHE_MAX_PACKET)
+    this.handleMask = crypto.randomBytes(4).readUInt32BE(0)
+    this.tokens = new RetryTokens(this.secret)
+  }
+
+  get connectionCount(): number {
+    return this.conns.size
+  }
+
+  // -------------------------------------------------------------------------
+  // Configuration
+
+  private applyTransport(cfg: QuicheConfig, alpn: string[]): QuicheConfig {
+    const tp = this.tp
+    cfg.setApplicationProtos(alpn)
+    cfg.setMaxIdleTimeout(tp.maxIdleTimeoutMs)
+    cfg.setMaxRecvUdpPayloadSize(QUICHE_MAX_PACKET)
+    cfg.setMaxSendUdpPayloadSize(this.maxPacketSize)
+    cfg.setInitialMaxData(tp.initialMaxData)
+    cfg.setInitialMaxStreamDataBidiLocal(tp.initialMaxStreamData)
+    cfg.setInitialMaxStreamDataBidiRemote(tp.initialMaxStreamData)
+    cfg.setInitialMaxStreamDataUni(tp.initialMaxStreamData)
+    cfg.setInitialMaxStreamsBidi(tp.initialMaxStreamsBidi)
+    cfg.setInitialMaxStreamsUni(tp.initialMaxStreamsUni)
+    cfg.setMaxStreamWindow(tp.maxStreamWindow)
+    cfg.setMaxConnectionWindow(tp.maxConnectionWindow)
+    cfg.setDisableActiveMigration(true)
+    cfg.setCcAlgorithmName(tp.congestionControl)
+    cfg.enableHystart(tp.hystart)
+    cfg.enablePacing(tp.pacing)
+    if (tp.datagrams) cfg.enableDgram(true, tp.datagramQueueLength, tp.datagramQueueLength)
+    return cfg
+  }
+
+  private buildConfig(
+    verifyPeer: boolean,
+    ca: Uint8Array | undefined,
+    identity: { cert: Uint8Array; key: Uint8Array } | undefined,
+    alpn: string[],
+  ): QuicheConfig {
+    try {
+      const cfg = this.q.Config.withBoringSslCtx(
+        verifyPeer,
+        false,
+        ca ?? null,
+        identity ? [identity.key] : null,
+        identity ? splitPemChain(identity.cert) : null,
+        null,
+      )
+      return this.applyTransport(cfg, alpn)
+    } catch (err) {
+      throw new StoqInvalidArgumentError(
+        'tls',
+        `quiche refused the TLS configuration (certificate, key or CA PEM): ${(err as Error).message}`,
+      )
+    }
+  }
+
+  listen(options: EngineServerOptions): void {
+    this.assertAlive()
+    this.serverConfig = this.buildConfig(false, undefined, options.identity, options.alpn)
+    this.server = options
+  }
+
+  stopListening(): void {
+    this.server = null
+  }
+
+  // -------------------------------------------------------------------------
+  // Connection IDs and records
+
+  private makeCid(handle: number): Uint8Array {
+    const cid = new Uint8Array(CID_LEN)
+    crypto.getRandomValues(cid)
+    const masked = (handle ^ this.handleMask) >>> 0
+    cid[0] = masked >>> 24
+    cid[1] = (masked >>> 16) & 0xff
+    cid[2] = (masked >>> 8) & 0xff
+    cid[3] = masked & 0xff
+    return cid
+  }
+
+  private allocHandle(): number {
+    for (;;) {
+      const h = this.nextHandle
+      this.nextHandle = this.nextHandle >= 0x7fffffff ? 1 : this.nextHandle + 1
+      if (!this.conns.has(h)) return h
+    }
+  }
+
+  /** Find the connection whose CID starts at `offset` in `pkt` (no allocation). */
+  private lookupCid(pkt: Uint8Array, offset: number): ConnRecord | undefined {
+    const masked = ((pkt[offset]! << 24) | (pkt[offset + 1]! << 16) | (pkt[offset + 2]! << 8) | pkt[offset + 3]!) >>> 0
+    const rec = this.conns.get((masked ^ this.handleMask) >>> 0)
+    if (rec === undefined) return undefined
+    const scid = rec.scid
+    for (let i = 4; i < CID_LEN; i++) if (scid[i] !== pkt[offset + i]) return undefined
+    return rec
+  }
+
+  private newRecord(handle: number, conn: QuicheConnection, scid: Uint8Array, peer: SocketAddress, local: SocketAddress, server: boolean): ConnRecord {
+    const rec: ConnRecord = {
+      handle,
+      conn,
+      scid,
+      peer,
+      recvInfo: { from: hostPort(peer), to: hostPort(local) },
+      server,
+      initialKey: null,
+      incomingReported: !server,
+      establishedReported: false,
+      sendDirty: false,
+      eventDirty: false,
+      deadline: -1,
+      timerDirty: true,
+      keepAliveMs: 0,
+      lastActivity: performance.now(),
+      // RFC 9000 §2.1: client-initiated ids end in 0b00/0b10, server-initiated in 0b01/0b11.
+      nextBidi: server ? 1 : 0,
+      nextUni: server ? 3 : 2,
+      wantWritable: new Set(),
+      stopped: null,
+      refused: false,
+    }
+    this.conns.set(handle, rec)
+    this.markSend(rec)
+    this.markEvent(rec)
+    return rec
+  }
+
+  private markSend(rec: ConnRecord): void {
+    if (!rec.sendDirty) {
+      rec.sendDirty = true
+      this.sendQueue.push(rec)
+    }
+    rec.timerDirty = true
+  }
+
+  private markEvent(rec: ConnRecord): void {
+    if (!rec.eventDirty) {
+      rec.eventDirty = true
+      this.eventQueue.push(rec)
+    }
+  }
+
+  private get(conn: number): ConnRecord {
+    const rec = this.conns.get(conn)
+    if (rec === undefined) throw new StoqEngineError(this.name, `Unknown connection handle ${conn}`)
+    return rec
+  }
+
+  // -------------------------------------------------------------------------
+  // Receive
+
+  receive(data: Uint8Array, segmentSize: number, from: SocketAddress, local: SocketAddress): void {
+    if (this.destroyed) return
+    if (segmentSize >= data.length) {
+      this.receiveOne(data, from, local)
+      return
+    }
+    for (let off = 0; off < data.length; off += segmentSize) {
+      this.receiveOne(data.subarray(off, Math.min(off + segmentSize, data.length)), from, local)
+    }
+  }
+
+  private receiveOne(pkt: Uint8Array, from: SocketAddress, local: SocketAddress): void {
+    const len = pkt.length
+    if (len < 1 + CID_LEN - 12) {
+      this.droppedPackets++
+      return
+    }
+    let rec: ConnRecord | undefined
+    if ((pkt[0]! & 0x80) === 0) {
+      // Short header: our CID follows the first byte.
+      if (len >= 1 + CID_LEN) rec = this.lookupCid(pkt, 1)
+      if (rec === undefined) {
+        this.maybeStatelessReset(pkt, from)
+        return
+      }
+    } else {
+      if (len < 7) {
+        this.droppedPackets++
+        return
+      }
+      const dcidLen = pkt[5]!
+      if (dcidLen > 20 || 6 + dcidLen > len) {
+        this.droppedPackets++
+        return
+      }
+      if (dcidLen === CID_LEN) rec = this.lookupCid(pkt, 6)
+      if (rec === undefined && this.initialRoutes.size > 0) {
+        rec = this.initialRoutes.get(Buffer.from(pkt.buffer, pkt.byteOffset + 6, dcidLen).toString('hex'))
+      }
+      if (rec === undefined) {
+        this.acceptNew(pkt, from, local)
+        return
+      }
+    }
+    this.deliver(rec, pkt, from)
+  }
+
+  private deliver(rec: ConnRecord, pkt: Uint8Array, from: SocketAddress): void {
+    if (from.port !== rec.peer.port || from.address !== rec.peer.address) {
+      // Active migration is disabled; quiche still needs the real source to
+      // validate a NAT rebinding, so hand it the address this packet came from.
+      rec.recvInfo = { from: hostPort(from), to: rec.recvInfo.to }
+    }
+    try {
+      rec.conn.recv(pkt, rec.recvInfo)
+    } catch {
+      // Undecryptable or malformed for this connection: quiche drops it.
+      this.droppedPackets++
+    }
+    rec.lastActivity = performance.now()
+    this.markSend(rec)
+    this.markEvent(rec)
+  }
+
+  private queueControl(data: Uint8Array, peer: SocketAddress): void {
+    if (this.control.length >= MAX_CONTROL_QUEUE) {
+      this.droppedPackets++
+      return
+    }
+    this.control.push({ data, peer })
+  }
+
+  private acceptNew(pkt: Uint8Array, from: SocketAddress, local: SocketAddress): void {
+    const server = this.server
+    const cfg = this.serverConfig
+    if (server === null || cfg === null) {
+      this.droppedPackets++
+      return
+    }
+    let hdr
+    try {
+      hdr = this.q.Header.fromSlice(pkt, CID_LEN)
+    } catch {
+      this.droppedPackets++
+      return
+    }
+    // RFC 9000 §14.1: answer only full-size client datagrams, to limit amplification.
+    if (pkt.length < this.q.MIN_CLIENT_INITIAL_LEN) {
+      this.droppedPackets++
+      return
+    }
+    if (!this.q.versionIsSupported(hdr.version)) {
+      const out = new Uint8Array(256)
+      try {
+        const n = this.q.negotiateVersion(hdr.scid, hdr.dcid, out)
+        this.queueControl(out.subarray(0, n), from)
+      } catch {
+        this.droppedPackets++
+      }
+      return
+    }
+    if (hdr.ty !== this.q.Type.Initial) {
+      this.droppedPackets++
+      return
+    }
+    const over = this.conns.size >= server.maxConnections
+    if (over && this.conns.size >= server.maxConnections + REFUSE_BACKLOG) {
+      this.droppedPackets++
+      return
+    }
+    let scid: Uint8Array
+    let odcid: Uint8Array | null = null
+    let handle: number
+    if (server.retry) {
+      const token = hdr.token ?? new Uint8Array(0)
+      if (token.length === 0) {
+        handle = this.allocHandle()
+        // The handle is only reserved by being encoded in the CID: Retry stays stateless.
+        this.nextHandle = handle + 1 > 0x7fffffff ? 1 : handle + 1
+        const newScid = this.makeCid(handle)
+        const minted = this.tokens.mint(hdr.dcid, newScid, from)
+        const out = new Uint8Array(512)
+        try {
+          const n = this.q.retry(hdr.scid, hdr.dcid, newScid, minted, hdr.version, out)
+          this.queueControl(out.subarray(0, n), from)
+        } catch {
+          this.droppedPackets++
+        }
+        return
+      }
+      const original = this.tokens.validate(token, hdr.dcid, from)
+      if (original === null || hdr.dcid.length !== CID_LEN) {
+        this.droppedPackets++
+        return
+      }
+      odcid = original
+      scid = Uint8Array.from(hdr.dcid)
+      handle = ((((scid[0]! << 24) | (scid[1]! << 16) | (scid[2]! << 8) | scid[3]!) >>> 0) ^ this.handleMask) >>> 0
+      if (this.conns.has(handle) || handle === 0) {
+        // A replayed token for a live connection.
+        this.droppedPackets++
+        return
+      }
+    } else {
+      handle = this.allocHandle()
+      scid = this.makeCid(handle)
+    }
+    if (server.statelessReset) cfg.setStatelessResetToken(toBigIntToken(this.resetToken(scid)))
+    let conn: QuicheConnection
+    try {
+      conn = this.q.Connection.accept(scid, odcid, hostPort(local), hostPort(from), cfg)
+    } catch {
+      this.droppedPackets++
+      return
+    }
+    const rec = this.newRecord(handle, conn, scid, from, local, true)
+    if (!server.retry) {
+      // Until the client learns our CID, its packets carry its own random DCID.
+      rec.initialKey = hex(hdr.dcid)
+      this.initialRoutes.set(rec.initialKey, rec)
+    }
+    this.deliver(rec, pkt, from)
+    if (over) {
+      rec.refused = true
+      rec.incomingReported = true // never shown to the application
+      try {
+        conn.close(false, CONNECTION_REFUSED, new TextEncoder().encode('connection limit reached'))
+      } catch {
+        // Already closing.
+      }
+    }
+  }
+
+  private resetToken(cid: Uint8Array): Uint8Array {
+    return crypto.createHmac('sha256', this.secret).update('reset').update(cid).digest().subarray(0, 16)
+  }
+
+  private maybeStatelessReset(pkt: Uint8Array, from: SocketAddress): void {
+    this.droppedPackets++
+    const server = this.server
+    if (server === null || !server.statelessReset) return
+    // RFC 9000 §10.3: a reset must be smaller than the packet that triggered
+    // it (no reset loops) and at least 21 bytes; we also rate-limit them.
+    if (pkt.length < 1 + CID_LEN + 22) return
+    const now = performance.now()
+    if (now - this.resetBudgetAt >= 1000) {
+      this.resetBudgetAt = now
+      this.resetBudget = STATELESS_RESETS_PER_SECOND
+    }
+    if (this.resetBudget <= 0) return
+    this.resetBudget--
+    const size = Math.min(pkt.length - 1, 43)
+    const out = crypto.randomBytes(size)
+    out[0] = 0x40 | (out[0]! & 0x3f)
+    out.set(this.resetToken(pkt.subarray(1, 1 + CID_LEN)), size - 16)
+    this.queueControl(out, from)
+  }
+
+  // -------------------------------------------------------------------------
+  // Transmit
+
+  pollTransmit(batch: TransmitBatch, maxPackets: number): boolean {
+    if (this.destroyed) return false
+    const buffer = batch.buffer
+    if (this.control.length > 0) {
+      const c = this.control.shift()!
+      buffer.set(c.data, 0)
+      batch.lengths[0] = c.data.length
+      batch.count = 1
+      batch.bytes = c.data.length
+      batch.peer = c.peer
+      return true
+    }
+    const queue = this.sendQueue
+    while (queue.length > 0) {
+      const rec = queue[0]!
+      if (!this.conns.has(rec.handle)) {
+        queue.shift()
+        continue
+      }
+      let offset = 0
+      let count = 0
+      const conn = rec.conn
+      while (count < maxPackets) {
+        const room = buffer.length - offset
+        if (room < this.maxPacketSize) break
+        let written: [number, unknown] | null
+        try {
+          written = conn.send(buffer.subarray(offset, offset + this.maxPacketSize))
+        } catch (err) {
+          // quiche reports a fatal state: the connection will show as closed.
+          written = null
+          if (parseQuicheError(err).kind !== 'Done') this.markEvent(rec)
+        }
+        if (written === null) break
+        const n = written[0]
+        batch.lengths[count++] = n
+        offset += n
+      }
+      rec.timerDirty = true
+      if (count > 0) {
+        batch.count = count
+        batch.bytes = offset
+        batch.peer = rec.peer
+        rec.lastActivity = performance.now()
+        // Leave it queued if the batch filled: there may be more.
+        if (count < maxPackets && buffer.length - offset >= this.maxPacketSize) {
+          queue.shift()
+          rec.sendDirty = false
+        }
+        this.markEvent(rec)
+        return true
+      }
+      queue.shift()
+      rec.sendDirty = false
+      if (conn.isClosed()) this.markEvent(rec)
+    }
+    return false
+  }
+
+  // -------------------------------------------------------------------------
+  // Timers
+
+  nextTimeout(): number {
+    const now = performance.now()
+    let min = -1
+    for (const rec of this.conns.values()) {
+      if (rec.timerDirty) {
+        rec.timerDirty = false
+        const t = rec.conn.timeout()
+        rec.deadline = t === null ? -1 : now + t
+      }
+      let d = rec.deadline
+      if (rec.keepAliveMs > 0) {
+        const k = rec.lastActivity + rec.keepAliveMs
+        if (d < 0 || k < d) d = k
+      }
+      if (d >= 0 && (min < 0 || d < min)) min = d
+    }
+    return min < 0 ? -1 : Math.max(0, min - now)
+  }
+
+  handleTimeout(): void {
+    const now = performance.now()
+    for (const rec of this.conns.values()) {
+      if (rec.deadline >= 0 && rec.deadline <= now + 0.5) {
+        rec.conn.onTimeout()
+        rec.deadline = -1
+        this.markSend(rec)
+        this.markEvent(rec)
+      }
+      if (rec.keepAliveMs > 0 && now - rec.lastActivity >= rec.keepAliveMs) {
+        if (rec.conn.isEstablished() && !rec.conn.isDraining()) rec.conn.sendAckEliciting()
+        rec.lastActivity = now
+        this.markSend(rec)
+      }
+    }
+  }
+
+  setKeepAlive(conn: number, intervalMs: number): void {
+    const rec = this.get(conn)
+    rec.keepAliveMs = intervalMs
+    rec.timerDirty = true
+  }
+
+  // -------------------------------------------------------------------------
+  // Events
+
+  drainEvents(sink: EngineEventSink): void {
+    const queue = this.eventQueue
+    // Events may mark more records; process until quiet, bounded by one pass each.
+    let n = queue.length
+    while (n-- > 0) {
+      const rec = queue.shift()!
+      rec.eventDirty = false
+      if (!this.conns.has(rec.handle)) continue
+      const conn = rec.conn
+      if (!rec.incomingReported) {
+        rec.incomingReported = true
+        sink.onIncoming(rec.handle, rec.peer)
+      }
+      if (!rec.establishedReported && conn.isEstablished()) {
+        rec.establishedReported = true
+        if (rec.initialKey !== null) {
+          this.initialRoutes.delete(rec.initialKey)
+          rec.initialKey = null
+        }
+        if (!rec.refused) sink.onEstablished(rec.handle)
+      }
+      if (!rec.refused) {
+        for (const id of conn.readable()) sink.onStreamReadable(rec.handle, id)
+        if (rec.wantWritable.size > 0) {
+          for (const id of rec.wantWritable) {
+            let cap: number
+            try {
+              cap = conn.streamCapacity(id)
+            } catch (err) {
+              const e = parseQuicheError(err)
+              if (e.kind === 'StreamStopped') (rec.stopped ??= new Map()).set(id, e.code)
+              cap = 1 // report it: the writer will see the stop or the closed state
+            }
+            if (cap > 0) {
+              rec.wantWritable.delete(id)
+              sink.onStreamWritable(rec.handle, id)
+            }
+          }
+        }
+        if (this.tp.datagrams && conn.dgramRecvQueueLen() > 0) sink.onDatagramReadable(rec.handle)
+      }
+      if (conn.isClosed()) {
+        try {
+          sink.onClosed(rec.handle, this.closeInfo(conn))
+        } finally {
+          this.remove(rec)
+        }
+      }
+    }
+  }
+
+  private closeInfo(conn: QuicheConnection): EngineCloseInfo {
+    const peer = conn.peerError()
+    if (peer) return { remote: true, app: peer.isApp, code: peer.errorCode, reason: peer.reason, idleTimeout: false }
+    const local = conn.localError()
+    if (local) return { remote: false, app: local.isApp, code: local.errorCode, reason: local.reason, idleTimeout: false }
+    const timedOut = conn.isTimedOut()
+    return { remote: false, app: false, code: 0, reason: new Uint8Array(0), idleTimeout: timedOut }
+  }
+
+  private remove(rec: ConnRecord): void {
+    this.conns.delete(rec.handle)
+    if (rec.initialKey !== null) this.initialRoutes.delete(rec.initialKey)
+  }
+
+  // -------------------------------------------------------------------------
+  // Client connections
+
+  connect(options: EngineConnectOptions, local: SocketAddress): number {
+    this.assertAlive()
+    const key = `${options.verifyPeer}|${options.alpn.join(',')}|${options.ca ? hex(crypto.createHash('sha256').update(options.ca).digest()) : ''}|${options.identity ? hex(crypto.createHash('sha256').update(options.identity.cert).digest()) : ''}`
+    let cfg = this.clientConfigs.get(key)
+    if (cfg === undefined) {
+      cfg = this.buildConfig(options.verifyPeer, options.ca, options.identity, options.alpn)
+      if (this.clientConfigs.size > 64) this.clientConfigs.clear()
+      this.clientConfigs.set(key, cfg)
+    }
+    const handle = this.allocHandle()
+    const scid = this.makeCid(handle)
+    let conn: QuicheConnection
+    try {
+      conn = this.q.Connection.connect(options.serverName, scid, hostPort(local), hostPort(options.peer), cfg)
+    } catch (err) {
+      throw new StoqEngineError(this.name, `quiche could not start a connection: ${(err as Error).message}`, { cause: err })
+    }
+    this.newRecord(handle, conn, scid, options.peer, local, false)
+    return handle
+  }
+
+  close(conn: number, app: boolean, code: number, reason: Uint8Array): void {
+    const rec = this.conns.get(conn)
+    if (rec === undefined) return
+    try {
+      rec.conn.close(app, code, reason)
+    } catch {
+      // Already closed or draining.
+    }
+    this.markSend(rec)
+    this.markEvent(rec)
+  }
+
+  // -------------------------------------------------------------------------
+  // Streams
+
+  openStream(conn: number, bidirectional: boolean): number {
+    const rec = this.get(conn)
+    const left = bidirectional ? rec.conn.peerStreamsLeftBidi() : rec.conn.peerStreamsLeftUni()
+    if (left <= 0) return -1
+    const id = bidirectional ? rec.nextBidi : rec.nextUni
+    if (bidirectional) rec.nextBidi += 4
+    else rec.nextUni += 4
+    return id
+  }
+
+  streamSend(conn: number, streamId: number, data: Uint8Array, fin: boolean): number {
+    const rec = this.get(conn)
+    let n: number | null
+    try {
+      n = rec.conn.streamSend(streamId, data, fin)
+    } catch (err) {
+      const e = parseQuicheError(err)
+      if (e.kind === 'StreamStopped') (rec.stopped ??= new Map()).set(streamId, e.code)
+      return -1
+    }
+    this.markSend(rec)
+    return n ?? 0
+  }
+
+  streamRecv(conn: number, streamId: number, out: Uint8Array, result: StreamRecvResult & StreamRecvError): boolean {
+    const rec = this.get(conn)
+    result.bytes = 0
+    result.fin = false
+    result.resetCode = -1
+    let r: [number, boolean] | null
+    try {
+      r = rec.conn.streamRecv(streamId, out)
+    } catch (err) {
+      const e = parseQuicheError(err)
+      if (e.kind === 'StreamReset') {
+        result.resetCode = e.code
+        return true
+      }
+      return false
+    }
+    if (r === null) return false
+    result.bytes = r[0]
+    result.fin = r[1]
+    // Reading frees flow-control credit: MAX_STREAM_DATA may be due.
+    this.markSend(rec)
+    return true
+  }
+
+  streamCapacity(conn: number, streamId: number): number {
+    const rec = this.get(conn)
+    try {
+      return rec.conn.streamCapacity(streamId)
+    } catch (err) {
+      const e = parseQuicheError(err)
+      if (e.kind === 'StreamStopped') (rec.stopped ??= new Map()).set(streamId, e.code)
+      return -1
+    }
+  }
+
+  streamWantWritable(conn: number, streamId: number): void {
+    const rec = this.get(conn)
+    rec.wantWritable.add(streamId)
+    this.markEvent(rec)
+  }
+
+  streamStopCode(conn: number, streamId: number): number {
+    const rec = this.get(conn)
+    return rec.stopped?.get(streamId) ?? -1
+  }
+
+  streamShutdown(conn: number, streamId: number, direction: 'read' | 'write', code: number): void {
+    const rec = this.get(conn)
+    try {
+      rec.conn.streamShutdown(streamId, direction === 'read' ? this.q.Shutdown.Read : this.q.Shutdown.Write, code)
+    } catch {
+      // Stream already finished or unknown: nothing to shut.
+    }
+    rec.wantWritable.delete(streamId)
+    rec.stopped?.delete(streamId)
+    this.markSend(rec)
+  }
+
+  /** Forget per-stream bookkeeping once the application is done with a stream. */
+  streamForget(conn: number, streamId: number): void {
+    const rec = this.conns.get(conn)
+    if (!rec) return
+    rec.wantWritable.delete(streamId)
+    rec.stopped?.delete(streamId)
+  }
+
+  streamPriority(conn: number, streamId: number, urgency: number, incremental: boolean): void {
+    const rec = this.get(conn)
+    try {
+      rec.conn.streamPriority(streamId, urgency, incremental)
+    } catch (err) {
+      throw new StoqInvalidArgumentError('streamId', `cannot set priority: ${(err as Error).message}`)
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Datagrams
+
+  datagramSend(conn: number, data: Uint8Array): boolean {
+    const rec = this.get(conn)
+    const max = this.datagramMaxSize(conn)
+    if (max < 0) throw new StoqDatagramUnsupportedError()
+    if (data.length > max) throw new StoqDatagramTooLargeError(data.length, max)
+    if (rec.conn.isDgramSendQueueFull()) return false
+    try {
+      rec.conn.dgramSend(data)
+    } catch (err) {
+      const e = parseQuicheError(err)
+      if (e.kind === 'BufferTooShort') throw new StoqDatagramTooLargeError(data.length, max)
+      if (e.kind === 'InvalidState') throw new StoqDatagramUnsupportedError()
+      return false
+    }
+    this.markSend(rec)
+    return true
+  }
+
+  datagramRecv(conn: number, out: Uint8Array): number {
+    const rec = this.get(conn)
+    try {
+      const n = rec.conn.dgramRecv(out)
+      return n ?? -1
+    } catch {
+      return -1
+    }
+  }
+
+  datagramMaxSize(conn: number): number {
+    const rec = this.get(conn)
+    if (!this.tp.datagrams) return -1
+    const n = rec.conn.dgramMaxWritableLen()
+    return n ?? -1
+  }
+
+  // -------------------------------------------------------------------------
+  // Introspection
+
+  isEstablished(conn: number): boolean {
+    return this.get(conn).conn.isEstablished()
+  }
+
+  alpn(conn: number): string {
+    return Buffer.from(this.get(conn).conn.applicationProto()).toString('utf8')
+  }
+
+  serverName(conn: number): string | null {
+    return this.get(conn).conn.serverName()
+  }
+
+  peerCertificates(conn: number): Uint8Array[] | null {
+    return this.get(conn).conn.peerCertChain()
+  }
+
+  peerAddress(conn: number): SocketAddress {
+    return this.get(conn).peer
+  }
+
+  stats(conn: number): ConnectionStatsSnapshot {
+    const c = this.get(conn).conn
+    const s = c.stats()
+    const p = c.pathStats()[0]
+    return {
+      packetsSent: s.sent,
+      packetsReceived: s.recv,
+      packetsLost: s.lost,
+      packetsRetransmitted: s.retrans,
+      bytesSent: s.sentBytes,
+      bytesReceived: s.recvBytes,
+      bytesLost: s.lostBytes,
+      rttMs: p ? p.rtt : 0,
+      cwndBytes: p ? p.cwnd : 0,
+      deliveryRateBps: p ? p.deliveryRate * 8 : 0,
+      pmtu: p ? p.pmtu : 0,
+      peerMaxDatagramFrameSize: s.peerMaxDatagramFrameSize ?? 0,
+    }
+  }
+
+  private assertAlive(): void {
+    if (this.destroyed) throw new StoqEngineError(this.name, 'engine destroyed')
+  }
+
+  destroy(): void {
+    this.destroyed = true
+    this.conns.clear()
+    this.initialRoutes.clear()
+    this.sendQueue.length = 0
+    this.eventQueue.length = 0
+    this.control.length = 0
+    this.clientConfigs.clear()
+    this.serverConfig = null
+    this.server = null
+    void this.scratch
+    void this.pending
+  }
+}
+
+/** Factory for the quiche engine. */
+export function quicheEngine(): (options: QuicEngineOptions) => QuicEngine {
+  return (options) => new QuicheEngine(options)
+}

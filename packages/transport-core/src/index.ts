@@ -1,0 +1,18 @@
+export { Endpoint, createEndpoint, type EndpointComponents, type EndpointEvents, type EndpointStats } from './endpoint.js'
+export { QuicConnection, type ConnectionStats, type ConnectionEvents } from './connection.js'
+export { QuicStream } from './stream.js'
+export { QuicheEngine, quicheEngine, CID_LEN, QUICHE_MAX_PACKET } from './engine/quiche-engine.js'
+export { QUICHE_BINDING_PACKAGE } from './engine/quiche-binding.js'
+export { RetryTokens, RETRY_TOKEN_LIFETIME_MS } from './engine/retry-token.js'
+export { fingerprintDer, fingerprintPem, normaliseFingerprint, splitPemChain } from './pem.js'
+export * from './defaults.js'
+export type {
+  ConnectOptions,
+  EndpointOptions,
+  ServerOptions,
+  PemSource,
+  ResolvedConnectOptions,
+  ResolvedEndpointOptions,
+} from './options.js'
+export { resolveConnectOptions, resolveEndpointOptions, resolveTransport } from './options.js'
+export * from '@stoq/interface'

@@ -1,0 +1,283 @@
+import fs from 'node:fs'
+import net from 'node:net'
+import {
+  StoqInvalidArgumentError,
+  type CongestionControl,
+  type TransportParameters,
+} from '@stoq/interface'
+import {
+  DEFAULT_ALPN,
+  DEFAULT_CLOSE_TIMEOUT_MS,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_HOST,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_TRANSPORT,
+} from './defaults.js'
+import { normaliseFingerprint } from './pem.js'
+
+/** PEM text, PEM bytes, or `{ file }` to read PEM from a file. */
+export type PemSource = string | Uint8Array | { file: string }
+
+export interface ServerOptions {
+  /** Certificate chain (PEM), leaf first. */
+  cert: PemSource
+  /** Private key (PEM). */
+  key: PemSource
+  /** ALPN protocols accepted, in preference order. Default `['stoq/1']`. */
+  alpn?: string[]
+  /** Validate client addresses with a Retry before keeping state. Default true. */
+  retry?: boolean
+  /** Concurrent connections accepted. Default 10 000. */
+  maxConnections?: number
+  /** Answer packets of unknown connections with a stateless reset. Default true. */
+  statelessReset?: boolean
+}
+
+export interface EndpointOptions {
+  /** IP literal to bind. Default `::` (dual-stack). */
+  host: string
+  /** UDP port; 0 picks one. Default 0. */
+  port: number
+  /** Only IPv6 on an IPv6 socket (no IPv4-mapped peers). Default false. */
+  ipv6Only: boolean
+  /** Accept connections with this identity. */
+  server?: ServerOptions
+  /** QUIC transport parameters for every connection of this endpoint. */
+  transport: Partial<TransportParameters>
+  /** Requested kernel socket buffer sizes in bytes. */
+  socketBufferSize?: number
+  /** Time `close()` waits for connections to close gracefully. */
+  closeTimeoutMs: number
+}
+
+export interface ConnectOptions {
+  /** Host name or IP literal. */
+  host: string
+  port: number
+  /** SNI and the name checked in the server certificate. Default: `host`. */
+  serverName?: string
+  /** ALPN protocols offered. Default `['stoq/1']`. */
+  alpn?: string[]
+  /** CA certificates (PEM) that must have issued the server certificate. */
+  ca?: PemSource
+  /** Accept the server only if its leaf certificate's SHA-256 is one of these (hex, colons optional). */
+  pin?: string | string[]
+  /** Skip certificate verification entirely (tests only). */
+  insecure?: boolean
+  /** Client certificate and key for servers that ask for one. */
+  cert?: PemSource
+  key?: PemSource
+  /** Fail `connect` when the handshake takes longer. Default 10 000 ms. */
+  handshakeTimeoutMs?: number
+  /** Send a PING after this much idle time, keeping NAT bindings and idle timers alive. 0 disables. */
+  keepAliveMs?: number
+}
+
+export interface ResolvedServerOptions {
+  cert: Uint8Array
+  key: Uint8Array
+  alpn: string[]
+  retry: boolean
+  maxConnections: number
+  statelessReset: boolean
+}
+
+export interface ResolvedEndpointOptions {
+  host: string
+  port: number
+  ipv6Only: boolean
+  server: ResolvedServerOptions | null
+  transport: TransportParameters
+  socketBufferSize: number | undefined
+  closeTimeoutMs: number
+}
+
+export interface ResolvedConnectOptions {
+  host: string
+  port: number
+  serverName: string
+  alpn: string[]
+  ca: Uint8Array | undefined
+  pins: string[]
+  insecure: boolean
+  identity: { cert: Uint8Array; key: Uint8Array } | undefined
+  handshakeTimeoutMs: number
+  keepAliveMs: number
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array)
+}
+
+export function intOption(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new StoqInvalidArgumentError(name, `expected an integer from ${min} to ${max}, got ${describe(value)}`)
+  }
+  return value
+}
+
+function boolOption(name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw new StoqInvalidArgumentError(name, `expected a boolean, got ${describe(value)}`)
+  return value
+}
+
+export function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value)
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (value instanceof Uint8Array) return `a ${value.constructor.name} of ${value.length} bytes`
+  if (typeof value === 'object') return 'an object'
+  return `${typeof value} ${String(value)}`
+}
+
+export function readPem(name: string, source: unknown): Uint8Array {
+  let bytes: Uint8Array
+  if (typeof source === 'string') bytes = Buffer.from(source, 'utf8')
+  else if (source instanceof Uint8Array) bytes = source
+  else if (isPlainObject(source) && typeof source.file === 'string') {
+    try {
+      bytes = fs.readFileSync(source.file)
+    } catch (err) {
+      throw new StoqInvalidArgumentError(name, `cannot read PEM file ${source.file}: ${(err as Error).message}`)
+    }
+  } else {
+    throw new StoqInvalidArgumentError(name, `expected PEM text, PEM bytes or { file: path }, got ${describe(source)}`)
+  }
+  const text = Buffer.from(bytes).toString('utf8')
+  if (!text.includes('-----BEGIN ')) {
+    throw new StoqInvalidArgumentError(name, 'expected PEM data (a "-----BEGIN ...-----" block)')
+  }
+  return bytes
+}
+
+function alpnOption(value: unknown): string[] {
+  if (value === undefined) return [...DEFAULT_ALPN]
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new StoqInvalidArgumentError('alpn', `expected a non-empty array of protocol names, got ${describe(value)}`)
+  }
+  for (const p of value) {
+    if (typeof p !== 'string' || p.length === 0 || Buffer.byteLength(p) > 255) {
+      throw new StoqInvalidArgumentError('alpn', `each protocol name must be a string of 1 to 255 bytes, got ${describe(p)}`)
+    }
+  }
+  return [...(value as string[])]
+}
+
+const CONGESTION: CongestionControl[] = ['cubic', 'reno', 'bbr']
+
+export function resolveTransport(input: unknown): TransportParameters {
+  if (input === undefined) return { ...DEFAULT_TRANSPORT }
+  if (!isPlainObject(input)) throw new StoqInvalidArgumentError('transport', `expected an object, got ${describe(input)}`)
+  const t = { ...DEFAULT_TRANSPORT, ...(input as Partial<TransportParameters>) }
+  const MiB = 1024 * 1024
+  intOption('transport.maxIdleTimeoutMs', t.maxIdleTimeoutMs, 0, 24 * 3600 * 1000)
+  intOption('transport.initialMaxData', t.initialMaxData, 0, 256 * MiB)
+  intOption('transport.initialMaxStreamData', t.initialMaxStreamData, 0, 256 * MiB)
+  intOption('transport.maxStreamWindow', t.maxStreamWindow, 0, 256 * MiB)
+  intOption('transport.maxConnectionWindow', t.maxConnectionWindow, 0, 256 * MiB)
+  intOption('transport.initialMaxStreamsBidi', t.initialMaxStreamsBidi, 0, 1 << 20)
+  intOption('transport.initialMaxStreamsUni', t.initialMaxStreamsUni, 0, 1 << 20)
+  intOption('transport.maxUdpPayloadSize', t.maxUdpPayloadSize, 1200, 65527)
+  intOption('transport.datagramQueueLength', t.datagramQueueLength, 1, 1 << 16)
+  if (!CONGESTION.includes(t.congestionControl)) {
+    throw new StoqInvalidArgumentError(
+      'transport.congestionControl',
+      `expected one of ${CONGESTION.join(', ')}, got ${describe(t.congestionControl)}`,
+    )
+  }
+  boolOption('transport.datagrams', t.datagrams)
+  boolOption('transport.pacing', t.pacing)
+  boolOption('transport.hystart', t.hystart)
+  // Auto-tuned windows never shrink below the initial ones.
+  t.maxStreamWindow = Math.max(t.maxStreamWindow, t.initialMaxStreamData)
+  t.maxConnectionWindow = Math.max(t.maxConnectionWindow, t.initialMaxData)
+  return t
+}
+
+export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions {
+  if (input !== undefined && !isPlainObject(input)) {
+    throw new StoqInvalidArgumentError('options', `expected an object, got ${describe(input)}`)
+  }
+  const o = (input ?? {}) as Partial<EndpointOptions>
+  const host = o.host ?? DEFAULT_HOST
+  if (typeof host !== 'string' || net.isIP(host) === 0) {
+    throw new StoqInvalidArgumentError('host', `expected an IP literal such as "::" or "127.0.0.1", got ${describe(host)}`)
+  }
+  const port = intOption('port', o.port ?? 0, 0, 65535)
+  const ipv6Only = boolOption('ipv6Only', o.ipv6Only ?? false)
+  if (ipv6Only && net.isIPv4(host)) {
+    throw new StoqInvalidArgumentError('ipv6Only', 'cannot be true when binding an IPv4 address')
+  }
+  let server: ResolvedServerOptions | null = null
+  if (o.server !== undefined) {
+    if (!isPlainObject(o.server)) throw new StoqInvalidArgumentError('server', `expected an object, got ${describe(o.server)}`)
+    const s = o.server as ServerOptions
+    server = {
+      cert: readPem('server.cert', s.cert),
+      key: readPem('server.key', s.key),
+      alpn: alpnOption(s.alpn),
+      retry: boolOption('server.retry', s.retry ?? true),
+      maxConnections: intOption('server.maxConnections', s.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1, 1 << 24),
+      statelessReset: boolOption('server.statelessReset', s.statelessReset ?? true),
+    }
+  }
+  const socketBufferSize =
+    o.socketBufferSize === undefined ? undefined : intOption('socketBufferSize', o.socketBufferSize, 4096, 1 << 30)
+  return {
+    host,
+    port,
+    ipv6Only,
+    server,
+    transport: resolveTransport(o.transport),
+    socketBufferSize,
+    closeTimeoutMs: intOption('closeTimeoutMs', o.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS, 0, 600_000),
+  }
+}
+
+export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
+  if (!isPlainObject(input)) throw new StoqInvalidArgumentError('options', `expected an object, got ${describe(input)}`)
+  const o = input as Partial<ConnectOptions>
+  if (typeof o.host !== 'string' || o.host.length === 0 || o.host.length > 253) {
+    throw new StoqInvalidArgumentError('host', `expected a host name or IP literal, got ${describe(o.host)}`)
+  }
+  const host = o.host.startsWith('[') && o.host.endsWith(']') ? o.host.slice(1, -1) : o.host
+  const port = intOption('port', o.port, 1, 65535)
+  const serverName = o.serverName ?? host
+  if (typeof serverName !== 'string' || serverName.length === 0 || serverName.length > 253) {
+    throw new StoqInvalidArgumentError('serverName', `expected a non-empty string, got ${describe(serverName)}`)
+  }
+  const insecure = boolOption('insecure', o.insecure ?? false)
+  let pins: string[] = []
+  if (o.pin !== undefined) {
+    const list = Array.isArray(o.pin) ? o.pin : [o.pin]
+    pins = list.map((p) => {
+      const n = typeof p === 'string' ? normaliseFingerprint(p) : null
+      if (n === null) throw new StoqInvalidArgumentError('pin', `expected SHA-256 fingerprints as 64 hex digits (colons allowed), got ${describe(p)}`)
+      return n
+    })
+    if (pins.length === 0) throw new StoqInvalidArgumentError('pin', 'expected at least one fingerprint')
+  }
+  const ca = o.ca === undefined ? undefined : readPem('ca', o.ca)
+  if (!insecure && pins.length === 0 && ca === undefined) {
+    throw new StoqInvalidArgumentError(
+      'ca',
+      'a server certificate must be verified: give `ca` (PEM), `pin` (SHA-256 fingerprints), or `insecure: true` for tests',
+    )
+  }
+  if ((o.cert === undefined) !== (o.key === undefined)) {
+    throw new StoqInvalidArgumentError('cert', '`cert` and `key` must be given together')
+  }
+  const identity = o.cert !== undefined ? { cert: readPem('cert', o.cert), key: readPem('key', o.key) } : undefined
+  return {
+    host,
+    port,
+    serverName,
+    alpn: alpnOption(o.alpn),
+    ca,
+    pins,
+    insecure,
+    identity,
+    handshakeTimeoutMs: intOption('handshakeTimeoutMs', o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, 1, 600_000),
+    keepAliveMs: intOption('keepAliveMs', o.keepAliveMs ?? 0, 0, 24 * 3600 * 1000),
+  }
+}

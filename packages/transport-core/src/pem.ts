@@ -1,0 +1,28 @@
+import crypto from 'node:crypto'
+
+const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g
+
+/** Split a PEM bundle into one PEM buffer per certificate (leaf first). */
+export function splitPemChain(pem: Uint8Array): Uint8Array[] {
+  const text = Buffer.from(pem).toString('utf8')
+  const blocks = text.match(PEM_BLOCK) ?? []
+  return blocks.map((b) => Buffer.from(`${b}\n`, 'utf8'))
+}
+
+/** SHA-256 fingerprint of a DER certificate as lowercase hex without separators. */
+export function fingerprintDer(der: Uint8Array): string {
+  return crypto.createHash('sha256').update(der).digest('hex')
+}
+
+/** Normalise a user-given fingerprint: accepts hex with or without colons, any case, optional `sha256/` prefix. */
+export function normaliseFingerprint(input: string): string | null {
+  const s = input.trim().replace(/^sha256[:/]/i, '').replace(/:/g, '').toLowerCase()
+  return /^[0-9a-f]{64}$/.test(s) ? s : null
+}
+
+/** SHA-256 fingerprint of the first certificate of a PEM chain. */
+export function fingerprintPem(pem: Uint8Array | string): string {
+  const text = typeof pem === 'string' ? pem : Buffer.from(pem).toString('utf8')
+  const cert = new crypto.X509Certificate(text)
+  return fingerprintDer(cert.raw)
+}
