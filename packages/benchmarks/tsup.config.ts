@@ -1,9 +1,15 @@
 import { defineConfig } from 'tsup'
 
+// Each script is its own entry: run as `node dist/<name>.js`.
 export default defineConfig({
-  entry: ['src/index.ts'],
+  entry: {
+    throughput: 'src/throughput.ts',
+    quick: 'src/quick.ts',
+    peer: 'src/peer.ts',
+    'profile-top': 'src/profile-top.ts',
+  },
   format: ['esm'],
-  dts: true,
+  dts: false,
   sourcemap: true,
   clean: true,
   target: 'node20',

@@ -222,6 +222,11 @@ export interface ConnectionStatsSnapshot {
   peerMaxDatagramFrameSize: number
 }
 
+/** `streamSend` result: the peer stopped the stream or it is closed. */
+export const STREAM_STOPPED = -1
+/** `streamSend` result: no send capacity now; retry after `onStreamWritable`. */
+export const STREAM_BLOCKED = -2
+
 /** Stream id facts, RFC 9000 §2.1. */
 export function isBidirectional(streamId: number): boolean {
   return (streamId & 0x2) === 0
@@ -316,7 +321,13 @@ export interface QuicEngine {
 
   /** Open a locally-initiated stream; returns its id, or -1 when the peer's limit is reached. */
   openStream(conn: number, bidirectional: boolean): number
-  /** Queue stream data (hot); returns bytes accepted (may be fewer than `data.length`), or -1 if the stream is stopped/closed. */
+  /**
+   * Queue stream data (hot). Returns bytes accepted (may be fewer than
+   * `data.length`); `STREAM_BLOCKED` (-2) when nothing, not even a FIN on empty
+   * data, could be accepted now (wait for `onStreamWritable`); `STREAM_STOPPED`
+   * (-1) when the stream is stopped or closed. A FIN counts only when every byte
+   * was accepted.
+   */
   streamSend(conn: number, streamId: number, data: Uint8Array, fin: boolean): number
   /** Read stream data into `out` (hot). Returns false when nothing is readable; `result.resetCode` >= 0 when the peer reset it. */
   streamRecv(conn: number, streamId: number, out: Uint8Array, result: StreamRecvResult & StreamRecvError): boolean

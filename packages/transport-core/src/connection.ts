@@ -20,6 +20,7 @@ import { fingerprintDer } from './pem.js'
 
 const decoder = new TextDecoder()
 const encoder = new TextEncoder()
+const EMPTY = new Uint8Array(0)
 
 /** Transport error codes 0x100-0x1ff carry a TLS alert (RFC 9001 §4.8). */
 const CRYPTO_ERROR_START = 0x100
@@ -55,6 +56,8 @@ export interface ConnectionOwner {
   readonly engine: QuicEngine
   readonly readScratch: Uint8Array
   schedule(): void
+  /** The connection holds stream data to push before the next transmit. */
+  connectionPending(conn: QuicConnection): void
   connectionGone(conn: QuicConnection): void
 }
 
@@ -109,6 +112,21 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     this.owner.schedule()
   }
 
+  private readonly pendingStreams = new Set<QuicStream>()
+
+  streamPending(stream: QuicStream): void {
+    this.pendingStreams.add(stream)
+    this.owner.connectionPending(this)
+  }
+
+  /** @internal push held stream chunks into the engine (end of tick). */
+  flushStreams(): void {
+    if (this.pendingStreams.size === 0) return
+    const streams = [...this.pendingStreams]
+    this.pendingStreams.clear()
+    for (const s of streams) s.flushPending()
+  }
+
   connectionError(): Error | null {
     return this.closeError
   }
@@ -154,7 +172,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     const id = this.engine.openStream(this.handle, bidi)
     if (id < 0) throw new StoqStreamLimitError(bidi)
     // Creating the stream in the engine counts it against the peer's limit now.
-    this.engine.streamSend(this.handle, id, new Uint8Array(0), false)
+    this.engine.streamSend(this.handle, id, EMPTY, false)
     const stream = new QuicStream(this, id, true)
     this.streams.set(id, stream)
     return stream
@@ -323,6 +341,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     this.settleHandshake(err)
     for (const stream of [...this.streams.values()]) stream.onConnectionClosed(err)
     this.streams.clear()
+    this.pendingStreams.clear()
     this.owner.connectionGone(this)
     this.resolveClosed(ci)
     this.emit('close', ci)

@@ -226,10 +226,21 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.process()
   }
 
+  private readonly pendingConns = new Set<QuicConnection>()
+
+  connectionPending(conn: QuicConnection): void {
+    this.pendingConns.add(conn)
+    this.schedule()
+  }
+
   private process(): void {
     if (this.state === 'closed') return
     try {
       this.engine.drainEvents(this)
+      if (this.pendingConns.size > 0) {
+        for (const conn of this.pendingConns) conn.flushStreams()
+        this.pendingConns.clear()
+      }
       this.batcher.flush()
       // Transmitting can close connections (e.g. after CONNECTION_CLOSE is sent).
       this.engine.drainEvents(this)
@@ -323,6 +334,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   connectionGone(conn: QuicConnection): void {
     this.conns.delete(conn.handle)
+    this.pendingConns.delete(conn)
   }
 
   // -------------------------------------------------------------------------

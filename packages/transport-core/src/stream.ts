@@ -7,6 +7,8 @@ import {
   StoqStreamStateError,
   StoqStreamStoppedError,
   isBidirectional,
+  STREAM_BLOCKED,
+  STREAM_STOPPED,
   type StreamRecvError,
   type StreamRecvResult,
 } from '@stoq/interface'
@@ -20,6 +22,8 @@ export interface StreamHost {
   readonly readScratch: Uint8Array
   /** Ask the endpoint to run its send/receive cycle soon. */
   schedule(): void
+  /** The stream holds a chunk to push at the end of the tick. */
+  streamPending(stream: QuicStream): void
   /** The stream is finished in both directions. */
   streamDone(stream: QuicStream): void
   /** Error to use when the connection is gone, or null while it is alive. */
@@ -27,6 +31,7 @@ export interface StreamHost {
 }
 
 const encoder = new TextEncoder()
+const EMPTY = new Uint8Array(0)
 
 function errorCode(reason: unknown): number {
   if (typeof reason === 'number' && Number.isInteger(reason) && reason >= 0) return reason
@@ -64,6 +69,12 @@ export class QuicStream {
   private readDone: boolean
   private writeDone: boolean
   private pendingChunk: Uint8Array | null = null
+  /** The pending send carries the FIN. */
+  private pendingFin = false
+  /** The held chunk is down to its last byte, kept one more tick for the FIN. */
+  private tailHeld = false
+  /** Sending failed outside a write call (stopped by the peer): reported on the next write. */
+  private writeError: Error | null = null
   private pendingResolve: (() => void) | null = null
   private pendingReject: ((err: Error) => void) | null = null
   private readonly recvResult: StreamRecvResult & StreamRecvError = { bytes: 0, fin: false, resetCode: -1 }
@@ -184,22 +195,110 @@ export class QuicStream {
   // -------------------------------------------------------------------------
   // Writing
 
+  /**
+   * A write is held as the pending chunk until the endpoint's next cycle (or
+   * the next write) pushes it into the engine. A `close()` that arrives first
+   * sends the chunk and the FIN together: quiche 0.18 never retransmits a lost
+   * FIN-only frame once the data before it was acknowledged, so a FIN riding
+   * on data is what keeps stream ends reliable. At most one chunk is held.
+   */
   private write(chunk: Uint8Array): Promise<void> | void {
+    this.assertWritable()
+    if (chunk.length === 0) return
+    const drained = this.drainPending()
+    if (drained === undefined) {
+      this.hold(chunk)
+      return
+    }
+    return drained.then(() => {
+      this.assertWritable()
+      this.hold(chunk)
+    })
+  }
+
+  private assertWritable(): void {
+    if (this.writeError) throw this.writeError
     if (this.writeDone) throw new StoqStreamStateError(this.id, `Stream ${this.id} is closed for writing`)
     const conErr = this.host.connectionError()
     if (conErr) throw conErr
-    if (chunk.length === 0) return
-    const n = this.host.engine.streamSend(this.host.handle, this.id, chunk, false)
-    if (n < 0) throw this.stoppedError()
-    this.bytesWritten += n
-    this.host.schedule()
-    if (n === chunk.length) return
-    this.pendingChunk = chunk.subarray(n)
+  }
+
+  private hold(chunk: Uint8Array): void {
+    this.tailHeld = false
+    this.pendingChunk = chunk
+    this.pendingFin = false
+    this.host.streamPending(this)
+  }
+
+  /** Push the held chunk; returns a promise when it must wait for capacity. */
+  private drainPending(): Promise<void> | undefined {
+    if (this.pendingChunk === null) return undefined
+    if (this.trySend()) return undefined
+    return this.waitWritable()
+  }
+
+  /**
+   * Called by the connection at the end of a tick: send what is held, without
+   * FIN. The last byte stays held for one more tick, because a `close()` often
+   * follows a write a tick later (e.g. `pipeTo`), and the FIN must ride on data.
+   */
+  flushPending(): void {
+    const chunk = this.pendingChunk
+    if (chunk === null || this.pendingResolve !== null || this.pendingFin) return
+    try {
+      if (!this.tailHeld && chunk.length > 1) {
+        this.pendingChunk = chunk.subarray(0, chunk.length - 1)
+        const sent = this.trySend()
+        const rest = this.pendingChunk as Uint8Array | null
+        // Re-attach the held byte behind whatever the engine did not take.
+        this.pendingChunk = sent || rest === null ? chunk.subarray(chunk.length - 1) : chunk.subarray(chunk.length - 1 - rest.length)
+        if (sent) {
+          this.tailHeld = true
+          this.host.streamPending(this)
+          return
+        }
+      } else if (this.trySend()) {
+        this.tailHeld = false
+        return
+      }
+      this.host.engine.streamWantWritable(this.host.handle, this.id)
+    } catch (err) {
+      this.writeError = err as Error
+    }
+  }
+
+  private waitWritable(): Promise<void> {
     this.host.engine.streamWantWritable(this.host.handle, this.id)
     return new Promise<void>((resolve, reject) => {
       this.pendingResolve = resolve
       this.pendingReject = reject
     })
+  }
+
+  /**
+   * Push the pending chunk (and FIN if asked) into the engine. Returns true
+   * when all of it was accepted; throws when the stream was stopped.
+   */
+  private trySend(): boolean {
+    const chunk = this.pendingChunk!
+    const n = this.host.engine.streamSend(this.host.handle, this.id, chunk, this.pendingFin)
+    if (n === STREAM_STOPPED) {
+      this.pendingChunk = null
+      throw this.stoppedError()
+    }
+    if (n === STREAM_BLOCKED) return false
+    this.bytesWritten += n
+    this.host.schedule()
+    if (n < chunk.length) {
+      this.pendingChunk = chunk.subarray(n)
+      return false
+    }
+    this.pendingChunk = null
+    if (this.pendingFin) {
+      this.writeDone = true
+      this.maybeDone()
+    }
+    return true
   }
 
   private stoppedError(): Error {
@@ -213,21 +312,17 @@ export class QuicStream {
 
   /** Engine says the stream can take data again. */
   onWritable(): void {
-    const chunk = this.pendingChunk
-    if (chunk === null) return
-    const n = this.host.engine.streamSend(this.host.handle, this.id, chunk, false)
-    if (n < 0) {
-      this.settleWrite(this.stoppedError())
+    if (this.pendingChunk === null) return
+    let done: boolean
+    try {
+      done = this.trySend()
+    } catch (err) {
+      this.writeError = err as Error
+      this.settleWrite(err as Error)
       return
     }
-    this.bytesWritten += n
-    this.host.schedule()
-    if (n === chunk.length) {
-      this.settleWrite(null)
-    } else {
-      this.pendingChunk = chunk.subarray(n)
-      this.host.engine.streamWantWritable(this.host.handle, this.id)
-    }
+    if (done) this.settleWrite(null)
+    else this.host.engine.streamWantWritable(this.host.handle, this.id)
   }
 
   private settleWrite(err: Error | null): void {
@@ -240,15 +335,33 @@ export class QuicStream {
     else resolve?.()
   }
 
-  private finish(): void {
-    if (this.writeDone) return
-    const conErr = this.host.connectionError()
-    if (conErr) throw conErr
-    const n = this.host.engine.streamSend(this.host.handle, this.id, new Uint8Array(0), true)
-    if (n < 0) throw this.stoppedError()
-    this.writeDone = true
-    this.host.schedule()
-    this.maybeDone()
+  private finish(): Promise<void> | void {
+    this.assertWritable()
+    const wait = this.pendingResolve !== null ? this.waitForWaiter() : undefined
+    const sendFin = (): Promise<void> | void => {
+      this.assertWritable()
+      if (this.pendingChunk === null) this.pendingChunk = EMPTY
+      this.pendingFin = true
+      if (this.trySend()) return
+      return this.waitWritable()
+    }
+    return wait ? wait.then(sendFin) : sendFin()
+  }
+
+  /** A write is waiting for capacity: resolve when it is done. */
+  private waitForWaiter(): Promise<void> {
+    const resolve = this.pendingResolve!
+    const reject = this.pendingReject!
+    return new Promise<void>((res, rej) => {
+      this.pendingResolve = () => {
+        resolve()
+        res()
+      }
+      this.pendingReject = (err) => {
+        reject(err)
+        rej(err)
+      }
+    })
   }
 
   /** Abandon sending (RESET_STREAM with `code`). */

@@ -4,6 +4,8 @@ import {
   StoqDatagramUnsupportedError,
   StoqEngineError,
   StoqInvalidArgumentError,
+  STREAM_BLOCKED,
+  STREAM_STOPPED,
   type ConnectionStatsSnapshot,
   type EngineCloseInfo,
   type EngineConnectOptions,
@@ -703,10 +705,13 @@ export class QuicheEngine implements QuicEngine {
     } catch (err) {
       const e = parseQuicheError(err)
       if (e.kind === 'StreamStopped') (rec.stopped ??= new Map()).set(streamId, e.code)
-      return -1
+      if (e.kind === 'Done') return STREAM_BLOCKED
+      return STREAM_STOPPED
     }
+    // quiche answers Done (null) when it took nothing, FIN included.
+    if (n === null) return STREAM_BLOCKED
     this.markSend(rec)
-    return n ?? 0
+    return n
   }
 
   streamRecv(conn: number, streamId: number, out: Uint8Array, result: StreamRecvResult & StreamRecvError): boolean {

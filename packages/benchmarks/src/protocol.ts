@@ -1,0 +1,75 @@
+/** What runs on each side of a benchmark run, and the messages between the harness and its two peers. */
+
+export type Transport = 'tcp' | 'stoq'
+
+export interface CaseSpec {
+  /** Name used on the command line and in JSON. */
+  name: string
+  /** Human label for the table. */
+  label: string
+  transport: Transport
+  /** STOQ only: `transport.maxUdpPayloadSize` on both endpoints. */
+  maxUdpPayloadSize?: number
+}
+
+export const CASES: Readonly<Record<string, CaseSpec>> = {
+  tcp: { name: 'tcp', label: 'Node net TCP', transport: 'tcp' },
+  stoq1350: { name: 'stoq1350', label: 'STOQ 1350 B packets', transport: 'stoq', maxUdpPayloadSize: 1350 },
+  stoq16383: { name: 'stoq16383', label: 'STOQ 16383 B packets', transport: 'stoq', maxUdpPayloadSize: 16383 },
+}
+
+export interface ReceiverStart {
+  type: 'start'
+  role: 'receiver'
+  spec: CaseSpec
+  host: string
+  bytes: number
+  /** STOQ: `socketBufferSize` for the endpoint, or null for the transport's default. */
+  socketBufferSize: number | null
+  cert: string
+  key: string
+}
+
+export interface SenderStart {
+  type: 'start'
+  role: 'sender'
+  spec: CaseSpec
+  host: string
+  port: number
+  bytes: number
+  socketBufferSize: number | null
+  /** Give every write its own buffer instead of reusing the ring (diagnostic). */
+  copyWrites: boolean
+  pin: string
+}
+
+/** Harness → peer. `finish`: the run is over, report final figures and exit. */
+export type ToPeer = ReceiverStart | SenderStart | { type: 'finish' }
+
+/** CPU time a process used over a wall-clock interval. */
+export interface CpuFigures {
+  wallMs: number
+  userMs: number
+  systemMs: number
+  /** (user + system) / wall, in percent of one core (can exceed 100 with helper threads). */
+  cpuPct: number
+}
+
+/** Peer → harness. */
+export type FromPeer =
+  | { type: 'listening'; port: number }
+  /** Receiver: bytes verified so far. Sender: bytes handed to the transport so far. */
+  | { type: 'progress'; bytes: number }
+  /** Sender: every byte was handed to the transport and the stream was closed. */
+  | { type: 'sent'; bytes: number }
+  /** Receiver: the whole stream arrived and verified; figures from first to last byte. */
+  | { type: 'received'; bytes: number; firstToLastMs: number; cpu: CpuFigures }
+  /** Final report after `finish`. Sender CPU is measured from its first write to `finish`. */
+  | { type: 'report'; cpu?: CpuFigures; connection?: unknown; endpoint?: unknown }
+  | { type: 'error'; message: string; code?: string }
+
+export function cpuFigures(wallMs: number, usage: NodeJS.CpuUsage): CpuFigures {
+  const userMs = usage.user / 1000
+  const systemMs = usage.system / 1000
+  return { wallMs, userMs, systemMs, cpuPct: wallMs > 0 ? ((userMs + systemMs) / wallMs) * 100 : 0 }
+}

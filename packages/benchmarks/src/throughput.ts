@@ -1,0 +1,14 @@
+/**
+ * Loopback throughput, one connection, one stream: Node `net` TCP (the bar)
+ * against STOQ at 1350- and 16383-byte packets, in the same invocation.
+ *
+ *   node dist/throughput.js [--bytes 1GiB] [--runs 3] [--cases tcp,stoq1350,stoq16383]
+ *                           [--host 127.0.0.1|::1] [--timeout-ms 120000] [--json FILE] [--cpu-prof DIR]
+ */
+import { formatTable, main } from './harness.js'
+
+await main(
+  'throughput',
+  { bytes: 1073741824, runs: 3, cases: ['tcp', 'stoq1350', 'stoq16383'], host: '127.0.0.1', timeoutMs: 120_000 },
+  (result) => console.log(formatTable(result)),
+)
