@@ -173,13 +173,26 @@ export interface RunResult {
   receiverEndpoint?: unknown
 }
 
-/** The kernel's UDP counters (Linux), or null where /proc/net/snmp is not readable. */
+/**
+ * The kernel's UDP counters (Linux): IPv4 ones from /proc/net/snmp under their
+ * own names (`RcvbufErrors`), IPv6 ones from /proc/net/snmp6 (`Udp6RcvbufErrors`).
+ * Null where they cannot be read.
+ */
 function kernelUdpCounters(): Record<string, number> | null {
   try {
     const lines = fs.readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp:'))
     const names = lines[0]?.split(/\s+/).slice(1) ?? []
     const values = lines[1]?.split(/\s+/).slice(1).map(Number) ?? []
-    return Object.fromEntries(names.map((n, i) => [n, values[i] ?? 0]))
+    const counters: Record<string, number> = Object.fromEntries(names.map((n, i) => [n, values[i] ?? 0]))
+    try {
+      for (const line of fs.readFileSync('/proc/net/snmp6', 'utf8').split('\n')) {
+        const [name, value] = line.trim().split(/\s+/)
+        if (name?.startsWith('Udp6') && value !== undefined) counters[name] = Number(value)
+      }
+    } catch {
+      // No IPv6 counters on this kernel.
+    }
+    return counters
   } catch {
     return null
   }
@@ -214,7 +227,8 @@ export async function runOnce(spec: CaseSpec, o: RunOptions, identity: BenchIden
     const parts = [`${spec.label} run ${run} did not finish within ${o.timeoutMs} ms (--timeout-ms)`]
     if (receiver) {
       parts.push(
-        `receiver had verified ${mib(receiver.progressBytes)} of ${mib(o.bytes)} (last progress ${((now - receiver.progressAt) / 1000).toFixed(1)} s ago)`,
+        `receiver had verified ${mib(receiver.progressBytes)} of ${mib(o.bytes)} (last progress ${((now - receiver.progressAt) / 1000).toFixed(1)} s ago)` +
+          (receiver.progressBytes === o.bytes ? ', so every byte arrived but the end of the stream (FIN) did not' : ''),
       )
     }
     if (sender) {
@@ -318,9 +332,19 @@ export interface SuiteOptions extends RunOptions {
 export interface SuiteResult {
   benchmark: string
   startedAt: string
-  machine: { cpu: string; cores: number; memoryGiB: number; kernel: string; node: string }
+  machine: {
+    cpu: string
+    cores: number
+    memoryGiB: number
+    kernel: string
+    node: string
+    /** 1-minute load average when the suite started: other work on the machine skews every figure. */
+    loadAverage1m: number
+  }
   /** Which build of @stoq/transport-core was measured: its version and the SHA-256 of its dist entry. */
   transportCore: { version: string; distSha256: string; distModified: string } | null
+  /** Set when transport-core's dist changed while the suite ran: its runs mixed builds. */
+  transportCoreChanged: boolean
   options: {
     bytes: number
     runs: number
@@ -363,6 +387,7 @@ function machine(): SuiteResult['machine'] {
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     kernel: `${os.type()} ${os.release()}`,
     node: process.version,
+    loadAverage1m: Math.round(os.loadavg()[0]! * 100) / 100,
   }
 }
 
@@ -385,12 +410,17 @@ function describeRun(r: RunResult): string {
   const c = r.senderConnection as { packetsSent?: number; packetsLost?: number; rttMs?: number } | undefined
   if (c?.packetsSent) {
     parts.push(`${c.packetsSent} pkts sent, ${c.packetsLost ?? 0} lost (${(((c.packetsLost ?? 0) / c.packetsSent) * 100).toFixed(2)}%), rtt ${c.rttMs?.toFixed(2)} ms`)
-    if (r.kernelUdp) parts.push(`kernel UDP RcvbufErrors +${r.kernelUdp.RcvbufErrors ?? 0} (system-wide)`)
+    if (r.kernelUdp) {
+      const drops = (r.kernelUdp.RcvbufErrors ?? 0) + (r.kernelUdp.Udp6RcvbufErrors ?? 0)
+      parts.push(`kernel UDP RcvbufErrors +${drops} (system-wide)`)
+    }
   }
   return parts.join(', ')
 }
 
 export async function runSuite(o: SuiteOptions, log: (line: string) => void = console.log): Promise<SuiteResult> {
+  const host = machine()
+  const coreBefore = transportCoreBuild()
   const identity = await makeIdentity()
   if (o.cpuProfDir !== null) fs.mkdirSync(o.cpuProfDir, { recursive: true })
   const byCase = new Map<string, { runs: RunResult[]; error: string | null }>()
@@ -429,13 +459,15 @@ export async function runSuite(o: SuiteOptions, log: (line: string) => void = co
       packetsPerSendCall: ok ? median(ppsc) : null,
     }
   })
+  const coreAfter = transportCoreBuild()
   const tcp = summaries.find((s) => s.case === 'tcp')?.medianGbps ?? null
   for (const s of summaries) s.ratioVsTcp = tcp !== null && s.medianGbps !== null ? s.medianGbps / tcp : null
   return {
     benchmark: 'throughput',
     startedAt: new Date().toISOString(),
-    machine: machine(),
-    transportCore: transportCoreBuild(),
+    machine: host,
+    transportCore: coreBefore,
+    transportCoreChanged: coreBefore?.distSha256 !== coreAfter?.distSha256,
     options: {
       bytes: o.bytes,
       runs: o.runs,
@@ -479,8 +511,9 @@ export function formatTable(result: SuiteResult): string {
       `Gbps counted by the receiver from first to last byte, every byte verified.` +
       (result.options.socketBufferSize !== null ? ` STOQ socket buffers: ${result.options.socketBufferSize} bytes.` : '') +
       (result.options.copyWrites ? ' Sender copies every write (--copy-writes).' : ''),
-    `machine: ${m.cpu}, ${m.cores} cores, ${m.kernel}, Node ${m.node}. CPU% is of one core over the transfer.`,
-    `@stoq/transport-core ${core ? `${core.version}, dist sha256 ${core.distSha256.slice(0, 12)} built ${core.distModified}` : 'build unknown'}`,
+    `machine: ${m.cpu}, ${m.cores} cores, ${m.kernel}, Node ${m.node}, load average ${m.loadAverage1m} at start. CPU% is of one core over the transfer.`,
+    `@stoq/transport-core ${core ? `${core.version}, dist sha256 ${core.distSha256.slice(0, 12)} built ${core.distModified}` : 'build unknown'}` +
+      (result.transportCoreChanged ? ' — WARNING: its dist was rebuilt during this invocation, runs mixed builds' : ''),
     '',
     line(header),
     sep,

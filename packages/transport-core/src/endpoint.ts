@@ -238,8 +238,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     try {
       this.engine.drainEvents(this)
       if (this.pendingConns.size > 0) {
-        for (const conn of this.pendingConns) conn.flushStreams()
+        // Streams may ask again for the next tick while being flushed.
+        const conns = [...this.pendingConns]
         this.pendingConns.clear()
+        for (const conn of conns) conn.flushStreams()
       }
       this.batcher.flush()
       // Transmitting can close connections (e.g. after CONNECTION_CLOSE is sent).

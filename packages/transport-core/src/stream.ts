@@ -54,7 +54,8 @@ function toBytes(chunk: unknown): Uint8Array {
  * One QUIC stream as a Web Streams pair. The readable side pulls from the
  * engine only while its queue has room, so a slow reader stops crediting the
  * peer's flow control; the writable side resolves a write only once the engine
- * accepted every byte, so a blocked peer stops the writer.
+ * accepted every byte (but a copied last byte, see `write`), so a blocked peer
+ * stops the writer.
  */
 export class QuicStream {
   readonly id: number
@@ -68,15 +69,18 @@ export class QuicStream {
   private controller: ReadableStreamDefaultController<Uint8Array> | null = null
   private readDone: boolean
   private writeDone: boolean
-  private pendingChunk: Uint8Array | null = null
-  /** The pending send carries the FIN. */
-  private pendingFin = false
-  /** The held chunk is down to its last byte, kept one more tick for the FIN. */
-  private tailHeld = false
+  /** Bytes of the current write the engine has not taken yet (the caller's buffer). */
+  private rest: Uint8Array | null = null
+  /** Copy of the last byte of the latest write, not sent yet. */
+  private held: Uint8Array | null = null
+  /** End-of-tick flushes the held byte has waited. */
+  private heldTicks = 0
+  /** `close()` was called: the next push of the held byte carries the FIN. */
+  private finRequested = false
   /** Sending failed outside a write call (stopped by the peer): reported on the next write. */
   private writeError: Error | null = null
-  private pendingResolve: (() => void) | null = null
-  private pendingReject: ((err: Error) => void) | null = null
+  /** The write or close waiting for send capacity. */
+  private waiter: { resolve: () => void; reject: (err: Error) => void } | null = null
   private readonly recvResult: StreamRecvResult & StreamRecvError = { bytes: 0, fin: false, resetCode: -1 }
   /** Bytes handed to the reader and accepted from the writer (for tests and stats). */
   bytesRead = 0
@@ -194,130 +198,128 @@ export class QuicStream {
 
   // -------------------------------------------------------------------------
   // Writing
+  //
+  // A write pushes all but its last byte into the engine (which copies what it
+  // accepts) and keeps a copy of that last byte. The held byte goes out with
+  // the next write, with the FIN if `close()` comes first, or on its own two
+  // ticks later. Why: quiche 0.18 never retransmits a lost FIN-only frame once
+  // the data before it was acknowledged, so a FIN must ride on data to be
+  // reliable, and `pipeTo` and friends close a tick or so after their last
+  // write. A write resolves once the engine took all its other bytes, so the
+  // caller's buffer is never referenced afterwards, and a blocked peer stops
+  // the writer.
 
-  /**
-   * A write is held as the pending chunk until the endpoint's next cycle (or
-   * the next write) pushes it into the engine. A `close()` that arrives first
-   * sends the chunk and the FIN together: quiche 0.18 never retransmits a lost
-   * FIN-only frame once the data before it was acknowledged, so a FIN riding
-   * on data is what keeps stream ends reliable. At most one chunk is held.
-   */
   private write(chunk: Uint8Array): Promise<void> | void {
     this.assertWritable()
     if (chunk.length === 0) return
-    const drained = this.drainPending()
-    if (drained === undefined) {
-      this.hold(chunk)
-      return
+    if (this.held !== null) {
+      // Order: the byte held from the previous write goes first.
+      const pushed = this.pushHeld(false)
+      if (!pushed) {
+        return this.waitWritable().then(() => {
+          this.assertWritable()
+          return this.startWrite(chunk)
+        })
+      }
     }
-    return drained.then(() => {
-      this.assertWritable()
-      this.hold(chunk)
-    })
+    return this.startWrite(chunk)
   }
 
-  private assertWritable(): void {
-    if (this.writeError) throw this.writeError
-    if (this.writeDone) throw new StoqStreamStateError(this.id, `Stream ${this.id} is closed for writing`)
-    const conErr = this.host.connectionError()
-    if (conErr) throw conErr
-  }
-
-  private hold(chunk: Uint8Array): void {
-    this.tailHeld = false
-    this.pendingChunk = chunk
-    this.pendingFin = false
+  private startWrite(chunk: Uint8Array): Promise<void> | void {
+    const last = chunk.length - 1
+    this.held = Uint8Array.of(chunk[last]!)
+    this.heldTicks = 0
     this.host.streamPending(this)
-  }
-
-  /** Push the held chunk; returns a promise when it must wait for capacity. */
-  private drainPending(): Promise<void> | undefined {
-    if (this.pendingChunk === null) return undefined
-    if (this.trySend()) return undefined
+    if (last === 0) return
+    this.rest = chunk.subarray(0, last)
+    if (this.pushRest()) return
     return this.waitWritable()
   }
 
-  /**
-   * Called by the connection at the end of a tick: send what is held, without
-   * FIN. The last byte stays held for one more tick, because a `close()` often
-   * follows a write a tick later (e.g. `pipeTo`), and the FIN must ride on data.
-   */
-  flushPending(): void {
-    const chunk = this.pendingChunk
-    if (chunk === null || this.pendingResolve !== null || this.pendingFin) return
-    try {
-      if (!this.tailHeld && chunk.length > 1) {
-        this.pendingChunk = chunk.subarray(0, chunk.length - 1)
-        const sent = this.trySend()
-        const rest = this.pendingChunk as Uint8Array | null
-        // Re-attach the held byte behind whatever the engine did not take.
-        this.pendingChunk = sent || rest === null ? chunk.subarray(chunk.length - 1) : chunk.subarray(chunk.length - 1 - rest.length)
-        if (sent) {
-          this.tailHeld = true
-          this.host.streamPending(this)
-          return
-        }
-      } else if (this.trySend()) {
-        this.tailHeld = false
-        return
-      }
-      this.host.engine.streamWantWritable(this.host.handle, this.id)
-    } catch (err) {
-      this.writeError = err as Error
+  private assertWritable(): void {
+    const conErr = this.host.connectionError()
+    if (conErr) throw conErr
+    if (this.writeError) throw this.writeError
+    if (this.writeDone || this.finRequested) {
+      throw new StoqStreamStateError(this.id, `Stream ${this.id} is closed for writing`)
     }
   }
 
-  private waitWritable(): Promise<void> {
-    this.host.engine.streamWantWritable(this.host.handle, this.id)
-    return new Promise<void>((resolve, reject) => {
-      this.pendingResolve = resolve
-      this.pendingReject = reject
-    })
-  }
-
-  /**
-   * Push the pending chunk (and FIN if asked) into the engine. Returns true
-   * when all of it was accepted; throws when the stream was stopped.
-   */
-  private trySend(): boolean {
-    const chunk = this.pendingChunk!
-    const n = this.host.engine.streamSend(this.host.handle, this.id, chunk, this.pendingFin)
-    if (n === STREAM_STOPPED) {
-      this.pendingChunk = null
-      throw this.stoppedError()
-    }
-    if (n === STREAM_BLOCKED) return false
-    this.bytesWritten += n
-    this.host.schedule()
-    if (n < chunk.length) {
-      this.pendingChunk = chunk.subarray(n)
+  /** Send the rest of the current write; true when all of it was accepted. Throws when stopped. */
+  private pushRest(): boolean {
+    const rest = this.rest!
+    const n = this.send(rest, false)
+    if (n < rest.length) {
+      this.rest = rest.subarray(Math.max(0, n))
       return false
     }
-    this.pendingChunk = null
-    if (this.pendingFin) {
+    this.rest = null
+    return true
+  }
+
+  /** Send the held byte (with the FIN when `fin`); true when accepted. Throws when stopped. */
+  private pushHeld(fin: boolean): boolean {
+    const data = this.held ?? EMPTY
+    const n = this.send(data, fin)
+    if (n < data.length || n === STREAM_BLOCKED) return false
+    this.held = null
+    if (fin) {
       this.writeDone = true
       this.maybeDone()
     }
     return true
   }
 
+  /** streamSend, with STREAM_STOPPED turned into the typed error. Returns bytes accepted or STREAM_BLOCKED. */
+  private send(data: Uint8Array, fin: boolean): number {
+    const n = this.host.engine.streamSend(this.host.handle, this.id, data, fin)
+    if (n === STREAM_STOPPED) {
+      this.rest = null
+      this.held = null
+      throw this.stoppedError()
+    }
+    if (n > 0) {
+      this.bytesWritten += n
+      this.host.schedule()
+    } else if (fin && n === 0) {
+      this.host.schedule()
+    }
+    return n
+  }
+
   private stoppedError(): Error {
     const code = this.host.engine.streamStopCode(this.host.handle, this.id)
     this.writeDone = true
+    const err =
+      code >= 0
+        ? new StoqStreamStoppedError(this.id, code)
+        : new StoqStreamStateError(this.id, `Stream ${this.id} cannot be written (finished or reset)`)
+    this.writeError = err
     this.maybeDone()
-    return code >= 0
-      ? new StoqStreamStoppedError(this.id, code)
-      : new StoqStreamStateError(this.id, `Stream ${this.id} cannot be written (finished or reset)`)
+    return err
   }
 
-  /** Engine says the stream can take data again. */
+  private waitWritable(): Promise<void> {
+    this.host.engine.streamWantWritable(this.host.handle, this.id)
+    return new Promise<void>((resolve, reject) => {
+      this.waiter = { resolve, reject }
+    })
+  }
+
+  /** Engine says the stream can take data again: continue whatever waits. */
   onWritable(): void {
-    if (this.pendingChunk === null) return
+    if (this.waiter === null) {
+      // Nobody waits: a held byte that could not go out at its tick.
+      if (this.held !== null && this.heldTicks >= 2 && !this.finRequested) this.flushPending()
+      return
+    }
     let done: boolean
     try {
-      done = this.trySend()
+      if (this.rest !== null) done = this.pushRest()
+      else if (this.finRequested) done = this.pushHeld(true)
+      else if (this.held !== null) done = this.pushHeld(false)
+      else done = true
     } catch (err) {
-      this.writeError = err as Error
       this.settleWrite(err as Error)
       return
     }
@@ -325,49 +327,44 @@ export class QuicStream {
     else this.host.engine.streamWantWritable(this.host.handle, this.id)
   }
 
+  /** Called by the connection at the end of each tick: the held byte goes out at the second. */
+  flushPending(): void {
+    if (this.held === null || this.finRequested || this.rest !== null || this.waiter !== null) return
+    if (++this.heldTicks < 2) {
+      this.host.streamPending(this)
+      return
+    }
+    try {
+      if (!this.pushHeld(false)) this.host.engine.streamWantWritable(this.host.handle, this.id)
+    } catch {
+      // Stopped: writeError is set and the next write reports it.
+    }
+  }
+
   private settleWrite(err: Error | null): void {
-    const resolve = this.pendingResolve
-    const reject = this.pendingReject
-    this.pendingChunk = null
-    this.pendingResolve = null
-    this.pendingReject = null
-    if (err) reject?.(err)
-    else resolve?.()
+    const waiter = this.waiter
+    this.waiter = null
+    if (err) {
+      this.rest = null
+      waiter?.reject(err)
+    } else {
+      waiter?.resolve()
+    }
+    this.maybeDone()
   }
 
   private finish(): Promise<void> | void {
     this.assertWritable()
-    const wait = this.pendingResolve !== null ? this.waitForWaiter() : undefined
-    const sendFin = (): Promise<void> | void => {
-      this.assertWritable()
-      if (this.pendingChunk === null) this.pendingChunk = EMPTY
-      this.pendingFin = true
-      if (this.trySend()) return
-      return this.waitWritable()
-    }
-    return wait ? wait.then(sendFin) : sendFin()
-  }
-
-  /** A write is waiting for capacity: resolve when it is done. */
-  private waitForWaiter(): Promise<void> {
-    const resolve = this.pendingResolve!
-    const reject = this.pendingReject!
-    return new Promise<void>((res, rej) => {
-      this.pendingResolve = () => {
-        resolve()
-        res()
-      }
-      this.pendingReject = (err) => {
-        reject(err)
-        rej(err)
-      }
-    })
+    this.finRequested = true
+    if (this.pushHeld(true)) return
+    return this.waitWritable()
   }
 
   /** Abandon sending (RESET_STREAM with `code`). */
   private resetWriting(code: number): void {
     if (this.writeDone) return
     this.writeDone = true
+    this.held = null
     if (this.host.connectionError() === null) {
       this.host.engine.streamShutdown(this.host.handle, this.id, 'write', code)
       this.host.schedule()
@@ -418,7 +415,7 @@ export class QuicStream {
   }
 
   private maybeDone(): void {
-    if (this.readDone && this.writeDone && this.pendingChunk === null) this.host.streamDone(this)
+    if (this.readDone && this.writeDone && this.waiter === null) this.host.streamDone(this)
   }
 
   /** A Node.js Duplex (or Readable/Writable for unidirectional streams) over this stream. */

@@ -42,6 +42,7 @@ const STATELESS_RESETS_PER_SECOND = 100
 const REFUSE_BACKLOG = 64
 /** QUIC transport error CONNECTION_REFUSED. */
 const CONNECTION_REFUSED = 0x2
+const REFUSED_REASON = new TextEncoder().encode('connection limit reached')
 
 interface ConnRecord {
   handle: number
@@ -69,6 +70,8 @@ interface ConnRecord {
   /** Stream ids seen as stopped by the peer, with their codes. */
   stopped: Map<number, number> | null
   refused: boolean
+  /** onClosed was reported; the record lingers until quiche finishes draining. */
+  closeReported: boolean
 }
 
 interface ControlPacket {
@@ -244,6 +247,7 @@ export class QuicheEngine implements QuicEngine {
       wantWritable: new Set(),
       stopped: null,
       refused: false,
+      closeReported: false,
     }
     this.conns.set(handle, rec)
     this.markSend(rec)
@@ -436,16 +440,14 @@ export class QuicheEngine implements QuicEngine {
       rec.initialKey = hex(hdr.dcid)
       this.initialRoutes.set(rec.initialKey, rec)
     }
-    this.deliver(rec, pkt, from)
     if (over) {
+      // Refused after our first flight: a CONNECTION_CLOSE sent before it would
+      // travel at a level the client cannot decrypt yet (quiche 0.18 sends it
+      // in Handshake packets only).
       rec.refused = true
       rec.incomingReported = true // never shown to the application
-      try {
-        conn.close(false, CONNECTION_REFUSED, new TextEncoder().encode('connection limit reached'))
-      } catch {
-        // Already closing.
-      }
     }
+    this.deliver(rec, pkt, from)
   }
 
   private resetToken(cid: Uint8Array): Uint8Array {
@@ -515,13 +517,20 @@ export class QuicheEngine implements QuicEngine {
         offset += n
       }
       rec.timerDirty = true
+      if (rec.refused && count > 0 && !rec.conn.isDraining()) {
+        try {
+          conn.close(false, CONNECTION_REFUSED, REFUSED_REASON)
+        } catch {
+          // Already closing.
+        }
+      }
       if (count > 0) {
         batch.count = count
         batch.bytes = offset
         batch.peer = rec.peer
         rec.lastActivity = performance.now()
         // Leave it queued if the batch filled: there may be more.
-        if (count < maxPackets && buffer.length - offset >= this.maxPacketSize) {
+        if (count < maxPackets && buffer.length - offset >= this.maxPacketSize && !rec.refused) {
           queue.shift()
           rec.sendDirty = false
         }
@@ -592,11 +601,18 @@ export class QuicheEngine implements QuicEngine {
       rec.eventDirty = false
       if (!this.conns.has(rec.handle)) continue
       const conn = rec.conn
+      if (rec.closeReported) {
+        if (conn.isClosed()) this.remove(rec)
+        continue
+      }
+      const ending = conn.isClosed() || conn.isDraining()
       if (!rec.incomingReported) {
         rec.incomingReported = true
         sink.onIncoming(rec.handle, rec.peer)
       }
-      if (!rec.establishedReported && conn.isEstablished()) {
+      // A connection that is already ending is never announced as established
+      // (e.g. a server that refuses us right after its first flight).
+      if (!rec.establishedReported && !ending && conn.isEstablished()) {
         rec.establishedReported = true
         if (rec.initialKey !== null) {
           this.initialRoutes.delete(rec.initialKey)
@@ -604,7 +620,7 @@ export class QuicheEngine implements QuicEngine {
         }
         if (!rec.refused) sink.onEstablished(rec.handle)
       }
-      if (!rec.refused) {
+      if (!rec.refused && !ending) {
         for (const id of conn.readable()) sink.onStreamReadable(rec.handle, id)
         if (rec.wantWritable.size > 0) {
           for (const id of rec.wantWritable) {
@@ -624,13 +640,15 @@ export class QuicheEngine implements QuicEngine {
         }
         if (this.tp.datagrams && conn.dgramRecvQueueLen() > 0) sink.onDatagramReadable(rec.handle)
       }
-      if (conn.isClosed()) {
-        try {
-          sink.onClosed(rec.handle, this.closeInfo(conn))
-        } finally {
-          this.remove(rec)
-        }
+      // Report the end as soon as the connection drains (CONNECTION_CLOSE sent
+      // or received); quiche keeps the state a few PTOs longer to absorb late
+      // packets, invisible to the application.
+      const closed = conn.isClosed()
+      if (!rec.closeReported && (closed || conn.isDraining())) {
+        rec.closeReported = true
+        sink.onClosed(rec.handle, this.closeInfo(conn))
       }
+      if (closed) this.remove(rec)
     }
   }
 
