@@ -36,6 +36,9 @@ export const DEFAULT_STREAM_READ_CHUNK = 64 * 1024
 /** Bytes a stream's readable side buffers for a slow reader before it stops taking data (flow control then stops the sender). */
 export const DEFAULT_STREAM_READ_HIGH_WATER = 1024 * 1024
 
+/** Kernel socket buffers asked for: 4 MiB absorbs the bursts of a large congestion window (the default ~208 KiB drops packets on loopback). The kernel caps it at net.core.[rw]mem_max. */
+export const DEFAULT_SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
+
 /** Time `endpoint.close()` waits for connections to finish closing before it closes the socket anyway. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 2_000
 

@@ -111,7 +111,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         host: o.host,
         port: o.port,
         ipv6Only: o.ipv6Only,
-        ...(o.socketBufferSize !== undefined ? { sendBufferSize: o.socketBufferSize, receiveBufferSize: o.socketBufferSize } : {}),
+        sendBufferSize: o.socketBufferSize,
+        receiveBufferSize: o.socketBufferSize,
       },
       this,
     )

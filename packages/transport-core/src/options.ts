@@ -11,6 +11,7 @@ import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_HOST,
   DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_SOCKET_BUFFER_SIZE,
   DEFAULT_TRANSPORT,
 } from './defaults.js'
 import { normaliseFingerprint } from './pem.js'
@@ -44,7 +45,7 @@ export interface EndpointOptions {
   server?: ServerOptions
   /** QUIC transport parameters for every connection of this endpoint. */
   transport: Partial<TransportParameters>
-  /** Requested kernel socket buffer sizes in bytes. */
+  /** Requested kernel socket buffer sizes in bytes (default 4 MiB, capped by the kernel). */
   socketBufferSize?: number
   /** Time `close()` waits for connections to close gracefully. */
   closeTimeoutMs: number
@@ -88,7 +89,7 @@ export interface ResolvedEndpointOptions {
   ipv6Only: boolean
   server: ResolvedServerOptions | null
   transport: TransportParameters
-  socketBufferSize: number | undefined
+  socketBufferSize: number
   closeTimeoutMs: number
 }
 
@@ -221,8 +222,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
       statelessReset: boolOption('server.statelessReset', s.statelessReset ?? true),
     }
   }
-  const socketBufferSize =
-    o.socketBufferSize === undefined ? undefined : intOption('socketBufferSize', o.socketBufferSize, 4096, 1 << 30)
+  const socketBufferSize = intOption('socketBufferSize', o.socketBufferSize ?? DEFAULT_SOCKET_BUFFER_SIZE, 4096, 1 << 30)
   return {
     host,
     port,

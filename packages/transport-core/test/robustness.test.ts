@@ -181,7 +181,8 @@ describe('streams', () => {
     server = await createEndpoint({
       host: '127.0.0.1',
       server: { cert: pki.server.cert, key: pki.server.key },
-      transport: { initialMaxStreamData: 256 * 1024, initialMaxStreamsBidi: 4000 },
+      // A fixed window (no auto-tuning) makes the backpressure bound exact.
+      transport: { initialMaxStreamData: 256 * 1024, maxStreamWindow: 256 * 1024, initialMaxStreamsBidi: 4000 },
     })
     server.on('connection', (c) =>
       c.on('stream', (s) => {
