@@ -30,8 +30,13 @@ import {
 import { RetryTokens } from './retry-token.js'
 import { splitPemChain } from '../pem.js'
 
-/** Length of the connection IDs we issue: 4 bytes of (masked) handle + 12 random bytes. */
-export const CID_LEN = 16
+/**
+ * Length of the connection IDs we issue: 4 bytes of (masked) handle + 8 random
+ * bytes. Not longer: quiche 0.18 encodes its transport parameters into a fixed
+ * 128-byte buffer, and a server answering a 20-byte client DCID after a Retry
+ * carries three CIDs in them (measured: 16-byte CIDs overflow it).
+ */
+export const CID_LEN = 12
 /** quiche refuses to produce packets larger than this. */
 export const QUICHE_MAX_PACKET = 16383
 /** Largest number of control packets (Retry, version negotiation, stateless reset) waiting to be sent. */
@@ -139,6 +144,8 @@ export class QuicheEngine implements QuicEngine {
   private applyTransport(cfg: QuicheConfig, alpn: string[]): QuicheConfig {
     const tp = this.tp
     cfg.setApplicationProtos(alpn)
+    // GREASE would spend transport-parameter bytes that quiche 0.18 does not have (see CID_LEN).
+    cfg.grease(false)
     cfg.setMaxIdleTimeout(tp.maxIdleTimeoutMs)
     cfg.setMaxRecvUdpPayloadSize(QUICHE_MAX_PACKET)
     cfg.setMaxSendUdpPayloadSize(this.maxPacketSize)
@@ -292,7 +299,7 @@ export class QuicheEngine implements QuicEngine {
 
   private receiveOne(pkt: Uint8Array, from: SocketAddress, local: SocketAddress): void {
     const len = pkt.length
-    if (len < 1 + CID_LEN - 12) {
+    if (len < 2) {
       this.droppedPackets++
       return
     }
@@ -431,6 +438,7 @@ export class QuicheEngine implements QuicEngine {
     try {
       conn = this.q.Connection.accept(scid, odcid, hostPort(local), hostPort(from), cfg)
     } catch {
+      // e.g. quiche cannot encode the transport parameters: refuse quietly.
       this.droppedPackets++
       return
     }

@@ -1,0 +1,172 @@
+/**
+ * Interop with a foreign QUIC stack: quic-go (Debian's golang-github-lucas-clemente-quic-go-dev),
+ * through the small echo peer in interop/quic-go. The peer is built (and its
+ * packages installed with apt) by interop/quic-go/build.sh; when that fails the
+ * tests fail with its message, they are never skipped.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createEndpoint, type Endpoint } from '../src/index.js'
+import { testPki, type TestPki } from './fixtures/certs.js'
+import { echoOnce, pattern, readAll, serveEcho, sha256 } from './fixtures/echo.js'
+
+const run = promisify(execFile)
+const here = path.dirname(fileURLToPath(import.meta.url))
+const peerDir = path.resolve(here, '../../../interop/quic-go')
+const peerBin = path.join(peerDir, 'bin', 'stoq-interop-peer')
+
+let pki: TestPki
+let dir: string
+const children: ChildProcess[] = []
+
+beforeAll(async () => {
+  try {
+    await run('bash', [path.join(peerDir, 'build.sh')], { timeout: 600_000 })
+  } catch (err) {
+    const e = err as { stderr?: string; message: string }
+    throw new Error(`Cannot build the quic-go interop peer (interop/quic-go/build.sh): ${e.stderr || e.message}`)
+  }
+  pki = await testPki()
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-interop-'))
+  fs.writeFileSync(path.join(dir, 'cert.pem'), pki.server.cert)
+  fs.writeFileSync(path.join(dir, 'key.pem'), pki.server.key)
+  fs.writeFileSync(path.join(dir, 'ca.pem'), pki.ca)
+}, 600_000)
+
+afterAll(() => {
+  for (const c of children) c.kill('SIGKILL')
+  if (dir) fs.rmSync(dir, { recursive: true, force: true })
+})
+
+function startGoServer(listen: string): Promise<number> {
+  const child = spawn(
+    peerBin,
+    ['server', '--listen', listen, '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'), '--alpn', 'stoq/1'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  children.push(child)
+  return new Promise((resolve, reject) => {
+    let out = ''
+    let err = ''
+    const timer = setTimeout(() => reject(new Error(`quic-go server did not start: ${err}`)), 10_000)
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()))
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString()
+      const m = /LISTENING (\d+)/.exec(out)
+      if (m) {
+        clearTimeout(timer)
+        resolve(Number(m[1]))
+      }
+    })
+    child.once('exit', (code) => reject(new Error(`quic-go server exited with ${code}: ${err}`)))
+  })
+}
+
+async function runGoClient(args: string[]): Promise<Record<string, unknown>> {
+  try {
+    const { stdout } = await run(peerBin, ['client', ...args], { timeout: 90_000 })
+    return JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; message: string }
+    throw new Error(`quic-go client failed: ${e.stdout ?? ''} ${e.stderr ?? ''} ${e.message}`)
+  }
+}
+
+for (const family of ['127.0.0.1', '::1'] as const) {
+  describe(`STOQ client against quic-go server over ${family}`, () => {
+    let client: Endpoint
+    let port: number
+
+    beforeAll(async () => {
+      port = await startGoServer(family === '::1' ? '[::1]:0' : '127.0.0.1:0')
+      client = await createEndpoint({ host: family })
+    })
+
+    afterAll(async () => {
+      await client?.close()
+    })
+
+    it('negotiates ALPN, echoes 10 MiB and 100 concurrent streams, uni streams and datagrams', async () => {
+      const conn = await client.connect({ host: family, port, ca: pki.ca, serverName: 'localhost' })
+      expect(conn.alpn).toBe('stoq/1')
+
+      const big = pattern(10 * 1024 * 1024, 21)
+      expect(sha256(await echoOnce(conn.openStream(), big))).toBe(sha256(big))
+
+      const ok = await Promise.all(
+        Array.from({ length: 100 }, async (_, i) => {
+          const data = pattern(1000 + i, 100 + i)
+          return sha256(await echoOnce(conn.openStream(), data)) === sha256(data)
+        }),
+      )
+      expect(ok.every(Boolean)).toBe(true)
+
+      const uniData = pattern(64 * 1024, 5)
+      const back = new Promise<Uint8Array>((resolve) => conn.once('stream', (s) => resolve(readAll(s.readable!))))
+      const uni = conn.openStream({ unidirectional: true })
+      const w = uni.writable!.getWriter()
+      await w.write(uniData)
+      await w.close()
+      expect(sha256(await back)).toBe(sha256(uniData))
+
+      // quic-go 0.29 accepts datagram frames up to 1220 bytes.
+      expect(conn.maxDatagramSize).toBeGreaterThan(1000)
+      const received = new Set<string>()
+      conn.on('datagram', (d) => received.add(Buffer.from(d).toString()))
+      const want = Array.from({ length: 10 }, (_, i) => `interop-datagram-${i}`)
+      for (let round = 0; round < 10 && received.size < want.length; round++) {
+        for (const d of want) if (!received.has(d)) conn.sendDatagram(d)
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      expect([...received].sort()).toEqual([...want].sort())
+      await conn.close(0, 'done')
+    })
+  })
+
+  describe(`quic-go client against STOQ server over ${family}`, () => {
+    let server: Endpoint
+
+    beforeAll(async () => {
+      server = await createEndpoint({ host: family, server: { cert: pki.server.cert, key: pki.server.key } })
+      server.on('connection', serveEcho)
+    })
+
+    afterAll(async () => {
+      await server?.close()
+    })
+
+    it('echoes 10 MiB, 100 concurrent streams, a uni stream and datagrams', async () => {
+      const host = family === '::1' ? `[::1]:${server.address.port}` : `127.0.0.1:${server.address.port}`
+      const result = await runGoClient([
+        '--connect', host, '--alpn', 'stoq/1', '--ca', path.join(dir, 'ca.pem'), '--sni', 'localhost',
+        '--bytes', String(10 * 1024 * 1024), '--streams', '100', '--datagrams', '20', '--uni',
+      ])
+      expect(result).toMatchObject({
+        ok: true,
+        alpn: 'stoq/1',
+        bytesVerified: true,
+        streams: 100,
+        streamsOk: 100,
+        uniOk: true,
+        datagramsEchoed: 20,
+      })
+    })
+
+    it('is refused by the STOQ server when it offers no common ALPN', async () => {
+      const host = family === '::1' ? `[::1]:${server.address.port}` : `127.0.0.1:${server.address.port}`
+      let failure: unknown
+      try {
+        await runGoClient(['--connect', host, '--alpn', 'h3', '--ca', path.join(dir, 'ca.pem'), '--sni', 'localhost', '--bytes', '10'])
+      } catch (err) {
+        failure = err
+      }
+      expect(String(failure)).toMatch(/"ok":false/)
+      expect(String(failure)).toMatch(/handshake/)
+    })
+  })
+}
