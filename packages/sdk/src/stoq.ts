@@ -1,0 +1,150 @@
+import {
+  createEndpoint,
+  StoqClosedError,
+  StoqInvalidArgumentError,
+  type ConnectOptions,
+  type Endpoint,
+  type EndpointComponents,
+  type EndpointOptions,
+  type QuicConnection,
+  type QuicStream,
+  type ServerOptions,
+} from '@stoq/transport-core'
+import { parseTarget, type ConnectTarget } from './target.js'
+
+export interface StoqOptions {
+  /** Options for every endpoint this instance creates (bind address, transport parameters...). */
+  endpoint: Partial<Omit<EndpointOptions, 'server' | 'port'>>
+  /** Replace a layer (engine, UDP I/O, pool, batcher) with your own factory. */
+  components: Partial<EndpointComponents>
+}
+
+export interface ListenHandlers {
+  /** Server identity (PEM). */
+  cert: ServerOptions['cert']
+  key: ServerOptions['key']
+  alpn?: string[]
+  retry?: boolean
+  maxConnections?: number
+  onConnection?: (conn: QuicConnection) => void
+  onStream?: (stream: QuicStream, conn: QuicConnection) => void
+  onDatagram?: (data: Uint8Array, conn: QuicConnection) => void
+}
+
+export interface StoqStats {
+  name: string
+  endpoints: number
+  connections: number
+  bytesSent: number
+  bytesReceived: number
+  packetsSent: number
+  packetsReceived: number
+  packetsLost: number
+}
+
+/**
+ * The STOQ facade: wires the default layers (quiche engine, dgram UDP I/O,
+ * shared buffer pool, batcher) and hands out connections and listeners.
+ */
+export class Stoq {
+  readonly name: string
+  private readonly options: StoqOptions
+  private client: Promise<Endpoint> | null = null
+  private readonly endpoints = new Set<Endpoint>()
+  private closed = false
+
+  private constructor(name: string, options: StoqOptions) {
+    this.name = name
+    this.options = options
+  }
+
+  /** `const stoq = await Stoq.create('my-app')`. */
+  static async create(name: string, options: Partial<StoqOptions> = {}): Promise<Stoq> {
+    if (typeof name !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(name)) {
+      throw new StoqInvalidArgumentError('name', 'expected 1-64 characters of letters, digits, ".", "_" or "-"')
+    }
+    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
+    return new Stoq(name, { endpoint: options.endpoint ?? {}, components: options.components ?? {} })
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StoqClosedError('stoq', `STOQ instance "${this.name}" is closed`)
+  }
+
+  /** Accept connections on `port` (or `{ host, port }`). Resolves with the bound endpoint. */
+  async listen(port: number | { host: string; port: number }, handlers: ListenHandlers): Promise<Endpoint> {
+    this.assertOpen()
+    if (typeof handlers !== 'object' || handlers === null) throw new StoqInvalidArgumentError('handlers', 'expected an object with cert and key')
+    const where = typeof port === 'number' ? { port } : port
+    const server: ServerOptions = {
+      cert: handlers.cert,
+      key: handlers.key,
+      ...(handlers.alpn ? { alpn: handlers.alpn } : {}),
+      ...(handlers.retry !== undefined ? { retry: handlers.retry } : {}),
+      ...(handlers.maxConnections !== undefined ? { maxConnections: handlers.maxConnections } : {}),
+    }
+    const ep = await createEndpoint({ ...this.options.endpoint, ...where, server }, this.options.components)
+    this.endpoints.add(ep)
+    ep.on('connection', (conn) => {
+      if (handlers.onStream) conn.on('stream', (s) => handlers.onStream!(s, conn))
+      if (handlers.onDatagram) conn.on('datagram', (d) => handlers.onDatagram!(d, conn))
+      handlers.onConnection?.(conn)
+    })
+    return ep
+  }
+
+  /** Connect to `host:port`, `[v6]:port`, a stoq:// URL or `{ host, port }`. */
+  async connect(target: ConnectTarget, options: Omit<ConnectOptions, 'host' | 'port'> = {}): Promise<QuicConnection> {
+    this.assertOpen()
+    const { host, port } = parseTarget(target)
+    if (this.client === null) {
+      this.client = createEndpoint(this.options.endpoint, this.options.components).then((ep) => {
+        this.endpoints.add(ep)
+        return ep
+      })
+      this.client.catch(() => {
+        this.client = null
+      })
+    }
+    const ep = await this.client
+    return ep.connect({ ...options, host, port })
+  }
+
+  /** Totals over every connection of every endpoint of this instance. */
+  stats(): StoqStats {
+    const s: StoqStats = {
+      name: this.name,
+      endpoints: this.endpoints.size,
+      connections: 0,
+      bytesSent: 0,
+      bytesReceived: 0,
+      packetsSent: 0,
+      packetsReceived: 0,
+      packetsLost: 0,
+    }
+    for (const ep of this.endpoints) {
+      for (const conn of ep.connections) {
+        const c = conn.stats()
+        s.connections++
+        s.bytesSent += c.bytesSent
+        s.bytesReceived += c.bytesReceived
+        s.packetsSent += c.packetsSent
+        s.packetsReceived += c.packetsReceived
+        s.packetsLost += c.packetsLost
+      }
+    }
+    return s
+  }
+
+  /** Close every endpoint (and their connections). Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await Promise.all([...this.endpoints].map((ep) => ep.close()))
+    this.endpoints.clear()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}

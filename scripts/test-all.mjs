@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+// Builds every package, runs every package's tests (one package at a time, so
+// socket tests do not fight for 2 cores), and always ends with one plain line
+// "N passed, N failed" counted from vitest's JSON reports, so a run that
+// executed no test is visible. Exit code: non-zero when anything failed.
+import { spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
+const packagesDir = path.join(root, 'packages')
+const env = { ...process.env, TURBO_TELEMETRY_DISABLED: '1', DO_NOT_TRACK: '1', FORCE_COLOR: '0' }
+
+const withTests = []
+for (const name of fs.readdirSync(packagesDir)) {
+  const pkgFile = path.join(packagesDir, name, 'package.json')
+  if (!fs.existsSync(pkgFile)) continue
+  const pkg = JSON.parse(fs.readFileSync(pkgFile, 'utf8'))
+  if (pkg.scripts?.test) withTests.push({ dir: path.join(packagesDir, name), name: pkg.name })
+  fs.rmSync(path.join(packagesDir, name, 'test-results.json'), { force: true })
+}
+
+function run(args) {
+  console.log(`\n$ turbo ${args.join(' ')}`)
+  const r = spawnSync('turbo', args, { cwd: root, stdio: 'inherit', env })
+  if (r.error) console.error(`cannot run turbo: ${r.error.message}`)
+  return r.status ?? 1
+}
+
+let rc = run(['run', 'build'])
+if (rc === 0) rc = run(['run', 'test', '--concurrency=1', '--continue'])
+
+let passed = 0
+let failed = 0
+for (const { dir, name } of withTests) {
+  const file = path.join(dir, 'test-results.json')
+  if (!fs.existsSync(file)) {
+    console.log(`${name}: no test results (tests did not run or crashed)`)
+    failed++
+    continue
+  }
+  const report = JSON.parse(fs.readFileSync(file, 'utf8'))
+  const p = report.numPassedTests ?? 0
+  const f = (report.numFailedTests ?? 0) + (report.numTotalTestSuites > 0 && report.success === false && (report.numFailedTests ?? 0) === 0 ? 1 : 0)
+  console.log(`${name}: ${p} passed, ${f} failed`)
+  passed += p
+  failed += f
+}
+if (rc !== 0 && failed === 0) failed = 1
+console.log(`${passed} passed, ${failed} failed`)
+process.exit(failed > 0 || rc !== 0 ? 1 : 0)
