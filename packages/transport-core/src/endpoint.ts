@@ -45,7 +45,7 @@ export interface EndpointComponents {
 export interface EndpointEvents {
   /** A peer connected (handshake complete). */
   connection: [QuicConnection]
-  /** A socket error not tied to one connection. */
+  /** A socket or engine error not tied to one connection (without a listener it becomes a process warning). */
   error: [Error]
   close: []
 }
@@ -248,9 +248,15 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       // Transmitting can close connections (e.g. after CONNECTION_CLOSE is sent).
       this.engine.drainEvents(this)
     } catch (err) {
-      this.emit('error', new StoqEngineError(this.engine.name, `endpoint cycle failed: ${(err as Error).message}`, { cause: err }))
+      this.report(new StoqEngineError(this.engine.name, `endpoint cycle failed: ${(err as Error).message}`, { cause: err }))
     }
     this.armTimer()
+  }
+
+  /** Surface an error without ever crashing the process: `error` listeners, else a process warning. */
+  private report(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err)
+    else process.emitWarning(err)
   }
 
   private armTimer(): void {
@@ -282,7 +288,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   // UdpReceiver ---------------------------------------------------------------
 
   onPacket(data: Uint8Array, segmentSize: number, from: SocketAddress): void {
-    this.engine.receive(data, segmentSize, from, this.local)
+    try {
+      this.engine.receive(data, segmentSize, from, this.local)
+    } catch (err) {
+      // A packet must never take the endpoint down.
+      this.report(new StoqEngineError(this.engine.name, `receive failed: ${(err as Error).message}`, { cause: err }))
+    }
   }
 
   onBatchEnd(): void {
@@ -298,7 +309,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   }
 
   onError(err: Error): void {
-    this.emit('error', new StoqSocketError(`UDP socket error: ${err.message}`, {}, { cause: err }))
+    this.report(new StoqSocketError(`UDP socket error: ${err.message}`, {}, { cause: err }))
   }
 
   // EngineEventSink -------------------------------------------------------------

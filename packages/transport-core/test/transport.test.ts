@@ -83,6 +83,19 @@ for (const family of ['127.0.0.1', '::1'] as const) {
       expect(conn.maxDatagramSize).toBeGreaterThan(1000)
     })
 
+    it('lets the server open a bidirectional stream to the client', async () => {
+      conn.once('stream', (cs) => {
+        expect(cs.bidirectional).toBe(true)
+        expect(cs.local).toBe(false)
+        // The client echoes what the server sent.
+        cs.readable!.pipeTo(cs.writable!).catch(() => {})
+      })
+      const s = serverConns[0]!.openStream()
+      expect(s.local).toBe(true)
+      const data = pattern(200_000, 13)
+      expect(sha256(await echoOnce(s, data))).toBe(sha256(data))
+    })
+
     it('carries unidirectional streams both ways', async () => {
       const data = pattern(100_000, 3)
       const incoming = new Promise<Uint8Array>((resolve) => {
