@@ -121,8 +121,6 @@ export class QuicheEngine implements QuicEngine {
   private resetBudget = STATELESS_RESETS_PER_SECOND
   private resetBudgetAt = 0
   private destroyed = false
-  private readonly scratch = new Uint8Array(1500)
-  private readonly pending: { closed: Array<[number, EngineCloseInfo]> } = { closed: [] }
   /** Packets quiche refused (undecryptable, malformed, unknown connection). */
   droppedPackets = 0
 
@@ -402,9 +400,9 @@ export class QuicheEngine implements QuicEngine {
     if (server.retry) {
       const token = hdr.token ?? new Uint8Array(0)
       if (token.length === 0) {
+        // The handle is only reserved by being encoded in the CID (allocHandle
+        // moved the counter past it): Retry stays stateless.
         handle = this.allocHandle()
-        // The handle is only reserved by being encoded in the CID: Retry stays stateless.
-        this.nextHandle = handle + 1 > 0x7fffffff ? 1 : handle + 1
         const newScid = this.makeCid(handle)
         const minted = this.tokens.mint(hdr.dcid, newScid, from)
         const out = new Uint8Array(512)
@@ -910,8 +908,6 @@ export class QuicheEngine implements QuicEngine {
     this.clientConfigs.clear()
     this.serverConfig = null
     this.server = null
-    void this.scratch
-    void this.pending
   }
 }
 
