@@ -181,6 +181,12 @@ export interface EngineServerOptions {
   maxConnections: number
   /** Send stateless resets for packets of unknown connections. */
   statelessReset: boolean
+  /**
+   * 32-byte key for Retry tokens and stateless-reset tokens. A restarted server
+   * given the same key can reset the connections its predecessor lost.
+   * Random per engine when absent.
+   */
+  secret?: Uint8Array
 }
 
 export interface EngineConnectOptions {

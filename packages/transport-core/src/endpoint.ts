@@ -124,6 +124,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         retry: o.server.retry,
         maxConnections: o.server.maxConnections,
         statelessReset: o.server.statelessReset,
+        ...(o.server.secret !== undefined ? { secret: o.server.secret } : {}),
       })
     }
     this.state = 'open'
@@ -373,6 +374,28 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     return this.closePromise
   }
 
+  /**
+   * Drop everything at once: no CONNECTION_CLOSE is sent, peers find out by
+   * idle timeout or stateless reset (as after a crash). Connections end here
+   * with a local close. Idempotent; also ends a `close()` under way.
+   */
+  async destroy(): Promise<void> {
+    if (this.state === 'closed') return this.closePromise ?? undefined
+    const wasOpen = this.state !== 'new'
+    this.state = 'closed'
+    this.closePromise ??= Promise.resolve()
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = null
+    for (const conn of [...this.conns.values()]) {
+      conn.onClosed({ remote: false, app: true, code: 0, reason: new TextEncoder().encode('endpoint destroyed'), idleTimeout: false })
+    }
+    if (!wasOpen) return
+    await this.io.close()
+    this.engine.destroy()
+    if (this.ownsPool) this.pool.close()
+    this.emit('close')
+  }
+
   private async shutdown(code: number, reason: string): Promise<void> {
     if (this.state === 'new') {
       this.state = 'closed'
@@ -393,6 +416,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       ])
       clearTimeout(timer)
     }
+    if ((this.state as string) === 'closed') return // destroy() ran meanwhile
     // Whatever did not finish in time is closed locally.
     for (const conn of [...this.conns.values()]) {
       conn.onClosed({ remote: false, app: true, code, reason: new TextEncoder().encode(reason), idleTimeout: false })

@@ -32,6 +32,12 @@ export interface ServerOptions {
   maxConnections?: number
   /** Answer packets of unknown connections with a stateless reset. Default true. */
   statelessReset?: boolean
+  /**
+   * 32-byte key for Retry and stateless-reset tokens. Give a restarted server
+   * the same key so that its old clients learn at once that their connections
+   * are gone. Default: random per endpoint.
+   */
+  secret?: Uint8Array
 }
 
 export interface EndpointOptions {
@@ -81,6 +87,7 @@ export interface ResolvedServerOptions {
   retry: boolean
   maxConnections: number
   statelessReset: boolean
+  secret: Uint8Array | undefined
 }
 
 export interface ResolvedEndpointOptions {
@@ -164,6 +171,14 @@ function alpnOption(value: unknown): string[] {
   return [...(value as string[])]
 }
 
+function secretOption(value: unknown): Uint8Array | undefined {
+  if (value === undefined) return undefined
+  if (!(value instanceof Uint8Array) || value.length !== 32) {
+    throw new StoqInvalidArgumentError('server.secret', `expected 32 bytes (a Uint8Array), got ${describe(value)}`)
+  }
+  return Uint8Array.from(value)
+}
+
 const CONGESTION: CongestionControl[] = ['cubic', 'reno', 'bbr']
 
 export function resolveTransport(input: unknown): TransportParameters {
@@ -220,6 +235,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
       retry: boolOption('server.retry', s.retry ?? true),
       maxConnections: intOption('server.maxConnections', s.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1, 1 << 24),
       statelessReset: boolOption('server.statelessReset', s.statelessReset ?? true),
+      secret: secretOption(s.secret),
     }
   }
   const socketBufferSize = intOption('socketBufferSize', o.socketBufferSize ?? DEFAULT_SOCKET_BUFFER_SIZE, 4096, 1 << 30)

@@ -413,3 +413,40 @@ describe('datagrams and options', () => {
     expect((await failure(() => ep.connect({ host: '127.0.0.1', port: 1, insecure: true }))).code).toBe('STOQ_ERR_CLOSED')
   })
 })
+
+describe('stateless reset', () => {
+  it('lets a restarted server with the same secret end its lost connections at once', async () => {
+    const secret = crypto.randomBytes(32)
+    const first = await createEndpoint({
+      host: '127.0.0.1',
+      server: { cert: pki.server.cert, key: pki.server.key, secret },
+    })
+    const port = first.address.port
+    const client = await createEndpoint({ host: '127.0.0.1', transport: { maxIdleTimeoutMs: 30_000 } })
+    const conn = await client.connect({ host: '127.0.0.1', port, ca: pki.ca, serverName: 'localhost' })
+    // The server "crashes": its state is gone, no CONNECTION_CLOSE is sent.
+    await first.destroy()
+    const second = await createEndpoint({
+      host: '127.0.0.1',
+      port,
+      server: { cert: pki.server.cert, key: pki.server.key, secret },
+    })
+    const started = Date.now()
+    // Any packet from the client now draws a stateless reset.
+    const w = conn.openStream().writable!.getWriter()
+    await w.write(pattern(2000)).catch(() => {})
+    const info = await conn.closed
+    expect(Date.now() - started).toBeLessThan(10_000) // far below the 30 s idle timeout
+    expect(info).toMatchObject({ remote: true, idleTimeout: false, reason: 'stateless reset' })
+    expect(second.stats().packetsDropped).toBeGreaterThan(0)
+    await client.close()
+    await second.close()
+  })
+
+  it('rejects a secret of the wrong size', async () => {
+    const err = await failure(() =>
+      createEndpoint({ server: { cert: pki.server.cert, key: pki.server.key, secret: new Uint8Array(16) } }),
+    )
+    expect(err.code).toBe('STOQ_ERR_INVALID_ARG')
+  })
+})

@@ -48,6 +48,7 @@ const REFUSE_BACKLOG = 64
 /** QUIC transport error CONNECTION_REFUSED. */
 const CONNECTION_REFUSED = 0x2
 const REFUSED_REASON = new TextEncoder().encode('connection limit reached')
+const STATELESS_RESET_REASON = new TextEncoder().encode('stateless reset')
 
 interface ConnRecord {
   handle: number
@@ -94,6 +95,10 @@ function toBigIntToken(bytes: Uint8Array): bigint {
   return v
 }
 
+function peerKey(addr: SocketAddress): string {
+  return `${addr.address}|${addr.port}`
+}
+
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
 }
@@ -108,6 +113,8 @@ export class QuicheEngine implements QuicEngine {
   private readonly tp: TransportParameters
   private readonly conns = new Map<number, ConnRecord>()
   private readonly initialRoutes = new Map<string, ConnRecord>()
+  /** Latest connection per peer address, to route stateless resets. */
+  private readonly byPeer = new Map<string, ConnRecord>()
   private readonly sendQueue: ConnRecord[] = []
   private readonly eventQueue: ConnRecord[] = []
   private readonly control: ControlPacket[] = []
@@ -116,8 +123,8 @@ export class QuicheEngine implements QuicEngine {
   private server: EngineServerOptions | null = null
   private serverConfig: QuicheConfig | null = null
   private readonly clientConfigs = new Map<string, QuicheConfig>()
-  private readonly secret = crypto.randomBytes(32)
-  private readonly tokens: RetryTokens
+  private secret: Uint8Array = crypto.randomBytes(32)
+  private tokens: RetryTokens
   private resetBudget = STATELESS_RESETS_PER_SECOND
   private resetBudgetAt = 0
   private destroyed = false
@@ -190,6 +197,11 @@ export class QuicheEngine implements QuicEngine {
   listen(options: EngineServerOptions): void {
     this.assertAlive()
     this.serverConfig = this.buildConfig(false, undefined, options.identity, options.alpn)
+    if (options.secret !== undefined) {
+      if (options.secret.length !== 32) throw new StoqInvalidArgumentError('secret', `expected 32 bytes, got ${options.secret.length}`)
+      this.secret = Uint8Array.from(options.secret)
+      this.tokens = new RetryTokens(this.secret)
+    }
     this.server = options
   }
 
@@ -255,6 +267,7 @@ export class QuicheEngine implements QuicEngine {
       closeReported: false,
     }
     this.conns.set(handle, rec)
+    this.byPeer.set(peerKey(peer), rec)
     this.markSend(rec)
     this.markEvent(rec)
     return rec
@@ -306,7 +319,11 @@ export class QuicheEngine implements QuicEngine {
       // Short header: our CID follows the first byte.
       if (len >= 1 + CID_LEN) rec = this.lookupCid(pkt, 1)
       if (rec === undefined) {
-        this.maybeStatelessReset(pkt, from)
+        // A stateless reset carries no CID of ours: let the connection with
+        // this peer check the token (quiche does, RFC 9000 §10.3.1).
+        const byPeer = len >= 21 ? this.byPeer.get(peerKey(from)) : undefined
+        if (byPeer !== undefined) this.deliver(byPeer, pkt, from)
+        else this.maybeStatelessReset(pkt, from)
         return
       }
     } else {
@@ -663,12 +680,15 @@ export class QuicheEngine implements QuicEngine {
     if (peer) return { remote: true, app: peer.isApp, code: peer.errorCode, reason: peer.reason, idleTimeout: false }
     const local = conn.localError()
     if (local) return { remote: false, app: local.isApp, code: local.errorCode, reason: local.reason, idleTimeout: false }
-    const timedOut = conn.isTimedOut()
-    return { remote: false, app: false, code: 0, reason: new Uint8Array(0), idleTimeout: timedOut }
+    if (conn.isTimedOut()) return { remote: false, app: false, code: 0, reason: new Uint8Array(0), idleTimeout: true }
+    // quiche closes without any error only when a stateless reset from the peer matched.
+    return { remote: true, app: false, code: 0, reason: STATELESS_RESET_REASON, idleTimeout: false }
   }
 
   private remove(rec: ConnRecord): void {
     this.conns.delete(rec.handle)
+    const key = peerKey(rec.peer)
+    if (this.byPeer.get(key) === rec) this.byPeer.delete(key)
     if (rec.initialKey !== null) this.initialRoutes.delete(rec.initialKey)
   }
 
@@ -902,6 +922,7 @@ export class QuicheEngine implements QuicEngine {
     this.destroyed = true
     this.conns.clear()
     this.initialRoutes.clear()
+    this.byPeer.clear()
     this.sendQueue.length = 0
     this.eventQueue.length = 0
     this.control.length = 0
