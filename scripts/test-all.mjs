@@ -41,7 +41,8 @@ for (const { dir, name } of withTests) {
   }
   const report = JSON.parse(fs.readFileSync(file, 'utf8'))
   const p = report.numPassedTests ?? 0
-  const f = (report.numFailedTests ?? 0) + (report.numTotalTestSuites > 0 && report.success === false && (report.numFailedTests ?? 0) === 0 ? 1 : 0)
+  // A run that failed without a failing test (no test files, a suite that crashed) counts as one failure.
+  const f = (report.numFailedTests ?? 0) || (report.success === false ? 1 : 0)
   console.log(`${name}: ${p} passed, ${f} failed`)
   passed += p
   failed += f

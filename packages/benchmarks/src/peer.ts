@@ -4,9 +4,10 @@
  * verifies; the sender connects and writes the pattern.
  */
 import net from 'node:net'
-import { createEndpoint, type Endpoint, type QuicConnection } from '@stoq/transport-core'
+import { createEndpoint, type Endpoint, type EndpointComponents, type QuicConnection } from '@stoq/transport-core'
+import { gsoUdpIo } from '@stoq/hwaccel'
 import { PatternVerifier, sendPattern } from './pattern.js'
-import { cpuFigures, type FromPeer, type ReceiverStart, type SenderStart, type ToPeer } from './protocol.js'
+import { cpuFigures, type CaseSpec, type FromPeer, type ReceiverStart, type SenderStart, type ToPeer } from './protocol.js'
 
 /** How often a peer tells the harness how far it got (for stall reports). */
 const PROGRESS_INTERVAL_MS = 1000
@@ -105,6 +106,11 @@ async function tcpReceiver(o: ReceiverStart): Promise<void> {
   await send({ type: 'report' })
 }
 
+/** The UDP backend a case asks for (the transport's default otherwise). */
+function components(spec: CaseSpec): Partial<EndpointComponents> {
+  return spec.udp === 'gso' ? { udp: gsoUdpIo() } : {}
+}
+
 async function stoqReceiver(o: ReceiverStart): Promise<void> {
   const server = await createEndpoint({
     host: o.host,
@@ -112,7 +118,7 @@ async function stoqReceiver(o: ReceiverStart): Promise<void> {
     server: { cert: o.cert, key: o.key },
     transport: { maxUdpPayloadSize: o.spec.maxUdpPayloadSize! },
     ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
-  })
+  }, components(o.spec))
   server.on('error', (err) => void fail(err))
   let conn: QuicConnection | null = null
   server.on('connection', (c) => {
@@ -203,7 +209,7 @@ async function stoqSender(o: SenderStart): Promise<void> {
     port: 0,
     transport,
     ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
-  })
+  }, components(o.spec))
   client.on('error', (err) => void fail(err))
   const conn = await client.connect({ host: o.host, port: o.port, pin: o.pin, serverName: 'localhost' })
   const stream = conn.openStream()

@@ -10,12 +10,16 @@ export interface CaseSpec {
   transport: Transport
   /** STOQ only: `transport.maxUdpPayloadSize` on both endpoints. */
   maxUdpPayloadSize?: number
+  /** STOQ only: UDP backend of both endpoints (default `dgram`). */
+  udp?: 'dgram' | 'gso'
 }
 
 export const CASES: Readonly<Record<string, CaseSpec>> = {
   tcp: { name: 'tcp', label: 'Node net TCP', transport: 'tcp' },
   stoq1350: { name: 'stoq1350', label: 'STOQ 1350 B packets', transport: 'stoq', maxUdpPayloadSize: 1350 },
   stoq16383: { name: 'stoq16383', label: 'STOQ 16383 B packets', transport: 'stoq', maxUdpPayloadSize: 16383 },
+  stoq1350gso: { name: 'stoq1350gso', label: 'STOQ 1350 B, GSO send', transport: 'stoq', maxUdpPayloadSize: 1350, udp: 'gso' },
+  stoq16383gso: { name: 'stoq16383gso', label: 'STOQ 16383 B, GSO send', transport: 'stoq', maxUdpPayloadSize: 16383, udp: 'gso' },
 }
 
 export interface ReceiverStart {
