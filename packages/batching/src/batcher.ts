@@ -32,7 +32,10 @@ class DefaultPacketBatcher implements PacketBatcher {
   private readonly batch: TransmitBatch
   /** Outstanding sends per pool buffer (index → count). */
   private readonly pending = new Map<number, number>()
+  /** The socket queue is full: wait for onDrain. */
   private isBlocked = false
+  /** The pool had no free buffer at the last flush. */
+  private waitingForBuffer = false
   private deferred = false
   private readonly counters = { packets: 0, syscalls: 0, flushes: 0 }
 
@@ -53,21 +56,24 @@ class DefaultPacketBatcher implements PacketBatcher {
   }
 
   get blocked(): boolean {
-    return this.isBlocked
+    return this.isBlocked || this.waitingForBuffer
   }
 
   flush(): void {
     if (this.isBlocked) return
     const { engine, io, pool } = this.c
     const batch = this.batch
+    const maxRun = Math.max(1, io.maxSegments)
     let batches = 0
     while (batches < this.maxBatches) {
       const index = pool.tryAcquire()
       if (index < 0) {
-        // Every buffer is waiting for the socket: wait for completions.
-        this.isBlocked = true
+        // No free buffer (ours wait for the socket, or others hold the pool):
+        // retry when one of ours comes back, and on the next flush anyway.
+        this.waitingForBuffer = true
         return
       }
+      this.waitingForBuffer = false
       batch.buffer = pool.view(index)
       batch.count = 0
       batch.bytes = 0
@@ -79,38 +85,56 @@ class DefaultPacketBatcher implements PacketBatcher {
       batches++
       this.counters.flushes++
       this.counters.packets += batch.count
-      // Split into runs of equal-size packets (the last of a run may be shorter).
-      let sends = 0
-      let runStart = 0
-      let offset = 0
-      let ok = true
       this.pending.set(index, 1) // guard until every send of this batch is issued
-      while (runStart < batch.count) {
-        const seg = this.lengths[runStart]!
-        let runEnd = runStart + 1
-        let runBytes = seg
-        while (runEnd < batch.count && this.lengths[runEnd] === seg) {
-          runBytes += seg
-          runEnd++
-        }
-        if (runEnd < batch.count && this.lengths[runEnd]! < seg) {
-          runBytes += this.lengths[runEnd]!
-          runEnd++
-        }
-        const data = batch.buffer.subarray(offset, offset + runBytes)
-        this.pending.set(index, this.pending.get(index)! + 1)
-        ok = io.send(data, seg, batch.peer, index) && ok
-        sends += io.maxSegments > 1 ? 1 : runEnd - runStart
-        offset += runBytes
-        runStart = runEnd
+      let ok = true
+      try {
+        ok = this.sendRuns(index, maxRun)
+      } finally {
+        this.onSendComplete(index) // drop the guard, even if a send threw
       }
-      this.counters.syscalls += sends
-      this.onSendComplete(index) // drop the guard
       if (!ok) {
         this.isBlocked = true
         return
       }
     }
+    this.defer()
+  }
+
+  /**
+   * Send the batch as runs of equal-size packets (the last of a run may be
+   * shorter), at most `maxRun` packets per send. Returns false on backpressure.
+   */
+  private sendRuns(index: number, maxRun: number): boolean {
+    const { io } = this.c
+    const batch = this.batch
+    const lengths = this.lengths
+    const peer = batch.peer!
+    let ok = true
+    let runStart = 0
+    let offset = 0
+    while (runStart < batch.count) {
+      const seg = lengths[runStart]!
+      const limit = Math.min(batch.count, runStart + maxRun)
+      let runEnd = runStart + 1
+      let runBytes = seg
+      while (runEnd < limit && lengths[runEnd] === seg) {
+        runBytes += seg
+        runEnd++
+      }
+      if (runEnd < limit && lengths[runEnd]! < seg) {
+        runBytes += lengths[runEnd]!
+        runEnd++
+      }
+      this.pending.set(index, this.pending.get(index)! + 1)
+      this.counters.syscalls++
+      ok = io.send(batch.buffer.subarray(offset, offset + runBytes), seg, peer, index) && ok
+      offset += runBytes
+      runStart = runEnd
+    }
+    return ok
+  }
+
+  private defer(): void {
     if (!this.deferred) {
       this.deferred = true
       setImmediate(this.resume)
@@ -129,6 +153,7 @@ class DefaultPacketBatcher implements PacketBatcher {
       this.pending.delete(token)
       this.c.pool.release(token)
       if (this.isBlocked && this.c.io.pendingSends === 0) this.onDrain()
+      else if (this.waitingForBuffer) this.defer()
     } else {
       this.pending.set(token, n - 1)
     }

@@ -30,6 +30,7 @@ export class DgramUdpIo implements UdpIo {
   readonly maxSegments = 1
 
   private socket: dgram.Socket | null = null
+  private binding = false
   private receiver: UdpReceiver | null = null
   private closed = false
   private v6 = true
@@ -73,9 +74,14 @@ export class DgramUdpIo implements UdpIo {
 
   async bind(options: UdpBindOptions, receiver: UdpReceiver): Promise<SocketAddress> {
     if (this.closed) throw new StoqClosedError('UDP socket')
-    if (this.socket !== null) throw new StoqSocketError('UDP socket is already bound')
+    if (this.socket !== null || this.binding) throw new StoqSocketError('UDP socket is already bound')
     const family = net.isIP(options.host)
     if (family === 0) throw new StoqInvalidArgumentError('host', `expected an IP literal, got ${JSON.stringify(options.host)}`)
+    // Node's dgram would quietly bind another port for a bad one.
+    if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
+      throw new StoqInvalidArgumentError('port', `expected an integer from 0 to 65535, got ${String(options.port)}`)
+    }
+    this.binding = true
     this.v6 = family === 6
     const socket = dgram.createSocket({
       type: this.v6 ? 'udp6' : 'udp4',
@@ -99,7 +105,14 @@ export class DgramUdpIo implements UdpIo {
         socket.off('error', onError)
         resolve()
       })
+    }).finally(() => {
+      this.binding = false
     })
+    if (this.closed) {
+      // close() ran while we were binding: give the port back.
+      socket.close()
+      throw new StoqClosedError('UDP socket')
+    }
     socket.on('message', this.onMessage)
     socket.on('error', (err) => this.receiver?.onError(err))
     this.socket = socket

@@ -113,13 +113,18 @@ export interface UdpIo {
   readonly specificationVersion: SpecificationVersion
   /** Name of the backend (`dgram`, `gso`, `mmsg`, `uring`...). */
   readonly backend: string
-  /** Largest number of segments one `send` may carry (1 when the backend has no GSO). */
+  /**
+   * Largest number of segments one `send` should carry (1 when the backend has
+   * no GSO). Backends still accept larger super-buffers and split them, but a
+   * batcher sends at most this many per call.
+   */
   readonly maxSegments: number
   bind(options: UdpBindOptions, receiver: UdpReceiver): Promise<SocketAddress>
   /**
    * Send `data` to `to` (hot). With `segmentSize < data.length` the data holds
    * equal-size datagrams (the last may be shorter) sent as one GSO write.
-   * The backend may keep a reference to `data` until `onSendComplete(token)`.
+   * The backend may keep a reference to `data` until `onSendComplete(token)`;
+   * `token` is a non-negative integer of the caller's.
    * Returns false when the send queue is above its high-water mark: the caller
    * should stop sending until `onDrain`.
    */

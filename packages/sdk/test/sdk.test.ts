@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest'
 import { parseTarget, Stoq, StoqError } from '../src/index.js'
 import { quickstart } from '../examples/quickstart.js'
-import { testPki, type TestPki } from '../../transport-core/test/fixtures/certs.js'
+import { testPki, type TestPki } from '@stoq/compliance-tests'
 
 let pki: TestPki
 beforeAll(async () => {

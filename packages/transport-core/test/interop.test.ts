@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEndpoint, type Endpoint } from '../src/index.js'
-import { testPki, type TestPki } from './fixtures/certs.js'
+import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { echoOnce, pattern, readAll, serveEcho, sha256 } from './fixtures/echo.js'
 
 const run = promisify(execFile)

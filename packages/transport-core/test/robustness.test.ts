@@ -13,7 +13,7 @@ import {
   type QuicStream,
   type TransmitBatch,
 } from '../src/index.js'
-import { testPki, type TestPki } from './fixtures/certs.js'
+import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { echoOnce, pattern, serveEcho, sha256 } from './fixtures/echo.js'
 
 let pki: TestPki

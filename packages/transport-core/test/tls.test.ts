@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEndpoint, StoqError, type Endpoint } from '../src/index.js'
-import { testPki, type TestPki } from './fixtures/certs.js'
+import { testPki, type TestPki } from '@stoq/compliance-tests'
 
 let pki: TestPki
 let server: Endpoint

@@ -6,7 +6,7 @@ import {
   type QuicConnection,
   type CloseInfo,
 } from '../src/index.js'
-import { testPki, type TestPki } from './fixtures/certs.js'
+import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { echoOnce, pattern, readAll, serveEcho, sha256 } from './fixtures/echo.js'
 
 let pki: TestPki

@@ -1,0 +1,4 @@
+import { udpIoTests } from '../src/index.js'
+import { ReferenceUdpIo } from './reference-udp-io.js'
+
+udpIoTests('reference dgram', { create: () => new ReferenceUdpIo() })
