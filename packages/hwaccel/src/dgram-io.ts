@@ -10,7 +10,7 @@ import {
   type UdpIoStats,
   type UdpReceiver,
 } from '@stoq/interface'
-import { DEFAULT_SEND_QUEUE_HIGH_WATER, DEFAULT_SEND_QUEUE_LOW_WATER } from './defaults.js'
+import { DgramReceivePump, SendTokenFifo, dgramCounters, sendQueueMarks } from './dgram-common.js'
 import { toSocketAddress, toWireHost } from './address.js'
 
 export interface DgramUdpIoOptions {
@@ -38,34 +38,19 @@ export class DgramUdpIo implements UdpIo {
   private readonly highWater: number
   private readonly lowWater: number
   private wantDrain = false
-  private batchScheduled = false
-  /** FIFO of send tokens: libuv completes a socket's sends in order. */
-  private tokens = new Float64Array(1024)
-  private head = 0
-  private count = 0
-  private readonly counters = {
-    sendCalls: 0,
-    packetsSent: 0,
-    bytesSent: 0,
-    receiveCalls: 0,
-    packetsReceived: 0,
-    bytesReceived: 0,
-    sendErrors: 0,
-  }
+  /** Tokens of the writes libuv has not completed, in order. */
+  private readonly tokens = new SendTokenFifo()
+  private readonly counters = dgramCounters()
+  private readonly pump = new DgramReceivePump(this.counters, () => this.receiver)
 
   constructor(options: Partial<DgramUdpIoOptions> = {}) {
-    this.highWater = options.sendQueueHighWater ?? DEFAULT_SEND_QUEUE_HIGH_WATER
-    this.lowWater = options.sendQueueLowWater ?? DEFAULT_SEND_QUEUE_LOW_WATER
-    if (!Number.isInteger(this.highWater) || this.highWater < 1) {
-      throw new StoqInvalidArgumentError('sendQueueHighWater', 'expected a positive integer')
-    }
-    if (!Number.isInteger(this.lowWater) || this.lowWater < 0 || this.lowWater >= this.highWater) {
-      throw new StoqInvalidArgumentError('sendQueueLowWater', 'expected an integer from 0 to sendQueueHighWater - 1')
-    }
+    const marks = sendQueueMarks(options)
+    this.highWater = marks.high
+    this.lowWater = marks.low
   }
 
   get pendingSends(): number {
-    return this.count
+    return this.tokens.size
   }
 
   get localAddress(): SocketAddress | null {
@@ -113,33 +98,12 @@ export class DgramUdpIo implements UdpIo {
       socket.close()
       throw new StoqClosedError('UDP socket')
     }
-    socket.on('message', this.onMessage)
+    socket.on('message', this.pump.onMessage)
     socket.on('error', (err) => this.receiver?.onError(err))
     this.socket = socket
     const addr = socket.address()
     this.local = toSocketAddress(addr.address, addr.port)
     return this.local
-  }
-
-  private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
-    const c = this.counters
-    c.receiveCalls++
-    c.packetsReceived++
-    c.bytesReceived += msg.length
-    // rinfo is a fresh object from Node for every datagram; present it unmapped.
-    const from = toSocketAddress(rinfo.address, rinfo.port)
-    this.receiver?.onPacket(msg, msg.length, from)
-    if (!this.batchScheduled) {
-      this.batchScheduled = true
-      // Node reads up to 32 datagrams per socket readiness; the check phase
-      // runs after the poll phase, so one onBatchEnd covers all of them.
-      setImmediate(this.endBatch)
-    }
-  }
-
-  private readonly endBatch = (): void => {
-    this.batchScheduled = false
-    this.receiver?.onBatchEnd()
   }
 
   send(data: Uint8Array, segmentSize: number, to: SocketAddress, token: number): boolean {
@@ -148,7 +112,7 @@ export class DgramUdpIo implements UdpIo {
     const host = toWireHost(to, this.v6)
     const c = this.counters
     if (segmentSize >= data.length) {
-      this.pushToken(token, 1)
+      this.tokens.push(token, 1)
       socket.send(data, to.port, host, this.onSent)
       c.sendCalls++
       c.packetsSent++
@@ -157,7 +121,7 @@ export class DgramUdpIo implements UdpIo {
       // No GSO here: split the super-buffer into one send per segment.
       let n = 0
       for (let off = 0; off < data.length; off += segmentSize) n++
-      this.pushToken(token, n)
+      this.tokens.push(token, n)
       for (let off = 0; off < data.length; off += segmentSize) {
         const end = Math.min(off + segmentSize, data.length)
         socket.send(data.subarray(off, end), to.port, host, this.onSent)
@@ -166,46 +130,23 @@ export class DgramUdpIo implements UdpIo {
         c.bytesSent += end - off
       }
     }
-    if (this.count >= this.highWater) {
+    if (this.tokens.size >= this.highWater) {
       this.wantDrain = true
       return false
     }
     return true
   }
 
-  /**
-   * Each queued send holds one FIFO slot; a super-buffer split into n sends
-   * holds n slots and its token is reported when the last one completes
-   * (slots other than the last carry -1).
-   */
-  private pushToken(token: number, n: number): void {
-    if (this.count + n > this.tokens.length) {
-      let size = this.tokens.length
-      while (size < this.count + n) size *= 2
-      const next = new Float64Array(size)
-      for (let i = 0; i < this.count; i++) next[i] = this.tokens[(this.head + i) % this.tokens.length]!
-      this.tokens = next
-      this.head = 0
-    }
-    const cap = this.tokens.length
-    for (let i = 0; i < n; i++) {
-      this.tokens[(this.head + this.count) % cap] = i === n - 1 ? token : -1
-      this.count++
-    }
-  }
-
   private readonly onSent = (err: Error | null): void => {
-    if (this.count === 0) return // already reported by close()
-    const token = this.tokens[this.head]!
-    this.head = (this.head + 1) % this.tokens.length
-    this.count--
+    if (this.tokens.size === 0) return // already reported by close()
+    const token = this.tokens.shift()
     if (err) {
       // A UDP send error (e.g. ICMP unreachable reported as ECONNREFUSED) loses
       // one datagram; QUIC's loss recovery covers it.
       this.counters.sendErrors++
     }
     if (token >= 0) this.receiver?.onSendComplete(token)
-    if (this.wantDrain && this.count <= this.lowWater) {
+    if (this.wantDrain && this.tokens.size <= this.lowWater) {
       this.wantDrain = false
       this.receiver?.onDrain()
     }
@@ -233,12 +174,7 @@ export class DgramUdpIo implements UdpIo {
     if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()))
     // Sends still queued in libuv are cancelled by close; report their tokens
     // so the owner can release the buffers.
-    while (this.count > 0) {
-      const token = this.tokens[this.head]!
-      this.head = (this.head + 1) % this.tokens.length
-      this.count--
-      if (token >= 0) this.receiver?.onSendComplete(token)
-    }
+    this.tokens.drain((token) => this.receiver?.onSendComplete(token))
     this.receiver = null
   }
 }

@@ -11,7 +11,8 @@ import {
   type UdpIoStats,
   type UdpReceiver,
 } from '@stoq/interface'
-import { DEFAULT_SEND_QUEUE_HIGH_WATER, DEFAULT_SEND_QUEUE_LOW_WATER, DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
+import { DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
+import { DgramReceivePump, SendTokenFifo, dgramCounters, sendQueueMarks } from './dgram-common.js'
 import { toSocketAddress, toWireHost } from './address.js'
 import { type Libc, SOL_UDP, UDP_SEGMENT, errnoName, loadLibc } from './koffi/libc.js'
 import { socketFd } from './koffi/socket-fd.js'
@@ -106,13 +107,10 @@ export class GsoUdpIo implements UdpIo {
   private readonly probeSegmentSize: number
   private readonly probeTimeoutMs: number
   private wantDrain = false
-  private batchScheduled = false
   /** UDP_SEGMENT currently set on the socket (0: none). */
   private segmentOption = 0
-  /** FIFO of send tokens, one slot per socket write, as in the dgram backend. */
-  private tokens = new Float64Array(1024)
-  private head = 0
-  private count = 0
+  /** Tokens of the writes libuv has not completed, in order. */
+  private readonly tokens = new SendTokenFifo()
   /** Writes waiting for libuv's queue to empty (ring of parallel arrays: no object per write). */
   private deferData: (Uint8Array | null)[] = new Array<Uint8Array | null>(64).fill(null)
   private deferSegment = new Int32Array(64)
@@ -125,30 +123,20 @@ export class GsoUdpIo implements UdpIo {
   private effectiveSendBuffer = 0
   private effectiveReceiveBuffer = 0
   private readonly counters = {
-    sendCalls: 0,
-    packetsSent: 0,
-    bytesSent: 0,
-    receiveCalls: 0,
-    packetsReceived: 0,
-    bytesReceived: 0,
-    sendErrors: 0,
+    ...dgramCounters(),
     gsoWrites: 0,
     segmentSizeChanges: 0,
     deferredWrites: 0,
   }
+  private readonly pump = new DgramReceivePump(this.counters, () => this.receiver)
 
   constructor(options: Partial<GsoUdpIoOptions> = {}) {
-    this.highWater = options.sendQueueHighWater ?? DEFAULT_SEND_QUEUE_HIGH_WATER
-    this.lowWater = options.sendQueueLowWater ?? DEFAULT_SEND_QUEUE_LOW_WATER
+    const marks = sendQueueMarks(options)
+    this.highWater = marks.high
+    this.lowWater = marks.low
     this.socketBufferSize = options.socketBufferSize ?? DEFAULT_SOCKET_BUFFER_SIZE
     this.probeSegmentSize = options.probeSegmentSize ?? DEFAULT_GSO_PROBE_SEGMENT_SIZE
     this.probeTimeoutMs = options.probeTimeoutMs ?? DEFAULT_GSO_PROBE_TIMEOUT_MS
-    if (!Number.isInteger(this.highWater) || this.highWater < 1) {
-      throw new StoqInvalidArgumentError('sendQueueHighWater', 'expected a positive integer')
-    }
-    if (!Number.isInteger(this.lowWater) || this.lowWater < 0 || this.lowWater >= this.highWater) {
-      throw new StoqInvalidArgumentError('sendQueueLowWater', 'expected an integer from 0 to sendQueueHighWater - 1')
-    }
     if (!Number.isInteger(this.socketBufferSize) || this.socketBufferSize < 1024) {
       throw new StoqInvalidArgumentError('socketBufferSize', 'expected an integer of at least 1024 (bytes)')
     }
@@ -161,7 +149,7 @@ export class GsoUdpIo implements UdpIo {
   }
 
   get pendingSends(): number {
-    return this.count
+    return this.tokens.size
   }
 
   get localAddress(): SocketAddress | null {
@@ -235,31 +223,11 @@ export class GsoUdpIo implements UdpIo {
     this.libc = libc
     this.fd = fd
     this.segmentOption = 0
-    socket.on('message', this.onMessage)
+    socket.on('message', this.pump.onMessage)
     socket.on('error', (err) => this.receiver?.onError(err))
     this.socket = socket
     this.local = toSocketAddress(addr.address, addr.port)
     return this.local
-  }
-
-  private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
-    const c = this.counters
-    c.receiveCalls++
-    c.packetsReceived++
-    c.bytesReceived += msg.length
-    const from = toSocketAddress(rinfo.address, rinfo.port)
-    this.receiver?.onPacket(msg, msg.length, from)
-    if (!this.batchScheduled) {
-      this.batchScheduled = true
-      // Same batching as the dgram backend: libuv reads up to 32 datagrams per
-      // readiness in the poll phase; the check phase follows.
-      setImmediate(this.endBatch)
-    }
-  }
-
-  private readonly endBatch = (): void => {
-    this.batchScheduled = false
-    this.receiver?.onBatchEnd()
   }
 
   send(data: Uint8Array, segmentSize: number, to: SocketAddress, token: number): boolean {
@@ -271,7 +239,7 @@ export class GsoUdpIo implements UdpIo {
     const c = this.counters
     const length = data.length
     if (segmentSize >= length) {
-      this.pushToken(token, 1)
+      this.tokens.push(token, 1)
       this.write(data, 0, to.port, host)
       c.sendCalls++
       c.packetsSent++
@@ -283,7 +251,7 @@ export class GsoUdpIo implements UdpIo {
       const maxBytes = to.family === 'IPv4' ? GSO_MAX_WRITE_BYTES_IPV4 : GSO_MAX_WRITE_BYTES_IPV6
       const perWrite = Math.max(1, Math.min(GSO_MAX_SEGMENTS, Math.floor(maxBytes / segmentSize)))
       const chunk = perWrite * segmentSize
-      this.pushToken(token, Math.ceil(length / chunk))
+      this.tokens.push(token, Math.ceil(length / chunk))
       for (let off = 0; off < length; off += chunk) {
         const end = off + chunk < length ? off + chunk : length
         const n = end - off
@@ -300,7 +268,7 @@ export class GsoUdpIo implements UdpIo {
         c.bytesSent += n
       }
     }
-    if (this.count >= this.highWater) {
+    if (this.tokens.size >= this.highWater) {
       this.wantDrain = true
       return false
     }
@@ -412,35 +380,16 @@ export class GsoUdpIo implements UdpIo {
     this.deferCount--
   }
 
-  /** One FIFO slot per socket write; only the last slot of a split super-buffer carries the token. */
-  private pushToken(token: number, n: number): void {
-    if (this.count + n > this.tokens.length) {
-      let size = this.tokens.length
-      while (size < this.count + n) size *= 2
-      const next = new Float64Array(size)
-      for (let i = 0; i < this.count; i++) next[i] = this.tokens[(this.head + i) % this.tokens.length]!
-      this.tokens = next
-      this.head = 0
-    }
-    const cap = this.tokens.length
-    for (let i = 0; i < n; i++) {
-      this.tokens[(this.head + this.count) % cap] = i === n - 1 ? token : -1
-      this.count++
-    }
-  }
-
   private readonly onSent = (err: Error | null): void => {
-    if (this.count === 0) return // already reported by close()
-    const token = this.tokens[this.head]!
-    this.head = (this.head + 1) % this.tokens.length
-    this.count--
+    if (this.tokens.size === 0) return // already reported by close()
+    const token = this.tokens.shift()
     if (err) {
       // A lost write (EMSGSIZE, ECONNREFUSED from ICMP...): QUIC's loss recovery covers it.
       this.counters.sendErrors++
     }
     if (token >= 0) this.receiver?.onSendComplete(token)
     if (this.deferCount > 0 && this.socket !== null && this.socket.getSendQueueCount() === 0) this.flushDeferred()
-    if (this.wantDrain && this.count <= this.lowWater) {
+    if (this.wantDrain && this.tokens.size <= this.lowWater) {
       this.wantDrain = false
       this.receiver?.onDrain()
     }
@@ -481,12 +430,7 @@ export class GsoUdpIo implements UdpIo {
     this.deferHead = 0
     // Sends still queued in libuv are cancelled by close; report their tokens
     // so the owner can release the buffers.
-    while (this.count > 0) {
-      const token = this.tokens[this.head]!
-      this.head = (this.head + 1) % this.tokens.length
-      this.count--
-      if (token >= 0) this.receiver?.onSendComplete(token)
-    }
+    this.tokens.drain((token) => this.receiver?.onSendComplete(token))
     this.receiver = null
     this.libc = null
     this.fd = -1
