@@ -4,6 +4,7 @@ import net from 'node:net'
 import {
   StoqClosedError,
   StoqEngineError,
+  StoqError,
   StoqHandshakeTimeoutError,
   StoqInvalidArgumentError,
   StoqSocketError,
@@ -21,7 +22,7 @@ import {
 } from '@stoq/interface'
 import { batching } from '@stoq/batching'
 import { createBufferPool } from '@stoq/mempool'
-import { dgramUdpIo } from '@stoq/hwaccel'
+import { DgramUdpIo, GsoUdpIo } from '@stoq/hwaccel'
 import { QuicConnection, type ConnectionOwner } from './connection.js'
 import { quicheEngine } from './engine/quiche-engine.js'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
@@ -55,6 +56,8 @@ export interface EndpointStats {
   /** Packets dropped by the engine (malformed, unknown connection, refused). */
   packetsDropped: number
   udp: ReturnType<UdpIo['stats']>
+  /** Why the UDP backend in `udp.backend` was chosen. */
+  udpChoice: string
   batching: ReturnType<PacketBatcher['stats']>
   pool: ReturnType<BufferPool['stats']>
 }
@@ -68,7 +71,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   readonly readScratch = new Uint8Array(DEFAULT_STREAM_READ_CHUNK)
   readonly options: ResolvedEndpointOptions
 
-  private readonly io: UdpIo
+  private io: UdpIo
+  /** Why this UDP backend was chosen (visible in stats). */
+  private udpChoice = ''
   private readonly pool: BufferPool
   private readonly ownsPool: boolean
   private batcher!: PacketBatcher
@@ -84,7 +89,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     super()
     this.options = options
     this.engine = (components.engine ?? quicheEngine())({ transport: options.transport })
-    this.io = (components.udp ?? dgramUdpIo())()
+    this.io = components.udp ? components.udp() : options.udpBackend === 'dgram' ? new DgramUdpIo() : new GsoUdpIo()
+    this.udpChoice = components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
     this.ownsPool = components.pool === undefined
     this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: 4096 })
   }
@@ -106,16 +112,23 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   private async start(components: Partial<EndpointComponents>): Promise<void> {
     const o = this.options
-    this.local = await this.io.bind(
-      {
-        host: o.host,
-        port: o.port,
-        ipv6Only: o.ipv6Only,
-        sendBufferSize: o.socketBufferSize,
-        receiveBufferSize: o.socketBufferSize,
-      },
-      this,
-    )
+    const bindOptions = {
+      host: o.host,
+      port: o.port,
+      ipv6Only: o.ipv6Only,
+      sendBufferSize: o.socketBufferSize,
+      receiveBufferSize: o.socketBufferSize,
+    }
+    try {
+      this.local = await this.io.bind(bindOptions, this)
+    } catch (err) {
+      // 'auto': GSO refused by this machine (probe failed, koffi missing) → portable dgram.
+      if (components.udp || o.udpBackend !== 'auto' || !StoqError.isInstance(err) || err.code !== 'STOQ_ERR_UNSUPPORTED') throw err
+      await this.io.close().catch(() => {})
+      this.io = new DgramUdpIo()
+      this.udpChoice = `udpBackend auto: GSO unavailable (${err.message}), dgram fallback`
+      this.local = await this.io.bind(bindOptions, this)
+    }
     this.batcher = (components.batcher ?? batching())({ engine: this.engine, io: this.io, pool: this.pool })
     if (o.server) {
       this.engine.listen({
@@ -359,6 +372,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       connections: this.conns.size,
       packetsDropped: (this.engine as { droppedPackets?: number }).droppedPackets ?? 0,
       udp: this.io.stats(),
+      udpChoice: this.udpChoice,
       batching: this.batcher.stats(),
       pool: this.pool.stats(),
     }

@@ -13,6 +13,7 @@ export type {
   PemSource,
   ResolvedConnectOptions,
   ResolvedEndpointOptions,
+  UdpBackendChoice,
 } from './options.js'
 export { resolveConnectOptions, resolveEndpointOptions, resolveTransport } from './options.js'
 export * from '@stoq/interface'

@@ -55,7 +55,16 @@ export interface EndpointOptions {
   socketBufferSize?: number
   /** Time `close()` waits for connections to close gracefully. */
   closeTimeoutMs: number
+  /**
+   * UDP I/O backend: `auto` (default) uses GSO sends where a probe at bind time
+   * proves the kernel supports them, else the portable `dgram`; `gso` insists
+   * (bind fails with STOQ_ERR_UNSUPPORTED where it cannot work); `dgram` never
+   * uses koffi. Ignored when a `udp` component is given.
+   */
+  udpBackend: UdpBackendChoice
 }
+
+export type UdpBackendChoice = 'auto' | 'gso' | 'dgram'
 
 export interface ConnectOptions {
   /** Host name or IP literal. */
@@ -98,6 +107,7 @@ export interface ResolvedEndpointOptions {
   transport: TransportParameters
   socketBufferSize: number
   closeTimeoutMs: number
+  udpBackend: UdpBackendChoice
 }
 
 export interface ResolvedConnectOptions {
@@ -179,6 +189,16 @@ function secretOption(value: unknown): Uint8Array | undefined {
   return Uint8Array.from(value)
 }
 
+const UDP_BACKENDS: UdpBackendChoice[] = ['auto', 'gso', 'dgram']
+
+function udpBackendOption(value: unknown): UdpBackendChoice {
+  if (value === undefined) return 'auto'
+  if (!UDP_BACKENDS.includes(value as UdpBackendChoice)) {
+    throw new StoqInvalidArgumentError('udpBackend', `expected one of ${UDP_BACKENDS.join(', ')}, got ${describe(value)}`)
+  }
+  return value as UdpBackendChoice
+}
+
 const CONGESTION: CongestionControl[] = ['cubic', 'reno', 'bbr']
 
 export function resolveTransport(input: unknown): TransportParameters {
@@ -247,6 +267,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     transport: resolveTransport(o.transport),
     socketBufferSize,
     closeTimeoutMs: intOption('closeTimeoutMs', o.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS, 0, 600_000),
+    udpBackend: udpBackendOption(o.udpBackend),
   }
 }
 
