@@ -1,5 +1,6 @@
 import dgram from 'node:dgram'
-import { readFileSync, readdirSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs'
+import { basename } from 'node:path'
 import os from 'node:os'
 import type { UdpIo, UdpIoFactory } from '@stoq/interface'
 import { type DgramUdpIoOptions, DgramUdpIo } from './dgram-io.js'
@@ -17,6 +18,9 @@ import {
 } from './koffi/libc.js'
 import { socketFd } from './koffi/socket-fd.js'
 import { literalLookup, probeGso } from './koffi/sockets.js'
+import { formatCpuList, getOnlineCpus } from './affinity.js'
+import { sysGetAffinity, sysGettid } from './koffi/affinity.js'
+import { type EthtoolInterfaceResult, type NicOffloadName, probeEthtool } from './koffi/ethtool.js'
 
 /** One capability: whether this process can use it, and why (or why not). */
 export interface Capability {
@@ -44,8 +48,58 @@ export interface CapabilityReport {
   ioUring: Capability
   /** net.core.{r,w}mem_max and whether SO_*BUFFORCE (CAP_NET_ADMIN) lifts them. */
   socketBuffers: Capability & { rmemMax: number | null; wmemMax: number | null; force: boolean }
-  /** NUMA nodes under /sys/devices/system/node. */
-  numa: Capability & { nodes: number }
+  /** NUMA nodes under /sys/devices/system/node, and whether libnuma.so.1 loads (and what it says). */
+  numa: Capability & { nodes: number; libnuma: LibnumaInfo }
+  /** sched_getaffinity on the calling thread: the CPUs it may run on. */
+  affinity: Capability & { threadId: number | null; cpus: number[]; onlineCpus: number[] }
+  /** Offload features of every interface in /sys/class/net, read with the SIOCETHTOOL ioctl. */
+  nicOffloads: Capability & { interfaces: NicInterfaceReport[] }
+  /** PCI NICs bound to a userspace (DPDK) driver, and the hugepages DPDK needs. */
+  dpdk: Capability & DpdkInfo
+}
+
+export interface LibnumaInfo {
+  /** libnuma.so.1 loads through koffi. */
+  loadable: boolean
+  /** numa_available() >= 0 (the kernel has NUMA support); null when libnuma did not load. */
+  numaAvailable: boolean | null
+  /** numa_max_node(); null when libnuma did not load or NUMA is unavailable. */
+  maxNode: number | null
+  /** numa_node_of_cpu() for each online CPU, in `affinity.onlineCpus` order; null when unknown. */
+  cpuNodes: number[] | null
+}
+
+/** One interface in the NIC offloads entry: the ethtool answers plus the kernel driver. */
+export interface NicInterfaceReport extends EthtoolInterfaceResult {
+  /** Basename of /sys/class/net/<name>/device/driver; null for virtual devices. */
+  driver: string | null
+  /** One line: each offload on/off, or why it is unknown. */
+  detail: string
+}
+
+export interface DpdkDevice {
+  /** PCI address, e.g. `0000:03:00.0`. */
+  pciAddress: string
+  /** vfio-pci, uio_pci_generic or igb_uio. */
+  driver: string
+  /** `0x8086`-style ids from sysfs; null when unreadable. */
+  vendor: string | null
+  device: string | null
+  /** PCI class, e.g. `0x020000`; null when unreadable. */
+  pciClass: string | null
+  /** PCI class 0x02 (network controller). */
+  network: boolean
+}
+
+export interface DpdkInfo {
+  /** Devices bound to a userspace I/O driver (network or not); `available` counts only network ones. */
+  devices: DpdkDevice[]
+  /** Which of vfio-pci, uio_pci_generic, igb_uio have a /sys/bus/pci/drivers entry. */
+  driversLoaded: string[]
+  /** HugePages_Total / HugePages_Free / Hugepagesize of /proc/meminfo; null when unreadable. */
+  hugepagesTotal: number | null
+  hugepagesFree: number | null
+  hugepageSizeKb: number | null
 }
 
 export interface DetectOptions {
@@ -81,7 +135,10 @@ export async function detectCapabilities(options: Partial<DetectOptions> = {}): 
     recvmmsg: { available: false, detail: '' },
     ioUring: { available: false, detail: '' },
     socketBuffers: { available: false, detail: '', rmemMax: null, wmemMax: null, force: false },
-    numa: { available: false, detail: '', nodes: 0 },
+    numa: { available: false, detail: '', nodes: 0, libnuma: { loadable: false, numaAvailable: null, maxNode: null, cpuNodes: null } },
+    affinity: { available: false, detail: '', threadId: null, cpus: [], onlineCpus: [] },
+    nicOffloads: { available: false, detail: '', interfaces: [] },
+    dpdk: { available: false, detail: '', devices: [], driversLoaded: [], hugepagesTotal: null, hugepagesFree: null, hugepageSizeKb: null },
   }
 
   const k = loadKoffi()
@@ -116,7 +173,11 @@ export async function detectCapabilities(options: Partial<DetectOptions> = {}): 
   }
 
   report.ioUring = detectIoUring(k.ok ? k.koffi : null, k.ok ? '' : k.reason)
-  report.numa = detectNuma()
+  const onlineCpus = safe(() => getOnlineCpus(), [])
+  report.numa = detectNuma(k.ok ? k.koffi : null, k.ok ? '' : k.reason, onlineCpus)
+  report.affinity = detectAffinity(linux, onlineCpus)
+  report.nicOffloads = detectNicOffloads(linux)
+  report.dpdk = detectDpdk(linux)
 
   const rmemMax = readNumber('/proc/sys/net/core/rmem_max')
   const wmemMax = readNumber('/proc/sys/net/core/wmem_max')
@@ -209,22 +270,243 @@ function detectIoUring(koffi: Koffi | null, koffiReason: string): Capability {
   }
 }
 
-function detectNuma(): Capability & { nodes: number } {
+function detectNuma(koffi: Koffi | null, koffiReason: string, onlineCpus: number[]): CapabilityReport['numa'] {
+  let nodes = 0
+  let sysfs: string
   try {
     const names = readdirSync('/sys/devices/system/node').filter((n) => /^node\d+$/.test(n))
     names.sort((a, b) => Number(a.slice(4)) - Number(b.slice(4)))
     const parts = names.map((n) => {
       const cpus = safe(() => readFileSync(`/sys/devices/system/node/${n}/cpulist`, 'utf8').trim(), '?')
-      return `${n} (cpus ${cpus})`
+      return `${n} (cpus ${cpus === '' ? 'none' : cpus})`
     })
+    nodes = names.length
+    sysfs = names.length > 0 ? `${names.length} node(s): ${parts.join(', ')}` : 'no node entries in /sys/devices/system/node'
+  } catch (err) {
+    sysfs = `/sys/devices/system/node unreadable: ${errorMessage(err)}`
+  }
+  const libnuma = probeLibnuma(koffi, koffiReason, onlineCpus)
+  return { available: nodes > 0, nodes, libnuma: libnuma.info, detail: `${sysfs}; ${libnuma.detail}` }
+}
+
+/** libnuma.so.1 through koffi: numa_available, numa_max_node, numa_node_of_cpu. Never throws. */
+function probeLibnuma(koffi: Koffi | null, koffiReason: string, onlineCpus: number[]): { info: LibnumaInfo; detail: string } {
+  const info: LibnumaInfo = { loadable: false, numaAvailable: null, maxNode: null, cpuNodes: null }
+  if (koffi === null) return { info, detail: `libnuma unknown: ${koffiReason}` }
+  if (process.platform !== 'linux') return { info, detail: 'libnuma not tried (Linux-only)' }
+  let lib: ReturnType<Koffi['load']>
+  try {
+    lib = koffi.load('libnuma.so.1')
+  } catch (err) {
+    return { info, detail: `libnuma.so.1 absent: ${errorMessage(err)} (NUMA placement of buffers unavailable)` }
+  }
+  info.loadable = true
+  try {
+    const numaAvailable = lib.func('int numa_available(void)')
+    const numaMaxNode = lib.func('int numa_max_node(void)')
+    const numaNodeOfCpu = lib.func('int numa_node_of_cpu(int cpu)')
+    const avail = numaAvailable() as number
+    info.numaAvailable = avail >= 0
+    if (avail < 0) return { info, detail: 'libnuma.so.1 loads through koffi but numa_available() = -1 (no NUMA support in this kernel or process)' }
+    info.maxNode = numaMaxNode() as number
+    info.cpuNodes = onlineCpus.map((cpu) => numaNodeOfCpu(cpu) as number)
+    const byNode = new Map<number, number[]>()
+    onlineCpus.forEach((cpu, i) => {
+      const node = info.cpuNodes?.[i] ?? -1
+      byNode.set(node, [...(byNode.get(node) ?? []), cpu])
+    })
+    const map = [...byNode.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([node, cpus]) => `${node < 0 ? 'unknown node' : `node${node}`} <- cpus ${formatCpuList(cpus)}`)
+      .join(', ')
+    return { info, detail: `libnuma.so.1 loads through koffi: numa_available() = ${avail}, numa_max_node() = ${info.maxNode}; ${map}` }
+  } catch (err) {
+    return { info, detail: `libnuma.so.1 loads but its calls failed: ${errorMessage(err)}` }
+  } finally {
+    safe(() => lib.unload(), undefined)
+  }
+}
+
+function detectAffinity(linux: boolean, onlineCpus: number[]): CapabilityReport['affinity'] {
+  const base = { threadId: null, cpus: [] as number[], onlineCpus }
+  if (!linux) return { ...base, available: false, detail: 'sched_getaffinity is Linux-only' }
+  try {
+    const r = sysGetAffinity()
+    if (!r.ok) return { ...base, available: false, detail: r.reason }
+    const tid = sysGettid()
+    const threadId = tid.ok ? tid.tid : null
+    const all = r.cpus.length === onlineCpus.length && r.cpus.every((cpu, i) => cpu === onlineCpus[i])
     return {
-      available: names.length > 0,
-      nodes: names.length,
-      detail: names.length > 0 ? `${names.length} node(s): ${parts.join(', ')}` : 'no node entries in /sys/devices/system/node',
+      available: true,
+      threadId,
+      cpus: r.cpus,
+      onlineCpus,
+      detail:
+        `sched_getaffinity works: ${threadId === null ? 'the calling thread' : `thread ${threadId}`} may run on CPU${r.cpus.length === 1 ? '' : 's'} ` +
+        `${formatCpuList(r.cpus)} (${all ? 'all' : `${r.cpus.length} of ${onlineCpus.length}`} online: ${formatCpuList(onlineCpus)}); ` +
+        'setCpuAffinity() pins the calling thread',
     }
   } catch (err) {
-    return { available: false, nodes: 0, detail: `/sys/devices/system/node unreadable: ${errorMessage(err)}` }
+    return { ...base, available: false, detail: `sched_getaffinity probe failed: ${errorMessage(err)}` }
   }
+}
+
+const OFFLOAD_LABELS: ReadonlyArray<readonly [NicOffloadName, string]> = [
+  ['tso', 'tso'],
+  ['ufo', 'ufo'],
+  ['gso', 'gso'],
+  ['gro', 'gro'],
+  ['sg', 'sg'],
+  ['rxChecksum', 'rx-csum'],
+  ['txChecksum', 'tx-csum'],
+  ['udpSegmentation', 'tx-udp-segmentation'],
+]
+
+function detectNicOffloads(linux: boolean): CapabilityReport['nicOffloads'] {
+  if (!linux) return { available: false, detail: 'SIOCETHTOOL is Linux-only', interfaces: [] }
+  let names: string[]
+  try {
+    names = netInterfaceNames()
+  } catch (err) {
+    return { available: false, detail: `/sys/class/net unreadable: ${errorMessage(err)}`, interfaces: [] }
+  }
+  if (names.length === 0) return { available: false, detail: 'no interface in /sys/class/net', interfaces: [] }
+  try {
+    const probe = probeEthtool(names)
+    if (!probe.ok) return { available: false, detail: `SIOCETHTOOL not tried: ${probe.reason}`, interfaces: [] }
+    const interfaces: NicInterfaceReport[] = probe.interfaces.map((r) => {
+      const driver = safe(() => basename(readlinkSync(`/sys/class/net/${r.name}/device/driver`)), null)
+      return { ...r, driver, detail: interfaceDetail(r, driver) }
+    })
+    const answered = interfaces.filter((i) => i.answered)
+    const udpOn = answered.filter((i) => i.offloads.udpSegmentation === true).map((i) => i.name)
+    const udpOff = answered.filter((i) => i.offloads.udpSegmentation === false).map((i) => i.name)
+    const ufoErrors = new Set(answered.map((i) => i.errors.ufo ?? 'answered'))
+    const notes: string[] = []
+    if (udpOn.length + udpOff.length > 0) {
+      notes.push(`tx-udp-segmentation on: ${udpOn.join(', ') || 'none'}; off: ${udpOff.join(', ') || 'none'}`)
+    }
+    if (answered.length > 0 && ufoErrors.size === 1 && ufoErrors.has('EOPNOTSUPP')) {
+      notes.push('ETHTOOL_GUFO refused (EOPNOTSUPP) everywhere: this kernel has no UDP fragmentation offload')
+    }
+    const silent = interfaces.filter((i) => !i.answered).map((i) => `${i.name} (${i.errors.tso ?? i.featuresError ?? 'no answer'})`)
+    if (silent.length > 0) notes.push(`no answer from ${silent.join(', ')}`)
+    return {
+      available: answered.length > 0,
+      interfaces,
+      detail:
+        `${answered.length} of ${interfaces.length} interface(s) answered SIOCETHTOOL on an ${probe.socket}` +
+        (notes.length > 0 ? `; ${notes.join('; ')}` : ''),
+    }
+  } catch (err) {
+    return { available: false, detail: `SIOCETHTOOL probe failed: ${errorMessage(err)}`, interfaces: [] }
+  }
+}
+
+/** Interfaces of /sys/class/net, sorted; files such as bonding_masters (no ifindex) are not interfaces. */
+function netInterfaceNames(): string[] {
+  return readdirSync('/sys/class/net')
+    .filter((n) => existsSync(`/sys/class/net/${n}/ifindex`))
+    .sort()
+}
+
+function interfaceDetail(r: EthtoolInterfaceResult, driver: string | null): string {
+  const head = `${r.name} (${driver ?? 'virtual, no device driver'})`
+  if (!r.answered) {
+    const errs = [...new Set(Object.values(r.errors))]
+    return `${head}: SIOCETHTOOL refused: ${errs.join(', ') || 'no answer'}`
+  }
+  const parts = OFFLOAD_LABELS.map(([key, label]) => {
+    const v = r.offloads[key]
+    return v === null ? `${label} n/a (${r.errors[key] ?? 'unknown'})` : `${label} ${v ? 'on' : 'off'}`
+  })
+  const count = r.activeFeatures === null ? `named features unreadable (${r.featuresError ?? 'unknown'})` : `${r.activeFeatures.length} named features active`
+  return `${head}: ${parts.join(', ')}; ${count}`
+}
+
+const DPDK_DRIVERS = ['vfio-pci', 'uio_pci_generic', 'igb_uio'] as const
+const PCI_ADDRESS = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/i
+
+function detectDpdk(linux: boolean): CapabilityReport['dpdk'] {
+  const memInfo = safe(() => readFileSync('/proc/meminfo', 'utf8'), '')
+  const meminfo = (key: string): number | null => {
+    const m = new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(memInfo)
+    return m === null ? null : Number(m[1])
+  }
+  const hugepagesTotal = meminfo('HugePages_Total')
+  const hugepagesFree = meminfo('HugePages_Free')
+  const hugepageSizeKb = meminfo('Hugepagesize')
+  const base = { devices: [] as DpdkDevice[], driversLoaded: [] as string[], hugepagesTotal, hugepagesFree, hugepageSizeKb }
+  if (!linux) return { ...base, available: false, detail: 'DPDK detection is Linux-only' }
+  try {
+    const devices: DpdkDevice[] = []
+    const driversLoaded: string[] = []
+    for (const driver of DPDK_DRIVERS) {
+      let entries: string[]
+      try {
+        entries = readdirSync(`/sys/bus/pci/drivers/${driver}`)
+      } catch {
+        continue
+      }
+      driversLoaded.push(driver)
+      for (const addr of entries.filter((e) => PCI_ADDRESS.test(e)).sort()) {
+        const attr = (name: string): string | null => safe(() => readFileSync(`/sys/bus/pci/devices/${addr}/${name}`, 'utf8').trim(), null)
+        const pciClass = attr('class')
+        devices.push({ pciAddress: addr, driver, vendor: attr('vendor'), device: attr('device'), pciClass, network: pciClass !== null && /^0x02/i.test(pciClass) })
+      }
+    }
+    const nics = devices.filter((d) => d.network)
+    const others = devices.filter((d) => !d.network)
+    const hugepages = hugepageText(hugepagesTotal, hugepagesFree, hugepageSizeKb)
+    const iommuGroups = safe(() => readdirSync('/sys/kernel/iommu_groups').length, null)
+    const iommu =
+      iommuGroups === null
+        ? 'no /sys/kernel/iommu_groups'
+        : iommuGroups === 0
+          ? 'no IOMMU groups (vfio-pci would need an IOMMU or its unsafe no-IOMMU mode)'
+          : `${iommuGroups} IOMMU group(s)`
+    const parts: string[] = []
+    if (nics.length > 0) {
+      parts.push(`${nics.length} NIC(s) bound to a userspace driver: ${nics.map(deviceText).join(', ')}`)
+    } else if (driversLoaded.length === 0) {
+      parts.push(`no NIC bound to a DPDK driver: ${DPDK_DRIVERS.join(', ')} not loaded (no /sys/bus/pci/drivers entry)`)
+    } else {
+      parts.push(`no NIC bound to a DPDK driver (${driversLoaded.join(', ')} loaded, no network device bound)`)
+    }
+    if (others.length > 0) parts.push(`non-network devices bound: ${others.map(deviceText).join(', ')}`)
+    const kernelNics = kernelNicText()
+    if (kernelNics !== '') parts.push(`kernel-driven NICs: ${kernelNics}`)
+    parts.push(hugepages, iommu)
+    return { ...base, devices, driversLoaded, available: nics.length > 0, detail: parts.join('; ') }
+  } catch (err) {
+    return { ...base, available: false, detail: `DPDK probe failed: ${errorMessage(err)}` }
+  }
+}
+
+function deviceText(d: DpdkDevice): string {
+  const ids = d.vendor !== null && d.device !== null ? ` ${d.vendor.replace(/^0x/, '')}:${d.device.replace(/^0x/, '')}` : ''
+  return `${d.pciAddress}${ids} (${d.driver}${d.pciClass === null ? ', class unreadable' : ''})`
+}
+
+function hugepageText(total: number | null, free: number | null, sizeKb: number | null): string {
+  if (total === null) return 'hugepages unknown (/proc/meminfo has no HugePages_Total)'
+  const size = sizeKb === null ? '' : ` of ${sizeKb} kB`
+  return total > 0 ? `${total} hugepage(s)${size} configured, ${free ?? '?'} free` : `no hugepages configured (HugePages_Total 0${size ? `, Hugepagesize ${sizeKb} kB` : ''})`
+}
+
+/** `eth0 -> virtio_net @ 0000:00:03.0` for each interface with a device, bifurcated drivers flagged. */
+function kernelNicText(): string {
+  const names = safe(() => netInterfaceNames(), [] as string[])
+  const out: string[] = []
+  for (const name of names) {
+    const driver = safe(() => basename(readlinkSync(`/sys/class/net/${name}/device/driver`)), null)
+    if (driver === null) continue
+    const path = safe(() => realpathSync(`/sys/class/net/${name}/device`), '')
+    const pci = path.split('/').filter((p) => PCI_ADDRESS.test(p)).pop()
+    const bifurcated = /^mlx[45]_core$/.test(driver) ? ', usable by the DPDK mlx PMD without rebinding' : ''
+    out.push(`${name} -> ${driver}${pci === undefined ? '' : ` @ ${pci}`}${bifurcated}`)
+  }
+  return out.join(', ')
 }
 
 function readNumber(path: string): number | null {

@@ -22,3 +22,33 @@ export {
   type UdpIoAutoOptions,
   type AutoUdpIoFactory,
 } from './detect.js'
+export {
+  type LibnumaInfo,
+  type NicInterfaceReport,
+  type DpdkDevice,
+  type DpdkInfo,
+} from './detect.js'
+export type { NicOffloads, NicOffloadName, EthtoolInterfaceResult } from './koffi/ethtool.js'
+export {
+  getCpuAffinity,
+  setCpuAffinity,
+  currentThreadId,
+  getOnlineCpus,
+  parseCpuList,
+  formatCpuList,
+  StoqAffinityError,
+} from './affinity.js'
+export { formatCapabilities, type FormatCapabilitiesOptions } from './doctor.js'
+export {
+  WorkerUdpIo,
+  workerUdpIo,
+  type WorkerUdpIoOptions,
+  type WorkerUdpIoStats,
+  DEFAULT_WORKER_RECEIVE_SLOTS,
+  DEFAULT_WORKER_SEND_SLOTS,
+  DEFAULT_WORKER_SEND_HIGH_WATER,
+  DEFAULT_WORKER_SEND_LOW_WATER,
+  DEFAULT_WORKER_POLL_TIMEOUT_MS,
+  DEFAULT_WORKER_SYSCALL_BATCH,
+  WORKER_BUFFER_SIZE,
+} from './worker-io.js'

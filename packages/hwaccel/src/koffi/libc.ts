@@ -133,3 +133,42 @@ export function errorMessage(err: unknown): string {
   // One line: module-resolution errors carry a multi-line require stack.
   return (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ')
 }
+
+/** The eventfd calls the UDP worker backend makes on the main thread, which owns the eventfd. */
+export interface EventFdCalls {
+  /** eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): the new fd, or `-errno`. */
+  open(): number
+  /**
+   * Add 1 to the counter, which wakes a thread polling the fd. Returns 0, or
+   * the errno (EAGAIN: the counter is saturated, so the poller is due to wake anyway).
+   */
+  signal(fd: number): number
+  /** close(2) of a descriptor this process owns (the eventfd, or a socket a dead worker left open). */
+  close(fd: number): void
+}
+
+/** Bind eventfd / write / close through koffi (Linux). Throws when a symbol is missing. */
+export function bindEventFdCalls(libc: Libc): EventFdCalls {
+  const koffi = libc.koffi
+  const lib = koffi.load(libc.name)
+  const eventfd: KoffiFunction = lib.func('int eventfd(uint32_t value, int flags)')
+  const write: KoffiFunction = lib.func('int64_t write(int fd, const void *buffer, uint64_t count)')
+  const close: KoffiFunction = lib.func('int close(int fd)')
+  const EFD_NONBLOCK = 0o4000
+  const EFD_CLOEXEC = 0o2000000
+  // Memory that never moves, written once: the uint64 1 (little-endian, as on every Linux target koffi ships for here).
+  const one = new Uint8Array(new SharedArrayBuffer(8))
+  one[0] = 1
+  return {
+    open() {
+      const fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) as number
+      return fd >= 0 ? fd : -(koffi.errno() || 1)
+    },
+    signal(fd) {
+      return Number(write(fd, one, 8)) === 8 ? 0 : koffi.errno() || -1
+    },
+    close(fd) {
+      close(fd)
+    },
+  }
+}

@@ -1,0 +1,868 @@
+import { createRequire } from 'node:module'
+import net from 'node:net'
+import { Worker } from 'node:worker_threads'
+import {
+  StoqClosedError,
+  StoqInvalidArgumentError,
+  StoqSocketError,
+  StoqUnsupportedError,
+  type BufferPool,
+  type SocketAddress,
+  type UdpBindOptions,
+  type UdpIo,
+  type UdpIoStats,
+  type UdpReceiver,
+} from '@stoq/interface'
+import { DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
+import { GSO_MAX_SEGMENTS, GSO_MAX_WRITE_BYTES_IPV4, GSO_MAX_WRITE_BYTES_IPV6 } from './gso-io.js'
+import { type EventFdCalls, bindEventFdCalls, errnoName, errorMessage, loadLibc } from './koffi/libc.js'
+import { AddressCodec } from './worker/address-codec.js'
+import {
+  type ControlLayout,
+  RX_ADDR,
+  RX_LENGTH,
+  RX_PORT,
+  RX_SCOPE,
+  RX_SEGMENT,
+  SLEEP_AWAKE,
+  SLEEP_RX_FULL,
+  SLOT_WORDS,
+  STATS_BYTE_OFFSET,
+  STATS_COUNT,
+  S_POLLS,
+  S_RECEIVE_SYSCALLS,
+  S_RX_RING_FULL,
+  S_RX_TRUNCATED,
+  S_SEND_ERRORS,
+  S_SEND_SYSCALLS,
+  S_SEND_WAITS,
+  TX_ADDR,
+  TX_LENGTH,
+  TX_SEGMENT,
+  TX_TOO_LARGE,
+  W_LAST_SEND_ERRNO,
+  W_RX_HEAD,
+  W_RX_TAIL,
+  W_SIGNAL,
+  W_SLEEP,
+  W_SOCKET_CLOSING,
+  W_STOP,
+  W_TX_HEAD,
+  W_TX_TAIL,
+  controlLayout,
+} from './worker/protocol.js'
+import { createSlotPool } from './worker/slot-pool.js'
+import { type UdpWorkerData, type UdpWorkerMessage, udpWorkerMain } from './worker/udp-worker.js'
+
+/** Receive slots: 128 buffers of 64 KiB hold up to 8 MiB of GRO-coalesced data between two drains of the main thread. */
+export const DEFAULT_WORKER_RECEIVE_SLOTS = 128
+
+/** Send slots: 128 super-buffers of up to 64 KiB queued for the worker (8 MiB, a large loopback congestion window). */
+export const DEFAULT_WORKER_SEND_SLOTS = 128
+
+/** Queued send slots at which `send()` returns false: three quarters of the default ring, so callers pause before it overflows. */
+export const DEFAULT_WORKER_SEND_HIGH_WATER = 96
+
+/** Queued send slots at or below which `onDrain` fires: a quarter of the ring keeps the worker busy while the caller refills. */
+export const DEFAULT_WORKER_SEND_LOW_WATER = 32
+
+/** poll() timeout of the worker: how long it may take to notice a stop request if the eventfd wake-up were lost. */
+export const DEFAULT_WORKER_POLL_TIMEOUT_MS = 50
+
+/** Messages per recvmmsg / sendmmsg: 16 keeps one native call per burst without holding slots back from the main thread. */
+export const DEFAULT_WORKER_SYSCALL_BATCH = 16
+
+/** Bytes of every slot buffer: a GRO read returns up to 64 KiB. */
+export const WORKER_BUFFER_SIZE = 65536
+
+/**
+ * Internal: `io[kUdpWorker]()` returns the worker thread of a bound socket, so
+ * that tests can kill it. Not exported from the package index.
+ */
+export const kUdpWorker = Symbol('stoq.hwaccel.udpWorker')
+
+/** How long close() waits for the worker to stop by itself before terminating it. */
+const STOP_TIMEOUT_MS = 5000
+
+export interface WorkerUdpIoOptions {
+  /**
+   * Where the slot buffers come from: a BufferPool whose buffers are
+   * SharedArrayBuffer memory of at least 64 KiB each, e.g. `@stoq/mempool`'s
+   * `createBufferPool({ shared: true, bufferSize: 65536 })`. The backend takes
+   * `receiveSlots + sendSlots` buffers at bind and gives them back at close;
+   * the caller keeps ownership of the pool. Default: a private pool of exactly
+   * that many buffers, closed with the socket.
+   */
+  pool: BufferPool
+  /** Receive ring slots (a power of two from 2 to 4096). */
+  receiveSlots: number
+  /** Send ring slots (a power of two from 2 to 4096). */
+  sendSlots: number
+  /** Queued send slots (ring plus overflow) at which `send()` returns false. */
+  sendQueueHighWater: number
+  /** Queued send slots at or below which `onDrain` fires after `send()` returned false. */
+  sendQueueLowWater: number
+  /** SO_SNDBUF / SO_RCVBUF requested when `UdpBindOptions` does not say (SO_*BUFFORCE first). */
+  socketBufferSize: number
+  /** The worker's poll() timeout in ms. */
+  pollTimeoutMs: number
+  /** Messages per recvmmsg / sendmmsg call. */
+  syscallBatch: number
+}
+
+export interface WorkerUdpIoStats extends UdpIoStats {
+  /** Sends that carried more than one segment (one UDP_SEGMENT cmsg each). */
+  gsoWrites: number
+  /** Received buffers that held more than one datagram (GRO-coalesced). */
+  groBuffers: number
+  /** recvmmsg / sendmmsg calls the worker made. */
+  receiveSyscalls: number
+  sendSyscalls: number
+  /** Times the worker found the receive ring full and left datagrams in the kernel buffer. */
+  receiveRingFull: number
+  /** Received messages dropped because they did not fit a buffer (MSG_TRUNC). */
+  receiveTruncated: number
+  /** Times the worker waited for the socket to become writable (EAGAIN). */
+  sendWaits: number
+  /** Blocking poll() calls of the worker, and eventfd wake-ups the main thread wrote. */
+  polls: number
+  wakeups: number
+  /** Send slots that waited in the main-thread overflow queue because the ring was full. */
+  overflowSends: number
+  /** errno name of the latest failed send, or '' */
+  lastSendError: string
+  /** How the socket buffers were set (SO_*BUFFORCE or capped SO_*BUF). */
+  socketBuffers: string
+}
+
+type State = 'idle' | 'binding' | 'bound' | 'failed' | 'closed'
+
+interface WaitAsyncResult {
+  async: boolean
+  value: Promise<'ok' | 'not-equal' | 'timed-out'> | 'not-equal' | 'timed-out'
+}
+type WaitAsync = (typedArray: Int32Array, index: number, value: number) => WaitAsyncResult
+const waitAsync = (Atomics as unknown as { waitAsync?: WaitAsync }).waitAsync
+
+let workerSource: string | null = null
+/** The worker's program: `udpWorkerMain` from its source text (see udp-worker.ts), run with the workerData. */
+function source(): string {
+  workerSource ??= `(${udpWorkerMain.toString()})(require('node:worker_threads').workerData, require)`
+  return workerSource
+}
+
+/**
+ * UdpIo whose socket lives in a worker thread that talks to the kernel through
+ * koffi: GSO sends (a UDP_SEGMENT cmsg per message, sendmmsg) and, unlike the
+ * libuv-based backends, GRO receives: one read returns up to 64 KiB of
+ * datagrams of one sender and `onPacket` reports their segment size.
+ *
+ * Main thread and worker share two rings of slots in a SharedArrayBuffer (see
+ * worker/protocol.ts); each slot owns one 64 KiB buffer of a shared
+ * BufferPool. `send()` copies the caller's bytes into a send slot (one copy
+ * per super-buffer) and wakes the worker through an eventfd only when it
+ * sleeps; received buffers are handed to `onPacket` straight from the shared
+ * memory, so `data` is valid only during the call (copy it to keep it), and
+ * the slot is given back to the worker when the call returns. The main thread
+ * waits for the worker with `Atomics.waitAsync`, one wait per drain of the
+ * rings: no message per packet, no polling.
+ *
+ * `bind` rejects with `StoqUnsupportedError` where koffi, libc, UDP_GRO or
+ * UDP_SEGMENT are missing, so that callers can fall back to another backend.
+ *
+ * Zero-copy sends (a batcher writing packets straight into pool buffers and
+ * handing over their indexes) are not wired yet; `sharedPool` is exposed for it.
+ */
+export class WorkerUdpIo implements UdpIo {
+  readonly specificationVersion = 'v1' as const
+  readonly backend = 'gro'
+  readonly maxSegments = GSO_MAX_SEGMENTS
+  /** The pool the slot buffers come from (shared memory). */
+  readonly sharedPool: BufferPool
+
+  private readonly ownsPool: boolean
+  private readonly rxSlots: number
+  private readonly txSlots: number
+  private readonly highWater: number
+  private readonly lowWater: number
+  private readonly socketBufferSize: number
+  private readonly pollTimeoutMs: number
+  private readonly syscallBatch: number
+
+  private state: State = 'idle'
+  private failure: Error | null = null
+  private closing: Promise<void> | null = null
+  private receiver: UdpReceiver | null = null
+  private local: SocketAddress | null = null
+  private worker: Worker | null = null
+  private exited: Promise<void> = Promise.resolve()
+  private settleBind: ((message: UdpWorkerMessage | Error) => void) | null = null
+  private eventFdCalls: EventFdCalls | null = null
+  private eventFd = -1
+  private socketFd = -1
+  private v6 = true
+  private readonly codec = new AddressCodec()
+
+  // Per bind: shared control block and slot buffers.
+  private layout: ControlLayout = controlLayout(2, 2)
+  private control: SharedArrayBuffer | null = null
+  private ctl: Int32Array<ArrayBufferLike> = new Int32Array(0)
+  private workerStats: Float64Array<ArrayBufferLike> = new Float64Array(0)
+  private rxIndexes: number[] = []
+  private txIndexes: number[] = []
+  private rxViews: Uint8Array[] = []
+  private txViews: Uint8Array[] = []
+  /** Per receive slot: the last exact-length view handed out, reused while lengths repeat. */
+  private rxSub: (Uint8Array | null)[] = []
+  private rxSubLength = new Int32Array(0)
+  private buffersHeld = false
+  private armed = false
+
+  // Ring positions this thread owns.
+  private rxTail = 0
+  private txHead = 0
+  private txDone = 0
+  /** Caller token of each send slot (-1 for all but the last slot of a split super-buffer). */
+  private txToken = new Float64Array(0)
+  /** Encoded destination of the send in progress: 4 address words, port, scope. */
+  private readonly dest = new Int32Array(6)
+
+  // Sends waiting for a free slot (a ring of parallel arrays, grown on demand).
+  private ovData: (Uint8Array | null)[] = new Array<Uint8Array | null>(64).fill(null)
+  private ovOffset = new Int32Array(64)
+  private ovLength = new Int32Array(64)
+  private ovSegment = new Int32Array(64)
+  private ovToken = new Float64Array(64)
+  private ovDest = new Int32Array(64 * 6)
+  private ovHead = 0
+  private ovCount = 0
+
+  private pendingTokens = 0
+  private wantDrain = false
+  private buffersDetail = 'not bound'
+  private effectiveSendBuffer = 0
+  private effectiveReceiveBuffer = 0
+  private readonly counters = {
+    sendCalls: 0,
+    packetsSent: 0,
+    bytesSent: 0,
+    receiveCalls: 0,
+    packetsReceived: 0,
+    bytesReceived: 0,
+    gsoWrites: 0,
+    groBuffers: 0,
+    wakeups: 0,
+    overflowSends: 0,
+  }
+
+  constructor(options: Partial<WorkerUdpIoOptions> = {}) {
+    this.rxSlots = powerOfTwo('receiveSlots', options.receiveSlots ?? DEFAULT_WORKER_RECEIVE_SLOTS)
+    this.txSlots = powerOfTwo('sendSlots', options.sendSlots ?? DEFAULT_WORKER_SEND_SLOTS)
+    const defaultHigh = options.sendSlots === undefined ? DEFAULT_WORKER_SEND_HIGH_WATER : Math.max(1, (this.txSlots * 3) >> 2)
+    const defaultLow = options.sendSlots === undefined ? DEFAULT_WORKER_SEND_LOW_WATER : this.txSlots >> 2
+    this.highWater = options.sendQueueHighWater ?? defaultHigh
+    this.lowWater = options.sendQueueLowWater ?? Math.min(defaultLow, this.highWater - 1)
+    if (!Number.isInteger(this.highWater) || this.highWater < 1) {
+      throw new StoqInvalidArgumentError('sendQueueHighWater', 'expected a positive integer (send slots)')
+    }
+    if (!Number.isInteger(this.lowWater) || this.lowWater < 0 || this.lowWater >= this.highWater) {
+      throw new StoqInvalidArgumentError('sendQueueLowWater', 'expected an integer from 0 to sendQueueHighWater - 1')
+    }
+    this.socketBufferSize = options.socketBufferSize ?? DEFAULT_SOCKET_BUFFER_SIZE
+    if (!Number.isInteger(this.socketBufferSize) || this.socketBufferSize < 1024) {
+      throw new StoqInvalidArgumentError('socketBufferSize', 'expected an integer of at least 1024 (bytes)')
+    }
+    this.pollTimeoutMs = options.pollTimeoutMs ?? DEFAULT_WORKER_POLL_TIMEOUT_MS
+    if (!Number.isInteger(this.pollTimeoutMs) || this.pollTimeoutMs < 1 || this.pollTimeoutMs > 10_000) {
+      throw new StoqInvalidArgumentError('pollTimeoutMs', 'expected an integer from 1 to 10000 (ms)')
+    }
+    this.syscallBatch = options.syscallBatch ?? DEFAULT_WORKER_SYSCALL_BATCH
+    if (!Number.isInteger(this.syscallBatch) || this.syscallBatch < 1 || this.syscallBatch > 1024) {
+      throw new StoqInvalidArgumentError('syscallBatch', 'expected an integer from 1 to 1024')
+    }
+    if (options.pool !== undefined) {
+      const pool = options.pool
+      if (typeof pool !== 'object' || pool === null || typeof pool.tryAcquire !== 'function' || typeof pool.view !== 'function') {
+        throw new StoqInvalidArgumentError('pool', 'expected a BufferPool')
+      }
+      if (!(pool.bufferSize >= WORKER_BUFFER_SIZE)) {
+        throw new StoqInvalidArgumentError('pool', `expected buffers of at least ${WORKER_BUFFER_SIZE} bytes, got ${pool.bufferSize}`)
+      }
+      this.sharedPool = pool
+      this.ownsPool = false
+    } else {
+      this.sharedPool = createSlotPool(this.rxSlots + this.txSlots, WORKER_BUFFER_SIZE)
+      this.ownsPool = true
+    }
+  }
+
+  get pendingSends(): number {
+    return this.pendingTokens
+  }
+
+  get localAddress(): SocketAddress | null {
+    return this.local
+  }
+
+  async bind(options: UdpBindOptions, receiver: UdpReceiver): Promise<SocketAddress> {
+    if (this.state === 'closed' || this.state === 'failed') throw new StoqClosedError('UDP socket')
+    if (this.state !== 'idle') throw new StoqSocketError('UDP socket is already bound')
+    const family = net.isIP(options.host)
+    if (family === 0) throw new StoqInvalidArgumentError('host', `expected an IP literal, got ${JSON.stringify(options.host)}`)
+    if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
+      throw new StoqInvalidArgumentError('port', `expected an integer from 0 to 65535, got ${String(options.port)}`)
+    }
+    const loaded = loadLibc()
+    if (!loaded.ok) throw new StoqUnsupportedError('gro', `UDP worker backend unavailable: ${loaded.reason}`)
+    if (waitAsync === undefined) throw new StoqUnsupportedError('gro', 'UDP worker backend unavailable: Atomics.waitAsync is missing')
+    let koffiPath: string
+    try {
+      koffiPath = createRequire(import.meta.url).resolve('koffi')
+      this.eventFdCalls ??= bindEventFdCalls(loaded.libc)
+    } catch (err) {
+      throw new StoqUnsupportedError('gro', `UDP worker backend unavailable: ${errorMessage(err)}`)
+    }
+    const words = this.codec.parse(options.host)
+    this.v6 = family === 6
+
+    this.setUpRings()
+    const eventFd = this.eventFdCalls!.open()
+    if (eventFd < 0) {
+      this.releaseBuffers()
+      throw new StoqSocketError(`eventfd() failed: ${errnoName(-eventFd)}`, { syscall: 'eventfd', errno: errnoName(-eventFd) })
+    }
+    this.eventFd = eventFd
+    this.state = 'binding'
+    this.receiver = receiver
+    const data: UdpWorkerData = {
+      koffiPath,
+      libcName: loaded.libc.name,
+      control: this.control!,
+      layout: this.layout,
+      rxViews: this.rxViews,
+      rxIndexes: this.rxIndexes,
+      txViews: this.txViews,
+      eventFd,
+      bind: {
+        v6: this.v6,
+        words: [words[0]!, words[1]!, words[2]!, words[3]!],
+        scope: words[4]!,
+        port: options.port,
+        ipv6Only: this.v6 && options.ipv6Only,
+        sendBufferSize: options.sendBufferSize ?? this.socketBufferSize,
+        receiveBufferSize: options.receiveBufferSize ?? this.socketBufferSize,
+      },
+      pollTimeoutMs: this.pollTimeoutMs,
+      receiveBatch: Math.min(this.syscallBatch, this.rxSlots),
+      sendBatch: Math.min(this.syscallBatch, this.txSlots),
+    }
+
+    const first = new Promise<UdpWorkerMessage | Error>((resolve) => {
+      this.settleBind = resolve
+    })
+    let worker: Worker
+    try {
+      worker = new Worker(source(), { eval: true, workerData: data })
+    } catch (err) {
+      this.finish()
+      this.state = 'idle'
+      this.receiver = null
+      throw new StoqUnsupportedError('gro', `cannot start the UDP worker: ${errorMessage(err)}`)
+    }
+    this.worker = worker
+    worker.on('message', this.onWorkerMessage)
+    worker.on('error', this.onWorkerError)
+    this.exited = new Promise((resolve) => {
+      worker.once('exit', (code) => {
+        this.onWorkerExit(code)
+        resolve()
+      })
+    })
+
+    const outcome = await first
+    this.settleBind = null
+    // Known before anything else, so that finish() can close the socket should the worker die holding it.
+    if (!(outcome instanceof Error) && outcome.type === 'bound') this.socketFd = outcome.socketFd
+    if (this.isClosed()) {
+      // close() ran meanwhile: it stops the worker and releases everything. Reject
+      // only once close() has resolved, as the dgram backends do.
+      await this.closing
+      throw new StoqClosedError('UDP socket')
+    }
+    if (outcome instanceof Error || outcome.type !== 'bound') {
+      await this.exited
+      if (this.isClosed()) {
+        await this.closing
+        throw new StoqClosedError('UDP socket')
+      }
+      this.finish()
+      this.state = 'idle'
+      this.receiver = null
+      if (outcome instanceof Error) throw new StoqSocketError(`UDP worker failed during bind: ${outcome.message}`, { syscall: 'bind' }, { cause: outcome })
+      const where = `${options.host} port ${options.port}`
+      const errno = outcome.errno > 0 ? errnoName(outcome.errno) : ''
+      if (outcome.type === 'bind-error' && outcome.kind === 'unsupported') throw new StoqUnsupportedError('gro', `${outcome.message}${errno ? ` (${errno})` : ''}`)
+      throw new StoqSocketError(`Cannot bind UDP socket to ${where}: ${outcome.syscall} ${errno || outcome.message}`, {
+        syscall: outcome.syscall,
+        errno,
+      })
+    }
+    this.effectiveSendBuffer = outcome.sendBufferSize
+    this.effectiveReceiveBuffer = outcome.receiveBufferSize
+    this.buffersDetail = outcome.buffersDetail
+    const [w0, w1, w2, w3] = outcome.words as [number, number, number, number]
+    this.local = this.codec.decode(w0, w1, w2, w3, outcome.port, outcome.scope)
+    this.state = 'bound'
+    this.arm()
+    return this.local
+  }
+
+  /** A method, so that TypeScript does not narrow `state` across an await. */
+  private isClosed(): boolean {
+    return this.state === 'closed'
+  }
+
+  /** Take the slot buffers and build the control block for a new worker. */
+  private setUpRings(): void {
+    const pool = this.sharedPool
+    const rx: number[] = []
+    const tx: number[] = []
+    try {
+      for (let i = 0; i < this.rxSlots; i++) rx.push(pool.acquire())
+      for (let i = 0; i < this.txSlots; i++) tx.push(pool.acquire())
+    } catch (err) {
+      for (const index of [...rx, ...tx]) pool.release(index)
+      throw err
+    }
+    const views = (indexes: number[]): Uint8Array[] => indexes.map((i) => pool.view(i).subarray(0, WORKER_BUFFER_SIZE))
+    this.rxIndexes = rx
+    this.txIndexes = tx
+    this.buffersHeld = true
+    this.rxViews = views(rx)
+    this.txViews = views(tx)
+    if (!this.rxViews.every((v) => v.buffer instanceof SharedArrayBuffer)) {
+      this.releaseBuffers()
+      throw new StoqInvalidArgumentError('pool', 'expected a pool of SharedArrayBuffer memory (e.g. createBufferPool({ shared: true }))')
+    }
+    this.layout = controlLayout(this.rxSlots, this.txSlots)
+    const control = new SharedArrayBuffer(this.layout.bytes)
+    this.control = control
+    this.ctl = new Int32Array(control)
+    this.workerStats = new Float64Array(control, STATS_BYTE_OFFSET, STATS_COUNT)
+    this.rxSub = new Array<Uint8Array | null>(this.rxSlots).fill(null)
+    this.rxSubLength = new Int32Array(this.rxSlots).fill(-1)
+    this.txToken = new Float64Array(this.txSlots)
+    this.rxTail = 0
+    this.txHead = 0
+    this.txDone = 0
+    this.armed = false
+  }
+
+  private releaseBuffers(): void {
+    if (!this.buffersHeld) return
+    this.buffersHeld = false
+    for (const index of this.rxIndexes) this.sharedPool.release(index)
+    for (const index of this.txIndexes) this.sharedPool.release(index)
+    this.rxIndexes = []
+    this.txIndexes = []
+    this.rxViews = []
+    this.txViews = []
+    this.rxSub = []
+  }
+
+  send(data: Uint8Array, segmentSize: number, to: SocketAddress, token: number): boolean {
+    if (this.state !== 'bound') {
+      throw this.failure !== null
+        ? new StoqClosedError('UDP socket', `UDP socket failed: ${this.failure.message}`, { cause: this.failure })
+        : new StoqClosedError('UDP socket')
+    }
+    if (!(segmentSize >= 1) || segmentSize !== Math.floor(segmentSize)) {
+      throw new StoqInvalidArgumentError('segmentSize', `expected a positive integer, got ${segmentSize}`)
+    }
+    const dest = this.dest
+    this.codec.encode(to, dest, 0)
+    const c = this.counters
+    const length = data.length
+    this.pendingTokens++
+    if (segmentSize >= length) {
+      this.enqueue(data, 0, length, 0, token)
+      c.sendCalls++
+      c.packetsSent++
+      c.bytesSent += length
+    } else {
+      // One message carries at most GSO_MAX_SEGMENTS segments and at most the
+      // largest UDP payload; a bigger super-buffer becomes several messages,
+      // and its token is reported when the last one completes.
+      const maxBytes = AddressCodec.isMapped(dest[0]!, dest[1]!, dest[2]!) ? GSO_MAX_WRITE_BYTES_IPV4 : GSO_MAX_WRITE_BYTES_IPV6
+      const perWrite = Math.max(1, Math.min(GSO_MAX_SEGMENTS, Math.floor(maxBytes / segmentSize)))
+      const chunk = perWrite * segmentSize
+      for (let off = 0; off < length; off += chunk) {
+        const end = off + chunk < length ? off + chunk : length
+        const n = end - off
+        const gso = n > segmentSize
+        this.enqueue(data, off, n, gso ? segmentSize : 0, end === length ? token : -1)
+        c.sendCalls++
+        c.packetsSent += gso ? Math.ceil(n / segmentSize) : 1
+        c.bytesSent += n
+        if (gso) c.gsoWrites++
+      }
+    }
+    this.publish()
+    if (((this.txHead - this.txDone) | 0) + this.ovCount >= this.highWater) {
+      this.wantDrain = true
+      return false
+    }
+    return true
+  }
+
+  /** Put one message into the next send slot, or into the overflow queue when the ring is full. */
+  private enqueue(data: Uint8Array, offset: number, length: number, segment: number, token: number): void {
+    if (this.ovCount === 0 && ((this.txHead - this.txDone) | 0) < this.txSlots) {
+      this.fill(data, offset, length, segment, token, this.dest, 0)
+      return
+    }
+    if (this.ovCount === this.ovData.length) this.growOverflow()
+    const i = (this.ovHead + this.ovCount) & (this.ovData.length - 1)
+    this.ovData[i] = data
+    this.ovOffset[i] = offset
+    this.ovLength[i] = length
+    this.ovSegment[i] = segment
+    this.ovToken[i] = token
+    this.ovDest.set(this.dest, i * 6)
+    this.ovCount++
+    this.counters.overflowSends++
+  }
+
+  /** Write a send slot (not yet published: `publish()` stores the head once per batch). */
+  private fill(data: Uint8Array, offset: number, length: number, segment: number, token: number, dest: Int32Array, at: number): void {
+    const k = this.txHead & (this.txSlots - 1)
+    const slot = this.layout.txBase + k * SLOT_WORDS
+    const ctl = this.ctl
+    if (length <= WORKER_BUFFER_SIZE) {
+      const view = this.txViews[k]!
+      view.set(offset === 0 && length === data.length ? data : data.subarray(offset, offset + length))
+      ctl[slot + TX_LENGTH] = length
+    } else {
+      ctl[slot + TX_LENGTH] = TX_TOO_LARGE
+    }
+    ctl[slot + TX_SEGMENT] = segment
+    ctl[slot + TX_ADDR] = dest[at]!
+    ctl[slot + TX_ADDR + 1] = dest[at + 1]!
+    ctl[slot + TX_ADDR + 2] = dest[at + 2]!
+    ctl[slot + TX_ADDR + 3] = dest[at + 3]!
+    ctl[slot + TX_ADDR + 4] = dest[at + 4]!
+    ctl[slot + TX_ADDR + 5] = dest[at + 5]!
+    this.txToken[k] = token
+    this.txHead = (this.txHead + 1) | 0
+  }
+
+  private growOverflow(): void {
+    const cap = this.ovData.length
+    const size = cap * 2
+    const data = new Array<Uint8Array | null>(size).fill(null)
+    const offset = new Int32Array(size)
+    const length = new Int32Array(size)
+    const segment = new Int32Array(size)
+    const token = new Float64Array(size)
+    const dest = new Int32Array(size * 6)
+    for (let n = 0; n < this.ovCount; n++) {
+      const j = (this.ovHead + n) & (cap - 1)
+      data[n] = this.ovData[j]!
+      offset[n] = this.ovOffset[j]!
+      length[n] = this.ovLength[j]!
+      segment[n] = this.ovSegment[j]!
+      token[n] = this.ovToken[j]!
+      dest.set(this.ovDest.subarray(j * 6, j * 6 + 6), n * 6)
+    }
+    this.ovData = data
+    this.ovOffset = offset
+    this.ovLength = length
+    this.ovSegment = segment
+    this.ovToken = token
+    this.ovDest = dest
+    this.ovHead = 0
+  }
+
+  /** Move overflowed sends into free slots, oldest first. */
+  private refill(): void {
+    const cap = this.ovData.length
+    while (this.ovCount > 0 && ((this.txHead - this.txDone) | 0) < this.txSlots) {
+      const i = this.ovHead
+      this.fill(this.ovData[i]!, this.ovOffset[i]!, this.ovLength[i]!, this.ovSegment[i]!, this.ovToken[i]!, this.ovDest, i * 6)
+      this.ovData[i] = null
+      this.ovHead = (i + 1) & (cap - 1)
+      this.ovCount--
+    }
+  }
+
+  /** Publish filled send slots and wake the worker if it sleeps. */
+  private publish(): void {
+    const ctl = this.ctl
+    Atomics.store(ctl, W_TX_HEAD, this.txHead)
+    if (Atomics.load(ctl, W_SLEEP) !== SLEEP_AWAKE && Atomics.exchange(ctl, W_SLEEP, SLEEP_AWAKE) !== SLEEP_AWAKE) this.wake()
+  }
+
+  private wake(): void {
+    if (this.eventFd < 0) return
+    this.counters.wakeups++
+    this.eventFdCalls!.signal(this.eventFd)
+  }
+
+  /** Wait for the worker's next signal, or drain at once (on the next turn) when work is already there. */
+  private arm(): void {
+    if (this.state !== 'bound' || this.armed) return
+    const ctl = this.ctl
+    const seen = Atomics.load(ctl, W_SIGNAL)
+    this.armed = true
+    if (Atomics.load(ctl, W_RX_HEAD) !== this.rxTail || Atomics.load(ctl, W_TX_TAIL) !== this.txDone) {
+      setImmediate(this.onSignal)
+      return
+    }
+    const result = waitAsync!(ctl, W_SIGNAL, seen)
+    if (result.async) (result.value as Promise<unknown>).then(this.onSignal)
+    else setImmediate(this.onSignal)
+  }
+
+  private readonly onSignal = (): void => {
+    this.armed = false
+    if (this.state !== 'bound') return
+    try {
+      this.drain()
+    } finally {
+      this.arm()
+    }
+  }
+
+  /** Report completed sends, then hand received buffers to the receiver (hot). */
+  private drain(): void {
+    this.completeSends()
+    const receiver = this.receiver!
+    const ctl = this.ctl
+    const head = Atomics.load(ctl, W_RX_HEAD)
+    const mask = this.rxSlots - 1
+    const rxBase = this.layout.rxBase
+    const c = this.counters
+    let delivered = 0
+    const freedFrom = this.rxTail
+    while (this.rxTail !== head) {
+      const k = this.rxTail & mask
+      const slot = rxBase + k * SLOT_WORDS
+      const length = ctl[slot + RX_LENGTH]!
+      try {
+        if (length >= 0) {
+          const segment = ctl[slot + RX_SEGMENT]!
+          const from = this.codec.decode(
+            ctl[slot + RX_ADDR]!,
+            ctl[slot + RX_ADDR + 1]!,
+            ctl[slot + RX_ADDR + 2]!,
+            ctl[slot + RX_ADDR + 3]!,
+            ctl[slot + RX_PORT]!,
+            ctl[slot + RX_SCOPE]!,
+          )
+          c.receiveCalls++
+          c.bytesReceived += length
+          if (segment > 0 && segment < length) {
+            c.packetsReceived += Math.ceil(length / segment)
+            c.groBuffers++
+          } else {
+            c.packetsReceived++
+          }
+          delivered++
+          receiver.onPacket(this.rxData(k, length), segment > 0 && segment < length ? segment : length, from)
+        }
+      } finally {
+        // The buffer goes back to the worker once onPacket has returned (or thrown).
+        this.rxTail = (this.rxTail + 1) | 0
+        Atomics.store(ctl, W_RX_TAIL, this.rxTail)
+      }
+      if (this.state !== 'bound') return // closed from inside onPacket
+    }
+    if (this.rxTail !== freedFrom && Atomics.compareExchange(ctl, W_SLEEP, SLEEP_RX_FULL, SLEEP_AWAKE) === SLEEP_RX_FULL) this.wake()
+    if (delivered > 0) receiver.onBatchEnd()
+  }
+
+  /** The exact-length view of receive slot `k` (reused while the length repeats, so steady flows allocate nothing). */
+  private rxData(k: number, length: number): Uint8Array {
+    const full = this.rxViews[k]!
+    if (length === full.length) return full
+    if (this.rxSubLength[k] === length) return this.rxSub[k]!
+    const view = full.subarray(0, length)
+    this.rxSub[k] = view
+    this.rxSubLength[k] = length
+    return view
+  }
+
+  /** Report the sends the worker has written (in ring order), refill from the overflow queue, and signal drain. */
+  private completeSends(): void {
+    const tail = Atomics.load(this.ctl, W_TX_TAIL)
+    if (tail === this.txDone && this.ovCount === 0) return
+    const mask = this.txSlots - 1
+    while (this.txDone !== tail) {
+      const token = this.txToken[this.txDone & mask]!
+      this.txDone = (this.txDone + 1) | 0
+      if (token >= 0) {
+        this.pendingTokens--
+        this.receiver?.onSendComplete(token)
+        if (this.state !== 'bound') return
+      }
+    }
+    if (this.ovCount > 0) {
+      this.refill()
+      this.publish()
+    }
+    if (this.wantDrain && ((this.txHead - this.txDone) | 0) + this.ovCount <= this.lowWater) {
+      this.wantDrain = false
+      this.receiver?.onDrain()
+    }
+  }
+
+  private readonly onWorkerMessage = (message: UdpWorkerMessage): void => {
+    if (message.type === 'fatal') {
+      const errno = message.errno > 0 ? errnoName(message.errno) : ''
+      this.failure ??= new StoqSocketError(`UDP worker: ${message.message}${errno ? ` (${errno})` : ''}`, {
+        syscall: message.syscall,
+        errno,
+      })
+      return
+    }
+    this.settleBind?.(message)
+  }
+
+  private readonly onWorkerError = (err: Error): void => {
+    this.failure ??= new StoqSocketError(`UDP worker crashed: ${errorMessage(err)}`, { syscall: 'worker' }, { cause: err })
+    this.settleBind?.(err)
+  }
+
+  private onWorkerExit(code: number): void {
+    this.worker = null
+    this.settleBind?.(this.failure ?? new Error(`the UDP worker exited with code ${code} before binding`))
+    if (this.state !== 'bound') return
+    // Neither close() nor a bind failure: the worker died under a bound socket.
+    const error = this.failure ?? new StoqSocketError(`UDP worker exited unexpectedly with code ${code}`, { syscall: 'worker' })
+    this.failure = error
+    this.state = 'failed'
+    this.local = null
+    const receiver = this.receiver
+    try {
+      this.completeSends()
+    } catch {
+      // A throwing receiver must not prevent the cleanup below.
+    }
+    receiver?.onError(error)
+    this.finish()
+  }
+
+  /**
+   * Give everything back once the worker is gone: report the sends it wrote,
+   * then every send still queued (cancelled), release the slot buffers.
+   * Idempotent.
+   */
+  private finish(): void {
+    const receiver = this.receiver
+    if (this.ctl.length > 0) {
+      const mask = this.txSlots - 1
+      while (this.txDone !== this.txHead) {
+        const token = this.txToken[this.txDone & mask]!
+        this.txDone = (this.txDone + 1) | 0
+        if (token >= 0) {
+          this.pendingTokens--
+          receiver?.onSendComplete(token)
+        }
+      }
+    }
+    while (this.ovCount > 0) {
+      const i = this.ovHead
+      const token = this.ovToken[i]!
+      this.ovData[i] = null
+      this.ovHead = (i + 1) & (this.ovData.length - 1)
+      this.ovCount--
+      if (token >= 0) {
+        this.pendingTokens--
+        receiver?.onSendComplete(token)
+      }
+    }
+    this.wantDrain = false
+    this.releaseBuffers()
+    // The worker has exited (finish runs only then): nobody polls the eventfd any more, and a
+    // socket it did not get to close is still ours (its fd number cannot have been reused).
+    if (this.socketFd >= 0) {
+      if (Atomics.load(this.ctl, W_SOCKET_CLOSING) === 0) this.eventFdCalls?.close(this.socketFd)
+      this.socketFd = -1
+    }
+    if (this.eventFd >= 0) {
+      this.eventFdCalls?.close(this.eventFd)
+      this.eventFd = -1
+    }
+  }
+
+  stats(): WorkerUdpIoStats {
+    const s = this.workerStats
+    const at = (i: number): number => (s.length > i ? s[i]! : 0)
+    const lastErrno = this.ctl.length > W_LAST_SEND_ERRNO ? Atomics.load(this.ctl, W_LAST_SEND_ERRNO) : 0
+    return {
+      backend: this.backend,
+      ...this.counters,
+      sendErrors: at(S_SEND_ERRORS),
+      sendBufferSize: this.effectiveSendBuffer,
+      receiveBufferSize: this.effectiveReceiveBuffer,
+      receiveSyscalls: at(S_RECEIVE_SYSCALLS),
+      sendSyscalls: at(S_SEND_SYSCALLS),
+      receiveRingFull: at(S_RX_RING_FULL),
+      receiveTruncated: at(S_RX_TRUNCATED),
+      sendWaits: at(S_SEND_WAITS),
+      polls: at(S_POLLS),
+      lastSendError: lastErrno > 0 ? errnoName(lastErrno) : '',
+      socketBuffers: this.buffersDetail,
+    }
+  }
+
+  /** Internal (see `kUdpWorker`). */
+  [kUdpWorker](): Worker | null {
+    return this.worker
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown()
+    return this.closing
+  }
+
+  private async shutdown(): Promise<void> {
+    this.state = 'closed'
+    this.local = null
+    const worker = this.worker
+    if (worker !== null && this.ctl.length > 0) {
+      Atomics.store(this.ctl, W_STOP, 1)
+      this.wake()
+      let timer: NodeJS.Timeout | undefined
+      const stopped = await Promise.race([
+        this.exited.then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), STOP_TIMEOUT_MS)
+        }),
+      ])
+      clearTimeout(timer)
+      if (!stopped) {
+        // Not expected: the worker checks the stop word at least every pollTimeoutMs.
+        await worker.terminate()
+        await this.exited
+      }
+    }
+    this.finish()
+    // Resolve a pending Atomics.waitAsync of ours so that nothing waits on a dead control block.
+    if (this.ctl.length > 0) Atomics.notify(this.ctl, W_SIGNAL)
+    this.receiver = null
+    if (this.ownsPool) this.sharedPool.close()
+  }
+}
+
+function powerOfTwo(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 2 || value > 4096 || (value & (value - 1)) !== 0) {
+    throw new StoqInvalidArgumentError(name, `expected a power of two from 2 to 4096, got ${String(value)}`)
+  }
+  return value
+}
+
+/** Factory for the worker (GRO) backend. `bind` rejects with `StoqUnsupportedError` where it cannot work. */
+export function workerUdpIo(options: Partial<WorkerUdpIoOptions> = {}): () => UdpIo {
+  return () => new WorkerUdpIo(options)
+}
