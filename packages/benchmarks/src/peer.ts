@@ -5,7 +5,7 @@
  */
 import net from 'node:net'
 import { createEndpoint, type Endpoint, type EndpointComponents, type QuicConnection } from '@stoq/transport-core'
-import { gsoUdpIo } from '@stoq/hwaccel'
+import { dgramUdpIo, gsoUdpIo, workerUdpIo } from '@stoq/hwaccel'
 import { PatternVerifier, sendPattern } from './pattern.js'
 import { cpuFigures, type CaseSpec, type FromPeer, type ReceiverStart, type SenderStart, type ToPeer } from './protocol.js'
 
@@ -108,7 +108,10 @@ async function tcpReceiver(o: ReceiverStart): Promise<void> {
 
 /** The UDP backend a case asks for (the transport's default otherwise). */
 function components(spec: CaseSpec): Partial<EndpointComponents> {
-  return spec.udp === 'gso' ? { udp: gsoUdpIo() } : {}
+  if (spec.udp === 'gso') return { udp: gsoUdpIo() }
+  if (spec.udp === 'gro') return { udp: workerUdpIo() }
+  if (spec.udp === 'dgram') return { udp: dgramUdpIo() }
+  return {}
 }
 
 async function stoqReceiver(o: ReceiverStart): Promise<void> {

@@ -10,16 +10,18 @@ export interface CaseSpec {
   transport: Transport
   /** STOQ only: `transport.maxUdpPayloadSize` on both endpoints. */
   maxUdpPayloadSize?: number
-  /** STOQ only: UDP backend of both endpoints (default `dgram`). */
-  udp?: 'dgram' | 'gso'
+  /** STOQ only: UDP backend of both endpoints (`udpBackend`; absent: the endpoint's default, `auto`). */
+  udp?: 'dgram' | 'gso' | 'gro' | 'auto'
 }
 
 export const CASES: Readonly<Record<string, CaseSpec>> = {
   tcp: { name: 'tcp', label: 'Node net TCP', transport: 'tcp' },
-  stoq1350: { name: 'stoq1350', label: 'STOQ 1350 B packets', transport: 'stoq', maxUdpPayloadSize: 1350 },
-  stoq16383: { name: 'stoq16383', label: 'STOQ 16383 B packets', transport: 'stoq', maxUdpPayloadSize: 16383 },
+  stoq1350: { name: 'stoq1350', label: 'STOQ 1350 B, plain dgram', transport: 'stoq', maxUdpPayloadSize: 1350, udp: 'dgram' },
+  stoq16383: { name: 'stoq16383', label: 'STOQ 16383 B, plain dgram', transport: 'stoq', maxUdpPayloadSize: 16383, udp: 'dgram' },
   stoq1350gso: { name: 'stoq1350gso', label: 'STOQ 1350 B, GSO send', transport: 'stoq', maxUdpPayloadSize: 1350, udp: 'gso' },
   stoq16383gso: { name: 'stoq16383gso', label: 'STOQ 16383 B, GSO send', transport: 'stoq', maxUdpPayloadSize: 16383, udp: 'gso' },
+  stoq1350gro: { name: 'stoq1350gro', label: 'STOQ 1350 B, worker GRO+GSO', transport: 'stoq', maxUdpPayloadSize: 1350, udp: 'gro' },
+  stoq16383gro: { name: 'stoq16383gro', label: 'STOQ 16383 B, worker GRO+GSO', transport: 'stoq', maxUdpPayloadSize: 16383, udp: 'gro' },
 }
 
 export interface ReceiverStart {

@@ -10,7 +10,7 @@ import { fmtGbps, formatTable, main } from './harness.js'
 
 await main(
   'quick',
-  { bytes: 256 * 1024 * 1024, runs: 1, cases: ['tcp', 'stoq1350'], host: '127.0.0.1', timeoutMs: 60_000 },
+  { bytes: 256 * 1024 * 1024, runs: 1, cases: ['tcp', 'stoq1350', 'stoq1350gro'], host: '127.0.0.1', timeoutMs: 60_000 },
   (result) => {
     console.log(formatTable(result))
     const tcp = result.cases.find((c) => c.case === 'tcp')

@@ -22,7 +22,7 @@ import {
 } from '@stoq/interface'
 import { batching } from '@stoq/batching'
 import { createBufferPool } from '@stoq/mempool'
-import { DgramUdpIo, GsoUdpIo } from '@stoq/hwaccel'
+import { DgramUdpIo, GsoUdpIo, WorkerUdpIo } from '@stoq/hwaccel'
 import { QuicConnection, type ConnectionOwner } from './connection.js'
 import { quicheEngine } from './engine/quiche-engine.js'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
@@ -33,6 +33,18 @@ import {
   type EndpointOptions,
   type ResolvedEndpointOptions,
 } from './options.js'
+
+/**
+ * What `udpBackend: 'auto'` tries, fastest first: the worker thread with GRO
+ * receive and GSO send, then GSO send on the event loop, then plain dgram.
+ */
+const AUTO_ORDER = ['gro', 'gso', 'dgram'] as const
+
+function newUdpIo(backend: 'gro' | 'gso' | 'dgram'): UdpIo {
+  if (backend === 'gro') return new WorkerUdpIo()
+  if (backend === 'gso') return new GsoUdpIo()
+  return new DgramUdpIo()
+}
 
 /** Replaceable layers of an endpoint; each defaults to STOQ's own. */
 export interface EndpointComponents {
@@ -89,7 +101,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     super()
     this.options = options
     this.engine = (components.engine ?? quicheEngine())({ transport: options.transport })
-    this.io = components.udp ? components.udp() : options.udpBackend === 'dgram' ? new DgramUdpIo() : new GsoUdpIo()
+    this.io = components.udp ? components.udp() : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend)
     this.udpChoice = components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
     this.ownsPool = components.pool === undefined
     this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: 4096 })
@@ -119,15 +131,21 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       sendBufferSize: o.socketBufferSize,
       receiveBufferSize: o.socketBufferSize,
     }
-    try {
-      this.local = await this.io.bind(bindOptions, this)
-    } catch (err) {
-      // 'auto': GSO refused by this machine (probe failed, koffi missing) → portable dgram.
-      if (components.udp || o.udpBackend !== 'auto' || !StoqError.isInstance(err) || err.code !== 'STOQ_ERR_UNSUPPORTED') throw err
-      await this.io.close().catch(() => {})
-      this.io = new DgramUdpIo()
-      this.udpChoice = `udpBackend auto: GSO unavailable (${err.message}), dgram fallback`
-      this.local = await this.io.bind(bindOptions, this)
+    // 'auto' walks AUTO_ORDER: a backend this machine cannot run (probe
+    // failed, koffi missing) refuses to bind with STOQ_ERR_UNSUPPORTED.
+    const skipped: string[] = []
+    for (let next = 1; ; next++) {
+      try {
+        this.local = await this.io.bind(bindOptions, this)
+        break
+      } catch (err) {
+        const unsupported = StoqError.isInstance(err) && err.code === 'STOQ_ERR_UNSUPPORTED'
+        if (components.udp || o.udpBackend !== 'auto' || !unsupported || next >= AUTO_ORDER.length) throw err
+        await this.io.close().catch(() => {})
+        skipped.push(`${this.io.backend}: ${(err as Error).message}`)
+        this.io = newUdpIo(AUTO_ORDER[next]!)
+        this.udpChoice = `udpBackend auto: ${skipped.join('; ')}; using ${this.io.backend}`
+      }
     }
     this.batcher = (components.batcher ?? batching())({ engine: this.engine, io: this.io, pool: this.pool })
     if (o.server) {

@@ -56,15 +56,18 @@ export interface EndpointOptions {
   /** Time `close()` waits for connections to close gracefully. */
   closeTimeoutMs: number
   /**
-   * UDP I/O backend: `auto` (default) uses GSO sends where a probe at bind time
-   * proves the kernel supports them, else the portable `dgram`; `gso` insists
-   * (bind fails with STOQ_ERR_UNSUPPORTED where it cannot work); `dgram` never
-   * uses koffi. Ignored when a `udp` component is given.
+   * UDP I/O backend. `gro` runs the socket in a worker thread with GRO receive
+   * and GSO send (recvmmsg/sendmmsg through koffi); `gso` keeps the socket on
+   * the event loop with GSO sends only; `dgram` is Node's plain socket and never
+   * uses koffi. `auto` (default) takes the first of gro, gso, dgram that this
+   * machine supports (each proves itself at bind time). An explicit choice
+   * that cannot work fails with STOQ_ERR_UNSUPPORTED. Ignored when a `udp`
+   * component is given.
    */
   udpBackend: UdpBackendChoice
 }
 
-export type UdpBackendChoice = 'auto' | 'gso' | 'dgram'
+export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'dgram'
 
 export interface ConnectOptions {
   /** Host name or IP literal. */
@@ -189,7 +192,7 @@ function secretOption(value: unknown): Uint8Array | undefined {
   return Uint8Array.from(value)
 }
 
-const UDP_BACKENDS: UdpBackendChoice[] = ['auto', 'gso', 'dgram']
+const UDP_BACKENDS: UdpBackendChoice[] = ['auto', 'gso', 'gro', 'dgram']
 
 function udpBackendOption(value: unknown): UdpBackendChoice {
   if (value === undefined) return 'auto'

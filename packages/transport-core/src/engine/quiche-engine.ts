@@ -633,9 +633,10 @@ export class QuicheEngine implements QuicEngine {
         rec.incomingReported = true
         sink.onIncoming(rec.handle, rec.peer)
       }
-      // A connection that is already ending is never announced as established
-      // (e.g. a server that refuses us right after its first flight).
-      if (!rec.establishedReported && !ending && conn.isEstablished()) {
+      // A client connection that is already ending is never announced as
+      // established (a server that refuses us right after its first flight);
+      // a server connection is, so the application sees its close too.
+      if (!rec.establishedReported && (rec.server || !ending) && conn.isEstablished()) {
         rec.establishedReported = true
         if (rec.initialKey !== null) {
           this.initialRoutes.delete(rec.initialKey)
