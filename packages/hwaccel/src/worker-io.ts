@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module'
 import net from 'node:net'
+import os from 'node:os'
 import { Worker } from 'node:worker_threads'
 import {
   StoqClosedError,
@@ -108,9 +109,15 @@ export interface WorkerUdpIoOptions {
   pollTimeoutMs: number
   /** Messages per recvmmsg / sendmmsg call. */
   syscallBatch: number
+  /** Pin the network thread to these CPUs (default: not pinned). */
+  cpus: number[]
 }
 
 export interface WorkerUdpIoStats extends UdpIoStats {
+  /** Kernel thread id of the network worker thread (0 before bind). */
+  workerThreadId: number
+  /** Whether the worker thread was pinned to the `cpus` option, and to which CPUs. */
+  affinity: string
   /** Sends that carried more than one segment (one UDP_SEGMENT cmsg each). */
   gsoWrites: number
   /** Received buffers that held more than one datagram (GRO-coalesced). */
@@ -188,6 +195,7 @@ export class WorkerUdpIo implements UdpIo {
   private readonly socketBufferSize: number
   private readonly pollTimeoutMs: number
   private readonly syscallBatch: number
+  private readonly cpus: number[]
 
   private state: State = 'idle'
   private failure: Error | null = null
@@ -240,6 +248,8 @@ export class WorkerUdpIo implements UdpIo {
   private pendingTokens = 0
   private wantDrain = false
   private buffersDetail = 'not bound'
+  private threadId = 0
+  private affinityDetail = 'not bound'
   private effectiveSendBuffer = 0
   private effectiveReceiveBuffer = 0
   private readonly counters = {
@@ -276,6 +286,12 @@ export class WorkerUdpIo implements UdpIo {
     if (!Number.isInteger(this.pollTimeoutMs) || this.pollTimeoutMs < 1 || this.pollTimeoutMs > 10_000) {
       throw new StoqInvalidArgumentError('pollTimeoutMs', 'expected an integer from 1 to 10000 (ms)')
     }
+    const online = os.availableParallelism()
+    this.cpus = options.cpus ?? []
+    if (!Array.isArray(this.cpus) || this.cpus.some((c) => !Number.isInteger(c) || c < 0 || c >= Math.min(online, 1024))) {
+      throw new StoqInvalidArgumentError('cpus', `expected an array of CPU numbers from 0 to ${online - 1}`)
+    }
+    this.cpus = [...this.cpus]
     this.syscallBatch = options.syscallBatch ?? DEFAULT_WORKER_SYSCALL_BATCH
     if (!Number.isInteger(this.syscallBatch) || this.syscallBatch < 1 || this.syscallBatch > 1024) {
       throw new StoqInvalidArgumentError('syscallBatch', 'expected an integer from 1 to 1024')
@@ -355,6 +371,7 @@ export class WorkerUdpIo implements UdpIo {
       pollTimeoutMs: this.pollTimeoutMs,
       receiveBatch: Math.min(this.syscallBatch, this.rxSlots),
       sendBatch: Math.min(this.syscallBatch, this.txSlots),
+      cpus: this.cpus,
     }
 
     const first = new Promise<UdpWorkerMessage | Error>((resolve) => {
@@ -410,6 +427,8 @@ export class WorkerUdpIo implements UdpIo {
     this.effectiveSendBuffer = outcome.sendBufferSize
     this.effectiveReceiveBuffer = outcome.receiveBufferSize
     this.buffersDetail = outcome.buffersDetail
+    this.threadId = outcome.threadId
+    this.affinityDetail = outcome.affinityDetail
     const [w0, w1, w2, w3] = outcome.words as [number, number, number, number]
     this.local = this.codec.decode(w0, w1, w2, w3, outcome.port, outcome.scope)
     this.state = 'bound'
@@ -813,6 +832,8 @@ export class WorkerUdpIo implements UdpIo {
       polls: at(S_POLLS),
       lastSendError: lastErrno > 0 ? errnoName(lastErrno) : '',
       socketBuffers: this.buffersDetail,
+      workerThreadId: this.threadId,
+      affinity: this.affinityDetail,
     }
   }
 

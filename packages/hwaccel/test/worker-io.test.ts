@@ -332,3 +332,36 @@ function fakePool(count = 4): BufferPool {
     close() {},
   }
 }
+
+describe('worker CPU affinity', () => {
+  it('pins the network thread to the CPUs asked for, and reports it', async () => {
+    const { WorkerUdpIo } = await import('../src/index.js')
+    const io = new WorkerUdpIo({ cpus: [0] })
+    const receiver = {
+      onPacket() {},
+      onBatchEnd() {},
+      onSendComplete() {},
+      onDrain() {},
+      onError() {},
+    }
+    await io.bind({ host: '127.0.0.1', port: 0, ipv6Only: false }, receiver)
+    const stats = io.stats()
+    expect(stats.affinity).toBe('pinned to CPU 0')
+    expect(stats.workerThreadId).toBeGreaterThan(0)
+    // The kernel's view of that thread.
+    const status = (await import('node:fs')).readFileSync(`/proc/self/task/${stats.workerThreadId}/status`, 'utf8')
+    expect(/Cpus_allowed_list:\s*(\S+)/.exec(status)?.[1]).toBe('0')
+    await io.close()
+  })
+
+  it('refuses CPUs that do not exist', async () => {
+    const { WorkerUdpIo, StoqError } = await import('../src/index.js').then(async (m) => ({ ...m, ...(await import('@stoq/interface')) }))
+    let err: unknown
+    try {
+      new WorkerUdpIo({ cpus: [4096] })
+    } catch (e) {
+      err = e
+    }
+    expect(StoqError.isInstance(err) && err.code).toBe('STOQ_ERR_INVALID_ARG')
+  })
+})

@@ -40,8 +40,8 @@ import {
  */
 const AUTO_ORDER = ['gro', 'gso', 'dgram'] as const
 
-function newUdpIo(backend: 'gro' | 'gso' | 'dgram'): UdpIo {
-  if (backend === 'gro') return new WorkerUdpIo()
+function newUdpIo(backend: 'gro' | 'gso' | 'dgram', cpus: number[]): UdpIo {
+  if (backend === 'gro') return new WorkerUdpIo(cpus.length > 0 ? { cpus } : {})
   if (backend === 'gso') return new GsoUdpIo()
   return new DgramUdpIo()
 }
@@ -101,7 +101,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     super()
     this.options = options
     this.engine = (components.engine ?? quicheEngine())({ transport: options.transport })
-    this.io = components.udp ? components.udp() : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend)
+    this.io = components.udp ? components.udp() : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend, options.cpuAffinity)
     this.udpChoice = components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
     this.ownsPool = components.pool === undefined
     this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: 4096 })
@@ -143,7 +143,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         if (components.udp || o.udpBackend !== 'auto' || !unsupported || next >= AUTO_ORDER.length) throw err
         await this.io.close().catch(() => {})
         skipped.push(`${this.io.backend}: ${(err as Error).message}`)
-        this.io = newUdpIo(AUTO_ORDER[next]!)
+        this.io = newUdpIo(AUTO_ORDER[next]!, o.cpuAffinity)
         this.udpChoice = `udpBackend auto: ${skipped.join('; ')}; using ${this.io.backend}`
       }
     }

@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import net from 'node:net'
+import os from 'node:os'
 import {
   StoqInvalidArgumentError,
   type CongestionControl,
@@ -65,6 +66,8 @@ export interface EndpointOptions {
    * component is given.
    */
   udpBackend: UdpBackendChoice
+  /** Pin the endpoint's network thread (the `gro` backend's worker) to these CPUs. Default: not pinned. */
+  cpuAffinity: number[]
 }
 
 export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'dgram'
@@ -111,6 +114,7 @@ export interface ResolvedEndpointOptions {
   socketBufferSize: number
   closeTimeoutMs: number
   udpBackend: UdpBackendChoice
+  cpuAffinity: number[]
 }
 
 export interface ResolvedConnectOptions {
@@ -192,6 +196,13 @@ function secretOption(value: unknown): Uint8Array | undefined {
   return Uint8Array.from(value)
 }
 
+function cpuListOption(value: unknown): number[] {
+  if (value === undefined) return []
+  const cpus = os.availableParallelism()
+  if (!Array.isArray(value)) throw new StoqInvalidArgumentError('cpuAffinity', `expected an array of CPU numbers, got ${describe(value)}`)
+  return value.map((cpu) => intOption('cpuAffinity', cpu, 0, cpus - 1))
+}
+
 const UDP_BACKENDS: UdpBackendChoice[] = ['auto', 'gso', 'gro', 'dgram']
 
 function udpBackendOption(value: unknown): UdpBackendChoice {
@@ -271,6 +282,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     socketBufferSize,
     closeTimeoutMs: intOption('closeTimeoutMs', o.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS, 0, 600_000),
     udpBackend: udpBackendOption(o.udpBackend),
+    cpuAffinity: cpuListOption(o.cpuAffinity),
   }
 }
 

@@ -470,6 +470,15 @@ describe('UDP backend choice', () => {
     await server.close()
   })
 
+  it('pins the network thread when asked (gro backend)', async () => {
+    const ep = await createEndpoint({ host: '127.0.0.1', udpBackend: 'gro', cpuAffinity: [0] })
+    const udp = ep.stats().udp as unknown as { affinity: string }
+    expect(udp.affinity).toBe('pinned to CPU 0')
+    await ep.close()
+    const err = await failure(() => createEndpoint({ cpuAffinity: [-1] }))
+    expect(err.code).toBe('STOQ_ERR_INVALID_ARG')
+  })
+
   it('refuses an unknown backend name', async () => {
     const err = await failure(() => createEndpoint({ udpBackend: 'uring' as never }))
     expect(err.code).toBe('STOQ_ERR_INVALID_ARG')

@@ -32,6 +32,8 @@ export interface UdpWorkerData {
   /** Messages per recvmmsg / sendmmsg call. */
   receiveBatch: number
   sendBatch: number
+  /** CPUs to pin the worker thread to (sched_setaffinity); empty: leave it where the kernel puts it. */
+  cpus: number[]
 }
 
 export type UdpWorkerMessage =
@@ -45,6 +47,9 @@ export type UdpWorkerMessage =
       sendBufferSize: number
       receiveBufferSize: number
       buffersDetail: string
+      /** The worker thread's kernel thread id, and what came of the CPU pinning. */
+      threadId: number
+      affinityDetail: string
     }
   | { type: 'bind-error'; kind: 'socket' | 'unsupported'; syscall: string; errno: number; message: string }
   | { type: 'fatal'; syscall: string; errno: number; message: string }
@@ -140,6 +145,19 @@ export function udpWorkerMain(d: UdpWorkerData, load: (id: string) => unknown): 
   const poll = lib.func('int poll(void *fds, uint64_t count, int timeout)')
   const readFd = lib.func('int64_t read(int fd, void *buffer, uint64_t count)')
   const closeFd = lib.func('int close(int fd)')
+  const gettid = lib.func('int gettid()')
+  const schedSetaffinity = lib.func('int sched_setaffinity(int pid, uint64_t size, void *mask)')
+
+  // Pin this thread (pid 0 = the calling thread) before it touches any memory it will use.
+  let affinityDetail = 'not pinned (no cpus option)'
+  if (d.cpus.length > 0) {
+    const mask = new Uint8Array(128) // cpu_set_t: 1024 bits
+    for (const cpu of d.cpus) mask[cpu >> 3] = mask[cpu >> 3]! | (1 << (cpu & 7))
+    affinityDetail =
+      (schedSetaffinity(0, 128, mask) as number) === 0
+        ? `pinned to CPU ${d.cpus.join(',')}`
+        : `sched_setaffinity failed (errno ${koffi.errno()}): not pinned`
+  }
 
   // Native-side memory: one SharedArrayBuffer (its memory never moves), laid out as
   //   scratch | rx mmsghdr[R] | rx iovec[R] | rx names[R] | rx control[R] | tx mmsghdr[T] | ...
@@ -282,6 +300,8 @@ export function udpWorkerMain(d: UdpWorkerData, load: (id: string) => unknown): 
     sendBufferSize,
     receiveBufferSize,
     buffersDetail: notes.join('; '),
+    threadId: gettid() as number,
+    affinityDetail,
   })
 
   // -------------------------------------------------------------------------
