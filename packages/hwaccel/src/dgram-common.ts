@@ -1,5 +1,5 @@
 import type dgram from 'node:dgram'
-import { StoqInvalidArgumentError, type UdpReceiver } from '@stoq/interface'
+import { StoqInvalidArgumentError, StoqSocketError, type UdpReceiver } from '@stoq/interface'
 import { DEFAULT_SEND_QUEUE_HIGH_WATER, DEFAULT_SEND_QUEUE_LOW_WATER } from './defaults.js'
 import { toSocketAddress } from './address.js'
 
@@ -106,4 +106,24 @@ export function sendQueueMarks(options: { sendQueueHighWater?: number; sendQueue
     throw new StoqInvalidArgumentError('sendQueueLowWater', 'expected an integer from 0 to sendQueueHighWater - 1')
   }
   return { high, low }
+}
+
+/** Bind a dgram socket; a failure closes it and rejects with STOQ_ERR_SOCKET. */
+export function bindDgramSocket(socket: dgram.Socket, host: string, port: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      socket.close()
+      reject(
+        new StoqSocketError(`Cannot bind UDP socket to ${host} port ${port}: ${err.message}`, {
+          syscall: err.syscall ?? 'bind',
+          errno: err.code ?? '',
+        }),
+      )
+    }
+    socket.once('error', onError)
+    socket.bind({ address: host, port, exclusive: true }, () => {
+      socket.off('error', onError)
+      resolve()
+    })
+  })
 }

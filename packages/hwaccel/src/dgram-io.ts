@@ -10,7 +10,7 @@ import {
   type UdpIoStats,
   type UdpReceiver,
 } from '@stoq/interface'
-import { DgramReceivePump, SendTokenFifo, dgramCounters, sendQueueMarks } from './dgram-common.js'
+import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, sendQueueMarks } from './dgram-common.js'
 import { toSocketAddress, toWireHost } from './address.js'
 
 export interface DgramUdpIoOptions {
@@ -75,22 +75,7 @@ export class DgramUdpIo implements UdpIo {
       ...(options.sendBufferSize !== undefined ? { sendBufferSize: options.sendBufferSize } : {}),
     })
     this.receiver = receiver
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        socket.close()
-        reject(
-          new StoqSocketError(`Cannot bind UDP socket to ${options.host} port ${options.port}: ${err.message}`, {
-            syscall: err.syscall ?? 'bind',
-            errno: err.code ?? '',
-          }),
-        )
-      }
-      socket.once('error', onError)
-      socket.bind({ address: options.host, port: options.port, exclusive: true }, () => {
-        socket.off('error', onError)
-        resolve()
-      })
-    }).finally(() => {
+    await bindDgramSocket(socket, options.host, options.port).finally(() => {
       this.binding = false
     })
     if (this.closed) {

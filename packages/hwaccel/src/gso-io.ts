@@ -12,7 +12,7 @@ import {
   type UdpReceiver,
 } from '@stoq/interface'
 import { DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
-import { DgramReceivePump, SendTokenFifo, dgramCounters, sendQueueMarks } from './dgram-common.js'
+import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, sendQueueMarks } from './dgram-common.js'
 import { toSocketAddress, toWireHost } from './address.js'
 import { type Libc, SOL_UDP, UDP_SEGMENT, errnoName, loadLibc } from './koffi/libc.js'
 import { socketFd } from './koffi/socket-fd.js'
@@ -173,22 +173,7 @@ export class GsoUdpIo implements UdpIo {
       ipv6Only: this.v6 && options.ipv6Only,
       lookup: literalLookup as unknown as NonNullable<dgram.SocketOptions['lookup']>,
     })
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        socket.close()
-        reject(
-          new StoqSocketError(`Cannot bind UDP socket to ${options.host} port ${options.port}: ${err.message}`, {
-            syscall: err.syscall ?? 'bind',
-            errno: err.code ?? '',
-          }),
-        )
-      }
-      socket.once('error', onError)
-      socket.bind({ address: options.host, port: options.port, exclusive: true }, () => {
-        socket.off('error', onError)
-        resolve()
-      })
-    })
+    await bindDgramSocket(socket, options.host, options.port)
     const refuse = async (message: string): Promise<never> => {
       await new Promise<void>((resolve) => socket.close(() => resolve()))
       // close() during bind wins over any other outcome.
