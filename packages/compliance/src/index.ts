@@ -2,3 +2,4 @@ export { bufferPoolTests, type BufferPoolTestFactory, type BufferPoolTestOptions
 export { udpIoTests, type UdpIoTestFactory } from './udp-io.js'
 export { packetBatcherTests, type PacketBatcherPoolOptions, type PacketBatcherTestFactory } from './packet-batcher.js'
 export { testPki, type TestPki, type TestIdentity } from './pki.js'
+export { quicEngineTests, type QuicEngineTestFactory } from './quic-engine.js'
