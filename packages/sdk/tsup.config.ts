@@ -1,1 +1,5 @@
-export { default } from '../../tsup.config.base.js'
+import { defineConfig } from 'tsup'
+import base from '../../tsup.config.base.js'
+
+// The library entry plus the `stoq` command.
+export default defineConfig({ ...(base as object), entry: ['src/index.ts', 'src/cli.ts'] })

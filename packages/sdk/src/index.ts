@@ -1,7 +1,8 @@
 export { Stoq, type StoqOptions, type ListenHandlers, type StoqStats } from './stoq.js'
 export { parseTarget, type ConnectTarget } from './target.js'
+export { doctor, formatDoctor, type DoctorReport } from './doctor.js'
 // The defaults of every layer, so that one import gives the whole stack.
 export * from '@stoq/transport-core'
 export { createBufferPool, attachBufferPool } from '@stoq/mempool'
 export { batching } from '@stoq/batching'
-export { DgramUdpIo, dgramUdpIo } from '@stoq/hwaccel'
+export { DgramUdpIo, dgramUdpIo, GsoUdpIo, gsoUdpIo, WorkerUdpIo, workerUdpIo, detectCapabilities, formatCapabilities, setCpuAffinity } from '@stoq/hwaccel'

@@ -61,3 +61,31 @@ describe('Stoq facade', () => {
     expect(StoqError.isInstance(err) && err.code).toBe('STOQ_ERR_INVALID_ARG')
   })
 })
+
+describe('stoq doctor', () => {
+  it('reports capabilities and the paths STOQ takes, as text and as JSON from the CLI', async () => {
+    const { doctor, formatDoctor } = await import('../src/index.js')
+    const report = await doctor()
+    expect(report.engine).toMatchObject({ name: 'quiche', available: true })
+    expect(['gro', 'gso', 'dgram']).toContain(report.udp.backend)
+    expect(report.udp.detail).toContain('udpBackend auto')
+    expect(typeof report.capabilities.gso.available).toBe('boolean')
+    expect(formatDoctor(report)).toContain('STOQ will use:')
+
+    const { execFile } = await import('node:child_process')
+    const { promisify } = await import('node:util')
+    const { fileURLToPath } = await import('node:url')
+    const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
+    const { stdout } = await promisify(execFile)(process.execPath, [cli, 'doctor', '--json'])
+    const json = JSON.parse(stdout) as { udp: { backend: string }; capabilities: Record<string, unknown> }
+    expect(json.udp.backend).toBe(report.udp.backend)
+    expect(Object.keys(json.capabilities)).toContain('nicOffloads')
+    let code = 0
+    try {
+      await promisify(execFile)(process.execPath, [cli, 'no-such-command'])
+    } catch (err) {
+      code = (err as { code: number }).code
+    }
+    expect(code).toBe(2)
+  })
+})

@@ -137,6 +137,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     for (let next = 1; ; next++) {
       try {
         this.local = await this.io.bind(bindOptions, this)
+        if (o.udpBackend === 'auto' && skipped.length === 0 && !components.udp) {
+          this.udpChoice = `udpBackend auto: ${this.io.backend}, the fastest backend, works here`
+        }
         break
       } catch (err) {
         const unsupported = StoqError.isInstance(err) && err.code === 'STOQ_ERR_UNSUPPORTED'
