@@ -10,6 +10,7 @@ import {
   type QuicStream,
   type ServerOptions,
 } from '@stoq/transport-core'
+import { ThroughputSeries } from '@stoq/monitoring'
 import { parseTarget, type ConnectTarget } from './target.js'
 
 export interface StoqOptions {
@@ -35,6 +36,14 @@ export interface StoqStats {
   name: string
   endpoints: number
   connections: number
+  /** Stream payload the application received and sent, over every connection ever made (bytes). */
+  appBytesReceived: number
+  appBytesSent: number
+  /** Payload throughput (received + sent) over the last sampled second, in Gbit/s (0 before the first second). */
+  throughputGbps: number
+  /** Average and peak of the per-second samples since the first connection. */
+  averageGbps: number
+  peakGbps: number
   bytesSent: number
   bytesReceived: number
   packetsSent: number
@@ -52,6 +61,11 @@ export class Stoq {
   private client: Promise<Endpoint> | null = null
   private readonly endpoints = new Set<Endpoint>()
   private closed = false
+  /** Live connections, and the payload totals of those that ended (so totals never go back). */
+  private readonly live = new Set<QuicConnection>()
+  private endedRead = 0
+  private endedWritten = 0
+  private readonly series = new ThroughputSeries()
 
   private constructor(name: string, options: StoqOptions) {
     this.name = name
@@ -86,6 +100,7 @@ export class Stoq {
     const ep = await createEndpoint({ ...this.options.endpoint, ...where, server }, this.options.components)
     this.endpoints.add(ep)
     ep.on('connection', (conn) => {
+      this.track(conn)
       if (handlers.onStream) conn.on('stream', (s) => handlers.onStream!(s, conn))
       if (handlers.onDatagram) conn.on('datagram', (d) => handlers.onDatagram!(d, conn))
       handlers.onConnection?.(conn)
@@ -107,15 +122,44 @@ export class Stoq {
       })
     }
     const ep = await this.client
-    return ep.connect({ ...options, host, port })
+    const conn = await ep.connect({ ...options, host, port })
+    this.track(conn)
+    return conn
+  }
+
+  /** Count a connection's payload into the totals, now and after it closes. */
+  private track(conn: QuicConnection): void {
+    this.live.add(conn)
+    conn.once('close', () => {
+      this.live.delete(conn)
+      this.endedRead += conn.counters.streamBytesRead
+      this.endedWritten += conn.counters.streamBytesWritten
+    })
+    if (!this.series.sampling) this.series.start(1000, () => this.appBytes().read + this.appBytes().written)
+  }
+
+  private appBytes(): { read: number; written: number } {
+    let read = this.endedRead
+    let written = this.endedWritten
+    for (const conn of this.live) {
+      read += conn.counters.streamBytesRead
+      written += conn.counters.streamBytesWritten
+    }
+    return { read, written }
   }
 
   /** Totals over every connection of every endpoint of this instance. */
   stats(): StoqStats {
+    const app = this.appBytes()
     const s: StoqStats = {
       name: this.name,
       endpoints: this.endpoints.size,
       connections: 0,
+      appBytesReceived: app.read,
+      appBytesSent: app.written,
+      throughputGbps: this.series.current()?.instantGbps ?? 0,
+      averageGbps: this.series.averageGbps,
+      peakGbps: this.series.peakGbps,
       bytesSent: 0,
       bytesReceived: 0,
       packetsSent: 0,
@@ -140,6 +184,7 @@ export class Stoq {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.series.stop()
     await Promise.all([...this.endpoints].map((ep) => ep.close()))
     this.endpoints.clear()
   }

@@ -89,3 +89,51 @@ describe('stoq doctor', () => {
     expect(code).toBe(2)
   })
 })
+
+describe('Stoq stats', () => {
+  it('counts payload exactly on both sides and reports throughput per second', async () => {
+    const server = await Stoq.create('sink')
+    const size = 8 * 1024 * 1024
+    let received = 0
+    const done = new Promise<void>((resolve) => {
+      void server
+        .listen({ host: '127.0.0.1', port: 0 }, {
+          cert: pki.server.cert,
+          key: pki.server.key,
+          onStream: (stream) =>
+            void (async () => {
+              for await (const chunk of stream.readable!) received += chunk.length
+              resolve()
+            })(),
+        })
+        .then((ep) => {
+          port = ep.address.port
+          ready()
+        })
+    })
+    let port = 0
+    let ready!: () => void
+    await new Promise<void>((r) => (ready = r))
+    const client = await Stoq.create('source')
+    const conn = await client.connect(`127.0.0.1:${port}`, { ca: pki.ca, serverName: 'localhost' })
+    const w = conn.openStream().writable!.getWriter()
+    const chunk = new Uint8Array(64 * 1024).fill(9)
+    for (let sent = 0; sent < size; sent += chunk.length) await w.write(chunk)
+    await w.close()
+    await done
+    expect(received).toBe(size)
+    // Wait for a per-second sample to cover the transfer.
+    await new Promise((r) => setTimeout(r, 1100))
+    const c = client.stats()
+    const s = server.stats()
+    expect(c.appBytesSent).toBe(size)
+    expect(s.appBytesReceived).toBe(size)
+    expect(c.peakGbps).toBeGreaterThan(0)
+    expect(s.averageGbps).toBeGreaterThan(0)
+    await conn.close()
+    // Totals survive the connection's end.
+    expect(client.stats().appBytesSent).toBe(size)
+    await client.close()
+    await server.close()
+  })
+})

@@ -37,6 +37,10 @@ export interface ConnectionStats extends ConnectionStatsSnapshot {
   /** Handshake duration in ms (-1 until established). */
   handshakeMs: number
   streamsOpen: number
+  /** Stream payload bytes delivered to readers (what the application received). */
+  streamBytesRead: number
+  /** Stream payload bytes the engine accepted from writers (what the application sent). */
+  streamBytesWritten: number
   datagramsSent: number
   datagramsReceived: number
   datagramsDropped: number
@@ -83,7 +87,8 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   /** Highest peer-initiated stream id seen per type (bidi, uni), and ids below it not yet seen. */
   private readonly peerMax = [-1, -1]
   private readonly peerGaps = new Set<number>()
-  private readonly counters = { datagramsSent: 0, datagramsReceived: 0, datagramsDropped: 0 }
+  /** Payload counters: stream bytes handed to readers and accepted from writers, datagrams. */
+  readonly counters = { streamBytesRead: 0, streamBytesWritten: 0, datagramsSent: 0, datagramsReceived: 0, datagramsDropped: 0 }
   /** Set by the endpoint: settles a pending `connect()`. */
   onHandshakeSettled: ((err: Error | null) => void) | null = null
   /** Pinned SHA-256 fingerprints the server certificate must match (client side). */

@@ -28,6 +28,8 @@ export interface StreamHost {
   streamDone(stream: QuicStream): void
   /** Error to use when the connection is gone, or null while it is alive. */
   connectionError(): Error | null
+  /** Connection-wide payload counters the stream adds to. */
+  readonly counters: { streamBytesRead: number; streamBytesWritten: number }
 }
 
 const encoder = new TextEncoder()
@@ -159,6 +161,7 @@ export class QuicStream {
         }
         if (bytes > 0) {
           this.bytesRead += bytes
+          this.host.counters.streamBytesRead += bytes
           c.enqueue(readScratch.slice(0, bytes))
         }
         if (fin) {
@@ -280,6 +283,7 @@ export class QuicStream {
     }
     if (n > 0) {
       this.bytesWritten += n
+      this.host.counters.streamBytesWritten += n
       this.host.schedule()
     } else if (fin && n === 0) {
       this.host.schedule()
