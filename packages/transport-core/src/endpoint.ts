@@ -11,6 +11,8 @@ import {
   type BufferPool,
   type EngineCloseInfo,
   type EngineEventSink,
+  type MetricHandle,
+  type MetricsSink,
   type PacketBatcher,
   type PacketBatcherFactory,
   type QuicEngine,
@@ -53,6 +55,12 @@ export interface EndpointComponents {
   /** Pool for transmit batches; must hold buffers of at least one max-size packet. */
   pool: BufferPool
   batcher: PacketBatcherFactory
+  /**
+   * Where the endpoint reports its counters. A sink with a `collect(fn)` hook
+   * (like @stoq/monitoring's registry) is read when scraped, at no cost on the
+   * data path; any other sink is updated once per second.
+   */
+  metrics: MetricsSink
 }
 
 export interface EndpointEvents {
@@ -151,6 +159,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       }
     }
     this.batcher = (components.batcher ?? batching())({ engine: this.engine, io: this.io, pool: this.pool })
+    if (components.metrics) this.reportTo(components.metrics)
     if (o.server) {
       this.engine.listen({
         identity: { cert: o.server.cert, key: o.server.key },
@@ -388,6 +397,62 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   // -------------------------------------------------------------------------
 
+  private metricsTimer: NodeJS.Timeout | null = null
+
+  private stopMetrics(): void {
+    if (this.metricsTimer) clearInterval(this.metricsTimer)
+    this.metricsTimer = null
+    this.uncollect?.()
+    this.uncollect = null
+  }
+
+  private uncollect: (() => void) | null = null
+
+  /** Mirror the endpoint's counters into a MetricsSink, labelled by local port and UDP backend. */
+  private reportTo(sink: MetricsSink): void {
+    const labels = { port: String(this.local.port), backend: this.io.backend }
+    const c = (name: string, help: string): MetricHandle => sink.counter(name, help, labels)
+    const g = (name: string, help: string): MetricHandle => sink.gauge(name, help, labels)
+    const h = {
+      datagramsSent: c('stoq_udp_datagrams_sent_total', 'UDP datagrams sent'),
+      datagramsReceived: c('stoq_udp_datagrams_received_total', 'UDP datagrams received'),
+      bytesSent: c('stoq_udp_bytes_sent_total', 'UDP payload bytes sent'),
+      bytesReceived: c('stoq_udp_bytes_received_total', 'UDP payload bytes received'),
+      sendCalls: c('stoq_udp_send_calls_total', 'socket send calls made'),
+      dropped: c('stoq_packets_dropped_total', 'packets the engine dropped (malformed, unknown connection, refused)'),
+      batched: c('stoq_batch_packets_total', 'packets moved by the batcher'),
+      saved: c('stoq_batch_syscalls_saved_total', 'send calls saved by batching (packets - sends)'),
+      connections: g('stoq_connections', 'live connections'),
+      poolInUse: g('stoq_pool_buffers_in_use', 'transmit pool buffers in use'),
+      poolHits: c('stoq_pool_hits_total', 'transmit pool acquisitions served from the free list'),
+      poolMisses: c('stoq_pool_misses_total', 'transmit pool acquisitions that found the free list empty'),
+    }
+    const update = (): void => {
+      if (this.state === 'closed') return
+      const s = this.stats()
+      h.datagramsSent.set(s.udp.packetsSent)
+      h.datagramsReceived.set(s.udp.packetsReceived)
+      h.bytesSent.set(s.udp.bytesSent)
+      h.bytesReceived.set(s.udp.bytesReceived)
+      h.sendCalls.set(s.udp.sendCalls)
+      h.dropped.set(s.packetsDropped)
+      h.batched.set(s.batching.packets)
+      h.saved.set(Math.max(0, s.batching.syscallsSaved))
+      h.connections.set(s.connections)
+      h.poolInUse.set(s.pool.inUse)
+      h.poolHits.set(s.pool.hits)
+      h.poolMisses.set(s.pool.misses)
+    }
+    const pull = (sink as { collect?: (fn: () => void) => (() => void) | void }).collect
+    if (typeof pull === 'function') {
+      const off = pull.call(sink, update)
+      this.uncollect = typeof off === 'function' ? off : null
+    } else {
+      this.metricsTimer = setInterval(update, 1000)
+      this.metricsTimer.unref()
+    }
+  }
+
   stats(): EndpointStats {
     return {
       connections: this.conns.size,
@@ -421,6 +486,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.closePromise ??= Promise.resolve()
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
+    this.stopMetrics()
     for (const conn of [...this.conns.values()]) {
       conn.onClosed({ remote: false, app: true, code: 0, reason: new TextEncoder().encode('endpoint destroyed'), idleTimeout: false })
     }
@@ -459,6 +525,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.state = 'closed'
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
+    this.stopMetrics()
     await this.io.close()
     this.engine.destroy()
     if (this.ownsPool) this.pool.close()
