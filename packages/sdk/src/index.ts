@@ -1,4 +1,13 @@
-export { Stoq, type StoqOptions, type ListenHandlers, type StoqStats } from './stoq.js'
+export { Stoq, type StoqOptions, type StoqConnectOptions, type ListenHandlers, type StoqStats } from './stoq.js'
+export {
+  loadOrCreateIdentity,
+  appConfigDir,
+  KnownHosts,
+  DEFAULT_IDENTITY_VALIDITY_DAYS,
+  DEFAULT_IDENTITY_RENEW_BEFORE_DAYS,
+  type AppIdentity,
+  type IdentityOptions,
+} from './identity.js'
 export { parseTarget, type ConnectTarget } from './target.js'
 export { doctor, formatDoctor, type DoctorReport } from './doctor.js'
 // The defaults of every layer, so that one import gives the whole stack.

@@ -1,3 +1,4 @@
+import path from 'node:path'
 import {
   createEndpoint,
   StoqClosedError,
@@ -12,18 +13,31 @@ import {
 } from '@stoq/transport-core'
 import { ThroughputSeries } from '@stoq/monitoring'
 import { parseTarget, type ConnectTarget } from './target.js'
+import { KnownHosts, appConfigDir, loadOrCreateIdentity, type AppIdentity, type IdentityOptions } from './identity.js'
+import { fingerprintDer } from '@stoq/transport-core'
 
 export interface StoqOptions {
   /** Options for every endpoint this instance creates (bind address, transport parameters...). */
   endpoint: Partial<Omit<EndpointOptions, 'server' | 'port'>>
   /** Replace a layer (engine, UDP I/O, pool, batcher) with your own factory. */
   components: Partial<EndpointComponents>
+  /** Where and how the app's own identity is kept (used when `listen` gets no cert/key). */
+  identity: Partial<IdentityOptions>
+}
+
+export interface StoqConnectOptions extends Omit<ConnectOptions, 'host' | 'port'> {
+  /**
+   * `tofu`: trust on first use. The first certificate seen for this host:port
+   * is recorded in the app's known-hosts file; a different one later fails
+   * with STOQ_ERR_CERT_PIN. Used when no `ca`, `pin` or `insecure` is given.
+   */
+  trust?: 'tofu'
 }
 
 export interface ListenHandlers {
-  /** Server identity (PEM). */
-  cert: ServerOptions['cert']
-  key: ServerOptions['key']
+  /** Server identity (PEM). Default: the app's own identity, created on first use. */
+  cert?: ServerOptions['cert']
+  key?: ServerOptions['key']
   alpn?: string[]
   retry?: boolean
   maxConnections?: number
@@ -78,7 +92,7 @@ export class Stoq {
       throw new StoqInvalidArgumentError('name', 'expected 1-64 characters of letters, digits, ".", "_" or "-"')
     }
     if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
-    return new Stoq(name, { endpoint: options.endpoint ?? {}, components: options.components ?? {} })
+    return new Stoq(name, { endpoint: options.endpoint ?? {}, components: options.components ?? {}, identity: options.identity ?? {} })
   }
 
   private assertOpen(): void {
@@ -90,9 +104,13 @@ export class Stoq {
     this.assertOpen()
     if (typeof handlers !== 'object' || handlers === null) throw new StoqInvalidArgumentError('handlers', 'expected an object with cert and key')
     const where = typeof port === 'number' ? { port } : port
+    if ((handlers.cert === undefined) !== (handlers.key === undefined)) {
+      throw new StoqInvalidArgumentError('handlers.cert', '`cert` and `key` must be given together (or neither, for the app identity)')
+    }
+    const own = handlers.cert === undefined ? await this.identity() : null
     const server: ServerOptions = {
-      cert: handlers.cert,
-      key: handlers.key,
+      cert: own ? own.cert : handlers.cert!,
+      key: own ? own.key : handlers.key!,
       ...(handlers.alpn ? { alpn: handlers.alpn } : {}),
       ...(handlers.retry !== undefined ? { retry: handlers.retry } : {}),
       ...(handlers.maxConnections !== undefined ? { maxConnections: handlers.maxConnections } : {}),
@@ -108,10 +126,41 @@ export class Stoq {
     return ep
   }
 
+  private identityPromise: Promise<AppIdentity> | null = null
+
+  /** This app's identity (created and stored on first use, rotated before expiry). */
+  identity(): Promise<AppIdentity> {
+    this.identityPromise ??= loadOrCreateIdentity(this.name, this.options.identity)
+    this.identityPromise.catch(() => {
+      this.identityPromise = null
+    })
+    return this.identityPromise
+  }
+
   /** Connect to `host:port`, `[v6]:port`, a stoq:// URL or `{ host, port }`. */
-  async connect(target: ConnectTarget, options: Omit<ConnectOptions, 'host' | 'port'> = {}): Promise<QuicConnection> {
+  async connect(target: ConnectTarget, options: StoqConnectOptions = {}): Promise<QuicConnection> {
     this.assertOpen()
     const { host, port } = parseTarget(target)
+    const { trust, ...rest } = options
+    if (trust === 'tofu' && rest.ca === undefined && rest.pin === undefined && !rest.insecure) {
+      const known = new KnownHosts(path.join(this.options.identity.dir ?? appConfigDir(this.name), 'known_hosts.json'))
+      const peer = `${host}:${port}`
+      const pinned = known.get(peer)
+      const conn = await this.connect(target, pinned ? { ...rest, pin: pinned } : { ...rest, insecure: true })
+      if (!pinned) {
+        const leaf = conn.peerCertificates[0]
+        try {
+          if (!leaf) throw new StoqInvalidArgumentError('trust', `${peer} presented no certificate`)
+          known.remember(peer, fingerprintDer(leaf))
+        } catch (err) {
+          await conn.close(0x1, 'certificate not trusted')
+          throw err
+        }
+      }
+      return conn
+    }
+    if (trust !== undefined && trust !== 'tofu') throw new StoqInvalidArgumentError('trust', "expected 'tofu'")
+    options = rest
     if (this.client === null) {
       this.client = createEndpoint(this.options.endpoint, this.options.components).then((ep) => {
         this.endpoints.add(ep)

@@ -1,0 +1,154 @@
+import 'reflect-metadata'
+import { webcrypto, X509Certificate, createHash } from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import * as x509 from '@peculiar/x509'
+import { StoqCertificatePinError, StoqInvalidArgumentError } from '@stoq/transport-core'
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
+
+/** Lifetime of a generated identity: long enough to be left alone, short enough to rotate. */
+export const DEFAULT_IDENTITY_VALIDITY_DAYS = 90
+/** A generated identity is replaced when it has fewer days than this left. */
+export const DEFAULT_IDENTITY_RENEW_BEFORE_DAYS = 14
+
+export interface AppIdentity {
+  /** PEM certificate (self-signed, ECDSA P-256). */
+  cert: string
+  /** PEM private key (PKCS#8). */
+  key: string
+  /** SHA-256 of the certificate's DER, lowercase hex: what clients pin. */
+  fingerprint: string
+  notAfter: Date
+  /** Where it is stored. */
+  dir: string
+  /** True when this call created (or rotated) it. */
+  created: boolean
+}
+
+export interface IdentityOptions {
+  /** Directory for this app's files. Default `$XDG_CONFIG_HOME/stoq/<app>` (or `~/.config/stoq/<app>`). */
+  dir: string
+  validityDays: number
+  renewBeforeDays: number
+  /** Extra DNS names in the certificate (localhost is always there). */
+  names: string[]
+}
+
+const DAY = 86_400_000
+
+/** The per-app config directory (XDG on Linux). */
+export function appConfigDir(appName: string): string {
+  const base = process.env.XDG_CONFIG_HOME && path.isAbsolute(process.env.XDG_CONFIG_HOME)
+    ? process.env.XDG_CONFIG_HOME
+    : path.join(os.homedir(), '.config')
+  return path.join(base, 'stoq', appName)
+}
+
+function fingerprintOf(pem: string): string {
+  return createHash('sha256').update(new X509Certificate(pem).raw).digest('hex')
+}
+
+/**
+ * Load this app's identity, or create it on first use: an ECDSA P-256
+ * self-signed certificate for `localhost` and the given names, stored with the
+ * key readable by the owner only (0600). An identity close to expiry is rotated.
+ */
+export async function loadOrCreateIdentity(appName: string, options: Partial<IdentityOptions> = {}): Promise<AppIdentity> {
+  const dir = options.dir ?? appConfigDir(appName)
+  const validityDays = options.validityDays ?? DEFAULT_IDENTITY_VALIDITY_DAYS
+  const renewBeforeDays = options.renewBeforeDays ?? DEFAULT_IDENTITY_RENEW_BEFORE_DAYS
+  if (!Number.isInteger(validityDays) || validityDays < 1 || validityDays > 3650) {
+    throw new StoqInvalidArgumentError('validityDays', 'expected an integer from 1 to 3650')
+  }
+  if (!Number.isInteger(renewBeforeDays) || renewBeforeDays < 0 || renewBeforeDays >= validityDays) {
+    throw new StoqInvalidArgumentError('renewBeforeDays', 'expected an integer from 0 to validityDays - 1')
+  }
+  const certFile = path.join(dir, 'identity-cert.pem')
+  const keyFile = path.join(dir, 'identity-key.pem')
+  if (fs.existsSync(certFile) && fs.existsSync(keyFile)) {
+    const cert = fs.readFileSync(certFile, 'utf8')
+    const key = fs.readFileSync(keyFile, 'utf8')
+    let notAfter: Date
+    try {
+      notAfter = new Date(new X509Certificate(cert).validTo)
+    } catch (err) {
+      throw new StoqInvalidArgumentError('identity', `${certFile} is not a readable certificate: ${(err as Error).message}`)
+    }
+    if (notAfter.getTime() - Date.now() > renewBeforeDays * DAY) {
+      return { cert, key, fingerprint: fingerprintOf(cert), notAfter, dir, created: false }
+    }
+  }
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const
+  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
+  const notBefore = new Date(Date.now() - 60_000)
+  const notAfter = new Date(Date.now() + validityDays * DAY)
+  const names = ['localhost', ...(options.names ?? [])]
+  const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex').replace(/^[89a-f]/, '1'),
+    name: `CN=${appName}`,
+    notBefore,
+    notAfter,
+    keys,
+    signingAlgorithm: alg,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([
+        ...names.map((value) => ({ type: 'dns' as const, value })),
+        { type: 'ip', value: '127.0.0.1' },
+        { type: 'ip', value: '::1' },
+      ]),
+    ],
+  })
+  const cert = certificate.toString('pem')
+  const key = x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY')
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  // Write the key first with owner-only permissions, then the certificate; a
+  // rename makes each file appear whole.
+  writeAtomic(keyFile, key, 0o600)
+  writeAtomic(certFile, cert, 0o644)
+  return { cert, key, fingerprint: fingerprintOf(cert), notAfter, dir, created: true }
+}
+
+function writeAtomic(file: string, content: string, mode: number): void {
+  const tmp = `${file}.${process.pid}.tmp`
+  fs.writeFileSync(tmp, content, { mode })
+  fs.chmodSync(tmp, mode)
+  fs.renameSync(tmp, file)
+}
+
+/**
+ * Trust on first use: the first certificate seen for `host:port` is recorded
+ * in the app's known-hosts file; later connections must present the same one.
+ */
+export class KnownHosts {
+  constructor(readonly file: string) {}
+
+  private read(): Record<string, string> {
+    if (!fs.existsSync(this.file)) return {}
+    try {
+      const data = JSON.parse(fs.readFileSync(this.file, 'utf8')) as unknown
+      return typeof data === 'object' && data !== null ? (data as Record<string, string>) : {}
+    } catch (err) {
+      throw new StoqInvalidArgumentError('knownHosts', `${this.file} is not valid JSON: ${(err as Error).message}`)
+    }
+  }
+
+  /** The recorded fingerprint for a peer, if any. */
+  get(peer: string): string | undefined {
+    return this.read()[peer]
+  }
+
+  /** Record a first-seen fingerprint; a different one already recorded fails loudly. */
+  remember(peer: string, fingerprint: string): void {
+    const all = this.read()
+    const known = all[peer]
+    if (known !== undefined && known !== fingerprint) throw new StoqCertificatePinError([known], fingerprint)
+    if (known === fingerprint) return
+    all[peer] = fingerprint
+    fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 })
+    writeAtomic(this.file, `${JSON.stringify(all, null, 2)}\n`, 0o600)
+  }
+}
