@@ -7,6 +7,7 @@ export default defineConfig({
     quick: 'src/quick.ts',
     peer: 'src/peer.ts',
     'profile-top': 'src/profile-top.ts',
+    pool: 'src/pool.ts',
   },
   format: ['esm'],
   dts: false,

@@ -9,6 +9,14 @@ export {
   type IdentityOptions,
 } from './identity.js'
 export { parseTarget, type ConnectTarget } from './target.js'
+export {
+  ConnectionPool,
+  poolKey,
+  DEFAULT_POOL_MAX_CONNECTIONS,
+  DEFAULT_POOL_IDLE_TIMEOUT_MS,
+  type PoolOptions,
+  type PoolStats,
+} from './pool.js'
 export { doctor, formatDoctor, type DoctorReport } from './doctor.js'
 // The defaults of every layer, so that one import gives the whole stack.
 export * from '@stoq/transport-core'

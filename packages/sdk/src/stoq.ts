@@ -15,6 +15,7 @@ import { ThroughputSeries } from '@stoq/monitoring'
 import { parseTarget, type ConnectTarget } from './target.js'
 import { KnownHosts, appConfigDir, loadOrCreateIdentity, type AppIdentity, type IdentityOptions } from './identity.js'
 import { fingerprintDer } from '@stoq/transport-core'
+import { ConnectionPool, poolKey, type PoolOptions, type PoolStats } from './pool.js'
 
 export interface StoqOptions {
   /** Options for every endpoint this instance creates (bind address, transport parameters...). */
@@ -23,6 +24,8 @@ export interface StoqOptions {
   components: Partial<EndpointComponents>
   /** Where and how the app's own identity is kept (used when `listen` gets no cert/key). */
   identity: Partial<IdentityOptions>
+  /** Connection pooling: reuse of live connections by `connect`. */
+  pool: Partial<PoolOptions>
 }
 
 export interface StoqConnectOptions extends Omit<ConnectOptions, 'host' | 'port'> {
@@ -32,6 +35,8 @@ export interface StoqConnectOptions extends Omit<ConnectOptions, 'host' | 'port'
    * with STOQ_ERR_CERT_PIN. Used when no `ca`, `pin` or `insecure` is given.
    */
   trust?: 'tofu'
+  /** Reuse a live pooled connection with the same peer and options (default true). */
+  reuse?: boolean
 }
 
 export interface ListenHandlers {
@@ -58,6 +63,8 @@ export interface StoqStats {
   /** Average and peak of the per-second samples since the first connection. */
   averageGbps: number
   peakGbps: number
+  /** Connection pool: pooled connections, reuses (hits), new handshakes (misses), evictions. */
+  pool: PoolStats
   bytesSent: number
   bytesReceived: number
   packetsSent: number
@@ -81,9 +88,12 @@ export class Stoq {
   private endedWritten = 0
   private readonly series = new ThroughputSeries()
 
+  private readonly pool: ConnectionPool
+
   private constructor(name: string, options: StoqOptions) {
     this.name = name
     this.options = options
+    this.pool = new ConnectionPool(options.pool)
   }
 
   /** `const stoq = await Stoq.create('my-app')`. */
@@ -92,7 +102,12 @@ export class Stoq {
       throw new StoqInvalidArgumentError('name', 'expected 1-64 characters of letters, digits, ".", "_" or "-"')
     }
     if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
-    return new Stoq(name, { endpoint: options.endpoint ?? {}, components: options.components ?? {}, identity: options.identity ?? {} })
+    return new Stoq(name, {
+      endpoint: options.endpoint ?? {},
+      components: options.components ?? {},
+      identity: options.identity ?? {},
+      pool: options.pool ?? {},
+    })
   }
 
   private assertOpen(): void {
@@ -160,7 +175,15 @@ export class Stoq {
       return conn
     }
     if (trust !== undefined && trust !== 'tofu') throw new StoqInvalidArgumentError('trust', "expected 'tofu'")
-    options = rest
+    const { reuse, ...connectOptions } = rest
+    if (reuse === false) return this.open(host, port, connectOptions)
+    return this.pool.acquire(poolKey(host, port, connectOptions as Record<string, unknown>), () =>
+      this.open(host, port, connectOptions),
+    )
+  }
+
+  /** A new connection from this instance's client endpoint. */
+  private async open(host: string, port: number, options: Omit<ConnectOptions, 'host' | 'port'>): Promise<QuicConnection> {
     if (this.client === null) {
       this.client = createEndpoint(this.options.endpoint, this.options.components).then((ep) => {
         this.endpoints.add(ep)
@@ -209,6 +232,7 @@ export class Stoq {
       throughputGbps: this.series.current()?.instantGbps ?? 0,
       averageGbps: this.series.averageGbps,
       peakGbps: this.series.peakGbps,
+      pool: this.pool.stats(),
       bytesSent: 0,
       bytesReceived: 0,
       packetsSent: 0,
@@ -234,6 +258,7 @@ export class Stoq {
     if (this.closed) return
     this.closed = true
     this.series.stop()
+    this.pool.close()
     await Promise.all([...this.endpoints].map((ep) => ep.close()))
     this.endpoints.clear()
   }
