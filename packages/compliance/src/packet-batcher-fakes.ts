@@ -185,6 +185,9 @@ export class FakeQuicEngine implements QuicEngine {
   streamWantWritable(): void {
     unused('streamWantWritable')
   }
+  streamComplete(): boolean {
+    return unused('streamComplete')
+  }
   streamStopCode(): number {
     return unused('streamStopCode')
   }

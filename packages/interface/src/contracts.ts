@@ -346,6 +346,12 @@ export interface QuicEngine {
   streamCapacity(conn: number, streamId: number): number
   /** Ask for one `onStreamWritable` once the stream can accept data again (or was stopped). */
   streamWantWritable(conn: number, streamId: number): void
+  /**
+   * True once the stream is over in the engine: for a stream we only send on,
+   * every byte and the FIN were acknowledged by the peer; for a bidirectional
+   * stream, both directions finished.
+   */
+  streamComplete(conn: number, streamId: number): boolean
   /** STOP_SENDING code received for the stream, or -1. */
   streamStopCode(conn: number, streamId: number): number
   /** Reset our sending side (RESET_STREAM) or ask the peer to stop (STOP_SENDING). */

@@ -7,6 +7,7 @@ import {
   StoqIdleTimeoutError,
   StoqInvalidArgumentError,
   StoqStreamLimitError,
+  StoqStreamStateError,
   StoqTlsError,
   isClientInitiated,
   type CloseInfo,
@@ -19,6 +20,39 @@ import { QuicStream, type StreamHost } from './stream.js'
 import { fingerprintDer } from './pem.js'
 
 const decoder = new TextDecoder()
+
+/** What `send()` accepts: bytes, text, or any (async) iterable / Node or Web stream of those. */
+export type SendSource =
+  | Uint8Array
+  | ArrayBuffer
+  | string
+  | Iterable<Uint8Array | string>
+  | AsyncIterable<Uint8Array | string>
+
+async function* toChunks(data: SendSource): AsyncGenerator<Uint8Array> {
+  if (typeof data === 'string') {
+    yield encoder.encode(data)
+    return
+  }
+  if (data instanceof Uint8Array) {
+    yield data
+    return
+  }
+  if (data instanceof ArrayBuffer) {
+    yield new Uint8Array(data)
+    return
+  }
+  const iterable = data as Partial<AsyncIterable<unknown> & Iterable<unknown>> | null
+  if (iterable && (typeof iterable[Symbol.asyncIterator] === 'function' || typeof iterable[Symbol.iterator] === 'function')) {
+    for await (const chunk of data as AsyncIterable<unknown>) {
+      if (typeof chunk === 'string') yield encoder.encode(chunk)
+      else if (chunk instanceof Uint8Array) yield chunk
+      else throw new StoqInvalidArgumentError('data', 'stream chunks must be Uint8Array, Buffer or string')
+    }
+    return
+  }
+  throw new StoqInvalidArgumentError('data', 'expected a Uint8Array, Buffer, ArrayBuffer, string, or an (async) iterable or stream of them')
+}
 const encoder = new TextEncoder()
 const EMPTY = new Uint8Array(0)
 
@@ -222,6 +256,45 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       return true
     }
     return this.peerGaps.delete(id)
+  }
+
+  /**
+   * Send a whole message on a new unidirectional stream: bytes, a string, or
+   * an (async) iterable / Node or Web stream of chunks. Resolves when every
+   * byte and the FIN were handed to the engine, within the peer's flow
+   * control; with `{ confirm: true }`, only once the peer acknowledged them
+   * all. Rejects with the stream's or the connection's typed error.
+   */
+  async send(data: SendSource, options: { confirm?: boolean; timeoutMs?: number } = {}): Promise<void> {
+    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { confirm?, timeoutMs? }')
+    const timeoutMs = options.timeoutMs ?? 30_000
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new StoqInvalidArgumentError('timeoutMs', 'expected a positive integer (ms)')
+    const iterable = typeof data === 'object' && data !== null && (Symbol.asyncIterator in data || Symbol.iterator in data)
+    if (typeof data !== 'string' && !(data instanceof Uint8Array) && !(data instanceof ArrayBuffer) && !iterable) {
+      throw new StoqInvalidArgumentError('data', 'expected a Uint8Array, Buffer, ArrayBuffer, string, or an (async) iterable or stream of them')
+    }
+    const chunks = toChunks(data)
+    const stream = this.openStream({ unidirectional: true })
+    const writer = stream.writable!.getWriter()
+    try {
+      for await (const chunk of chunks) await writer.write(chunk)
+      await writer.close()
+    } catch (err) {
+      writer.abort(err).catch(() => {})
+      throw err
+    }
+    if (options.confirm !== true) return
+    // The engine forgets a send-only stream once the peer acknowledged all of it.
+    const deadline = performance.now() + timeoutMs
+    while (!this.engine.streamComplete(this.handle, stream.id)) {
+      const err = this.closeError
+      if (err) throw err
+      if (performance.now() > deadline) {
+        throw new StoqStreamStateError(stream.id, `Peer did not acknowledge stream ${stream.id} within ${timeoutMs} ms`)
+      }
+      const rtt = this.closeInfo ? 1 : Math.max(1, Math.min(50, this.engine.stats(this.handle).rttMs / 2))
+      await new Promise((resolve) => setTimeout(resolve, rtt))
+    }
   }
 
   // -------------------------------------------------------------------------

@@ -800,6 +800,18 @@ export class QuicheEngine implements QuicEngine {
     this.markEvent(rec)
   }
 
+  streamComplete(conn: number, streamId: number): boolean {
+    const rec = this.conns.get(conn)
+    if (rec === undefined) return false
+    try {
+      rec.conn.streamCapacity(streamId)
+      return false
+    } catch (err) {
+      // quiche forgets ("collects") a stream once it is complete both ways.
+      return parseQuicheError(err).kind === 'InvalidStreamState'
+    }
+  }
+
   streamStopCode(conn: number, streamId: number): number {
     const rec = this.get(conn)
     return rec.stopped?.get(streamId) ?? -1
