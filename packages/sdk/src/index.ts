@@ -23,3 +23,11 @@ export * from '@stoq/transport-core'
 export { createBufferPool, attachBufferPool } from '@stoq/mempool'
 export { batching } from '@stoq/batching'
 export { DgramUdpIo, dgramUdpIo, GsoUdpIo, gsoUdpIo, WorkerUdpIo, workerUdpIo, detectCapabilities, formatCapabilities, setCpuAffinity } from '@stoq/hwaccel'
+export {
+  Multiplexer,
+  DEFAULT_MULTIPLEX_CONNECTIONS,
+  DEFAULT_MULTIPLEX_REPLACE_ATTEMPTS,
+  type MultiplexStrategy,
+  type MultiplexStats,
+  type MultiplexMemberStats,
+} from './multiplex.js'

@@ -16,6 +16,7 @@ import { parseTarget, type ConnectTarget } from './target.js'
 import { KnownHosts, appConfigDir, loadOrCreateIdentity, type AppIdentity, type IdentityOptions } from './identity.js'
 import { fingerprintDer } from '@stoq/transport-core'
 import { ConnectionPool, poolKey, type PoolOptions, type PoolStats } from './pool.js'
+import { Multiplexer, validateMultiplexOptions, type MultiplexStrategy } from './multiplex.js'
 
 export interface StoqOptions {
   /** Options for every endpoint this instance creates (bind address, transport parameters...). */
@@ -197,6 +198,22 @@ export class Stoq {
     const conn = await ep.connect({ ...options, host, port })
     this.track(conn)
     return conn
+  }
+
+  /**
+   * N parallel connections to one peer behind one sender: messages and
+   * streams go to members by `strategy`; failed members are replaced.
+   */
+  async multiplex(
+    target: ConnectTarget,
+    options: Omit<StoqConnectOptions, 'reuse' | 'trust'> & { connections?: number; strategy?: MultiplexStrategy } = {},
+  ): Promise<Multiplexer> {
+    this.assertOpen()
+    const { connections, strategy, ...connectOptions } = options
+    const checked = validateMultiplexOptions(connections, strategy)
+    const dial = (): Promise<QuicConnection> => this.connect(target, { ...connectOptions, reuse: false })
+    const conns = await Promise.all(Array.from({ length: checked.connections }, dial))
+    return new Multiplexer(dial, conns, checked.strategy)
   }
 
   /** Count a connection's payload into the totals, now and after it closes. */

@@ -263,9 +263,10 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
    * an (async) iterable / Node or Web stream of chunks. Resolves when every
    * byte and the FIN were handed to the engine, within the peer's flow
    * control; with `{ confirm: true }`, only once the peer acknowledged them
-   * all. Rejects with the stream's or the connection's typed error.
+   * all. Resolves with the number of bytes sent. Rejects with the stream's or
+   * the connection's typed error.
    */
-  async send(data: SendSource, options: { confirm?: boolean; timeoutMs?: number } = {}): Promise<void> {
+  async send(data: SendSource, options: { confirm?: boolean; timeoutMs?: number } = {}): Promise<number> {
     if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { confirm?, timeoutMs? }')
     const timeoutMs = options.timeoutMs ?? 30_000
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new StoqInvalidArgumentError('timeoutMs', 'expected a positive integer (ms)')
@@ -283,7 +284,8 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       writer.abort(err).catch(() => {})
       throw err
     }
-    if (options.confirm !== true) return
+    const sent = stream.bytesWritten
+    if (options.confirm !== true) return sent
     // The engine forgets a send-only stream once the peer acknowledged all of it.
     const deadline = performance.now() + timeoutMs
     while (!this.engine.streamComplete(this.handle, stream.id)) {
@@ -295,6 +297,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       const rtt = this.closeInfo ? 1 : Math.max(1, Math.min(50, this.engine.stats(this.handle).rttMs / 2))
       await new Promise((resolve) => setTimeout(resolve, rtt))
     }
+    return sent
   }
 
   // -------------------------------------------------------------------------
