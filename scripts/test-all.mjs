@@ -20,10 +20,13 @@ for (const name of fs.readdirSync(packagesDir)) {
   fs.rmSync(path.join(packagesDir, name, 'test-results.json'), { force: true })
 }
 
+/** A hung test process must not hold CI for its whole time budget: stop after 25 minutes. */
+const RUN_TIMEOUT_MS = 25 * 60_000
+
 function run(args) {
   console.log(`\n$ turbo ${args.join(' ')}`)
-  const r = spawnSync('turbo', args, { cwd: root, stdio: 'inherit', env })
-  if (r.error) console.error(`cannot run turbo: ${r.error.message}`)
+  const r = spawnSync('turbo', args, { cwd: root, stdio: 'inherit', env, timeout: RUN_TIMEOUT_MS, killSignal: 'SIGKILL' })
+  if (r.error) console.error(`turbo ${args[1]} stopped: ${r.error.message}`)
   return r.status ?? 1
 }
 

@@ -647,7 +647,9 @@ export class QuicheEngine implements QuicEngine {
       if (!rec.refused && !ending) {
         for (const id of conn.readable()) sink.onStreamReadable(rec.handle, id)
         if (rec.wantWritable.size > 0) {
-          for (const id of rec.wantWritable) {
+          // A snapshot: a writer that is still blocked asks again from inside
+          // onStreamWritable, and a live Set iteration would revisit it forever.
+          for (const id of [...rec.wantWritable]) {
             let cap: number
             try {
               cap = conn.streamCapacity(id)
