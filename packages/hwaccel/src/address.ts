@@ -1,5 +1,5 @@
 import net from 'node:net'
-import type { SocketAddress } from '@stoq/interface'
+import { StoqInvalidArgumentError, type SocketAddress } from '@stoq/interface'
 
 const MAPPED_PREFIX = '::ffff:'
 
@@ -71,4 +71,17 @@ export function parseHostPort(input: string, defaultPort?: number): { host: stri
   }
   if (!Number.isInteger(port) || port < 0 || port > 65535 || host.length === 0) return null
   return { host, port }
+}
+
+/**
+ * Check a bind target and return its IP family (4 or 6). Node's dgram would
+ * quietly bind another port for a bad one, so every backend checks first.
+ */
+export function checkBindTarget(host: string, port: number): 4 | 6 {
+  const family = net.isIP(host)
+  if (family === 0) throw new StoqInvalidArgumentError('host', `expected an IP literal, got ${JSON.stringify(host)}`)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new StoqInvalidArgumentError('port', `expected an integer from 0 to 65535, got ${String(port)}`)
+  }
+  return family as 4 | 6
 }

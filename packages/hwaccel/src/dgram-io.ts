@@ -1,5 +1,4 @@
 import dgram from 'node:dgram'
-import net from 'node:net'
 import {
   StoqClosedError,
   StoqInvalidArgumentError,
@@ -11,7 +10,7 @@ import {
   type UdpReceiver,
 } from '@stoq/interface'
 import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, sendQueueMarks } from './dgram-common.js'
-import { toSocketAddress, toWireHost } from './address.js'
+import { checkBindTarget, toSocketAddress, toWireHost } from './address.js'
 
 export interface DgramUdpIoOptions {
   /** Pending sends above which `send()` returns false. */
@@ -60,12 +59,7 @@ export class DgramUdpIo implements UdpIo {
   async bind(options: UdpBindOptions, receiver: UdpReceiver): Promise<SocketAddress> {
     if (this.closed) throw new StoqClosedError('UDP socket')
     if (this.socket !== null || this.binding) throw new StoqSocketError('UDP socket is already bound')
-    const family = net.isIP(options.host)
-    if (family === 0) throw new StoqInvalidArgumentError('host', `expected an IP literal, got ${JSON.stringify(options.host)}`)
-    // Node's dgram would quietly bind another port for a bad one.
-    if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
-      throw new StoqInvalidArgumentError('port', `expected an integer from 0 to 65535, got ${String(options.port)}`)
-    }
+    const family = checkBindTarget(options.host, options.port)
     this.binding = true
     this.v6 = family === 6
     const socket = dgram.createSocket({

@@ -13,7 +13,7 @@ import {
 } from '@stoq/interface'
 import { DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
 import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, sendQueueMarks } from './dgram-common.js'
-import { toSocketAddress, toWireHost } from './address.js'
+import { checkBindTarget, toSocketAddress, toWireHost } from './address.js'
 import { type Libc, SOL_UDP, UDP_SEGMENT, errnoName, loadLibc } from './koffi/libc.js'
 import { socketFd } from './koffi/socket-fd.js'
 import { applySocketBuffers, literalLookup, probeGso } from './koffi/sockets.js'
@@ -159,11 +159,7 @@ export class GsoUdpIo implements UdpIo {
   async bind(options: UdpBindOptions, receiver: UdpReceiver): Promise<SocketAddress> {
     if (this.closed) throw new StoqClosedError('UDP socket')
     if (this.socket !== null) throw new StoqSocketError('UDP socket is already bound')
-    const family = net.isIP(options.host)
-    if (family === 0) throw new StoqInvalidArgumentError('host', `expected an IP literal, got ${JSON.stringify(options.host)}`)
-    if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
-      throw new StoqInvalidArgumentError('port', `expected an integer from 0 to 65535, got ${options.port}`)
-    }
+    const family = checkBindTarget(options.host, options.port)
     const loaded = loadLibc()
     if (!loaded.ok) throw new StoqUnsupportedError('gso', `UDP GSO backend unavailable: ${loaded.reason}`)
     const libc = loaded.libc

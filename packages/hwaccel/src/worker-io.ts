@@ -1,5 +1,4 @@
 import { createRequire } from 'node:module'
-import net from 'node:net'
 import os from 'node:os'
 import { Worker } from 'node:worker_threads'
 import {
@@ -17,6 +16,7 @@ import {
 import { DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
 import { GSO_MAX_SEGMENTS, GSO_MAX_WRITE_BYTES_IPV4, GSO_MAX_WRITE_BYTES_IPV6 } from './gso-io.js'
 import { type EventFdCalls, bindEventFdCalls, errnoName, errorMessage, loadLibc } from './koffi/libc.js'
+import { checkBindTarget } from './address.js'
 import { AddressCodec } from './worker/address-codec.js'
 import {
   type ControlLayout,
@@ -323,11 +323,7 @@ export class WorkerUdpIo implements UdpIo {
   async bind(options: UdpBindOptions, receiver: UdpReceiver): Promise<SocketAddress> {
     if (this.state === 'closed' || this.state === 'failed') throw new StoqClosedError('UDP socket')
     if (this.state !== 'idle') throw new StoqSocketError('UDP socket is already bound')
-    const family = net.isIP(options.host)
-    if (family === 0) throw new StoqInvalidArgumentError('host', `expected an IP literal, got ${JSON.stringify(options.host)}`)
-    if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
-      throw new StoqInvalidArgumentError('port', `expected an integer from 0 to 65535, got ${String(options.port)}`)
-    }
+    const family = checkBindTarget(options.host, options.port)
     const loaded = loadLibc()
     if (!loaded.ok) throw new StoqUnsupportedError('gro', `UDP worker backend unavailable: ${loaded.reason}`)
     if (waitAsync === undefined) throw new StoqUnsupportedError('gro', 'UDP worker backend unavailable: Atomics.waitAsync is missing')
