@@ -3,3 +3,26 @@ export { udpIoTests, type UdpIoTestFactory } from './udp-io.js'
 export { packetBatcherTests, type PacketBatcherPoolOptions, type PacketBatcherTestFactory } from './packet-batcher.js'
 export { testPki, type TestPki, type TestIdentity } from './pki.js'
 export { quicEngineTests, type QuicEngineTestFactory } from './quic-engine.js'
+export {
+  craftClientInitial,
+  decodeVarint,
+  defaultTransportParameters,
+  deriveInitialKeys,
+  encodeIntegerTransportParameter,
+  encodeTransportParameter,
+  encodeVarint,
+  headerProtectionMask,
+  parseLongHeader,
+  MIN_INITIAL_DATAGRAM_SIZE,
+  QUIC_TRANSPORT_PARAMETERS_EXTENSION,
+  QUIC_V1,
+  QUIC_V1_INITIAL_SALT,
+  TlsExtension,
+  TransportParameterId,
+  type CraftedInitial,
+  type CraftInitialOptions,
+  type InitialKeys,
+  type LongHeader,
+  type LongPacketType,
+  type TlsExtensionBytes,
+} from './hostile-initial.js'

@@ -1,0 +1,472 @@
+import {
+  StoqDatagramTooLargeError,
+  StoqDatagramUnsupportedError,
+  StoqEngineError,
+  StoqInvalidArgumentError,
+  StoqUnsupportedError,
+  STREAM_BLOCKED,
+  STREAM_STOPPED,
+  type ConnectionStatsSnapshot,
+  type EngineConnectOptions,
+  type EngineEventSink,
+  type EngineServerOptions,
+  type QuicEngine,
+  type QuicEngineOptions,
+  type SocketAddress,
+  type StreamRecvError,
+  type StreamRecvResult,
+  type TransmitBatch,
+  type TransportParameters,
+} from '@stoq/interface'
+import { socketAddress, wireAddress } from './address.js'
+import { loadQuinn, type Pointer, type QuinnNative } from './native.js'
+
+/** Largest UDP payload quinn-proto 0.9 sends (and the largest UDP datagram over IPv4). */
+export const QUINN_MAX_PACKET = 65527
+/** quinn-proto refuses a max UDP payload below the QUIC minimum. */
+const QUINN_MIN_PACKET = 1200
+
+// Result codes of the C ABI (native/src/lib.rs).
+const ERR_BAD_HANDLE = -100
+const ERR_BAD_ARGUMENT = -101
+const ERR_PANIC = -104
+const DGRAM_TOO_LARGE = -3
+const DGRAM_UNSUPPORTED = -4
+
+// Event kinds and close flags (native/src/lib.rs).
+const EV_INCOMING = 1
+const EV_ESTABLISHED = 2
+const EV_READABLE = 3
+const EV_WRITABLE = 4
+const EV_DATAGRAM = 5
+const EV_CLOSED = 6
+const CLOSE_REMOTE = 1
+const CLOSE_APP = 2
+const CLOSE_IDLE = 4
+
+/** Events fetched per native call (4 doubles each). */
+const EVENT_BATCH = 256
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+function alpnList(protocols: string[]): Uint8Array {
+  const parts = protocols.map((p) => encoder.encode(p))
+  for (const p of parts) {
+    if (p.length === 0 || p.length > 255) throw new StoqInvalidArgumentError('alpn', 'each ALPN protocol must be 1 to 255 bytes')
+  }
+  const out = new Uint8Array(parts.reduce((n, p) => n + 1 + p.length, 0))
+  let o = 0
+  for (const p of parts) {
+    out[o++] = p.length
+    out.set(p, o)
+    o += p.length
+  }
+  return out
+}
+
+function ccCode(cc: TransportParameters['congestionControl']): number {
+  return cc === 'reno' ? 1 : cc === 'bbr' ? 2 : 0
+}
+
+/**
+ * quinn-proto (through libstoq_quinn.so) as a QuicEngine. Every hot call crosses into
+ * native code once: a whole GRO buffer per `receive`, a whole GSO-ready batch per
+ * `pollTransmit`, every pending event per `drainEvents`.
+ *
+ * Differences from the quiche engine, all inherent to quinn-proto 0.9:
+ * - `close(conn, app=false, ...)` still sends an application CONNECTION_CLOSE (quinn has no
+ *   public transport close); the local close info keeps what was asked.
+ * - pacing cannot be turned off; `hystart` is not used.
+ * - `packetsRetransmitted` reports lost packets (quinn re-sends their frames but does not
+ *   count retransmissions); `deliveryRateBps` is 0 (not measured by quinn).
+ */
+export class QuinnEngine implements QuicEngine {
+  readonly specificationVersion = 'v1' as const
+  readonly name = 'quinn'
+  readonly maxPacketSize: number
+
+  private readonly n: QuinnNative
+  private ep: Pointer | null
+  private readonly tp: TransportParameters
+  private readonly events = new Float64Array(EVENT_BATCH * 4)
+  private readonly peerBuf = new Uint8Array(19)
+  private readonly meta = new Uint32Array(2)
+  private readonly recvResult = new Float64Array(3)
+  private readonly statsBuf = new Float64Array(12)
+  private readonly textBuf = new Uint8Array(4096)
+  private certBuf = new Uint8Array(16384)
+  private readonly certLens = new Uint32Array(16)
+
+  constructor(options: QuicEngineOptions) {
+    const loaded = loadQuinn()
+    if (!loaded.ok) throw new StoqUnsupportedError('quinn engine', loaded.reason)
+    this.n = loaded.native
+    this.tp = options.transport
+    const t = this.tp
+    if (t.maxUdpPayloadSize < QUINN_MIN_PACKET || t.maxUdpPayloadSize > QUINN_MAX_PACKET) {
+      throw new StoqInvalidArgumentError('maxUdpPayloadSize', `the quinn engine sends packets of ${QUINN_MIN_PACKET} to ${QUINN_MAX_PACKET} bytes`)
+    }
+    this.maxPacketSize = t.maxUdpPayloadSize
+    const params = Float64Array.of(
+      t.maxIdleTimeoutMs,
+      t.initialMaxData,
+      t.initialMaxStreamData,
+      t.maxStreamWindow,
+      t.maxConnectionWindow,
+      t.initialMaxStreamsBidi,
+      t.initialMaxStreamsUni,
+      t.maxUdpPayloadSize,
+      ccCode(t.congestionControl),
+      t.datagrams ? 1 : 0,
+      t.datagramQueueLength,
+      t.pacing ? 1 : 0,
+      t.hystart ? 1 : 0,
+    )
+    const ep = this.n.engineNew(params, params.length)
+    if (ep === null) throw new StoqInvalidArgumentError('transport', 'the quinn engine refused these transport parameters')
+    this.ep = ep
+  }
+
+  /** Panics caught at the native boundary since the engine started (each closed one connection). */
+  get panics(): number {
+    return this.ep === null ? 0 : this.n.panicCount(this.ep)
+  }
+
+  /** Last error message of the native engine (TLS configuration, connect, panic). */
+  get lastError(): string {
+    if (this.ep === null) return ''
+    const len = this.n.lastError(this.ep, this.textBuf, this.textBuf.length)
+    return decoder.decode(this.textBuf.subarray(0, Math.min(len, this.textBuf.length)))
+  }
+
+  private alive(): Pointer {
+    if (this.ep === null) throw new StoqEngineError(this.name, 'engine destroyed')
+    return this.ep
+  }
+
+  /** Throw for the ABI's error codes; return `rc` otherwise. */
+  private check(rc: number, conn: number): number {
+    if (rc === ERR_BAD_HANDLE) throw new StoqEngineError(this.name, `Unknown connection handle ${conn}`)
+    if (rc === ERR_BAD_ARGUMENT) throw new StoqInvalidArgumentError('streamId', 'not a valid stream id')
+    if (rc === ERR_PANIC) throw new StoqEngineError(this.name, `${this.lastError} (the connection was closed)`)
+    return rc
+  }
+
+  // -------------------------------------------------------------------------
+  // Server
+
+  listen(options: EngineServerOptions): void {
+    const ep = this.alive()
+    const alpn = alpnList(options.alpn)
+    const secret = options.secret ?? null
+    if (secret !== null && secret.length < 16) throw new StoqInvalidArgumentError('secret', 'the secret must be at least 16 bytes')
+    const rc = this.n.listen(
+      ep,
+      options.identity.cert,
+      options.identity.cert.length,
+      options.identity.key,
+      options.identity.key.length,
+      alpn,
+      alpn.length,
+      options.retry ? 1 : 0,
+      Math.max(1, Math.min(options.maxConnections, 0xffffffff)),
+      options.statelessReset ? 1 : 0,
+      secret,
+      secret?.length ?? 0,
+    )
+    if (rc !== 0) throw new StoqInvalidArgumentError('identity', `quinn could not use the server identity: ${this.lastError}`)
+  }
+
+  stopListening(): void {
+    if (this.ep !== null) this.n.stopListening(this.ep)
+  }
+
+  // -------------------------------------------------------------------------
+  // Packets and timers (hot)
+
+  receive(data: Uint8Array, segmentSize: number, from: SocketAddress, _local: SocketAddress): void {
+    const ep = this.alive()
+    const w = wireAddress(from)
+    if (w === null) return
+    this.n.receive(ep, data, data.length, segmentSize, w.ip, w.port, w.family)
+  }
+
+  pollTransmit(batch: TransmitBatch, maxPackets: number): boolean {
+    const ep = this.alive()
+    const max = Math.min(maxPackets, batch.lengths.length)
+    const count = this.n.pollTransmit(ep, batch.buffer, batch.buffer.length, batch.lengths, max, this.peerBuf, this.meta)
+    if (count <= 0) {
+      batch.count = 0
+      batch.bytes = 0
+      return false
+    }
+    batch.count = count
+    batch.bytes = this.meta[1]!
+    batch.peer = socketAddress(this.peerBuf)
+    return true
+  }
+
+  nextTimeout(): number {
+    if (this.ep === null) return -1
+    return this.n.nextTimeout(this.ep)
+  }
+
+  handleTimeout(): void {
+    if (this.ep !== null) this.n.handleTimeout(this.ep)
+  }
+
+  drainEvents(sink: EngineEventSink): void {
+    const ep = this.alive()
+    const ev = this.events
+    for (;;) {
+      const n = this.n.drainEvents(ep, ev, ev.length)
+      for (let i = 0; i < n; i++) {
+        const kind = ev[i * 4]!
+        const conn = ev[i * 4 + 1]!
+        const a = ev[i * 4 + 2]!
+        switch (kind) {
+          case EV_INCOMING:
+            sink.onIncoming(conn, this.peerAddress(conn))
+            break
+          case EV_ESTABLISHED:
+            sink.onEstablished(conn)
+            break
+          case EV_READABLE:
+            sink.onStreamReadable(conn, a)
+            break
+          case EV_WRITABLE:
+            sink.onStreamWritable(conn, a)
+            break
+          case EV_DATAGRAM:
+            sink.onDatagramReadable(conn)
+            break
+          case EV_CLOSED: {
+            const flags = ev[i * 4 + 3]!
+            const len = this.n.takeCloseReason(ep, conn, this.textBuf, this.textBuf.length)
+            const reason = len > 0 ? this.textBuf.slice(0, Math.min(len, this.textBuf.length)) : new Uint8Array(0)
+            sink.onClosed(conn, {
+              remote: (flags & CLOSE_REMOTE) !== 0,
+              app: (flags & CLOSE_APP) !== 0,
+              code: a,
+              reason,
+              idleTimeout: (flags & CLOSE_IDLE) !== 0,
+            })
+            break
+          }
+        }
+        // A sink may destroy the engine from a callback.
+        if (this.ep === null) return
+      }
+      if (n < EVENT_BATCH) return
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Connections
+
+  connect(options: EngineConnectOptions, _local: SocketAddress): number {
+    const ep = this.alive()
+    const w = wireAddress(options.peer)
+    if (w === null || w.port === 0) throw new StoqInvalidArgumentError('peer', `not an IP address and port: ${options.peer.address}:${options.peer.port}`)
+    const name = encoder.encode(options.serverName)
+    const alpn = alpnList(options.alpn)
+    const ca = options.ca ?? null
+    const cert = options.identity?.cert ?? null
+    const key = options.identity?.key ?? null
+    const rc = this.n.connect(
+      ep,
+      w.ip,
+      w.port,
+      w.family,
+      name,
+      name.length,
+      alpn,
+      alpn.length,
+      ca,
+      ca?.length ?? 0,
+      options.verifyPeer ? 1 : 0,
+      cert,
+      cert?.length ?? 0,
+      key,
+      key?.length ?? 0,
+    )
+    if (rc < 0) throw new StoqEngineError(this.name, `quinn could not start a connection: ${this.lastError || `error ${rc}`}`)
+    return rc
+  }
+
+  close(conn: number, app: boolean, code: number, reason: Uint8Array): void {
+    if (this.ep === null) return
+    this.n.close(this.ep, conn, app ? 1 : 0, code, reason, reason.length)
+  }
+
+  setKeepAlive(conn: number, intervalMs: number): void {
+    this.check(this.n.setKeepAlive(this.alive(), conn, intervalMs), conn)
+  }
+
+  // -------------------------------------------------------------------------
+  // Streams
+
+  openStream(conn: number, bidirectional: boolean): number {
+    const id = this.check(this.n.openStream(this.alive(), conn, bidirectional ? 1 : 0), conn)
+    return id < 0 ? -1 : id
+  }
+
+  streamSend(conn: number, streamId: number, data: Uint8Array, fin: boolean): number {
+    const r = this.n.streamSend(this.alive(), conn, streamId, data, data.length, fin ? 1 : 0)
+    if (r === STREAM_BLOCKED || r === STREAM_STOPPED) return r
+    if (r === ERR_PANIC) return STREAM_STOPPED
+    return this.check(r, conn)
+  }
+
+  streamRecv(conn: number, streamId: number, out: Uint8Array, result: StreamRecvResult & StreamRecvError): boolean {
+    const r = this.n.streamRecv(this.alive(), conn, streamId, out, out.length, this.recvResult)
+    result.bytes = 0
+    result.fin = false
+    result.resetCode = -1
+    if (r === ERR_PANIC) return false
+    if (this.check(r, conn) !== 1) return false
+    result.bytes = this.recvResult[0]!
+    result.fin = this.recvResult[1] === 1
+    result.resetCode = this.recvResult[2]!
+    return true
+  }
+
+  streamCapacity(conn: number, streamId: number): number {
+    return this.check(this.n.streamCapacity(this.alive(), conn, streamId), conn)
+  }
+
+  streamWantWritable(conn: number, streamId: number): void {
+    this.check(this.n.streamWantWritable(this.alive(), conn, streamId), conn)
+  }
+
+  streamComplete(conn: number, streamId: number): boolean {
+    if (this.ep === null) return false
+    return this.n.streamComplete(this.ep, conn, streamId) === 1
+  }
+
+  streamStopCode(conn: number, streamId: number): number {
+    return this.n.streamStopCode(this.alive(), conn, streamId)
+  }
+
+  streamShutdown(conn: number, streamId: number, direction: 'read' | 'write', code: number): void {
+    if (!Number.isInteger(code) || code < 0) throw new StoqInvalidArgumentError('code', 'stream error codes are non-negative integers')
+    const rc = this.n.streamShutdown(this.alive(), conn, streamId, direction === 'write' ? 1 : 0, code)
+    if (rc === ERR_BAD_HANDLE) this.check(rc, conn)
+    // Other failures: the stream is already finished or unknown, nothing to shut.
+  }
+
+  streamPriority(conn: number, streamId: number, urgency: number, _incremental: boolean): void {
+    if (!Number.isInteger(urgency) || urgency < 0 || urgency > 7) throw new StoqInvalidArgumentError('urgency', 'urgency is an integer from 0 to 7')
+    const rc = this.n.streamPriority(this.alive(), conn, streamId, urgency)
+    if (rc === ERR_BAD_HANDLE) this.check(rc, conn)
+    if (rc < 0) throw new StoqInvalidArgumentError('streamId', `cannot set priority of stream ${streamId}`)
+  }
+
+  // -------------------------------------------------------------------------
+  // Datagrams
+
+  datagramSend(conn: number, data: Uint8Array): boolean {
+    const ep = this.alive()
+    if (!this.tp.datagrams) throw new StoqDatagramUnsupportedError()
+    const rc = this.n.datagramSend(ep, conn, data, data.length)
+    if (rc === 1) return true
+    if (rc === 0) return false
+    if (rc === DGRAM_TOO_LARGE) throw new StoqDatagramTooLargeError(data.length, this.datagramMaxSize(conn))
+    if (rc === DGRAM_UNSUPPORTED) throw new StoqDatagramUnsupportedError()
+    this.check(rc, conn)
+    return false
+  }
+
+  datagramRecv(conn: number, out: Uint8Array): number {
+    const rc = this.n.datagramRecv(this.alive(), conn, out, out.length)
+    if (rc === ERR_BAD_HANDLE || rc === ERR_PANIC) this.check(rc, conn)
+    return rc < 0 ? -1 : Math.min(rc, out.length)
+  }
+
+  datagramMaxSize(conn: number): number {
+    if (!this.tp.datagrams) return -1
+    const rc = this.n.datagramMaxSize(this.alive(), conn)
+    if (rc === ERR_BAD_HANDLE || rc === ERR_PANIC) this.check(rc, conn)
+    return rc < 0 ? -1 : rc
+  }
+
+  // -------------------------------------------------------------------------
+  // Introspection
+
+  isEstablished(conn: number): boolean {
+    return this.n.isEstablished(this.alive(), conn) === 1
+  }
+
+  alpn(conn: number): string {
+    const len = this.check(this.n.alpn(this.alive(), conn, this.textBuf, this.textBuf.length), conn)
+    return len <= 0 ? '' : decoder.decode(this.textBuf.subarray(0, Math.min(len, this.textBuf.length)))
+  }
+
+  serverName(conn: number): string | null {
+    const len = this.check(this.n.serverName(this.alive(), conn, this.textBuf, this.textBuf.length), conn)
+    return len < 0 ? null : decoder.decode(this.textBuf.subarray(0, Math.min(len, this.textBuf.length)))
+  }
+
+  peerCertificates(conn: number): Uint8Array[] | null {
+    const ep = this.alive()
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const rc = this.check(this.n.peerCertificates(ep, conn, this.certBuf, this.certBuf.length, this.certLens, this.certLens.length), conn)
+      if (rc === -1) return null
+      if (rc < -1) {
+        this.certBuf = new Uint8Array(Math.max(-(rc + 2), this.certBuf.length * 2))
+        continue
+      }
+      const out: Uint8Array[] = []
+      let off = 0
+      for (let i = 0; i < rc; i++) {
+        const len = this.certLens[i]!
+        out.push(this.certBuf.slice(off, off + len))
+        off += len
+      }
+      return out
+    }
+    return null
+  }
+
+  stats(conn: number): ConnectionStatsSnapshot {
+    this.check(this.n.stats(this.alive(), conn, this.statsBuf), conn)
+    const s = this.statsBuf
+    return {
+      packetsSent: s[0]!,
+      packetsReceived: s[1]!,
+      packetsLost: s[2]!,
+      packetsRetransmitted: s[3]!,
+      bytesSent: s[4]!,
+      bytesReceived: s[5]!,
+      bytesLost: s[6]!,
+      rttMs: s[7]!,
+      cwndBytes: s[8]!,
+      deliveryRateBps: s[9]!,
+      pmtu: s[10]!,
+      peerMaxDatagramFrameSize: s[11]!,
+    }
+  }
+
+  peerAddress(conn: number): SocketAddress {
+    this.check(this.n.peerAddress(this.alive(), conn, this.peerBuf), conn)
+    return socketAddress(this.peerBuf)
+  }
+
+  get connectionCount(): number {
+    return this.ep === null ? 0 : this.n.connectionCount(this.ep)
+  }
+
+  destroy(): void {
+    if (this.ep === null) return
+    const ep = this.ep
+    this.ep = null
+    this.n.engineFree(ep)
+  }
+}
+
+/** Factory for the quinn engine (throws StoqUnsupportedError when the library is unavailable). */
+export function quinnEngine(): (options: QuicEngineOptions) => QuicEngine {
+  return (options) => new QuinnEngine(options)
+}
+

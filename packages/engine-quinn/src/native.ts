@@ -1,0 +1,186 @@
+import fs from 'node:fs'
+import { createRequire } from 'node:module'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+/**
+ * Loads libstoq_quinn.so through koffi and declares its C ABI. This module is the only
+ * place that knows the native signatures; keep it in sync with native/src/lib.rs.
+ */
+
+export type Pointer = unknown
+
+/** The C functions of the library, typed for the engine. */
+export interface QuinnNative {
+  abiVersion(): number
+  engineNew(params: Float64Array, n: number): Pointer | null
+  engineFree(ep: Pointer): void
+  lastError(ep: Pointer, buf: Uint8Array, cap: number): number
+  panicCount(ep: Pointer): number
+  connectionCount(ep: Pointer): number
+  listen(
+    ep: Pointer,
+    cert: Uint8Array,
+    certLen: number,
+    key: Uint8Array,
+    keyLen: number,
+    alpn: Uint8Array,
+    alpnLen: number,
+    retry: number,
+    maxConns: number,
+    statelessReset: number,
+    secret: Uint8Array | null,
+    secretLen: number,
+  ): number
+  stopListening(ep: Pointer): void
+  receive(ep: Pointer, data: Uint8Array, len: number, segment: number, ip: Uint8Array, port: number, family: number): number
+  pollTransmit(ep: Pointer, out: Uint8Array, cap: number, lengths: Uint32Array, maxPackets: number, peer: Uint8Array, meta: Uint32Array): number
+  nextTimeout(ep: Pointer): number
+  handleTimeout(ep: Pointer): void
+  drainEvents(ep: Pointer, out: Float64Array, cap: number): number
+  takeCloseReason(ep: Pointer, conn: number, buf: Uint8Array, cap: number): number
+  connect(
+    ep: Pointer,
+    ip: Uint8Array,
+    port: number,
+    family: number,
+    name: Uint8Array,
+    nameLen: number,
+    alpn: Uint8Array,
+    alpnLen: number,
+    ca: Uint8Array | null,
+    caLen: number,
+    verify: number,
+    cert: Uint8Array | null,
+    certLen: number,
+    key: Uint8Array | null,
+    keyLen: number,
+  ): number
+  close(ep: Pointer, conn: number, app: number, code: number, reason: Uint8Array, reasonLen: number): number
+  setKeepAlive(ep: Pointer, conn: number, ms: number): number
+  openStream(ep: Pointer, conn: number, bidi: number): number
+  streamSend(ep: Pointer, conn: number, sid: number, data: Uint8Array, len: number, fin: number): number
+  streamRecv(ep: Pointer, conn: number, sid: number, out: Uint8Array, cap: number, result: Float64Array): number
+  streamCapacity(ep: Pointer, conn: number, sid: number): number
+  streamWantWritable(ep: Pointer, conn: number, sid: number): number
+  streamComplete(ep: Pointer, conn: number, sid: number): number
+  streamStopCode(ep: Pointer, conn: number, sid: number): number
+  streamShutdown(ep: Pointer, conn: number, sid: number, write: number, code: number): number
+  streamPriority(ep: Pointer, conn: number, sid: number, urgency: number): number
+  datagramSend(ep: Pointer, conn: number, data: Uint8Array, len: number): number
+  datagramRecv(ep: Pointer, conn: number, out: Uint8Array, cap: number): number
+  datagramMaxSize(ep: Pointer, conn: number): number
+  isEstablished(ep: Pointer, conn: number): number
+  alpn(ep: Pointer, conn: number, buf: Uint8Array, cap: number): number
+  serverName(ep: Pointer, conn: number, buf: Uint8Array, cap: number): number
+  peerCertificates(ep: Pointer, conn: number, buf: Uint8Array, cap: number, lengths: Uint32Array, max: number): number
+  stats(ep: Pointer, conn: number, out: Float64Array): number
+  peerAddress(ep: Pointer, conn: number, out: Uint8Array): number
+}
+
+/** ABI version this module speaks (stoq_abi_version). */
+export const ABI_VERSION = 1
+
+export type QuinnLoadResult =
+  | { ok: true; native: QuinnNative; library: string }
+  | { ok: false; reason: string; library: string | null }
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+/** Package root: `dist/` and `src/` are both one level below it. */
+const packageRoot = path.resolve(here, '..')
+
+/** Where the library is looked for: STOQ_QUINN_LIBRARY, then the cargo output of this package. */
+export function quinnLibraryPath(): string {
+  const fromEnv = process.env.STOQ_QUINN_LIBRARY
+  if (fromEnv) return path.resolve(fromEnv)
+  return path.join(packageRoot, 'native', 'target', 'release', 'libstoq_quinn.so')
+}
+
+/** Why the last build did not produce the library, from native/build-status.json. */
+function buildStatusReason(): string | null {
+  try {
+    const status = JSON.parse(fs.readFileSync(path.join(packageRoot, 'native', 'build-status.json'), 'utf8')) as {
+      ok?: boolean
+      reason?: string
+    }
+    return status.ok ? null : (status.reason ?? null)
+  } catch {
+    return null
+  }
+}
+
+let cached: QuinnLoadResult | null = null
+
+/** Load the native library once. Never throws: a failure carries its reason. */
+export function loadQuinn(): QuinnLoadResult {
+  if (cached !== null) return cached
+  const library = quinnLibraryPath()
+  if (!fs.existsSync(library)) {
+    const why = buildStatusReason()
+    cached = { ok: false, library: null, reason: `native library not built (${library} missing)${why ? `: ${why}` : ''}` }
+    return cached
+  }
+  let koffi: typeof import('koffi').default
+  try {
+    koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi').default
+  } catch (err) {
+    cached = { ok: false, library, reason: `koffi cannot be loaded: ${(err as Error).message}` }
+    return cached
+  }
+  try {
+    const lib = koffi.load(library)
+    koffi.opaque('StoqQuinnEngine')
+    const E = 'StoqQuinnEngine *'
+    const f = (decl: string) => lib.func(decl)
+    const native: QuinnNative = {
+      abiVersion: f('uint32_t stoq_abi_version()'),
+      engineNew: f(`${E} stoq_engine_new(const double *params, size_t n)`),
+      engineFree: f(`void stoq_engine_free(${E} ep)`),
+      lastError: f(`size_t stoq_last_error(${E} ep, void *buf, size_t cap)`),
+      panicCount: f(`double stoq_panic_count(${E} ep)`),
+      connectionCount: f(`uint32_t stoq_connection_count(${E} ep)`),
+      listen: f(
+        `int32_t stoq_listen(${E} ep, const void *cert, size_t certLen, const void *key, size_t keyLen, const void *alpn, size_t alpnLen, uint32_t retry, uint32_t maxConns, uint32_t statelessReset, const void *secret, size_t secretLen)`,
+      ),
+      stopListening: f(`void stoq_stop_listening(${E} ep)`),
+      receive: f(`int32_t stoq_receive(${E} ep, const void *data, size_t len, size_t segment, const void *ip, uint32_t port, uint32_t family)`),
+      pollTransmit: f(`int32_t stoq_poll_transmit(${E} ep, void *out, size_t cap, void *lengths, size_t maxPackets, void *peer, void *meta)`),
+      nextTimeout: f(`double stoq_next_timeout(${E} ep)`),
+      handleTimeout: f(`void stoq_handle_timeout(${E} ep)`),
+      drainEvents: f(`int32_t stoq_drain_events(${E} ep, void *out, size_t cap)`),
+      takeCloseReason: f(`int32_t stoq_take_close_reason(${E} ep, uint32_t conn, void *buf, size_t cap)`),
+      connect: f(
+        `int32_t stoq_connect(${E} ep, const void *ip, uint32_t port, uint32_t family, const void *name, size_t nameLen, const void *alpn, size_t alpnLen, const void *ca, size_t caLen, uint32_t verify, const void *cert, size_t certLen, const void *key, size_t keyLen)`,
+      ),
+      close: f(`int32_t stoq_close(${E} ep, uint32_t conn, uint32_t app, double code, const void *reason, size_t reasonLen)`),
+      setKeepAlive: f(`int32_t stoq_set_keep_alive(${E} ep, uint32_t conn, double ms)`),
+      openStream: f(`double stoq_open_stream(${E} ep, uint32_t conn, uint32_t bidi)`),
+      streamSend: f(`double stoq_stream_send(${E} ep, uint32_t conn, double sid, const void *data, size_t len, uint32_t fin)`),
+      streamRecv: f(`int32_t stoq_stream_recv(${E} ep, uint32_t conn, double sid, void *out, size_t cap, void *result)`),
+      streamCapacity: f(`double stoq_stream_capacity(${E} ep, uint32_t conn, double sid)`),
+      streamWantWritable: f(`int32_t stoq_stream_want_writable(${E} ep, uint32_t conn, double sid)`),
+      streamComplete: f(`int32_t stoq_stream_complete(${E} ep, uint32_t conn, double sid)`),
+      streamStopCode: f(`double stoq_stream_stop_code(${E} ep, uint32_t conn, double sid)`),
+      streamShutdown: f(`int32_t stoq_stream_shutdown(${E} ep, uint32_t conn, double sid, uint32_t write, double code)`),
+      streamPriority: f(`int32_t stoq_stream_priority(${E} ep, uint32_t conn, double sid, uint32_t urgency)`),
+      datagramSend: f(`int32_t stoq_datagram_send(${E} ep, uint32_t conn, const void *data, size_t len)`),
+      datagramRecv: f(`int32_t stoq_datagram_recv(${E} ep, uint32_t conn, void *out, size_t cap)`),
+      datagramMaxSize: f(`int32_t stoq_datagram_max_size(${E} ep, uint32_t conn)`),
+      isEstablished: f(`int32_t stoq_is_established(${E} ep, uint32_t conn)`),
+      alpn: f(`int32_t stoq_alpn(${E} ep, uint32_t conn, void *buf, size_t cap)`),
+      serverName: f(`int32_t stoq_server_name(${E} ep, uint32_t conn, void *buf, size_t cap)`),
+      peerCertificates: f(`int32_t stoq_peer_certificates(${E} ep, uint32_t conn, void *buf, size_t cap, void *lengths, size_t max)`),
+      stats: f(`int32_t stoq_stats(${E} ep, uint32_t conn, void *out)`),
+      peerAddress: f(`int32_t stoq_peer_address(${E} ep, uint32_t conn, void *out)`),
+    } as unknown as QuinnNative
+    const v = native.abiVersion()
+    if (v !== ABI_VERSION) {
+      cached = { ok: false, library, reason: `library ABI ${v}, this package speaks ${ABI_VERSION}: rebuild it (pnpm --filter @stoq/engine-quinn build)` }
+      return cached
+    }
+    cached = { ok: true, native, library }
+  } catch (err) {
+    cached = { ok: false, library, reason: `cannot load ${library}: ${(err as Error).message}` }
+  }
+  return cached
+}
