@@ -1,5 +1,11 @@
 import { defineConfig } from 'vitest/config'
 
+/**
+ * The real-socket suites run once per engine: quinn (the default where its library
+ * loads) and quiche (the portable engine). Engine-specific files run once.
+ */
+const ENGINE_NEUTRAL = ['test/engine-compliance.test.ts', 'test/quinn-panic.test.ts']
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -7,5 +13,9 @@ export default defineConfig({
     // Real sockets: keep files in separate processes, but do not overload 2 cores.
     pool: 'forks',
     maxWorkers: 2,
+    projects: [
+      { extends: true, test: { name: 'quinn', env: { STOQ_ENGINE: 'quinn' } } },
+      { extends: true, test: { name: 'quiche', env: { STOQ_ENGINE: 'quiche' }, exclude: ['**/node_modules/**', ...ENGINE_NEUTRAL] } },
+    ],
   },
 })

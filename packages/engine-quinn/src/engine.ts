@@ -133,6 +133,11 @@ export class QuinnEngine implements QuicEngine {
     return this.ep === null ? 0 : this.n.panicCount(this.ep)
   }
 
+  /** Datagrams not delivered to any connection: malformed, unknown connection, or answered statelessly. */
+  get droppedPackets(): number {
+    return this.ep === null ? 0 : this.n.droppedPackets(this.ep)
+  }
+
   /** Last error message of the native engine (TLS configuration, connect, panic). */
   get lastError(): string {
     if (this.ep === null) return ''
@@ -146,8 +151,8 @@ export class QuinnEngine implements QuicEngine {
   }
 
   /** Throw for the ABI's error codes; return `rc` otherwise. */
-  private check(rc: number, conn: number): number {
-    if (rc === ERR_BAD_HANDLE) throw new StoqEngineError(this.name, `Unknown connection handle ${conn}`)
+  private check(rc: number, conn: number, what: string): number {
+    if (rc === ERR_BAD_HANDLE) throw new StoqEngineError(this.name, `${what}: unknown connection handle ${conn}`)
     if (rc === ERR_BAD_ARGUMENT) throw new StoqInvalidArgumentError('streamId', 'not a valid stream id')
     if (rc === ERR_PANIC) throw new StoqEngineError(this.name, `${this.lastError} (the connection was closed)`)
     return rc
@@ -301,14 +306,14 @@ export class QuinnEngine implements QuicEngine {
   }
 
   setKeepAlive(conn: number, intervalMs: number): void {
-    this.check(this.n.setKeepAlive(this.alive(), conn, intervalMs), conn)
+    this.check(this.n.setKeepAlive(this.alive(), conn, intervalMs), conn, 'setKeepAlive')
   }
 
   // -------------------------------------------------------------------------
   // Streams
 
   openStream(conn: number, bidirectional: boolean): number {
-    const id = this.check(this.n.openStream(this.alive(), conn, bidirectional ? 1 : 0), conn)
+    const id = this.check(this.n.openStream(this.alive(), conn, bidirectional ? 1 : 0), conn, 'openStream')
     return id < 0 ? -1 : id
   }
 
@@ -316,7 +321,7 @@ export class QuinnEngine implements QuicEngine {
     const r = this.n.streamSend(this.alive(), conn, streamId, data, data.length, fin ? 1 : 0)
     if (r === STREAM_BLOCKED || r === STREAM_STOPPED) return r
     if (r === ERR_PANIC) return STREAM_STOPPED
-    return this.check(r, conn)
+    return this.check(r, conn, 'streamSend')
   }
 
   streamRecv(conn: number, streamId: number, out: Uint8Array, result: StreamRecvResult & StreamRecvError): boolean {
@@ -325,7 +330,7 @@ export class QuinnEngine implements QuicEngine {
     result.fin = false
     result.resetCode = -1
     if (r === ERR_PANIC) return false
-    if (this.check(r, conn) !== 1) return false
+    if (this.check(r, conn, 'streamRecv') !== 1) return false
     result.bytes = this.recvResult[0]!
     result.fin = this.recvResult[1] === 1
     result.resetCode = this.recvResult[2]!
@@ -333,11 +338,11 @@ export class QuinnEngine implements QuicEngine {
   }
 
   streamCapacity(conn: number, streamId: number): number {
-    return this.check(this.n.streamCapacity(this.alive(), conn, streamId), conn)
+    return this.check(this.n.streamCapacity(this.alive(), conn, streamId), conn, 'streamCapacity')
   }
 
   streamWantWritable(conn: number, streamId: number): void {
-    this.check(this.n.streamWantWritable(this.alive(), conn, streamId), conn)
+    this.check(this.n.streamWantWritable(this.alive(), conn, streamId), conn, 'streamWantWritable')
   }
 
   streamComplete(conn: number, streamId: number): boolean {
@@ -352,14 +357,14 @@ export class QuinnEngine implements QuicEngine {
   streamShutdown(conn: number, streamId: number, direction: 'read' | 'write', code: number): void {
     if (!Number.isInteger(code) || code < 0) throw new StoqInvalidArgumentError('code', 'stream error codes are non-negative integers')
     const rc = this.n.streamShutdown(this.alive(), conn, streamId, direction === 'write' ? 1 : 0, code)
-    if (rc === ERR_BAD_HANDLE) this.check(rc, conn)
+    if (rc === ERR_BAD_HANDLE) this.check(rc, conn, 'streamShutdown')
     // Other failures: the stream is already finished or unknown, nothing to shut.
   }
 
   streamPriority(conn: number, streamId: number, urgency: number, _incremental: boolean): void {
     if (!Number.isInteger(urgency) || urgency < 0 || urgency > 7) throw new StoqInvalidArgumentError('urgency', 'urgency is an integer from 0 to 7')
     const rc = this.n.streamPriority(this.alive(), conn, streamId, urgency)
-    if (rc === ERR_BAD_HANDLE) this.check(rc, conn)
+    if (rc === ERR_BAD_HANDLE) this.check(rc, conn, 'streamPriority')
     if (rc < 0) throw new StoqInvalidArgumentError('streamId', `cannot set priority of stream ${streamId}`)
   }
 
@@ -374,20 +379,20 @@ export class QuinnEngine implements QuicEngine {
     if (rc === 0) return false
     if (rc === DGRAM_TOO_LARGE) throw new StoqDatagramTooLargeError(data.length, this.datagramMaxSize(conn))
     if (rc === DGRAM_UNSUPPORTED) throw new StoqDatagramUnsupportedError()
-    this.check(rc, conn)
+    this.check(rc, conn, 'datagramSend')
     return false
   }
 
   datagramRecv(conn: number, out: Uint8Array): number {
     const rc = this.n.datagramRecv(this.alive(), conn, out, out.length)
-    if (rc === ERR_BAD_HANDLE || rc === ERR_PANIC) this.check(rc, conn)
+    if (rc === ERR_BAD_HANDLE || rc === ERR_PANIC) this.check(rc, conn, 'datagramRecv')
     return rc < 0 ? -1 : Math.min(rc, out.length)
   }
 
   datagramMaxSize(conn: number): number {
     if (!this.tp.datagrams) return -1
     const rc = this.n.datagramMaxSize(this.alive(), conn)
-    if (rc === ERR_BAD_HANDLE || rc === ERR_PANIC) this.check(rc, conn)
+    if (rc === ERR_BAD_HANDLE || rc === ERR_PANIC) this.check(rc, conn, 'datagramMaxSize')
     return rc < 0 ? -1 : rc
   }
 
@@ -399,19 +404,19 @@ export class QuinnEngine implements QuicEngine {
   }
 
   alpn(conn: number): string {
-    const len = this.check(this.n.alpn(this.alive(), conn, this.textBuf, this.textBuf.length), conn)
+    const len = this.check(this.n.alpn(this.alive(), conn, this.textBuf, this.textBuf.length), conn, 'alpn')
     return len <= 0 ? '' : decoder.decode(this.textBuf.subarray(0, Math.min(len, this.textBuf.length)))
   }
 
   serverName(conn: number): string | null {
-    const len = this.check(this.n.serverName(this.alive(), conn, this.textBuf, this.textBuf.length), conn)
+    const len = this.check(this.n.serverName(this.alive(), conn, this.textBuf, this.textBuf.length), conn, 'serverName')
     return len < 0 ? null : decoder.decode(this.textBuf.subarray(0, Math.min(len, this.textBuf.length)))
   }
 
   peerCertificates(conn: number): Uint8Array[] | null {
     const ep = this.alive()
     for (let attempt = 0; attempt < 2; attempt++) {
-      const rc = this.check(this.n.peerCertificates(ep, conn, this.certBuf, this.certBuf.length, this.certLens, this.certLens.length), conn)
+      const rc = this.check(this.n.peerCertificates(ep, conn, this.certBuf, this.certBuf.length, this.certLens, this.certLens.length), conn, 'peerCertificates')
       if (rc === -1) return null
       if (rc < -1) {
         this.certBuf = new Uint8Array(Math.max(-(rc + 2), this.certBuf.length * 2))
@@ -430,7 +435,7 @@ export class QuinnEngine implements QuicEngine {
   }
 
   stats(conn: number): ConnectionStatsSnapshot {
-    this.check(this.n.stats(this.alive(), conn, this.statsBuf), conn)
+    this.check(this.n.stats(this.alive(), conn, this.statsBuf), conn, 'stats')
     const s = this.statsBuf
     return {
       packetsSent: s[0]!,
@@ -449,7 +454,7 @@ export class QuinnEngine implements QuicEngine {
   }
 
   peerAddress(conn: number): SocketAddress {
-    this.check(this.n.peerAddress(this.alive(), conn, this.peerBuf), conn)
+    this.check(this.n.peerAddress(this.alive(), conn, this.peerBuf), conn, 'peerAddress')
     return socketAddress(this.peerBuf)
   }
 

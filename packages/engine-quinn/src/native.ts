@@ -17,6 +17,7 @@ export interface QuinnNative {
   engineFree(ep: Pointer): void
   lastError(ep: Pointer, buf: Uint8Array, cap: number): number
   panicCount(ep: Pointer): number
+  droppedPackets(ep: Pointer): number
   connectionCount(ep: Pointer): number
   listen(
     ep: Pointer,
@@ -138,6 +139,7 @@ export function loadQuinn(): QuinnLoadResult {
       engineFree: f(`void stoq_engine_free(${E} ep)`),
       lastError: f(`size_t stoq_last_error(${E} ep, void *buf, size_t cap)`),
       panicCount: f(`double stoq_panic_count(${E} ep)`),
+      droppedPackets: f(`double stoq_dropped_packets(${E} ep)`),
       connectionCount: f(`uint32_t stoq_connection_count(${E} ep)`),
       listen: f(
         `int32_t stoq_listen(${E} ep, const void *cert, size_t certLen, const void *key, size_t keyLen, const void *alpn, size_t alpnLen, uint32_t retry, uint32_t maxConns, uint32_t statelessReset, const void *secret, size_t secretLen)`,

@@ -8,6 +8,7 @@ import {
   StoqHandshakeTimeoutError,
   StoqInvalidArgumentError,
   StoqSocketError,
+  StoqUnsupportedError,
   type BufferPool,
   type EngineCloseInfo,
   type EngineEventSink,
@@ -27,12 +28,14 @@ import { createBufferPool } from '@stoq/mempool'
 import { DgramUdpIo, GsoUdpIo, WorkerUdpIo } from '@stoq/hwaccel'
 import { QuicConnection, type ConnectionOwner } from './connection.js'
 import { quicheEngine } from './engine/quiche-engine.js'
+import { quinnAvailability, quinnEngine } from '@stoq/engine-quinn'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
 import {
   resolveConnectOptions,
   resolveEndpointOptions,
   type ConnectOptions,
   type EndpointOptions,
+  type EngineChoice,
   type ResolvedEndpointOptions,
 } from './options.js'
 
@@ -78,8 +81,24 @@ export interface EndpointStats {
   udp: ReturnType<UdpIo['stats']>
   /** Why the UDP backend in `udp.backend` was chosen. */
   udpChoice: string
+  /** QUIC engine in use (`quinn`, `quiche`, or a caller's). */
+  engine: string
+  /** Why that engine was chosen (and why the faster one was not, when it could not load). */
+  engineChoice: string
   batching: ReturnType<PacketBatcher['stats']>
   pool: ReturnType<BufferPool['stats']>
+}
+
+/** The engine factory for an `engine` option, with the reason for the choice. */
+export function selectEngine(choice: EngineChoice): { factory: QuicEngineFactory; choice: string } {
+  if (choice === 'quiche') return { factory: quicheEngine(), choice: 'engine quiche (asked for)' }
+  const quinn = quinnAvailability()
+  if (choice === 'quinn') {
+    if (!quinn.available) throw new StoqUnsupportedError('quinn engine', `engine quinn cannot run here: ${quinn.detail}`)
+    return { factory: quinnEngine(), choice: 'engine quinn (asked for)' }
+  }
+  if (quinn.available) return { factory: quinnEngine(), choice: 'engine auto: quinn, the faster engine, loads here' }
+  return { factory: quicheEngine(), choice: `engine auto: quiche, because quinn is unavailable (${quinn.detail})` }
 }
 
 /**
@@ -94,6 +113,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   private io: UdpIo
   /** Why this UDP backend was chosen (visible in stats). */
   private udpChoice = ''
+  private readonly engineChoice: string
   private readonly pool: BufferPool
   private readonly ownsPool: boolean
   private batcher!: PacketBatcher
@@ -108,7 +128,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   private constructor(options: ResolvedEndpointOptions, components: Partial<EndpointComponents>) {
     super()
     this.options = options
-    this.engine = (components.engine ?? quicheEngine())({ transport: options.transport })
+    const engine = components.engine ? { factory: components.engine, choice: 'given by the caller' } : selectEngine(options.engine)
+    this.engine = engine.factory({ transport: options.transport })
+    this.engineChoice = engine.choice
     this.io = components.udp ? components.udp() : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend, options.cpuAffinity)
     this.udpChoice = components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
     this.ownsPool = components.pool === undefined
@@ -459,6 +481,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       packetsDropped: (this.engine as { droppedPackets?: number }).droppedPackets ?? 0,
       udp: this.io.stats(),
       udpChoice: this.udpChoice,
+      engine: this.engine.name,
+      engineChoice: this.engineChoice,
       batching: this.batcher.stats(),
       pool: this.pool.stats(),
     }

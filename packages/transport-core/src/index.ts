@@ -1,4 +1,4 @@
-export { Endpoint, createEndpoint, type EndpointComponents, type EndpointEvents, type EndpointStats } from './endpoint.js'
+export { Endpoint, createEndpoint, selectEngine, type EndpointComponents, type EndpointEvents, type EndpointStats } from './endpoint.js'
 export { QuicConnection, type ConnectionStats, type ConnectionEvents, type SendSource } from './connection.js'
 export { QuicStream } from './stream.js'
 export { QuicheEngine, quicheEngine, CID_LEN, QUICHE_MAX_PACKET } from './engine/quiche-engine.js'
@@ -6,6 +6,7 @@ export { QUICHE_BINDING_PACKAGE } from './engine/quiche-binding.js'
 export { RetryTokens, RETRY_TOKEN_LIFETIME_MS } from './engine/retry-token.js'
 export { fingerprintDer, fingerprintPem, normaliseFingerprint, splitPemChain } from './pem.js'
 export * from './defaults.js'
+export { QuinnEngine, quinnEngine, quinnAvailability, QUINN_MAX_PACKET, type QuinnAvailability } from '@stoq/engine-quinn'
 export type {
   ConnectOptions,
   EndpointOptions,
@@ -14,6 +15,7 @@ export type {
   ResolvedConnectOptions,
   ResolvedEndpointOptions,
   UdpBackendChoice,
+  EngineChoice,
 } from './options.js'
 export { resolveConnectOptions, resolveEndpointOptions, resolveTransport } from './options.js'
 export * from '@stoq/interface'

@@ -68,9 +68,19 @@ export interface EndpointOptions {
   udpBackend: UdpBackendChoice
   /** Pin the endpoint's network thread (the `gro` backend's worker) to these CPUs. Default: not pinned. */
   cpuAffinity: number[]
+  /**
+   * QUIC engine. `quinn` is quinn-proto in a native library called once per packet
+   * batch (the fast engine); `quiche` is Cloudflare quiche through its napi binding
+   * (portable: it ships prebuilt). `auto` (default, or the STOQ_ENGINE environment
+   * variable) takes quinn where its library loads, else quiche; `stats().engineChoice`
+   * says which and why. An explicit `quinn` that cannot load fails with
+   * STOQ_ERR_UNSUPPORTED. Ignored when an `engine` component is given.
+   */
+  engine: EngineChoice
 }
 
 export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'dgram'
+export type EngineChoice = 'auto' | 'quinn' | 'quiche'
 
 export interface ConnectOptions {
   /** Host name or IP literal. */
@@ -115,6 +125,7 @@ export interface ResolvedEndpointOptions {
   closeTimeoutMs: number
   udpBackend: UdpBackendChoice
   cpuAffinity: number[]
+  engine: EngineChoice
 }
 
 export interface ResolvedConnectOptions {
@@ -204,6 +215,22 @@ function cpuListOption(value: unknown): number[] {
 }
 
 const UDP_BACKENDS: UdpBackendChoice[] = ['auto', 'gso', 'gro', 'dgram']
+const ENGINES: EngineChoice[] = ['auto', 'quinn', 'quiche']
+
+function engineOption(value: unknown): EngineChoice {
+  if (value === undefined) {
+    const env = process.env.STOQ_ENGINE
+    if (env === undefined || env === '') return 'auto'
+    if (!ENGINES.includes(env as EngineChoice)) {
+      throw new StoqInvalidArgumentError('STOQ_ENGINE', `expected one of ${ENGINES.join(', ')}, got ${describe(env)}`)
+    }
+    return env as EngineChoice
+  }
+  if (!ENGINES.includes(value as EngineChoice)) {
+    throw new StoqInvalidArgumentError('engine', `expected one of ${ENGINES.join(', ')}, got ${describe(value)}`)
+  }
+  return value as EngineChoice
+}
 
 function udpBackendOption(value: unknown): UdpBackendChoice {
   if (value === undefined) return 'auto'
@@ -283,6 +310,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     closeTimeoutMs: intOption('closeTimeoutMs', o.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS, 0, 600_000),
     udpBackend: udpBackendOption(o.udpBackend),
     cpuAffinity: cpuListOption(o.cpuAffinity),
+    engine: engineOption(o.engine),
   }
 }
 

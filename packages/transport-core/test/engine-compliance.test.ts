@@ -1,10 +1,18 @@
 import { quicEngineTests, testPki } from '@stoq/compliance-tests'
-import { QuicheEngine, DEFAULT_TRANSPORT } from '../src/index.js'
+import { QuicheEngine, QuinnEngine, DEFAULT_TRANSPORT } from '../src/index.js'
 
 const pki = await testPki()
+const identity = { cert: pki.server.cert, key: pki.server.key, ca: pki.ca }
 
 quicEngineTests('quiche', {
   create: (options) => new QuicheEngine(options),
   transport: DEFAULT_TRANSPORT,
-  identity: { cert: pki.server.cert, key: pki.server.key, ca: pki.ca },
+  identity,
+})
+
+// The quinn engine must load where the README's install ran: a missing library fails here.
+quicEngineTests('quinn', {
+  create: (options) => new QuinnEngine(options),
+  transport: DEFAULT_TRANSPORT,
+  identity,
 })

@@ -65,6 +65,9 @@ const CLOSE_RESET: u32 = 8;
 
 const INTERNAL_ERROR: u64 = 0x1;
 
+/// Stateless packets (Retry, version negotiation, resets) waiting to be sent, at most.
+const MAX_STATELESS_QUEUE: usize = 256;
+
 // ---------------------------------------------------------------------------
 // Panic capture: the message goes to the engine's last error, not to stderr.
 
@@ -159,12 +162,23 @@ pub struct Engine {
     events: VecDeque<[f64; 4]>,
     readable_reported: HashSet<(usize, u64)>,
     close_reasons: HashMap<usize, Vec<u8>>,
+    /// Last statistics of connections that were dropped, kept until the next event drain.
+    final_stats: HashMap<usize, [f64; 12]>,
     client_crypto: HashMap<Vec<u8>, Arc<rustls::ClientConfig>>,
     listening: bool,
     stateless_reset: bool,
     /// Connection being worked on, so a panic can be pinned on it.
     current: Option<usize>,
     panics: u64,
+    /// Datagrams not delivered to any connection (malformed, unknown connection, answered
+    /// statelessly).
+    dropped: u64,
+    stateless: VecDeque<qp::Transmit>,
+    /// Mirror of the endpoint's connection slab (free keys, LIFO, and length), so the slot
+    /// of a connection that panicked inside `Endpoint::handle` can be freed.
+    slab_free: Vec<usize>,
+    slab_len: usize,
+    leaked_slots_freed: u64,
     last_error: String,
 }
 
@@ -268,11 +282,17 @@ impl Engine {
             events: VecDeque::new(),
             readable_reported: HashSet::new(),
             close_reasons: HashMap::new(),
+            final_stats: HashMap::new(),
             client_crypto: HashMap::new(),
             listening: false,
             stateless_reset: true,
             current: None,
             panics: 0,
+            dropped: 0,
+            stateless: VecDeque::new(),
+            slab_free: Vec::new(),
+            slab_len: 0,
+            leaked_slots_freed: 0,
             last_error: String::new(),
         })
     }
@@ -291,6 +311,7 @@ impl Engine {
     }
 
     fn insert(&mut self, ch: usize, conn: qp::Connection) {
+        self.slab_taken(ch);
         if self.conns.len() <= ch {
             self.conns.resize_with(ch + 1, || None);
         }
@@ -301,10 +322,54 @@ impl Engine {
         self.enqueue(ch);
     }
 
+    /// The endpoint gave out slot `ch`.
+    fn slab_taken(&mut self, ch: usize) {
+        if let Some(pos) = self.slab_free.iter().rposition(|&k| k == ch) {
+            self.slab_free.remove(pos);
+        } else if ch >= self.slab_len {
+            self.slab_free.extend(self.slab_len..ch);
+            self.slab_len = ch + 1;
+        }
+    }
+
+    /// Slot `ch` went back to the endpoint.
+    fn slab_freed(&mut self, ch: usize) {
+        if ch < self.slab_len && !self.slab_free.contains(&ch) {
+            self.slab_free.push(ch);
+        }
+    }
+
+    /// A panic inside `Endpoint::handle` may have left a connection slot the endpoint
+    /// believes live (it routes the peer's CIDs there and counts it against the connection
+    /// limit). The slot it would have used is the next free one: drain it. When no slot was
+    /// taken, the slab refuses (panics) without changing anything.
+    fn free_leaked_slot(&mut self) {
+        let k = self.slab_free.last().copied().unwrap_or(self.slab_len);
+        if matches!(self.conns.get(k), Some(Some(_))) {
+            return;
+        }
+        let ok = catch_unwind(AssertUnwindSafe(|| {
+            let _ = self.endpoint.handle_event(ConnectionHandle(k), EndpointEvent::drained());
+        }))
+        .is_ok();
+        let _ = take_panic_message();
+        if ok {
+            self.leaked_slots_freed += 1;
+            if k == self.slab_len {
+                self.slab_len += 1;
+                self.slab_free.push(k);
+            }
+        }
+    }
+
     fn remove(&mut self, ch: usize) -> Option<Conn> {
-        let c = self.conns.get_mut(ch).and_then(|c| c.take());
-        if c.is_some() {
+        let mut c = self.conns.get_mut(ch).and_then(|c| c.take());
+        if let Some(conn) = c.as_mut() {
             self.live -= 1;
+            let p = self.params;
+            if let Ok(s) = catch_unwind(AssertUnwindSafe(|| conn_stats(conn, &p))) {
+                self.final_stats.insert(ch, s);
+            }
         }
         self.readable_reported.retain(|(h, _)| *h != ch);
         c
@@ -367,27 +432,50 @@ impl Engine {
         }
         for chunk in data.chunks(seg) {
             self.current = None;
-            match self.endpoint.handle(now, from, None, None, BytesMut::from(chunk)) {
-                Some((ch, DatagramEvent::ConnectionEvent(ev))) => {
-                    let h = ch.0;
-                    if matches!(self.conns.get(h), Some(Some(_))) {
-                        self.current = Some(h);
-                        if let Some(c) = self.conn(h) {
-                            c.conn.handle_event(ev);
-                        }
-                        self.current = None;
-                        self.enqueue(h);
-                    } else {
-                        // A connection we no longer hold (a panic dropped it): free its routes.
-                        let _ = self.endpoint.handle_event(ch, EndpointEvent::drained());
-                    }
+            // One datagram at a time under catch_unwind: a panic (quinn-proto 0.9.2 on
+            // malformed transport parameters, RUSTSEC-2026-0037) costs that datagram and the
+            // connection it hit, never the rest of the batch.
+            let handled = catch_unwind(AssertUnwindSafe(|| self.receive_one(now, from, chunk)));
+            if handled.is_err() {
+                self.dropped += 1;
+                let inside_endpoint = self.current.is_none();
+                recover_from_panic(self);
+                if inside_endpoint {
+                    self.free_leaked_slot();
                 }
-                Some((ch, DatagramEvent::NewConnection(conn))) => {
-                    self.insert(ch.0, conn);
-                    self.events.push_back([EV_INCOMING, ch.0 as f64, 0.0, 0.0]);
-                }
-                None => {}
             }
+            // Move stateless answers (version negotiation, Retry, refusals, resets) into our
+            // own bounded queue: a flood of unauthenticated packets cannot grow it.
+            while let Some(t) = self.endpoint.poll_transmit() {
+                if self.stateless.len() < MAX_STATELESS_QUEUE {
+                    self.stateless.push_back(t);
+                }
+            }
+        }
+    }
+
+    fn receive_one(&mut self, now: Instant, from: SocketAddr, chunk: &[u8]) {
+        match self.endpoint.handle(now, from, None, None, BytesMut::from(chunk)) {
+            Some((ch, DatagramEvent::ConnectionEvent(ev))) => {
+                let h = ch.0;
+                if matches!(self.conns.get(h), Some(Some(_))) {
+                    self.current = Some(h);
+                    if let Some(c) = self.conn(h) {
+                        c.conn.handle_event(ev);
+                    }
+                    self.current = None;
+                    self.enqueue(h);
+                } else {
+                    // A connection we no longer hold (a panic dropped it): free its routes.
+                    let _ = self.endpoint.handle_event(ch, EndpointEvent::drained());
+                    self.slab_freed(h);
+                }
+            }
+            Some((ch, DatagramEvent::NewConnection(conn))) => {
+                self.insert(ch.0, conn);
+                self.events.push_back([EV_INCOMING, ch.0 as f64, 0.0, 0.0]);
+            }
+            None => self.dropped += 1,
         }
     }
 
@@ -469,6 +557,7 @@ impl Engine {
         }
         *current = None;
         if drained {
+            self.slab_freed(ch);
             if let Some(c) = self.remove(ch) {
                 if !c.close_reported {
                     let (app, code, reason) = c.local_close.unwrap_or((false, 0, Vec::new()));
@@ -486,6 +575,8 @@ impl Engine {
     }
 
     fn drain_events(&mut self, out: &mut [f64]) -> usize {
+        // The application has seen the previous batch of events: forget dropped connections.
+        self.final_stats.clear();
         self.process_queue();
         let cap = out.len() / 4;
         let mut n = 0;
@@ -517,6 +608,11 @@ impl Engine {
         let now = Instant::now();
         // Stateless packets first: version negotiation, Retry, refusals, resets.
         while let Some(t) = self.endpoint.poll_transmit() {
+            if self.stateless.len() < MAX_STATELESS_QUEUE {
+                self.stateless.push_back(t);
+            }
+        }
+        while let Some(t) = self.stateless.pop_front() {
             let is_reset = t.contents.first().map_or(false, |b| b & 0x80 == 0);
             if (is_reset && !self.stateless_reset) || t.contents.len() > out.len() {
                 continue;
@@ -668,6 +764,25 @@ impl Engine {
         self.insert(ch.0, conn);
         Ok(ch.0)
     }
+}
+
+fn conn_stats(c: &mut Conn, p: &Params) -> [f64; 12] {
+    let s = c.conn.stats();
+    let dgram = if c.established { c.conn.datagrams().max_size().map_or(0.0, |m| m as f64) } else { 0.0 };
+    [
+        s.udp_tx.datagrams as f64,
+        s.udp_rx.datagrams as f64,
+        s.path.lost_packets as f64,
+        s.path.lost_packets as f64,
+        s.udp_tx.bytes as f64,
+        s.udp_rx.bytes as f64,
+        s.path.lost_bytes as f64,
+        s.path.rtt.as_secs_f64() * 1000.0,
+        s.path.cwnd as f64,
+        0.0,
+        p.max_payload as f64,
+        dgram,
+    ]
 }
 
 fn close_info(reason: &ConnectionError, local: Option<&(bool, u64, Vec<u8>)>) -> (u64, f64, Vec<u8>) {
@@ -880,9 +995,12 @@ fn recover_from_panic(engine: &mut Engine) {
     let victim = engine.current.take();
     if let Some(ch) = victim {
         if let Some(c) = engine.remove(ch) {
-            let _ = catch_unwind(AssertUnwindSafe(|| {
+            let drained = catch_unwind(AssertUnwindSafe(|| {
                 engine.endpoint.handle_event(ConnectionHandle(ch), EndpointEvent::drained())
             }));
+            if drained.is_ok() {
+                engine.slab_freed(ch);
+            }
             if !c.close_reported {
                 let reason = format!("engine panic: {msg}").into_bytes();
                 engine.close_reasons.insert(ch, reason);
@@ -962,6 +1080,11 @@ pub extern "C" fn stoq_last_error(ep: *mut Engine, buf: *mut u8, cap: usize) -> 
 #[no_mangle]
 pub extern "C" fn stoq_panic_count(ep: *mut Engine) -> f64 {
     with_engine(ep, 0.0, |e| e.panics as f64)
+}
+
+#[no_mangle]
+pub extern "C" fn stoq_dropped_packets(ep: *mut Engine) -> f64 {
+    with_engine(ep, 0.0, |e| e.dropped as f64)
 }
 
 #[no_mangle]
@@ -1431,6 +1554,10 @@ pub extern "C" fn stoq_datagram_send(ep: *mut Engine, conn: u32, data: *const u8
     // SAFETY: valid for `len` bytes.
     let data = unsafe { ffi_slice(data, len) };
     with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, _| {
+        // quinn-proto 0.9 panics computing the datagram size before 1-RTT keys exist.
+        if !c.established {
+            return DGRAM_UNSUPPORTED;
+        }
         let mut d = c.conn.datagrams();
         match d.max_size() {
             None => return DGRAM_UNSUPPORTED,
@@ -1466,9 +1593,14 @@ pub extern "C" fn stoq_datagram_recv(ep: *mut Engine, conn: u32, out: *mut u8, c
 
 #[no_mangle]
 pub extern "C" fn stoq_datagram_max_size(ep: *mut Engine, conn: u32) -> i32 {
-    with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, _| match c.conn.datagrams().max_size() {
-        Some(m) => m as i32,
-        None => -1,
+    with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, _| {
+        if !c.established {
+            return -1;
+        }
+        match c.conn.datagrams().max_size() {
+            Some(m) => m as i32,
+            None => -1,
+        }
     })
 }
 
@@ -1543,21 +1675,20 @@ pub extern "C" fn stoq_stats(ep: *mut Engine, conn: u32, out: *mut f64) -> i32 {
     if out.len() < 12 {
         return ERR_BAD_ARGUMENT;
     }
-    with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, ctx| {
-        let s = c.conn.stats();
-        out[0] = s.udp_tx.datagrams as f64;
-        out[1] = s.udp_rx.datagrams as f64;
-        out[2] = s.path.lost_packets as f64;
-        out[3] = s.path.lost_packets as f64;
-        out[4] = s.udp_tx.bytes as f64;
-        out[5] = s.udp_rx.bytes as f64;
-        out[6] = s.path.lost_bytes as f64;
-        out[7] = s.path.rtt.as_secs_f64() * 1000.0;
-        out[8] = s.path.cwnd as f64;
-        out[9] = 0.0;
-        out[10] = ctx.params.max_payload as f64;
-        out[11] = c.conn.datagrams().max_size().map_or(0.0, |m| m as f64);
+    let found = with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, ctx| {
+        out.copy_from_slice(&conn_stats(c, &ctx.params));
         OK
+    });
+    if found != ERR_BAD_HANDLE {
+        return found;
+    }
+    // A connection reported closed and already drained: its last figures.
+    with_engine(ep, ERR_PANIC, |e| match e.final_stats.get(&(conn as usize)) {
+        Some(s) => {
+            out.copy_from_slice(s);
+            OK
+        }
+        None => ERR_BAD_HANDLE,
     })
 }
 
