@@ -120,6 +120,7 @@ async function stoqReceiver(o: ReceiverStart): Promise<void> {
     port: 0,
     server: { cert: o.cert, key: o.key },
     transport: { maxUdpPayloadSize: o.spec.maxUdpPayloadSize! },
+    ...(o.spec.engine ? { engine: o.spec.engine } : {}),
     ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
   }, components(o.spec))
   server.on('error', (err) => void fail(err))
@@ -211,6 +212,7 @@ async function stoqSender(o: SenderStart): Promise<void> {
     host: o.host,
     port: 0,
     transport,
+    ...(o.spec.engine ? { engine: o.spec.engine } : {}),
     ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
   }, components(o.spec))
   client.on('error', (err) => void fail(err))

@@ -12,16 +12,25 @@ export interface CaseSpec {
   maxUdpPayloadSize?: number
   /** STOQ only: UDP backend of both endpoints (`udpBackend`; absent: the endpoint's default, `auto`). */
   udp?: 'dgram' | 'gso' | 'gro' | 'auto'
+  /** STOQ only: QUIC engine of both endpoints (absent: the endpoint's default, `auto`). */
+  engine?: 'quiche' | 'quinn'
 }
+
+/** Largest packet the quinn cases use: loopback's 65536-byte MTU minus IPv6 and UDP headers, rounded down. */
+export const QUINN_LARGE_PACKET = 65000
 
 export const CASES: Readonly<Record<string, CaseSpec>> = {
   tcp: { name: 'tcp', label: 'Node net TCP', transport: 'tcp' },
-  stoq1350: { name: 'stoq1350', label: 'STOQ 1350 B, plain dgram', transport: 'stoq', maxUdpPayloadSize: 1350, udp: 'dgram' },
-  stoq16383: { name: 'stoq16383', label: 'STOQ 16383 B, plain dgram', transport: 'stoq', maxUdpPayloadSize: 16383, udp: 'dgram' },
-  stoq1350gso: { name: 'stoq1350gso', label: 'STOQ 1350 B, GSO send', transport: 'stoq', maxUdpPayloadSize: 1350, udp: 'gso' },
-  stoq16383gso: { name: 'stoq16383gso', label: 'STOQ 16383 B, GSO send', transport: 'stoq', maxUdpPayloadSize: 16383, udp: 'gso' },
-  stoq1350gro: { name: 'stoq1350gro', label: 'STOQ 1350 B, worker GRO+GSO', transport: 'stoq', maxUdpPayloadSize: 1350, udp: 'gro' },
-  stoq16383gro: { name: 'stoq16383gro', label: 'STOQ 16383 B, worker GRO+GSO', transport: 'stoq', maxUdpPayloadSize: 16383, udp: 'gro' },
+  stoq1350: { name: 'stoq1350', label: 'STOQ quiche 1350 B, plain dgram', transport: 'stoq', engine: 'quiche', maxUdpPayloadSize: 1350, udp: 'dgram' },
+  stoq16383: { name: 'stoq16383', label: 'STOQ quiche 16383 B, plain dgram', transport: 'stoq', engine: 'quiche', maxUdpPayloadSize: 16383, udp: 'dgram' },
+  stoq1350gso: { name: 'stoq1350gso', label: 'STOQ quiche 1350 B, GSO send', transport: 'stoq', engine: 'quiche', maxUdpPayloadSize: 1350, udp: 'gso' },
+  stoq16383gso: { name: 'stoq16383gso', label: 'STOQ quiche 16383 B, GSO send', transport: 'stoq', engine: 'quiche', maxUdpPayloadSize: 16383, udp: 'gso' },
+  stoq1350gro: { name: 'stoq1350gro', label: 'STOQ quiche 1350 B, worker GRO+GSO', transport: 'stoq', engine: 'quiche', maxUdpPayloadSize: 1350, udp: 'gro' },
+  stoq16383gro: { name: 'stoq16383gro', label: 'STOQ quiche 16383 B, worker GRO+GSO', transport: 'stoq', engine: 'quiche', maxUdpPayloadSize: 16383, udp: 'gro' },
+  quinn1350: { name: 'quinn1350', label: 'STOQ quinn 1350 B, plain dgram', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'dgram' },
+  quinn1350gro: { name: 'quinn1350gro', label: 'STOQ quinn 1350 B, worker GRO+GSO', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro' },
+  quinn16383gro: { name: 'quinn16383gro', label: 'STOQ quinn 16383 B, worker GRO+GSO', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 16383, udp: 'gro' },
+  quinnLargegro: { name: 'quinnLargegro', label: `STOQ quinn ${QUINN_LARGE_PACKET} B, worker GRO+GSO`, transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: QUINN_LARGE_PACKET, udp: 'gro' },
 }
 
 export interface ReceiverStart {

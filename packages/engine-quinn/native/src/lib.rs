@@ -200,15 +200,25 @@ fn transport_config(p: &Params) -> Result<TransportConfig, String> {
     let dgram_bytes = (p.datagram_queue as usize).saturating_mul(p.max_payload as usize).max(65536);
     t.datagram_receive_buffer_size(if p.datagrams { Some(dgram_bytes) } else { None });
     t.datagram_send_buffer_size(dgram_bytes);
+    // RFC 9002 §7.2 initial window: min(10 * max_datagram_size, max(14720, 2 * max_datagram_size)).
+    // quinn's fixed 14720 would be smaller than one packet above that size and block sending.
+    let mds = p.max_payload as u64;
+    let iw = (10 * mds).min(14720u64.max(2 * mds));
     match p.cc {
         1 => {
-            t.congestion_controller_factory(Arc::new(congestion::NewRenoConfig::default()));
+            let mut c = congestion::NewRenoConfig::default();
+            c.initial_window(iw).minimum_window(2 * mds);
+            t.congestion_controller_factory(Arc::new(c));
         }
         2 => {
-            t.congestion_controller_factory(Arc::new(congestion::BbrConfig::default()));
+            let mut c = congestion::BbrConfig::default();
+            c.initial_window(iw).minimum_window(2 * mds);
+            t.congestion_controller_factory(Arc::new(c));
         }
         _ => {
-            t.congestion_controller_factory(Arc::new(congestion::CubicConfig::default()));
+            let mut c = congestion::CubicConfig::default();
+            c.initial_window(iw).minimum_window(2 * mds);
+            t.congestion_controller_factory(Arc::new(c));
         }
     }
     Ok(t)
