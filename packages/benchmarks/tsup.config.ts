@@ -8,6 +8,7 @@ export default defineConfig({
     peer: 'src/peer.ts',
     'profile-top': 'src/profile-top.ts',
     pool: 'src/pool.ts',
+    engine: 'src/engine.ts',
   },
   format: ['esm'],
   dts: false,

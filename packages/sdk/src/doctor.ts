@@ -1,10 +1,18 @@
 import { detectCapabilities, formatCapabilities, type CapabilityReport } from '@stoq/hwaccel'
-import { createEndpoint, QUICHE_BINDING_PACKAGE, QuicheEngine, DEFAULT_TRANSPORT } from '@stoq/transport-core'
+import { createEndpoint, QUICHE_BINDING_PACKAGE, QuicheEngine, DEFAULT_TRANSPORT, quinnAvailability } from '@stoq/transport-core'
+
+export interface EngineAvailability {
+  name: string
+  available: boolean
+  detail: string
+}
 
 export interface DoctorReport {
   capabilities: CapabilityReport
-  /** The QUIC engine STOQ uses, or why it cannot load. */
+  /** The QUIC engine an endpoint gets here with `engine: 'auto'`, and why. */
   engine: { name: string; available: boolean; detail: string }
+  /** Every engine STOQ has, loadable or not (and why not). */
+  engines: EngineAvailability[]
   /** The UDP backend an endpoint gets here with `udpBackend: 'auto'`, and why. */
   udp: { backend: string; detail: string }
 }
@@ -15,29 +23,38 @@ export interface DoctorReport {
  */
 export async function doctor(): Promise<DoctorReport> {
   const capabilities = await detectCapabilities()
-  let engine: DoctorReport['engine']
+  const engines: EngineAvailability[] = []
+  const quinn = quinnAvailability()
+  engines.push({ name: 'quinn', available: quinn.available, detail: quinn.available ? `quinn-proto 0.9 + rustls in ${quinn.library}` : quinn.detail })
   try {
     new QuicheEngine({ transport: DEFAULT_TRANSPORT }).destroy()
-    engine = { name: 'quiche', available: true, detail: `quiche through the napi binding of ${QUICHE_BINDING_PACKAGE}` }
+    engines.push({ name: 'quiche', available: true, detail: `quiche through the napi binding of ${QUICHE_BINDING_PACKAGE}` })
   } catch (err) {
-    engine = { name: 'quiche', available: false, detail: (err as Error).message }
+    engines.push({ name: 'quiche', available: false, detail: (err as Error).message })
   }
+  let engine: DoctorReport['engine']
   let udp: DoctorReport['udp']
   try {
     const ep = await createEndpoint({ host: '127.0.0.1', port: 0 })
     const stats = ep.stats()
     udp = { backend: stats.udp.backend, detail: stats.udpChoice }
+    engine = { name: stats.engine, available: true, detail: stats.engineChoice }
     await ep.close()
   } catch (err) {
-    udp = { backend: 'none', detail: `cannot bind a loopback endpoint: ${(err as Error).message}` }
+    const why = `cannot start a loopback endpoint: ${(err as Error).message}`
+    udp = { backend: 'none', detail: why }
+    engine = { name: 'none', available: false, detail: why }
   }
-  return { capabilities, engine, udp }
+  return { capabilities, engine, engines, udp }
 }
 
 /** The doctor report as text for a terminal. */
 export function formatDoctor(report: DoctorReport, width = 120): string {
   return [
     formatCapabilities(report.capabilities, { width }),
+    '',
+    'QUIC engines:',
+    ...report.engines.map((e) => `  ${e.name.padEnd(12)}  ${e.available ? 'available' : 'UNAVAILABLE'}: ${e.detail}`),
     '',
     'STOQ will use:',
     `  QUIC engine   ${report.engine.available ? report.engine.name : 'none'}: ${report.engine.detail}`,

@@ -71,11 +71,16 @@ export interface StoqStats {
   packetsSent: number
   packetsReceived: number
   packetsLost: number
+  /** QUIC engine of this instance's endpoints (`quinn`, `quiche`), or null before the first endpoint. */
+  engine: string | null
+  /** Why that engine was chosen; says so when the faster engine could not load. */
+  engineChoice: string | null
 }
 
 /**
- * The STOQ facade: wires the default layers (quiche engine, dgram UDP I/O,
- * shared buffer pool, batcher) and hands out connections and listeners.
+ * The STOQ facade: wires the default layers (the quinn engine where it loads, else
+ * quiche; the fastest UDP backend the machine proves; a shared buffer pool; the
+ * batcher) and hands out connections and listeners.
  */
 export class Stoq {
   readonly name: string
@@ -255,8 +260,15 @@ export class Stoq {
       packetsSent: 0,
       packetsReceived: 0,
       packetsLost: 0,
+      engine: null,
+      engineChoice: null,
     }
     for (const ep of this.endpoints) {
+      if (s.engine === null) {
+        const e = ep.stats()
+        s.engine = e.engine
+        s.engineChoice = e.engineChoice
+      }
       for (const conn of ep.connections) {
         const c = conn.stats()
         s.connections++

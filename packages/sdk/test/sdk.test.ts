@@ -37,7 +37,8 @@ describe('Stoq facade', () => {
     const conn = await client.connect(`127.0.0.1:${ep.address.port}`, { pin: pki.server.fingerprint })
     expect(conn.established).toBe(true)
     const stats = client.stats()
-    expect(stats).toMatchObject({ name: 'cli', endpoints: 1, connections: 1 })
+    expect(stats).toMatchObject({ name: 'cli', endpoints: 1, connections: 1, engine: 'quinn' })
+    expect(stats.engineChoice).toContain('quinn')
     expect(stats.bytesSent).toBeGreaterThan(0)
     await client.close()
     await client.close()
@@ -66,7 +67,14 @@ describe('stoq doctor', () => {
   it('reports capabilities and the paths STOQ takes, as text and as JSON from the CLI', async () => {
     const { doctor, formatDoctor } = await import('../src/index.js')
     const report = await doctor()
-    expect(report.engine).toMatchObject({ name: 'quiche', available: true })
+    // Where the README's install built the quinn library, auto picks it; quiche is always there.
+    expect(report.engine).toMatchObject({ name: 'quinn', available: true })
+    expect(report.engine.detail).toContain('engine auto: quinn')
+    expect(report.engines.map((e) => [e.name, e.available])).toEqual([
+      ['quinn', true],
+      ['quiche', true],
+    ])
+    expect(formatDoctor(report)).toContain('QUIC engines:')
     expect(['gro', 'gso', 'dgram']).toContain(report.udp.backend)
     expect(report.udp.detail).toContain('udpBackend auto')
     expect(typeof report.capabilities.gso.available).toBe('boolean')

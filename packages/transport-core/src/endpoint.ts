@@ -335,17 +335,34 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       }
       return
     }
+    if (ms < 1) {
+      // A sub-millisecond deadline (an engine's pacer between two bursts): setTimeout
+      // cannot wait less than 1 ms, which would cap a paced sender at one burst per
+      // millisecond. Check again on the next turn of the event loop instead; I/O
+      // callbacks still run in between.
+      if (this.immediate === null) this.immediate = setImmediate(this.onImmediate)
+      return
+    }
     const at = performance.now() + ms
     // Keep an earlier timer; it re-arms when it fires.
     if (this.timer && this.timerAt <= at + 1) return
     if (this.timer) clearTimeout(this.timer)
     this.timerAt = at
-    this.timer = setTimeout(this.onTimer, Math.max(0, Math.ceil(ms)))
+    this.timer = setTimeout(this.onTimer, Math.ceil(ms))
   }
 
   private readonly onTimer = (): void => {
     this.timer = null
     this.timerAt = -1
+    if (this.state === 'closed') return
+    this.engine.handleTimeout()
+    this.process()
+  }
+
+  private immediate: NodeJS.Immediate | null = null
+
+  private readonly onImmediate = (): void => {
+    this.immediate = null
     if (this.state === 'closed') return
     this.engine.handleTimeout()
     this.process()
@@ -510,6 +527,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.closePromise ??= Promise.resolve()
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
+    if (this.immediate) clearImmediate(this.immediate)
+    this.immediate = null
     this.stopMetrics()
     for (const conn of [...this.conns.values()]) {
       conn.onClosed({ remote: false, app: true, code: 0, reason: new TextEncoder().encode('endpoint destroyed'), idleTimeout: false })
@@ -549,6 +568,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.state = 'closed'
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
+    if (this.immediate) clearImmediate(this.immediate)
+    this.immediate = null
     this.stopMetrics()
     await this.io.close()
     this.engine.destroy()

@@ -440,7 +440,11 @@ impl Engine {
         if seg == 0 {
             return;
         }
-        for chunk in data.chunks(seg) {
+        // One copy of the whole batch; each datagram is then a view of it (no allocation per
+        // packet), which quinn decrypts in place.
+        let mut rest = BytesMut::from(data);
+        while !rest.is_empty() {
+            let chunk = rest.split_to(seg.min(rest.len()));
             self.current = None;
             // One datagram at a time under catch_unwind: a panic (quinn-proto 0.9.2 on
             // malformed transport parameters, RUSTSEC-2026-0037) costs that datagram and the
@@ -464,8 +468,8 @@ impl Engine {
         }
     }
 
-    fn receive_one(&mut self, now: Instant, from: SocketAddr, chunk: &[u8]) {
-        match self.endpoint.handle(now, from, None, None, BytesMut::from(chunk)) {
+    fn receive_one(&mut self, now: Instant, from: SocketAddr, chunk: BytesMut) {
+        match self.endpoint.handle(now, from, None, None, chunk) {
             Some((ch, DatagramEvent::ConnectionEvent(ev))) => {
                 let h = ch.0;
                 if matches!(self.conns.get(h), Some(Some(_))) {
@@ -703,8 +707,8 @@ impl Engine {
         match best {
             None => -1.0,
             Some(t) => {
-                let d = t.saturating_duration_since(Instant::now());
-                (d.as_micros() as f64 / 1000.0).ceil()
+                // Fractional: pacing deadlines are often tens of microseconds away.
+                t.saturating_duration_since(Instant::now()).as_secs_f64() * 1000.0
             }
         }
     }
