@@ -7,6 +7,7 @@ import {
   type TransmitBatch,
 } from '@stoq/interface'
 import {
+  DEFAULT_FLUSH_DEADLINE_US,
   DEFAULT_MAX_BATCHES_PER_FLUSH,
   DEFAULT_MAX_PACKETS_PER_BATCH,
   DEFAULT_MAX_SUPER_BUFFER_BYTES,
@@ -15,6 +16,11 @@ import {
 export interface BatcherOptions extends PacketBatcherOptions {
   /** Batches sent per `flush()` before the rest is deferred to the next event-loop turn. */
   maxBatchesPerFlush: number
+  /**
+   * Deadline of one `flush()` in microseconds: past it, the rest is deferred to the next
+   * event-loop turn (checked between batches, so one batch may overrun it).
+   */
+  flushDeadlineUs: number
 }
 
 /**
@@ -28,6 +34,7 @@ class DefaultPacketBatcher implements PacketBatcher {
   private readonly c: PacketBatcherComponents
   private readonly maxPackets: number
   private readonly maxBatches: number
+  private readonly deadlineMs: number
   private readonly lengths: Uint32Array
   private readonly batch: TransmitBatch
   /** Outstanding sends per pool buffer (index → count). */
@@ -37,7 +44,7 @@ class DefaultPacketBatcher implements PacketBatcher {
   /** The pool had no free buffer at the last flush. */
   private waitingForBuffer = false
   private deferred = false
-  private readonly counters = { packets: 0, syscalls: 0, flushes: 0 }
+  private readonly counters = { packets: 0, syscalls: 0, flushes: 0, deadlineDeferrals: 0 }
 
   constructor(components: PacketBatcherComponents, options: BatcherOptions) {
     this.c = components
@@ -51,6 +58,7 @@ class DefaultPacketBatcher implements PacketBatcher {
       )
     }
     this.maxBatches = options.maxBatchesPerFlush
+    this.deadlineMs = options.flushDeadlineUs / 1000
     this.lengths = new Uint32Array(this.maxPackets)
     this.batch = { buffer: new Uint8Array(0), lengths: this.lengths, count: 0, bytes: 0, peer: null }
   }
@@ -64,8 +72,13 @@ class DefaultPacketBatcher implements PacketBatcher {
     const { engine, io, pool } = this.c
     const batch = this.batch
     const maxRun = Math.max(1, io.maxSegments)
+    const started = performance.now()
     let batches = 0
     while (batches < this.maxBatches) {
+      if (batches > 0 && performance.now() - started > this.deadlineMs) {
+        this.counters.deadlineDeferrals++
+        break
+      }
       const index = pool.tryAcquire()
       if (index < 0) {
         // No free buffer (ours wait for the socket, or others hold the pool):
@@ -165,9 +178,9 @@ class DefaultPacketBatcher implements PacketBatcher {
     this.flush()
   }
 
-  stats(): PacketBatcherStats {
-    const { packets, syscalls, flushes } = this.counters
-    return { packets, syscalls, syscallsSaved: packets - syscalls, flushes }
+  stats(): PacketBatcherStats & { deadlineDeferrals: number } {
+    const { packets, syscalls, flushes, deadlineDeferrals } = this.counters
+    return { packets, syscalls, syscallsSaved: packets - syscalls, flushes, deadlineDeferrals }
   }
 }
 
@@ -184,6 +197,7 @@ export function batching(options: Partial<BatcherOptions> = {}): (components: Pa
     maxPacketsPerBatch: positiveInt('maxPacketsPerBatch', options.maxPacketsPerBatch ?? DEFAULT_MAX_PACKETS_PER_BATCH, 512),
     maxSuperBufferBytes: positiveInt('maxSuperBufferBytes', options.maxSuperBufferBytes ?? DEFAULT_MAX_SUPER_BUFFER_BYTES, 65535),
     maxBatchesPerFlush: positiveInt('maxBatchesPerFlush', options.maxBatchesPerFlush ?? DEFAULT_MAX_BATCHES_PER_FLUSH, 1 << 20),
+    flushDeadlineUs: positiveInt('flushDeadlineUs', options.flushDeadlineUs ?? DEFAULT_FLUSH_DEADLINE_US, 10_000_000),
   }
   return (components) => new DefaultPacketBatcher(components, resolved)
 }

@@ -1,6 +1,7 @@
 export { bufferPoolTests, type BufferPoolTestFactory, type BufferPoolTestOptions } from './buffer-pool.js'
 export { udpIoTests, type UdpIoTestFactory } from './udp-io.js'
 export { packetBatcherTests, type PacketBatcherPoolOptions, type PacketBatcherTestFactory } from './packet-batcher.js'
+export { FakeQuicEngine, RecordingUdpIo, createFixedPool, type ScriptedPacket } from './packet-batcher-fakes.js'
 export { testPki, type TestPki, type TestIdentity } from './pki.js'
 export { quicEngineTests, type QuicEngineTestFactory } from './quic-engine.js'
 export {
