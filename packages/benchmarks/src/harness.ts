@@ -254,7 +254,7 @@ export async function runOnce(spec: CaseSpec, o: RunOptions, identity: BenchIden
       cert: identity.cert,
       key: identity.key,
     })
-    const { port } = await race(receiver.next('listening'))
+    const { port, dialInfo } = await race(receiver.next('listening'))
 
     const sender = new Peer('sender', execArgvFor(o, spec, 'sender', run), failWith)
     peers.push(sender)
@@ -264,6 +264,7 @@ export async function runOnce(spec: CaseSpec, o: RunOptions, identity: BenchIden
       spec,
       host: o.host,
       port,
+      ...(dialInfo !== undefined ? { dialInfo } : {}),
       bytes: o.bytes,
       socketBufferSize: o.socketBufferSize,
       copyWrites: o.copyWrites,

@@ -4,6 +4,7 @@
  * verifies; the sender connects and writes the pattern.
  */
 import net from 'node:net'
+import type { ComponentLogger, Logger, MultiaddrConnection, Stream, StreamMuxer, Transport, Upgrader } from '@libp2p/interface'
 import { createEndpoint, type Endpoint, type EndpointComponents, type QuicConnection } from '@stoq/transport-core'
 import { dgramUdpIo, gsoUdpIo, workerUdpIo } from '@stoq/hwaccel'
 import { PatternVerifier, sendPattern } from './pattern.js'
@@ -236,6 +237,163 @@ async function stoqSender(o: SenderStart): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------
+// @chainsafe/libp2p-quic, for comparison: its libp2p transport driven directly,
+// with no libp2p node around it. QUIC brings its own encryption (TLS with
+// libp2p peer certificates) and streams, so the "upgrade" a libp2p node would
+// do is only wrapping the connection in the transport's own stream muxer; the
+// minimal upgraders below do that and nothing else. There is no protocol
+// negotiation (multistream-select): the stream carries the pattern alone.
+// The packages are imported when a case asks for them, so other cases never
+// load them.
+
+/** Logger for the transport: silent, as libp2p's default one is unless DEBUG is set. */
+const silentLog: Logger = Object.assign(() => {}, {
+  error: () => {},
+  trace: () => {},
+  enabled: false,
+  newScope: (): Logger => silentLog,
+})
+const silentLogger: ComponentLogger = { forComponent: () => silentLog }
+
+/** A QUIC transport with its default options (what a libp2p node gets) and a fresh Ed25519 identity. */
+async function libp2pQuicTransport(): Promise<Transport> {
+  const [{ quic }, { generateKeyPair }] = await Promise.all([import('@chainsafe/libp2p-quic'), import('@libp2p/crypto/keys')])
+  return quic()({ logger: silentLogger, privateKey: await generateKeyPair('Ed25519') })
+}
+
+/** The connection's streams come from `muxer`; when it closes, stop the muxer (as libp2p's upgrader would). */
+function libp2pMuxerFor(maConn: MultiaddrConnection, muxer: StreamMuxer): void {
+  const events = maConn as unknown as Partial<EventTarget>
+  events.addEventListener?.('close', () => muxer.abort(new Error('connection closed')), { once: true })
+}
+
+/**
+ * Turns `write(chunk)` calls into the async iterable a libp2p stream's `sink`
+ * pulls from. A write resolves when the sink comes back for the next chunk,
+ * which it does only once the stream finished sending this one, so the buffer
+ * may then be reused; until then it waits here. That is the backpressure:
+ * sendPattern keeps at most SEND_DEPTH writes outstanding.
+ */
+class SinkFeed {
+  private readonly queue: { chunk: Uint8Array; taken: () => void }[] = []
+  private wake: (() => void) | null = null
+  private ended = false
+
+  write(chunk: Uint8Array): Promise<void> {
+    return new Promise((resolve) => {
+      this.queue.push({ chunk, taken: resolve })
+      this.notify()
+    })
+  }
+
+  /** No more writes: the source ends once the queue is drained. */
+  end(): void {
+    this.ended = true
+    this.notify()
+  }
+
+  private notify(): void {
+    const wake = this.wake
+    this.wake = null
+    wake?.()
+  }
+
+  async *source(): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      const next = this.queue.shift()
+      if (next === undefined) {
+        if (this.ended) return
+        await new Promise<void>((resolve) => {
+          this.wake = resolve
+        })
+        continue
+      }
+      yield next.chunk
+      next.taken()
+    }
+  }
+}
+
+async function libp2pQuicReceiver(o: ReceiverStart): Promise<void> {
+  const { multiaddr } = await import('@multiformats/multiaddr')
+  const transport = await libp2pQuicTransport()
+  let taken = false
+  const upgrader = {
+    async upgradeInbound(maConn, opts) {
+      if (taken || !opts?.muxerFactory) {
+        await maConn.close()
+        return
+      }
+      taken = true
+      let streams = 0
+      const muxer = opts.muxerFactory.createStreamMuxer({
+        direction: 'inbound',
+        onIncomingStream: (stream: Stream) => {
+          if (streams++ > 0) {
+            stream.abort(new Error('one stream per run'))
+            return
+          }
+          const receipt = new Receipt(o.bytes)
+          void (async () => {
+            for await (const list of stream.source) {
+              for (const chunk of list) receipt.chunk(chunk)
+            }
+            await receipt.end()
+          })().catch(fail)
+        },
+      })
+      libp2pMuxerFor(maConn, muxer)
+    },
+  } as Partial<Upgrader> as Upgrader
+  const listener = transport.createListener({ upgrader })
+  await listener.listen(multiaddr(`/${net.isIPv6(o.host) ? 'ip6' : 'ip4'}/${o.host}/udp/0/quic-v1`))
+  const addr = listener.getAddrs()[0]
+  if (addr === undefined) throw new Error('libp2p-quic listener has no address')
+  await send({ type: 'listening', port: addr.toOptions().port, dialInfo: addr.toString() })
+  await finished
+  await send({ type: 'report' })
+  await listener.close()
+}
+
+async function libp2pQuicSender(o: SenderStart): Promise<void> {
+  if (o.dialInfo === undefined) throw new Error('libp2p-quic sender: no dialInfo (listen multiaddr) from the receiver')
+  const { multiaddr } = await import('@multiformats/multiaddr')
+  const transport = await libp2pQuicTransport()
+  let dialed: { maConn: MultiaddrConnection; muxer: StreamMuxer } | null = null
+  const upgrader = {
+    async upgradeOutbound(maConn, opts) {
+      if (!opts?.muxerFactory) throw new Error('libp2p-quic: the transport offered no stream muxer')
+      const muxer = opts.muxerFactory.createStreamMuxer({ direction: 'outbound' })
+      libp2pMuxerFor(maConn, muxer)
+      dialed = { maConn, muxer }
+      // dial() only hands this back; nothing here uses libp2p's Connection.
+      return {} as Awaited<ReturnType<Upgrader['upgradeOutbound']>>
+    },
+  } as Partial<Upgrader> as Upgrader
+  await transport.dial(multiaddr(o.dialInfo), { upgrader, signal: AbortSignal.timeout(30_000) })
+  const { maConn, muxer } = dialed as unknown as { maConn: MultiaddrConnection; muxer: StreamMuxer }
+  const stream = await muxer.newStream()
+  const feed = new SinkFeed()
+  const clock = new SendClock()
+  const progress = progressReporter()
+  clock.start()
+  const sinking = stream.sink(feed.source())
+  // A sink that fails leaves writes pending: report it rather than hang.
+  sinking.catch(fail)
+  await sendPattern(o.bytes, (chunk) => feed.write(chunk), progress.update, o.copyWrites)
+  feed.end()
+  // Resolves once the last chunk was sent and the stream's write side finished (FIN).
+  await sinking
+  progress.stop()
+  await send({ type: 'sent', bytes: o.bytes })
+  await finished
+  const cpu = clock.figures()
+  await send({ type: 'report', cpu })
+  muxer.abort(new Error('run over'))
+  await maConn.close()
+}
+
+// ---------------------------------------------------------------------------
 
 process.on('disconnect', () => {
   // The harness is gone: never linger.
@@ -253,10 +411,14 @@ process.on('message', (msg: ToPeer) => {
     msg.role === 'receiver'
       ? msg.spec.transport === 'tcp'
         ? tcpReceiver(msg)
-        : stoqReceiver(msg)
+        : msg.spec.transport === 'libp2p-quic'
+          ? libp2pQuicReceiver(msg)
+          : stoqReceiver(msg)
       : msg.spec.transport === 'tcp'
         ? tcpSender(msg)
-        : stoqSender(msg)
+        : msg.spec.transport === 'libp2p-quic'
+          ? libp2pQuicSender(msg)
+          : stoqSender(msg)
   run.then(
     () => process.exit(0),
     (err: unknown) => fail(err),

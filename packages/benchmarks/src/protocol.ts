@@ -1,6 +1,7 @@
 /** What runs on each side of a benchmark run, and the messages between the harness and its two peers. */
 
-export type Transport = 'tcp' | 'stoq'
+/** `libp2p-quic`: @chainsafe/libp2p-quic (quinn through napi-rs), its transport driven directly. */
+export type Transport = 'tcp' | 'stoq' | 'libp2p-quic'
 
 export interface CaseSpec {
   /** Name used on the command line and in JSON. */
@@ -31,6 +32,8 @@ export const CASES: Readonly<Record<string, CaseSpec>> = {
   quinn1350gro: { name: 'quinn1350gro', label: 'STOQ quinn 1350 B, worker GRO+GSO', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro' },
   quinn16383gro: { name: 'quinn16383gro', label: 'STOQ quinn 16383 B, worker GRO+GSO', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 16383, udp: 'gro' },
   quinnLargegro: { name: 'quinnLargegro', label: `STOQ quinn ${QUINN_LARGE_PACKET} B, worker GRO+GSO`, transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: QUINN_LARGE_PACKET, udp: 'gro' },
+  /** Comparison: another QUIC stack for Node, with its own defaults (packet size, windows, socket buffers). */
+  libp2pquic: { name: 'libp2pquic', label: '@chainsafe/libp2p-quic (quinn via napi)', transport: 'libp2p-quic' },
 }
 
 export interface ReceiverStart {
@@ -51,6 +54,8 @@ export interface SenderStart {
   spec: CaseSpec
   host: string
   port: number
+  /** What the receiver's `listening` said the sender needs besides host and port, if anything. */
+  dialInfo?: string
   bytes: number
   socketBufferSize: number | null
   /** Give every write its own buffer instead of reusing the ring (diagnostic). */
@@ -72,7 +77,8 @@ export interface CpuFigures {
 
 /** Peer → harness. */
 export type FromPeer =
-  | { type: 'listening'; port: number }
+  /** `dialInfo`: anything else the sender needs to connect (libp2p-quic: the listen multiaddr). */
+  | { type: 'listening'; port: number; dialInfo?: string }
   /** Receiver: bytes verified so far. Sender: bytes handed to the transport so far. */
   | { type: 'progress'; bytes: number }
   /** Sender: every byte was handed to the transport and the stream was closed. */

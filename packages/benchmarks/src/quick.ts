@@ -1,8 +1,10 @@
 /**
- * The quick check: one loopback STOQ run at 1350-byte packets and the TCP
- * baseline of the same size (256 MiB by default), receiver-counted and
- * verified, with the ratio. Takes well under a minute; exits non-zero if
- * anything fails to verify.
+ * The quick check: loopback runs of 256 MiB (by default), receiver-counted and
+ * verified, in the same invocation: the Node TCP baseline; STOQ's default path
+ * (quinn engine, worker GRO+GSO) at 1350-byte and 65000-byte packets; the quiche
+ * engine on the same socket path at 1350 bytes; and the plain dgram path. Each
+ * with its ratio to TCP. Takes about a minute; exits non-zero if anything fails
+ * to verify.
  *
  *   node dist/quick.js [--bytes 256MiB] [--host 127.0.0.1|::1] [--json FILE]
  */
@@ -10,7 +12,7 @@ import { fmtGbps, formatTable, main } from './harness.js'
 
 await main(
   'quick',
-  { bytes: 256 * 1024 * 1024, runs: 1, cases: ['tcp', 'stoq1350', 'stoq1350gro'], host: '127.0.0.1', timeoutMs: 60_000 },
+  { bytes: 256 * 1024 * 1024, runs: 1, cases: ['tcp', 'quinn1350gro', 'quinnLargegro', 'stoq1350gro', 'stoq1350'], host: '127.0.0.1', timeoutMs: 60_000 },
   (result) => {
     console.log(formatTable(result))
     const tcp = result.cases.find((c) => c.case === 'tcp')
