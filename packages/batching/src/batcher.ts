@@ -44,6 +44,7 @@ class DefaultPacketBatcher implements PacketBatcher {
   /** The pool had no free buffer at the last flush. */
   private waitingForBuffer = false
   private deferred = false
+  private closed = false
   private readonly counters = { packets: 0, syscalls: 0, flushes: 0, deadlineDeferrals: 0 }
 
   constructor(components: PacketBatcherComponents, options: BatcherOptions) {
@@ -68,7 +69,7 @@ class DefaultPacketBatcher implements PacketBatcher {
   }
 
   flush(): void {
-    if (this.isBlocked) return
+    if (this.isBlocked || this.closed) return
     const { engine, io, pool } = this.c
     const batch = this.batch
     const maxRun = Math.max(1, io.maxSegments)
@@ -159,6 +160,10 @@ class DefaultPacketBatcher implements PacketBatcher {
     this.flush()
   }
 
+  close(): void {
+    this.closed = true
+  }
+
   onSendComplete(token: number): void {
     const n = this.pending.get(token)
     if (n === undefined) return
@@ -173,7 +178,7 @@ class DefaultPacketBatcher implements PacketBatcher {
   }
 
   onDrain(): void {
-    if (!this.isBlocked) return
+    if (!this.isBlocked || this.closed) return
     this.isBlocked = false
     this.flush()
   }

@@ -42,4 +42,22 @@ describe('flush deadline', () => {
     expect(() => batching({ flushDeadlineUs: 0 })).toThrow(/flushDeadlineUs/)
     expect(() => batching({ flushDeadlineUs: 1.5 })).toThrow(/flushDeadlineUs/)
   })
+
+  it('runs no deferred flush after close(), so a closed pool or socket is never touched', async () => {
+    const engine = new FakeQuicEngine(1200)
+    engine.enqueue(Array.from({ length: 50 }, () => ({ peer: PEER, size: 1200 })))
+    const io = new RecordingUdpIo({ maxSegments: 1 })
+    const b = batching({ maxBatchesPerFlush: 1, maxPacketsPerBatch: 1 })({ engine, io, pool: createFixedPool(64, 2048) })
+    await io.bind(
+      { host: '127.0.0.1', port: 0, ipv6Only: false },
+      { onPacket: () => {}, onBatchEnd: () => {}, onSendComplete: (t) => b.onSendComplete(t), onDrain: () => b.onDrain(), onError: () => {} },
+    )
+    b.flush() // one batch now, the rest deferred to the next turn
+    expect(engine.produced).toBe(1)
+    b.close!()
+    for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r))
+    expect(engine.produced).toBe(1)
+    b.flush()
+    expect(engine.produced).toBe(1)
+  })
 })

@@ -208,8 +208,29 @@ export class QuinnEngine implements QuicEngine {
     }
     batch.count = count
     batch.bytes = this.meta[1]!
-    batch.peer = socketAddress(this.peerBuf)
+    batch.peer = this.lastPeerFor(this.peerBuf)
     return true
+  }
+
+  private lastPeer: SocketAddress | null = null
+  private readonly lastPeerBytes = new Uint8Array(19)
+
+  /** The peer of consecutive batches is almost always the same: skip building its key then. */
+  private lastPeerFor(buf: Uint8Array): SocketAddress {
+    const last = this.lastPeerBytes
+    if (this.lastPeer !== null) {
+      let same = true
+      for (let i = 0; i < 19; i++) {
+        if (buf[i] !== last[i]) {
+          same = false
+          break
+        }
+      }
+      if (same) return this.lastPeer
+    }
+    last.set(buf)
+    this.lastPeer = socketAddress(buf)
+    return this.lastPeer
   }
 
   nextTimeout(): number {

@@ -421,6 +421,11 @@ export interface PacketBatcher {
   /** True while sends are held back because the socket queue is full. */
   readonly blocked: boolean
   stats(): PacketBatcherStats
+  /**
+   * Stop for good: no flush runs after this, not even one deferred to a later turn. The
+   * endpoint calls it before it closes the socket and the pool.
+   */
+  close?(): void
 }
 
 export interface PacketBatcherOptions {

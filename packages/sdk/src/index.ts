@@ -1,4 +1,4 @@
-export { Stoq, type StoqOptions, type StoqConnectOptions, type ListenHandlers, type StoqStats } from './stoq.js'
+export { Stoq, type StoqOptions, type StoqConnectOptions, type ListenHandlers, type StoqStats, type TierState } from './stoq.js'
 export {
   loadOrCreateIdentity,
   appConfigDir,
@@ -31,3 +31,4 @@ export {
   type MultiplexStats,
   type MultiplexMemberStats,
 } from './multiplex.js'
+export { classifyTier, tierProfile, NETWORK_TIERS, TIER_THRESHOLDS_GBPS, type NetworkTier, type TierProfile } from './tiers.js'

@@ -16,6 +16,8 @@ import { parseTarget, type ConnectTarget } from './target.js'
 import { KnownHosts, appConfigDir, loadOrCreateIdentity, type AppIdentity, type IdentityOptions } from './identity.js'
 import { fingerprintDer } from '@stoq/transport-core'
 import { ConnectionPool, poolKey, type PoolOptions, type PoolStats } from './pool.js'
+import { batching } from '@stoq/batching'
+import { classifyTier, tierProfile, NETWORK_TIERS, type NetworkTier, type TierProfile } from './tiers.js'
 import { Multiplexer, validateMultiplexOptions, type MultiplexStrategy } from './multiplex.js'
 
 export interface StoqOptions {
@@ -27,6 +29,23 @@ export interface StoqOptions {
   identity: Partial<IdentityOptions>
   /** Connection pooling: reuse of live connections by `connect`. */
   pool: Partial<PoolOptions>
+  /**
+   * Network tier: `auto` (default) classifies the path from measured throughput (the
+   * per-second series, or `probe()`) and applies that tier's profile to endpoints created
+   * afterwards; a tier name applies its profile from the start.
+   */
+  tier: 'auto' | NetworkTier
+}
+
+export interface TierState {
+  /** Current tier, or null in `auto` mode before anything was measured. */
+  tier: NetworkTier | null
+  /** Where it comes from: the `tier` option, the throughput series, or `probe()`. */
+  source: 'configured' | 'measured' | 'probe' | null
+  /** Throughput the classification used (Gbit/s), null when configured. */
+  gbps: number | null
+  /** The profile endpoints created from now on get (null: STOQ's defaults). */
+  profile: TierProfile | null
 }
 
 export interface StoqConnectOptions extends Omit<ConnectOptions, 'host' | 'port'> {
@@ -71,6 +90,8 @@ export interface StoqStats {
   packetsSent: number
   packetsReceived: number
   packetsLost: number
+  /** Network tier, where the classification came from, and the tuning profile applied. */
+  tier: TierState
   /** QUIC engine of this instance's endpoints (`quinn`, `quiche`), or null before the first endpoint. */
   engine: string | null
   /** Why that engine was chosen; says so when the faster engine could not load. */
@@ -95,11 +116,62 @@ export class Stoq {
   private readonly series = new ThroughputSeries()
 
   private readonly pool: ConnectionPool
+  private tierState: TierState = { tier: null, source: null, gbps: null, profile: null }
 
   private constructor(name: string, options: StoqOptions) {
     this.name = name
     this.options = options
     this.pool = new ConnectionPool(options.pool)
+    if (options.tier !== 'auto') this.tierState = { tier: options.tier, source: 'configured', gbps: null, profile: tierProfile(options.tier) }
+  }
+
+  /** Endpoint options and components with the current tier profile under the user's own. */
+  private endpointSetup(): { options: StoqOptions['endpoint']; components: StoqOptions['components'] } {
+    const p = this.tierState.profile
+    if (p === null) return { options: this.options.endpoint, components: this.options.components }
+    const user = this.options.endpoint
+    return {
+      options: {
+        socketBufferSize: p.socketBufferSize,
+        poolMaxBuffers: p.poolMaxBuffers,
+        ...user,
+        transport: { ...p.transport, ...(user.transport ?? {}) },
+      },
+      components: { batcher: batching({ maxPacketsPerBatch: p.maxPacketsPerBatch }), ...this.options.components },
+    }
+  }
+
+  /** Classify from a measured rate and, in auto mode, adopt that tier's profile. */
+  private adoptTier(gbps: number, source: 'measured' | 'probe'): void {
+    if (this.options.tier !== 'auto') return
+    const tier = classifyTier(gbps)
+    if (tier === this.tierState.tier && source === this.tierState.source) {
+      this.tierState.gbps = gbps
+      return
+    }
+    this.tierState = { tier, source, gbps, profile: tierProfile(tier) }
+  }
+
+  /**
+   * Measure the path to `target`: send `bytes` (default 8 MiB) on one unidirectional
+   * stream and time it until the peer acknowledged every byte. The peer sees that stream
+   * (a STOQ server may simply cancel it). In `auto` mode the result sets the tier.
+   */
+  async probe(target: ConnectTarget, options: StoqConnectOptions & { bytes?: number } = {}): Promise<{ gbps: number; tier: NetworkTier; profile: TierProfile }> {
+    this.assertOpen()
+    const { bytes = 8 * 1024 * 1024, ...connectOptions } = options
+    if (!Number.isInteger(bytes) || bytes < 64 * 1024 || bytes > 1024 * 1024 * 1024) {
+      throw new StoqInvalidArgumentError('bytes', 'expected an integer from 65536 to 1073741824')
+    }
+    const conn = await this.connect(target, connectOptions)
+    const payload = new Uint8Array(bytes)
+    const started = performance.now()
+    await conn.send(payload, { confirm: true })
+    const seconds = (performance.now() - started) / 1000
+    const gbps = (bytes * 8) / seconds / 1e9
+    const tier = classifyTier(gbps)
+    if (this.options.tier === 'auto') this.tierState = { tier, source: 'probe', gbps, profile: tierProfile(tier) }
+    return { gbps, tier, profile: tierProfile(tier) }
   }
 
   /** `const stoq = await Stoq.create('my-app')`. */
@@ -108,11 +180,16 @@ export class Stoq {
       throw new StoqInvalidArgumentError('name', 'expected 1-64 characters of letters, digits, ".", "_" or "-"')
     }
     if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
+    const tier = options.tier ?? 'auto'
+    if (tier !== 'auto' && !NETWORK_TIERS.includes(tier)) {
+      throw new StoqInvalidArgumentError('tier', `expected 'auto' or one of ${NETWORK_TIERS.join(', ')}, got ${JSON.stringify(tier)}`)
+    }
     return new Stoq(name, {
       endpoint: options.endpoint ?? {},
       components: options.components ?? {},
       identity: options.identity ?? {},
       pool: options.pool ?? {},
+      tier,
     })
   }
 
@@ -136,7 +213,8 @@ export class Stoq {
       ...(handlers.retry !== undefined ? { retry: handlers.retry } : {}),
       ...(handlers.maxConnections !== undefined ? { maxConnections: handlers.maxConnections } : {}),
     }
-    const ep = await createEndpoint({ ...this.options.endpoint, ...where, server }, this.options.components)
+    const setup = this.endpointSetup()
+    const ep = await createEndpoint({ ...setup.options, ...where, server }, setup.components)
     this.endpoints.add(ep)
     ep.on('connection', (conn) => {
       this.track(conn)
@@ -191,7 +269,8 @@ export class Stoq {
   /** A new connection from this instance's client endpoint. */
   private async open(host: string, port: number, options: Omit<ConnectOptions, 'host' | 'port'>): Promise<QuicConnection> {
     if (this.client === null) {
-      this.client = createEndpoint(this.options.endpoint, this.options.components).then((ep) => {
+      const setup = this.endpointSetup()
+      this.client = createEndpoint(setup.options, setup.components).then((ep) => {
         this.endpoints.add(ep)
         return ep
       })
@@ -260,8 +339,14 @@ export class Stoq {
       packetsSent: 0,
       packetsReceived: 0,
       packetsLost: 0,
+      tier: { ...this.tierState },
       engine: null,
       engineChoice: null,
+    }
+    // Auto mode: the busiest second so far (a probe, when there was one, wins).
+    if (this.options.tier === 'auto' && this.tierState.source !== 'probe' && this.series.peakGbps > 0) {
+      this.adoptTier(this.series.peakGbps, 'measured')
+      s.tier = { ...this.tierState }
     }
     for (const ep of this.endpoints) {
       if (s.engine === null) {

@@ -134,7 +134,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.io = components.udp ? components.udp() : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend, options.cpuAffinity)
     this.udpChoice = components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
     this.ownsPool = components.pool === undefined
-    this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: 4096 })
+    this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: options.poolMaxBuffers })
   }
 
   /** Bind a socket and start an endpoint. */
@@ -534,6 +534,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       conn.onClosed({ remote: false, app: true, code: 0, reason: new TextEncoder().encode('endpoint destroyed'), idleTimeout: false })
     }
     if (!wasOpen) return
+    this.batcher?.close?.()
     await this.io.close()
     this.engine.destroy()
     if (this.ownsPool) this.pool.close()
@@ -571,6 +572,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     if (this.immediate) clearImmediate(this.immediate)
     this.immediate = null
     this.stopMetrics()
+    this.batcher.close?.()
     await this.io.close()
     this.engine.destroy()
     if (this.ownsPool) this.pool.close()

@@ -9,6 +9,7 @@ import {
 import {
   DEFAULT_ALPN,
   DEFAULT_CLOSE_TIMEOUT_MS,
+  DEFAULT_POOL_MAX_BUFFERS,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_HOST,
   DEFAULT_MAX_CONNECTIONS,
@@ -77,6 +78,8 @@ export interface EndpointOptions {
    * STOQ_ERR_UNSUPPORTED. Ignored when an `engine` component is given.
    */
   engine: EngineChoice
+  /** Most 64 KiB buffers the endpoint's own packet pool may grow to (default 4096). Ignored when a `pool` component is given. */
+  poolMaxBuffers: number
 }
 
 export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'dgram'
@@ -126,6 +129,7 @@ export interface ResolvedEndpointOptions {
   udpBackend: UdpBackendChoice
   cpuAffinity: number[]
   engine: EngineChoice
+  poolMaxBuffers: number
 }
 
 export interface ResolvedConnectOptions {
@@ -311,6 +315,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     udpBackend: udpBackendOption(o.udpBackend),
     cpuAffinity: cpuListOption(o.cpuAffinity),
     engine: engineOption(o.engine),
+    poolMaxBuffers: intOption('poolMaxBuffers', o.poolMaxBuffers ?? DEFAULT_POOL_MAX_BUFFERS, 16, 1 << 20),
   }
 }
 
