@@ -17,6 +17,7 @@ import {
   loadLibc,
 } from './koffi/libc.js'
 import { socketFd } from './koffi/socket-fd.js'
+import { probeIoUring } from './uring-io.js'
 import { literalLookup, probeGso } from './koffi/sockets.js'
 import { formatCpuList, getOnlineCpus } from './affinity.js'
 import { sysGetAffinity, sysGettid } from './koffi/affinity.js'
@@ -44,7 +45,7 @@ export interface CapabilityReport {
   /** The sendmmsg / recvmmsg symbols resolve in libc through koffi. */
   sendmmsg: Capability
   recvmmsg: Capability
-  /** liburing.so.2 loadable through koffi. */
+  /** io_uring proven by a real io_uring_setup, opcode probe and NOP round trip (raw syscalls through koffi, no liburing). */
   ioUring: Capability
   /** net.core.{r,w}mem_max and whether SO_*BUFFORCE (CAP_NET_ADMIN) lifts them. */
   socketBuffers: Capability & { rmemMax: number | null; wmemMax: number | null; force: boolean }
@@ -172,7 +173,7 @@ export async function detectCapabilities(options: Partial<DetectOptions> = {}): 
     }
   }
 
-  report.ioUring = detectIoUring(k.ok ? k.koffi : null, k.ok ? '' : k.reason)
+  report.ioUring = detectIoUring()
   const onlineCpus = safe(() => getOnlineCpus(), [])
   report.numa = detectNuma(k.ok ? k.koffi : null, k.ok ? '' : k.reason, onlineCpus)
   report.affinity = detectAffinity(linux, onlineCpus)
@@ -256,18 +257,17 @@ export async function detectCapabilities(options: Partial<DetectOptions> = {}): 
   return report
 }
 
-function detectIoUring(koffi: Koffi | null, koffiReason: string): Capability {
-  const disabled = readNumber('/proc/sys/kernel/io_uring_disabled')
+function detectIoUring(): Capability {
+  const probe = probeIoUring()
+  const disabled = probe.disabledSysctl
   const sysctl =
     disabled === null ? 'kernel.io_uring_disabled not present' : `kernel.io_uring_disabled=${disabled}${disabled === 0 ? '' : ' (restricted)'}`
-  if (koffi === null) return { available: false, detail: `unknown: ${koffiReason}; ${sysctl}` }
-  try {
-    const lib = koffi.load('liburing.so.2')
-    lib.unload()
-    return { available: disabled !== 2, detail: `liburing.so.2 loads through koffi; ${sysctl}; no STOQ backend uses it yet` }
-  } catch (err) {
-    return { available: false, detail: `liburing.so.2 absent: ${errorMessage(err)}; ${sysctl}` }
-  }
+  return probe.ok
+    ? {
+        available: true,
+        detail: `${probe.detail}; ${sysctl}; used by the uring UDP backend (UringUdpIo), which also proves SENDMSG/RECVMSG on loopback at bind; liburing not needed`,
+      }
+    : { available: false, detail: `${probe.detail}; ${sysctl}` }
 }
 
 function detectNuma(koffi: Koffi | null, koffiReason: string, onlineCpus: number[]): CapabilityReport['numa'] {

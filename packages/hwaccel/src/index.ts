@@ -52,3 +52,16 @@ export {
   DEFAULT_WORKER_SYSCALL_BATCH,
   WORKER_BUFFER_SIZE,
 } from './worker-io.js'
+export {
+  UringUdpIo,
+  createUringUdpIo,
+  uringUdpIo,
+  probeIoUring,
+  type UringUdpIoOptions,
+  type UringUdpIoStats,
+  type IoUringProbeResult,
+  type IoUringProbeOptions,
+  DEFAULT_URING_RECEIVE_DEPTH,
+  DEFAULT_URING_SEND_BATCH,
+  URING_SETUP_FLAGS,
+} from './uring-io.js'

@@ -21,6 +21,7 @@ import { AddressCodec } from './worker/address-codec.js'
 import {
   type ControlLayout,
   RX_ADDR,
+  RX_BUFFER,
   RX_LENGTH,
   RX_PORT,
   RX_SCOPE,
@@ -182,14 +183,15 @@ function source(): string {
  */
 export class WorkerUdpIo implements UdpIo {
   readonly specificationVersion = 'v1' as const
-  readonly backend = 'gro'
+  /** `gro` here; the io_uring subclass (uring-io.ts) says `uring`. */
+  readonly backend: 'gro' | 'uring' = 'gro'
   readonly maxSegments = GSO_MAX_SEGMENTS
   /** The pool the slot buffers come from (shared memory). */
   readonly sharedPool: BufferPool
 
   private readonly ownsPool: boolean
-  private readonly rxSlots: number
-  private readonly txSlots: number
+  protected readonly rxSlots: number
+  protected readonly txSlots: number
   private readonly highWater: number
   private readonly lowWater: number
   private readonly socketBufferSize: number
@@ -208,6 +210,11 @@ export class WorkerUdpIo implements UdpIo {
   private eventFdCalls: EventFdCalls | null = null
   private eventFd = -1
   private socketFd = -1
+  /** A descriptor the worker owns besides the socket (the uring worker's ring), -1 if none, and what it mapped of it. */
+  private ringFd = -1
+  private ringMaps: { address: number; length: number }[] = []
+  /** What the worker reported about its engine at bind (the uring worker: the ring and its probes). */
+  protected engineDetail = ''
   private v6 = true
   private readonly codec = new AddressCodec()
 
@@ -215,7 +222,7 @@ export class WorkerUdpIo implements UdpIo {
   private layout: ControlLayout = controlLayout(2, 2)
   private control: SharedArrayBuffer | null = null
   private ctl: Int32Array<ArrayBufferLike> = new Int32Array(0)
-  private workerStats: Float64Array<ArrayBufferLike> = new Float64Array(0)
+  protected workerStats: Float64Array<ArrayBufferLike> = new Float64Array(0)
   private rxIndexes: number[] = []
   private txIndexes: number[] = []
   private rxViews: Uint8Array[] = []
@@ -320,19 +327,45 @@ export class WorkerUdpIo implements UdpIo {
     return this.local
   }
 
+  // Hooks for the backends that run another worker program over the same rings (uring-io.ts).
+
+  /** Source text of the worker program, run with `workerData` and `require`. */
+  protected workerSource(): string {
+    return source()
+  }
+
+  /** Fields the worker program needs besides `UdpWorkerData`. */
+  protected workerExtras(): Record<string, unknown> {
+    return {}
+  }
+
+  /** How messages name this backend. */
+  protected backendLabel(): string {
+    return 'UDP worker backend'
+  }
+
+  /** Why this backend cannot run here before anything is allocated, or null. */
+  protected precheck(): string | null {
+    return null
+  }
+
   async bind(options: UdpBindOptions, receiver: UdpReceiver): Promise<SocketAddress> {
     if (this.state === 'closed' || this.state === 'failed') throw new StoqClosedError('UDP socket')
     if (this.state !== 'idle') throw new StoqSocketError('UDP socket is already bound')
     const family = checkBindTarget(options.host, options.port)
+    const feature = this.backend
+    const label = this.backendLabel()
     const loaded = loadLibc()
-    if (!loaded.ok) throw new StoqUnsupportedError('gro', `UDP worker backend unavailable: ${loaded.reason}`)
-    if (waitAsync === undefined) throw new StoqUnsupportedError('gro', 'UDP worker backend unavailable: Atomics.waitAsync is missing')
+    if (!loaded.ok) throw new StoqUnsupportedError(feature, `${label} unavailable: ${loaded.reason}`)
+    if (waitAsync === undefined) throw new StoqUnsupportedError(feature, `${label} unavailable: Atomics.waitAsync is missing`)
+    const refused = this.precheck()
+    if (refused !== null) throw new StoqUnsupportedError(feature, `${label} unavailable: ${refused}`)
     let koffiPath: string
     try {
       koffiPath = createRequire(import.meta.url).resolve('koffi')
       this.eventFdCalls ??= bindEventFdCalls(loaded.libc)
     } catch (err) {
-      throw new StoqUnsupportedError('gro', `UDP worker backend unavailable: ${errorMessage(err)}`)
+      throw new StoqUnsupportedError(feature, `${label} unavailable: ${errorMessage(err)}`)
     }
     const words = this.codec.parse(options.host)
     this.v6 = family === 6
@@ -346,7 +379,8 @@ export class WorkerUdpIo implements UdpIo {
     this.eventFd = eventFd
     this.state = 'binding'
     this.receiver = receiver
-    const data: UdpWorkerData = {
+    const data: UdpWorkerData & Record<string, unknown> = {
+      ...this.workerExtras(),
       koffiPath,
       libcName: loaded.libc.name,
       control: this.control!,
@@ -375,12 +409,12 @@ export class WorkerUdpIo implements UdpIo {
     })
     let worker: Worker
     try {
-      worker = new Worker(source(), { eval: true, workerData: data })
+      worker = new Worker(this.workerSource(), { eval: true, workerData: data })
     } catch (err) {
       this.finish()
       this.state = 'idle'
       this.receiver = null
-      throw new StoqUnsupportedError('gro', `cannot start the UDP worker: ${errorMessage(err)}`)
+      throw new StoqUnsupportedError(feature, `cannot start the UDP worker: ${errorMessage(err)}`)
     }
     this.worker = worker
     worker.on('message', this.onWorkerMessage)
@@ -395,7 +429,11 @@ export class WorkerUdpIo implements UdpIo {
     const outcome = await first
     this.settleBind = null
     // Known before anything else, so that finish() can close the socket should the worker die holding it.
-    if (!(outcome instanceof Error) && outcome.type === 'bound') this.socketFd = outcome.socketFd
+    if (!(outcome instanceof Error) && outcome.type === 'bound') {
+      this.socketFd = outcome.socketFd
+      this.ringFd = outcome.ringFd ?? -1
+      this.ringMaps = outcome.ringMaps ?? []
+    }
     if (this.isClosed()) {
       // close() ran meanwhile: it stops the worker and releases everything. Reject
       // only once close() has resolved, as the dgram backends do.
@@ -414,7 +452,7 @@ export class WorkerUdpIo implements UdpIo {
       if (outcome instanceof Error) throw new StoqSocketError(`UDP worker failed during bind: ${outcome.message}`, { syscall: 'bind' }, { cause: outcome })
       const where = `${options.host} port ${options.port}`
       const errno = outcome.errno > 0 ? errnoName(outcome.errno) : ''
-      if (outcome.type === 'bind-error' && outcome.kind === 'unsupported') throw new StoqUnsupportedError('gro', `${outcome.message}${errno ? ` (${errno})` : ''}`)
+      if (outcome.type === 'bind-error' && outcome.kind === 'unsupported') throw new StoqUnsupportedError(feature, `${outcome.message}${errno ? ` (${errno})` : ''}`)
       throw new StoqSocketError(`Cannot bind UDP socket to ${where}: ${outcome.syscall} ${errno || outcome.message}`, {
         syscall: outcome.syscall,
         errno,
@@ -425,6 +463,7 @@ export class WorkerUdpIo implements UdpIo {
     this.buffersDetail = outcome.buffersDetail
     this.threadId = outcome.threadId
     this.affinityDetail = outcome.affinityDetail
+    this.engineDetail = outcome.engineDetail ?? ''
     const [w0, w1, w2, w3] = outcome.words as [number, number, number, number]
     this.local = this.codec.decode(w0, w1, w2, w3, outcome.port, outcome.scope)
     this.state = 'bound'
@@ -683,7 +722,7 @@ export class WorkerUdpIo implements UdpIo {
             c.packetsReceived++
           }
           delivered++
-          receiver.onPacket(this.rxData(k, length), segment > 0 && segment < length ? segment : length, from)
+          receiver.onPacket(this.rxData(ctl[slot + RX_BUFFER]!, length), segment > 0 && segment < length ? segment : length, from)
         }
       } finally {
         // The buffer goes back to the worker once onPacket has returned (or thrown).
@@ -696,7 +735,7 @@ export class WorkerUdpIo implements UdpIo {
     if (delivered > 0) receiver.onBatchEnd()
   }
 
-  /** The exact-length view of receive slot `k` (reused while the length repeats, so steady flows allocate nothing). */
+  /** The exact-length view of receive buffer `k` (reused while the length repeats, so steady flows allocate nothing). */
   private rxData(k: number, length: number): Uint8Array {
     const full = this.rxViews[k]!
     if (length === full.length) return full
@@ -800,8 +839,19 @@ export class WorkerUdpIo implements UdpIo {
     this.releaseBuffers()
     // The worker has exited (finish runs only then): nobody polls the eventfd any more, and a
     // socket it did not get to close is still ours (its fd number cannot have been reused).
+    const workerClosed = this.ctl.length > 0 && Atomics.load(this.ctl, W_SOCKET_CLOSING) !== 0
+    // The ring first: its requests hold references to the socket. Its mappings hold the ring
+    // itself, so a worker that died without unmapping them would keep everything alive.
+    if (this.ringFd >= 0) {
+      if (!workerClosed) {
+        for (const m of this.ringMaps) this.eventFdCalls?.unmap(m.address, m.length)
+        this.eventFdCalls?.close(this.ringFd)
+      }
+      this.ringFd = -1
+      this.ringMaps = []
+    }
     if (this.socketFd >= 0) {
-      if (Atomics.load(this.ctl, W_SOCKET_CLOSING) === 0) this.eventFdCalls?.close(this.socketFd)
+      if (!workerClosed) this.eventFdCalls?.close(this.socketFd)
       this.socketFd = -1
     }
     if (this.eventFd >= 0) {

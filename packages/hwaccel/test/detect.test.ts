@@ -114,8 +114,11 @@ describe('detectCapabilities', () => {
     } else {
       expect(report.koffi.version).toMatch(/^\d+\.\d+\.\d+/)
     }
-    if (report.ioUring.available) expect(report.ioUring.detail).toMatch(/liburing\.so\.2 loads/)
-    else expect(report.ioUring.detail).toMatch(/liburing|koffi/)
+    // io_uring: a real io_uring_setup + NOP, not whether liburing loads.
+    if (report.ioUring.available) expect(report.ioUring.detail).toMatch(/io_uring_setup works.*NOP completed/)
+    else expect(report.ioUring.detail).toMatch(/io_uring|koffi|Linux-only|x64/)
+    expect(report.ioUring.detail).not.toMatch(/liburing\.so\.2 loads/)
+    expect(report.ioUring.detail).toMatch(/kernel\.io_uring_disabled/)
   })
 
   it('reports gso only as the real probe found it, and GsoUdpIo agrees with it', async () => {

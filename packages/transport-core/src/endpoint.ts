@@ -25,7 +25,7 @@ import {
 } from '@stoq/interface'
 import { batching } from '@stoq/batching'
 import { createBufferPool } from '@stoq/mempool'
-import { DgramUdpIo, GsoUdpIo, WorkerUdpIo } from '@stoq/hwaccel'
+import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo } from '@stoq/hwaccel'
 import { QuicConnection, type ConnectionOwner } from './connection.js'
 import { quicheEngine } from './engine/quiche-engine.js'
 import { quinnAvailability, quinnEngine } from '@stoq/engine-quinn'
@@ -45,8 +45,9 @@ import {
  */
 const AUTO_ORDER = ['gro', 'gso', 'dgram'] as const
 
-function newUdpIo(backend: 'gro' | 'gso' | 'dgram', cpus: number[]): UdpIo {
+function newUdpIo(backend: 'gro' | 'uring' | 'gso' | 'dgram', cpus: number[]): UdpIo {
   if (backend === 'gro') return new WorkerUdpIo(cpus.length > 0 ? { cpus } : {})
+  if (backend === 'uring') return new UringUdpIo(cpus.length > 0 ? { cpus } : {})
   if (backend === 'gso') return new GsoUdpIo()
   return new DgramUdpIo()
 }

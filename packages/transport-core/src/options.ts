@@ -61,7 +61,10 @@ export interface EndpointOptions {
    * UDP I/O backend. `gro` runs the socket in a worker thread with GRO receive
    * and GSO send (recvmmsg/sendmmsg through koffi); `gso` keeps the socket on
    * the event loop with GSO sends only; `dgram` is Node's plain socket and never
-   * uses koffi. `auto` (default) takes the first of gro, gso, dgram that this
+   * uses koffi; `uring` is the gro design with io_uring in the worker (RECVMSG with GRO,
+   * SENDMSG with GSO, one io_uring_enter per round), chosen only explicitly: it costs
+   * more worker time per received datagram than `gro` here. `auto` (default) takes the
+   * first of gro, gso, dgram that this
    * machine supports (each proves itself at bind time). An explicit choice
    * that cannot work fails with STOQ_ERR_UNSUPPORTED. Ignored when a `udp`
    * component is given.
@@ -82,7 +85,7 @@ export interface EndpointOptions {
   poolMaxBuffers: number
 }
 
-export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'dgram'
+export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'uring' | 'dgram'
 export type EngineChoice = 'auto' | 'quinn' | 'quiche'
 
 export interface ConnectOptions {
@@ -218,7 +221,7 @@ function cpuListOption(value: unknown): number[] {
   return value.map((cpu) => intOption('cpuAffinity', cpu, 0, cpus - 1))
 }
 
-const UDP_BACKENDS: UdpBackendChoice[] = ['auto', 'gso', 'gro', 'dgram']
+const UDP_BACKENDS: UdpBackendChoice[] = ['auto', 'gso', 'gro', 'uring', 'dgram']
 const ENGINES: EngineChoice[] = ['auto', 'quinn', 'quiche']
 
 function engineOption(value: unknown): EngineChoice {

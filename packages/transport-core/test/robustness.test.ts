@@ -464,7 +464,7 @@ describe('stateless reset', () => {
 })
 
 describe('UDP backend choice', () => {
-  it.each(['dgram', 'gso', 'gro', 'auto'] as const)('carries a verified transfer with udpBackend %s and says which backend runs', async (udpBackend) => {
+  it.each(['dgram', 'gso', 'gro', 'uring', 'auto'] as const)('carries a verified transfer with udpBackend %s and says which backend runs', async (udpBackend) => {
     let server: Endpoint
     try {
       server = await createEndpoint({ host: '127.0.0.1', udpBackend, server: { cert: pki.server.cert, key: pki.server.key } })
@@ -472,7 +472,8 @@ describe('UDP backend choice', () => {
       // An explicit accelerated backend may only be refused where the machine lacks it.
       expect(StoqError.isInstance(err) && err.code).toBe('STOQ_ERR_UNSUPPORTED')
       const caps = await detectCapabilities()
-      expect(udpBackend === 'gso' ? caps.gso.available : caps.gso.available && caps.gro.available).toBe(false)
+      if (udpBackend === 'uring') expect(caps.ioUring.available).toBe(false)
+      else expect(udpBackend === 'gso' ? caps.gso.available : caps.gso.available && caps.gro.available).toBe(false)
       return
     }
     server.on('connection', serveEcho)
@@ -501,7 +502,7 @@ describe('UDP backend choice', () => {
   })
 
   it('refuses an unknown backend name', async () => {
-    const err = await failure(() => createEndpoint({ udpBackend: 'uring' as never }))
+    const err = await failure(() => createEndpoint({ udpBackend: 'netmap' as never }))
     expect(err.code).toBe('STOQ_ERR_INVALID_ARG')
   })
 })

@@ -103,6 +103,8 @@ fn take_panic_message() -> String {
 struct Conn {
     conn: qp::Connection,
     queued: bool,
+    /// In `Engine::tx`: may have packets to send.
+    tx_queued: bool,
     established: bool,
     close_reported: bool,
     /// What `stoq_close` asked for: (app, code, reason).
@@ -122,6 +124,7 @@ impl Conn {
         Conn {
             conn,
             queued: false,
+            tx_queued: false,
             established: false,
             close_reported: false,
             local_close: None,
@@ -156,9 +159,11 @@ pub struct Engine {
     transport: Arc<TransportConfig>,
     conns: Vec<Option<Conn>>,
     live: usize,
-    rr: usize,
     /// Connections with state to turn into events.
     queue: Vec<usize>,
+    /// Connections that may have packets to send, in round-robin order: only what was
+    /// touched (packets in, API calls, timers) since it last had nothing to send.
+    tx: VecDeque<usize>,
     events: VecDeque<[f64; 4]>,
     readable_reported: HashSet<(usize, u64)>,
     close_reasons: HashMap<usize, Vec<u8>>,
@@ -287,8 +292,8 @@ impl Engine {
             transport,
             conns: Vec::new(),
             live: 0,
-            rr: 0,
             queue: Vec::new(),
+            tx: VecDeque::new(),
             events: VecDeque::new(),
             readable_reported: HashSet::new(),
             close_reasons: HashMap::new(),
@@ -311,11 +316,16 @@ impl Engine {
         self.conns.get_mut(ch).and_then(|c| c.as_mut())
     }
 
+    /// Something happened on `ch`: look for events and for packets to send.
     fn enqueue(&mut self, ch: usize) {
         if let Some(Some(c)) = self.conns.get_mut(ch) {
             if !c.queued {
                 c.queued = true;
                 self.queue.push(ch);
+            }
+            if !c.tx_queued {
+                c.tx_queued = true;
+                self.tx.push_back(ch);
             }
         }
     }
@@ -570,6 +580,15 @@ impl Engine {
             }
         }
         *current = None;
+        if !drained {
+            // Endpoint events (new connection IDs) and reads may have left frames to send.
+            if let Some(Some(c)) = self.conns.get_mut(ch) {
+                if !c.tx_queued {
+                    c.tx_queued = true;
+                    self.tx.push_back(ch);
+                }
+            }
+        }
         if drained {
             self.slab_freed(ch);
             if let Some(c) = self.remove(ch) {
@@ -639,14 +658,11 @@ impl Engine {
             meta[1] = len as u32;
             return 1;
         }
-        let n = self.conns.len();
-        if n == 0 {
-            return 0;
-        }
         let mtu = self.params.max_payload as usize;
-        for step in 0..n {
-            let ch = (self.rr + step) % n;
+        for _ in 0..self.tx.len() {
+            let Some(ch) = self.tx.pop_front() else { break };
             let Some(Some(c)) = self.conns.get_mut(ch) else { continue };
+            c.tx_queued = false;
             self.current = Some(ch);
             let mut count = 0usize;
             let mut bytes = 0usize;
@@ -681,7 +697,7 @@ impl Engine {
             }
             self.current = None;
             if count > 0 {
-                self.rr = (ch + 1) % n;
+                // It may have more: back of the line, behind the others.
                 write_addr(peer_out, dest.unwrap());
                 meta[0] = count as u32;
                 meta[1] = bytes as u32;

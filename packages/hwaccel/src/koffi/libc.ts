@@ -145,6 +145,8 @@ export interface EventFdCalls {
   signal(fd: number): number
   /** close(2) of a descriptor this process owns (the eventfd, or a socket a dead worker left open). */
   close(fd: number): void
+  /** munmap(2) of memory a dead worker left mapped (the uring worker's rings). */
+  unmap(address: number, length: number): void
 }
 
 /** Bind eventfd / write / close through koffi (Linux). Throws when a symbol is missing. */
@@ -154,6 +156,7 @@ export function bindEventFdCalls(libc: Libc): EventFdCalls {
   const eventfd: KoffiFunction = lib.func('int eventfd(uint32_t value, int flags)')
   const write: KoffiFunction = lib.func('int64_t write(int fd, const void *buffer, uint64_t count)')
   const close: KoffiFunction = lib.func('int close(int fd)')
+  const munmap: KoffiFunction = lib.func('int munmap(void *address, size_t length)')
   const EFD_NONBLOCK = 0o4000
   const EFD_CLOEXEC = 0o2000000
   // Memory that never moves, written once: the uint64 1 (little-endian, as on every Linux target koffi ships for here).
@@ -169,6 +172,9 @@ export function bindEventFdCalls(libc: Libc): EventFdCalls {
     },
     close(fd) {
       close(fd)
+    },
+    unmap(address, length) {
+      munmap(address, length)
     },
   }
 }

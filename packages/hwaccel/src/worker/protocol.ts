@@ -63,9 +63,20 @@ export const S_RX_RING_FULL = 3
 export const S_RX_TRUNCATED = 4
 /** Times a send had to wait for the socket to become writable (EAGAIN). */
 export const S_SEND_WAITS = 5
-/** poll() calls that blocked. */
+/** poll() calls that blocked (the uring worker: blocking io_uring_enter calls). */
 export const S_POLLS = 6
-export const STATS_COUNT = 8
+/** uring worker only: every io_uring_enter call. */
+export const S_RING_ENTERS = 7
+/** uring worker only: receives that completed without data (-EAGAIN, -ECANCELED...) and were posted again. */
+export const S_RECEIVE_RETRIES = 8
+/** uring worker only: sends refused with EAGAIN (socket buffer full) and sent again. */
+export const S_SEND_RETRIES = 9
+/** uring worker only: sends that got through in a batch after an earlier one of the batch was refused (left out of order). */
+export const S_SEND_REORDERED = 10
+/** uring worker only: sends submitted in an IOSQE_IO_LINK chain because the send buffer was close to full. */
+export const S_SENDS_LINKED = 11
+/** Float64 counters (64 bytes each side of the 8 used by the gro worker; they end well before the rings). */
+export const STATS_COUNT = 16
 
 /** Words per ring slot (one cache line). */
 export const SLOT_WORDS = 16
@@ -76,6 +87,12 @@ export const RX_SEGMENT = 2
 export const RX_ADDR = 3
 export const RX_PORT = 7
 export const RX_SCOPE = 8
+/**
+ * Receive slot: which receive buffer (0 to rxSlots - 1) holds the data. The
+ * gro worker always reads slot k into buffer k; the uring worker hands buffers
+ * out in completion order, so a slot carries whichever buffer its read used.
+ */
+export const RX_BUFFER = 9
 /** Send slot: bytes (or `TX_TOO_LARGE`), GSO segment size (0: one datagram), destination (as above), result errno. */
 export const TX_LENGTH = 0
 export const TX_SEGMENT = 1
@@ -119,6 +136,7 @@ export interface ControlLayout {
     rxAddr: number
     rxPort: number
     rxScope: number
+    rxBuffer: number
     txLength: number
     txSegment: number
     txAddr: number
@@ -135,6 +153,11 @@ export interface ControlLayout {
     rxTruncated: number
     sendWaits: number
     polls: number
+    ringEnters: number
+    receiveRetries: number
+    sendRetries: number
+    sendReordered: number
+    sendsLinked: number
   }
   sleepStates: { awake: number; polling: number; rxFull: number }
 }
@@ -166,6 +189,7 @@ export function controlLayout(rxSlots: number, txSlots: number): ControlLayout {
       rxAddr: RX_ADDR,
       rxPort: RX_PORT,
       rxScope: RX_SCOPE,
+      rxBuffer: RX_BUFFER,
       txLength: TX_LENGTH,
       txSegment: TX_SEGMENT,
       txAddr: TX_ADDR,
@@ -182,6 +206,11 @@ export function controlLayout(rxSlots: number, txSlots: number): ControlLayout {
       rxTruncated: S_RX_TRUNCATED,
       sendWaits: S_SEND_WAITS,
       polls: S_POLLS,
+      ringEnters: S_RING_ENTERS,
+      receiveRetries: S_RECEIVE_RETRIES,
+      sendRetries: S_SEND_RETRIES,
+      sendReordered: S_SEND_REORDERED,
+      sendsLinked: S_SENDS_LINKED,
     },
     sleepStates: { awake: SLEEP_AWAKE, polling: SLEEP_POLLING, rxFull: SLEEP_RX_FULL },
   }

@@ -41,6 +41,12 @@ export type UdpWorkerMessage =
       type: 'bound'
       /** The socket, for the main thread to close should the worker die without closing it. */
       socketFd: number
+      /** Another descriptor the worker owns (the uring worker's ring), closed likewise. */
+      ringFd?: number
+      /** Memory the worker mapped from that descriptor (it keeps the ring alive): unmapped likewise. */
+      ringMaps?: { address: number; length: number }[]
+      /** What the worker says about its engine (the uring worker: ring setup and probes). */
+      engineDetail?: string
       words: number[]
       port: number
       scope: number
@@ -370,6 +376,7 @@ export function udpWorkerMain(d: UdpWorkerData, load: (id: string) => unknown): 
       }
       const name = RX_NAME + i * NAME
       ctl[slot + S.rxIndex] = d.rxIndexes[i]!
+      ctl[slot + S.rxBuffer] = i
       ctl[slot + S.rxLength] = length
       ctl[slot + S.rxSegment] = segment
       ctl[slot + S.rxPort] = (u8[name + 2]! << 8) | u8[name + 3]!
