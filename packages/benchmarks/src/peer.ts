@@ -5,8 +5,7 @@
  */
 import net from 'node:net'
 import type { ComponentLogger, Logger, MultiaddrConnection, Stream, StreamMuxer, Transport, Upgrader } from '@libp2p/interface'
-import { createEndpoint, type Endpoint, type EndpointComponents, type QuicConnection } from '@stoq/transport-core'
-import { dgramUdpIo, gsoUdpIo, workerUdpIo } from '@stoq/hwaccel'
+import { createEndpoint, type Endpoint, type QuicConnection } from '@stoq/transport-core'
 import { PatternVerifier, sendPattern } from './pattern.js'
 import { cpuFigures, type CaseSpec, type FromPeer, type ReceiverStart, type SenderStart, type ToPeer } from './protocol.js'
 
@@ -107,12 +106,9 @@ async function tcpReceiver(o: ReceiverStart): Promise<void> {
   await send({ type: 'report' })
 }
 
-/** The UDP backend a case asks for (the transport's default otherwise). */
-function components(spec: CaseSpec): Partial<EndpointComponents> {
-  if (spec.udp === 'gso') return { udp: gsoUdpIo() }
-  if (spec.udp === 'gro') return { udp: workerUdpIo() }
-  if (spec.udp === 'dgram') return { udp: dgramUdpIo() }
-  return {}
+/** The UDP backend a case asks for, as the endpoint's own option (so it wires it as in production). */
+function backendOption(spec: CaseSpec): { udpBackend?: 'dgram' | 'gso' | 'gro' | 'auto'; zeroCopySend?: boolean } {
+  return { ...(spec.udp ? { udpBackend: spec.udp } : {}), ...(spec.zeroCopy ? { zeroCopySend: true } : {}) }
 }
 
 async function stoqReceiver(o: ReceiverStart): Promise<void> {
@@ -122,8 +118,9 @@ async function stoqReceiver(o: ReceiverStart): Promise<void> {
     server: { cert: o.cert, key: o.key },
     transport: { maxUdpPayloadSize: o.spec.maxUdpPayloadSize! },
     ...(o.spec.engine ? { engine: o.spec.engine } : {}),
+    ...backendOption(o.spec),
     ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
-  }, components(o.spec))
+  })
   server.on('error', (err) => void fail(err))
   let conn: QuicConnection | null = null
   server.on('connection', (c) => {
@@ -214,8 +211,9 @@ async function stoqSender(o: SenderStart): Promise<void> {
     port: 0,
     transport,
     ...(o.spec.engine ? { engine: o.spec.engine } : {}),
+    ...backendOption(o.spec),
     ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
-  }, components(o.spec))
+  })
   client.on('error', (err) => void fail(err))
   const conn = await client.connect({ host: o.host, port: o.port, pin: o.pin, serverName: 'localhost' })
   const stream = conn.openStream()

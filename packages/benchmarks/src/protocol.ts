@@ -15,6 +15,8 @@ export interface CaseSpec {
   udp?: 'dgram' | 'gso' | 'gro' | 'auto'
   /** STOQ only: QUIC engine of both endpoints (absent: the endpoint's default, `auto`). */
   engine?: 'quiche' | 'quinn'
+  /** STOQ only: `zeroCopySend` on both endpoints (packet buffers handed to the gro worker in place). */
+  zeroCopy?: boolean
 }
 
 /** Largest packet the quinn cases use: loopback's 65536-byte MTU minus IPv6 and UDP headers, rounded down. */
@@ -31,6 +33,8 @@ export const CASES: Readonly<Record<string, CaseSpec>> = {
   quinn1350: { name: 'quinn1350', label: 'STOQ quinn 1350 B, plain dgram', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'dgram' },
   quinn1350gro: { name: 'quinn1350gro', label: 'STOQ quinn 1350 B, worker GRO+GSO', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro' },
   quinn16383gro: { name: 'quinn16383gro', label: 'STOQ quinn 16383 B, worker GRO+GSO', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 16383, udp: 'gro' },
+  quinn1350grozc: { name: 'quinn1350grozc', label: 'STOQ quinn 1350 B, worker GRO+GSO, zero-copy send', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro', zeroCopy: true },
+  quinnLargegrozc: { name: 'quinnLargegrozc', label: `STOQ quinn ${QUINN_LARGE_PACKET} B, worker GRO+GSO, zero-copy send`, transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: QUINN_LARGE_PACKET, udp: 'gro', zeroCopy: true },
   quinnLargegro: { name: 'quinnLargegro', label: `STOQ quinn ${QUINN_LARGE_PACKET} B, worker GRO+GSO`, transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: QUINN_LARGE_PACKET, udp: 'gro' },
   /** Comparison: another QUIC stack for Node, with its own defaults (packet size, windows, socket buffers). */
   libp2pquic: { name: 'libp2pquic', label: '@chainsafe/libp2p-quic (quinn via napi)', transport: 'libp2p-quic' },

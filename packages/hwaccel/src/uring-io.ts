@@ -143,6 +143,11 @@ export class UringUdpIo extends WorkerUdpIo {
     return { uring }
   }
 
+  /** The uring worker sends from its slot buffers only: `sendSlabs` are copied like any data. */
+  protected override zeroCopySupported(): boolean {
+    return false
+  }
+
   protected override backendLabel(): string {
     return 'io_uring UDP backend'
   }

@@ -40,6 +40,8 @@ import {
   S_SEND_WAITS,
   TX_ADDR,
   TX_LENGTH,
+  TX_ZC_OFFSET,
+  TX_ZC_SLAB,
   TX_SEGMENT,
   TX_TOO_LARGE,
   W_LAST_SEND_ERRNO,
@@ -96,6 +98,14 @@ export interface WorkerUdpIoOptions {
    * that many buffers, closed with the socket.
    */
   pool: BufferPool
+  /**
+   * Shared memory that data given to `send()` may already live in, e.g. the slabs of the
+   * packet pool the batcher fills (`pool.share().slabs`). A send whose data lies in one of
+   * them is handed to the worker by position, without a copy (zero-copy); any other data
+   * is copied into a send slot as before. The caller keeps the data untouched until its
+   * `onSendComplete`, as the UdpIo contract already requires.
+   */
+  sendSlabs: SharedArrayBuffer[]
   /** Receive ring slots (a power of two from 2 to 4096). */
   receiveSlots: number
   /** Send ring slots (a power of two from 2 to 4096). */
@@ -137,6 +147,8 @@ export interface WorkerUdpIoStats extends UdpIoStats {
   wakeups: number
   /** Send slots that waited in the main-thread overflow queue because the ring was full. */
   overflowSends: number
+  /** Sends handed to the worker in place, without a copy (their data was in a `sendSlabs` slab). */
+  zeroCopySends: number
   /** errno name of the latest failed send, or '' */
   lastSendError: string
   /** How the socket buffers were set (SO_*BUFFORCE or capped SO_*BUF). */
@@ -190,6 +202,9 @@ export class WorkerUdpIo implements UdpIo {
   readonly sharedPool: BufferPool
 
   private readonly ownsPool: boolean
+  /** sendSlabs → their index for the worker. */
+  private readonly slabIds = new Map<ArrayBufferLike, number>()
+  private readonly sendSlabs: SharedArrayBuffer[]
   protected readonly rxSlots: number
   protected readonly txSlots: number
   private readonly highWater: number
@@ -270,6 +285,8 @@ export class WorkerUdpIo implements UdpIo {
     groBuffers: 0,
     wakeups: 0,
     overflowSends: 0,
+    /** Sends handed to the worker in place (their data was in a shared send slab). */
+    zeroCopySends: 0,
   }
 
   constructor(options: Partial<WorkerUdpIoOptions> = {}) {
@@ -285,6 +302,12 @@ export class WorkerUdpIo implements UdpIo {
     if (!Number.isInteger(this.lowWater) || this.lowWater < 0 || this.lowWater >= this.highWater) {
       throw new StoqInvalidArgumentError('sendQueueLowWater', 'expected an integer from 0 to sendQueueHighWater - 1')
     }
+    const slabs = options.sendSlabs ?? []
+    if (!Array.isArray(slabs) || !slabs.every((x) => x instanceof SharedArrayBuffer)) {
+      throw new StoqInvalidArgumentError('sendSlabs', 'expected an array of SharedArrayBuffer')
+    }
+    this.sendSlabs = this.zeroCopySupported() ? slabs.slice() : []
+    this.sendSlabs.forEach((sab, i) => this.slabIds.set(sab, i))
     this.socketBufferSize = options.socketBufferSize ?? DEFAULT_SOCKET_BUFFER_SIZE
     if (!Number.isInteger(this.socketBufferSize) || this.socketBufferSize < 1024) {
       throw new StoqInvalidArgumentError('socketBufferSize', 'expected an integer of at least 1024 (bytes)')
@@ -344,6 +367,11 @@ export class WorkerUdpIo implements UdpIo {
     return 'UDP worker backend'
   }
 
+  /** Whether the worker program reads zero-copy send slots (the gro worker does). */
+  protected zeroCopySupported(): boolean {
+    return true
+  }
+
   /** Why this backend cannot run here before anything is allocated, or null. */
   protected precheck(): string | null {
     return null
@@ -388,6 +416,7 @@ export class WorkerUdpIo implements UdpIo {
       rxViews: this.rxViews,
       rxIndexes: this.rxIndexes,
       txViews: this.txViews,
+      sendSlabs: this.sendSlabs,
       eventFd,
       bind: {
         v6: this.v6,
@@ -595,11 +624,20 @@ export class WorkerUdpIo implements UdpIo {
     const k = this.txHead & (this.txSlots - 1)
     const slot = this.layout.txBase + k * SLOT_WORDS
     const ctl = this.ctl
-    if (length <= WORKER_BUFFER_SIZE) {
+    const zc = this.slabIds.size > 0 ? this.slabIds.get(data.buffer) : undefined
+    if (zc !== undefined && length <= WORKER_BUFFER_SIZE) {
+      // The data already lives in shared memory the worker maps: hand over its position.
+      ctl[slot + TX_ZC_SLAB] = zc
+      ctl[slot + TX_ZC_OFFSET] = data.byteOffset + offset
+      ctl[slot + TX_LENGTH] = length
+      this.counters.zeroCopySends++
+    } else if (length <= WORKER_BUFFER_SIZE) {
       const view = this.txViews[k]!
       view.set(offset === 0 && length === data.length ? data : data.subarray(offset, offset + length))
+      ctl[slot + TX_ZC_SLAB] = -1
       ctl[slot + TX_LENGTH] = length
     } else {
+      ctl[slot + TX_ZC_SLAB] = -1
       ctl[slot + TX_LENGTH] = TX_TOO_LARGE
     }
     ctl[slot + TX_SEGMENT] = segment

@@ -145,6 +145,24 @@ describe.skipIf(!support.ok)(`WorkerUdpIo on this machine (${support.detail})`, 
     }
   })
 
+  it('sends in place from a shared send slab (zero-copy), and copies anything else', async () => {
+    const slab = new SharedArrayBuffer(4 * 65536)
+    const rx = await worker()
+    const tx = await worker({ sendSlabs: [slab] })
+    // A super-buffer that lives in the slab at an odd offset, and one in private memory.
+    const sb = superBuffer(20, 1200)
+    const inSlab = new Uint8Array(slab, 65536 + 64, sb.data.length)
+    inSlab.set(sb.data)
+    const other = superBuffer(5, 1000)
+    expect(tx.io.send(inSlab, 1200, rx.address, 1)).toBe(true)
+    expect(tx.io.send(other.data, 1000, rx.address, 2)).toBe(true)
+    await waitFor('25 datagrams', () => rx.rec.datagrams().length >= 25)
+    expect(rx.rec.datagrams()).toEqual([...sb.segments, ...other.segments])
+    await waitFor('both completions', () => tx.rec.completions.length === 2)
+    expect(tx.io.stats()).toMatchObject({ zeroCopySends: 1, sendCalls: 2, sendErrors: 0 })
+    expect(() => new WorkerUdpIo({ sendSlabs: [new ArrayBuffer(8) as never] })).toThrow(/sendSlabs/)
+  })
+
   it('gives every pool buffer back at close, with its own pool and with a pool passed in', async () => {
     const own = await worker()
     expect(own.io.sharedPool.stats().inUse).toBe(256) // 128 receive + 128 send slots

@@ -39,8 +39,12 @@ export const DEFAULT_STREAM_READ_HIGH_WATER = 1024 * 1024
 /** Kernel socket buffers asked for: 4 MiB absorbs the bursts of a large congestion window (the default ~208 KiB drops packets on loopback). The kernel caps it at net.core.[rw]mem_max. */
 export const DEFAULT_SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
 
-/** Buffers (64 KiB each) an endpoint's packet pool may grow to: 256 MiB, far above what a flush holds in flight. */
-export const DEFAULT_POOL_MAX_BUFFERS = 4096
+/**
+ * Buffers (64 KiB each) an endpoint's packet pool may grow to: 64 MiB of packets waiting for
+ * the socket, far above what the send ring holds. The pool is shared with a worker UDP
+ * backend, which reserves that much address space up front (committed only when used).
+ */
+export const DEFAULT_POOL_MAX_BUFFERS = 1024
 
 /** Time `endpoint.close()` waits for connections to finish closing before it closes the socket anyway. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 2_000

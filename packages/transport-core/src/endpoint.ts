@@ -24,7 +24,7 @@ import {
   type UdpReceiver,
 } from '@stoq/interface'
 import { batching } from '@stoq/batching'
-import { createBufferPool } from '@stoq/mempool'
+import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
 import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo } from '@stoq/hwaccel'
 import { QuicConnection, type ConnectionOwner } from './connection.js'
 import { quicheEngine } from './engine/quiche-engine.js'
@@ -45,8 +45,8 @@ import {
  */
 const AUTO_ORDER = ['gro', 'gso', 'dgram'] as const
 
-function newUdpIo(backend: 'gro' | 'uring' | 'gso' | 'dgram', cpus: number[]): UdpIo {
-  if (backend === 'gro') return new WorkerUdpIo(cpus.length > 0 ? { cpus } : {})
+function newUdpIo(backend: 'gro' | 'uring' | 'gso' | 'dgram', cpus: number[], sendSlabs: SharedArrayBuffer[]): UdpIo {
+  if (backend === 'gro') return new WorkerUdpIo({ ...(cpus.length > 0 ? { cpus } : {}), sendSlabs })
   if (backend === 'uring') return new UringUdpIo(cpus.length > 0 ? { cpus } : {})
   if (backend === 'gso') return new GsoUdpIo()
   return new DgramUdpIo()
@@ -132,11 +132,23 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     const engine = components.engine ? { factory: components.engine, choice: 'given by the caller' } : selectEngine(options.engine)
     this.engine = engine.factory({ transport: options.transport })
     this.engineChoice = engine.choice
-    this.io = components.udp ? components.udp() : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend, options.cpuAffinity)
-    this.udpChoice = components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
     this.ownsPool = components.pool === undefined
     this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: options.poolMaxBuffers })
+    // Zero-copy sends (opt-in): the batcher fills buffers of this pool, and a worker backend
+    // that maps its slabs sends them in place. share() reserves every slab up to the pool's
+    // limit. Measured on 2 cores it was slower than the copy into the send ring (see
+    // docs/ARCHITECTURE.md), so it is off by default.
+    this.sendSlabs =
+      options.zeroCopySend && this.ownsPool && typeof (this.pool as Partial<SharedBufferPool>).share === 'function'
+        ? [...(this.pool as SharedBufferPool).share().slabs]
+        : []
+    this.io = components.udp
+      ? components.udp()
+      : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend, options.cpuAffinity, this.sendSlabs)
+    this.udpChoice = components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
   }
+
+  private readonly sendSlabs: SharedArrayBuffer[]
 
   /** Bind a socket and start an endpoint. */
   static async create(options?: Partial<EndpointOptions>, components: Partial<EndpointComponents> = {}): Promise<Endpoint> {
@@ -177,7 +189,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         if (components.udp || o.udpBackend !== 'auto' || !unsupported || next >= AUTO_ORDER.length) throw err
         await this.io.close().catch(() => {})
         skipped.push(`${this.io.backend}: ${(err as Error).message}`)
-        this.io = newUdpIo(AUTO_ORDER[next]!, o.cpuAffinity)
+        this.io = newUdpIo(AUTO_ORDER[next]!, o.cpuAffinity, this.sendSlabs)
         this.udpChoice = `udpBackend auto: ${skipped.join('; ')}; using ${this.io.backend}`
       }
     }

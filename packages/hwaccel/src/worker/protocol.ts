@@ -100,6 +100,13 @@ export const TX_ADDR = 2
 export const TX_PORT = 6
 export const TX_SCOPE = 7
 export const TX_ERRNO = 8
+/**
+ * Zero-copy send slot: the data lives in shared slab `TX_ZC_SLAB` (an index into the
+ * worker's `sendSlabs`) at byte `TX_ZC_OFFSET`, not in the slot's own buffer; -1: it was
+ * copied into the slot's buffer.
+ */
+export const TX_ZC_SLAB = 9
+export const TX_ZC_OFFSET = 10
 /** A send slot whose data did not fit a buffer: the worker reports EMSGSIZE without a syscall. */
 export const TX_TOO_LARGE = -1
 
@@ -143,6 +150,8 @@ export interface ControlLayout {
     txPort: number
     txScope: number
     txErrno: number
+    txZcSlab: number
+    txZcOffset: number
     txTooLarge: number
   }
   stats: {
@@ -196,6 +205,8 @@ export function controlLayout(rxSlots: number, txSlots: number): ControlLayout {
       txPort: TX_PORT,
       txScope: TX_SCOPE,
       txErrno: TX_ERRNO,
+      txZcSlab: TX_ZC_SLAB,
+      txZcOffset: TX_ZC_OFFSET,
       txTooLarge: TX_TOO_LARGE,
     },
     stats: {

@@ -15,6 +15,11 @@ export interface UdpWorkerData {
   rxIndexes: number[]
   /** Buffer of each send slot. */
   txViews: Uint8Array[]
+  /**
+   * Shared slabs that send slots may point into instead of carrying a copy (zero-copy
+   * sends: a packet pool shared with this worker). Their memory never moves.
+   */
+  sendSlabs?: SharedArrayBuffer[]
   bind: {
     v6: boolean
     /** Address words as the rings carry them (IPv4 as mapped). */
@@ -198,13 +203,18 @@ export function udpWorkerMain(d: UdpWorkerData, load: (id: string) => unknown): 
     setPointer(RX_IOV + k * IOV, Number(koffi.address(view)))
     setPointer(RX_IOV + k * IOV + 8, Math.min(view.length, 65536))
   }
+  // Zero-copy sends: base address of each shared slab (the views keep them referenced).
+  const slabViews = (d.sendSlabs ?? []).map((sab) => new Uint8Array(sab))
+  const slabAddress = slabViews.map((v) => Number(koffi.address(v)))
+  const txBufferAddress = new Array<number>(T).fill(0)
   for (let k = 0; k < T; k++) {
     const msg = TX_MSG + k * MMSG
     setPointer(msg, base + TX_NAME + k * NAME)
     setPointer(msg + 16, base + TX_IOV + k * IOV)
     setPointer(msg + 24, 1)
     setPointer(msg + 32, base + TX_CTLS + k * TX_CTL)
-    setPointer(TX_IOV + k * IOV, Number(koffi.address(d.txViews[k]!)))
+    txBufferAddress[k] = Number(koffi.address(d.txViews[k]!))
+    setPointer(TX_IOV + k * IOV, txBufferAddress[k]!)
     // The UDP_SEGMENT cmsg header never changes; only its value does.
     const c = TX_CTLS + k * TX_CTL
     setPointer(c, TX_CMSG_LEN)
@@ -457,7 +467,13 @@ export function udpWorkerMain(d: UdpWorkerData, load: (id: string) => unknown): 
         i32[nw + 3] = 0
         i32[w + 2] = 16
       }
-      i32[((TX_IOV + i * IOV) >> 2) + 2] = length // iov_len (low word)
+      // iov_base: the slot's own buffer, or the shared slab the data already lives in.
+      const zc = ctl[slot + S.txZcSlab]!
+      const address = zc >= 0 && zc < slabAddress.length ? slabAddress[zc]! + ctl[slot + S.txZcOffset]! : txBufferAddress[i]!
+      const iw = (TX_IOV + i * IOV) >> 2
+      i32[iw] = address % 4294967296
+      i32[iw + 1] = Math.floor(address / 4294967296)
+      i32[iw + 2] = length // iov_len (low word)
       const segment = ctl[slot + S.txSegment]!
       if (segment > 0) {
         const c = TX_CTLS + i * TX_CTL
