@@ -65,3 +65,4 @@ export {
   DEFAULT_URING_SEND_BATCH,
   URING_SETUP_FLAGS,
 } from './uring-io.js'
+export { bindToNumaNode, numaNodeOf, numaNodes, type NumaPlacement } from './numa.js'

@@ -1,5 +1,6 @@
 export {
   createBufferPool,
+  type BufferPoolHooks,
   attachBufferPool,
   type BufferPoolOptions,
   type SharedBufferPool,

@@ -115,11 +115,21 @@ const IN_USE_STATE = 1
 const OPTION_NAMES: readonly string[] = ['bufferSize', 'initialBuffers', 'maxBuffers', 'exhaustion', 'debug', 'shared']
 
 /** Create a buffer pool; see `BufferPoolOptions` for what each option does. */
-export function createBufferPool(options: Partial<BufferPoolOptions> = {}): SharedBufferPool {
+/** Hooks of the thread that creates a pool (not part of the shareable options). */
+export interface BufferPoolHooks {
+  /**
+   * Called with every slab this thread allocates, before any buffer of it is handed out:
+   * the place to bind its memory to a NUMA node. Errors it throws are not caught.
+   */
+  onSlab?: (slab: ArrayBufferLike, index: number) => void
+}
+
+export function createBufferPool(options: Partial<BufferPoolOptions> = {}, hooks: BufferPoolHooks = {}): SharedBufferPool {
   const resolved = resolveOptions(options)
   const bytes = controlWords(resolved) * 4
   const control = resolved.shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes)
-  return new SlabBufferPool(resolved, control, [], true)
+  if (hooks.onSlab !== undefined && typeof hooks.onSlab !== 'function') throw new StoqInvalidArgumentError('onSlab', 'expected a function')
+  return new SlabBufferPool(resolved, control, [], true, hooks.onSlab)
 }
 
 /** Open, in this thread, the pool that `handle` (from `share()`) describes; both use the same memory. */
@@ -162,7 +172,16 @@ class SlabBufferPool implements SharedBufferPool {
   #words: Uint32Array[] = []
   #closed = false
 
-  constructor(options: BufferPoolOptions, control: ArrayBufferLike, slabs: ArrayBufferLike[], initialize: boolean) {
+  readonly #onSlab: ((slab: ArrayBufferLike, index: number) => void) | undefined
+
+  constructor(
+    options: BufferPoolOptions,
+    control: ArrayBufferLike,
+    slabs: ArrayBufferLike[],
+    initialize: boolean,
+    onSlab?: (slab: ArrayBufferLike, index: number) => void,
+  ) {
+    this.#onSlab = onSlab
     this.bufferSize = options.bufferSize
     this.#options = options
     this.#limit = limitOf(options)
@@ -294,7 +313,9 @@ class SlabBufferPool implements SharedBufferPool {
   #allocateSlab(slab: number): void {
     if (this.#slabs[slab] !== undefined) return
     const bytes = Math.min(this.#perSlab, this.#limit - slab * this.#perSlab) * this.bufferSize
-    this.#slabs[slab] = this.#options.shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes)
+    const memory = this.#options.shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes)
+    this.#onSlab?.(memory, slab)
+    this.#slabs[slab] = memory
   }
 
   /** Pop the free list: a buffer index, or -1 when it is empty. */

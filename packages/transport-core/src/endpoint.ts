@@ -25,7 +25,7 @@ import {
 } from '@stoq/interface'
 import { batching } from '@stoq/batching'
 import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
-import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo } from '@stoq/hwaccel'
+import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo, bindToNumaNode, numaNodes } from '@stoq/hwaccel'
 import { QuicConnection, type ConnectionOwner } from './connection.js'
 import { quicheEngine } from './engine/quiche-engine.js'
 import { quinnAvailability, quinnEngine } from '@stoq/engine-quinn'
@@ -86,6 +86,8 @@ export interface EndpointStats {
   engine: string
   /** Why that engine was chosen (and why the faster one was not, when it could not load). */
   engineChoice: string
+  /** NUMA placement of the packet pool (`numaNode` option): slabs and bytes bound, last result. */
+  numa: { node: number | null; slabs: number; bytes: number; detail: string }
   batching: ReturnType<PacketBatcher['stats']>
   pool: ReturnType<BufferPool['stats']>
 }
@@ -133,7 +135,23 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.engine = engine.factory({ transport: options.transport })
     this.engineChoice = engine.choice
     this.ownsPool = components.pool === undefined
-    this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: options.poolMaxBuffers })
+    const numaNode = options.numaNode
+    if (numaNode !== null && components.pool === undefined && !numaNodes().includes(numaNode)) {
+      throw new StoqInvalidArgumentError('numaNode', `NUMA node ${numaNode} does not exist here (nodes: ${numaNodes().join(', ') || 'unknown'})`)
+    }
+    this.numa = { node: numaNode, slabs: 0, bytes: 0, detail: numaNode === null ? 'no placement asked' : 'no slab yet' }
+    const onSlab =
+      numaNode === null
+        ? undefined
+        : (slab: ArrayBufferLike): void => {
+            const r = bindToNumaNode(new Uint8Array(slab), numaNode)
+            if (r.ok) {
+              this.numa.slabs++
+              this.numa.bytes += r.bytes
+            }
+            this.numa.detail = r.detail
+          }
+    this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: options.poolMaxBuffers }, { onSlab })
     // Zero-copy sends (opt-in): the batcher fills buffers of this pool, and a worker backend
     // that maps its slabs sends them in place. share() reserves every slab up to the pool's
     // limit. Measured on 2 cores it was slower than the copy into the send ring (see
@@ -149,6 +167,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   }
 
   private readonly sendSlabs: SharedArrayBuffer[]
+  /** NUMA placement of the packet pool's slabs. */
+  private readonly numa: { node: number | null; slabs: number; bytes: number; detail: string }
 
   /** Bind a socket and start an endpoint. */
   static async create(options?: Partial<EndpointOptions>, components: Partial<EndpointComponents> = {}): Promise<Endpoint> {
@@ -513,6 +533,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       udpChoice: this.udpChoice,
       engine: this.engine.name,
       engineChoice: this.engineChoice,
+      numa: { ...this.numa },
       batching: this.batcher.stats(),
       pool: this.pool.stats(),
     }

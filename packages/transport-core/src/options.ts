@@ -89,6 +89,12 @@ export interface EndpointOptions {
    * measured so far.
    */
   zeroCopySend: boolean
+  /**
+   * NUMA node for the endpoint's packet memory: every slab of its own pool is bound to that
+   * node (libnuma where it loads, else mbind). Default: no placement. Pin the network
+   * thread to that node's CPUs with `cpuAffinity`. `stats().numa` says what was placed.
+   */
+  numaNode?: number
 }
 
 export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'uring' | 'dgram'
@@ -140,6 +146,7 @@ export interface ResolvedEndpointOptions {
   engine: EngineChoice
   poolMaxBuffers: number
   zeroCopySend: boolean
+  numaNode: number | null
 }
 
 export interface ResolvedConnectOptions {
@@ -327,6 +334,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     engine: engineOption(o.engine),
     poolMaxBuffers: intOption('poolMaxBuffers', o.poolMaxBuffers ?? DEFAULT_POOL_MAX_BUFFERS, 16, 1 << 20),
     zeroCopySend: boolOption('zeroCopySend', o.zeroCopySend ?? false),
+    numaNode: o.numaNode === undefined ? null : intOption('numaNode', o.numaNode, 0, 1023),
   }
 }
 
