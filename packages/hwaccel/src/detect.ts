@@ -298,7 +298,7 @@ function probeLibnuma(koffi: Koffi | null, koffiReason: string, onlineCpus: numb
   try {
     lib = koffi.load('libnuma.so.1')
   } catch (err) {
-    return { info, detail: `libnuma.so.1 absent: ${errorMessage(err)} (NUMA placement of buffers unavailable)` }
+    return { info, detail: `libnuma.so.1 absent: ${errorMessage(err)} (buffer placement uses the mbind system call instead)` }
   }
   info.loadable = true
   try {
