@@ -27,6 +27,9 @@ export type StoqErrorCode =
   | 'STOQ_ERR_POOL_EXHAUSTED'
   | 'STOQ_ERR_POOL_MISUSE'
   | 'STOQ_ERR_UNSUPPORTED'
+  | 'STOQ_ERR_INTEGRITY'
+  | 'STOQ_ERR_PROTOCOL'
+  | 'STOQ_ERR_H3'
 
 export class StoqError<D = unknown> extends Error {
   /** Stable machine-readable code, e.g. `STOQ_ERR_TLS`. */
