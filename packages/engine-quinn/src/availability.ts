@@ -1,4 +1,4 @@
-import { loadQuinn, quinnLibraryPath } from './native.js'
+import { loadQuinn, mallocTuning, quinnLibraryPath } from './native.js'
 
 export interface QuinnAvailability {
   /** The native library loads and speaks this package's ABI. */
@@ -12,6 +12,6 @@ export interface QuinnAvailability {
 /** Whether the quinn engine can run here, and why not: for `stoq doctor` and engine selection. */
 export function quinnAvailability(): QuinnAvailability {
   const r = loadQuinn()
-  if (r.ok) return { available: true, library: r.library, detail: `libstoq_quinn loaded from ${r.library}` }
+  if (r.ok) return { available: true, library: r.library, detail: `libstoq_quinn loaded from ${r.library}; ${mallocTuning}` }
   return { available: false, library: r.library ?? quinnLibraryPath(), detail: r.reason }
 }
