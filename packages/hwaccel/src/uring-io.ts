@@ -4,7 +4,8 @@ import { StoqInvalidArgumentError, type UdpIo } from '@stoq/interface'
 import { errnoName, errorMessage, loadLibc } from './koffi/libc.js'
 import { S_RECEIVE_RETRIES, S_RING_ENTERS, S_SEND_REORDERED, S_SEND_RETRIES, S_SENDS_LINKED } from './worker/protocol.js'
 import { type UringKit, uringKit } from './worker/uring-kit.js'
-import { type UringWorkerData, uringMemoryBytes, uringWorkerMain } from './worker/uring-worker.js'
+import { nativeMemoryBytes, socketKit } from './worker/socket-kit.js'
+import { type UringWorkerData, uringWorkerMain } from './worker/uring-worker.js'
 import { WorkerUdpIo, type WorkerUdpIoOptions, type WorkerUdpIoStats } from './worker-io.js'
 
 /** RECVMSG requests the uring worker keeps in flight, each into its own 64 KiB buffer (capped at `receiveSlots`). */
@@ -77,9 +78,12 @@ export interface UringUdpIoStats extends WorkerUdpIoStats {
 }
 
 let uringSource: string | null = null
-/** The worker's program: `uringWorkerMain` with `uringKit`, both from their source text. */
+/**
+ * The worker's program: `uringWorkerMain` with `socketKit` and `uringKit`, all from their source text.
+ * The helpers go in as arguments (function expressions), so nothing depends on the names a bundler gives them.
+ */
 function source(): string {
-  uringSource ??= `(${uringWorkerMain.toString()})(require('node:worker_threads').workerData, require, ${uringKit.toString()})`
+  uringSource ??= `(${uringWorkerMain.toString()})(require('node:worker_threads').workerData, require, ${socketKit.toString()}, ${uringKit.toString()})`
   return uringSource
 }
 
@@ -133,7 +137,7 @@ export class UringUdpIo extends WorkerUdpIo {
   }
 
   protected override workerExtras(): Record<string, unknown> {
-    this.nativeMemory = new SharedArrayBuffer(uringMemoryBytes(this.rxSlots, this.txSlots))
+    this.nativeMemory = new SharedArrayBuffer(nativeMemoryBytes(this.rxSlots, this.txSlots))
     const uring: UringWorkerData['uring'] = {
       receiveDepth: this.receiveDepth,
       setupFlags: this.setupFlags,

@@ -56,6 +56,7 @@ import {
   controlLayout,
 } from './worker/protocol.js'
 import { createSlotPool } from './worker/slot-pool.js'
+import { socketKit } from './worker/socket-kit.js'
 import { type UdpWorkerData, type UdpWorkerMessage, udpWorkerMain } from './worker/udp-worker.js'
 
 /** Receive slots: 128 buffers of 64 KiB hold up to 8 MiB of GRO-coalesced data between two drains of the main thread. */
@@ -165,9 +166,13 @@ type WaitAsync = (typedArray: Int32Array, index: number, value: number) => WaitA
 const waitAsync = (Atomics as unknown as { waitAsync?: WaitAsync }).waitAsync
 
 let workerSource: string | null = null
-/** The worker's program: `udpWorkerMain` from its source text (see udp-worker.ts), run with the workerData. */
+/**
+ * The worker's program: `udpWorkerMain` with `socketKit`, both from their source text (see udp-worker.ts), run
+ * with the workerData. The kit goes in as an argument (a function expression), so nothing depends on the name a
+ * bundler gives it.
+ */
 function source(): string {
-  workerSource ??= `(${udpWorkerMain.toString()})(require('node:worker_threads').workerData, require)`
+  workerSource ??= `(${udpWorkerMain.toString()})(require('node:worker_threads').workerData, require, ${socketKit.toString()})`
   return workerSource
 }
 

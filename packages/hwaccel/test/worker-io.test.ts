@@ -1,96 +1,23 @@
-import dgram from 'node:dgram'
 import { udpIoTests } from '@stoq/compliance-tests'
-import { StoqError, type BufferPool, type SocketAddress, type UdpReceiver } from '@stoq/interface'
-import { afterEach, describe, expect, it } from 'vitest'
-import { GsoUdpIo, WorkerUdpIo, type WorkerUdpIoOptions, probeGsoSupport } from '../src/index.js'
+import type { BufferPool } from '@stoq/interface'
+import { describe, expect, it } from 'vitest'
+import { WorkerUdpIo, type WorkerUdpIoOptions } from '../src/index.js'
 import { formatIpv6, AddressCodec } from '../src/worker/address-codec.js'
-import { kUdpWorker } from '../src/worker-io.js'
+import { socketKit } from '../src/worker/socket-kit.js'
 import { udpWorkerMain } from '../src/worker/udp-worker.js'
+import { bindRecorded, closedAfterEach, expectSelfContained, payload, portBindable, probeByBinding, superBuffer, waitFor } from './helpers.js'
+import * as cases from './worker-cases.js'
 
 /** Whether this machine can run the backend at all (Linux, koffi, UDP_GRO): decided by one real bind. */
-async function probeWorker(): Promise<{ ok: boolean; detail: string }> {
-  const io = new WorkerUdpIo()
-  try {
-    await io.bind({ host: '127.0.0.1', port: 0, ipv6Only: false }, new Recorder())
-    return { ok: true, detail: 'bound' }
-  } catch (err) {
-    if (StoqError.isInstance(err) && err.code === 'STOQ_ERR_UNSUPPORTED') return { ok: false, detail: err.message }
-    throw err
-  } finally {
-    await io.close()
-  }
-}
-
-class Recorder implements UdpReceiver {
-  readonly packets: { data: Uint8Array; segmentSize: number; from: SocketAddress }[] = []
-  readonly completions: number[] = []
-  readonly errors: Error[] = []
-  drains = 0
-  onPacketHook: ((data: Uint8Array) => void) | null = null
-
-  onPacket(data: Uint8Array, segmentSize: number, from: SocketAddress): void {
-    this.onPacketHook?.(data)
-    this.packets.push({ data: new Uint8Array(data), segmentSize, from })
-  }
-  onBatchEnd(): void {}
-  onSendComplete(token: number): void {
-    this.completions.push(token)
-  }
-  onDrain(): void {
-    this.drains++
-  }
-  onError(err: Error): void {
-    this.errors.push(err)
-  }
-  datagrams(): Uint8Array[] {
-    const out: Uint8Array[] = []
-    for (const { data, segmentSize } of this.packets) {
-      for (let off = 0; off < data.length; off += segmentSize) out.push(data.subarray(off, Math.min(off + segmentSize, data.length)))
-      if (data.length === 0) out.push(data)
-    }
-    return out
-  }
-}
-
-function payload(length: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(length)
-  for (let i = 0; i < length; i++) bytes[i] = (seed * 131 + i * 7 + (i >> 8)) & 0xff
-  return bytes
-}
-
-function superBuffer(count: number, segmentSize: number): { data: Uint8Array; segments: Uint8Array[] } {
-  const segments = Array.from({ length: count }, (_, i) => payload(segmentSize, 1000 + i))
-  const data = new Uint8Array(count * segmentSize)
-  segments.forEach((s, i) => data.set(s, i * segmentSize))
-  return { data, segments }
-}
-
-async function waitFor(what: string, condition: () => boolean, detail: () => string = () => '', limitMs = 10_000): Promise<void> {
-  const deadline = Date.now() + limitMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what} ${detail()}`)
-    await new Promise((resolve) => setTimeout(resolve, 2))
-  }
-}
-
-const support = await probeWorker()
+const support = await probeByBinding(new WorkerUdpIo(), () => 'bound')
 
 if (support.ok) {
   udpIoTests('gro-worker', { create: () => new WorkerUdpIo() })
 }
 
-const opened: { close(): Promise<void> }[] = []
-afterEach(async () => {
-  for (const io of opened.splice(0)) await io.close()
-})
+const opened = closedAfterEach()
 
-async function worker(options: Partial<WorkerUdpIoOptions> = {}, host = '127.0.0.1'): Promise<{ io: WorkerUdpIo; rec: Recorder; address: SocketAddress }> {
-  const io = new WorkerUdpIo(options)
-  opened.push(io)
-  const rec = new Recorder()
-  const address = await io.bind({ host, port: 0, ipv6Only: false }, rec)
-  return { io, rec, address }
-}
+const worker = (options: Partial<WorkerUdpIoOptions> = {}, host?: string) => bindRecorded(new WorkerUdpIo(options), opened, host)
 
 describe.skipIf(!support.ok)(`WorkerUdpIo on this machine (${support.detail})`, () => {
   it('declares backend gro and 64 segments, and holds no pool buffer before bind', () => {
@@ -100,50 +27,10 @@ describe.skipIf(!support.ok)(`WorkerUdpIo on this machine (${support.detail})`, 
     expect(io.sharedPool.stats().inUse).toBe(0)
   })
 
-  it('receives a GSO super-buffer of 40 x 1200 from a dgram-based GsoUdpIo as GRO buffers of segment size 1200, intact', async (ctx) => {
-    const gso = await probeGsoSupport()
-    if (!gso.ok) ctx.skip(`no GSO sender here: ${gso.detail}`)
-    const { io, rec, address } = await worker()
-    const sender = new GsoUdpIo()
-    opened.push(sender)
-    const senderEvents = new Recorder()
-    const from = await sender.bind({ host: '127.0.0.1', port: 0, ipv6Only: false }, senderEvents)
-    const sb = superBuffer(40, 1200)
-    sender.send(sb.data, 1200, address, 1)
-    await waitFor('40 datagrams', () => rec.datagrams().length >= 40, () => `got ${rec.datagrams().length}`)
-    expect(rec.datagrams()).toEqual(sb.segments)
-    for (const p of rec.packets) {
-      expect(p.from).toEqual(from)
-      // A coalesced buffer reports the sender's segment size; a lone datagram its own length.
-      if (p.data.length > 1200) expect(p.segmentSize).toBe(1200)
-      else expect(p.segmentSize).toBe(p.data.length)
-    }
-    // Loopback delivers a GSO write to a UDP_GRO socket without splitting it.
-    const coalesced = rec.packets.filter((p) => p.segmentSize < p.data.length)
-    expect(coalesced.length, `packets: ${rec.packets.map((p) => `${p.data.length}/${p.segmentSize}`).join(' ')}`).toBeGreaterThan(0)
-    expect(io.stats()).toMatchObject({ groBuffers: coalesced.length, packetsReceived: 40, bytesReceived: 48_000 })
-    expect(rec.errors).toEqual([])
-  })
+  it('receives a GSO super-buffer of 40 x 1200 from a dgram-based GsoUdpIo as GRO buffers of segment size 1200, intact', (ctx) =>
+    cases.receivesGsoSuperBuffer(ctx, worker, opened))
 
-  it('sends a super-buffer through its own GSO path and receives it coalesced, over IPv4 and IPv6', async () => {
-    for (const host of ['127.0.0.1', '::1']) {
-      const rx = await worker({}, host).catch((err: Error) => {
-        if (host === '::1') return null // no IPv6 loopback here
-        throw err
-      })
-      if (rx === null) continue
-      const tx = await worker({}, host)
-      const sb = superBuffer(40, 1200)
-      expect(tx.io.send(sb.data, 1200, rx.address, 7)).toBe(true)
-      await waitFor(`40 datagrams over ${host}`, () => rx.rec.datagrams().length >= 40)
-      expect(rx.rec.datagrams()).toEqual(sb.segments)
-      expect(rx.rec.packets.some((p) => p.segmentSize === 1200 && p.data.length > 1200)).toBe(true)
-      expect(rx.rec.packets[0]!.from).toEqual(tx.address)
-      await waitFor('the completion', () => tx.rec.completions.length === 1)
-      expect(tx.rec.completions).toEqual([7])
-      expect(tx.io.stats()).toMatchObject({ gsoWrites: 1, sendCalls: 1, packetsSent: 40, sendErrors: 0 })
-    }
-  })
+  it('sends a super-buffer through its own GSO path and receives it coalesced, over IPv4 and IPv6', () => cases.sendsSuperBufferBothFamilies(worker))
 
   it('sends in place from a shared send slab (zero-copy), and copies anything else', async () => {
     const slab = new SharedArrayBuffer(4 * 65536)
@@ -186,73 +73,20 @@ describe.skipIf(!support.ok)(`WorkerUdpIo on this machine (${support.detail})`, 
     pool.release(index)
   })
 
-  it('stops reading when the receive ring is full and resumes when the main thread frees slots', async () => {
-    const { io, rec, address } = await worker({ receiveSlots: 2 })
-    let first = true
-    rec.onPacketHook = () => {
-      if (!first) return
-      first = false
-      // Hold the main thread so that the worker fills both slots and finds the ring full.
-      const until = Date.now() + 100
-      while (Date.now() < until);
-    }
-    const sender = dgram.createSocket('udp4')
-    opened.push({ close: () => new Promise<void>((resolve) => sender.close(() => resolve())) })
-    await new Promise<void>((resolve) => sender.bind(0, '127.0.0.1', resolve))
-    const sent = Array.from({ length: 30 }, (_, i) => payload(300, i))
-    for (const d of sent) sender.send(d, address.port, '127.0.0.1')
-    await waitFor('30 datagrams', () => rec.datagrams().length >= 30, () => JSON.stringify(io.stats()))
-    expect(rec.datagrams()).toEqual(sent)
-    expect(io.stats().receiveRingFull).toBeGreaterThan(0)
-  })
+  it('stops reading when the receive ring is full and resumes when the main thread frees slots', () => cases.resumesAfterReceiveRingFull(worker, opened))
 
-  it('applies backpressure: send() returns false at the high-water mark, onDrain follows, every token completes once', async () => {
-    const rx = await worker()
-    const tx = await worker({ sendSlots: 4, sendQueueHighWater: 6, sendQueueLowWater: 2 })
-    const results: boolean[] = []
-    for (let i = 0; i < 12; i++) results.push(tx.io.send(payload(1200, i), 1200, rx.address, i))
-    expect(results.slice(0, 5).every((r) => r)).toBe(true)
-    expect(results.slice(5).every((r) => !r)).toBe(true)
-    expect(tx.io.pendingSends).toBeGreaterThan(0)
-    await waitFor('every completion', () => tx.io.pendingSends === 0)
-    await waitFor('onDrain', () => tx.rec.drains === 1)
-    expect(tx.rec.completions).toEqual(Array.from({ length: 12 }, (_, i) => i))
-    await waitFor('12 datagrams', () => rx.rec.datagrams().length >= 12)
-    expect(rx.rec.datagrams()).toEqual(Array.from({ length: 12 }, (_, i) => payload(1200, i)))
-    expect(tx.io.stats().overflowSends).toBeGreaterThan(0)
-  })
+  it('applies backpressure: send() returns false at the high-water mark, onDrain follows, every token completes once', () => cases.appliesBackpressure(worker))
 
   it('reports a dead worker with onError (STOQ_ERR_SOCKET), completes pending sends, and frees the port', async () => {
-    const rx = await worker()
-    const tx = await worker({ sendSlots: 4, sendQueueHighWater: 100, sendQueueLowWater: 1 })
-    const port = tx.address.port
-    for (let i = 0; i < 50; i++) tx.io.send(payload(1200, i), 1200, rx.address, i)
-    await tx.io[kUdpWorker]()!.terminate()
-    await waitFor('onError', () => tx.rec.errors.length === 1)
-    expect((tx.rec.errors[0] as StoqError).code).toBe('STOQ_ERR_SOCKET')
-    expect([...tx.rec.completions].sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i))
-    expect(tx.io.pendingSends).toBe(0)
+    const { rx, tx, port } = await cases.killWorkerWithSendsPending(worker)
     expect(() => tx.io.send(payload(10, 1), 10, rx.address, 99)).toThrow(expect.objectContaining({ code: 'STOQ_ERR_CLOSED' }) as Error)
     await tx.io.close()
     expect(tx.io.sharedPool.stats().inUse).toBe(0)
     // The socket the killed worker left open was closed by the main thread.
-    const again = dgram.createSocket('udp4')
-    await new Promise<void>((resolve, reject) => {
-      again.once('error', reject)
-      again.bind({ port, address: '127.0.0.1', exclusive: true }, () => resolve())
-    })
-    await new Promise<void>((resolve) => again.close(() => resolve()))
+    expect(await portBindable(port)).toBe(true)
   })
 
-  it('counts a datagram larger than a slot as a send error and still completes it', async () => {
-    const rx = await worker()
-    const tx = await worker()
-    tx.io.send(new Uint8Array(70_000), 70_000, rx.address, 1)
-    tx.io.send(payload(100, 2), 100, rx.address, 2)
-    await waitFor('both completions', () => tx.rec.completions.length === 2)
-    await waitFor('the small datagram', () => rx.rec.datagrams().length === 1)
-    expect(tx.io.stats()).toMatchObject({ sendErrors: 1, lastSendError: 'EMSGSIZE' })
-  })
+  it('counts a datagram larger than a slot as a send error and still completes it', () => cases.failsTooLargeDatagram(worker))
 
   it('rejects options it cannot use', () => {
     expect(() => new WorkerUdpIo({ receiveSlots: 100 })).toThrow(expect.objectContaining({ code: 'STOQ_ERR_INVALID_ARG' }) as Error)
@@ -266,11 +100,8 @@ describe.skipIf(!support.ok)(`WorkerUdpIo on this machine (${support.detail})`, 
 
 describe('worker program', () => {
   it('is self-contained source text: no require call or bundler helper a build could rewrite', () => {
-    // It runs from udpWorkerMain.toString() in an eval worker (see worker-io.ts).
-    const text = udpWorkerMain.toString()
-    expect(text).not.toMatch(/\brequire\s*\(/)
-    expect(text).not.toMatch(/\b__\w+/)
-    expect(text).not.toMatch(/\bimport\s*\(/)
+    // Both run from their toString() in an eval worker (see worker-io.ts).
+    expectSelfContained(udpWorkerMain, socketKit)
   })
 })
 

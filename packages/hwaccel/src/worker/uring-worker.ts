@@ -1,5 +1,6 @@
+import type { MakeSocketKit } from './socket-kit.js'
 import type { UringKit } from './uring-kit.js'
-import type { UdpWorkerData, UdpWorkerMessage } from './udp-worker.js'
+import type { UdpWorkerData } from './udp-worker.js'
 
 type Koffi = typeof import('koffi').default
 type Library = ReturnType<Koffi['load']>
@@ -15,7 +16,7 @@ export interface UringWorkerData extends UdpWorkerData {
     probeWaitMs: number
     /**
      * The worker's native-side memory (msghdrs, sockaddrs, cmsgs, at least
-     * `uringMemoryBytes(rxSlots, txSlots)`), allocated by the main thread so
+     * `nativeMemoryBytes(rxSlots, txSlots)` of socket-kit.ts), allocated by the main thread so
      * that it outlives a worker killed while the kernel still holds requests
      * pointing into it.
      */
@@ -23,17 +24,14 @@ export interface UringWorkerData extends UdpWorkerData {
   }
 }
 
-/** Bytes of the uring worker's native-side memory for the given ring sizes (see the layout in `uringWorkerMain`). */
-export function uringMemoryBytes(rxSlots: number, txSlots: number): number {
-  return 128 + rxSlots * (64 + 16 + 32 + 64) + txSlots * (64 + 16 + 32 + 32)
-}
-
 /**
  * The body of the uring worker thread: the same job and the same shared rings
  * as the gro worker (worker/udp-worker.ts, worker/protocol.ts), but the socket
  * is driven through an io_uring instead of recvmmsg / sendmmsg / poll. Run from
- * its source text, so self-contained like `udpWorkerMain`; the io_uring helpers
- * come in as `makeKit` (worker/uring-kit.ts, also run from its source text).
+ * its source text, so self-contained like `udpWorkerMain`; what it shares with
+ * the gro worker comes in as `makeSocketKit` (worker/socket-kit.ts) and the
+ * io_uring helpers as `makeKit` (worker/uring-kit.ts), both also run from their
+ * source text.
  *
  * At start it proves io_uring works before it opens the socket: a ring is set
  * up, IORING_REGISTER_PROBE must list the opcodes used, a NOP must complete,
@@ -78,27 +76,13 @@ export function uringMemoryBytes(rxSlots: number, txSlots: number): number {
  * flight is cancelled (IORING_OP_ASYNC_CANCEL) and reaped, so that the kernel
  * no longer touches the buffers, then the socket and the ring are closed.
  */
-export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknown, makeKit: (koffi: Koffi, lib: Library) => UringKit): void {
-  const { parentPort } = load('node:worker_threads') as typeof import('node:worker_threads')
-  const post = (message: UdpWorkerMessage): void => parentPort!.postMessage(message)
-
+export function uringWorkerMain(
+  d: UringWorkerData,
+  load: (id: string) => unknown,
+  makeSocketKit: MakeSocketKit,
+  makeKit: (koffi: Koffi, lib: Library) => UringKit,
+): void {
   // Linux (x86_64 and aarch64 share these).
-  const AF_INET = 2
-  const AF_INET6 = 10
-  const SOCK_DGRAM = 2
-  const SOCK_NONBLOCK = 0o4000
-  const SOCK_CLOEXEC = 0o2000000
-  const SOL_SOCKET = 1
-  const SO_SNDBUF = 7
-  const SO_RCVBUF = 8
-  const SO_SNDBUFFORCE = 32
-  const SO_RCVBUFFORCE = 33
-  const IPPROTO_IPV6 = 41
-  const IPV6_V6ONLY = 26
-  const SOL_UDP = 17
-  const UDP_SEGMENT = 103
-  const UDP_GRO = 104
-  const MSG_TRUNC = 0x20
   const POLLIN = 0x1
   const POLLOUT = 0x4
   const EINTR = 4
@@ -109,10 +93,7 @@ export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknow
   const EINVAL = 22
   const ETIME = 62
   const ENOTSOCK = 88
-  const EMSGSIZE = 90
-  const EAFNOSUPPORT = 97
   const ECANCELED = 125
-  const MAPPED_WORD = 0xffff0000 | 0
   // io_uring opcodes and SQE flags (include/uapi/linux/io_uring.h).
   const OP_NOP = 0
   const OP_POLL_ADD = 6
@@ -131,54 +112,18 @@ export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknow
   const K_WAKE = 3
   const K_WRITABLE = 4
   const K_CANCEL = 5
-  /** sizeof(struct msghdr) on LP64 is 56; 64 keeps every header on its own 64-byte boundary. */
-  const MMSG = 64
-  const IOV = 16
-  const NAME = 32
-  const RX_CTL = 64
-  const TX_CTL = 32
-  const TX_CMSG_SPACE = 24
-  const TX_CMSG_LEN = 18
   /** Send slot states from txTail on: queued (0: not handed over, or refused and to be sent again), done (sent or failed for good), in flight. */
   const TX_DONE = 1
   const TX_FLIGHT = 2
 
   const L = d.layout
-  const S = L.slot
-  const R = L.rxSlots
-  const T = L.txSlots
-  const ctl = new Int32Array(d.control)
-  const stats = new Float64Array(d.control, L.statsByteOffset, 16)
+  const { slot: S, rxSlots: R, txSlots: T, txBase } = L
+  const SW = S.words
 
-  let koffi: Koffi
-  let lib: Library
-  try {
-    koffi = load(d.koffiPath) as Koffi
-    lib = koffi.load(d.libcName)
-  } catch (err) {
-    post({ type: 'bind-error', kind: 'unsupported', syscall: 'dlopen', errno: 0, message: `koffi or ${d.libcName} cannot be loaded in the worker: ${String(err)}` })
-    return
-  }
-  const socket = lib.func('int socket(int domain, int type, int protocol)')
-  const setsockopt = lib.func('int setsockopt(int fd, int level, int name, void *value, uint32_t length)')
-  const getsockopt = lib.func('int getsockopt(int fd, int level, int name, void *value, void *length)')
-  const bindSocket = lib.func('int bind(int fd, void *address, uint32_t length)')
-  const getsockname = lib.func('int getsockname(int fd, void *address, void *length)')
-  const readFd = lib.func('int64_t read(int fd, void *buffer, uint64_t count)')
+  const sock = makeSocketKit(d, load)
+  if (sock === null) return
+  const { koffi, lib, post, ctl, stats, fatalError, wake } = sock
   const ioctl = lib.func('int ioctl(int fd, unsigned long request, ...)')
-  const closeFd = lib.func('int close(int fd)')
-  const gettid = lib.func('int gettid()')
-  const schedSetaffinity = lib.func('int sched_setaffinity(int pid, uint64_t size, void *mask)')
-
-  let affinityDetail = 'not pinned (no cpus option)'
-  if (d.cpus.length > 0) {
-    const mask = new Uint8Array(128)
-    for (const cpu of d.cpus) mask[cpu >> 3] = mask[cpu >> 3]! | (1 << (cpu & 7))
-    affinityDetail =
-      (schedSetaffinity(0, 128, mask) as number) === 0
-        ? `pinned to CPU ${d.cpus.join(',')}`
-        : `sched_setaffinity failed (errno ${koffi.errno()}): not pinned`
-  }
 
   // -------------------------------------------------------------------------
   // The ring, and the proof that it works.
@@ -223,167 +168,27 @@ export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknow
     `io_uring ${made.tried}, ${ring.sqEntries} SQ / ${ring.cqEntries} CQ entries, features 0x${(ring.features >>> 0).toString(16)}` +
     `${ring.timedWait ? '' : ' (no timed wait: stop relies on the eventfd)'}; ${proofs.join('; ')}`
 
-  // Native-side memory, one SharedArrayBuffer of the main thread's (it never moves, and outlives this thread):
-  //   scratch | rx msghdr[R] | rx iovec[R] | rx names[R] | rx control[R] | tx msghdr[T] | tx iovec[T] | tx names[T] | tx control[T]
-  // Receive headers are per buffer, send headers per send slot. uringMemoryBytes() computes SIZE likewise.
-  const SCRATCH = 0
-  const OPT = 32
-  const OPTLEN = 40
-  const EVBUF = 48
-  const OUTQ = 56
-  const RX_MSG = 128
-  const RX_IOV = RX_MSG + R * MMSG
-  const RX_NAME = RX_IOV + R * IOV
-  const RX_CTLS = RX_NAME + R * NAME
-  const TX_MSG = RX_CTLS + R * RX_CTL
-  const TX_IOV = TX_MSG + T * MMSG
-  const TX_NAME = TX_IOV + T * IOV
-  const TX_CTLS = TX_NAME + T * NAME
-  const SIZE = TX_CTLS + T * TX_CTL
+  // Native-side memory, one SharedArrayBuffer of the main thread's (it never moves, and outlives this thread),
+  // laid out by the socket kit. nativeMemoryBytes() computes its size likewise.
   const mem = d.uring.memory
-  if (mem.byteLength < SIZE) {
+  if (mem.byteLength < sock.memoryBytes) {
     ring.close()
-    post({ type: 'bind-error', kind: 'socket', syscall: 'worker', errno: 0, message: `native memory of ${mem.byteLength} bytes, ${SIZE} needed` })
+    post({ type: 'bind-error', kind: 'socket', syscall: 'worker', errno: 0, message: `native memory of ${mem.byteLength} bytes, ${sock.memoryBytes} needed` })
     return
   }
-  new Uint8Array(mem).fill(0)
-  const u8 = new Uint8Array(mem)
-  const i32 = new Int32Array(mem)
-  const dv = new DataView(mem)
-  const base = Number(koffi.address(u8))
-  const setPointer = (at: number, address: number): void => dv.setBigUint64(at, BigInt(address), true)
-
-  for (let b = 0; b < R; b++) {
-    const msg = RX_MSG + b * MMSG
-    setPointer(msg, base + RX_NAME + b * NAME)
-    setPointer(msg + 16, base + RX_IOV + b * IOV)
-    setPointer(msg + 24, 1)
-    setPointer(msg + 32, base + RX_CTLS + b * RX_CTL)
-    const view = d.rxViews[b]!
-    setPointer(RX_IOV + b * IOV, Number(koffi.address(view)))
-    setPointer(RX_IOV + b * IOV + 8, Math.min(view.length, 65536))
-  }
-  for (let k = 0; k < T; k++) {
-    const msg = TX_MSG + k * MMSG
-    setPointer(msg, base + TX_NAME + k * NAME)
-    setPointer(msg + 16, base + TX_IOV + k * IOV)
-    setPointer(msg + 24, 1)
-    setPointer(msg + 32, base + TX_CTLS + k * TX_CTL)
-    setPointer(TX_IOV + k * IOV, Number(koffi.address(d.txViews[k]!)))
-    const c = TX_CTLS + k * TX_CTL
-    setPointer(c, TX_CMSG_LEN)
-    i32[(c + 8) >> 2] = SOL_UDP
-    i32[(c + 12) >> 2] = UDP_SEGMENT
-  }
-
-  const setInt = (fd: number, level: number, name: number, value: number): number => {
-    i32[OPT >> 2] = value
-    return (setsockopt(fd, level, name, base + OPT, 4) as number) === 0 ? 0 : koffi.errno() || -1
-  }
-  const getInt = (fd: number, level: number, name: number): number => {
-    i32[OPT >> 2] = 0
-    i32[OPTLEN >> 2] = 4
-    return (getsockopt(fd, level, name, base + OPT, base + OPTLEN) as number) === 0 ? i32[OPT >> 2]! : -(koffi.errno() || 1)
-  }
+  const { i32, base, EVBUF, OUTQ } = sock.attach(mem)
 
   // -------------------------------------------------------------------------
   // Socket setup (as the gro worker): every failure is reported to bind() and ends the worker.
 
-  const b0 = d.bind
+  const opened = sock.open({ ringFd: ring.fd, ringMaps: ring.mappings(), engineDetail: ringDetail }, () => ring.close())
+  if (opened === null) return
+  const { fd, sendBufferSize } = opened
   const efd = d.eventFd
-  let fd = -1
-  const bindFailed = (kind: 'socket' | 'unsupported', syscall: string, errno: number, message: string): void => {
-    if (fd >= 0) closeFd(fd)
-    ring.close()
-    post({ type: 'bind-error', kind, syscall, errno, message })
-  }
-  fd = socket(b0.v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number
-  if (fd < 0) return bindFailed('socket', 'socket', koffi.errno(), 'socket() failed')
-  let err: number
-  if (b0.v6 && (err = setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, b0.ipv6Only ? 1 : 0)) !== 0) {
-    return bindFailed('socket', 'setsockopt', err, 'setsockopt(IPV6_V6ONLY) failed')
-  }
-  const notes: string[] = []
-  const buffer = (what: string, force: number, plain: number, bytes: number): void => {
-    const forced = setInt(fd, SOL_SOCKET, force, bytes)
-    if (forced === 0) {
-      notes.push(`${what}FORCE ${bytes} accepted`)
-      return
-    }
-    const plainErr = setInt(fd, SOL_SOCKET, plain, bytes)
-    notes.push(
-      plainErr === 0
-        ? `${what}FORCE refused (errno ${forced}), ${what} ${bytes} used (capped by the sysctl limit)`
-        : `${what}FORCE refused (errno ${forced}) and ${what} refused (errno ${plainErr})`,
-    )
-  }
-  buffer('SO_SNDBUF', SO_SNDBUFFORCE, SO_SNDBUF, b0.sendBufferSize)
-  buffer('SO_RCVBUF', SO_RCVBUFFORCE, SO_RCVBUF, b0.receiveBufferSize)
-  if ((err = setInt(fd, SOL_UDP, UDP_GRO, 1)) !== 0) {
-    return bindFailed('unsupported', 'setsockopt', err, 'setsockopt(SOL_UDP, UDP_GRO, 1) refused: this kernel has no UDP GRO (Linux 5.0+)')
-  }
-  if ((err = setInt(fd, SOL_UDP, UDP_SEGMENT, 0)) !== 0) {
-    return bindFailed('unsupported', 'setsockopt', err, 'setsockopt(SOL_UDP, UDP_SEGMENT) refused: this kernel has no UDP GSO (Linux 4.18+)')
-  }
-  u8.fill(0, SCRATCH, SCRATCH + NAME)
-  const port = b0.port
-  let nameLength: number
-  if (b0.v6) {
-    i32[0] = AF_INET6 | ((port >>> 8) << 16) | ((port & 0xff) << 24)
-    i32[2] = b0.words[0]!
-    i32[3] = b0.words[1]!
-    i32[4] = b0.words[2]!
-    i32[5] = b0.words[3]!
-    i32[6] = b0.scope
-    nameLength = 28
-  } else {
-    i32[0] = AF_INET | ((port >>> 8) << 16) | ((port & 0xff) << 24)
-    i32[1] = b0.words[3]!
-    nameLength = 16
-  }
-  if ((bindSocket(fd, base + SCRATCH, nameLength) as number) !== 0) {
-    return bindFailed('socket', 'bind', koffi.errno(), 'bind() failed')
-  }
-  i32[OPTLEN >> 2] = NAME
-  if ((getsockname(fd, base + SCRATCH, base + OPTLEN) as number) !== 0) {
-    return bindFailed('socket', 'getsockname', koffi.errno(), 'getsockname() failed')
-  }
-  const boundWords = [0, 0, 0, 0]
-  let boundScope = 0
-  const boundPort = (u8[2]! << 8) | u8[3]!
-  if (b0.v6) {
-    for (let j = 0; j < 4; j++) boundWords[j] = i32[2 + j]!
-    boundScope = i32[6]!
-  } else {
-    boundWords[2] = MAPPED_WORD
-    boundWords[3] = i32[1]!
-  }
-  const sendBufferSize = Math.max(0, getInt(fd, SOL_SOCKET, SO_SNDBUF))
-  const receiveBufferSize = Math.max(0, getInt(fd, SOL_SOCKET, SO_RCVBUF))
-  notes.push(`kernel reports send ${sendBufferSize} B, receive ${receiveBufferSize} B`)
-  post({
-    type: 'bound',
-    socketFd: fd,
-    ringFd: ring.fd,
-    ringMaps: ring.mappings(),
-    engineDetail: ringDetail,
-    words: boundWords,
-    port: boundPort,
-    scope: boundScope,
-    sendBufferSize,
-    receiveBufferSize,
-    buffersDetail: notes.join('; '),
-    threadId: gettid() as number,
-    affinityDetail,
-  })
 
   // -------------------------------------------------------------------------
   // The loop.
 
-  const v6 = b0.v6
-  const rxBase = L.rxBase
-  const txBase = L.txBase
-  const SW = S.words
   const sendBatch = d.sendBatch
   let rxHead = Atomics.load(ctl, L.rxHead)
   let lastRxTail = Atomics.load(ctl, L.rxTail)
@@ -410,55 +215,12 @@ export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknow
   let wakeArmed = false
   let published = false
 
-  interface Fatal {
-    fatalSyscall: string
-    errno: number
-  }
-  const fatalError = (syscall: string, errno: number): Fatal => ({ fatalSyscall: syscall, errno })
   const tagOf = (kind: number, index: number): number => (kind << 24) | index
 
   /** Put a received buffer into the next receive ring slot (published by the caller). */
   const publishReceive = (b: number, res: number): void => {
     const k = rxHead & (R - 1)
-    const slot = rxBase + k * SW
-    const w = (RX_MSG + b * MMSG) >> 2
-    let length = res
-    if ((i32[w + 12]! & MSG_TRUNC) !== 0) {
-      stats[L.stats.rxTruncated]!++
-      length = -1
-    }
-    let segment = length
-    const controlLength = i32[w + 10]! // written back by the kernel at completion
-    const c = RX_CTLS + b * RX_CTL
-    for (let p = 0; p + 16 <= controlLength; ) {
-      const cl = i32[(c + p) >> 2]!
-      if (i32[(c + p + 8) >> 2] === SOL_UDP && i32[(c + p + 12) >> 2] === UDP_GRO) {
-        segment = i32[(c + p + 16) >> 2]!
-        break
-      }
-      if (cl < 16) break
-      p += (cl + 7) & ~7
-    }
-    const name = RX_NAME + b * NAME
-    ctl[slot + S.rxIndex] = d.rxIndexes[b]!
-    ctl[slot + S.rxBuffer] = b
-    ctl[slot + S.rxLength] = length
-    ctl[slot + S.rxSegment] = segment
-    ctl[slot + S.rxPort] = (u8[name + 2]! << 8) | u8[name + 3]!
-    if ((u8[name]! | (u8[name + 1]! << 8)) === AF_INET6) {
-      const nw = name >> 2
-      ctl[slot + S.rxAddr] = i32[nw + 2]!
-      ctl[slot + S.rxAddr + 1] = i32[nw + 3]!
-      ctl[slot + S.rxAddr + 2] = i32[nw + 4]!
-      ctl[slot + S.rxAddr + 3] = i32[nw + 5]!
-      ctl[slot + S.rxScope] = i32[nw + 6]!
-    } else {
-      ctl[slot + S.rxAddr] = 0
-      ctl[slot + S.rxAddr + 1] = 0
-      ctl[slot + S.rxAddr + 2] = MAPPED_WORD
-      ctl[slot + S.rxAddr + 3] = i32[(name >> 2) + 1]!
-      ctl[slot + S.rxScope] = 0
-    }
+    sock.publishReceive(k, b, res)
     slotBuffer[k] = b
     rxHead = (rxHead + 1) | 0
   }
@@ -537,7 +299,7 @@ export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknow
         txBlocked = false // writable, or the poll failed: either way, try the sends again
       } else if (kind === K_WAKE) {
         wakeArmed = false
-        readFd(efd, base + EVBUF, 8) // reset the eventfd counter (non-blocking)
+        sock.readFd(efd, base + EVBUF, 8) // reset the eventfd counter (non-blocking)
       }
       // K_CANCEL: nothing to do, the cancelled request reports itself.
     }
@@ -560,67 +322,13 @@ export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknow
     let posted = 0
     while (recvInFlight < depth && freeCount > 0 && ring.space() > 2) {
       const b = freeBuffers[--freeCount]!
-      const w = (RX_MSG + b * MMSG) >> 2
-      i32[w + 2] = 28 // msg_namelen
-      i32[w + 10] = RX_CTL // msg_controllen (low word; the high word stays 0)
-      i32[w + 12] = 0 // msg_flags
-      ring.prep(OP_RECVMSG, 0, fd, base + RX_MSG + b * MMSG, 1, 0, 0, tagOf(K_RECV, b))
+      ring.prep(OP_RECVMSG, 0, fd, sock.armReceive(b), 1, 0, 0, tagOf(K_RECV, b))
       receiving[b] = 1
       recvInFlight++
       posted++
     }
     if (posted > 0) stats[L.stats.receiveSyscalls]! += posted
     return posted
-  }
-
-  /** Fill the msghdr of send slot k. False when the slot cannot be sent at all. */
-  const prepareSlot = (k: number): boolean => {
-    const slot = txBase + k * SW
-    const length = ctl[slot + S.txLength]!
-    const a0 = ctl[slot + S.txAddr]!
-    const a1 = ctl[slot + S.txAddr + 1]!
-    const a2 = ctl[slot + S.txAddr + 2]!
-    const a3 = ctl[slot + S.txAddr + 3]!
-    if (length === S.txTooLarge) {
-      failSlot(k, EMSGSIZE)
-      return false
-    }
-    if (!v6 && !(a0 === 0 && a1 === 0 && a2 === MAPPED_WORD)) {
-      failSlot(k, EAFNOSUPPORT)
-      return false
-    }
-    ctl[slot + S.txErrno] = 0
-    const p = ctl[slot + S.txPort]!
-    const nw = (TX_NAME + k * NAME) >> 2
-    const w = (TX_MSG + k * MMSG) >> 2
-    if (v6) {
-      i32[nw] = AF_INET6 | ((p >>> 8) << 16) | ((p & 0xff) << 24)
-      i32[nw + 1] = 0
-      i32[nw + 2] = a0
-      i32[nw + 3] = a1
-      i32[nw + 4] = a2
-      i32[nw + 5] = a3
-      i32[nw + 6] = ctl[slot + S.txScope]!
-      i32[w + 2] = 28
-    } else {
-      i32[nw] = AF_INET | ((p >>> 8) << 16) | ((p & 0xff) << 24)
-      i32[nw + 1] = a3
-      i32[nw + 2] = 0
-      i32[nw + 3] = 0
-      i32[w + 2] = 16
-    }
-    i32[((TX_IOV + k * IOV) >> 2) + 2] = length // iov_len (low word)
-    const segment = ctl[slot + S.txSegment]!
-    if (segment > 0) {
-      const c = TX_CTLS + k * TX_CTL
-      u8[c + 16] = segment & 0xff
-      u8[c + 17] = segment >>> 8
-      i32[w + 10] = TX_CMSG_SPACE
-    } else {
-      i32[w + 10] = 0
-    }
-    i32[w + 12] = 0
-    return true
   }
 
   /**
@@ -646,7 +354,10 @@ export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknow
     for (let s = txTail; s !== head && count < room; s = (s + 1) | 0) {
       const k = s & (T - 1)
       if (txState[k] !== 0) continue
-      if (prepareSlot(k)) batch[count++] = k
+      // Fill its msghdr, or fail it at once when it cannot be sent at all.
+      const refused = sock.prepareSend(k)
+      if (refused === 0) batch[count++] = k
+      else failSlot(k, refused)
     }
     advanceSends() // slots that failed without a syscall
     if (count === 0) return 0
@@ -666,7 +377,7 @@ export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknow
     }
     for (let j = 0; j < count; j++) {
       const k = batch[j]!
-      ring.prep(OP_SENDMSG, j >= unlinked && j < count - 1 ? IOSQE_IO_LINK : 0, fd, base + TX_MSG + k * MMSG, 1, 0, MSG_DONTWAIT, tagOf(K_SEND, k))
+      ring.prep(OP_SENDMSG, j >= unlinked && j < count - 1 ? IOSQE_IO_LINK : 0, fd, sock.txHeader(k), 1, 0, MSG_DONTWAIT, tagOf(K_SEND, k))
       txState[k] = TX_FLIGHT
     }
     sendsInFlight += count
@@ -678,11 +389,6 @@ export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknow
     if (wakeArmed || ring.space() <= 0) return
     ring.prep(OP_POLL_ADD, 0, efd, 0, 0, 0, POLLIN, tagOf(K_WAKE, 0))
     wakeArmed = true
-  }
-
-  const wake = (): void => {
-    Atomics.add(ctl, L.signal, 1)
-    Atomics.notify(ctl, L.signal)
   }
 
   const enter = (minComplete: number, timeoutMs: number): void => {
@@ -728,60 +434,53 @@ export function uringWorkerMain(d: UringWorkerData, load: (id: string) => unknow
     }
   }
 
-  let fatal: Fatal | null = null
-  try {
-    for (;;) {
-      if (Atomics.load(ctl, L.stop) !== 0) break
-      published = false
-      const reaped = reap()
-      postReceives()
-      const sends = postSends()
-      armWake()
+  sock.run(
+    () => {
+      for (;;) {
+        if (Atomics.load(ctl, L.stop) !== 0) break
+        published = false
+        const reaped = reap()
+        postReceives()
+        const sends = postSends()
+        armWake()
+        if (published) wake()
+        if (reaped > 0 || sends > 0) {
+          // Busy: submit and collect completions without waiting, and without telling the main thread we sleep.
+          enter(0, 0)
+          continue
+        }
+        // Nothing happened: say that this thread sleeps, check once more, then wait for one completion.
+        const noReceive = recvInFlight === 0
+        if (noReceive) stats[L.stats.rxRingFull]!++
+        Atomics.store(ctl, L.sleep, noReceive ? L.sleepStates.rxFull : L.sleepStates.polling)
+        if (
+          (!txBlocked && sendsInFlight === 0 && Atomics.load(ctl, L.txHead) !== txSeen) ||
+          (noReceive && Atomics.load(ctl, L.rxTail) !== lastRxTail) ||
+          Atomics.load(ctl, L.stop) !== 0
+        ) {
+          Atomics.store(ctl, L.sleep, L.sleepStates.awake)
+          continue
+        }
+        stats[L.stats.polls]!++
+        try {
+          enter(1, d.pollTimeoutMs)
+        } finally {
+          Atomics.store(ctl, L.sleep, L.sleepStates.awake)
+        }
+      }
+      // Stopping: give what is already queued one short chance to leave (a CONNECTION_CLOSE, say),
+      // without waiting for the socket to drain.
+      const deadline = Date.now() + 100
+      while (Date.now() < deadline) {
+        published = false
+        reap()
+        if (sendsInFlight === 0 && txTail === Atomics.load(ctl, L.txHead)) break
+        postSends()
+        if (published) wake()
+        enter(1, 10)
+      }
       if (published) wake()
-      if (reaped > 0 || sends > 0) {
-        // Busy: submit and collect completions without waiting, and without telling the main thread we sleep.
-        enter(0, 0)
-        continue
-      }
-      // Nothing happened: say that this thread sleeps, check once more, then wait for one completion.
-      const noReceive = recvInFlight === 0
-      if (noReceive) stats[L.stats.rxRingFull]!++
-      Atomics.store(ctl, L.sleep, noReceive ? L.sleepStates.rxFull : L.sleepStates.polling)
-      if (
-        (!txBlocked && sendsInFlight === 0 && Atomics.load(ctl, L.txHead) !== txSeen) ||
-        (noReceive && Atomics.load(ctl, L.rxTail) !== lastRxTail) ||
-        Atomics.load(ctl, L.stop) !== 0
-      ) {
-        Atomics.store(ctl, L.sleep, L.sleepStates.awake)
-        continue
-      }
-      stats[L.stats.polls]!++
-      try {
-        enter(1, d.pollTimeoutMs)
-      } finally {
-        Atomics.store(ctl, L.sleep, L.sleepStates.awake)
-      }
-    }
-    // Stopping: give what is already queued one short chance to leave (a CONNECTION_CLOSE, say),
-    // without waiting for the socket to drain.
-    const deadline = Date.now() + 100
-    while (Date.now() < deadline) {
-      published = false
-      reap()
-      if (sendsInFlight === 0 && txTail === Atomics.load(ctl, L.txHead)) break
-      postSends()
-      if (published) wake()
-      enter(1, 10)
-    }
-    if (published) wake()
-  } catch (e) {
-    fatal = typeof e === 'object' && e !== null && 'fatalSyscall' in e ? (e as Fatal) : fatalError(`internal error ${String(e)}`, 0)
-  } finally {
-    quiesce()
-    Atomics.store(ctl, L.socketClosing, 1)
-    ring.close()
-    closeFd(fd)
-    wake()
-  }
-  if (fatal !== null) post({ type: 'fatal', syscall: fatal.fatalSyscall, errno: fatal.errno, message: `${fatal.fatalSyscall} failed` })
+    },
+    { settle: quiesce, release: () => ring.close() },
+  )
 }
