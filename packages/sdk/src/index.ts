@@ -32,3 +32,28 @@ export {
   type MultiplexMemberStats,
 } from './multiplex.js'
 export { classifyTier, tierProfile, NETWORK_TIERS, TIER_THRESHOLDS_GBPS, type NetworkTier, type TierProfile } from './tiers.js'
+export { MULTIPLEX_SAMPLE_INTERVAL_MS } from './multiplex.js'
+export {
+  createTransferReceiver,
+  IncomingTransfer,
+  DEFAULT_TRANSFER_CHUNK_BYTES,
+  MIN_TRANSFER_CHUNK_BYTES,
+  MAX_TRANSFER_CHUNK_BYTES,
+  DEFAULT_TRANSFER_DEPTH,
+  MAX_TRANSFER_DEPTH,
+  DEFAULT_TRANSFER_WINDOW_BYTES,
+  MAX_TRANSFER_WINDOW_BYTES,
+  DEFAULT_TRANSFER_STALL_MS,
+  DEFAULT_TRANSFER_MAX_RETRIES,
+  DEFAULT_RECEIVER_MAX_TRANSFERS,
+  type TransferSource,
+  type TransferOptions,
+  type TransferResult,
+  type TransferMemberResult,
+  type TransferReceiver,
+  type TransferReceiverOptions,
+  type TransferReceiverStats,
+  type IncomingTransferResult,
+  type ChunkInfo,
+} from './multiplex-transfer.js'
+export { StoqIntegrityError, StoqProtocolError } from './cli-errors.js'

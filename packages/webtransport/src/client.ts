@@ -1,0 +1,205 @@
+import net from 'node:net'
+import type { FieldLine } from '@stoq/h3'
+import { StoqInvalidArgumentError } from '@stoq/interface'
+import {
+  createEndpoint,
+  type ConnectOptions,
+  type Endpoint,
+  type EndpointOptions,
+  type EngineChoice,
+  type PemSource,
+  type QuicConnection,
+} from '@stoq/transport-core'
+import type { TransportParameters } from '@stoq/interface'
+import { WebTransportConnection, resolveLimits, type WebTransportLimits } from './connection.js'
+import { H3_ALPN } from './server.js'
+import type { WebTransportSession } from './session.js'
+
+/** A certificate hash as browsers take it in `serverCertificateHashes`. */
+export interface WebTransportHash {
+  algorithm: 'sha-256'
+  /** The 32-byte SHA-256 of the certificate DER (or its hex). */
+  value: Uint8Array | ArrayBuffer | ArrayBufferView | string
+}
+
+export interface ConnectWebTransportOptions {
+  /** Accept the server when its leaf certificate hashes to one of these (like the browser option; no CA check). */
+  serverCertificateHashes?: WebTransportHash[]
+  /** CA certificates (PEM) that must have issued the server certificate. */
+  ca?: PemSource
+  /** SHA-256 pins (hex), as in STOQ `connect`. */
+  pin?: string | string[]
+  /** Skip certificate verification (tests only). */
+  insecure?: boolean
+  /** SNI / certificate name. Default: the URL host. */
+  serverName?: string
+  /** `origin` field sent with the CONNECT. */
+  origin?: string
+  /** Extra request fields (lowercase names). */
+  headers?: FieldLine[]
+  /** Use this endpoint instead of creating one (it is not closed with the client). */
+  endpoint?: Endpoint
+  /** Engine of the endpoint created for the client. */
+  engine?: EngineChoice
+  /** Transport parameters of the endpoint created for the client. */
+  transport?: Partial<TransportParameters>
+  /** QUIC handshake timeout. Default 10 s. */
+  handshakeTimeoutMs?: number
+  /** Time to wait for the server's answer to the CONNECT. Default 10 s. */
+  timeoutMs?: number
+  limits?: Partial<WebTransportLimits>
+}
+
+interface ParsedUrl {
+  host: string
+  port: number
+  authority: string
+  path: string
+}
+
+function parseUrl(url: string | URL): ParsedUrl {
+  let u: URL
+  try {
+    u = typeof url === 'string' ? new URL(url) : url
+  } catch {
+    throw new StoqInvalidArgumentError('url', `expected an https:// URL, got ${JSON.stringify(String(url)).slice(0, 80)}`)
+  }
+  if (!(u instanceof URL) || u.protocol !== 'https:') {
+    throw new StoqInvalidArgumentError('url', `WebTransport needs an https:// URL, got ${JSON.stringify(String(url)).slice(0, 80)}`)
+  }
+  if (u.username !== '' || u.password !== '') throw new StoqInvalidArgumentError('url', 'must not carry credentials')
+  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname
+  return { host, port: u.port === '' ? 443 : Number(u.port), authority: u.host, path: `${u.pathname || '/'}${u.search}` }
+}
+
+function hashToHex(h: unknown, i: number): string {
+  const where = `serverCertificateHashes[${i}]`
+  if (typeof h !== 'object' || h === null) throw new StoqInvalidArgumentError(where, 'expected { algorithm: "sha-256", value }')
+  const { algorithm, value } = h as WebTransportHash
+  if (algorithm !== 'sha-256') throw new StoqInvalidArgumentError(`${where}.algorithm`, `only "sha-256" is supported, got ${String(algorithm)}`)
+  let bytes: Uint8Array
+  if (typeof value === 'string') {
+    const hex = value.replace(/:/g, '').toLowerCase()
+    if (!/^[0-9a-f]{64}$/.test(hex)) throw new StoqInvalidArgumentError(`${where}.value`, 'expected 64 hex digits')
+    return hex
+  } else if (value instanceof ArrayBuffer) bytes = new Uint8Array(value)
+  else if (ArrayBuffer.isView(value)) bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+  else throw new StoqInvalidArgumentError(`${where}.value`, 'expected bytes or hex')
+  if (bytes.length !== 32) throw new StoqInvalidArgumentError(`${where}.value`, `a SHA-256 is 32 bytes, got ${bytes.length}`)
+  return Buffer.from(bytes).toString('hex')
+}
+
+/**
+ * An HTTP/3 client connection for WebTransport: one QUIC connection that can
+ * carry several sessions (`openSession`).
+ */
+export class WebTransportClient {
+  readonly connection: WebTransportConnection
+  readonly endpoint: Endpoint
+  readonly #owned: boolean
+  readonly #url: ParsedUrl
+  readonly #options: ConnectWebTransportOptions
+  #closing: Promise<void> | null = null
+
+  private constructor(connection: WebTransportConnection, endpoint: Endpoint, owned: boolean, url: ParsedUrl, options: ConnectWebTransportOptions) {
+    this.connection = connection
+    this.endpoint = endpoint
+    this.#owned = owned
+    this.#url = url
+    this.#options = options
+  }
+
+  /** Connect to the server of `url` (https://host:port/…), without opening a session yet. */
+  static async connect(url: string | URL, options: ConnectWebTransportOptions = {}): Promise<WebTransportClient> {
+    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
+    const target = parseUrl(url)
+    const limits = resolveLimits(options.limits)
+    const pins: string[] = []
+    if (options.serverCertificateHashes !== undefined) {
+      if (!Array.isArray(options.serverCertificateHashes) || options.serverCertificateHashes.length === 0) {
+        throw new StoqInvalidArgumentError('serverCertificateHashes', 'expected a non-empty array')
+      }
+      options.serverCertificateHashes.forEach((h, i) => pins.push(hashToHex(h, i)))
+    }
+    if (options.pin !== undefined) pins.push(...(Array.isArray(options.pin) ? options.pin : [options.pin]))
+    const connectOptions: ConnectOptions = {
+      host: target.host,
+      port: target.port,
+      alpn: [H3_ALPN],
+      ...(options.serverName !== undefined ? { serverName: options.serverName } : {}),
+      ...(options.ca !== undefined ? { ca: options.ca } : {}),
+      ...(pins.length > 0 ? { pin: pins } : {}),
+      ...(options.insecure !== undefined ? { insecure: options.insecure } : {}),
+      ...(options.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: options.handshakeTimeoutMs } : {}),
+    }
+    let endpoint = options.endpoint
+    const owned = endpoint === undefined
+    if (endpoint === undefined) {
+      const local: Partial<EndpointOptions> = { host: net.isIPv4(target.host) ? '0.0.0.0' : '::' }
+      if (options.engine !== undefined) local.engine = options.engine
+      if (options.transport !== undefined) local.transport = options.transport
+      endpoint = await createEndpoint(local)
+    }
+    let quic: QuicConnection
+    try {
+      quic = await endpoint.connect(connectOptions)
+    } catch (err) {
+      if (owned) await endpoint.close().catch(() => {})
+      throw err
+    }
+    const connection = new WebTransportConnection(quic, 'client', limits)
+    const client = new WebTransportClient(connection, endpoint, owned, target, options)
+    if (owned) quic.closed.then(() => client.close()).catch(() => {})
+    return client
+  }
+
+  /**
+   * Open a session on this connection: `path` (default: the URL's) with an
+   * extended CONNECT. Rejects with `StoqWebTransportError` when refused.
+   */
+  openSession(path: string = this.#url.path, options: { origin?: string; headers?: FieldLine[]; timeoutMs?: number } = {}): Promise<WebTransportSession> {
+    if (typeof path !== 'string' || !path.startsWith('/')) throw new StoqInvalidArgumentError('path', 'expected a path starting with "/"')
+    const extra: FieldLine[] = []
+    const origin = options.origin ?? this.#options.origin
+    if (origin !== undefined) extra.push(['origin', origin])
+    for (const f of options.headers ?? this.#options.headers ?? []) {
+      if (!Array.isArray(f) || typeof f[0] !== 'string' || typeof f[1] !== 'string') throw new StoqInvalidArgumentError('headers', 'expected [name, value] string pairs')
+      extra.push([f[0], f[1]])
+    }
+    const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs ?? 10_000
+    return this.connection.openSession(this.#url.authority, path, extra, timeoutMs)
+  }
+
+  /** Close the connection (its sessions end), and the endpoint when the client created it. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.connection.close(0x100, '')
+      if (this.#owned) await this.endpoint.close().catch(() => {})
+    })()
+    return this.#closing
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}
+
+/**
+ * Open a WebTransport session to `url` on a connection of its own; the
+ * connection (and its endpoint) close once the session has ended.
+ */
+export async function connectWebTransport(url: string | URL, options: ConnectWebTransportOptions = {}): Promise<WebTransportSession> {
+  const client = await WebTransportClient.connect(url, options)
+  let session: WebTransportSession
+  try {
+    session = await client.openSession()
+  } catch (err) {
+    await client.close()
+    throw err
+  }
+  session.closed
+    .then(() => session.waitConnectEnd(2000))
+    .then(() => client.close())
+    .catch(() => {})
+  return session
+}

@@ -1,0 +1,160 @@
+import { EventEmitter } from 'node:events'
+import { StoqInvalidArgumentError, type SocketAddress } from '@stoq/interface'
+import { Endpoint, createEndpoint, type EndpointOptions, type QuicConnection } from '@stoq/transport-core'
+import type { WebTransportConnectRequest } from '@stoq/h3'
+import { WebTransportConnection, resolveLimits, type WebTransportConnectionStats, type WebTransportLimits } from './connection.js'
+import type { WebTransportSession } from './session.js'
+
+/** ALPN of HTTP/3. */
+export const H3_ALPN = 'h3'
+
+export interface WebTransportServerOptions {
+  /**
+   * Paths served: a string matches the request path without its query, a
+   * RegExp is tested against the whole `:path`. Other paths get 404. Default:
+   * every path.
+   */
+  path?: string | RegExp
+  /** Decide per request: return 200 to accept, another status to refuse. Runs after `path`. */
+  accept?: (request: WebTransportConnectRequest) => number
+  /** Called with each new session (attach 'stream' / 'datagram' listeners here). */
+  onSession?: (session: WebTransportSession) => void
+  /** Per-connection limits. */
+  limits?: Partial<WebTransportLimits>
+}
+
+export interface WebTransportServerStats extends WebTransportConnectionStats {
+  connections: number
+}
+
+function matcher(path: string | RegExp | undefined): (p: string) => boolean {
+  if (path === undefined) return () => true
+  if (path instanceof RegExp) return (p) => path.test(p)
+  if (typeof path !== 'string' || !path.startsWith('/')) {
+    throw new StoqInvalidArgumentError('path', `expected a string starting with "/" or a RegExp, got ${String(path)}`)
+  }
+  return (p) => {
+    const q = p.indexOf('?')
+    return (q < 0 ? p : p.slice(0, q)) === path
+  }
+}
+
+function isEndpoint(value: unknown): value is Endpoint {
+  return value instanceof Endpoint || (typeof value === 'object' && value !== null && typeof (value as Endpoint).connect === 'function' && typeof (value as Endpoint).on === 'function' && 'address' in value)
+}
+
+/**
+ * WebTransport over HTTP/3 on a STOQ endpoint. Each QUIC connection that
+ * negotiated ALPN `h3` becomes a `WebTransportConnection`; its accepted
+ * sessions go to `onSession` and the 'session' event.
+ */
+export class WebTransportServer extends EventEmitter<{ session: [WebTransportSession]; connection: [WebTransportConnection] }> {
+  readonly endpoint: Endpoint
+  readonly #owned: boolean
+  readonly #connections = new Set<WebTransportConnection>()
+  readonly #limits: WebTransportLimits
+  readonly #match: (p: string) => boolean
+  readonly #accept: ((r: WebTransportConnectRequest) => number) | undefined
+  readonly #onSession: ((s: WebTransportSession) => void) | undefined
+  readonly #onConnection = (quic: QuicConnection): void => this.#adopt(quic)
+  #closed = false
+  #totals = { sessionsOpened: 0, rejectedStreams: 0, datagramsDropped: 0 }
+
+  private constructor(endpoint: Endpoint, owned: boolean, options: WebTransportServerOptions) {
+    super()
+    this.endpoint = endpoint
+    this.#owned = owned
+    this.#limits = resolveLimits(options.limits)
+    this.#match = matcher(options.path)
+    if (options.accept !== undefined && typeof options.accept !== 'function') throw new StoqInvalidArgumentError('accept', 'expected a function')
+    if (options.onSession !== undefined && typeof options.onSession !== 'function') throw new StoqInvalidArgumentError('onSession', 'expected a function')
+    this.#accept = options.accept
+    this.#onSession = options.onSession
+    endpoint.on('connection', this.#onConnection)
+    for (const quic of endpoint.connections) if (quic.side === 'server' && quic.established) this.#adopt(quic)
+  }
+
+  /**
+   * Serve WebTransport on `endpoint` (which must be listening with ALPN `h3`),
+   * or on a new endpoint made from `options` (its `server.alpn` is set to `h3`).
+   */
+  static async create(endpointOrOptions: Endpoint | Partial<EndpointOptions>, options: WebTransportServerOptions = {}): Promise<WebTransportServer> {
+    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
+    // Validate before binding anything.
+    matcher(options.path)
+    resolveLimits(options.limits)
+    if (isEndpoint(endpointOrOptions)) return new WebTransportServer(endpointOrOptions, false, options)
+    if (typeof endpointOrOptions !== 'object' || endpointOrOptions === null || endpointOrOptions.server === undefined) {
+      throw new StoqInvalidArgumentError('endpoint', 'expected a STOQ Endpoint or endpoint options with `server: { cert, key }`')
+    }
+    const endpoint = await createEndpoint({ ...endpointOrOptions, server: { ...endpointOrOptions.server, alpn: [H3_ALPN] } })
+    return new WebTransportServer(endpoint, true, options)
+  }
+
+  get address(): SocketAddress {
+    return this.endpoint.address
+  }
+
+  get connections(): WebTransportConnection[] {
+    return [...this.#connections]
+  }
+
+  get sessions(): WebTransportSession[] {
+    return this.connections.flatMap((c) => c.sessions)
+  }
+
+  stats(): WebTransportServerStats {
+    const out: WebTransportServerStats = { connections: this.#connections.size, sessions: 0, bufferedStreams: 0, ...this.#totals }
+    for (const c of this.#connections) {
+      const s = c.stats()
+      out.sessions += s.sessions
+      out.bufferedStreams += s.bufferedStreams
+      out.sessionsOpened += s.sessionsOpened
+      out.rejectedStreams += s.rejectedStreams
+      out.datagramsDropped += s.datagramsDropped
+    }
+    return out
+  }
+
+  #adopt(quic: QuicConnection): void {
+    if (this.#closed) return
+    if (quic.alpn !== H3_ALPN) return
+    const conn = new WebTransportConnection(quic, 'server', this.#limits, {
+      route: (request) => {
+        if (!this.#match(request.path)) return 404
+        return this.#accept ? this.#accept(request) : 200
+      },
+      onSession: (session) => {
+        this.#onSession?.(session)
+        this.emit('session', session)
+      },
+    })
+    this.#connections.add(conn)
+    conn.on('close', () => {
+      const s = conn.stats()
+      this.#totals.sessionsOpened += s.sessionsOpened
+      this.#totals.rejectedStreams += s.rejectedStreams
+      this.#totals.datagramsDropped += s.datagramsDropped
+      this.#connections.delete(conn)
+    })
+    this.emit('connection', conn)
+  }
+
+  /** Close every session and connection; closes the endpoint too when this server created it. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.endpoint.off('connection', this.#onConnection)
+    await Promise.all([...this.#connections].map((c) => c.close(0x100, 'server closing')))
+    if (this.#owned) await this.endpoint.close()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}
+
+/** `WebTransportServer.create` as a function. */
+export function serveWebTransport(endpointOrOptions: Endpoint | Partial<EndpointOptions>, options: WebTransportServerOptions = {}): Promise<WebTransportServer> {
+  return WebTransportServer.create(endpointOrOptions, options)
+}
