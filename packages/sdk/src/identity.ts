@@ -1,10 +1,11 @@
 import 'reflect-metadata'
-import { webcrypto, X509Certificate, createHash } from 'node:crypto'
+import { webcrypto, X509Certificate, createHash, createPrivateKey } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import * as x509 from '@peculiar/x509'
 import { StoqCertificatePinError, StoqInvalidArgumentError } from '@stoq/transport-core'
+import { createWebTransportCertificate, MAX_WEBTRANSPORT_CERT_DAYS } from '@stoq/webtransport'
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
 
@@ -110,6 +111,155 @@ export async function loadOrCreateIdentity(appName: string, options: Partial<Ide
   writeAtomic(keyFile, key, 0o600)
   writeAtomic(certFile, cert, 0o644)
   return { cert, key, fingerprint: fingerprintOf(cert), notAfter, dir, created: true }
+}
+
+/** Validity of a generated browser certificate, in days (Chromium accepts at most 14 for `serverCertificateHashes`). */
+export const DEFAULT_BROWSER_CERT_VALIDITY_DAYS = 13
+/** A stored browser certificate with fewer days than this left is replaced (checked whenever it is loaded). */
+export const DEFAULT_BROWSER_CERT_RENEW_BEFORE_DAYS = 2
+
+export interface BrowserCertificateOptions {
+  /** Directory for the files. Default: the app's config dir, as for the identity. */
+  dir: string
+  /** Validity of a new certificate in days, 1..14. Default 13. */
+  validityDays: number
+  /** Rotate when fewer days than this are left, 0..validityDays-1. Default 2. */
+  renewBeforeDays: number
+  /** DNS names (localhost is always there). */
+  names: string[]
+  /** IP addresses in the certificate (default 127.0.0.1 and ::1). */
+  ips: string[]
+}
+
+/**
+ * The short-lived certificate browsers accept through WebTransport's
+ * `serverCertificateHashes` (self-signed ECDSA P-256, at most 14 days).
+ */
+export interface BrowserCertificate {
+  /** PEM certificate. */
+  cert: string
+  /** PEM private key (PKCS#8), stored with mode 0600. */
+  key: string
+  /** SHA-256 of the certificate DER, lowercase hex (also what a native STOQ client `pin`s). */
+  sha256Hex: string
+  /** The same hash as bytes. */
+  sha256: Uint8Array
+  /** Ready for `new WebTransport(url, { serverCertificateHashes })` in a browser, or `connectWebTransport`. */
+  serverCertificateHashes: Array<{ algorithm: 'sha-256'; value: Uint8Array }>
+  notBefore: Date
+  notAfter: Date
+  /** Where it is stored. */
+  dir: string
+  /** True when this call created (or rotated) it. */
+  created: boolean
+}
+
+/** Validates browser certificate options (typed errors), filling in the defaults except `dir`. */
+export function resolveBrowserCertificateOptions(options: unknown): Omit<BrowserCertificateOptions, 'dir'> & { dir: string | undefined } {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new StoqInvalidArgumentError('browserCertificate', 'expected an object')
+  }
+  const o = options as Partial<BrowserCertificateOptions>
+  const validityDays = o.validityDays ?? DEFAULT_BROWSER_CERT_VALIDITY_DAYS
+  const renewBeforeDays = o.renewBeforeDays ?? DEFAULT_BROWSER_CERT_RENEW_BEFORE_DAYS
+  if (typeof validityDays !== 'number' || !Number.isInteger(validityDays) || validityDays < 1 || validityDays > MAX_WEBTRANSPORT_CERT_DAYS) {
+    throw new StoqInvalidArgumentError(
+      'browserCertificate.validityDays',
+      `expected an integer from 1 to ${MAX_WEBTRANSPORT_CERT_DAYS} (Chromium's limit for serverCertificateHashes), got ${String(validityDays)}`,
+    )
+  }
+  if (typeof renewBeforeDays !== 'number' || !Number.isInteger(renewBeforeDays) || renewBeforeDays < 0 || renewBeforeDays >= validityDays) {
+    throw new StoqInvalidArgumentError('browserCertificate.renewBeforeDays', `expected an integer from 0 to validityDays - 1, got ${String(renewBeforeDays)}`)
+  }
+  if (o.dir !== undefined && (typeof o.dir !== 'string' || o.dir.length === 0)) {
+    throw new StoqInvalidArgumentError('browserCertificate.dir', 'expected a directory path')
+  }
+  const names = o.names ?? []
+  const ips = o.ips ?? ['127.0.0.1', '::1']
+  if (!Array.isArray(names) || !names.every((n) => typeof n === 'string' && n.length > 0)) {
+    throw new StoqInvalidArgumentError('browserCertificate.names', 'expected an array of DNS names')
+  }
+  if (!Array.isArray(ips) || !ips.every((n) => typeof n === 'string' && n.length > 0)) {
+    throw new StoqInvalidArgumentError('browserCertificate.ips', 'expected an array of IP addresses')
+  }
+  return { dir: o.dir, validityDays, renewBeforeDays, names: [...names], ips: [...ips] }
+}
+
+/** A stored pair browsers would accept: parsable, EC P-256, at most 14 days, key matching; null otherwise. */
+function readBrowserCertificate(cert: string, key: string): { x: X509Certificate; notBefore: Date; notAfter: Date } | null {
+  try {
+    const x = new X509Certificate(cert)
+    const notBefore = new Date(x.validFrom)
+    const notAfter = new Date(x.validTo)
+    if (x.publicKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') return null
+    if (notAfter.getTime() - notBefore.getTime() > MAX_WEBTRANSPORT_CERT_DAYS * DAY) return null
+    if (!x.checkPrivateKey(createPrivateKey(key))) return null
+    return { x, notBefore, notAfter }
+  } catch {
+    return null
+  }
+}
+
+/**
+ * Load this app's browser (WebTransport) certificate, or create it: a
+ * self-signed ECDSA P-256 certificate valid for `validityDays` (default 13,
+ * at most 14 — Chromium's rule for `serverCertificateHashes`), stored next to
+ * the app identity as `webtransport-cert.pem` / `webtransport-key.pem` (key
+ * 0600). It is rotated — a new key and certificate, hence a new hash — when
+ * fewer than `renewBeforeDays` (default 2) days are left, or when the stored
+ * pair is unusable (unreadable, not P-256, longer than 14 days, key not
+ * matching). Rotation happens when this is called (so at `listen` time): a
+ * process serving longer than `validityDays - renewBeforeDays` must listen
+ * again to pick up the new certificate.
+ */
+export async function loadOrCreateBrowserCertificate(appName: string, options: Partial<BrowserCertificateOptions> = {}): Promise<BrowserCertificate> {
+  const o = resolveBrowserCertificateOptions(options)
+  const dir = o.dir ?? appConfigDir(appName)
+  const certFile = path.join(dir, 'webtransport-cert.pem')
+  const keyFile = path.join(dir, 'webtransport-key.pem')
+  if (fs.existsSync(certFile) && fs.existsSync(keyFile)) {
+    const cert = fs.readFileSync(certFile, 'utf8')
+    const key = fs.readFileSync(keyFile, 'utf8')
+    const stored = readBrowserCertificate(cert, key)
+    if (stored !== null && stored.notAfter.getTime() - Date.now() > o.renewBeforeDays * DAY) {
+      const sha256 = new Uint8Array(createHash('sha256').update(stored.x.raw).digest())
+      return {
+        cert,
+        key,
+        sha256Hex: Buffer.from(sha256).toString('hex'),
+        sha256,
+        serverCertificateHashes: [{ algorithm: 'sha-256', value: sha256 }],
+        notBefore: stored.notBefore,
+        notAfter: stored.notAfter,
+        dir,
+        created: false,
+      }
+    }
+  }
+  const fresh = await createWebTransportCertificate({
+    days: o.validityDays,
+    names: ['localhost', ...o.names.filter((n) => n !== 'localhost')],
+    ips: o.ips,
+    commonName: appName,
+  })
+  // The dates as the certificate carries them (whole seconds), as a later load reports them.
+  const x = new X509Certificate(fresh.cert)
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  // Key first (owner-only), then the certificate; a crash in between leaves a
+  // pair whose key does not match, which the next load replaces.
+  writeAtomic(keyFile, fresh.key, 0o600)
+  writeAtomic(certFile, fresh.cert, 0o644)
+  return {
+    cert: fresh.cert,
+    key: fresh.key,
+    sha256Hex: fresh.sha256Hex,
+    sha256: fresh.sha256,
+    serverCertificateHashes: fresh.serverCertificateHashes,
+    notBefore: new Date(x.validFrom),
+    notAfter: new Date(x.validTo),
+    dir,
+    created: true,
+  }
 }
 
 function writeAtomic(file: string, content: string, mode: number): void {

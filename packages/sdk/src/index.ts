@@ -57,3 +57,33 @@ export {
   type ChunkInfo,
 } from './multiplex-transfer.js'
 export { StoqIntegrityError, StoqProtocolError } from './cli-errors.js'
+// Browser reach: WebTransport over HTTP/3 (`listen({ webtransport })`, `browserCertificate()`).
+export type { ListenWebTransportOptions } from './stoq.js'
+export {
+  loadOrCreateBrowserCertificate,
+  DEFAULT_BROWSER_CERT_VALIDITY_DAYS,
+  DEFAULT_BROWSER_CERT_RENEW_BEFORE_DAYS,
+  type BrowserCertificate,
+  type BrowserCertificateOptions,
+} from './identity.js'
+export {
+  connectWebTransport,
+  WebTransportClient,
+  serveWebTransport,
+  WebTransportServer,
+  WebTransportSession,
+  WebTransportStream,
+  createWebTransportCertificate,
+  StoqWebTransportError,
+  MAX_WEBTRANSPORT_CERT_DAYS,
+  H3_ALPN,
+  type ConnectWebTransportOptions,
+  type WebTransportHash,
+  type WebTransportServerOptions,
+  type WebTransportServerStats,
+  type WebTransportCloseInfo,
+  type WebTransportCertificate,
+  type WebTransportCertificateOptions,
+  type WebTransportLimits,
+  type WebTransportFailure,
+} from '@stoq/webtransport'

@@ -1,6 +1,7 @@
 import path from 'node:path'
 import {
   createEndpoint,
+  DEFAULT_ALPN,
   StoqClosedError,
   StoqInvalidArgumentError,
   type ConnectOptions,
@@ -13,7 +14,19 @@ import {
 } from '@stoq/transport-core'
 import { ThroughputSeries } from '@stoq/monitoring'
 import { parseTarget, type ConnectTarget } from './target.js'
-import { KnownHosts, appConfigDir, loadOrCreateIdentity, type AppIdentity, type IdentityOptions } from './identity.js'
+import {
+  KnownHosts,
+  appConfigDir,
+  DEFAULT_BROWSER_CERT_RENEW_BEFORE_DAYS,
+  loadOrCreateBrowserCertificate,
+  loadOrCreateIdentity,
+  resolveBrowserCertificateOptions,
+  type AppIdentity,
+  type BrowserCertificate,
+  type BrowserCertificateOptions,
+  type IdentityOptions,
+} from './identity.js'
+import { H3_ALPN, serveWebTransport, type WebTransportServer, type WebTransportServerOptions, type WebTransportSession } from '@stoq/webtransport'
 import { fingerprintDer } from '@stoq/transport-core'
 import { ConnectionPool, poolKey, type PoolOptions, type PoolStats } from './pool.js'
 import { batching } from '@stoq/batching'
@@ -27,6 +40,12 @@ export interface StoqOptions {
   components: Partial<EndpointComponents>
   /** Where and how the app's own identity is kept (used when `listen` gets no cert/key). */
   identity: Partial<IdentityOptions>
+  /**
+   * The short-lived browser certificate served when `listen` gets `webtransport`
+   * and no cert/key (stored in `identity.dir`): validity (1..14 days, default
+   * 13), rotation margin (default 2 days), extra DNS names and the IPs.
+   */
+  browserCertificate: Partial<Omit<BrowserCertificateOptions, 'dir'>>
   /** Connection pooling: reuse of live connections by `connect`. */
   pool: Partial<PoolOptions>
   /**
@@ -59,16 +78,64 @@ export interface StoqConnectOptions extends Omit<ConnectOptions, 'host' | 'port'
   reuse?: boolean
 }
 
+/** WebTransport on a `listen` port: browsers (and `connectWebTransport`) reach it over HTTP/3. */
+export interface ListenWebTransportOptions {
+  /** Paths served (a string matches the path without query; a RegExp is tested on the whole path). Default: every path. Others get 404. */
+  path?: string | RegExp
+  /**
+   * Called with each accepted session. A session offers what a native
+   * connection does: `openStream()`, 'stream' events, `sendDatagram()`,
+   * 'datagram' events, `close()` and `closed`.
+   */
+  onSession: (session: WebTransportSession) => void
+  /** Decide per request after `path`: return 200 to accept, another HTTP status to refuse. */
+  accept?: WebTransportServerOptions['accept']
+  /** Per-connection WebTransport limits (sessions, buffered streams...). */
+  limits?: WebTransportServerOptions['limits']
+}
+
+const WEBTRANSPORT_KEYS = new Set(['path', 'onSession', 'accept', 'limits'])
+
+function checkWebTransportOptions(wt: unknown): ListenWebTransportOptions {
+  if (typeof wt !== 'object' || wt === null || Array.isArray(wt)) {
+    throw new StoqInvalidArgumentError('handlers.webtransport', 'expected { onSession, path?, accept?, limits? }')
+  }
+  for (const k of Object.keys(wt)) {
+    if (!WEBTRANSPORT_KEYS.has(k)) throw new StoqInvalidArgumentError(`handlers.webtransport.${k}`, 'unknown option (expected onSession, path, accept or limits)')
+  }
+  const o = wt as ListenWebTransportOptions
+  if (typeof o.onSession !== 'function') throw new StoqInvalidArgumentError('handlers.webtransport.onSession', 'expected a function')
+  if (o.accept !== undefined && typeof o.accept !== 'function') throw new StoqInvalidArgumentError('handlers.webtransport.accept', 'expected a function')
+  if (o.path !== undefined && !(o.path instanceof RegExp) && !(typeof o.path === 'string' && o.path.startsWith('/'))) {
+    throw new StoqInvalidArgumentError('handlers.webtransport.path', `expected a string starting with "/" or a RegExp, got ${String(o.path)}`)
+  }
+  if (o.limits !== undefined && (typeof o.limits !== 'object' || o.limits === null)) {
+    throw new StoqInvalidArgumentError('handlers.webtransport.limits', 'expected an object')
+  }
+  return o
+}
+
 export interface ListenHandlers {
-  /** Server identity (PEM). Default: the app's own identity, created on first use. */
+  /**
+   * Server identity (PEM). Default: the app's own identity, created on first
+   * use — or, with `webtransport`, the browser certificate (see
+   * `Stoq.browserCertificate`). Your own cert/key always win.
+   */
   cert?: ServerOptions['cert']
   key?: ServerOptions['key']
+  /** ALPN for native STOQ clients (default `['stoq/1']`); with `webtransport`, `h3` is added. */
   alpn?: string[]
   retry?: boolean
   maxConnections?: number
   onConnection?: (conn: QuicConnection) => void
   onStream?: (stream: QuicStream, conn: QuicConnection) => void
   onDatagram?: (data: Uint8Array, conn: QuicConnection) => void
+  /**
+   * Also serve WebTransport on this port: connections that negotiate ALPN
+   * `h3` carry WebTransport sessions to `webtransport.onSession`; the others
+   * (`stoq/1`, or your `alpn`) still go to onConnection / onStream / onDatagram.
+   */
+  webtransport?: ListenWebTransportOptions
 }
 
 export interface StoqStats {
@@ -108,6 +175,7 @@ export class Stoq {
   private readonly options: StoqOptions
   private client: Promise<Endpoint> | null = null
   private readonly endpoints = new Set<Endpoint>()
+  private readonly webTransportServers = new Set<WebTransportServer>()
   private closed = false
   /** Live connections, and the payload totals of those that ended (so totals never go back). */
   private readonly live = new Set<QuicConnection>()
@@ -180,6 +248,7 @@ export class Stoq {
       throw new StoqInvalidArgumentError('name', 'expected 1-64 characters of letters, digits, ".", "_" or "-"')
     }
     if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
+    resolveBrowserCertificateOptions(options.browserCertificate ?? {})
     const tier = options.tier ?? 'auto'
     if (tier !== 'auto' && !NETWORK_TIERS.includes(tier)) {
       throw new StoqInvalidArgumentError('tier', `expected 'auto' or one of ${NETWORK_TIERS.join(', ')}, got ${JSON.stringify(tier)}`)
@@ -188,6 +257,7 @@ export class Stoq {
       endpoint: options.endpoint ?? {},
       components: options.components ?? {},
       identity: options.identity ?? {},
+      browserCertificate: options.browserCertificate ?? {},
       pool: options.pool ?? {},
       tier,
     })
@@ -197,7 +267,17 @@ export class Stoq {
     if (this.closed) throw new StoqClosedError('stoq', `STOQ instance "${this.name}" is closed`)
   }
 
-  /** Accept connections on `port` (or `{ host, port }`). Resolves with the bound endpoint. */
+  /**
+   * Accept connections on `port` (or `{ host, port }`). Resolves with the bound endpoint.
+   *
+   * With `handlers.webtransport`, the same port also serves WebTransport: the
+   * endpoint accepts ALPN `h3` besides the native ones, `h3` connections carry
+   * sessions to `webtransport.onSession`, native connections keep going to
+   * the other handlers. Without cert/key it then serves the browser
+   * certificate (`await stoq.browserCertificate()` gives the hash browsers
+   * pass as `serverCertificateHashes`; native clients on that port pin its
+   * `sha256Hex`, and it changes when rotated).
+   */
   async listen(port: number | { host: string; port: number }, handlers: ListenHandlers): Promise<Endpoint> {
     this.assertOpen()
     if (typeof handlers !== 'object' || handlers === null) throw new StoqInvalidArgumentError('handlers', 'expected an object with cert and key')
@@ -205,11 +285,20 @@ export class Stoq {
     if ((handlers.cert === undefined) !== (handlers.key === undefined)) {
       throw new StoqInvalidArgumentError('handlers.cert', '`cert` and `key` must be given together (or neither, for the app identity)')
     }
-    const own = handlers.cert === undefined ? await this.identity() : null
+    const wt = handlers.webtransport === undefined ? null : checkWebTransportOptions(handlers.webtransport)
+    let alpn = handlers.alpn
+    if (wt !== null) {
+      if (alpn !== undefined && (!Array.isArray(alpn) || alpn.length === 0)) {
+        throw new StoqInvalidArgumentError('handlers.alpn', 'expected a non-empty array of protocol names')
+      }
+      alpn = [...(alpn ?? DEFAULT_ALPN).filter((a) => a !== H3_ALPN), H3_ALPN]
+    }
+    let own: { cert: string; key: string } | null = null
+    if (handlers.cert === undefined) own = wt !== null ? await this.browserCertificate() : await this.identity()
     const server: ServerOptions = {
       cert: own ? own.cert : handlers.cert!,
       key: own ? own.key : handlers.key!,
-      ...(handlers.alpn ? { alpn: handlers.alpn } : {}),
+      ...(alpn ? { alpn } : {}),
       ...(handlers.retry !== undefined ? { retry: handlers.retry } : {}),
       ...(handlers.maxConnections !== undefined ? { maxConnections: handlers.maxConnections } : {}),
     }
@@ -218,11 +307,64 @@ export class Stoq {
     this.endpoints.add(ep)
     ep.on('connection', (conn) => {
       this.track(conn)
+      // h3 connections belong to the WebTransport server (it listens on the same endpoint).
+      if (wt !== null && conn.alpn === H3_ALPN) return
       if (handlers.onStream) conn.on('stream', (s) => handlers.onStream!(s, conn))
       if (handlers.onDatagram) conn.on('datagram', (d) => handlers.onDatagram!(d, conn))
       handlers.onConnection?.(conn)
     })
+    if (wt !== null) {
+      try {
+        const wts = await serveWebTransport(ep, {
+          onSession: wt.onSession,
+          ...(wt.path !== undefined ? { path: wt.path } : {}),
+          ...(wt.accept !== undefined ? { accept: wt.accept } : {}),
+          ...(wt.limits !== undefined ? { limits: wt.limits } : {}),
+        })
+        this.webTransportServers.add(wts)
+        ep.once('close', () => this.webTransportServers.delete(wts))
+      } catch (err) {
+        this.endpoints.delete(ep)
+        await ep.close().catch(() => {})
+        throw err
+      }
+    }
     return ep
+  }
+
+  private browserCertPromise: Promise<BrowserCertificate> | null = null
+
+  /**
+   * This app's browser certificate: self-signed ECDSA P-256, valid for at
+   * most 14 days (Chromium's rule for `serverCertificateHashes`; default 13),
+   * stored in the app's config dir next to the identity (`webtransport-cert.pem`,
+   * key `webtransport-key.pem` with mode 0600) and created on first use.
+   * `listen` with `webtransport` and no cert/key serves it.
+   *
+   * Rotation: whenever it is loaded — the first call on an instance, and any
+   * later call (so any later `listen`) once fewer than
+   * `browserCertificate.renewBeforeDays` (default 2) days remain — a
+   * certificate that close to expiry is replaced by a new one with a new hash.
+   * A listener keeps the certificate it started with, so a process serving
+   * longer than validity minus margin (11 days by default) should listen again.
+   *
+   * Give browsers `serverCertificateHashes` (or `sha256`) and native STOQ
+   * clients `pin: sha256Hex`. When you pass your own cert/key to `listen`,
+   * that certificate is served instead and this one is not used.
+   */
+  browserCertificate(): Promise<BrowserCertificate> {
+    const options = { ...this.options.browserCertificate, ...(this.options.identity.dir !== undefined ? { dir: this.options.identity.dir } : {}) }
+    const margin = (options.renewBeforeDays ?? DEFAULT_BROWSER_CERT_RENEW_BEFORE_DAYS) * 86_400_000
+    const current = this.browserCertPromise
+    const next =
+      current === null
+        ? loadOrCreateBrowserCertificate(this.name, options)
+        : current.then((c) => (c.notAfter.getTime() - Date.now() > margin ? c : loadOrCreateBrowserCertificate(this.name, options)))
+    this.browserCertPromise = next
+    next.catch(() => {
+      if (this.browserCertPromise === next) this.browserCertPromise = null
+    })
+    return next
   }
 
   private identityPromise: Promise<AppIdentity> | null = null
@@ -373,6 +515,9 @@ export class Stoq {
     this.closed = true
     this.series.stop()
     this.pool.close()
+    // WebTransport sessions end with a CLOSE_WEBTRANSPORT_SESSION first, then the endpoints go.
+    await Promise.all([...this.webTransportServers].map((s) => s.close().catch(() => {})))
+    this.webTransportServers.clear()
     await Promise.all([...this.endpoints].map((ep) => ep.close()))
     this.endpoints.clear()
   }
