@@ -154,7 +154,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: options.poolMaxBuffers }, { onSlab })
     // Zero-copy sends (opt-in): the batcher fills buffers of this pool, and a worker backend
     // that maps its slabs sends them in place. share() reserves every slab up to the pool's
-    // limit. Measured on 2 cores it was slower than the copy into the send ring (see
+    // limit. On 2 cores it showed no consistent gain over the copy into the send ring (see
     // docs/ARCHITECTURE.md), so it is off by default.
     this.sendSlabs =
       options.zeroCopySend && this.ownsPool && typeof (this.pool as Partial<SharedBufferPool>).share === 'function'

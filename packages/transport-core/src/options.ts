@@ -85,8 +85,8 @@ export interface EndpointOptions {
   poolMaxBuffers: number
   /**
    * Hand packet buffers to the `gro` worker by position instead of copying them into its
-   * send ring (the pool is shared with the worker). Default false: slower on the machines
-   * measured so far.
+   * send ring (the pool is shared with the worker, which reserves its whole limit up front).
+   * Default false: no consistent gain measured so far (see the benchmark's `*grozc` cases).
    */
   zeroCopySend: boolean
   /**
