@@ -14,6 +14,7 @@ Commands:
   bench [HOST:PORT] [options]  throughput, counted and verified by the receiver: on loopback
                                with no address, or against "stoq bench --server"
   serve DIR|- [options]        receive files over STOQ into DIR (or one to stdout)
+  serve --webtransport         WebTransport echo server for browsers, with an example page
   send FILE|- HOST:PORT        send a file (or stdin) to "stoq serve", checked with SHA-256
   help [COMMAND]               this text, or a command's
 

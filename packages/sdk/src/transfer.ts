@@ -28,6 +28,7 @@ import {
   validateTransferName,
   type TransferReply,
 } from './transfer-protocol.js'
+import { WEBTRANSPORT_DEFAULT_HTTP_PORT, WEBTRANSPORT_DEFAULT_PATH, serveWebTransportCommand } from './serve-webtransport.js'
 
 export const SERVE_DEFAULT_PORT = 4433
 /** Time the sender waits for the receiver's verdict once everything is sent. */
@@ -63,8 +64,9 @@ const TRANSPORT_HELP = `  --packet-size BYTES  largest UDP payload (1200-65527, 
 // serve
 
 export const SERVE_HELP = `Usage:
-  stoq serve DIR [options]   store each received file in DIR
-  stoq serve - [options]     write one received file to stdout, then exit
+  stoq serve DIR [options]            store each received file in DIR
+  stoq serve - [options]              write one received file to stdout, then exit
+  stoq serve --webtransport [options] WebTransport echo server for browsers, with an example page
 
 Listens with this machine's STOQ identity ($XDG_CONFIG_HOME/stoq/${CLI_APP_NAME}, created on
 first use) and prints its SHA-256 fingerprint for senders to pin. Each file is
@@ -81,13 +83,37 @@ ${TRANSPORT_HELP}
 Names are taken as plain file names: a name with "/" or "\\", "." or ".." is
 refused. Messages go to stdout (stderr with -). Exit status: 0 when every
 transfer succeeded, 1 when one failed (with --once: that transfer's result),
-2 on bad arguments.`
+2 on bad arguments.
+
+WebTransport (--webtransport, no DIR):
+  Serves WebTransport (HTTP/3) on the UDP port with the app's short-lived
+  browser certificate ($XDG_CONFIG_HOME/stoq/${CLI_APP_NAME}/webtransport-cert.pem: ECDSA P-256,
+  at most 14 days, renewed when near expiry at start-up), which Chrome accepts
+  through serverCertificateHashes. Every session is echoed: bidirectional
+  streams are sent back on themselves, each unidirectional stream is answered
+  on a new unidirectional stream with the same bytes, datagrams are sent back.
+  Sessions are logged on stdout.
+  The example page is served over plain HTTP (a secure context on localhost):
+  open http://localhost:HTTP-PORT/ in Chrome; it loads /webtransport.json
+  ({ url, serverCertificateHashes }) and connects by itself.
+  Prints the WebTransport URL, the certificate SHA-256, the page URL and the
+  line "ports udp=N http=N"; runs until SIGINT or SIGTERM (exit 0).
+
+  --webtransport       serve WebTransport instead of receiving files
+  --port N             UDP port (default ${SERVE_DEFAULT_PORT}; 0 picks one)
+  --host IP            address to bind, UDP and HTTP (default ::)
+  --http-port N        TCP port of the page (default ${WEBTRANSPORT_DEFAULT_HTTP_PORT}; 0 picks one)
+  --path PATH          WebTransport path (default ${WEBTRANSPORT_DEFAULT_PATH})
+  --packet-size, --engine, --udp-backend as above.`
 
 const SERVE_SPECS: Record<string, OptionKind> = {
   port: { type: 'int', min: 0, max: 65535 },
   host: { type: 'ip' },
   force: { type: 'flag' },
   once: { type: 'flag' },
+  webtransport: { type: 'flag' },
+  'http-port': { type: 'int', min: 0, max: 65535 },
+  path: { type: 'string' },
   ...TRANSPORT_SPECS,
 }
 
@@ -296,7 +322,31 @@ export async function serveCommand(argv: string[], io: CommandIo): Promise<numbe
     io.out(`${SERVE_HELP}\n`)
     return 0
   }
-  if (positionals.length === 0) throw new StoqUsageError('serve', 'DIR', 'missing DIR (a directory to store files in, or - for stdout)')
+  if (v.webtransport === true) {
+    if (positionals.length > 0) throw new StoqUsageError('serve', positionals[0]!, `unexpected argument ${JSON.stringify(positionals[0])}: --webtransport takes no DIR`)
+    for (const o of ['force', 'once'] as const) {
+      if (v[o] === true) throw new StoqUsageError('serve', `--${o}`, `--${o} is for receiving files, not for --webtransport`)
+    }
+    const wtPath = (v.path as string | undefined) ?? WEBTRANSPORT_DEFAULT_PATH
+    if (!/^\/[\x21-\x7e]*$/.test(wtPath) || wtPath.includes('?') || wtPath.includes('#')) {
+      throw new StoqUsageError('serve', '--path', `--path expects a path starting with "/" (printable characters, no query), got ${JSON.stringify(wtPath)}`)
+    }
+    return serveWebTransportCommand(
+      CLI_APP_NAME,
+      {
+        host: (v.host as string | undefined) ?? '::',
+        port: (v.port as number | undefined) ?? SERVE_DEFAULT_PORT,
+        httpPort: (v['http-port'] as number | undefined) ?? WEBTRANSPORT_DEFAULT_HTTP_PORT,
+        path: wtPath,
+        endpoint: endpointOptions(v),
+      },
+      io,
+    )
+  }
+  for (const o of ['http-port', 'path'] as const) {
+    if (v[o] !== undefined) throw new StoqUsageError('serve', `--${o}`, `--${o} needs --webtransport`)
+  }
+  if (positionals.length === 0) throw new StoqUsageError('serve', 'DIR', 'missing DIR (a directory to store files in, or - for stdout), or --webtransport')
   if (positionals.length > 1) throw new StoqUsageError('serve', positionals[1]!, `unexpected argument ${JSON.stringify(positionals[1])}`)
   const toStdout = positionals[0] === '-'
   let dir: string | null = null

@@ -40,6 +40,23 @@ function ensureChromium(): string {
   return after
 }
 
+/** SIGKILL Chromium's whole process group (by its leader's PID) and wait until it is gone. */
+async function killGroup(pid: number): Promise<void> {
+  try {
+    process.kill(-pid, 'SIGKILL')
+  } catch {
+    return // already gone
+  }
+  for (let i = 0; i < 100; i++) {
+    try {
+      process.kill(-pid, 0)
+    } catch {
+      return
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
 function launch(binary: string, userDir: string, pageUrl: string): Promise<{ proc: ChildProcess; devtools: string }> {
   const proc = spawn(
     binary,
@@ -49,11 +66,15 @@ function launch(binary: string, userDir: string, pageUrl: string): Promise<{ pro
       '--disable-gpu',
       '--no-first-run',
       '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
       '--remote-debugging-port=0',
       `--user-data-dir=${userDir}`,
       pageUrl,
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    // Its own process group, so that the browser and every helper process it starts can be
+    // stopped together before the profile directory is removed.
+    { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
   )
   return new Promise((resolve, reject) => {
     let err = ''
@@ -183,10 +204,10 @@ for (const engine of ['quinn', 'quiche'] as const) describe(`Chromium against th
   }, 1_000_000)
 
   afterAll(async () => {
-    browser?.kill('SIGKILL')
+    if (browser?.pid !== undefined) await killGroup(browser.pid)
     await server?.close()
     await new Promise<void>((resolve) => (page ? page.close(() => resolve()) : resolve()))
-    if (userDir) fs.rmSync(userDir, { recursive: true, force: true })
+    if (userDir) fs.rmSync(userDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
   })
 
   it('echoes streams and datagrams, closes cleanly and refuses a wrong certificate hash', async () => {
