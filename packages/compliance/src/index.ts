@@ -27,3 +27,14 @@ export {
   type LongPacketType,
   type TlsExtensionBytes,
 } from './hostile-initial.js'
+export {
+  CdpPage,
+  HeadlessChromium,
+  ensureChromium,
+  findChromium,
+  getJson,
+  launchChromium,
+  type CdpEvaluateOptions,
+  type CdpWaitForOptions,
+  type LaunchChromiumOptions,
+} from './chromium.js'

@@ -4,14 +4,13 @@
  * headless Chromium driving the example page over the DevTools protocol
  * (installed with apt when missing; an apt failure fails the test).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { X509Certificate, randomBytes } from 'node:crypto'
-import type { Duplex } from 'node:stream'
 import fs from 'node:fs'
-import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { ensureChromium, getJson, launchChromium, type HeadlessChromium } from '@stoq/compliance-tests'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectWebTransport, type WebTransportSession, type WebTransportStream } from '../src/index.js'
 
@@ -53,243 +52,6 @@ async function readAll(readable: AsyncIterable<Uint8Array>): Promise<Uint8Array>
   return new Uint8Array(Buffer.concat(chunks))
 }
 
-// ---------------------------------------------------------------------------
-// Chromium (after packages/webtransport/test/browser.test.ts)
-
-function findChromium(): string | null {
-  for (const name of ['chromium', 'chromium-browser']) {
-    const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' })
-    if (r.status === 0 && r.stdout.trim() !== '') return r.stdout.trim()
-  }
-  return null
-}
-
-function ensureChromium(): string {
-  const found = findChromium()
-  if (found) return found
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
-  const install = () => spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { encoding: 'utf8', env, timeout: 900_000 })
-  let r = install()
-  if (r.status !== 0) {
-    spawnSync('apt-get', ['update'], { encoding: 'utf8', env, timeout: 300_000 })
-    r = install()
-  }
-  if (r.status !== 0) {
-    throw new Error(`apt-get install -y chromium failed (status ${r.status}${r.error ? `, ${r.error.message}` : ''}):\n${(r.stderr || r.stdout || '').slice(-4000)}`)
-  }
-  const after = findChromium()
-  if (!after) throw new Error('apt-get installed chromium but no chromium binary is on PATH')
-  return after
-}
-
-function launchChromium(binary: string, userDir: string, pageUrl: string): Promise<{ proc: ChildProcess; devtools: string }> {
-  const proc = spawn(
-    binary,
-    [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--remote-debugging-port=0',
-      `--user-data-dir=${userDir}`,
-      pageUrl,
-    ],
-    // A process group of its own: its helper processes outlive the main one, so the group is killed.
-    { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
-  )
-  return new Promise((resolve, reject) => {
-    let err = ''
-    const timer = setTimeout(() => {
-      try {
-        process.kill(-proc.pid!, 'SIGKILL')
-      } catch {
-        // Already gone.
-      }
-      reject(new Error(`Chromium printed no DevTools URL:\n${err.slice(-2000)}`))
-    }, 60_000)
-    proc.stderr!.setEncoding('utf8')
-    proc.stderr!.on('data', (d: string) => {
-      if (err.length < 100_000) err += d
-      const m = /DevTools listening on (ws:\/\/\S+)/.exec(err)
-      if (m) {
-        clearTimeout(timer)
-        resolve({ proc, devtools: m[1]! })
-      }
-    })
-    proc.on('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`Chromium exited with ${code}:\n${err.slice(-2000)}`))
-    })
-  })
-}
-
-/** SIGKILL Chromium's process group (by the main process's id) and wait until no member is left. */
-async function killGroup(proc: ChildProcess): Promise<void> {
-  const pid = proc.pid!
-  const exited = proc.exitCode !== null || proc.signalCode !== null ? Promise.resolve() : new Promise((resolve) => proc.once('exit', resolve))
-  const alive = (): boolean => {
-    try {
-      process.kill(-pid, 0)
-      return true
-    } catch {
-      return false
-    }
-  }
-  if (alive()) process.kill(-pid, 'SIGKILL')
-  await exited
-  await eventually(() => !alive(), 'Chromium process group gone', 10_000)
-}
-
-function getJson<T>(host: string, port: string, p: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host, port, path: p }, (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (d: string) => (body += d))
-        res.on('end', () => {
-          try {
-            resolve(JSON.parse(body) as T)
-          } catch (e) {
-            reject(e as Error)
-          }
-        })
-      })
-      .on('error', reject)
-  })
-}
-
-async function pageTarget(devtools: string, pageUrl: string): Promise<string> {
-  const base = new URL(devtools)
-  const deadline = Date.now() + 30_000
-  for (;;) {
-    const list = await getJson<Array<{ type: string; url: string; webSocketDebuggerUrl: string }>>(base.hostname, base.port, '/json/list')
-    const page = list.find((t) => t.type === 'page' && t.url.startsWith(pageUrl))
-    if (page) return page.webSocketDebuggerUrl
-    if (Date.now() > deadline) throw new Error(`no DevTools page for ${pageUrl}: ${JSON.stringify(list)}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
-
-/**
- * Just enough of the DevTools protocol for Runtime.evaluate (trimmed from
- * packages/webtransport/test/cdp.ts): RFC 6455 text frames over a node:http
- * upgrade (Node 20 has no global WebSocket), JSON-RPC on top.
- */
-class Cdp {
-  #buf = Buffer.alloc(0)
-  #fragments: Buffer[] = []
-  #nextId = 1
-  #pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>()
-  #closed: Error | null = null
-
-  private constructor(private readonly socket: Duplex) {
-    socket.on('data', (d: Buffer) => this.#onData(d))
-    socket.on('close', () => this.#fail(new Error('DevTools socket closed')))
-    socket.on('error', (e) => this.#fail(e))
-  }
-
-  static connect(wsUrl: string): Promise<Cdp> {
-    const url = new URL(wsUrl)
-    return new Promise((resolve, reject) => {
-      const req = http.request({
-        host: url.hostname.replace(/^\[|\]$/g, ''),
-        port: url.port,
-        path: url.pathname,
-        headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': randomBytes(16).toString('base64') },
-      })
-      req.on('upgrade', (_res, socket, head) => {
-        const c = new Cdp(socket)
-        if (head.length > 0) c.#onData(head)
-        resolve(c)
-      })
-      req.on('response', (res) => reject(new Error(`DevTools answered HTTP ${res.statusCode} instead of upgrading`)))
-      req.on('error', reject)
-      req.end()
-    })
-  }
-
-  #fail(err: Error): void {
-    if (this.#closed) return
-    this.#closed = err
-    for (const p of this.#pending.values()) p.reject(err)
-    this.#pending.clear()
-  }
-
-  #onData(data: Buffer): void {
-    this.#buf = Buffer.concat([this.#buf, data])
-    for (;;) {
-      const b = this.#buf
-      if (b.length < 2) return
-      const fin = (b[0]! & 0x80) !== 0
-      const opcode = b[0]! & 0x0f
-      let len = b[1]! & 0x7f // the server never masks
-      let at = 2
-      if (len === 126) {
-        if (b.length < 4) return
-        len = b.readUInt16BE(2)
-        at = 4
-      } else if (len === 127) {
-        if (b.length < 10) return
-        len = Number(b.readBigUInt64BE(2))
-        at = 10
-      }
-      if (b.length < at + len) return
-      const payload = Buffer.from(b.subarray(at, at + len))
-      this.#buf = b.subarray(at + len)
-      if (opcode === 0x8) return this.#fail(new Error('DevTools closed the WebSocket'))
-      if (opcode === 0x9) this.#send(0xa, payload)
-      if (opcode >= 0x8) continue
-      this.#fragments.push(payload)
-      if (!fin) continue
-      const msg = JSON.parse(Buffer.concat(this.#fragments).toString('utf8')) as { id?: number; result?: unknown; error?: { message: string } }
-      this.#fragments = []
-      const p = typeof msg.id === 'number' ? this.#pending.get(msg.id) : undefined
-      if (!p) continue // an event
-      this.#pending.delete(msg.id!)
-      if (msg.error) p.reject(new Error(`CDP error: ${msg.error.message}`))
-      else p.resolve(msg.result)
-    }
-  }
-
-  #send(opcode: number, payload: Buffer): void {
-    const mask = randomBytes(4)
-    const len = payload.length
-    const header = len < 126 ? Buffer.from([0x80 | opcode, 0x80 | len]) : Buffer.alloc(len < 65536 ? 4 : 10)
-    if (len >= 126) {
-      header[0] = 0x80 | opcode
-      header[1] = 0x80 | (len < 65536 ? 126 : 127)
-      if (len < 65536) header.writeUInt16BE(len, 2)
-      else header.writeBigUInt64BE(BigInt(len), 2)
-    }
-    const body = Buffer.from(payload)
-    for (let i = 0; i < body.length; i++) body[i]! ^= mask[i & 3]!
-    this.socket.write(Buffer.concat([header, mask, body]))
-  }
-
-  /** Evaluates an (async) expression in the page and returns its JSON value. */
-  evaluate<T>(expression: string): Promise<T> {
-    if (this.#closed) return Promise.reject(this.#closed)
-    const id = this.#nextId++
-    return new Promise<{ result: { value?: unknown }; exceptionDetails?: { text: string; exception?: { description?: string } } }>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject })
-      this.#send(0x1, Buffer.from(JSON.stringify({ id, method: 'Runtime.evaluate', params: { expression, awaitPromise: true, returnByValue: true } })))
-    }).then((r) => {
-      if (r.exceptionDetails) throw new Error(`page threw: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`)
-      return r.result.value as T
-    })
-  }
-
-  close(): void {
-    this.socket.destroy()
-  }
-}
-
-// ---------------------------------------------------------------------------
-
 describe('stoq serve --webtransport', () => {
   let server: ChildProcess
   let out = ''
@@ -298,7 +60,7 @@ describe('stoq serve --webtransport', () => {
   let udpPort = 0
   let httpPort = 0
   let sha256Hex = ''
-  let browser: ChildProcess | null = null
+  let browser: HeadlessChromium | null = null
   const userDir = path.join(root, 'chromium')
 
   beforeAll(async () => {
@@ -318,7 +80,8 @@ describe('stoq serve --webtransport', () => {
   })
 
   afterAll(async () => {
-    if (browser?.pid !== undefined) await killGroup(browser)
+    // Kills Chromium's process group and waits for it before its profile (under root) is removed.
+    await browser?.close()
     if (server?.pid !== undefined && server.exitCode === null && server.signalCode === null) {
       process.kill(server.pid, 'SIGKILL')
       await exited
@@ -414,24 +177,15 @@ describe('stoq serve --webtransport', () => {
 
   it('the example page, in headless Chromium, runs every step against the server', async () => {
     const chromium = ensureChromium()
-    fs.mkdirSync(userDir, { recursive: true })
     const pageUrl = `http://localhost:${httpPort}/`
-    const launched = await launchChromium(chromium, userDir, pageUrl)
-    browser = launched.proc
-    const cdp = await Cdp.connect(await pageTarget(launched.devtools, pageUrl))
+    browser = (await launchChromium({ binary: chromium, pageUrl, userDir })).browser
+    const cdp = await browser.page()
     try {
-      const deadline = Date.now() + 30_000
-      for (;;) {
-        const state = await cdp.evaluate<{ href: string; ready: string; secure: boolean; demo: string }>(
-          '({ href: location.href, ready: document.readyState, secure: isSecureContext, demo: typeof window.stoqDemo })',
-        )
-        if (state.href === pageUrl && state.ready === 'complete' && state.demo === 'object') {
-          expect(state.secure).toBe(true)
-          break
-        }
-        if (Date.now() > deadline) throw new Error(`page did not load: ${JSON.stringify(state)}`)
-        await new Promise((r) => setTimeout(r, 100))
-      }
+      const state = await cdp.waitFor<{ href: string; ready: string; secure: boolean; demo: string }>(
+        '({ href: location.href, ready: document.readyState, secure: isSecureContext, demo: typeof window.stoqDemo })',
+        (s) => s.href === pageUrl && s.ready === 'complete' && s.demo === 'object',
+      )
+      expect(state.secure).toBe(true)
       const report = await cdp.evaluate<Record<string, any>>(`(async () => {
         const d = window.stoqDemo
         const r = {}

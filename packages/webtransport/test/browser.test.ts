@@ -3,124 +3,11 @@
  * apt when missing; an apt failure fails the test) driven over the DevTools
  * protocol against a STOQ WebTransport server.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import fs from 'node:fs'
 import http from 'node:http'
-import os from 'node:os'
-import path from 'node:path'
+import { ensureChromium, launchChromium, type HeadlessChromium } from '@stoq/compliance-tests'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createWebTransportCertificate, serveWebTransport, type WebTransportCertificate, type WebTransportCloseInfo, type WebTransportServer, type WebTransportSession } from '../src/index.js'
-import { CdpClient } from './cdp.js'
 import { echoSession } from './helpers.js'
-
-function findChromium(): string | null {
-  for (const name of ['chromium', 'chromium-browser']) {
-    const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' })
-    if (r.status === 0 && r.stdout.trim() !== '') return r.stdout.trim()
-  }
-  return null
-}
-
-function ensureChromium(): string {
-  const found = findChromium()
-  if (found) return found
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
-  const install = () => spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { encoding: 'utf8', env, timeout: 900_000 })
-  let r = install()
-  if (r.status !== 0) {
-    // A fresh machine may have no package lists yet: refresh them once and retry.
-    spawnSync('apt-get', ['update'], { encoding: 'utf8', env, timeout: 300_000 })
-    r = install()
-  }
-  if (r.status !== 0) {
-    throw new Error(`apt-get install -y chromium failed (status ${r.status}${r.error ? `, ${r.error.message}` : ''}):\n${(r.stderr || r.stdout || '').slice(-4000)}`)
-  }
-  const after = findChromium()
-  if (!after) throw new Error('apt-get installed chromium but no chromium binary is on PATH')
-  return after
-}
-
-/** SIGKILL Chromium's whole process group (by its leader's PID) and wait until it is gone. */
-async function killGroup(pid: number): Promise<void> {
-  try {
-    process.kill(-pid, 'SIGKILL')
-  } catch {
-    return // already gone
-  }
-  for (let i = 0; i < 100; i++) {
-    try {
-      process.kill(-pid, 0)
-    } catch {
-      return
-    }
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
-function launch(binary: string, userDir: string, pageUrl: string): Promise<{ proc: ChildProcess; devtools: string }> {
-  const proc = spawn(
-    binary,
-    [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--remote-debugging-port=0',
-      `--user-data-dir=${userDir}`,
-      pageUrl,
-    ],
-    // Its own process group, so that the browser and every helper process it starts can be
-    // stopped together before the profile directory is removed.
-    { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
-  )
-  return new Promise((resolve, reject) => {
-    let err = ''
-    const timer = setTimeout(() => reject(new Error(`Chromium printed no DevTools URL:\n${err.slice(-2000)}`)), 60_000)
-    proc.stderr!.setEncoding('utf8')
-    proc.stderr!.on('data', (d: string) => {
-      if (err.length < 100_000) err += d
-      const m = /DevTools listening on (ws:\/\/\S+)/.exec(err)
-      if (m) {
-        clearTimeout(timer)
-        resolve({ proc, devtools: m[1]! })
-      }
-    })
-    proc.on('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`Chromium exited with ${code}:\n${err.slice(-2000)}`))
-    })
-  })
-}
-
-async function pageTarget(devtools: string, pageUrl: string): Promise<string> {
-  const base = new URL(devtools)
-  const deadline = Date.now() + 30_000
-  for (;;) {
-    const list = await new Promise<Array<{ type: string; url: string; webSocketDebuggerUrl: string }>>((resolve, reject) => {
-      http
-        .get({ host: base.hostname, port: base.port, path: '/json/list' }, (res) => {
-          let body = ''
-          res.setEncoding('utf8')
-          res.on('data', (d: string) => (body += d))
-          res.on('end', () => {
-            try {
-              resolve(JSON.parse(body) as Array<{ type: string; url: string; webSocketDebuggerUrl: string }>)
-            } catch (e) {
-              reject(e as Error)
-            }
-          })
-        })
-        .on('error', reject)
-    })
-    const page = list.find((t) => t.type === 'page' && t.url.startsWith(pageUrl))
-    if (page) return page.webSocketDebuggerUrl
-    if (Date.now() > deadline) throw new Error(`no DevTools page for ${pageUrl}: ${JSON.stringify(list)}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
 
 /** The page-side checks; runs in Chromium. Returns a JSON report. */
 function pageScript(url: string, hash: number[], badHash: number[]): string {
@@ -180,8 +67,7 @@ for (const engine of ['quinn', 'quiche'] as const) describe(`Chromium against th
   let cert: WebTransportCertificate
   let server: WebTransportServer
   let page: http.Server
-  let browser: ChildProcess | null = null
-  let userDir: string
+  let browser: HeadlessChromium | null = null
   const sessions: WebTransportSession[] = []
 
   beforeAll(async () => {
@@ -200,37 +86,28 @@ for (const engine of ['quinn', 'quiche'] as const) describe(`Chromium against th
       res.end('<!doctype html><title>stoq webtransport</title>')
     })
     await new Promise<void>((resolve) => page.listen(0, '::', resolve))
-    userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-chromium-'))
   }, 1_000_000)
 
   afterAll(async () => {
-    if (browser?.pid !== undefined) await killGroup(browser.pid)
+    // Kills Chromium's process group, waits for it, then removes its profile directory.
+    await browser?.close()
     await server?.close()
     await new Promise<void>((resolve) => (page ? page.close(() => resolve()) : resolve()))
-    if (userDir) fs.rmSync(userDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
   })
 
   it('echoes streams and datagrams, closes cleanly and refuses a wrong certificate hash', async () => {
     const pagePort = (page.address() as { port: number }).port
     const pageUrl = `http://localhost:${pagePort}/`
-    const launched = await launch(chromium, userDir, pageUrl)
-    browser = launched.proc
-    const cdp = await CdpClient.connect(await pageTarget(launched.devtools, pageUrl))
+    browser = (await launchChromium({ binary: chromium, pageUrl })).browser
+    const cdp = await browser.page()
     try {
       // Wait for the page's own document (the target can show its URL before the navigation commits).
-      const deadline = Date.now() + 30_000
-      for (;;) {
-        const state = await cdp.evaluate<{ href: string; ready: string; secure: boolean; wt: boolean }>(
-          '({ href: location.href, ready: document.readyState, secure: isSecureContext, wt: typeof WebTransport === "function" })',
-        )
-        if (state.href === pageUrl && state.ready === 'complete') {
-          expect(state.secure).toBe(true)
-          expect(state.wt).toBe(true)
-          break
-        }
-        if (Date.now() > deadline) throw new Error(`page did not load: ${JSON.stringify(state)}`)
-        await new Promise((r) => setTimeout(r, 100))
-      }
+      const state = await cdp.waitFor<{ href: string; ready: string; secure: boolean; wt: boolean }>(
+        '({ href: location.href, ready: document.readyState, secure: isSecureContext, wt: typeof WebTransport === "function" })',
+        (s) => s.href === pageUrl && s.ready === 'complete',
+      )
+      expect(state.secure).toBe(true)
+      expect(state.wt).toBe(true)
       const url = `https://localhost:${server.address.port}/echo`
       const badHash = Array.from(cert.sha256, (b) => b ^ 0xff)
       const report = await cdp.evaluate<Record<string, unknown>>(pageScript(url, Array.from(cert.sha256), badHash))
