@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest'
 import { parseTarget, Stoq, StoqError } from '../src/index.js'
 import { quickstart } from '../examples/quickstart.js'
+import { browsers } from '../examples/browsers.js'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 
 let pki: TestPki
@@ -12,6 +13,18 @@ describe('Stoq facade', () => {
   it('runs the README quick start', async () => {
     expect(await quickstart({ cert: pki.server.cert, key: pki.server.key, ca: pki.ca })).toBe('hello, STOQ')
   })
+
+  it('runs the README browsers example (WebTransport and native clients on one port)', async () => {
+    const fs = await import('node:fs')
+    const os = await import('node:os')
+    const path = await import('node:path')
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-browsers-'))
+    try {
+      expect(await browsers({ identityDir: dir })).toBe('hello, browser')
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }, 30_000)
 
   it('parses connect targets', () => {
     expect(parseTarget('example.com:9292')).toEqual({ host: 'example.com', port: 9292 })
