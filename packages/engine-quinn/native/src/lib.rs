@@ -435,6 +435,9 @@ impl Engine {
             // The stateless-reset key lives in the endpoint config: rebuild the endpoint so a
             // restarted server with the same secret can reset its predecessor's connections.
             self.endpoint = Endpoint::new(Arc::new(endpoint_config(&secret)), None);
+            // A new endpoint starts with an empty connection slab: so does our mirror of it.
+            self.slab_free.clear();
+            self.slab_len = 0;
         }
         self.endpoint.set_server_config(Some(Arc::new(sc)));
         self.listening = true;
