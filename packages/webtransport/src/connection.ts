@@ -10,6 +10,7 @@ import {
   H3_NO_ERROR,
   H3_REQUEST_CANCELLED,
   H3_REQUEST_INCOMPLETE,
+  H3_REQUEST_REJECTED,
   H3_STREAM_CREATION_ERROR,
   STREAM_TYPE_CONTROL,
   STREAM_TYPE_QPACK_DECODER,
@@ -21,6 +22,7 @@ import {
   decodeHttpDatagram,
   decodeUniStreamPreface,
   encodeFieldSection,
+  encodeGoawayFrame,
   encodeHeadersFrame,
   encodeSettingsFrame,
   encodeVarint,
@@ -119,6 +121,34 @@ interface Buffered {
 const STATUS_ONLY = (status: number): FieldLine[] => [[':status', String(status)]]
 /** Closed session IDs remembered to refuse their late streams at once. */
 const MAX_CLOSED_IDS = 1024
+/** Default time `drain` lets existing sessions run. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** Options of `WebTransportConnection.drain` and `WebTransportServer.drain`. */
+export interface DrainOptions {
+  /**
+   * How long existing sessions may go on after GOAWAY before the connection is
+   * closed anyway (their sessions end with code 0). Default 10 s.
+   */
+  timeoutMs?: number
+}
+
+/** Validates `DrainOptions`; returns the timeout. */
+export function drainTimeout(options: DrainOptions | undefined): number {
+  if (options === undefined) return DEFAULT_DRAIN_TIMEOUT_MS
+  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { timeoutMs?: number }')
+  const t = options.timeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS
+  if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t > MAX_TIMER_MS) {
+    throw new StoqInvalidArgumentError('timeoutMs', `expected an integer from 0 to ${MAX_TIMER_MS}, got ${String(t)}`)
+  }
+  return t
+}
+
+/** True for a peer reset (RESET_STREAM) with HTTP/3 code `code`. */
+function isResetWith(err: unknown, code: number): boolean {
+  return StoqError.isInstance(err) && err.code === 'STOQ_ERR_STREAM_RESET' && (err.data as { code?: number } | undefined)?.code === code
+}
 
 function h3CodeOf(err: unknown): number | null {
   return StoqH3Error.isH3Error(err) ? err.h3Code : null
@@ -150,6 +180,17 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
   #rejectSettings!: (err: Error) => void
   #settingsTimer: NodeJS.Timeout | null = null
   #goaway: VarInt | null = null
+  /** The ID of the GOAWAY we sent (server: first request stream ID not processed; client: push ID). */
+  #goawaySent: number | null = null
+  /** Server: highest client-initiated bidirectional stream ID seen, -1 before any. */
+  #maxPeerBidi = -1
+  #control: WritableStreamDefaultWriter<Uint8Array> | null = null
+  /** Client: how to fail each CONNECT still waiting for its response. */
+  readonly #connectFailers = new Map<number, (err: Error) => void>()
+  #draining: Promise<void> | null = null
+  #drainTimer: NodeJS.Timeout | null = null
+  #drainDeadline = Infinity
+  #wakeDrain: (() => void) | null = null
   #closing = false
   #stats = { sessionsOpened: 0, rejectedStreams: 0, datagramsDropped: 0 }
 
@@ -185,9 +226,101 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     }
   }
 
-  /** The GOAWAY ID the peer sent, if any. */
+  /**
+   * The ID of the last GOAWAY the peer sent, if any. From a server: the first
+   * request stream ID it will not process (no new sessions after it). From a
+   * client: a push ID — it only says the client accepts no more pushes, and
+   * since we never push it changes nothing.
+   */
   get goaway(): VarInt | null {
     return this.#goaway
+  }
+
+  /** The ID of the GOAWAY we sent (see `goAway`), or null. */
+  get goawaySent(): number | null {
+    return this.#goawaySent
+  }
+
+  /** True once `drain` was called. */
+  get isDraining(): boolean {
+    return this.#draining !== null
+  }
+
+  /**
+   * Send GOAWAY on our control stream (RFC 9114 §5.2) without closing anything.
+   *
+   * Server: the ID is the first client-initiated bidirectional stream ID not
+   * processed — one past the highest the client has opened so far (0 when
+   * none); from then on CONNECT requests on streams at or above it are reset
+   * with H3_REQUEST_REJECTED (the client may retry them elsewhere), while
+   * existing sessions, their streams and requests below it carry on.
+   * Client: the ID is push ID 0 (we never allowed pushes); it changes nothing
+   * else.
+   *
+   * GOAWAY is sent once: later calls return the ID already sent. Returns the ID.
+   */
+  goAway(): number {
+    if (this.#goawaySent !== null) return this.#goawaySent
+    const id = this.role === 'server' ? this.#maxPeerBidi + 4 : 0
+    this.#goawaySent = id
+    if (!this.quic.isClosed && this.#control !== null) this.#control.write(encodeGoawayFrame(id)).catch(() => {})
+    if (this.role === 'server') {
+      // Streams waiting for a session that can no longer be accepted.
+      for (const sessionId of [...this.#buffered.keys()]) if (sessionId >= id) for (const b of this.#takeBuffered(sessionId)) this.#refuse(b.qs, b.reader)
+    }
+    return id
+  }
+
+  /**
+   * Graceful shutdown of this connection: `goAway()`, then wait until every
+   * session (and every CONNECT still being answered) has ended, or
+   * `timeoutMs` (default 10 s) has passed, then close the connection with
+   * H3_NO_ERROR (sessions still open end with code 0). Resolves once closed.
+   * A client also stops opening sessions. Calling it again returns the same
+   * promise; a shorter `timeoutMs` brings the deadline forward. `close()`
+   * still closes at once.
+   */
+  drain(options?: DrainOptions): Promise<void> {
+    let timeoutMs: number
+    try {
+      timeoutMs = drainTimeout(options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const deadline = Date.now() + timeoutMs
+    // Bring the deadline forward (unless the drain is already closing the connection).
+    if (deadline < this.#drainDeadline && (this.#draining === null || this.#wakeDrain !== null)) {
+      this.#drainDeadline = deadline
+      if (this.#drainTimer !== null) clearTimeout(this.#drainTimer)
+      this.#drainTimer = setTimeout(() => {
+        this.#drainTimer = null
+        this.#wakeDrain?.()
+      }, timeoutMs)
+    }
+    this.#draining ??= (async () => {
+      if (!this.quic.isClosed) {
+        this.goAway()
+        if (!this.#idle()) {
+          await new Promise<void>((resolve) => {
+            this.#wakeDrain = resolve
+          })
+        }
+      }
+      this.#wakeDrain = null
+      if (this.#drainTimer !== null) clearTimeout(this.#drainTimer)
+      this.#drainTimer = null
+      await this.close(H3_NO_ERROR, this.role === 'server' ? 'server draining' : 'client draining')
+    })()
+    return this.#draining
+  }
+
+  /** No session and no CONNECT in progress. */
+  #idle(): boolean {
+    return this.#sessions.size === 0 && this.#pending.size === 0
+  }
+
+  #checkDrained(): void {
+    if (this.#wakeDrain !== null && (this.#idle() || this.quic.isClosed)) this.#wakeDrain()
   }
 
   get sessions(): WebTransportSession[] {
@@ -230,6 +363,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
       writer.write(bytes).catch(() => {})
       // Critical streams stay open for the connection's life.
       this.#keep.push(writer)
+      this.#control ??= writer
     }
   }
 
@@ -250,6 +384,8 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
   // --- peer streams --------------------------------------------------------------
 
   #onStream(qs: QuicStream): void {
+    // Every bidirectional stream a client opens counts: GOAWAY names the first one not seen.
+    if (qs.bidirectional && this.role === 'server' && qs.id > this.#maxPeerBidi) this.#maxPeerBidi = qs.id
     const task = qs.bidirectional ? this.#onBidi(qs) : this.#onUni(qs)
     task.catch((err: unknown) => this.#streamFailed(qs, err))
   }
@@ -309,7 +445,9 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
           this.#settingsTimer = null
           this.#resolveSettings(ev.settings)
         } else if (ev.kind === 'goaway') {
+          // The parser checked it: from a server a client bidi stream ID, never increasing.
           this.#goaway = ev.id
+          if (this.role === 'client') this.#peerGoaway(Number(varintToBigInt(ev.id)))
           this.emit('goaway', ev.id)
         }
       }
@@ -347,6 +485,13 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     await this.#serveRequest(qs, reader, pre.rest)
   }
 
+  /** Client: the server will not process CONNECTs at or above `id`: fail them now (they may be retried elsewhere). */
+  #peerGoaway(id: number): void {
+    for (const [streamId, fail] of [...this.#connectFailers]) {
+      if (streamId >= id) fail(new StoqWebTransportError('closed', `the server sent GOAWAY (${id}): it will not process the WebTransport CONNECT on stream ${streamId}`))
+    }
+  }
+
   /** A WebTransport stream for `sessionId`: deliver, buffer or refuse. */
   #route(sessionId: number, qs: QuicStream, reader: ByteReader, rest: Uint8Array): void {
     const session = this.#sessions.get(sessionId)
@@ -357,7 +502,8 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     // A session must be a client-initiated bidirectional stream (checked by the preface decoder);
     // the client only accepts streams for CONNECTs it sent.
     const known = this.#pending.has(sessionId)
-    const impossible = this.role === 'client' && !known
+    // After our GOAWAY a server accepts no session at or above its ID.
+    const impossible = this.role === 'client' ? !known : this.#goawaySent !== null && sessionId >= this.#goawaySent && !known
     if (this.#closedIds.has(sessionId) || impossible || this.#bufferedCount >= this.limits.maxBufferedStreams) {
       this.#refuse(qs, reader)
       return
@@ -393,6 +539,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
       const oldest = this.#closedIds.values().next().value
       if (oldest !== undefined) this.#closedIds.delete(oldest)
     }
+    this.#checkDrained()
   }
 
   #startSession(session: WebTransportSession): void {
@@ -440,6 +587,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     for (const s of [...this.#sessions.values()]) s.onConnectionClosed(reason)
     this.#buffered.clear()
     this.#bufferedCount = 0
+    this.#wakeDrain?.()
     this.emit('close', info)
   }
 
@@ -489,6 +637,12 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
 
   async #serveRequest(qs: QuicStream, reader: ByteReader, rest: Uint8Array): Promise<void> {
     const id = qs.id
+    if (this.#goawaySent !== null && id >= this.#goawaySent) {
+      // RFC 9114 §5.2: after GOAWAY, requests at or above its ID are rejected unprocessed.
+      reader.cancel(H3_REQUEST_REJECTED).catch(() => {})
+      qs.reset(H3_REQUEST_REJECTED)
+      return
+    }
     const writer = qs.writable!.getWriter()
     this.#pending.add(id)
     const respond = async (status: number): Promise<null> => {
@@ -582,7 +736,8 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     if (!support.draft02 || !support.extendedConnect) {
       throw new StoqWebTransportError('unsupported', 'the server does not offer WebTransport draft-02 (SETTINGS_ENABLE_WEBTRANSPORT and SETTINGS_ENABLE_CONNECT_PROTOCOL)')
     }
-    if (this.#goaway !== null) throw new StoqWebTransportError('closed', 'the server sent GOAWAY')
+    if (this.#goaway !== null) throw new StoqWebTransportError('closed', `the server sent GOAWAY (${String(this.#goaway)}): no new sessions on this connection`)
+    if (this.#draining !== null || this.#closing || this.quic.isClosed) throw new StoqWebTransportError('closed', 'the connection is closing')
     const qs = this.quic.openStream()
     const writer = qs.writable!.getWriter()
     const reader = qs.readable!.getReader()
@@ -604,6 +759,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
       const settle = (err: Error | null, session?: WebTransportSession): void => {
         if (settled) return
         settled = true
+        this.#connectFailers.delete(id)
         clearTimeout(timer)
         if (err) reject(err)
         else resolve(session!)
@@ -614,6 +770,12 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
         qs.reset(H3_REQUEST_CANCELLED)
         reader.cancel(H3_REQUEST_CANCELLED).catch(() => {})
       }, timeoutMs)
+      this.#connectFailers.set(id, (err) => {
+        settle(err)
+        this.#forget(id)
+        qs.reset(H3_REQUEST_CANCELLED)
+        reader.cancel(H3_REQUEST_CANCELLED).catch(() => {})
+      })
       const onHead = async (fieldSection: Uint8Array): Promise<WebTransportSession | null | undefined> => {
         if (settled) return null
         const response = validateResponseHeaders(decodeFieldSection(fieldSection, { maxFieldSectionSize: this.limits.maxFieldSectionSize }))
@@ -650,7 +812,9 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
           const h3 = h3CodeOf(err)
           if (!settled) {
             settle(
-              h3 !== null
+              isResetWith(err, H3_REQUEST_REJECTED)
+                ? new StoqWebTransportError('closed', 'the server rejected the WebTransport CONNECT unprocessed (H3_REQUEST_REJECTED, after GOAWAY); it may be retried on a new connection', { h3Code: H3_REQUEST_REJECTED }, { cause: err })
+                : h3 !== null
                 ? new StoqWebTransportError('protocol', `bad response to the WebTransport CONNECT: ${(err as Error).message}`, { h3Code: h3 }, { cause: err })
                 : new StoqWebTransportError('closed', `the WebTransport CONNECT failed: ${(err as Error).message}`, {}, { cause: err }),
             )

@@ -15,6 +15,8 @@ export { WebTransportSession, type SessionEvents, type WebTransportCloseInfo } f
 export {
   WebTransportConnection,
   DEFAULT_WEBTRANSPORT_LIMITS,
+  DEFAULT_DRAIN_TIMEOUT_MS,
+  type DrainOptions,
   type RequestRouter,
   type WebTransportConnectionStats,
   type WebTransportLimits,

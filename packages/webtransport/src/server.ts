@@ -2,7 +2,14 @@ import { EventEmitter } from 'node:events'
 import { StoqInvalidArgumentError, type SocketAddress } from '@stoq/interface'
 import { Endpoint, createEndpoint, type EndpointOptions, type QuicConnection } from '@stoq/transport-core'
 import type { WebTransportConnectRequest } from '@stoq/h3'
-import { WebTransportConnection, resolveLimits, type WebTransportConnectionStats, type WebTransportLimits } from './connection.js'
+import {
+  WebTransportConnection,
+  drainTimeout,
+  resolveLimits,
+  type DrainOptions,
+  type WebTransportConnectionStats,
+  type WebTransportLimits,
+} from './connection.js'
 import type { WebTransportSession } from './session.js'
 
 /** ALPN of HTTP/3. */
@@ -58,6 +65,9 @@ export class WebTransportServer extends EventEmitter<{ session: [WebTransportSes
   readonly #onSession: ((s: WebTransportSession) => void) | undefined
   readonly #onConnection = (quic: QuicConnection): void => this.#adopt(quic)
   #closed = false
+  #closing: Promise<void> | null = null
+  #draining: Promise<void> | null = null
+  #drainDeadline = Infinity
   #totals = { sessionsOpened: 0, rejectedStreams: 0, datagramsDropped: 0 }
 
   private constructor(endpoint: Endpoint, owned: boolean, options: WebTransportServerOptions) {
@@ -130,6 +140,8 @@ export class WebTransportServer extends EventEmitter<{ session: [WebTransportSes
       },
     })
     this.#connections.add(conn)
+    // A connection arriving during a drain gets GOAWAY at once and the time left.
+    if (this.#draining !== null) conn.drain({ timeoutMs: this.#drainLeft() }).catch(() => {})
     conn.on('close', () => {
       const s = conn.stats()
       this.#totals.sessionsOpened += s.sessionsOpened
@@ -140,13 +152,76 @@ export class WebTransportServer extends EventEmitter<{ session: [WebTransportSes
     this.emit('connection', conn)
   }
 
-  /** Close every session and connection; closes the endpoint too when this server created it. */
-  async close(): Promise<void> {
-    if (this.#closed) return
-    this.#closed = true
-    this.endpoint.off('connection', this.#onConnection)
-    await Promise.all([...this.#connections].map((c) => c.close(0x100, 'server closing')))
-    if (this.#owned) await this.endpoint.close()
+  /** True once `drain` was called (until the server is closed). */
+  get isDraining(): boolean {
+    return this.#draining !== null
+  }
+
+  /**
+   * Close every session and connection at once (CONNECTION_CLOSE with
+   * H3_NO_ERROR); closes the endpoint too when this server created it. Also
+   * cuts short a `drain` in progress.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true
+      this.endpoint.off('connection', this.#onConnection)
+      await Promise.all([...this.#connections].map((c) => c.close(0x100, 'server closing')))
+      if (this.#owned) await this.endpoint.close()
+    })()
+    return this.#closing
+  }
+
+  /**
+   * Graceful shutdown (HTTP/3 GOAWAY, RFC 9114 §5.2), then `close()`.
+   *
+   * Every live connection gets a GOAWAY on its control stream carrying the
+   * first client-initiated bidirectional stream ID it has not seen (see
+   * `WebTransportConnection.goAway`): clients stop opening sessions on it
+   * ('goaway' event, `openSession` fails with `StoqWebTransportError` kind
+   * 'closed'), and CONNECT requests at or above that ID are reset with
+   * H3_REQUEST_REJECTED. Existing sessions keep working. Each connection is
+   * closed (H3_NO_ERROR) as soon as its last session has ended, or when
+   * `timeoutMs` (default 10 s) has passed — sessions still open then end with
+   * code 0. Connections arriving meanwhile get GOAWAY at once.
+   *
+   * Resolves once every connection is closed and the server is closed as by
+   * `close()` (the endpoint too when this server created it). Calling it again
+   * returns the same promise; a shorter `timeoutMs` brings the deadline
+   * forward. `close()` during a drain closes everything at once.
+   */
+  drain(options?: DrainOptions): Promise<void> {
+    let timeoutMs: number
+    try {
+      timeoutMs = drainTimeout(options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (this.#closing !== null) return this.#draining ?? this.#closing
+    const deadline = Date.now() + timeoutMs
+    if (this.#draining !== null) {
+      if (deadline < this.#drainDeadline) {
+        this.#drainDeadline = deadline
+        for (const c of this.#connections) c.drain({ timeoutMs }).catch(() => {})
+      }
+      return this.#draining
+    }
+    this.#drainDeadline = deadline
+    this.#draining = (async () => {
+      const done = new Set<WebTransportConnection>()
+      for (;;) {
+        const next = [...this.#connections].filter((c) => !done.has(c))
+        if (next.length === 0) break
+        for (const c of next) done.add(c)
+        await Promise.all(next.map((c) => c.drain({ timeoutMs: this.#drainLeft() }).catch(() => {})))
+      }
+      await this.close()
+    })()
+    return this.#draining
+  }
+
+  #drainLeft(): number {
+    return Math.max(0, Math.min(2 ** 31 - 1, Math.ceil(this.#drainDeadline - Date.now())))
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

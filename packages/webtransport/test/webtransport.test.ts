@@ -1,13 +1,27 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   FrameParser,
+  H3_NO_ERROR,
+  H3_REQUEST_REJECTED,
+  SETTINGS_ENABLE_WEBTRANSPORT,
+  SETTINGS_H3_DATAGRAM,
+  SETTINGS_QPACK_BLOCKED_STREAMS,
+  SETTINGS_QPACK_MAX_TABLE_CAPACITY,
+  STREAM_TYPE_CONTROL,
   decodeFieldSection,
   encodeFieldSection,
+  encodeGoawayFrame,
   encodeHeadersFrame,
+  encodeSettingsFrame,
+  encodeVarint,
   encodeWebTransportBidiPreface,
   encodeWebTransportUniPreface,
   encodeHttpDatagram,
+  type FrameParserEvent,
+  type VarInt,
 } from '@stoq/h3'
+import type { CloseInfo } from '@stoq/interface'
+import { createEndpoint, type QuicStream } from '@stoq/transport-core'
 import {
   StoqWebTransportError,
   WebTransportClient,
@@ -242,6 +256,301 @@ for (const engine of ENGINES) {
           await client.close()
         }
         await eventually(() => server.stats().bufferedStreams === 0)
+      })
+    })
+  }
+}
+
+/** Echo `size` bytes on a new bidirectional stream of `session`; true when they came back intact. */
+async function echoes(session: WebTransportSession, size: number, seed: number): Promise<boolean> {
+  const data = pattern(size, seed)
+  const st = session.openStream()
+  const w = st.writable!.getWriter()
+  const got = readAll(st.readable!)
+  await w.write(data)
+  await w.close()
+  return sha256(await got) === sha256(data)
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0))
+  let at = 0
+  for (const c of chunks) {
+    out.set(c, at)
+    at += c.length
+  }
+  return out
+}
+
+function indexOfBytes(hay: Uint8Array, needle: Uint8Array): number {
+  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer
+    return i
+  }
+  return -1
+}
+
+for (const engine of ENGINES) {
+  for (const host of ['127.0.0.1', '::1'] as const) {
+    describe(`${engine} over ${host}: GOAWAY and drain`, () => {
+      const clientFor = (server: WebTransportServer) =>
+        WebTransportClient.connect(urlFor(server, host), { serverCertificateHashes: cert.serverCertificateHashes, engine })
+
+      it('drain(): GOAWAY reaches the client, the open session keeps working, new sessions are refused, the drain ends with the session', async () => {
+        const serverSessions: WebTransportSession[] = []
+        const server = await startEchoServer(cert, host, engine, serverSessions)
+        const client = await clientFor(server)
+        try {
+          const session = await client.openSession('/echo')
+          await eventually(() => serverSessions.length === 1)
+          const peer = serverSessions[0]!
+          const serverConn = server.connections[0]!
+          const goaway = new Promise<VarInt>((resolve) => client.connection.once('goaway', resolve))
+          const clientClosed = new Promise<CloseInfo>((resolve) => client.connection.once('close', resolve))
+          let drained = false
+          const drain = server.drain({ timeoutMs: 60_000 }).then(() => {
+            drained = true
+          })
+          expect(server.isDraining).toBe(true)
+          const id = Number(await goaway)
+          expect(id % 4).toBe(0)
+          expect(id).toBeGreaterThan(session.id)
+          expect(serverConn.goawaySent).toBe(id)
+          expect(Number(client.connection.goaway)).toBe(id)
+          // The session opened before GOAWAY goes on: a stream opened after it still echoes.
+          expect(await echoes(session, 50_000, 21)).toBe(true)
+          // No new session on this connection: a typed error, without sending anything.
+          const err = await client.openSession('/echo').then(
+            () => null,
+            (e: unknown) => e,
+          )
+          expect(err).toBeInstanceOf(StoqWebTransportError)
+          expect((err as StoqWebTransportError).kind).toBe('closed')
+          expect((err as StoqWebTransportError).code).toBe('STOQ_ERR_CLOSED')
+          expect(session.isClosed).toBe(false)
+          expect(drained).toBe(false)
+          expect(server.connections).toHaveLength(1)
+          // The client ends its session: the drain finishes and closes the connection.
+          await session.close({ code: 5, reason: 'finished' })
+          await drain
+          expect(await peer.closed).toEqual({ code: 5, reason: 'finished', remote: true })
+          const info = await clientClosed
+          expect(info.remote).toBe(true)
+          expect(info.code).toBe(H3_NO_ERROR)
+          expect(client.connection.isClosed).toBe(true)
+          expect(server.connections).toHaveLength(0)
+          expect(server.isDraining).toBe(true)
+          // Drained means closed.
+          await expect(server.drain()).resolves.toBeUndefined()
+        } finally {
+          await client.close()
+          await server.close()
+        }
+      })
+
+      it('drain(): a session that never ends is closed when timeoutMs passes', async () => {
+        const serverSessions: WebTransportSession[] = []
+        const server = await startEchoServer(cert, host, engine, serverSessions)
+        const client = await clientFor(server)
+        try {
+          const session = await client.openSession('/echo')
+          await eventually(() => serverSessions.length === 1)
+          const peer = serverSessions[0]!
+          const goaway = new Promise<VarInt>((resolve) => client.connection.once('goaway', resolve))
+          await server.drain({ timeoutMs: 300 })
+          // The server ended the session itself (code 0, its drain reason), then the connection.
+          expect(await peer.closed).toEqual({ code: 0, reason: 'server draining', remote: false })
+          expect(server.connections).toHaveLength(0)
+          const clientInfo = await session.closed
+          expect(clientInfo.remote).toBe(true)
+          await eventually(() => client.connection.isClosed)
+          expect(Number(await goaway) % 4).toBe(0)
+        } finally {
+          await client.close()
+          await server.close()
+        }
+      })
+
+      it('drain() with no session closes the connection at once; close() cuts a drain short', async () => {
+        const server = await startEchoServer(cert, host, engine)
+        const idle = await clientFor(server)
+        try {
+          await idle.connection.peerSettings
+          await eventually(() => server.connections.length === 1)
+          await server.drain({ timeoutMs: 60_000 })
+          await eventually(() => idle.connection.isClosed)
+        } finally {
+          await idle.close()
+          await server.close()
+        }
+        const server2 = await startEchoServer(cert, host, engine)
+        const client = await clientFor(server2)
+        try {
+          const session = await client.openSession('/echo')
+          const drain = server2.drain({ timeoutMs: 60_000 })
+          await server2.close()
+          await drain
+          expect((await session.closed).remote).toBe(true)
+          expect(server2.connections).toHaveLength(0)
+        } finally {
+          await client.close()
+        }
+        await expect(server2.drain({ timeoutMs: -1 })).rejects.toMatchObject({ code: 'STOQ_ERR_INVALID_ARG' })
+      })
+
+      it('a CONNECT sent after the server decided on GOAWAY fails with a typed error', async () => {
+        const server = await startEchoServer(cert, host, engine)
+        const client = await clientFor(server)
+        try {
+          const first = await client.openSession('/echo')
+          await eventually(() => server.connections.length === 1 && server.connections[0]!.sessions.length === 1)
+          const serverConn = server.connections[0]!
+          // GOAWAY without drain: the ID is fixed now, so this CONNECT is at or above it.
+          const id = serverConn.goAway()
+          expect(id).toBeGreaterThan(first.id)
+          const err = await client.openSession('/echo').then(
+            () => null,
+            (e: unknown) => e,
+          )
+          // Either the server reset it (H3_REQUEST_REJECTED) or GOAWAY arrived first and failed it: typed either way.
+          expect(err).toBeInstanceOf(StoqWebTransportError)
+          expect((err as StoqWebTransportError).kind).toBe('closed')
+          expect(serverConn.sessions).toHaveLength(1)
+          expect(await echoes(first, 10_000, 22)).toBe(true)
+          expect(serverConn.goAway()).toBe(id)
+          await first.close()
+        } finally {
+          await client.close()
+          await server.close()
+        }
+      })
+
+      it('records a GOAWAY from the client (push ID) and changes nothing else', async () => {
+        const server = await startEchoServer(cert, host, engine)
+        const client = await clientFor(server)
+        try {
+          const a = await client.openSession('/echo')
+          await eventually(() => server.connections.length === 1)
+          const serverConn = server.connections[0]!
+          const got = new Promise<VarInt>((resolve) => serverConn.once('goaway', resolve))
+          expect(client.connection.goAway()).toBe(0)
+          expect(Number(await got)).toBe(0)
+          expect(Number(serverConn.goaway)).toBe(0)
+          expect(serverConn.goawaySent).toBeNull()
+          // Sessions go on and new ones open: a client GOAWAY only refuses pushes.
+          expect(await echoes(a, 10_000, 23)).toBe(true)
+          const b = await client.openSession('/echo')
+          expect(await echoes(b, 10_000, 24)).toBe(true)
+          expect(serverConn.isClosed).toBe(false)
+          await a.close()
+          await b.close()
+        } finally {
+          await client.close()
+          await server.close()
+        }
+      })
+
+      it('sends GOAWAY with a client bidi stream ID above the last CONNECT and rejects CONNECTs at or above it (raw HTTP/3)', async () => {
+        const server = await startEchoServer(cert, host, engine)
+        const endpoint = await createEndpoint({ host: host === '::1' ? '::' : '0.0.0.0', engine })
+        try {
+          const quic = await endpoint.connect({ host, port: server.address.port, alpn: ['h3'], pin: cert.sha256Hex })
+          // The server's control stream, raw.
+          const controlBytes: Uint8Array[] = []
+          let controlFrames: FrameParserEvent[] = []
+          quic.on('stream', (qs: QuicStream) => {
+            if (qs.bidirectional) return
+            void (async () => {
+              const chunks: Uint8Array[] = []
+              try {
+                for await (const c of qs.readable!) {
+                  chunks.push(c)
+                  const all = concat(chunks)
+                  if (all[0] === STREAM_TYPE_CONTROL) {
+                    controlBytes.length = 0
+                    controlBytes.push(all)
+                    controlFrames = new FrameParser().push(all.subarray(1))
+                  }
+                }
+              } catch {
+                // Connection closed.
+              }
+            })()
+          })
+          const control = quic.openStream({ unidirectional: true }).writable!.getWriter()
+          await control.write(
+            concat([
+              encodeVarint(STREAM_TYPE_CONTROL),
+              encodeSettingsFrame([
+                [SETTINGS_QPACK_MAX_TABLE_CAPACITY, 0],
+                [SETTINGS_QPACK_BLOCKED_STREAMS, 0],
+                [SETTINGS_H3_DATAGRAM, 1],
+                [SETTINGS_ENABLE_WEBTRANSPORT, 1],
+              ]),
+            ]),
+          )
+          const connectFields = encodeFieldSection([
+            [':method', 'CONNECT'],
+            [':protocol', 'webtransport'],
+            [':scheme', 'https'],
+            [':authority', 'localhost'],
+            [':path', '/echo'],
+            ['sec-webtransport-http3-draft02', '1'],
+          ])
+          /** Sends a CONNECT; resolves with the stream once the response HEADERS came (or rejects with the read error). */
+          const sendConnect = async (): Promise<{ qs: QuicStream; status: string }> => {
+            const qs = quic.openStream()
+            const w = qs.writable!.getWriter()
+            await w.write(encodeHeadersFrame(connectFields))
+            w.releaseLock()
+            const reader = qs.readable!.getReader()
+            const parser = new FrameParser()
+            for (;;) {
+              const r = await reader.read()
+              if (r.done) throw new Error('CONNECT stream ended without HEADERS')
+              const h = parser.push(r.value).find((f) => f.kind === 'headers')
+              if (h !== undefined) {
+                reader.releaseLock()
+                const status = decodeFieldSection((h as { fieldSection: Uint8Array }).fieldSection).find(([n]) => n === ':status')![1]
+                return { qs, status }
+              }
+            }
+          }
+          const first = await sendConnect()
+          expect(first.status).toBe('200')
+          const second = await sendConnect()
+          expect(second.status).toBe('200')
+          await eventually(() => server.connections.length === 1 && server.connections[0]!.sessions.length === 2)
+          const lastAccepted = Math.max(first.qs.id, second.qs.id)
+          const drain = server.drain({ timeoutMs: 60_000 })
+          await eventually(() => controlFrames.some((f) => f.kind === 'goaway'))
+          expect(controlFrames[0]!.kind).toBe('settings')
+          const frame = controlFrames.find((f) => f.kind === 'goaway') as { kind: 'goaway'; id: VarInt }
+          const id = Number(frame.id)
+          // A client-initiated bidirectional stream ID (low two bits 00) above the last accepted CONNECT.
+          expect(id & 3).toBe(0)
+          expect(id).toBeGreaterThan(lastAccepted)
+          expect(id).toBe(lastAccepted + 4)
+          // Byte for byte as encodeGoawayFrame writes it (type 0x07, length, varint ID).
+          expect(indexOfBytes(controlBytes[0]!, encodeGoawayFrame(id))).toBeGreaterThan(0)
+          // A new CONNECT (stream ID >= the GOAWAY ID) is reset with H3_REQUEST_REJECTED.
+          const refused = await sendConnect().then(
+            () => null,
+            (e: unknown) => e,
+          )
+          expect(refused).toMatchObject({ code: 'STOQ_ERR_STREAM_RESET', data: { code: H3_REQUEST_REJECTED } })
+          expect(server.connections[0]!.sessions).toHaveLength(2)
+          // Ending both sessions (FIN on their CONNECT streams) ends the drain and the connection.
+          const closed = quic.closed
+          for (const s of [first, second]) await s.qs.writable!.getWriter().close()
+          await drain
+          const info = await closed
+          expect(info.code).toBe(H3_NO_ERROR)
+          expect(info.remote).toBe(true)
+        } finally {
+          await endpoint.close()
+          await server.close()
+        }
       })
     })
   }
