@@ -1,3 +1,4 @@
+import { channels } from './diagnostics.js'
 import { EventEmitter } from 'node:events'
 import {
   StoqCertificatePinError,
@@ -137,6 +138,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve
     })
+    if (channels.connectionCreate.hasSubscribers) channels.connectionCreate.publish({ connection: this })
   }
 
   get engine(): QuicEngine {
@@ -214,6 +216,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     this.engine.streamSend(this.handle, id, EMPTY, false)
     const stream = new QuicStream(this, id, true)
     this.streams.set(id, stream)
+    if (channels.streamOpen.hasSubscribers) channels.streamOpen.publish({ connection: this, stream, local: true })
     return stream
   }
 
@@ -222,7 +225,9 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   }
 
   streamDone(stream: QuicStream): void {
-    if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id)
+    if (this.streams.get(stream.id) !== stream) return
+    this.streams.delete(stream.id)
+    if (channels.streamClosed.hasSubscribers) channels.streamClosed.publish({ connection: this, stream })
   }
 
   /** @internal engine event */
@@ -232,6 +237,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       if (!this.acceptPeerStream(id)) return
       stream = new QuicStream(this, id, false)
       this.streams.set(id, stream)
+      if (channels.streamOpen.hasSubscribers) channels.streamOpen.publish({ connection: this, stream, local: false })
       this.emit('stream', stream)
     }
     stream.onReadable()
@@ -356,6 +362,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
         return
       }
     }
+    if (channels.connectionEstablished.hasSubscribers) channels.connectionEstablished.publish({ connection: this })
     this.settleHandshake(null)
   }
 
@@ -425,6 +432,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     this.pendingStreams.clear()
     this.owner.connectionGone(this)
     this.resolveClosed(ci)
+    if (channels.connectionClosed.hasSubscribers) channels.connectionClosed.publish({ connection: this, info: ci })
     this.emit('close', ci)
   }
 

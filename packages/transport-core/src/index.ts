@@ -19,3 +19,4 @@ export type {
 } from './options.js'
 export { resolveConnectOptions, resolveEndpointOptions, resolveTransport } from './options.js'
 export * from '@stoq/interface'
+export { DIAGNOSTICS_CHANNELS } from './diagnostics.js'
