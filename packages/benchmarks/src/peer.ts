@@ -6,6 +6,7 @@
 import net from 'node:net'
 import type { ComponentLogger, Logger, MultiaddrConnection, Stream, StreamMuxer, Transport, Upgrader } from '@libp2p/interface'
 import { createEndpoint, type Endpoint, type QuicConnection } from '@stoq/transport-core'
+import { createMetricsRegistry, toPrometheusText, type MetricsRegistry } from '@stoq/monitoring'
 import { PatternVerifier, sendPattern } from './pattern.js'
 import { cpuFigures, type CaseSpec, type FromPeer, type ReceiverStart, type SenderStart, type ToPeer } from './protocol.js'
 
@@ -107,11 +108,20 @@ async function tcpReceiver(o: ReceiverStart): Promise<void> {
 }
 
 /** The UDP backend a case asks for, as the endpoint's own option (so it wires it as in production). */
+/** A metrics registry for the endpoint, scraped as Prometheus text every second (the overhead case). */
+function metricsComponents(spec: CaseSpec): { components: { metrics?: MetricsRegistry }; stop: () => void } {
+  if (!spec.metrics) return { components: {}, stop: () => {} }
+  const registry = createMetricsRegistry()
+  const timer = setInterval(() => void toPrometheusText(registry), 1000)
+  return { components: { metrics: registry }, stop: () => clearInterval(timer) }
+}
+
 function backendOption(spec: CaseSpec): { udpBackend?: 'dgram' | 'gso' | 'gro' | 'auto'; zeroCopySend?: boolean } {
   return { ...(spec.udp ? { udpBackend: spec.udp } : {}), ...(spec.zeroCopy ? { zeroCopySend: true } : {}) }
 }
 
 async function stoqReceiver(o: ReceiverStart): Promise<void> {
+  const metrics = metricsComponents(o.spec)
   const server = await createEndpoint({
     host: o.host,
     port: 0,
@@ -120,7 +130,7 @@ async function stoqReceiver(o: ReceiverStart): Promise<void> {
     ...(o.spec.engine ? { engine: o.spec.engine } : {}),
     ...backendOption(o.spec),
     ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
-  })
+  }, metrics.components)
   server.on('error', (err) => void fail(err))
   let conn: QuicConnection | null = null
   server.on('connection', (c) => {
@@ -146,6 +156,7 @@ async function stoqReceiver(o: ReceiverStart): Promise<void> {
   await finished
   const connection = conn === null ? undefined : (conn as QuicConnection).stats()
   await send({ type: 'report', connection, endpoint: server.stats() })
+  metrics.stop()
   await server.close()
 }
 
@@ -206,6 +217,7 @@ async function tcpSender(o: SenderStart): Promise<void> {
 
 async function stoqSender(o: SenderStart): Promise<void> {
   const transport = { maxUdpPayloadSize: o.spec.maxUdpPayloadSize! }
+  const metrics = metricsComponents(o.spec)
   const client: Endpoint = await createEndpoint({
     host: o.host,
     port: 0,
@@ -213,7 +225,7 @@ async function stoqSender(o: SenderStart): Promise<void> {
     ...(o.spec.engine ? { engine: o.spec.engine } : {}),
     ...backendOption(o.spec),
     ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
-  })
+  }, metrics.components)
   client.on('error', (err) => void fail(err))
   const conn = await client.connect({ host: o.host, port: o.port, pin: o.pin, serverName: 'localhost' })
   const stream = conn.openStream()
@@ -231,6 +243,7 @@ async function stoqSender(o: SenderStart): Promise<void> {
   const endpoint = client.stats()
   await send({ type: 'report', cpu, connection, endpoint })
   await conn.close(0, 'done')
+  metrics.stop()
   await client.close()
 }
 

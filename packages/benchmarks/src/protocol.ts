@@ -17,6 +17,8 @@ export interface CaseSpec {
   engine?: 'quiche' | 'quinn'
   /** STOQ only: `zeroCopySend` on both endpoints (packet buffers handed to the gro worker in place). */
   zeroCopy?: boolean
+  /** STOQ only: both endpoints report to a metrics registry, scraped as Prometheus text every second. */
+  metrics?: boolean
 }
 
 /** Largest packet the quinn cases use: loopback's 65536-byte MTU minus IPv6 and UDP headers, rounded down. */
@@ -33,6 +35,7 @@ export const CASES: Readonly<Record<string, CaseSpec>> = {
   quinn1350: { name: 'quinn1350', label: 'STOQ quinn 1350 B, plain dgram', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'dgram' },
   quinn1350gro: { name: 'quinn1350gro', label: 'STOQ quinn 1350 B, worker GRO+GSO', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro' },
   quinn16383gro: { name: 'quinn16383gro', label: 'STOQ quinn 16383 B, worker GRO+GSO', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 16383, udp: 'gro' },
+  quinn1350grometrics: { name: 'quinn1350grometrics', label: 'STOQ quinn 1350 B, worker GRO+GSO, metrics scraped every 1 s', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro', metrics: true },
   quinn1350grozc: { name: 'quinn1350grozc', label: 'STOQ quinn 1350 B, worker GRO+GSO, zero-copy send', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro', zeroCopy: true },
   quinnLargegrozc: { name: 'quinnLargegrozc', label: `STOQ quinn ${QUINN_LARGE_PACKET} B, worker GRO+GSO, zero-copy send`, transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: QUINN_LARGE_PACKET, udp: 'gro', zeroCopy: true },
   quinnLargegro: { name: 'quinnLargegro', label: `STOQ quinn ${QUINN_LARGE_PACKET} B, worker GRO+GSO`, transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: QUINN_LARGE_PACKET, udp: 'gro' },

@@ -24,6 +24,22 @@ export {
   type ThroughputSeriesOptions,
 } from './throughput.js'
 export {
+  CHART_DEFAULT_HEIGHT,
+  CHART_DEFAULT_TITLE,
+  CHART_DEFAULT_WIDTH,
+  CHART_NO_DATA_TEXT,
+  CHART_X_AXIS_TITLE,
+  CHART_Y_AXIS_TITLE,
+  chartPeakLabel,
+  escapeXml,
+  formatChartGbps,
+  niceTickStep,
+  renderThroughputChart,
+  throughputChartSamples,
+  type ThroughputChartOptions,
+  type ThroughputChartSample,
+} from './chart.js'
+export {
   DEFAULT_METRICS_PATH,
   DEFAULT_PREFIX,
   DEFAULT_RTT_BUCKETS_MS,

@@ -9,10 +9,11 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fingerprintPem, type EngineChoice, type UdpBackendChoice } from '@stoq/transport-core'
+import { renderThroughputChart } from '@stoq/monitoring'
 import { Stoq } from './stoq.js'
 import { loadOrCreateIdentity } from './identity.js'
 import { formatHostPort, parseArgs, parseTargetArg, type OptionKind } from './args.js'
-import { StoqUsageError } from './cli-errors.js'
+import { StoqUsageError, describeError } from './cli-errors.js'
 import { formatBytes, formatGbps } from './cli-format.js'
 import { BenchReceiver, type BenchSessionSummary } from './bench-server.js'
 import { runBenchClient, type BenchInterval, type BenchReport } from './bench-client.js'
@@ -48,6 +49,9 @@ Client options:
   --server-name NAME   name checked in the server certificate (default: HOST)
                        Remote default without --insecure/--pin/--ca: trust on first use
                        (known hosts in $XDG_CONFIG_HOME/stoq/${CLI_APP_NAME}/known_hosts.json)
+  --chart FILE.svg     after the run, write throughput over time as an SVG chart: the
+                       per-second [SUM] rate and the running average, peak marked
+                       (with --json, the summary gives its path as "chart")
 Server options:
   --server             run the server only
   --port N             UDP port (default ${BENCH_DEFAULT_PORT}; 0 picks one)
@@ -79,9 +83,10 @@ const SPECS: Record<string, OptionKind> = {
   pin: { type: 'fingerprint' },
   ca: { type: 'string' },
   'server-name': { type: 'string' },
+  chart: { type: 'string' },
 }
 
-const CLIENT_ONLY = ['connections', 'streams', 'duration', 'bytes', 'insecure', 'pin', 'ca', 'server-name']
+const CLIENT_ONLY = ['connections', 'streams', 'duration', 'bytes', 'insecure', 'pin', 'ca', 'server-name', 'chart']
 const TRUST = ['insecure', 'pin', 'ca', 'server-name']
 
 interface CommonOptions {
@@ -135,6 +140,7 @@ export async function benchCommand(argv: string[], io: CommandIo): Promise<numbe
       throw new StoqUsageError('bench', '--ca', `cannot read --ca file ${JSON.stringify(v.ca)}: ${(err as Error).message}`)
     }
   }
+  const chart = typeof v.chart === 'string' ? checkChartPath(v.chart) : undefined
   const target = positionals.length === 1 ? parseTargetArg('bench', positionals[0]!) : null
   if (target === null) {
     const trust = TRUST.find((k) => k in v)
@@ -146,6 +152,7 @@ export async function benchCommand(argv: string[], io: CommandIo): Promise<numbe
     connections: (v.connections as number | undefined) ?? 1,
     streams: (v.streams as number | undefined) ?? 1,
     ...limit,
+    ...(chart !== undefined ? { chart } : {}),
   }
   if (target !== null) {
     const trust = {
@@ -162,7 +169,77 @@ export async function benchCommand(argv: string[], io: CommandIo): Promise<numbe
 // ---------------------------------------------------------------------------
 // Client and output
 
-type ClientShape = { connections: number; streams: number; durationSec?: number; bytes?: number }
+type ClientShape = {
+  connections: number
+  streams: number
+  durationSec?: number
+  bytes?: number
+  /** Absolute path of the SVG chart to write after the run. */
+  chart?: string
+}
+
+/** The `--chart` path, absolute, once it is known that a file can be written there (a usage error otherwise). */
+function checkChartPath(raw: string): string {
+  if (raw === '-') throw new StoqUsageError('bench', '--chart', '--chart needs a file path (standard output is not supported)')
+  const file = path.resolve(raw)
+  let isDir = false
+  try {
+    isDir = fs.statSync(file).isDirectory()
+  } catch {
+    // Not there yet: it is created after the run.
+  }
+  if (isDir) throw new StoqUsageError('bench', '--chart', `--chart ${JSON.stringify(raw)} is a directory; give a file such as run.svg`)
+  const dir = path.dirname(file)
+  try {
+    if (!fs.statSync(dir).isDirectory()) throw new Error('not a directory')
+    fs.accessSync(dir, fs.constants.W_OK)
+  } catch (err) {
+    throw new StoqUsageError('bench', '--chart', `cannot write --chart file ${JSON.stringify(raw)}: directory ${JSON.stringify(dir)}: ${(err as Error).message}`)
+  }
+  return file
+}
+
+function plural(count: number, word: string): string {
+  return `${count} ${word}${count === 1 ? '' : 's'}`
+}
+
+/**
+ * The SVG chart of a bench run (what `stoq bench --chart` writes): the
+ * per-interval total ([SUM]) rate and the running average, both counted by the
+ * receiver, with the summary's peak marked and the run's parameters in the
+ * subtitle.
+ */
+export function renderBenchChart(report: BenchReport, mode: 'local' | 'remote' = 'remote'): string {
+  const s = report.summary
+  const samples = report.intervals.map((iv) => ({ t: iv.endSec, gbps: iv.gbps, averageGbps: iv.averageGbps }))
+  const engine =
+    s.server !== null && (s.server.engine !== s.client.engine || s.server.udpBackend !== s.client.udpBackend)
+      ? `engine ${s.client.engine}/${s.client.udpBackend} (server ${s.server.engine}/${s.server.udpBackend})`
+      : `engine ${s.client.engine}/${s.client.udpBackend}`
+  const limit = 'durationSec' in report.limit ? `${report.limit.durationSec} s` : formatBytes(report.limit.bytes)
+  const subtitle =
+    `${plural(report.connections, 'connection')} × ${plural(report.streamsPerConnection, 'stream')}, packet size ${report.packetSize} B, ` +
+    `${engine}, ${limit}; receiver-counted total${s.verified ? '' : ' (NOT VERIFIED)'}`
+  // The summary's peak (best interval of at least 0.5 s), not a short final interval's.
+  const peakInterval = s.peakFrom === 'interval' ? report.intervals.find((iv) => iv.endSec - iv.startSec >= 0.5 && iv.gbps === s.peakGbps) : undefined
+  return renderThroughputChart(samples, {
+    title: `stoq bench ${mode === 'local' ? `(local) ${report.target}` : report.target}`,
+    subtitle,
+    ...(peakInterval !== undefined ? { peak: { t: peakInterval.endSec, gbps: peakInterval.gbps } } : {}),
+  })
+}
+
+/** Write `text` to `file` through a temporary file in the same directory, so that a reader never sees half a chart. */
+function writeFileAtomic(file: string, text: string): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`)
+  try {
+    fs.writeFileSync(tmp, text)
+    fs.renameSync(tmp, file)
+  } catch (err) {
+    fs.rmSync(tmp, { force: true })
+    throw err
+  }
+}
 
 async function runClient(
   host: string,
@@ -212,8 +289,22 @@ async function runClient(
     },
     onInterval,
   })
-  if (common.json) io.out(`${JSON.stringify(local ? { mode: 'local', ...report } : { mode: 'remote', ...report }, null, 2)}\n`)
-  else io.out(formatSummary(report))
+  let chartWritten = false
+  if (c.chart !== undefined) {
+    try {
+      writeFileAtomic(c.chart, renderBenchChart(report, local ? 'local' : 'remote'))
+      chartWritten = true
+    } catch (err) {
+      report.summary.errors.push(`cannot write --chart file ${JSON.stringify(c.chart)}: ${describeError(err)}`)
+    }
+  }
+  if (common.json) {
+    const summary = chartWritten ? { ...report.summary, chart: c.chart } : report.summary
+    io.out(`${JSON.stringify({ mode: local ? 'local' : 'remote', ...report, summary }, null, 2)}\n`)
+  } else {
+    io.out(formatSummary(report))
+    if (chartWritten) io.out(`  chart        ${c.chart}\n`)
+  }
   return report.summary.verified && report.summary.errors.length === 0 ? 0 : 1
 }
 

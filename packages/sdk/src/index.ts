@@ -87,3 +87,4 @@ export {
   type WebTransportLimits,
   type WebTransportFailure,
 } from '@stoq/webtransport'
+export { renderBenchChart } from './bench.js'
