@@ -17,6 +17,7 @@ export {
   type ScalarSeriesSnapshot,
 } from './registry.js'
 export { createMetricsHandler, toPrometheusText, type MetricsHandlerOptions } from './prometheus.js'
+export { parsePrometheusText, type ParsedPrometheusFamily, type ParsedPrometheusSample } from './parse.js'
 export {
   ThroughputSeries,
   type ThroughputPoint,

@@ -5,6 +5,7 @@ import { parseArgs } from './args.js'
 import { StoqUsageError, describeError } from './cli-errors.js'
 import { BENCH_HELP, benchCommand, type CommandIo } from './bench.js'
 import { SEND_HELP, SERVE_HELP, sendCommand, serveCommand } from './transfer.js'
+import { STATS_HELP, statsCommand } from './stats-cli.js'
 
 const USAGE = `Usage: stoq <command> [options]
 
@@ -16,6 +17,7 @@ Commands:
   serve DIR|- [options]        receive files over STOQ into DIR (or one to stdout)
   serve --webtransport         WebTransport echo server for browsers, with an example page
   send FILE|- HOST:PORT        send a file (or stdin) to "stoq serve", checked with SHA-256
+  stats URL [--watch]          live figures of a running process from its /metrics endpoint
   help [COMMAND]               this text, or a command's
 
 Run "stoq COMMAND --help" for a command's options.`
@@ -30,7 +32,7 @@ Options:
   --json       the report as JSON
   -h, --help   this text`
 
-const HELP: Record<string, string> = { doctor: DOCTOR_HELP, bench: BENCH_HELP, serve: SERVE_HELP, send: SEND_HELP }
+const HELP: Record<string, string> = { doctor: DOCTOR_HELP, bench: BENCH_HELP, serve: SERVE_HELP, send: SEND_HELP, stats: STATS_HELP }
 
 const io: CommandIo = {
   out: (text) => void process.stdout.write(text),
@@ -60,6 +62,8 @@ async function run(command: string | undefined, rest: string[]): Promise<number>
       return serveCommand(rest, io)
     case 'send':
       return sendCommand(rest, io)
+    case 'stats':
+      return statsCommand(rest, io)
     case 'help':
     case '--help':
     case '-h': {

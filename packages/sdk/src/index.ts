@@ -88,3 +88,12 @@ export {
   type WebTransportFailure,
 } from '@stoq/webtransport'
 export { renderBenchChart } from './bench.js'
+export {
+  scrapeMetrics,
+  summariseMetrics,
+  formatFigures,
+  STATS_EXIT_UNREACHABLE,
+  STATS_EXIT_NOT_METRICS,
+  type StatsFigures,
+  type StatsEndpoint,
+} from './stats-cli.js'

@@ -81,6 +81,32 @@ export interface ConnectionStats extends ConnectionStatsSnapshot {
   datagramsDropped: number
 }
 
+/** Payload rate in one direction, in Gbit/s (10^9 bits per second). */
+export interface ThroughputRate {
+  /** Payload bytes counted since the first sample. */
+  bytes: number
+  /** Rate over the latest sample interval (0 before the second sample). */
+  instantGbps: number
+  /** Rate from the first sample to the latest. */
+  averageGbps: number
+  /** Highest `instantGbps` of any interval so far. */
+  peakGbps: number
+}
+
+/**
+ * `conn.throughput`: payload throughput of one connection (stream bytes the
+ * application wrote and read), sampled by its endpoint's shared timer while
+ * the connection lives. The top-level rates count both directions together.
+ */
+export interface ConnectionThroughput extends ThroughputRate {
+  /** Samples taken; the first sets the origin, every later one closes an interval. */
+  samples: number
+  /** Seconds from the first sample to the latest. */
+  durationSec: number
+  sent: ThroughputRate
+  received: ThroughputRate
+}
+
 export interface ConnectionEvents {
   /** The peer opened a stream. */
   stream: [QuicStream]
@@ -124,6 +150,21 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   private readonly peerGaps = new Set<number>()
   /** Payload counters: stream bytes handed to readers and accepted from writers, datagrams. */
   readonly counters = { streamBytesRead: 0, streamBytesWritten: 0, datagramsSent: 0, datagramsReceived: 0, datagramsDropped: 0 }
+  /** Throughput samples: origin, latest sample and peaks (plain numbers, updated once per sample). */
+  private readonly tp = {
+    samples: 0,
+    originMs: 0,
+    originRead: 0,
+    originWritten: 0,
+    lastMs: 0,
+    lastRead: 0,
+    lastWritten: 0,
+    instantRead: 0,
+    instantWritten: 0,
+    peakRead: 0,
+    peakWritten: 0,
+    peakTotal: 0,
+  }
   /** Set by the endpoint: settles a pending `connect()`. */
   onHandshakeSettled: ((err: Error | null) => void) | null = null
   /** Pinned SHA-256 fingerprints the server certificate must match (client side). */
@@ -170,6 +211,60 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
 
   connectionError(): Error | null {
     return this.closeError
+  }
+
+  /** Handshake duration in ms, or -1 until established. */
+  get handshakeMs(): number {
+    return this.establishedAt < 0 ? -1 : this.establishedAt - this.startedAt
+  }
+
+  /**
+   * Record one throughput sample at `nowMs` (a `performance.now()` time). The
+   * endpoint calls this for every live connection from one shared timer; the
+   * first sample sets the origin, a sample that does not move the clock
+   * forward is ignored. No allocation.
+   */
+  sampleThroughput(nowMs: number): void {
+    const t = this.tp
+    const read = this.counters.streamBytesRead
+    const written = this.counters.streamBytesWritten
+    if (t.samples === 0) {
+      t.originMs = t.lastMs = nowMs
+      t.originRead = t.lastRead = read
+      t.originWritten = t.lastWritten = written
+      t.samples = 1
+      return
+    }
+    if (!(nowMs > t.lastMs)) return
+    const bitsPerNs = 8 / ((nowMs - t.lastMs) * 1e6) // Gbit/s = bits per ns
+    t.instantRead = (read - t.lastRead) * bitsPerNs
+    t.instantWritten = (written - t.lastWritten) * bitsPerNs
+    if (t.instantRead > t.peakRead) t.peakRead = t.instantRead
+    if (t.instantWritten > t.peakWritten) t.peakWritten = t.instantWritten
+    if (t.instantRead + t.instantWritten > t.peakTotal) t.peakTotal = t.instantRead + t.instantWritten
+    t.lastMs = nowMs
+    t.lastRead = read
+    t.lastWritten = written
+    t.samples++
+  }
+
+  /** Payload throughput from the endpoint's samples (zeros before the second sample). */
+  get throughput(): ConnectionThroughput {
+    const t = this.tp
+    const spanMs = t.samples > 1 ? t.lastMs - t.originMs : 0
+    const avg = (bytes: number): number => (spanMs > 0 ? (bytes * 8) / (spanMs * 1e6) : 0)
+    const readBytes = t.lastRead - t.originRead
+    const writtenBytes = t.lastWritten - t.originWritten
+    return {
+      samples: t.samples,
+      durationSec: spanMs / 1000,
+      bytes: readBytes + writtenBytes,
+      instantGbps: t.instantRead + t.instantWritten,
+      averageGbps: avg(readBytes + writtenBytes),
+      peakGbps: t.peakTotal,
+      sent: { bytes: writtenBytes, instantGbps: t.instantWritten, averageGbps: avg(writtenBytes), peakGbps: t.peakWritten },
+      received: { bytes: readBytes, instantGbps: t.instantRead, averageGbps: avg(readBytes), peakGbps: t.peakRead },
+    }
   }
 
   /** True once the handshake completed and until the connection closes. */
@@ -449,7 +544,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     return {
       ...base,
       durationMs: performance.now() - this.startedAt,
-      handshakeMs: this.establishedAt < 0 ? -1 : this.establishedAt - this.startedAt,
+      handshakeMs: this.handshakeMs,
       streamsOpen: this.streams.size,
       ...this.counters,
     }
