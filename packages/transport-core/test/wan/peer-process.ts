@@ -1,4 +1,4 @@
-/** Drives one peer.mjs child running inside a namespace (JSON lines both ways). */
+/** Drives one peer.mjs (or relay.mjs) child running inside a namespace (JSON lines both ways). */
 import { spawn, type ChildProcess } from 'node:child_process'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -19,10 +19,12 @@ export class PeerProcess {
   constructor(
     readonly label: string,
     ns: string,
+    script: string = PEER_SCRIPT,
+    env: Record<string, string> = {},
   ) {
     // STOQ_ENGINE (set per vitest project) goes through to the child untouched.
-    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, PEER_SCRIPT], {
-      env: { ...process.env },
+    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, script], {
+      env: { ...process.env, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     })
     readline.createInterface({ input: this.child.stdout! }).on('line', (line) => this.onLine(line))
