@@ -1,49 +1,20 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { Stoq, StoqError } from '../src/index.js'
 import { PATTERN_BLOCK, PatternChecker, newPatternBlock, patternKey, writeBlockHeader } from '../src/bench-pattern.js'
 import { BenchHeaderReader, LineSplitter, encodeBenchHeader, parseBenchReply, type BenchDone } from '../src/bench-protocol.js'
 import type { BenchReport } from '../src/bench-client.js'
 import type { BenchSessionSummary } from '../src/bench-server.js'
+import { CLI, CliRunner, type Run } from './cli-runner.js'
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
-const config = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-cli-bench-'))
-const children = new Set<ChildProcess>()
-afterAll(() => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
-  fs.rmSync(config, { recursive: true, force: true })
-})
+const cli = new CliRunner('stoq-cli-bench-')
+const { config, children } = cli
+const runCli = (args: string[], timeoutMs?: number): Promise<Run> => cli.run(args, { timeoutMs })
+afterAll(() => cli.cleanup())
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
 
-/** Run the built CLI to completion; killed (and the test failed) after `timeoutMs`. */
-function runCli(args: string[], timeoutMs = 45_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, XDG_CONFIG_HOME: config }, stdio: ['ignore', 'pipe', 'pipe'] })
-    children.add(child)
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`stoq ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`))
-    }, timeoutMs)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      children.delete(child)
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
 
 /** A long-running CLI process whose stdout lines can be awaited. */
 function startCli(args: string[]): { child: ChildProcess; nextLine: (match: (line: string) => boolean, timeoutMs?: number) => Promise<string>; exited: Promise<number | null> } {

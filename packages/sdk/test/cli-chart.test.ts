@@ -1,48 +1,20 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { chartPeakLabel } from '@stoq/monitoring'
 import type { BenchReport } from '../src/bench-client.js'
+import { CliRunner, type Run } from './cli-runner.js'
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
-const config = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-cli-chart-'))
+const cli = new CliRunner('stoq-cli-chart-')
 const out = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-cli-chart-out-'))
-const children = new Set<ChildProcess>()
+const runCli = (args: string[], timeoutMs?: number): Promise<Run> => cli.run(args, { timeoutMs })
 afterAll(() => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
-  fs.rmSync(config, { recursive: true, force: true })
+  cli.cleanup()
   fs.rmSync(out, { recursive: true, force: true })
 })
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
 
-/** Run the built CLI to completion; killed (and the test failed) after `timeoutMs`. */
-function runCli(args: string[], timeoutMs = 45_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, XDG_CONFIG_HOME: config }, stdio: ['ignore', 'pipe', 'pipe'] })
-    children.add(child)
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`stoq ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`))
-    }, timeoutMs)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      children.delete(child)
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
 
 // ---------------------------------------------------------------------------
 // A strict, minimal XML reader: well-formedness (one root, balanced tags, quoted

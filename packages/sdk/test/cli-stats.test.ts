@@ -1,42 +1,17 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testPki } from '@stoq/compliance-tests'
 import { createMetricsHandler, createMetricsRegistry } from '@stoq/monitoring'
 import { createEndpoint, type Endpoint, type QuicConnection } from '@stoq/transport-core'
 import { STATS_EXIT_NOT_METRICS, STATS_EXIT_UNREACHABLE, type StatsFigures } from '../src/index.js'
+import { CliRunner, type Run } from './cli-runner.js'
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
-const children = new Set<ChildProcess>()
+const cli = new CliRunner('stoq-cli-stats-')
+const runCli = (args: string[], timeoutMs?: number): Promise<Run> => cli.run(args, { timeoutMs: timeoutMs ?? 30_000 })
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
 
-function runCli(args: string[], timeoutMs = 30_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    children.add(child)
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`stoq ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`))
-    }, timeoutMs)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      children.delete(child)
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
 
 async function listen(handler: Parameters<typeof createServer>[1]): Promise<{ server: Server; url: string }> {
   const server = createServer(handler!)
@@ -72,7 +47,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
+  cli.cleanup()
   metrics?.server.close()
   await clientEp?.close()
   await serverEp?.close()

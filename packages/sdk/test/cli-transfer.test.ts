@@ -3,7 +3,6 @@ import { createHash, randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { Stoq, StoqError } from '../src/index.js'
 import {
@@ -20,21 +19,15 @@ import {
   type TransferReply,
 } from '../src/transfer-protocol.js'
 import { LineSplitter } from '../src/bench-protocol.js'
+import { CLI, CliRunner, type Run } from './cli-runner.js'
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
+const cli = new CliRunner('stoq-cli-transfer-config-')
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-cli-transfer-'))
-const config = path.join(root, 'config')
-const children = new Set<ChildProcess>()
+const { config, children } = cli
 afterAll(() => {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
+  cli.cleanup()
   fs.rmSync(root, { recursive: true, force: true })
 })
-
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
 
 function spawnCli(args: string[]): ChildProcess {
   const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, XDG_CONFIG_HOME: config }, stdio: ['pipe', 'pipe', 'pipe'] })
@@ -43,25 +36,9 @@ function spawnCli(args: string[]): ChildProcess {
   return child
 }
 
-/** Run the built CLI to completion, feeding `input` on stdin; killed after `timeoutMs`. */
+/** Run the built CLI to completion, feeding `input` on stdin (an empty stdin when null). */
 function runCli(args: string[], input: Buffer | null = null, timeoutMs = 30_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawnCli(args)
-    let stdout = ''
-    let stderr = ''
-    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
-    child.stdin!.on('error', () => {})
-    child.stdin!.end(input ?? undefined)
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`stoq ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`))
-    }, timeoutMs)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
-  })
+  return cli.run(args, { timeoutMs, input: input ?? '' })
 }
 
 interface Server {
