@@ -19,7 +19,7 @@
 import { StoqInvalidArgumentError } from '@stoq/interface'
 import { ByteWriter } from './bytes.js'
 import { H3_DATAGRAM_ERROR, H3_EXCESSIVE_LOAD, StoqH3Error } from './errors.js'
-import { decodeVarint, isVarInt, toVarInt, varintLengthFromFirstByte, varintToBigInt, type VarInt } from './varint.js'
+import { VarintAccumulator, decodeVarint, isVarInt, toVarInt, varintToBigInt, type VarInt } from './varint.js'
 
 export const CAPSULE_DATAGRAM = 0x00
 export const CAPSULE_CLOSE_WEBTRANSPORT_SESSION = 0x2843
@@ -158,9 +158,7 @@ export class CapsuleParser {
   readonly #max: number
   readonly #reportUnknown: boolean
   #state = C_TYPE
-  readonly #vbuf = new Uint8Array(8)
-  #vlen = 0
-  #vneed = 0
+  readonly #varint = new VarintAccumulator()
   #type: VarInt = 0
   #value: Uint8Array = new Uint8Array(0)
   #filled = 0
@@ -178,7 +176,7 @@ export class CapsuleParser {
 
   /** True between capsules. */
   get atCapsuleBoundary(): boolean {
-    return this.#state === C_TYPE && this.#vlen === 0
+    return this.#state === C_TYPE && !this.#varint.pending
   }
 
   push(chunk: Uint8Array): CapsuleParserEvent[] {
@@ -205,13 +203,9 @@ export class CapsuleParser {
     let i = 0
     while (i < chunk.length) {
       if (this.#state === C_TYPE || this.#state === C_LENGTH) {
-        if (this.#vlen === 0) this.#vneed = varintLengthFromFirstByte(chunk[i]!)
-        const take = Math.min(this.#vneed - this.#vlen, chunk.length - i)
-        for (let k = 0; k < take; k++) this.#vbuf[this.#vlen++] = chunk[i + k]!
-        i += take
-        if (this.#vlen < this.#vneed) break
-        const value = decodeVarint(this.#vbuf.subarray(0, this.#vneed), 0)!.value
-        this.#vlen = 0
+        i += this.#varint.feed(chunk, i)
+        if (!this.#varint.complete) break
+        const value = this.#varint.value
         if (this.#state === C_TYPE) {
           this.#type = value
           this.#state = C_LENGTH

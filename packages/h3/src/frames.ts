@@ -24,11 +24,11 @@ import {
 } from './errors.js'
 import { decodeSettings, encodeSettings, type Settings, type SettingsInput } from './settings.js'
 import {
+  VarintAccumulator,
   decodeVarint,
   encodeVarint,
   isVarInt,
   varintLength,
-  varintLengthFromFirstByte,
   varintToBigInt,
   writeVarint,
   type VarInt,
@@ -447,9 +447,7 @@ export class FrameParser {
   readonly #validator: StreamFrameValidator | undefined
 
   #state = S_TYPE
-  readonly #vbuf = new Uint8Array(8)
-  #vlen = 0
-  #vneed = 0
+  readonly #varint = new VarintAccumulator()
   #type: VarInt = 0
   #payload: Uint8Array = new Uint8Array(0)
   #filled = 0
@@ -471,7 +469,7 @@ export class FrameParser {
 
   /** True when the parser sits between frames (a clean place for the stream to end). */
   get atFrameBoundary(): boolean {
-    return (this.#state === S_TYPE && this.#vlen === 0) || this.#state === S_RAW
+    return (this.#state === S_TYPE && !this.#varint.pending) || this.#state === S_RAW
   }
 
   /** Feeds stream bytes; returns the events they complete. */
@@ -508,15 +506,8 @@ export class FrameParser {
         case S_TYPE:
         case S_LENGTH:
         case S_WT_SESSION: {
-          if (this.#vlen === 0) this.#vneed = varintLengthFromFirstByte(chunk[i]!)
-          const take = Math.min(this.#vneed - this.#vlen, n - i)
-          for (let k = 0; k < take; k++) this.#vbuf[this.#vlen++] = chunk[i + k]!
-          i += take
-          if (this.#vlen === this.#vneed) {
-            const value = decodeVarint(this.#vbuf.subarray(0, this.#vneed), 0)!.value
-            this.#vlen = 0
-            this.#onVarint(value, events)
-          }
+          i += this.#varint.feed(chunk, i)
+          if (this.#varint.complete) this.#onVarint(this.#varint.value, events)
           break
         }
         case S_PAYLOAD: {

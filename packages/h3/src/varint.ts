@@ -169,3 +169,35 @@ export function decodeVarintBig(buf: Uint8Array, offset = 0): DecodedVarint<bigi
   if (r === null) return null
   return { value: varintToBigInt(r.value), length: r.length }
 }
+
+/**
+ * One QUIC varint read across chunks of any size, for the incremental parsers: `feed` takes the
+ * bytes it needs from `chunk` at `at` and returns how many it took; when the varint is whole,
+ * `complete` is true and `value` holds it. No allocation per varint.
+ */
+export class VarintAccumulator {
+  readonly #buf = new Uint8Array(8)
+  #len = 0
+  #need = 0
+  /** The last completed varint. */
+  value: VarInt = 0
+  /** Whether the last `feed` completed a varint. */
+  complete = false
+
+  /** True while a varint has begun but is not whole yet. */
+  get pending(): boolean {
+    return this.#len > 0
+  }
+
+  feed(chunk: Uint8Array, at: number): number {
+    if (this.#len === 0) this.#need = varintLengthFromFirstByte(chunk[at]!)
+    const take = Math.min(this.#need - this.#len, chunk.length - at)
+    for (let k = 0; k < take; k++) this.#buf[this.#len++] = chunk[at + k]!
+    this.complete = this.#len === this.#need
+    if (this.complete) {
+      this.value = decodeVarint(this.#buf.subarray(0, this.#need), 0)!.value
+      this.#len = 0
+    }
+    return take
+  }
+}
