@@ -1,2 +1,3 @@
 export * from './errors.js'
 export * from './contracts.js'
+export * from './ip.js'
