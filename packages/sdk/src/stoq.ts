@@ -237,8 +237,8 @@ export class Stoq {
     await conn.send(payload, { confirm: true })
     const seconds = (performance.now() - started) / 1000
     const gbps = (bytes * 8) / seconds / 1e9
+    this.adoptTier(gbps, 'probe')
     const tier = classifyTier(gbps)
-    if (this.options.tier === 'auto') this.tierState = { tier, source: 'probe', gbps, profile: tierProfile(tier) }
     return { gbps, tier, profile: tierProfile(tier) }
   }
 

@@ -786,15 +786,24 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     const wasOpen = this.state !== 'new'
     this.state = 'closed'
     this.closePromise ??= Promise.resolve()
+    this.stopTimers()
+    for (const conn of [...this.conns.values()]) {
+      conn.onClosed({ remote: false, app: true, code: 0, reason: new TextEncoder().encode('endpoint destroyed'), idleTimeout: false })
+    }
+    if (wasOpen) await this.release()
+  }
+
+  /** The engine timer, a pending sub-millisecond poll, and the metrics and throughput timers. */
+  private stopTimers(): void {
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     if (this.immediate) clearImmediate(this.immediate)
     this.immediate = null
     this.stopMetrics()
-    for (const conn of [...this.conns.values()]) {
-      conn.onClosed({ remote: false, app: true, code: 0, reason: new TextEncoder().encode('endpoint destroyed'), idleTimeout: false })
-    }
-    if (!wasOpen) return
+  }
+
+  /** Stop the batcher, then give back the socket, the engine and the pool, and say so. */
+  private async release(): Promise<void> {
     this.batcher?.close?.()
     await this.io.close()
     this.engine.destroy()
@@ -828,16 +837,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       conn.onClosed({ remote: false, app: true, code, reason: new TextEncoder().encode(reason), idleTimeout: false })
     }
     this.state = 'closed'
-    if (this.timer) clearTimeout(this.timer)
-    this.timer = null
-    if (this.immediate) clearImmediate(this.immediate)
-    this.immediate = null
-    this.stopMetrics()
-    this.batcher.close?.()
-    await this.io.close()
-    this.engine.destroy()
-    if (this.ownsPool) this.pool.close()
-    this.emit('close')
+    this.stopTimers()
+    await this.release()
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
