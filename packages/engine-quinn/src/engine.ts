@@ -18,8 +18,8 @@ import {
   type TransmitBatch,
   type TransportParameters,
 } from '@stoq/interface'
-import { socketAddress, wireAddress } from './address.js'
-import { loadQuinn, type Pointer, type QuinnNative } from './native.js'
+import { socketAddress, wireAddress, type WireAddress } from './address.js'
+import { cidPrefixParam, loadQuinn, type Pointer, type QuinnNative } from './native.js'
 
 /** Largest UDP payload quinn-proto 0.9 sends (and the largest UDP datagram over IPv4). */
 export const QUINN_MAX_PACKET = 65527
@@ -46,6 +46,67 @@ const CLOSE_IDLE = 4
 
 /** Events fetched per native call (4 doubles each). */
 const EVENT_BATCH = 256
+
+/** RFC 9000 §8.1: before its address is validated, a peer gets at most 3x the bytes it sent. */
+const AMPLIFICATION_FACTOR = 3
+/** Datagrams held back for one unvalidated peer, at most; past this they are dropped (quinn resends). */
+const AMPLIFICATION_HOLD_BYTES = 64 * 1024
+/** Peers whose received bytes are remembered until the next drainEvents, at most. */
+const RECENT_PEERS_MAX = 65536
+
+/**
+ * A server connection whose peer address is not validated yet (no Retry). quinn-proto 0.9
+ * lets a datagram go whenever any budget is left ("always allow a full MTU", quinn #1148),
+ * which overshoots 3x by up to one datagram; its PTO probes are bounded the same way. The
+ * engine therefore counts bytes both ways and holds back what would pass 3x until the peer
+ * sends more or proves it receives our packets.
+ */
+interface Unvalidated {
+  conn: number
+  peer: SocketAddress
+  received: number
+  sent: number
+  /** Our CID (the SCID of our long-header packets): a packet to it proves the peer got ours. */
+  cid: Uint8Array | null
+  validated: boolean
+  held: Uint8Array[]
+  heldBytes: number
+}
+
+const wireKeys = new WeakMap<WireAddress, string>()
+
+/** A string key for a (normalised, cached) wire address. */
+function wireKey(w: WireAddress): string {
+  let k = wireKeys.get(w)
+  if (k === undefined) {
+    k = `${w.family}|${w.port}|${w.ip.join('.')}`
+    wireKeys.set(w, k)
+  }
+  return k
+}
+
+/** Does a datagram of this batch carry `cid` as its Destination CID (long or short header)? */
+function carriesCid(data: Uint8Array, segmentSize: number, cid: Uint8Array): boolean {
+  const seg = segmentSize > 0 && segmentSize < data.length ? segmentSize : data.length
+  for (let off = 0; off < data.length; off += seg) {
+    const end = Math.min(off + seg, data.length)
+    let at: number
+    if ((data[off]! & 0x80) !== 0) {
+      if (off + 6 > end || data[off + 5] !== cid.length) continue
+      at = off + 6
+    } else at = off + 1
+    if (at + cid.length > end) continue
+    let same = true
+    for (let i = 0; i < cid.length; i++) {
+      if (data[at + i] !== cid[i]) {
+        same = false
+        break
+      }
+    }
+    if (same) return true
+  }
+  return false
+}
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -97,6 +158,11 @@ export class QuinnEngine implements QuicEngine {
   private readonly textBuf = new Uint8Array(4096)
   private certBuf = new Uint8Array(16384)
   private readonly certLens = new Uint32Array(16)
+  /** Listening without Retry: new server connections start unvalidated (see Unvalidated). */
+  private guardAmplification = false
+  private readonly unvalidated = new Map<string, Unvalidated>()
+  /** Bytes received per peer since the last drainEvents (a new connection's first datagrams). */
+  private readonly recentReceived = new Map<string, number>()
 
   constructor(options: QuicEngineOptions) {
     const loaded = loadQuinn()
@@ -122,6 +188,7 @@ export class QuinnEngine implements QuicEngine {
       t.datagramQueueLength,
       t.pacing ? 1 : 0,
       t.hystart ? 1 : 0,
+      cidPrefixParam(options.cidPrefix),
     )
     const ep = this.n.engineNew(params, params.length)
     if (ep === null) throw new StoqInvalidArgumentError('transport', 'the quinn engine refused these transport parameters')
@@ -181,6 +248,7 @@ export class QuinnEngine implements QuicEngine {
       secret?.length ?? 0,
     )
     if (rc !== 0) throw new StoqInvalidArgumentError('identity', `quinn could not use the server identity: ${this.lastError}`)
+    this.guardAmplification = !options.retry
   }
 
   stopListening(): void {
@@ -194,22 +262,123 @@ export class QuinnEngine implements QuicEngine {
     const ep = this.alive()
     const w = wireAddress(from)
     if (w === null) return
+    if (this.guardAmplification) this.countReceived(data, segmentSize, w)
     this.n.receive(ep, data, data.length, segmentSize, w.ip, w.port, w.family)
+  }
+
+  private countReceived(data: Uint8Array, segmentSize: number, w: WireAddress): void {
+    const key = wireKey(w)
+    const u = this.unvalidated.get(key)
+    if (u === undefined) {
+      if (this.recentReceived.size < RECENT_PEERS_MAX || this.recentReceived.has(key)) {
+        this.recentReceived.set(key, (this.recentReceived.get(key) ?? 0) + data.length)
+      }
+      return
+    }
+    u.received += data.length
+    if (!u.validated && u.cid !== null && carriesCid(data, segmentSize, u.cid)) u.validated = true
+  }
+
+  /** Start counting for a new server connection (EV_INCOMING). */
+  private watchUnvalidated(conn: number, peer: SocketAddress): void {
+    const w = wireAddress(peer)
+    if (w === null) return
+    const key = wireKey(w)
+    // Its first datagram arrived in this cycle; at least a full client Initial.
+    const received = Math.max(this.recentReceived.get(key) ?? 0, QUINN_MIN_PACKET)
+    this.unvalidated.set(key, { conn, peer, received, sent: 0, cid: null, validated: false, held: [], heldBytes: 0 })
+  }
+
+  private forgetUnvalidated(conn: number, keepHeld: boolean): void {
+    for (const [key, u] of this.unvalidated) {
+      if (u.conn !== conn) continue
+      if (keepHeld && u.held.length > 0) u.validated = true
+      else this.unvalidated.delete(key)
+    }
+  }
+
+  private budget(u: Unvalidated, len: number): boolean {
+    return u.validated || u.sent + len <= AMPLIFICATION_FACTOR * u.received
+  }
+
+  /** Send what was held back and may go now. */
+  private releaseHeld(batch: TransmitBatch, maxPackets: number): boolean {
+    for (const [key, u] of this.unvalidated) {
+      if (u.held.length === 0) {
+        if (u.validated) this.unvalidated.delete(key)
+        continue
+      }
+      let count = 0
+      let offset = 0
+      while (u.held.length > 0 && count < maxPackets) {
+        const d = u.held[0]!
+        if (!this.budget(u, d.length) || offset + d.length > batch.buffer.length) break
+        batch.buffer.set(d, offset)
+        batch.lengths[count++] = d.length
+        offset += d.length
+        u.sent += d.length
+        u.heldBytes -= d.length
+        u.held.shift()
+      }
+      if (count > 0) {
+        batch.count = count
+        batch.bytes = offset
+        batch.peer = u.peer
+        return true
+      }
+    }
+    return false
+  }
+
+  /** Trim a fresh batch to the peer's budget, holding back the rest; false when nothing may go. */
+  private limitBatch(u: Unvalidated, batch: TransmitBatch): boolean {
+    const buf = batch.buffer
+    if (u.cid === null && (buf[0]! & 0x80) !== 0) {
+      const dcidLen = buf[5]!
+      const scidLen = buf[6 + dcidLen]!
+      if (scidLen > 0 && scidLen <= 20) u.cid = buf.slice(7 + dcidLen, 7 + dcidLen + scidLen)
+    }
+    let keep = 0
+    let kept = 0
+    let offset = 0
+    for (let i = 0; i < batch.count; i++) {
+      const len = batch.lengths[i]!
+      if (keep === i && u.held.length === 0 && this.budget(u, len)) {
+        keep++
+        kept += len
+        u.sent += len
+      } else if (u.heldBytes + len <= AMPLIFICATION_HOLD_BYTES) {
+        u.held.push(buf.slice(offset, offset + len))
+        u.heldBytes += len
+      }
+      offset += len
+    }
+    batch.count = keep
+    batch.bytes = kept
+    return keep > 0
   }
 
   pollTransmit(batch: TransmitBatch, maxPackets: number): boolean {
     const ep = this.alive()
     const max = Math.min(maxPackets, batch.lengths.length)
-    const count = this.n.pollTransmit(ep, batch.buffer, batch.buffer.length, batch.lengths, max, this.peerBuf, this.meta)
-    if (count <= 0) {
-      batch.count = 0
-      batch.bytes = 0
-      return false
+    if (this.unvalidated.size > 0 && this.releaseHeld(batch, max)) return true
+    for (;;) {
+      const count = this.n.pollTransmit(ep, batch.buffer, batch.buffer.length, batch.lengths, max, this.peerBuf, this.meta)
+      if (count <= 0) {
+        batch.count = 0
+        batch.bytes = 0
+        return false
+      }
+      batch.count = count
+      batch.bytes = this.meta[1]!
+      batch.peer = this.lastPeerFor(this.peerBuf)
+      if (this.unvalidated.size === 0) return true
+      const w = wireAddress(batch.peer)
+      const u = w === null ? undefined : this.unvalidated.get(wireKey(w))
+      if (u === undefined || (u.validated && u.held.length === 0)) return true
+      if (this.limitBatch(u, batch)) return true
+      // Everything was held back: look for another connection's packets.
     }
-    batch.count = count
-    batch.bytes = this.meta[1]!
-    batch.peer = this.lastPeerFor(this.peerBuf)
-    return true
   }
 
   private lastPeer: SocketAddress | null = null
@@ -252,10 +421,15 @@ export class QuinnEngine implements QuicEngine {
         const conn = ev[i * 4 + 1]!
         const a = ev[i * 4 + 2]!
         switch (kind) {
-          case EV_INCOMING:
-            sink.onIncoming(conn, this.peerAddress(conn))
+          case EV_INCOMING: {
+            const peer = this.peerAddress(conn)
+            if (this.guardAmplification) this.watchUnvalidated(conn, peer)
+            sink.onIncoming(conn, peer)
             break
+          }
           case EV_ESTABLISHED:
+            // The handshake completed: the peer's address is validated.
+            if (this.unvalidated.size > 0) this.forgetUnvalidated(conn, true)
             sink.onEstablished(conn)
             break
           case EV_READABLE:
@@ -268,6 +442,7 @@ export class QuinnEngine implements QuicEngine {
             sink.onDatagramReadable(conn)
             break
           case EV_CLOSED: {
+            if (this.unvalidated.size > 0) this.forgetUnvalidated(conn, false)
             const flags = ev[i * 4 + 3]!
             const len = this.n.takeCloseReason(ep, conn, this.textBuf, this.textBuf.length)
             const reason = len > 0 ? this.textBuf.slice(0, Math.min(len, this.textBuf.length)) : new Uint8Array(0)
@@ -284,8 +459,9 @@ export class QuinnEngine implements QuicEngine {
         // A sink may destroy the engine from a callback.
         if (this.ep === null) return
       }
-      if (n < EVENT_BATCH) return
+      if (n < EVENT_BATCH) break
     }
+    this.recentReceived.clear()
   }
 
   // -------------------------------------------------------------------------
@@ -488,6 +664,8 @@ export class QuinnEngine implements QuicEngine {
     const ep = this.ep
     this.ep = null
     this.n.engineFree(ep)
+    this.unvalidated.clear()
+    this.recentReceived.clear()
   }
 }
 

@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { StoqInvalidArgumentError } from '@stoq/interface'
 
 /**
  * Loads libstoq_quinn.so through koffi and declares its C ABI. This module is the only
@@ -79,8 +80,20 @@ export interface QuinnNative {
   peerAddress(ep: Pointer, conn: number, out: Uint8Array): number
 }
 
-/** ABI version this module speaks (stoq_abi_version). */
-export const ABI_VERSION = 1
+/** ABI version this module speaks (stoq_abi_version). 2: stoq_engine_new reads a 14th parameter, the CID prefix. */
+export const ABI_VERSION = 2
+
+/**
+ * `QuicEngineOptions.cidPrefix` as the 14th parameter of stoq_engine_new: the byte, or -1
+ * when absent. Anything but an integer from 0 to 255 is STOQ_ERR_INVALID_ARG.
+ */
+export function cidPrefixParam(value: unknown): number {
+  if (value === undefined) return -1
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 255) {
+    throw new StoqInvalidArgumentError('cidPrefix', `expected an integer from 0 to 255, got ${typeof value === 'string' ? `'${value}'` : String(value)}`)
+  }
+  return value
+}
 
 export type QuinnLoadResult =
   | { ok: true; native: QuinnNative; library: string }

@@ -1,5 +1,5 @@
 import type dgram from 'node:dgram'
-import { StoqInvalidArgumentError, StoqSocketError, type UdpReceiver } from '@stoq/interface'
+import { StoqInvalidArgumentError, StoqSocketError, StoqUnsupportedError, type UdpBindOptions, type UdpReceiver } from '@stoq/interface'
 import { DEFAULT_SEND_QUEUE_HIGH_WATER, DEFAULT_SEND_QUEUE_LOW_WATER } from './defaults.js'
 import { toSocketAddress } from './address.js'
 
@@ -106,6 +106,29 @@ export function sendQueueMarks(options: { sendQueueHighWater?: number; sendQueue
     throw new StoqInvalidArgumentError('sendQueueLowWater', 'expected an integer from 0 to sendQueueHighWater - 1')
   }
   return { high, low }
+}
+
+/** `UdpBindOptions.reusePort` as a boolean; anything but a boolean or undefined is STOQ_ERR_INVALID_ARGUMENT. */
+export function wantsReusePort(options: UdpBindOptions): boolean {
+  const value = options.reusePort
+  if (value === undefined) return false
+  if (typeof value !== 'boolean') throw new StoqInvalidArgumentError('reusePort', `expected a boolean, got ${typeof value}`)
+  return value
+}
+
+/**
+ * The dgram-based backends cannot honour `reusePort`: Node 20's `dgram` has no
+ * way to set SO_REUSEPORT before bind (its `reuseAddr` is SO_REUSEADDR, and
+ * setting the option on the fd after bind does not let a second socket join).
+ * Throws STOQ_ERR_UNSUPPORTED when it is asked for, so it is never silently ignored.
+ */
+export function refuseReusePort(options: UdpBindOptions, feature: string, label: string): void {
+  if (!wantsReusePort(options)) return
+  throw new StoqUnsupportedError(
+    feature,
+    `${label} cannot bind with reusePort: Node ${process.versions.node}'s dgram cannot set SO_REUSEPORT before bind; ` +
+      'use a koffi worker backend (gro or uring) for a reuseport group',
+  )
 }
 
 /** Bind a dgram socket; a failure closes it and rejects with STOQ_ERR_SOCKET. */

@@ -9,7 +9,7 @@ import {
   type UdpIoStats,
   type UdpReceiver,
 } from '@stoq/interface'
-import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, sendQueueMarks } from './dgram-common.js'
+import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, refuseReusePort, sendQueueMarks } from './dgram-common.js'
 import { checkBindTarget, toSocketAddress, toWireHost } from './address.js'
 
 export interface DgramUdpIoOptions {
@@ -60,6 +60,7 @@ export class DgramUdpIo implements UdpIo {
     if (this.closed) throw new StoqClosedError('UDP socket')
     if (this.socket !== null || this.binding) throw new StoqSocketError('UDP socket is already bound')
     const family = checkBindTarget(options.host, options.port)
+    refuseReusePort(options, 'dgram', 'UDP dgram backend')
     this.binding = true
     this.v6 = family === 6
     const socket = dgram.createSocket({

@@ -12,7 +12,7 @@ import {
   type UdpReceiver,
 } from '@stoq/interface'
 import { DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
-import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, sendQueueMarks } from './dgram-common.js'
+import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, refuseReusePort, sendQueueMarks } from './dgram-common.js'
 import { checkBindTarget, toSocketAddress, toWireHost } from './address.js'
 import { type Libc, SOL_UDP, UDP_SEGMENT, errnoName, loadLibc } from './koffi/libc.js'
 import { socketFd } from './koffi/socket-fd.js'
@@ -160,6 +160,7 @@ export class GsoUdpIo implements UdpIo {
     if (this.closed) throw new StoqClosedError('UDP socket')
     if (this.socket !== null) throw new StoqSocketError('UDP socket is already bound')
     const family = checkBindTarget(options.host, options.port)
+    refuseReusePort(options, 'gso', 'UDP GSO backend')
     const loaded = loadLibc()
     if (!loaded.ok) throw new StoqUnsupportedError('gso', `UDP GSO backend unavailable: ${loaded.reason}`)
     const libc = loaded.libc

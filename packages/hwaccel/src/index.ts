@@ -66,3 +66,4 @@ export {
   URING_SETUP_FLAGS,
 } from './uring-io.js'
 export { bindToNumaNode, numaNodeOf, numaNodes, type NumaPlacement } from './numa.js'
+export { attachCidSteering, detachCidSteering, closeSocketFd, cidSteeringProgram } from './reuseport.js'

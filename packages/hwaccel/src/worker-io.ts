@@ -17,6 +17,7 @@ import { DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
 import { GSO_MAX_SEGMENTS, GSO_MAX_WRITE_BYTES_IPV4, GSO_MAX_WRITE_BYTES_IPV6 } from './gso-io.js'
 import { type EventFdCalls, bindEventFdCalls, errnoName, errorMessage, loadLibc } from './koffi/libc.js'
 import { checkBindTarget } from './address.js'
+import { wantsReusePort } from './dgram-common.js'
 import { AddressCodec } from './worker/address-codec.js'
 import {
   type ControlLayout,
@@ -355,6 +356,14 @@ export class WorkerUdpIo implements UdpIo {
     return this.local
   }
 
+  /**
+   * The socket's file descriptor while bound (the worker thread uses it; the fd table is
+   * the process's), e.g. for `attachCidSteering`; -1 when not bound. Do not close it.
+   */
+  get fd(): number {
+    return this.state === 'bound' ? this.socketFd : -1
+  }
+
   // Hooks for the backends that run another worker program over the same rings (uring-io.ts).
 
   /** Source text of the worker program, run with `workerData` and `require`. */
@@ -386,6 +395,7 @@ export class WorkerUdpIo implements UdpIo {
     if (this.state === 'closed' || this.state === 'failed') throw new StoqClosedError('UDP socket')
     if (this.state !== 'idle') throw new StoqSocketError('UDP socket is already bound')
     const family = checkBindTarget(options.host, options.port)
+    const reusePort = wantsReusePort(options)
     const feature = this.backend
     const label = this.backendLabel()
     const loaded = loadLibc()
@@ -431,6 +441,7 @@ export class WorkerUdpIo implements UdpIo {
         ipv6Only: this.v6 && options.ipv6Only,
         sendBufferSize: options.sendBufferSize ?? this.socketBufferSize,
         receiveBufferSize: options.receiveBufferSize ?? this.socketBufferSize,
+        reusePort,
       },
       pollTimeoutMs: this.pollTimeoutMs,
       receiveBatch: Math.min(this.syscallBatch, this.rxSlots),

@@ -73,6 +73,16 @@ export interface UdpBindOptions {
   /** Requested SO_SNDBUF / SO_RCVBUF in bytes (the kernel may cap them). */
   sendBufferSize?: number
   receiveBufferSize?: number
+  /**
+   * Set SO_REUSEPORT before bind, so that several sockets (one per engine
+   * worker) can bind the same address and port and the kernel spreads the
+   * datagrams over them (by hash, or by a reuseport BPF program such as
+   * `attachCidSteering` of `@stoq/hwaccel`). Every socket of the group must
+   * ask for it. Backends that cannot set it before bind (the Node `dgram`
+   * based ones) reject bind with `StoqUnsupportedError` rather than ignore it.
+   * Default false.
+   */
+  reusePort?: boolean
 }
 
 /** Receives what the socket reads. */
@@ -381,6 +391,17 @@ export interface QuicEngine {
 
 export interface QuicEngineOptions {
   transport: TransportParameters
+  /**
+   * An integer from 0 to 255: every connection ID this engine issues (to its
+   * own connections, in Retry, and in NEW_CONNECTION_ID frames) starts with
+   * this byte, so that a reuseport BPF program (`attachCidSteering` of
+   * `@stoq/hwaccel`) can steer each packet to the socket of the engine worker
+   * that owns the connection. Privacy cost: an on-path observer can tell
+   * which worker a connection belongs to (the byte is constant for all its
+   * connection IDs), though not link connections through it. Default: no
+   * prefix (connection IDs entirely engine-chosen).
+   */
+  cidPrefix?: number
 }
 
 export type QuicEngineFactory = (options: QuicEngineOptions) => QuicEngine

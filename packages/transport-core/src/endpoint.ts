@@ -30,6 +30,9 @@ import { QuicConnection, type ConnectionOwner } from './connection.js'
 import { quicheEngine } from './engine/quiche-engine.js'
 import { quinnAvailability, quinnEngine } from '@stoq/engine-quinn'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
+import { WorkerEngine } from './workers/cluster.js'
+import type { WorkerLoad } from './workers/protocol.js'
+import os from 'node:os'
 import {
   resolveConnectOptions,
   resolveEndpointOptions,
@@ -120,6 +123,8 @@ export interface EndpointStats {
   numa: { node: number | null; slabs: number; bytes: number; detail: string }
   batching: ReturnType<PacketBatcher['stats']>
   pool: ReturnType<BufferPool['stats']>
+  /** Engine workers (`workers` option), as each last reported (once a second); empty on a single-thread endpoint. */
+  workers: WorkerLoad[]
 }
 
 /** The engine factory for an `engine` option, with the reason for the choice. */
@@ -158,15 +163,20 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   private state: 'new' | 'open' | 'closing' | 'closed' = 'new'
   private closePromise: Promise<void> | null = null
 
-  private constructor(options: ResolvedEndpointOptions, components: Partial<EndpointComponents>) {
+  private constructor(options: ResolvedEndpointOptions, components: Partial<EndpointComponents>, workers: WorkerEngine | null = null) {
     super()
     this.options = options
+    this.workerEngine = workers
     const sampleMs = components.throughputSampleMs ?? THROUGHPUT_SAMPLE_MS
     if (typeof sampleMs !== 'number' || !Number.isInteger(sampleMs) || sampleMs < 0 || sampleMs > 2 ** 31 - 1) {
       throw new StoqInvalidArgumentError('throughputSampleMs', `expected an integer number of ms >= 0, got ${String(sampleMs)}`)
     }
     this.throughputSampleMs = sampleMs
-    const engine = components.engine ? { factory: components.engine, choice: 'given by the caller' } : selectEngine(options.engine)
+    const engine = workers
+      ? { factory: () => workers, choice: '' }
+      : components.engine
+        ? { factory: components.engine, choice: 'given by the caller' }
+        : selectEngine(options.engine)
     this.engine = engine.factory({ transport: options.transport })
     this.engineChoice = engine.choice
     this.ownsPool = components.pool === undefined
@@ -195,11 +205,18 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       options.zeroCopySend && this.ownsPool && typeof (this.pool as Partial<SharedBufferPool>).share === 'function'
         ? [...(this.pool as SharedBufferPool).share().slabs]
         : []
-    this.io = components.udp
+    this.io = workers
+      ? workers.io
+      : components.udp
       ? components.udp()
       : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend, options.cpuAffinity, this.sendSlabs)
-    this.udpChoice = components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
+    this.udpChoice = workers ? workers.io.choice : components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
   }
+
+  /** The engine of a multi-core endpoint (`workers` option), else null. */
+  private readonly workerEngine: WorkerEngine | null
+  /** Why a `workers: 'auto'` endpoint runs on this thread (empty otherwise). */
+  private workersNote = ''
 
   private readonly sendSlabs: SharedArrayBuffer[]
   private readonly throughputSampleMs: number
@@ -227,7 +244,51 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   /** Bind a socket and start an endpoint. */
   static async create(options?: Partial<EndpointOptions>, components: Partial<EndpointComponents> = {}): Promise<Endpoint> {
     const resolved = resolveEndpointOptions(options)
-    const ep = new Endpoint(resolved, components)
+    if (resolved.workers === 0 || components.engine || components.udp) return Endpoint.open({ ...resolved, workers: 0 }, components, null)
+    const auto = resolved.workers < 0
+    const single = (why: string): Promise<Endpoint> =>
+      Endpoint.open({ ...resolved, workers: 0 }, components, null).then((ep) => {
+        ep.workersNote = why
+        return ep
+      })
+    const n = auto ? os.availableParallelism() : resolved.workers
+    if (n < 2) return single(`workers auto: ${n} CPU, connections stay on this thread`)
+    const backend = resolved.udpBackend
+    if (backend === 'gso' || backend === 'dgram') {
+      const why = `engine workers need the gro or uring backend (SO_REUSEPORT is set through koffi before bind; Node 20's dgram cannot), udpBackend is ${backend}`
+      if (auto) return single(`workers auto: ${why}`)
+      throw new StoqUnsupportedError('engine workers', why)
+    }
+    // quiche's napi binding corrupts the heap when engines run in several threads of one
+    // process (glibc aborts, "corrupted size vs. prev_size", in 3 of 8 runs of 64 connections
+    // over 2 workers): engine workers run quinn only.
+    const quinn = quinnAvailability()
+    if (resolved.engine === 'quiche' || !quinn.available) {
+      const why =
+        resolved.engine === 'quiche'
+          ? "engine workers run the quinn engine only: quiche's napi binding corrupts memory when several threads of one process use it"
+          : `engine workers need the quinn engine, which cannot load here (${quinn.detail})`
+      if (auto) return single(`workers auto: ${why}`)
+      throw new StoqUnsupportedError('engine workers', why)
+    }
+    const workers = new WorkerEngine({
+      workers: n,
+      engine: 'quinn',
+      udpBackend: backend === 'uring' ? 'uring' : 'gro',
+      cpus: resolved.cpuAffinity,
+      transport: resolved.transport,
+      poolMaxBuffers: resolved.poolMaxBuffers,
+    })
+    try {
+      return await Endpoint.open(resolved, components, workers)
+    } catch (err) {
+      if (auto && StoqError.isInstance(err) && err.code === 'STOQ_ERR_UNSUPPORTED') return single(`workers auto: ${(err as Error).message}`)
+      throw err
+    }
+  }
+
+  private static async open(resolved: ResolvedEndpointOptions, components: Partial<EndpointComponents>, workers: WorkerEngine | null): Promise<Endpoint> {
+    const ep = new Endpoint(resolved, components, workers)
     try {
       await ep.start(components)
     } catch (err) {
@@ -254,13 +315,13 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     for (let next = 1; ; next++) {
       try {
         this.local = await this.io.bind(bindOptions, this)
-        if (o.udpBackend === 'auto' && skipped.length === 0 && !components.udp) {
+        if (o.udpBackend === 'auto' && skipped.length === 0 && !components.udp && !this.workerEngine) {
           this.udpChoice = `udpBackend auto: ${this.io.backend}, the fastest backend, works here`
         }
         break
       } catch (err) {
         const unsupported = StoqError.isInstance(err) && err.code === 'STOQ_ERR_UNSUPPORTED'
-        if (components.udp || o.udpBackend !== 'auto' || !unsupported || next >= AUTO_ORDER.length) throw err
+        if (components.udp || this.workerEngine || o.udpBackend !== 'auto' || !unsupported || next >= AUTO_ORDER.length) throw err
         await this.io.close().catch(() => {})
         skipped.push(`${this.io.backend}: ${(err as Error).message}`)
         this.io = newUdpIo(AUTO_ORDER[next]!, o.cpuAffinity, this.sendSlabs)
@@ -479,7 +540,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   }
 
   onError(err: Error): void {
-    this.report(new StoqSocketError(`UDP socket error: ${err.message}`, {}, { cause: err }))
+    // Typed errors (an engine worker that died, a socket error a backend already typed) pass as they are.
+    this.report(StoqError.isInstance(err) ? err : new StoqSocketError(`UDP socket error: ${err.message}`, {}, { cause: err }))
   }
 
   // EngineEventSink -------------------------------------------------------------
@@ -759,11 +821,22 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       udp: this.io.stats(),
       udpChoice: this.udpChoice,
       engine: this.engine.name,
-      engineChoice: this.engineChoice,
+      engineChoice: this.workerEngine
+        ? `${this.options.workers < 0 ? 'workers auto' : 'workers'}: ${this.workerEngine.workerStats().length} engine workers, each ${this.workerEngine.engineChoice}`
+        : this.workersNote
+          ? `${this.engineChoice}; ${this.workersNote}`
+          : this.engineChoice,
       numa: { ...this.numa },
       batching: this.batcher.stats(),
       pool: this.pool.stats(),
+      workers: this.workerEngine ? this.workerEngine.workerStats() : [],
     }
+  }
+
+  /** Test hook of a multi-core endpoint: make engine worker `index` throw, as a bug would. */
+  crashWorkerForTest(index: number): void {
+    if (!this.workerEngine) throw new StoqUnsupportedError('engine workers', 'this endpoint runs no engine workers')
+    this.workerEngine.crashWorker(index)
   }
 
   /**

@@ -95,6 +95,17 @@ export interface EndpointOptions {
    * thread to that node's CPUs with `cpuAffinity`. `stats().numa` says what was placed.
    */
   numaNode?: number
+  /**
+   * Engine worker threads (multi-core). 0 or 1 (default): connections live on this
+   * thread. N >= 2: N workers each run a QUIC engine and their own UDP socket on the
+   * same port (SO_REUSEPORT, packets steered to the right worker by the first byte of
+   * their connection ID); connections, streams and datagrams look exactly the same to
+   * the application, their bytes cross through shared memory. `auto`: one worker per
+   * CPU where there is more than one CPU and this machine can run them (Linux, koffi),
+   * else 0 (`stats().engineChoice` says why). Needs the `gro` or `uring` backend
+   * (`auto` picks `gro`); `cpuAffinity` pins worker i to `cpuAffinity[i % length]`.
+   */
+  workers?: number | 'auto'
 }
 
 export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'uring' | 'dgram'
@@ -147,6 +158,8 @@ export interface ResolvedEndpointOptions {
   poolMaxBuffers: number
   zeroCopySend: boolean
   numaNode: number | null
+  /** Engine workers: 0 (this thread) or 2 and more; `auto` resolved to -1 (decided at bind). */
+  workers: number
 }
 
 export interface ResolvedConnectOptions {
@@ -179,6 +192,8 @@ function boolOption(name: string, value: unknown): boolean {
 }
 
 export function describe(value: unknown): string {
+  // Never echo PEM text (it may be a private key passed in the wrong place).
+  if (typeof value === 'string' && value.includes('-----BEGIN')) return `PEM text of ${value.length} characters (not shown)`
   if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value)
   if (value === null) return 'null'
   if (Array.isArray(value)) return 'an array'
@@ -204,6 +219,23 @@ export function readPem(name: string, source: unknown): Uint8Array {
   if (!text.includes('-----BEGIN ')) {
     throw new StoqInvalidArgumentError(name, 'expected PEM data (a "-----BEGIN ...-----" block)')
   }
+  return bytes
+}
+
+const inspectCustom = Symbol.for('nodejs.util.inspect.custom')
+
+/**
+ * A private key as the engines take it (a Buffer of PEM bytes), that never prints:
+ * `util.inspect` (so console.log of an endpoint or its options) and `JSON.stringify`
+ * show only its size. Its own memory (not Node's shared pool, which `showHidden`
+ * would print through any other pooled Buffer), never the caller's object.
+ */
+export function privateKeyBytes(pem: Uint8Array): Uint8Array {
+  const bytes = Buffer.alloc(pem.length)
+  bytes.set(pem)
+  const text = `[private key, ${pem.length} bytes]`
+  Object.defineProperty(bytes, inspectCustom, { value: () => text })
+  Object.defineProperty(bytes, 'toJSON', { value: () => text })
   return bytes
 }
 
@@ -237,6 +269,12 @@ function cpuListOption(value: unknown): number[] {
 
 const UDP_BACKENDS: UdpBackendChoice[] = ['auto', 'gso', 'gro', 'uring', 'dgram']
 const ENGINES: EngineChoice[] = ['auto', 'quinn', 'quiche']
+
+function workersOption(value: unknown): number {
+  if (value === 'auto') return -1
+  const n = intOption('workers', value ?? 0, 0, 64)
+  return n === 1 ? 0 : n
+}
 
 function engineOption(value: unknown): EngineChoice {
   if (value === undefined) {
@@ -312,7 +350,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     const s = o.server as ServerOptions
     server = {
       cert: readPem('server.cert', s.cert),
-      key: readPem('server.key', s.key),
+      key: privateKeyBytes(readPem('server.key', s.key)),
       alpn: alpnOption(s.alpn),
       retry: boolOption('server.retry', s.retry ?? true),
       maxConnections: intOption('server.maxConnections', s.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1, 1 << 24),
@@ -335,6 +373,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     poolMaxBuffers: intOption('poolMaxBuffers', o.poolMaxBuffers ?? DEFAULT_POOL_MAX_BUFFERS, 16, 1 << 20),
     zeroCopySend: boolOption('zeroCopySend', o.zeroCopySend ?? false),
     numaNode: o.numaNode === undefined ? null : intOption('numaNode', o.numaNode, 0, 1023),
+    workers: workersOption(o.workers),
   }
 }
 
@@ -371,7 +410,7 @@ export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
   if ((o.cert === undefined) !== (o.key === undefined)) {
     throw new StoqInvalidArgumentError('cert', '`cert` and `key` must be given together')
   }
-  const identity = o.cert !== undefined ? { cert: readPem('cert', o.cert), key: readPem('key', o.key) } : undefined
+  const identity = o.cert !== undefined ? { cert: readPem('cert', o.cert), key: privateKeyBytes(readPem('key', o.key)) } : undefined
   return {
     host,
     port,

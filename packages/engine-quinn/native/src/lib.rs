@@ -151,6 +151,8 @@ struct Params {
     cc: u32,
     datagrams: bool,
     datagram_queue: u64,
+    /// First byte of every connection ID this endpoint issues (None: all random).
+    cid_prefix: Option<u8>,
 }
 
 pub struct Engine {
@@ -229,12 +231,56 @@ fn transport_config(p: &Params) -> Result<TransportConfig, String> {
     Ok(t)
 }
 
-fn endpoint_config(reset_secret: &[u8]) -> EndpointConfig {
+fn endpoint_config(reset_secret: &[u8], cid_prefix: Option<u8>) -> EndpointConfig {
     let key = hmac::Key::new(hmac::HMAC_SHA256, &derive(reset_secret, b"stoq stateless reset"));
     let mut cfg = EndpointConfig::new(Arc::new(key));
     // Accept packets as large as UDP allows; what we send is capped per connection.
     let _ = cfg.max_udp_payload_size(65527);
+    if let Some(prefix) = cid_prefix {
+        cfg.cid_generator(move || Box::new(PrefixedCidGenerator::new(prefix)));
+    }
     cfg
+}
+
+/// Length of the connection IDs a prefixed generator issues: quinn's default (8).
+const PREFIXED_CID_LEN: usize = 8;
+
+/// Connection IDs whose first byte is a fixed prefix (the engine worker's index) and whose
+/// other 7 bytes are random, so that a reuseport BPF program can steer every packet of a
+/// connection to the socket of the worker that owns it. Used for every CID the endpoint
+/// issues: the client's first SCID, the server's, Retry, and NEW_CONNECTION_ID.
+struct PrefixedCidGenerator {
+    prefix: u8,
+    rng: ring::rand::SystemRandom,
+    /// Only used should the system RNG fail: quinn regenerates until a CID is unused, so
+    /// a generator must never get stuck on one value.
+    fallback: u64,
+}
+
+impl PrefixedCidGenerator {
+    fn new(prefix: u8) -> Self {
+        PrefixedCidGenerator { prefix, rng: ring::rand::SystemRandom::new(), fallback: 0 }
+    }
+}
+
+impl qp::ConnectionIdGenerator for PrefixedCidGenerator {
+    fn generate_cid(&mut self) -> qp::ConnectionId {
+        let mut bytes = [0u8; PREFIXED_CID_LEN];
+        if self.rng.fill(&mut bytes[1..]).is_err() {
+            self.fallback = self.fallback.wrapping_add(1);
+            bytes[1..].copy_from_slice(&self.fallback.to_le_bytes()[..PREFIXED_CID_LEN - 1]);
+        }
+        bytes[0] = self.prefix;
+        qp::ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        PREFIXED_CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
 
 fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
@@ -287,7 +333,7 @@ impl Engine {
     fn new(params: Params) -> Result<Self, String> {
         let transport = Arc::new(transport_config(&params)?);
         Ok(Engine {
-            endpoint: Endpoint::new(Arc::new(endpoint_config(&random_secret())), None),
+            endpoint: Endpoint::new(Arc::new(endpoint_config(&random_secret(), params.cid_prefix)), None),
             params,
             transport,
             conns: Vec::new(),
@@ -434,7 +480,7 @@ impl Engine {
         if self.live == 0 {
             // The stateless-reset key lives in the endpoint config: rebuild the endpoint so a
             // restarted server with the same secret can reset its predecessor's connections.
-            self.endpoint = Endpoint::new(Arc::new(endpoint_config(&secret)), None);
+            self.endpoint = Endpoint::new(Arc::new(endpoint_config(&secret, self.params.cid_prefix)), None);
             // A new endpoint starts with an empty connection slab: so does our mirror of it.
             self.slab_free.clear();
             self.slab_len = 0;
@@ -1051,8 +1097,9 @@ fn set_error(e: &mut Engine, msg: String) {
 /// Create an engine. `params` (13 numbers): idle ms, initial max data, initial max stream
 /// data, max stream window, max connection window, bidi streams, uni streams, max UDP
 /// payload, congestion control (0 cubic, 1 reno, 2 bbr), datagrams (0/1), datagram queue
-/// length, pacing (0/1, quinn always paces), hystart (0/1, unused by quinn).
-/// Returns null on invalid parameters.
+/// length, pacing (0/1, quinn always paces), hystart (0/1, unused by quinn); optionally
+/// a 14th: the connection-ID prefix (0 to 255: every CID issued starts with that byte;
+/// -1 or absent: random CIDs). Returns null on invalid parameters.
 #[no_mangle]
 pub extern "C" fn stoq_engine_new(params: *const f64, n: usize) -> *mut Engine {
     install_panic_hook();
@@ -1067,7 +1114,15 @@ pub extern "C" fn stoq_engine_new(params: *const f64, n: usize) -> *mut Engine {
         if !(1200..=65527).contains(&max_payload) {
             return std::ptr::null_mut();
         }
+        // p[13] (optional, ABI 2): connection-ID prefix 0..=255, or -1 (absent) for none.
+        let cid_prefix = match p.get(13).copied() {
+            None => None,
+            Some(x) if x == -1.0 => None,
+            Some(x) if x.is_finite() && x.fract() == 0.0 && (0.0..=255.0).contains(&x) => Some(x as u8),
+            Some(_) => return std::ptr::null_mut(),
+        };
         let params = Params {
+            cid_prefix,
             idle_ms: int(p[0]),
             max_data: int(p[1]),
             max_stream_data: int(p[2]),
@@ -1739,7 +1794,8 @@ pub extern "C" fn stoq_peer_address(ep: *mut Engine, conn: u32, out: *mut u8) ->
 /// Library ABI version, checked by the loader.
 #[no_mangle]
 pub extern "C" fn stoq_abi_version() -> u32 {
-    1
+    // 2: stoq_engine_new takes an optional 14th parameter (the connection-ID prefix).
+    2
 }
 
 #[cfg(test)]

@@ -118,6 +118,7 @@ export function socketKit(d: UdpWorkerData, load: (id: string) => unknown): Sock
   const SO_SNDBUF = 7
   const SO_RCVBUF = 8
   const SO_ERROR = 4
+  const SO_REUSEPORT = 15
   const SO_SNDBUFFORCE = 32
   const SO_RCVBUFFORCE = 33
   const IPPROTO_IPV6 = 41
@@ -289,6 +290,9 @@ export function socketKit(d: UdpWorkerData, load: (id: string) => unknown): Sock
     // Setting the per-socket segment size to 0 changes nothing but proves the kernel knows UDP_SEGMENT.
     if ((err = setInt(fd, SOL_UDP, UDP_SEGMENT, 0)) !== 0) {
       return bindFailed('unsupported', 'setsockopt', err, 'setsockopt(SOL_UDP, UDP_SEGMENT) refused: this kernel has no UDP GSO (Linux 4.18+)')
+    }
+    if (b.reusePort === true && (err = setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1)) !== 0) {
+      return bindFailed('socket', 'setsockopt', err, 'setsockopt(SOL_SOCKET, SO_REUSEPORT, 1) failed')
     }
     u8.fill(0, SCRATCH, SCRATCH + NAME)
     const port = b.port

@@ -28,6 +28,8 @@ export interface UdpWorkerData {
     ipv6Only: boolean
     sendBufferSize: number
     receiveBufferSize: number
+    /** Set SO_REUSEPORT before bind (absent: false). */
+    reusePort?: boolean
   }
   /** The eventfd the main thread writes to wake the worker (the main thread owns and closes it). */
   eventFd: number
@@ -43,7 +45,10 @@ export interface UdpWorkerData {
 export type UdpWorkerMessage =
   | {
       type: 'bound'
-      /** The socket, for the main thread to close should the worker die without closing it. */
+      /**
+       * The socket's fd number, for the main thread to close should the worker die without
+       * closing it, and to attach a reuseport BPF program to (the fd table is per process).
+       */
       socketFd: number
       /** Another descriptor the worker owns (the uring worker's ring), closed likewise. */
       ringFd?: number

@@ -32,7 +32,7 @@ import { splitPemChain } from '../pem.js'
 
 /**
  * Length of the connection IDs we issue: 4 bytes of (masked) handle + 8 random
- * bytes. Not longer: quiche 0.18 encodes its transport parameters into a fixed
+ * bytes; with `cidPrefix`, the prefix byte, the 4 handle bytes and 7 random bytes. Not longer: quiche 0.18 encodes its transport parameters into a fixed
  * 128-byte buffer, and a server answering a 20-byte client DCID after a Retry
  * carries three CIDs in them (measured: 16-byte CIDs overflow it).
  */
@@ -119,6 +119,10 @@ export class QuicheEngine implements QuicEngine {
   private readonly eventQueue: ConnRecord[] = []
   private readonly control: ControlPacket[] = []
   private readonly handleMask: number
+  /** `QuicEngineOptions.cidPrefix`, or -1: then byte 0 of every CID we issue. */
+  private readonly cidPrefix: number
+  /** Where the masked handle starts in our CIDs: 1 after a prefix byte, else 0. */
+  private readonly handleAt: number
   private nextHandle = 1
   private server: EngineServerOptions | null = null
   private serverConfig: QuicheConfig | null = null
@@ -132,6 +136,8 @@ export class QuicheEngine implements QuicEngine {
   droppedPackets = 0
 
   constructor(options: QuicEngineOptions) {
+    this.cidPrefix = checkCidPrefix(options.cidPrefix)
+    this.handleAt = this.cidPrefix >= 0 ? 1 : 0
     this.q = loadQuiche()
     this.tp = options.transport
     this.maxPacketSize = Math.min(this.tp.maxUdpPayloadSize, QUICHE_MAX_PACKET)
@@ -216,11 +222,20 @@ export class QuicheEngine implements QuicEngine {
     const cid = new Uint8Array(CID_LEN)
     crypto.getRandomValues(cid)
     const masked = (handle ^ this.handleMask) >>> 0
-    cid[0] = masked >>> 24
-    cid[1] = (masked >>> 16) & 0xff
-    cid[2] = (masked >>> 8) & 0xff
-    cid[3] = masked & 0xff
+    const at = this.handleAt
+    if (this.cidPrefix >= 0) cid[0] = this.cidPrefix
+    cid[at] = masked >>> 24
+    cid[at + 1] = (masked >>> 16) & 0xff
+    cid[at + 2] = (masked >>> 8) & 0xff
+    cid[at + 3] = masked & 0xff
     return cid
+  }
+
+  /** The handle encoded in a CID of ours starting at `offset` of `bytes`. */
+  private cidHandle(bytes: Uint8Array, offset: number): number {
+    const at = offset + this.handleAt
+    const masked = ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>> 0
+    return (masked ^ this.handleMask) >>> 0
   }
 
   private allocHandle(): number {
@@ -233,11 +248,11 @@ export class QuicheEngine implements QuicEngine {
 
   /** Find the connection whose CID starts at `offset` in `pkt` (no allocation). */
   private lookupCid(pkt: Uint8Array, offset: number): ConnRecord | undefined {
-    const masked = ((pkt[offset]! << 24) | (pkt[offset + 1]! << 16) | (pkt[offset + 2]! << 8) | pkt[offset + 3]!) >>> 0
-    const rec = this.conns.get((masked ^ this.handleMask) >>> 0)
+    const rec = this.conns.get(this.cidHandle(pkt, offset))
     if (rec === undefined) return undefined
     const scid = rec.scid
-    for (let i = 4; i < CID_LEN; i++) if (scid[i] !== pkt[offset + i]) return undefined
+    // Every byte: the prefix, the handle (equal by construction) and the random part.
+    for (let i = 0; i < CID_LEN; i++) if (scid[i] !== pkt[offset + i]) return undefined
     return rec
   }
 
@@ -438,8 +453,8 @@ export class QuicheEngine implements QuicEngine {
       }
       odcid = original
       scid = Uint8Array.from(hdr.dcid)
-      handle = ((((scid[0]! << 24) | (scid[1]! << 16) | (scid[2]! << 8) | scid[3]!) >>> 0) ^ this.handleMask) >>> 0
-      if (this.conns.has(handle) || handle === 0) {
+      handle = this.cidHandle(scid, 0)
+      if (this.conns.has(handle) || handle === 0 || (this.cidPrefix >= 0 && scid[0] !== this.cidPrefix)) {
         // A replayed token for a live connection.
         this.droppedPackets++
         return
@@ -948,6 +963,18 @@ export class QuicheEngine implements QuicEngine {
 }
 
 /** Factory for the quiche engine. */
+/**
+ * `QuicEngineOptions.cidPrefix`: the byte, or -1 when absent. Anything but an integer
+ * from 0 to 255 is STOQ_ERR_INVALID_ARG.
+ */
+export function checkCidPrefix(value: unknown): number {
+  if (value === undefined) return -1
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 255) {
+    throw new StoqInvalidArgumentError('cidPrefix', `expected an integer from 0 to 255, got ${typeof value === 'string' ? `'${value}'` : String(value)}`)
+  }
+  return value
+}
+
 export function quicheEngine(): (options: QuicEngineOptions) => QuicEngine {
   return (options) => new QuicheEngine(options)
 }

@@ -1,0 +1,954 @@
+/**
+ * Multi-core endpoints (`createEndpoint({ workers: N })`).
+ *
+ * N engine workers (worker_threads) each own a QUIC engine and a UDP socket
+ * bound to the same port with SO_REUSEPORT. Every connection ID an engine
+ * issues starts with its worker's index, and a classic BPF program attached to
+ * the reuseport group sends each datagram to the socket of the worker named by
+ * the first byte of its destination connection ID (a client's first Initials,
+ * whose DCID it chose at random, go to `byte % N`, where the connection then
+ * stays). So every packet of a connection reaches the same worker, for
+ * accepted and dialled connections alike.
+ *
+ * On the application thread, `WorkerEngine` implements the QuicEngine contract
+ * by mirroring what the workers report, so the ordinary Endpoint,
+ * QuicConnection and QuicStream run on top of it unchanged: the public API is
+ * the same. Bytes cross through one SharedArrayBuffer pool per worker, named by
+ * buffer index in the records of ./protocol.ts; credits bound every queue:
+ * per stream `SEND_WINDOW` bytes in flight to the worker and `RECV_WINDOW`
+ * (worker side) read ahead of the application, per connection 128 datagrams
+ * each way, and the pools' limits.
+ */
+import { Worker } from 'node:worker_threads'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import {
+  STREAM_BLOCKED,
+  STREAM_STOPPED,
+  StoqDatagramTooLargeError,
+  StoqDatagramUnsupportedError,
+  StoqEngineError,
+  StoqSocketError,
+  StoqUnsupportedError,
+  type ConnectionStatsSnapshot,
+  type EngineCloseInfo,
+  type EngineConnectOptions,
+  type EngineEventSink,
+  type EngineServerOptions,
+  type QuicEngine,
+  type SocketAddress,
+  type StreamRecvError,
+  type StreamRecvResult,
+  type TransmitBatch,
+  type TransportParameters,
+  type UdpBindOptions,
+  type UdpIo,
+  type UdpIoStats,
+  type UdpReceiver,
+} from '@stoq/interface'
+import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
+import { attachCidSteering, closeSocketFd } from '@stoq/hwaccel'
+import * as P from './protocol.js'
+
+/** Stream bytes the application may hand to a worker before the engine took them, per stream. */
+export const SEND_WINDOW = 1 << 20
+const DGRAM_WINDOW = 128
+const STATS_INTERVAL_MS = 1000
+const CLOSE_WAIT_MS = 5000
+
+export interface WorkerClusterOptions {
+  workers: number
+  engine: 'auto' | 'quinn' | 'quiche'
+  udpBackend: 'gro' | 'uring'
+  /** CPU lists; worker i is pinned to `cpus[i % cpus.length]` (empty: not pinned). */
+  cpus: number[]
+  transport: TransportParameters
+  /** Most 64 KiB buffers of each worker's shared pool. */
+  poolMaxBuffers: number
+}
+
+interface MStream {
+  sid: number
+  credit: number
+  want: boolean
+  stop: number
+  finSent: boolean
+  complete: boolean
+  stage: number
+  stageLen: number
+  stageFin: boolean
+  inQ: { slot: number; off: number; len: number; fin: boolean }[]
+  reset: number
+  readBack: number
+  readStopped: boolean
+}
+
+interface MConn {
+  id: number
+  w: number
+  peer: SocketAddress
+  established: boolean
+  closed: boolean
+  alpn: string
+  serverName: string | null
+  certificates: Uint8Array[] | null
+  maxDgram: number
+  stats: ConnectionStatsSnapshot | null
+  streams: Map<number, MStream>
+  reserved: [number[], number[]]
+  dgramIn: { slot: number; len: number }[]
+  dgramCredit: number
+  dgramReadBack: number
+}
+
+interface WorkerSlot {
+  index: number
+  worker: Worker
+  pool: SharedBufferPool
+  alive: boolean
+  fd: number
+  /** Position of its socket in the kernel's reuseport group (-1 once gone). */
+  socketIndex: number
+  out: number[]
+  x: unknown[]
+  load: P.WorkerLoad
+  udp: UdpIoStats | null
+  closing: boolean
+  closedWaiter: (() => void) | null
+}
+
+const EMPTY_STATS: ConnectionStatsSnapshot = {
+  packetsSent: 0,
+  packetsReceived: 0,
+  packetsLost: 0,
+  packetsRetransmitted: 0,
+  bytesSent: 0,
+  bytesReceived: 0,
+  bytesLost: 0,
+  rttMs: 0,
+  cwndBytes: 0,
+  deliveryRateBps: 0,
+  pmtu: 0,
+  peerMaxDatagramFrameSize: 0,
+}
+
+function workerScript(): URL {
+  const candidates = [
+    new URL('./workers/engine-worker.js', import.meta.url), // dist/index.js or a dist chunk
+    new URL('./engine-worker.js', import.meta.url), // dist/workers/
+    new URL('../../dist/workers/engine-worker.js', import.meta.url), // src/workers/ (tests run the sources)
+  ]
+  for (const url of candidates) if (existsSync(fileURLToPath(url))) return url
+  throw new StoqUnsupportedError('engine workers', 'engine-worker.js was not found next to @stoq/transport-core (build the package)')
+}
+
+/**
+ * The engine of a multi-core endpoint: a mirror of the connections that live
+ * in the workers. Also the endpoint's UdpIo (`io`), whose `bind` starts them.
+ */
+export class WorkerEngine implements QuicEngine {
+  readonly specificationVersion = 'v1' as const
+  readonly maxPacketSize: number
+  readonly io: UdpIo & { readonly choice: string }
+  private readonly opts: WorkerClusterOptions
+  private readonly slots: WorkerSlot[] = []
+  private readonly conns = new Map<number, MConn>()
+  private nextOutgoing = 0
+  private receiver: UdpReceiver | null = null
+  private listenOptions: EngineServerOptions | null = null
+  private readonly events: (() => void)[] = []
+  private readonly dirty = new Set<MStream & { conn: MConn }>()
+  private readonly poolBlocked = new Set<MStream & { conn: MConn }>()
+  private flushQueued = false
+  private wakeQueued = false
+  private destroyed = false
+  private port = 0
+  private engineName = ''
+  engineChoice = ''
+
+  constructor(options: WorkerClusterOptions) {
+    this.opts = options
+    this.maxPacketSize = options.transport.maxUdpPayloadSize
+    const self = this
+    this.io = {
+      specificationVersion: 'v1',
+      get backend() {
+        return `${options.udpBackend}×${options.workers} workers`
+      },
+      get choice() {
+        return `${options.workers} engine workers (${self.engineName || options.engine}), each with its own ${options.udpBackend} socket on one port (SO_REUSEPORT, steered by connection ID)`
+      },
+      maxSegments: 1,
+      pendingSends: 0,
+      get localAddress() {
+        return self.address
+      },
+      bind: (o, r) => this.start(o, r),
+      send: () => {
+        throw new StoqEngineError('workers', 'a multi-core endpoint sends from its workers')
+      },
+      stats: () => this.udpStats(),
+      close: () => this.stop(),
+    }
+  }
+
+  private address: SocketAddress | null = null
+
+  /** The workers' engine, e.g. `quinn×2` (`workers` before they started). */
+  get name(): string {
+    return this.engineName ? `${this.engineName}×${this.opts.workers}` : 'workers'
+  }
+
+  // Workers ---------------------------------------------------------------------------------
+
+  private async start(bind: UdpBindOptions, receiver: UdpReceiver): Promise<SocketAddress> {
+    this.receiver = receiver
+    const script = workerScript()
+    const n = this.opts.workers
+    let port = bind.port
+    try {
+      // One after another: a socket's index in the reuseport group is the order it joined.
+      for (let i = 0; i < n; i++) {
+        const slot = await this.spawn(i, script, { ...bind, port }, i)
+        this.slots.push(slot)
+        port = this.port
+      }
+      this.steer()
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+    return this.address!
+  }
+
+  private spawn(index: number, script: URL, bind: UdpBindOptions, socketIndex: number): Promise<WorkerSlot> {
+    const pool = createBufferPool({ bufferSize: 65536, initialBuffers: 64, maxBuffers: this.opts.poolMaxBuffers, shared: true })
+    const cpus = this.opts.cpus.length > 0 ? [this.opts.cpus[index % this.opts.cpus.length]!] : []
+    const init: P.WorkerInit = {
+      index,
+      workers: this.opts.workers,
+      engine: this.opts.engine,
+      transport: this.opts.transport,
+      bind,
+      udpBackend: this.opts.udpBackend,
+      cpus,
+      pool: pool.share(),
+      statsIntervalMs: STATS_INTERVAL_MS,
+    }
+    const worker = new Worker(script, {
+      workerData: init,
+      execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type') && a !== '-e' && a !== '--eval'),
+    })
+    const slot: WorkerSlot = {
+      index,
+      worker,
+      pool,
+      alive: true,
+      fd: -1,
+      socketIndex,
+      out: [],
+      x: [],
+      load: {
+        index,
+        alive: true,
+        threadId: 0,
+        cpus,
+        connections: 0,
+        eventLoopUtilization: 0,
+        cpuPercent: -1,
+        packetsReceived: 0,
+        packetsSent: 0,
+        bytesReceived: 0,
+        bytesSent: 0,
+        packetsDropped: 0,
+        exit: '',
+      },
+      udp: null,
+      closing: false,
+      closedWaiter: null,
+    }
+    return new Promise((resolve, reject) => {
+      let ready = false
+      worker.on('message', (msg: P.RecordBatch | P.WorkerControl) => {
+        if ('r' in msg) {
+          this.onBatch(slot, msg)
+          return
+        }
+        if (msg.type === 'ready') {
+          ready = true
+          slot.fd = msg.fd
+          this.address ??= msg.address
+          this.port = msg.address.port
+          this.engineName = msg.engine
+          this.engineChoice = msg.engineChoice
+          resolve(slot)
+        } else if (msg.type === 'bind-error') {
+          slot.alive = false
+          void worker.terminate()
+          pool.close()
+          reject(
+            msg.code === 'STOQ_ERR_UNSUPPORTED'
+              ? new StoqUnsupportedError(msg.feature ?? 'engine workers', msg.message)
+              : new StoqSocketError(`engine worker ${index} could not bind: ${msg.message}`, { syscall: 'bind' }),
+          )
+        } else if (msg.type === 'stats') {
+          slot.load = { ...msg.load, cpus: slot.load.cpus }
+          slot.udp = msg.udp
+          for (const [id, st, max] of msg.conns) {
+            const c = this.conns.get(id)
+            if (c) {
+              c.stats = st
+              if (c.established) c.maxDgram = max
+            }
+          }
+        } else if (msg.type === 'closed') {
+          slot.closedWaiter?.()
+        }
+      })
+      worker.on('error', (err) => {
+        if (!ready) {
+          reject(new StoqEngineError('workers', `engine worker ${index} failed to start: ${err.message}`, { cause: err }))
+          return
+        }
+        this.died(slot, `crashed: ${err.message}`, err)
+      })
+      worker.on('exit', (code) => {
+        slot.closedWaiter?.()
+        if (!ready) {
+          reject(new StoqEngineError('workers', `engine worker ${index} exited with code ${code} before binding`))
+          return
+        }
+        if (slot.alive && !slot.closing) this.died(slot, `exited with code ${code}`, null)
+        slot.alive = false
+      })
+    })
+  }
+
+  /** A worker is gone: its connections fail with a typed error, its socket leaves the group. */
+  private died(slot: WorkerSlot, why: string, cause: Error | null): void {
+    if (!slot.alive) return
+    slot.alive = false
+    slot.load = { ...slot.load, alive: false, connections: 0, exit: why }
+    const reason = new TextEncoder().encode(`engine worker ${slot.index} ${why}`)
+    for (const c of [...this.conns.values()]) {
+      if (c.w !== slot.index || c.closed) continue
+      this.closeLocal(c, { remote: false, app: false, code: 0x1, reason, idleTimeout: false })
+    }
+    if (slot.fd >= 0 && this.port > 0) {
+      try {
+        closeSocketFd(slot.fd, this.port)
+      } catch (err) {
+        this.receiver?.onError(err as Error)
+      }
+    }
+    // Its socket left the reuseport group (closed here, or already by the dying thread):
+    // the kernel moved the group's last socket into its place.
+    const live = this.slots.filter((s) => s.socketIndex >= 0).length
+    const last = this.slots.find((s) => s.socketIndex === live - 1)
+    if (last && last !== slot) last.socketIndex = slot.socketIndex
+    slot.socketIndex = -1
+    slot.fd = -1
+    try {
+      if (this.slots.some((s) => s.socketIndex >= 0)) this.steer()
+    } catch (err) {
+      this.receiver?.onError(err as Error)
+    }
+    this.receiver?.onError(
+      new StoqEngineError('workers', `engine worker ${slot.index} ${why}; its connections were closed, the others continue`, cause ? { cause } : undefined),
+    )
+    this.wake()
+  }
+
+  /** (Re)attach the steering program: connection-ID prefix p → socket of worker p. */
+  private steer(): void {
+    const live = this.slots.find((s) => s.alive && s.fd >= 0)
+    if (!live) return
+    const table = Array.from({ length: this.opts.workers }, (_, p) => {
+      const s = this.slots[p]
+      return s && s.alive && s.socketIndex >= 0 ? s.socketIndex : -1
+    })
+    attachCidSteering(live.fd, table)
+  }
+
+  private async stop(): Promise<void> {
+    const waits: Promise<void>[] = []
+    for (const slot of this.slots) {
+      if (!slot.alive) continue
+      slot.closing = true
+      waits.push(
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            void slot.worker.terminate().then(() => resolve())
+          }, CLOSE_WAIT_MS)
+          slot.closedWaiter = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+          slot.worker.postMessage({ type: 'close' } satisfies P.MainControl)
+        }),
+      )
+    }
+    await Promise.all(waits)
+    for (const slot of this.slots) {
+      slot.alive = false
+      await slot.worker.terminate().catch(() => 0)
+      try {
+        slot.pool.close()
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+
+  /** Test hook: make worker `index` throw an uncaught exception, as a bug would. */
+  crashWorker(index: number, message = 'crash requested by a test'): void {
+    this.slots[index]?.worker.postMessage({ type: 'crash', message } satisfies P.MainControl)
+  }
+
+  /** Per-worker load, as each worker last reported it (once a second). */
+  workerStats(): P.WorkerLoad[] {
+    return this.slots.map((s) => ({ ...s.load, connections: s.alive ? s.load.connections : 0 }))
+  }
+
+  get droppedPackets(): number {
+    let n = 0
+    for (const s of this.slots) n += s.load.packetsDropped
+    return n
+  }
+
+  private udpStats(): UdpIoStats {
+    const sum: UdpIoStats = {
+      backend: this.io.backend,
+      sendCalls: 0,
+      packetsSent: 0,
+      bytesSent: 0,
+      receiveCalls: 0,
+      packetsReceived: 0,
+      bytesReceived: 0,
+      sendErrors: 0,
+      sendBufferSize: 0,
+      receiveBufferSize: 0,
+    }
+    for (const s of this.slots) {
+      const u = s.udp
+      if (!u) continue
+      sum.sendCalls += u.sendCalls
+      sum.packetsSent += u.packetsSent
+      sum.bytesSent += u.bytesSent
+      sum.receiveCalls += u.receiveCalls
+      sum.packetsReceived += u.packetsReceived
+      sum.bytesReceived += u.bytesReceived
+      sum.sendErrors += u.sendErrors
+      sum.sendBufferSize = u.sendBufferSize
+      sum.receiveBufferSize = u.receiveBufferSize
+    }
+    return sum
+  }
+
+  // Records ---------------------------------------------------------------------------------
+
+  private rec(w: number, op: number, id: number, sid = 0, a = 0, b = 0, c = 0): void {
+    const slot = this.slots[w]
+    if (!slot || !slot.alive) return
+    slot.out.push(op, id, sid, a, b, c)
+    this.queueFlush()
+  }
+
+  private extra(w: number, v: unknown): number {
+    const x = this.slots[w]!.x
+    x.push(v)
+    return x.length - 1
+  }
+
+  private queueFlush(): void {
+    if (this.flushQueued) return
+    this.flushQueued = true
+    setImmediate(this.flush)
+  }
+
+  private readonly flush = (): void => {
+    this.flushQueued = false
+    for (const s of this.dirty) this.emitStage(s)
+    this.dirty.clear()
+    for (const c of this.conns.values()) {
+      if (c.dgramReadBack > 0) {
+        this.rec(c.w, P.C_DGRAM_CREDIT, c.id, 0, c.dgramReadBack)
+        c.dgramReadBack = 0
+      }
+    }
+    for (const slot of this.slots) {
+      if (slot.out.length === 0 || !slot.alive) continue
+      const msg: P.RecordBatch = { r: slot.out, x: slot.x }
+      slot.out = []
+      slot.x = []
+      slot.worker.postMessage(msg)
+    }
+  }
+
+  private event(fn: () => void): void {
+    this.events.push(fn)
+  }
+
+  /** Run the endpoint's cycle soon (it drains our events). */
+  private wake(): void {
+    if (this.wakeQueued) return
+    this.wakeQueued = true
+    setImmediate(() => {
+      this.wakeQueued = false
+      if (!this.destroyed) this.receiver?.onBatchEnd()
+    })
+  }
+
+  private onBatch(slot: WorkerSlot, msg: P.RecordBatch): void {
+    const r = msg.r
+    for (let i = 0; i < r.length; i += P.RECORD_WIDTH) {
+      const op = r[i]!
+      const id = r[i + 1]!
+      const sid = r[i + 2]!
+      const a = r[i + 3]!
+      const b = r[i + 4]!
+      const cc = r[i + 5]!
+      if (op === P.E_INCOMING) {
+        const c = this.newConn(id, slot.index, msg.x[a] as SocketAddress)
+        this.event(() => this.sink?.onIncoming(c.id, c.peer))
+        continue
+      }
+      const c = this.conns.get(id)
+      if (c === undefined || c.closed) {
+        if ((op === P.E_DATA || op === P.E_DGRAM) && a >= 0) slot.pool.release(a)
+        continue
+      }
+      switch (op) {
+        case P.E_ESTABLISHED: {
+          const info = msg.x[a] as P.EstablishedInfo
+          c.established = true
+          c.alpn = info.alpn
+          c.serverName = info.serverName
+          c.certificates = info.certificates
+          c.maxDgram = info.maxDatagram
+          this.event(() => this.sink?.onEstablished(id))
+          break
+        }
+        case P.E_CLOSED: {
+          const info = msg.x[a] as P.ClosedInfo
+          if (info.stats) c.stats = info.stats
+          this.closeLocal(c, info)
+          break
+        }
+        case P.E_RESERVE:
+          c.reserved[(sid & 2) === 0 ? 0 : 1].push(sid)
+          break
+        case P.E_DATA: {
+          const s = this.stream(c, sid)
+          if (s.readStopped) {
+            if (a >= 0) slot.pool.release(a)
+            break
+          }
+          s.inQ.push({ slot: a, off: 0, len: b, fin: cc === 1 })
+          this.event(() => this.sink?.onStreamReadable(id, sid))
+          break
+        }
+        case P.E_RESET: {
+          const s = this.stream(c, sid)
+          s.reset = a
+          this.event(() => this.sink?.onStreamReadable(id, sid))
+          break
+        }
+        case P.E_STOPPED: {
+          const s = this.stream(c, sid)
+          s.stop = a
+          this.dropStage(c, s)
+          if (s.want) this.writable(c, s)
+          break
+        }
+        case P.E_CREDIT: {
+          const s = c.streams.get(sid) as (MStream & { conn: MConn }) | undefined
+          if (!s) break
+          s.credit += a
+          if (s.want) this.writable(c, s)
+          break
+        }
+        case P.E_COMPLETE: {
+          const s = c.streams.get(sid)
+          if (!s) break
+          s.complete = true
+          if (s.inQ.length === 0) c.streams.delete(sid)
+          break
+        }
+        case P.E_DGRAM:
+          if (c.dgramIn.length === 0) this.event(() => this.sink?.onDatagramReadable(id))
+          c.dgramIn.push({ slot: a, len: b })
+          break
+        case P.E_DGRAM_CREDIT:
+          c.dgramCredit += a
+          break
+      }
+    }
+    // Buffers came back: writers that waited for one may go on.
+    for (const s of this.poolBlocked) if (s.conn.w === slot.index && s.want) this.writable(s.conn, s)
+    this.wake()
+  }
+
+  private writable(c: MConn, s: MStream & { conn: MConn }): void {
+    s.want = false
+    this.poolBlocked.delete(s)
+    this.event(() => this.sink?.onStreamWritable(c.id, s.sid))
+    this.wake()
+  }
+
+  private closeLocal(c: MConn, info: EngineCloseInfo): void {
+    c.closed = true
+    const pool = this.slots[c.w]?.pool
+    for (const s of c.streams.values()) {
+      if (pool) {
+        for (const e of s.inQ) if (e.slot >= 0) pool.release(e.slot)
+        if (s.stage >= 0) pool.release(s.stage)
+      }
+      this.dirty.delete(s as MStream & { conn: MConn })
+      this.poolBlocked.delete(s as MStream & { conn: MConn })
+    }
+    if (pool) for (const d of c.dgramIn) pool.release(d.slot)
+    c.streams.clear()
+    c.dgramIn.length = 0
+    this.event(() => {
+      this.conns.delete(c.id)
+      this.sink?.onClosed(c.id, info)
+    })
+    this.wake()
+  }
+
+  private newConn(id: number, w: number, peer: SocketAddress): MConn {
+    const c: MConn = {
+      id,
+      w,
+      peer,
+      established: false,
+      closed: false,
+      alpn: '',
+      serverName: null,
+      certificates: null,
+      maxDgram: -1,
+      stats: null,
+      streams: new Map(),
+      reserved: [[], []],
+      dgramIn: [],
+      dgramCredit: DGRAM_WINDOW,
+      dgramReadBack: 0,
+    }
+    this.conns.set(id, c)
+    return c
+  }
+
+  private stream(c: MConn, sid: number): MStream & { conn: MConn } {
+    let s = c.streams.get(sid) as (MStream & { conn: MConn }) | undefined
+    if (s === undefined) {
+      s = {
+        sid,
+        conn: c,
+        credit: SEND_WINDOW,
+        want: false,
+        stop: -1,
+        finSent: false,
+        complete: false,
+        stage: -1,
+        stageLen: 0,
+        stageFin: false,
+        inQ: [],
+        reset: -1,
+        readBack: 0,
+        readStopped: false,
+      }
+      c.streams.set(sid, s)
+    }
+    return s
+  }
+
+  private emitStage(s: MStream & { conn: MConn }): void {
+    if (s.stage < 0 && !s.stageFin) return
+    if (s.conn.closed) return
+    this.rec(s.conn.w, P.C_SEND, s.conn.id, s.sid, s.stage, s.stageLen, s.stageFin ? 1 : 0)
+    s.stage = -1
+    s.stageLen = 0
+    s.stageFin = false
+  }
+
+  private dropStage(c: MConn, s: MStream): void {
+    if (s.stage >= 0) this.slots[c.w]?.pool.release(s.stage)
+    s.stage = -1
+    s.stageLen = 0
+    s.stageFin = false
+  }
+
+  // QuicEngine --------------------------------------------------------------------------------
+
+  private sink: EngineEventSink | null = null
+
+  listen(options: EngineServerOptions): void {
+    this.listenOptions = options
+    for (const s of this.slots) if (s.alive) this.rec(s.index, P.C_LISTEN, 0, 0, this.extra(s.index, options))
+  }
+
+  stopListening(): void {
+    this.listenOptions = null
+    for (const s of this.slots) if (s.alive) this.rec(s.index, P.C_STOP_LISTENING, 0)
+  }
+
+  receive(): void {
+    throw new StoqEngineError('workers', 'a multi-core endpoint receives in its workers')
+  }
+
+  pollTransmit(_batch: TransmitBatch, _max: number): boolean {
+    if (this.flushQueued || this.dirty.size > 0) this.flush()
+    return false
+  }
+
+  nextTimeout(): number {
+    return -1
+  }
+
+  handleTimeout(): void {}
+
+  drainEvents(sink: EngineEventSink): void {
+    this.sink = sink
+    const n = this.events.length
+    if (n === 0) return
+    const batch = this.events.splice(0, n)
+    for (const fn of batch) fn()
+  }
+
+  connect(options: EngineConnectOptions, _local: SocketAddress): number {
+    let best: WorkerSlot | null = null
+    for (const s of this.slots) if (s.alive && (best === null || s.load.connections < best.load.connections)) best = s
+    if (best === null) throw new StoqEngineError('workers', 'no engine worker is alive')
+    best.load.connections++
+    this.nextOutgoing += 2
+    const id = this.nextOutgoing
+    this.newConn(id, best.index, options.peer)
+    this.rec(best.index, P.C_CONNECT, id, 0, this.extra(best.index, options))
+    return id
+  }
+
+  close(conn: number, app: boolean, code: number, reason: Uint8Array): void {
+    const c = this.conns.get(conn)
+    if (!c || c.closed) return
+    for (const s of c.streams.values()) this.emitStage(s as MStream & { conn: MConn })
+    this.rec(c.w, P.C_CLOSE, conn, 0, app ? 1 : 0, code, this.extra(c.w, new Uint8Array(reason)))
+  }
+
+  setKeepAlive(conn: number, intervalMs: number): void {
+    const c = this.conns.get(conn)
+    if (c) this.rec(c.w, P.C_KEEPALIVE, conn, 0, intervalMs)
+  }
+
+  openStream(conn: number, bidirectional: boolean): number {
+    const c = this.conns.get(conn)
+    if (!c || c.closed) return -1
+    const sid = c.reserved[bidirectional ? 0 : 1].shift()
+    if (sid === undefined) return -1
+    this.stream(c, sid)
+    this.rec(c.w, P.C_TAKEN, conn, sid)
+    return sid
+  }
+
+  streamSend(conn: number, streamId: number, data: Uint8Array, fin: boolean): number {
+    const c = this.conns.get(conn)
+    if (!c || c.closed) return STREAM_STOPPED
+    const s = this.stream(c, streamId)
+    if (s.stop >= 0 || s.finSent) return STREAM_STOPPED
+    if (data.length === 0) {
+      if (fin) {
+        s.stageFin = true
+        s.finSent = true
+        this.dirty.add(s)
+        this.queueFlush()
+      }
+      return 0
+    }
+    const pool = this.slots[c.w]!.pool
+    const size = pool.bufferSize
+    const max = Math.min(data.length, s.credit)
+    let n = 0
+    while (n < max) {
+      if (s.stage < 0 || s.stageLen === size) {
+        if (s.stage >= 0) this.emitStage(s)
+        const slot = pool.tryAcquire()
+        if (slot < 0) {
+          this.poolBlocked.add(s)
+          break
+        }
+        s.stage = slot
+        s.stageLen = 0
+      }
+      const k = Math.min(max - n, size - s.stageLen)
+      pool.view(s.stage).set(n === 0 && k === data.length ? data : data.subarray(n, n + k), s.stageLen)
+      s.stageLen += k
+      n += k
+    }
+    if (n === 0) return STREAM_BLOCKED
+    s.credit -= n
+    if (fin && n === data.length) {
+      s.stageFin = true
+      s.finSent = true
+    }
+    this.dirty.add(s)
+    this.queueFlush()
+    return n
+  }
+
+  streamRecv(conn: number, streamId: number, out: Uint8Array, result: StreamRecvResult & StreamRecvError): boolean {
+    result.bytes = 0
+    result.fin = false
+    result.resetCode = -1
+    const c = this.conns.get(conn)
+    const s = c?.streams.get(streamId)
+    if (!c || !s) return false
+    const pool = this.slots[c.w]!.pool
+    let n = 0
+    while (s.inQ.length > 0 && n < out.length) {
+      const e = s.inQ[0]!
+      const k = Math.min(e.len - e.off, out.length - n)
+      if (k > 0) {
+        out.set(pool.view(e.slot).subarray(e.off, e.off + k), n)
+        n += k
+        e.off += k
+      }
+      if (e.off < e.len) break
+      if (e.slot >= 0) pool.release(e.slot)
+      s.inQ.shift()
+      if (e.fin) {
+        result.fin = true
+        break
+      }
+    }
+    if (n > 0) {
+      s.readBack += n
+      this.rec(c.w, P.C_RECV_CREDIT, conn, streamId, n)
+    }
+    if (n > 0 || result.fin) {
+      result.bytes = n
+      if (s.complete && s.inQ.length === 0) c.streams.delete(streamId)
+      return true
+    }
+    if (s.reset >= 0 && s.inQ.length === 0) {
+      result.resetCode = s.reset
+      s.reset = -1
+      return true
+    }
+    return false
+  }
+
+  streamCapacity(conn: number, streamId: number): number {
+    const c = this.conns.get(conn)
+    if (!c || c.closed) return -1
+    const s = this.stream(c, streamId)
+    return s.stop >= 0 ? -1 : s.credit
+  }
+
+  streamWantWritable(conn: number, streamId: number): void {
+    const c = this.conns.get(conn)
+    if (!c || c.closed) return
+    const s = this.stream(c, streamId)
+    s.want = true
+    if ((s.credit > 0 && !this.poolBlocked.has(s)) || s.stop >= 0) this.writable(c, s)
+  }
+
+  streamComplete(conn: number, streamId: number): boolean {
+    const c = this.conns.get(conn)
+    if (!c) return false
+    const s = c.streams.get(streamId)
+    return s === undefined || s.complete
+  }
+
+  streamStopCode(conn: number, streamId: number): number {
+    return this.conns.get(conn)?.streams.get(streamId)?.stop ?? -1
+  }
+
+  streamShutdown(conn: number, streamId: number, direction: 'read' | 'write', code: number): void {
+    const c = this.conns.get(conn)
+    if (!c || c.closed) return
+    const s = this.stream(c, streamId)
+    const pool = this.slots[c.w]!.pool
+    if (direction === 'write') {
+      this.dropStage(c, s)
+      this.dirty.delete(s)
+      s.finSent = true
+    } else {
+      for (const e of s.inQ) if (e.slot >= 0) pool.release(e.slot)
+      s.inQ.length = 0
+      s.readStopped = true
+    }
+    this.rec(c.w, P.C_SHUTDOWN, conn, streamId, direction === 'write' ? 1 : 0, code)
+  }
+
+  streamPriority(conn: number, streamId: number, urgency: number, incremental: boolean): void {
+    const c = this.conns.get(conn)
+    if (c && !c.closed) this.rec(c.w, P.C_PRIORITY, conn, streamId, urgency, incremental ? 1 : 0)
+  }
+
+  datagramSend(conn: number, data: Uint8Array): boolean {
+    const c = this.conns.get(conn)
+    if (!c || c.closed) return false
+    if (c.maxDgram < 0) throw new StoqDatagramUnsupportedError()
+    if (data.length > c.maxDgram) throw new StoqDatagramTooLargeError(data.length, c.maxDgram)
+    if (c.dgramCredit <= 0) return false
+    const pool = this.slots[c.w]!.pool
+    const slot = pool.tryAcquire()
+    if (slot < 0) return false
+    pool.view(slot).set(data)
+    c.dgramCredit--
+    this.rec(c.w, P.C_DGRAM, conn, 0, slot, data.length)
+    return true
+  }
+
+  datagramRecv(conn: number, out: Uint8Array): number {
+    const c = this.conns.get(conn)
+    const d = c?.dgramIn.shift()
+    if (!c || !d) return -1
+    const pool = this.slots[c.w]!.pool
+    const n = Math.min(d.len, out.length)
+    out.set(pool.view(d.slot).subarray(0, n))
+    pool.release(d.slot)
+    c.dgramReadBack++
+    this.queueFlush()
+    return n
+  }
+
+  datagramMaxSize(conn: number): number {
+    return this.conns.get(conn)?.maxDgram ?? -1
+  }
+
+  isEstablished(conn: number): boolean {
+    return this.conns.get(conn)?.established ?? false
+  }
+
+  alpn(conn: number): string {
+    return this.conns.get(conn)?.alpn ?? ''
+  }
+
+  serverName(conn: number): string | null {
+    return this.conns.get(conn)?.serverName ?? null
+  }
+
+  peerCertificates(conn: number): Uint8Array[] | null {
+    return this.conns.get(conn)?.certificates ?? null
+  }
+
+  stats(conn: number): ConnectionStatsSnapshot {
+    return { ...(this.conns.get(conn)?.stats ?? EMPTY_STATS) }
+  }
+
+  peerAddress(conn: number): SocketAddress {
+    const c = this.conns.get(conn)
+    if (!c) throw new StoqEngineError('workers', `unknown connection ${conn}`)
+    return c.peer
+  }
+
+  get connectionCount(): number {
+    return this.conns.size
+  }
+
+  destroy(): void {
+    this.destroyed = true
+    this.events.length = 0
+  }
+}

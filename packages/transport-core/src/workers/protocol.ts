@@ -1,0 +1,110 @@
+/**
+ * The wire between the application thread and an engine worker.
+ *
+ * Everything travels in one ordered channel per direction (the worker's
+ * MessagePort): a message is `{ r, x }` where `r` is a flat array of fixed-width
+ * records and `x` holds the few structured values some records point to (peer
+ * addresses, TLS options, close reasons, certificates). Stream and datagram
+ * bytes never ride in a message: they sit in the worker's SharedArrayBuffer
+ * pool and a record names the buffer by index (`slot`). Each side batches the
+ * records of one event-loop turn into one message.
+ *
+ * Every record is `[op, id, sid, a, b, c]`. `id` is the connection id both
+ * sides use: even ids are dialled by the application thread, odd ids are
+ * accepted by worker `w` as `(k * workers + w) * 2 + 1`.
+ */
+
+export const RECORD_WIDTH = 6
+
+// Application thread → worker
+export const C_LISTEN = 1 // a = x index of EngineServerOptions
+export const C_STOP_LISTENING = 2
+export const C_CONNECT = 3 // id, a = x index of EngineConnectOptions
+export const C_CLOSE = 4 // id, a = app (0/1), b = code, c = x index of the reason bytes
+export const C_KEEPALIVE = 5 // id, a = interval ms
+export const C_SEND = 6 // id, sid, a = slot (-1: none), b = length, c = fin (0/1)
+export const C_RECV_CREDIT = 7 // id, sid, a = bytes the application consumed
+export const C_SHUTDOWN = 8 // id, sid, a = 1 write / 0 read, b = code
+export const C_PRIORITY = 9 // id, sid, a = urgency, b = incremental (0/1)
+export const C_DGRAM = 10 // id, a = slot, b = length
+export const C_DGRAM_CREDIT = 11 // id, a = datagrams the application consumed
+export const C_TAKEN = 12 // id, sid: the application opened this reserved stream
+
+// Worker → application thread
+export const E_INCOMING = 101 // id, a = x index of the peer SocketAddress
+export const E_ESTABLISHED = 102 // id, a = x index of EstablishedInfo
+export const E_CLOSED = 103 // id, a = x index of ClosedInfo
+export const E_DATA = 104 // id, sid, a = slot (-1: none), b = length, c = fin (0/1)
+export const E_RESET = 105 // id, sid, a = code (peer reset the stream; after every E_DATA before it)
+export const E_STOPPED = 106 // id, sid, a = code (peer asked us to stop sending)
+export const E_CREDIT = 107 // id, sid, a = bytes the engine took from the worker's queue
+export const E_COMPLETE = 108 // id, sid: the engine is done with the stream
+export const E_RESERVE = 109 // id, sid: a stream id opened ahead for the application
+export const E_DGRAM = 110 // id, a = slot, b = length
+export const E_DGRAM_CREDIT = 111 // id, a = datagrams the worker handed to the engine
+export const E_MAX_DGRAM = 112 // id, a = largest datagram now (-1: none)
+
+export interface EstablishedInfo {
+  alpn: string
+  serverName: string | null
+  certificates: Uint8Array[] | null
+  maxDatagram: number
+}
+
+export interface ClosedInfo {
+  remote: boolean
+  app: boolean
+  code: number
+  reason: Uint8Array
+  idleTimeout: boolean
+  stats: import('@stoq/interface').ConnectionStatsSnapshot | null
+}
+
+/** What one worker reports about itself (once per `statsIntervalMs`). */
+export interface WorkerLoad {
+  index: number
+  alive: boolean
+  /** Kernel thread id of the engine thread (0 when unknown). */
+  threadId: number
+  /** CPUs the engine thread and its network thread are pinned to (empty: not pinned). */
+  cpus: number[]
+  connections: number
+  /** Share of the last interval the worker's event loop was busy (0-1). */
+  eventLoopUtilization: number
+  /** CPU time of the engine thread over the last interval, % of one core (-1 when unknown). */
+  cpuPercent: number
+  packetsReceived: number
+  packetsSent: number
+  bytesReceived: number
+  bytesSent: number
+  /** Packets the worker's engine dropped (malformed, unknown connection, refused). */
+  packetsDropped: number
+  /** Why the worker is gone (empty while alive). */
+  exit: string
+}
+
+export interface WorkerInit {
+  index: number
+  workers: number
+  engine: 'auto' | 'quinn' | 'quiche'
+  transport: import('@stoq/interface').TransportParameters
+  bind: import('@stoq/interface').UdpBindOptions
+  udpBackend: 'gro' | 'uring'
+  cpus: number[]
+  pool: import('@stoq/mempool').SharedBufferPoolHandle
+  statsIntervalMs: number
+}
+
+/** Messages that are not record batches. */
+export type WorkerControl =
+  | { type: 'ready'; address: import('@stoq/interface').SocketAddress; fd: number; engine: string; engineChoice: string; udp: string }
+  | { type: 'bind-error'; code: string; message: string; feature?: string }
+  | { type: 'stats'; load: WorkerLoad; udp: import('@stoq/interface').UdpIoStats; conns: [number, import('@stoq/interface').ConnectionStatsSnapshot, number][] }
+  | { type: 'closed' }
+
+export type MainControl = { type: 'close' } | { type: 'crash'; message: string }
+
+export interface RecordBatch {
+  r: number[]
+  x: unknown[]
+}
