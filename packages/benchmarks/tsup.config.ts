@@ -9,6 +9,7 @@ export default defineConfig({
     'profile-top': 'src/profile-top.ts',
     pool: 'src/pool.ts',
     engine: 'src/engine.ts',
+    workers: 'src/workers.ts',
   },
   format: ['esm'],
   dts: false,
