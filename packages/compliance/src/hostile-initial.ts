@@ -1,4 +1,7 @@
 import crypto from 'node:crypto'
+import * as x509 from '@peculiar/x509'
+// Sets the x509 crypto provider (and loads reflect-metadata) before any certificate is made.
+import './pki.js'
 
 /**
  * Hand-built QUIC version 1 client Initial packets (RFC 9000 §17.2.2, RFC 9001
@@ -466,4 +469,139 @@ export function parseLongHeader(datagram: Uint8Array, offset = 0): LongHeader | 
   const h: LongHeader = { type, version, dcid, scid, pnOffset: p, length: l.value, size: p + l.value - offset }
   if (token !== undefined) h.token = token
   return h
+}
+
+// ---------------------------------------------------------------------------
+// Answering a Retry
+
+export interface RetryFollowUp {
+  /** The second client Initial: the Retry's token, sent to the server's new CID. */
+  initial: CraftedInitial
+  /** The Retry token as received (bound by the server to our address and its new CID). */
+  token: Uint8Array
+  /** The server's new CID, which the follow-up Initial is sent to. */
+  retryScid: Uint8Array
+}
+
+/**
+ * What a real client does with a Retry (RFC 9000 §17.2.5.2): send its Initial
+ * again, with the token and to the CID the server chose. `first` is the Initial
+ * the Retry answered; `opts` may override the follow-up (e.g. a forged token).
+ * Returns null when `retry` is not a Retry packet addressed to `first`'s SCID.
+ * The Retry integrity tag is not checked.
+ */
+export function answerRetry(retry: Uint8Array, first: CraftedInitial, opts: CraftInitialOptions = {}): RetryFollowUp | null {
+  const h = parseLongHeader(retry)
+  if (h === null || h.type !== 'retry' || h.token === undefined || h.token.length === 0) return null
+  if (Buffer.compare(Buffer.from(h.dcid), Buffer.from(first.scid)) !== 0) return null
+  const initial = craftClientInitial({ scid: first.scid, dcid: h.scid, token: h.token, packetNumber: 1, ...opts })
+  return { initial, token: h.token, retryScid: h.scid }
+}
+
+// ---------------------------------------------------------------------------
+// A server identity with a large certificate chain
+
+const chainAlg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const
+/** A private-use OID (never interpreted) for the padding extension. */
+const PADDING_EXTENSION_OID = '1.3.6.1.4.1.55555.7.1'
+
+export interface LargeChainOptions {
+  /** Intermediate CAs between the root and the leaf. Default 3. */
+  intermediates?: number
+  /** Bytes of non-critical padding extension in every certificate sent. Default 1500. */
+  padding?: number
+}
+
+export interface LargeChainIdentity {
+  /** The root CA (PEM), to trust on the client; not part of `cert`. */
+  ca: string
+  /** Leaf first, then the intermediates from the leaf's issuer up (PEM): what the server sends. */
+  cert: string
+  /** The leaf's private key (PKCS#8 PEM). */
+  key: string
+  /** Certificates in `cert`. */
+  certificates: number
+  /** Sum of the DER sizes of the certificates in `cert`: a lower bound for the TLS Certificate message. */
+  chainBytes: number
+}
+
+/**
+ * A server identity for localhost / 127.0.0.1 / ::1 whose chain is large
+ * (leaf plus `intermediates` CAs, each carrying `padding` bytes in a
+ * non-critical private extension that verifiers ignore): with the defaults
+ * the chain is about 8 KB, so a server's first flight exceeds three times a
+ * 1200-byte client Initial. Useful to check the anti-amplification limit
+ * (RFC 9000 §8.1), which a small chain never reaches.
+ */
+export async function largeCertificateChain(opts: LargeChainOptions = {}): Promise<LargeChainIdentity> {
+  const intermediates = opts.intermediates ?? 3
+  const padding = opts.padding ?? 1500
+  if (!Number.isInteger(intermediates) || intermediates < 0 || intermediates > 10) throw new RangeError('intermediates must be 0..10')
+  if (!Number.isInteger(padding) || padding < 0 || padding > 60_000) throw new RangeError('padding must be 0..60000 bytes')
+  const subtle = crypto.webcrypto.subtle
+  const pad = (): x509.Extension[] =>
+    padding > 0 ? [new x509.Extension(PADDING_EXTENSION_OID, false, crypto.randomBytes(padding))] : []
+  const validity = { notBefore: new Date(Date.now() - 3600_000), notAfter: new Date(Date.now() + 7 * 86400_000) }
+  const newKeys = async (): Promise<crypto.webcrypto.CryptoKeyPair> =>
+    (await subtle.generateKey(chainAlg, true, ['sign', 'verify'])) as crypto.webcrypto.CryptoKeyPair
+  const caExtensions = (): x509.Extension[] => [
+    new x509.BasicConstraintsExtension(true, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+  ]
+
+  const rootKeys = await newKeys()
+  const root = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: '01',
+    name: 'CN=STOQ Large Chain Root',
+    ...validity,
+    keys: rootKeys,
+    signingAlgorithm: chainAlg,
+    extensions: caExtensions(),
+  })
+  let issuer = { cert: root, keys: rootKeys }
+  const sent: x509.X509Certificate[] = []
+  for (let i = 0; i < intermediates; i++) {
+    const keys = await newKeys()
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: `1${i}`,
+      subject: `CN=STOQ Large Chain Intermediate ${i + 1}`,
+      issuer: issuer.cert.subject,
+      ...validity,
+      signingAlgorithm: chainAlg,
+      publicKey: keys.publicKey,
+      signingKey: issuer.keys.privateKey,
+      extensions: [...caExtensions(), ...pad()],
+    })
+    sent.unshift(cert)
+    issuer = { cert, keys }
+  }
+  const leafKeys = await newKeys()
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: '20',
+    subject: 'CN=localhost',
+    issuer: issuer.cert.subject,
+    ...validity,
+    signingAlgorithm: chainAlg,
+    publicKey: leafKeys.publicKey,
+    signingKey: issuer.keys.privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
+      new x509.SubjectAlternativeNameExtension([
+        { type: 'dns', value: 'localhost' },
+        { type: 'ip', value: '127.0.0.1' },
+        { type: 'ip', value: '::1' },
+      ]),
+      ...pad(),
+    ],
+  })
+  sent.unshift(leaf)
+  const keyDer = await subtle.exportKey('pkcs8', leafKeys.privateKey)
+  return {
+    ca: root.toString('pem'),
+    cert: sent.map((c) => c.toString('pem')).join('\n'),
+    key: x509.PemConverter.encode(keyDer, 'PRIVATE KEY'),
+    certificates: sent.length,
+    chainBytes: sent.reduce((n, c) => n + c.rawData.byteLength, 0),
+  }
 }

@@ -5,7 +5,9 @@ export { FakeQuicEngine, RecordingUdpIo, createFixedPool, type ScriptedPacket } 
 export { testPki, type TestPki, type TestIdentity } from './pki.js'
 export { quicEngineTests, type QuicEngineTestFactory } from './quic-engine.js'
 export {
+  answerRetry,
   craftClientInitial,
+  largeCertificateChain,
   decodeVarint,
   defaultTransportParameters,
   deriveInitialKeys,
@@ -21,6 +23,9 @@ export {
   TlsExtension,
   TransportParameterId,
   type CraftedInitial,
+  type LargeChainIdentity,
+  type LargeChainOptions,
+  type RetryFollowUp,
   type CraftInitialOptions,
   type InitialKeys,
   type LongHeader,

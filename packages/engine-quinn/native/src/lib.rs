@@ -68,6 +68,16 @@ const INTERNAL_ERROR: u64 = 0x1;
 /// Stateless packets (Retry, version negotiation, resets) waiting to be sent, at most.
 const MAX_STATELESS_QUEUE: usize = 256;
 
+/// Streams the peer may open during the handshake, per direction (capped by the configured
+/// limit). quinn-proto 0.9 sets up the state of every stream the peer is allowed to open when
+/// the connection is created (`StreamsState::new`), about 0.9 KiB per stream index (bidi send
+/// + recv, uni recv): at our default of 4000 each way, 3.4 MiB per connection, half-open ones
+/// included. So the transport parameters announce this much, and `open_stream_window` raises
+/// the limits to the configured ones (MAX_STREAMS) once the handshake completes.
+/// `set_max_concurrent_streams` allocates the whole new window at once too
+/// (`ensure_remote_streams`): an established connection still holds the full amount.
+const INITIAL_STREAM_WINDOW: u64 = 128;
+
 // ---------------------------------------------------------------------------
 // Panic capture: the message goes to the engine's last error, not to stderr.
 
@@ -201,8 +211,11 @@ fn transport_config(p: &Params) -> Result<TransportConfig, String> {
     t.stream_receive_window(v(p.max_stream_data, "stream window")?);
     t.receive_window(v(p.max_data, "connection window")?);
     t.send_window(p.max_data);
-    t.max_concurrent_bidi_streams(v(p.bidi, "bidi streams")?);
-    t.max_concurrent_uni_streams(v(p.uni, "uni streams")?);
+    v(p.bidi, "bidi streams")?;
+    v(p.uni, "uni streams")?;
+    // Raised to p.bidi / p.uni once the handshake completes (see INITIAL_STREAM_WINDOW).
+    t.max_concurrent_bidi_streams(v(p.bidi.min(INITIAL_STREAM_WINDOW), "bidi streams")?);
+    t.max_concurrent_uni_streams(v(p.uni.min(INITIAL_STREAM_WINDOW), "uni streams")?);
     t.initial_max_udp_payload_size(p.max_payload);
     let dgram_bytes = (p.datagram_queue as usize).saturating_mul(p.max_payload as usize).max(65536);
     t.datagram_receive_buffer_size(if p.datagrams { Some(dgram_bytes) } else { None });
@@ -229,6 +242,23 @@ fn transport_config(p: &Params) -> Result<TransportConfig, String> {
         }
     }
     Ok(t)
+}
+
+/// After the handshake: let the peer open as many streams as configured (MAX_STREAMS).
+/// quinn queues MAX_STREAMS when it next processes a 1-RTT packet from the peer; the PING
+/// draws one (its ACK) even from a peer that waits for credit.
+fn open_stream_window(c: &mut Conn, p: &Params) {
+    let mut raised = false;
+    for (dir, limit) in [(Dir::Bi, p.bidi), (Dir::Uni, p.uni)] {
+        if limit > INITIAL_STREAM_WINDOW {
+            let Ok(count) = VarInt::from_u64(limit) else { continue };
+            c.conn.set_max_concurrent_streams(dir, count);
+            raised = true;
+        }
+    }
+    if raised {
+        c.conn.ping();
+    }
 }
 
 fn endpoint_config(reset_secret: &[u8], cid_prefix: Option<u8>) -> EndpointConfig {
@@ -556,7 +586,7 @@ impl Engine {
 
     /// Turn a connection's pending state into events.
     fn process(&mut self, ch: usize) {
-        let Engine { conns, endpoint, events, readable_reported, close_reasons, current, .. } = self;
+        let Engine { conns, endpoint, events, readable_reported, close_reasons, current, params, .. } = self;
         let Some(Some(c)) = conns.get_mut(ch) else { return };
         c.queued = false;
         *current = Some(ch);
@@ -575,6 +605,7 @@ impl Engine {
                 Event::Connected => {
                     if !c.close_reported && !c.established {
                         c.established = true;
+                        open_stream_window(c, params);
                         events.push_back([EV_ESTABLISHED, ch as f64, 0.0, 0.0]);
                     }
                 }

@@ -45,6 +45,8 @@ const MAX_CONTROL_QUEUE = 256
 const STATELESS_RESETS_PER_SECOND = 100
 /** Connections beyond the limit that we accept only to refuse them politely; past this we drop. */
 const REFUSE_BACKLOG = 64
+/** RFC 9000 §8.1: before its address is validated, a peer gets at most 3x the bytes it sent. */
+const AMPLIFICATION_FACTOR = 3
 /** QUIC transport error CONNECTION_REFUSED. */
 const CONNECTION_REFUSED = 0x2
 const REFUSED_REASON = new TextEncoder().encode('connection limit reached')
@@ -78,6 +80,15 @@ interface ConnRecord {
   refused: boolean
   /** onClosed was reported; the record lingers until quiche finishes draining. */
   closeReported: boolean
+  /**
+   * Server without Retry, peer address not validated yet: what we send is held to
+   * AMPLIFICATION_FACTOR x `ampRecv` (quiche 0.18's PTO probes pass that limit).
+   */
+  ampLimited: boolean
+  /** Bytes received from the peer's address while `ampLimited`. */
+  ampRecv: number
+  /** Bytes sent to it while `ampLimited`. */
+  ampSent: number
 }
 
 interface ControlPacket {
@@ -97,6 +108,24 @@ function toBigIntToken(bytes: Uint8Array): bigint {
 
 function peerKey(addr: SocketAddress): string {
   return `${addr.address}|${addr.port}`
+}
+
+/** A PEM chain as @matrixai/quic's `cert` list: one element, every certificate (leaf first); none if there are none. */
+function pemChainList(pem: Uint8Array): Uint8Array[] {
+  const blocks = splitPemChain(pem)
+  return blocks.length === 0 ? [] : [Buffer.concat(blocks)]
+}
+
+/** Whether the (first) packet of a datagram is addressed to `cid` (long or short header). */
+function carriesCid(pkt: Uint8Array, cid: Uint8Array): boolean {
+  let at = 1
+  if ((pkt[0]! & 0x80) !== 0) {
+    if (pkt.length < 6 || pkt[5] !== cid.length) return false
+    at = 6
+  }
+  if (pkt.length < at + cid.length) return false
+  for (let i = 0; i < cid.length; i++) if (pkt[at + i] !== cid[i]) return false
+  return true
 }
 
 function hex(bytes: Uint8Array): string {
@@ -188,7 +217,9 @@ export class QuicheEngine implements QuicEngine {
         false,
         ca ?? null,
         identity ? [identity.key] : null,
-        identity ? splitPemChain(identity.cert) : null,
+        // One element per key: the whole chain, leaf first (@matrixai/quic pairs key[i]
+        // with cert[i], a PEM chain; a list of single certificates would send the leaf alone).
+        identity ? pemChainList(identity.cert) : null,
         null,
       )
       return this.applyTransport(cfg, alpn)
@@ -280,6 +311,9 @@ export class QuicheEngine implements QuicEngine {
       stopped: null,
       refused: false,
       closeReported: false,
+      ampLimited: false,
+      ampRecv: 0,
+      ampSent: 0,
     }
     this.conns.set(handle, rec)
     this.byPeer.set(peerKey(peer), rec)
@@ -368,6 +402,11 @@ export class QuicheEngine implements QuicEngine {
       // Active migration is disabled; quiche still needs the real source to
       // validate a NAT rebinding, so hand it the address this packet came from.
       rec.recvInfo = { from: hostPort(from), to: rec.recvInfo.to }
+    } else if (rec.ampLimited) {
+      // Only bytes from the address we answer count towards its budget.
+      rec.ampRecv += pkt.length
+      // A packet to our CID proves the peer receives what we send (RFC 9000 §8.1).
+      if (carriesCid(pkt, rec.scid)) rec.ampLimited = false
     }
     try {
       rec.conn.recv(pkt, rec.recvInfo)
@@ -474,6 +513,8 @@ export class QuicheEngine implements QuicEngine {
     }
     const rec = this.newRecord(handle, conn, scid, from, local, true)
     if (!server.retry) {
+      // No Retry token: the address is unvalidated (deliver() counts this first Initial).
+      rec.ampLimited = true
       // Until the client learns our CID, its packets carry its own random DCID.
       rec.initialKey = hex(hdr.dcid)
       this.initialRoutes.set(rec.initialKey, rec)
@@ -538,6 +579,7 @@ export class QuicheEngine implements QuicEngine {
       let offset = 0
       let count = 0
       const conn = rec.conn
+      if (rec.ampLimited && conn.isEstablished()) rec.ampLimited = false
       while (count < maxPackets) {
         const room = buffer.length - offset
         if (room < this.maxPacketSize) break
@@ -551,6 +593,14 @@ export class QuicheEngine implements QuicEngine {
         }
         if (written === null) break
         const n = written[0]
+        if (rec.ampLimited) {
+          if (rec.ampSent + n > AMPLIFICATION_FACTOR * rec.ampRecv) {
+            // Over the budget: drop it (quiche counts it in flight, declares it lost and
+            // sends again later) and send nothing more until the peer sends or proves its address.
+            break
+          }
+          rec.ampSent += n
+        }
         batch.lengths[count++] = n
         offset += n
       }
