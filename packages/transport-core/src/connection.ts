@@ -19,6 +19,7 @@ import {
 } from '@stoq/interface'
 import { QuicStream, type StreamHost } from './stream.js'
 import { fingerprintDer } from './pem.js'
+import { DEFAULT_CLOSE_TIMEOUT_MS } from './defaults.js'
 
 const decoder = new TextDecoder()
 
@@ -65,6 +66,14 @@ const CONNECTION_REFUSED = 0x2
 const MAX_CODE = Number.MAX_SAFE_INTEGER
 /** Reason phrases are sent in one CONNECTION_CLOSE frame: keep them short. */
 const MAX_REASON_BYTES = 1024
+/** Largest `close()` timeout accepted (10 minutes, like the endpoint's closeTimeoutMs). */
+const MAX_CLOSE_TIMEOUT_MS = 600_000
+/**
+ * Finished streams whose acknowledgement is still unknown: the set is pruned (streams the
+ * engine reports complete are dropped) whenever it reaches this size or twice its size after
+ * the last pruning, so it stays proportional to the streams really in flight.
+ */
+const FINISHED_PRUNE_MIN = 256
 
 export interface ConnectionStats extends ConnectionStatsSnapshot {
   /** Milliseconds since the connection was created. */
@@ -124,6 +133,8 @@ export interface ConnectionOwner {
   /** The connection holds stream data to push before the next transmit. */
   connectionPending(conn: QuicConnection): void
   connectionGone(conn: QuicConnection): void
+  /** The endpoint's options: `closeTimeoutMs` is the default bound of a graceful `close()`. */
+  readonly options?: { readonly closeTimeoutMs: number }
 }
 
 /**
@@ -144,7 +155,17 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   private closeInfo: CloseInfo | null = null
   private closeError: Error | null = null
   private resolveClosed!: (info: CloseInfo) => void
+  /** CONNECTION_CLOSE was asked of the engine. */
   private closing = false
+  /** A graceful `close()` waits for finished streams before it sends CONNECTION_CLOSE. */
+  private gracefulClose: Promise<void> | null = null
+  /**
+   * Streams whose FIN the engine accepted, by id, until the engine reports them complete (the
+   * peer acknowledged every byte and the FIN): what a graceful close waits for. The stream
+   * objects themselves leave `streams` as soon as both directions are done locally.
+   */
+  private readonly finished = new Set<number>()
+  private finishedPruneAt = FINISHED_PRUNE_MIN
   /** Highest peer-initiated stream id seen per type (bidi, uni), and ids below it not yet seen. */
   private readonly peerMax = [-1, -1]
   private readonly peerGaps = new Set<number>()
@@ -199,6 +220,16 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   streamPending(stream: QuicStream): void {
     this.pendingStreams.add(stream)
     this.owner.connectionPending(this)
+  }
+
+  /** @internal a stream's FIN was accepted by the engine: a graceful close waits for its acknowledgement. */
+  streamFinished(stream: QuicStream): void {
+    if (this.closeInfo !== null) return
+    this.finished.add(stream.id)
+    if (this.finished.size >= this.finishedPruneAt) {
+      for (const id of this.finished) if (this.engine.streamComplete(this.handle, id)) this.finished.delete(id)
+      this.finishedPruneAt = Math.max(FINISHED_PRUNE_MIN, 2 * this.finished.size)
+    }
   }
 
   /** @internal push held stream chunks into the engine (end of tick). */
@@ -468,10 +499,35 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   }
 
   /**
-   * Close the connection with an application error code and reason, which the
-   * peer receives in its `close` event. Resolves when the connection is gone.
+   * Close the connection gracefully with an application error code and reason,
+   * which the peer receives in its `close` event. Resolves when the connection
+   * is gone (never rejects for a connection that ends: the `CloseInfo` says how).
+   *
+   * Data is not dropped: before CONNECTION_CLOSE goes out, `close()` waits until
+   * every stream we finished writing (the writer was closed, or `send()`
+   * resolved) is complete in the engine, i.e. the peer acknowledged all its
+   * bytes and the FIN. Writes already under way are pushed first: a write still
+   * waiting for flow-control credit goes on (and whatever its writer queued
+   * behind it, `writer.close()` included), and a stream's held last byte is
+   * sent. The wait is bounded by `options.timeoutMs` (default: the endpoint's
+   * `closeTimeoutMs`, 2000 ms unless set); when it runs out, or when the peer
+   * closes first, or `closeNow()` is called, the connection closes at once and
+   * whatever was not acknowledged is lost. `timeoutMs: 0` closes at once.
+   *
+   * Not waited for: streams the application has not finished writing (they end
+   * with the connection, the peer sees them cut off), and bidirectional streams
+   * whose readable side is still open (the engine reports a bidirectional
+   * stream complete only when both directions are; read them to the end first,
+   * like an HTTP/2 `session.close()` waits for its streams).
+   *
+   * As soon as `close()` is called, `openStream()`, `send()` and
+   * `sendDatagram()` throw StoqClosedError; so do writes on existing streams
+   * from the next turn of the event loop on (writes and `writer.close()` made
+   * in the same turn as `close()` still go out), except on a stream whose write
+   * is still waiting for credit, as said above. Reading goes on until the end.
+   * Calling `close()` again returns the same promise (its arguments are ignored).
    */
-  async close(code = 0, reason = ''): Promise<CloseInfo> {
+  async close(code = 0, reason = '', options: { timeoutMs?: number } = {}): Promise<CloseInfo> {
     if (!Number.isInteger(code) || code < 0 || code > MAX_CODE) {
       throw new StoqInvalidArgumentError('code', `expected a non-negative integer, got ${String(code)}`)
     }
@@ -480,19 +536,81 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     if (bytes.length > MAX_REASON_BYTES) {
       throw new StoqInvalidArgumentError('reason', `expected at most ${MAX_REASON_BYTES} bytes, got ${bytes.length}`)
     }
-    if (this.closeInfo === null && !this.closing) {
-      this.closing = true
-      this.engine.close(this.handle, true, code, bytes)
-      this.schedule()
+    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { timeoutMs? }')
+    const timeoutMs = options.timeoutMs ?? this.owner.options?.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_CLOSE_TIMEOUT_MS) {
+      throw new StoqInvalidArgumentError('timeoutMs', `expected an integer from 0 to ${MAX_CLOSE_TIMEOUT_MS} (ms), got ${String(timeoutMs)}`)
+    }
+    if (this.closeInfo === null && !this.closing && this.gracefulClose === null) {
+      const sendClose = (): void => {
+        if (this.closeInfo !== null || this.closing) return
+        this.closing = true
+        this.engine.close(this.handle, true, code, bytes)
+        this.schedule()
+      }
+      if (timeoutMs === 0) sendClose()
+      else this.gracefulClose = this.drainStreams(timeoutMs).then(sendClose, sendClose)
     }
     return this.closed
   }
 
-  /** Close without waiting; used by the endpoint on shutdown. */
+  /**
+   * The graceful phase of `close()`: wait until every finished stream is
+   * acknowledged and no write is left in a stream, or the deadline passes, or
+   * the connection ends. Polls the engine (it reports no event when the peer
+   * acknowledges), every half RTT between 1 and 50 ms.
+   */
+  private async drainStreams(timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs
+    // Writes and writer.close() the application issued in this turn reach the streams first.
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    for (;;) {
+      if (this.closeInfo !== null || this.closing) return
+      let pending = false
+      for (const stream of this.streams.values()) {
+        // From now on an idle stream refuses writes; a busy one (a write waiting for credit)
+        // goes on with what its writer queued, and its held last byte goes out now.
+        if (stream.prepareForClose()) pending = true
+      }
+      if (!pending) pending = !this.finishedAcknowledged()
+      if (!pending || performance.now() >= deadline) return
+      const rttMs = this.engine.stats(this.handle).rttMs
+      const waitMs = Math.max(1, Math.min(50, rttMs / 2, deadline - performance.now()))
+      await new Promise<void>((resolve) => setTimeout(resolve, waitMs))
+    }
+  }
+
+  /**
+   * True when every finished stream a graceful close waits for is complete in
+   * the engine (all bytes and the FIN acknowledged). Bidirectional streams whose
+   * readable side is still open are skipped: the engine reports a stream
+   * complete only once both directions are. quiche 0.18 never retransmits a
+   * lost FIN-only STREAM frame, so such a stream would never complete: the
+   * stream keeps its last byte back to carry the FIN (see QuicStream.write),
+   * which leaves only empty streams exposed; the timeout bounds those.
+   */
+  private finishedAcknowledged(): boolean {
+    for (const id of this.finished) {
+      const stream = this.streams.get(id)
+      if (stream !== undefined && !stream.readEnded) continue
+      if (!this.engine.streamComplete(this.handle, id)) return false
+      this.finished.delete(id)
+    }
+    return true
+  }
+
+  /**
+   * Close at once, without waiting for unacknowledged stream data (what
+   * `close()` does after its graceful phase); also ends a graceful `close()`
+   * under way. The endpoint uses it on shutdown and on handshake timeout.
+   */
   closeNow(code: number, reason: string): void {
     if (this.closeInfo !== null || this.closing) return
     this.closing = true
     this.engine.close(this.handle, true, code, encoder.encode(reason))
+    // Without a cycle the CONNECTION_CLOSE would wait for the next engine timer (with
+    // quiche the peer then only learnt of the close by idle timeout).
+    this.schedule()
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -522,8 +640,12 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     else err = new StoqConnectionClosedError(ci)
     this.closeError = err
     this.settleHandshake(err)
-    for (const stream of [...this.streams.values()]) stream.onConnectionClosed(err)
+    // Data the peer sent before its CONNECTION_CLOSE (a graceful close waited for our
+    // acknowledgement of it) is still readable in the engine during this call.
+    const salvage = ci.remote
+    for (const stream of [...this.streams.values()]) stream.onConnectionClosed(err, salvage)
     this.streams.clear()
+    this.finished.clear()
     this.pendingStreams.clear()
     this.owner.connectionGone(this)
     this.resolveClosed(ci)
@@ -534,7 +656,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   /** Error for operations on a closed connection. */
   private assertOpen(): void {
     if (this.closeError) throw new StoqClosedError('connection', `Connection is closed: ${this.closeError.message}`, { cause: this.closeError })
-    if (this.closing) throw new StoqClosedError('connection', 'Connection is closing')
+    if (this.closing || this.gracefulClose !== null) throw new StoqClosedError('connection', 'Connection is closing')
   }
 
   stats(): ConnectionStats {

@@ -1,6 +1,7 @@
 import { Duplex, Readable, Writable } from 'node:stream'
 import { ReadableStream, WritableStream, type ReadableStreamDefaultController } from 'node:stream/web'
 import {
+  StoqClosedError,
   StoqError,
   StoqInvalidArgumentError,
   StoqStreamResetError,
@@ -26,6 +27,8 @@ export interface StreamHost {
   streamPending(stream: QuicStream): void
   /** The stream is finished in both directions. */
   streamDone(stream: QuicStream): void
+  /** The engine accepted the stream's FIN (a graceful close waits until the peer acknowledged it). */
+  streamFinished(stream: QuicStream): void
   /** Error to use when the connection is gone, or null while it is alive. */
   connectionError(): Error | null
   /** Connection-wide payload counters the stream adds to. */
@@ -84,6 +87,13 @@ export class QuicStream {
   /** The write or close waiting for send capacity. */
   private waiter: { resolve: () => void; reject: (err: Error) => void } | null = null
   private readonly recvResult: StreamRecvResult & StreamRecvError = { bytes: 0, fin: false, resetCode: -1 }
+  /** The connection is closing gracefully and this stream takes no more writes. */
+  private closedForWrites = false
+  /**
+   * Data the peer sent up to its FIN, taken out of the engine when the peer
+   * closed the connection: handed to the reader at its pace, then the end.
+   */
+  private salvaged: Uint8Array[] | null = null
   /** Bytes handed to the reader and accepted from the writer (for tests and stats). */
   bytesRead = 0
   bytesWritten = 0
@@ -140,6 +150,10 @@ export class QuicStream {
   private pump(): void {
     const c = this.controller
     if (c === null || this.readDone || this.pumping) return
+    if (this.salvaged !== null) {
+      this.pumpSalvaged(c)
+      return
+    }
     const conErr = this.host.connectionError()
     if (conErr) {
       this.failRead(conErr)
@@ -175,6 +189,50 @@ export class QuicStream {
       this.pumping = false
       if (read) this.host.schedule()
     }
+  }
+
+  private pumpSalvaged(c: ReadableStreamDefaultController<Uint8Array>): void {
+    const chunks = this.salvaged!
+    this.pumping = true
+    try {
+      while (chunks.length > 0 && (c.desiredSize ?? 0) > 0) c.enqueue(chunks.shift()!)
+    } finally {
+      this.pumping = false
+    }
+    if (chunks.length > 0) return
+    this.salvaged = null
+    this.readDone = true
+    c.close()
+    this.maybeDone()
+  }
+
+  /**
+   * The peer closed the connection: take what it sent out of the engine (the
+   * connection is still readable during its close event). True when that
+   * reaches the stream's FIN; the reader then gets all of it and a normal end.
+   * Without the FIN the data is incomplete and nothing is kept.
+   */
+  private salvage(): boolean {
+    const { engine, handle, readScratch } = this.host
+    const r = this.recvResult
+    const chunks: Uint8Array[] = []
+    try {
+      while (engine.streamRecv(handle, this.id, readScratch, r)) {
+        if (r.resetCode >= 0) return false
+        if (r.bytes > 0) chunks.push(readScratch.slice(0, r.bytes))
+        if (r.fin) {
+          let bytes = 0
+          for (const c of chunks) bytes += c.length
+          this.bytesRead += bytes
+          this.host.counters.streamBytesRead += bytes
+          this.salvaged = chunks
+          return true
+        }
+      }
+    } catch {
+      // The engine already forgot the connection.
+    }
+    return false
   }
 
   private failRead(err: Error): void {
@@ -243,6 +301,7 @@ export class QuicStream {
     const conErr = this.host.connectionError()
     if (conErr) throw conErr
     if (this.writeError) throw this.writeError
+    if (this.closedForWrites) throw new StoqClosedError('connection', `Connection is closing: stream ${this.id} takes no more writes`)
     if (this.writeDone || this.finRequested) {
       throw new StoqStreamStateError(this.id, `Stream ${this.id} is closed for writing`)
     }
@@ -268,6 +327,7 @@ export class QuicStream {
     this.held = null
     if (fin) {
       this.writeDone = true
+      this.host.streamFinished(this)
       this.maybeDone()
     }
     return true
@@ -275,7 +335,13 @@ export class QuicStream {
 
   /** streamSend, with STREAM_STOPPED turned into the typed error. Returns bytes accepted or STREAM_BLOCKED. */
   private send(data: Uint8Array, fin: boolean): number {
-    const n = this.host.engine.streamSend(this.host.handle, this.id, data, fin)
+    let n = this.host.engine.streamSend(this.host.handle, this.id, data, fin)
+    // A stream the engine already reports complete cannot take more: the peer stopped it and
+    // the engine forgot it. quiche 0.18 does that when STOP_SENDING and RESET_STREAM arrive
+    // together and the reader consumes the reset first (the stream is then "collected"), and
+    // its stream_send answers Done for a collected stream, which reads as "blocked": the
+    // writer would wait for a writable event that never comes.
+    if (n === STREAM_BLOCKED && this.host.engine.streamComplete(this.host.handle, this.id)) n = STREAM_STOPPED
     if (n === STREAM_STOPPED) {
       this.rest = null
       this.held = null
@@ -407,15 +473,44 @@ export class QuicStream {
     this.host.schedule()
   }
 
-  /** The connection ended: fail whatever is still open. */
-  onConnectionClosed(err: Error): void {
+  /**
+   * The connection ended: fail whatever is still open. With `salvage` (the
+   * peer closed it), a readable side whose data and FIN all arrived still
+   * delivers them to the reader and ends normally.
+   */
+  onConnectionClosed(err: Error, salvage = false): void {
     this.settleWrite(err)
     if (!this.writeDone) {
       this.writeDone = true
       // Make later writer operations fail fast with the connection's error.
     }
+    if (salvage && !this.readDone && this.controller !== null && this.salvage()) {
+      this.pump()
+      return
+    }
     this.failRead(err)
     this.maybeDone()
+  }
+
+  /** True once the readable side is over (FIN read, reset, stopped or failed), or there is none. */
+  get readEnded(): boolean {
+    return this.readDone
+  }
+
+  /**
+   * @internal The connection closes gracefully (called once per turn while it
+   * waits). An idle stream takes no more writes from now on; a write waiting
+   * for credit goes on, with whatever its writer queued behind it. A held last
+   * byte goes out now instead of two ticks later. True while bytes accepted
+   * from the writer have not all been handed to the engine.
+   */
+  prepareForClose(): boolean {
+    if (this.waiter === null) this.closedForWrites = true
+    if (this.held !== null && this.rest === null && this.waiter === null && !this.finRequested) {
+      this.heldTicks = Math.max(this.heldTicks, 1)
+      this.flushPending()
+    }
+    return this.writeError === null && !this.writeDone && (this.waiter !== null || this.rest !== null || this.held !== null)
   }
 
   private maybeDone(): void {
