@@ -39,8 +39,43 @@ export interface IdentityOptions {
 
 const DAY = 86_400_000
 
+const APP_NAME = /^[A-Za-z0-9._-]{1,64}$/
+
+/** An app name is one path component: letters, digits, ".", "_", "-" (not "." or ".."). */
+function checkAppName(appName: unknown): string {
+  if (typeof appName !== 'string' || !APP_NAME.test(appName) || appName === '.' || appName === '..') {
+    throw new StoqInvalidArgumentError('appName', 'expected 1-64 characters of letters, digits, ".", "_" or "-"')
+  }
+  return appName
+}
+
+/** Validates identity options (typed errors), filling in the defaults except `dir`. */
+export function resolveIdentityOptions(options: unknown): Omit<IdentityOptions, 'dir'> & { dir: string | undefined } {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new StoqInvalidArgumentError('identity', 'expected an object')
+  }
+  const o = options as Partial<IdentityOptions>
+  const validityDays = o.validityDays ?? DEFAULT_IDENTITY_VALIDITY_DAYS
+  const renewBeforeDays = o.renewBeforeDays ?? DEFAULT_IDENTITY_RENEW_BEFORE_DAYS
+  if (typeof validityDays !== 'number' || !Number.isInteger(validityDays) || validityDays < 1 || validityDays > 3650) {
+    throw new StoqInvalidArgumentError('validityDays', 'expected an integer from 1 to 3650')
+  }
+  if (typeof renewBeforeDays !== 'number' || !Number.isInteger(renewBeforeDays) || renewBeforeDays < 0 || renewBeforeDays >= validityDays) {
+    throw new StoqInvalidArgumentError('renewBeforeDays', 'expected an integer from 0 to validityDays - 1')
+  }
+  if (o.dir !== undefined && (typeof o.dir !== 'string' || o.dir.length === 0)) {
+    throw new StoqInvalidArgumentError('identity.dir', 'expected a directory path')
+  }
+  const names = o.names ?? []
+  if (!Array.isArray(names) || !names.every((n) => typeof n === 'string' && n.length > 0 && n.length <= 253)) {
+    throw new StoqInvalidArgumentError('identity.names', 'expected an array of DNS names')
+  }
+  return { dir: o.dir, validityDays, renewBeforeDays, names: [...names] }
+}
+
 /** The per-app config directory (XDG on Linux). */
 export function appConfigDir(appName: string): string {
+  checkAppName(appName)
   const base = process.env.XDG_CONFIG_HOME && path.isAbsolute(process.env.XDG_CONFIG_HOME)
     ? process.env.XDG_CONFIG_HOME
     : path.join(os.homedir(), '.config')
@@ -57,15 +92,9 @@ function fingerprintOf(pem: string): string {
  * key readable by the owner only (0600). An identity close to expiry is rotated.
  */
 export async function loadOrCreateIdentity(appName: string, options: Partial<IdentityOptions> = {}): Promise<AppIdentity> {
-  const dir = options.dir ?? appConfigDir(appName)
-  const validityDays = options.validityDays ?? DEFAULT_IDENTITY_VALIDITY_DAYS
-  const renewBeforeDays = options.renewBeforeDays ?? DEFAULT_IDENTITY_RENEW_BEFORE_DAYS
-  if (!Number.isInteger(validityDays) || validityDays < 1 || validityDays > 3650) {
-    throw new StoqInvalidArgumentError('validityDays', 'expected an integer from 1 to 3650')
-  }
-  if (!Number.isInteger(renewBeforeDays) || renewBeforeDays < 0 || renewBeforeDays >= validityDays) {
-    throw new StoqInvalidArgumentError('renewBeforeDays', 'expected an integer from 0 to validityDays - 1')
-  }
+  checkAppName(appName)
+  const { validityDays, renewBeforeDays, names: extraNames, dir: givenDir } = resolveIdentityOptions(options)
+  const dir = givenDir ?? appConfigDir(appName)
   const certFile = path.join(dir, 'identity-cert.pem')
   const keyFile = path.join(dir, 'identity-key.pem')
   if (fs.existsSync(certFile) && fs.existsSync(keyFile)) {
@@ -85,7 +114,7 @@ export async function loadOrCreateIdentity(appName: string, options: Partial<Ide
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
   const notBefore = new Date(Date.now() - 60_000)
   const notAfter = new Date(Date.now() + validityDays * DAY)
-  const names = ['localhost', ...(options.names ?? [])]
+  const names = ['localhost', ...extraNames]
   const certificate = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex').replace(/^[89a-f]/, '1'),
     name: `CN=${appName}`,
@@ -213,6 +242,7 @@ function readBrowserCertificate(cert: string, key: string): { x: X509Certificate
  * again to pick up the new certificate.
  */
 export async function loadOrCreateBrowserCertificate(appName: string, options: Partial<BrowserCertificateOptions> = {}): Promise<BrowserCertificate> {
+  checkAppName(appName)
   const o = resolveBrowserCertificateOptions(options)
   const dir = o.dir ?? appConfigDir(appName)
   const certFile = path.join(dir, 'webtransport-cert.pem')
@@ -274,7 +304,12 @@ function writeAtomic(file: string, content: string, mode: number): void {
  * in the app's known-hosts file; later connections must present the same one.
  */
 export class KnownHosts {
-  constructor(readonly file: string) {}
+  readonly file: string
+
+  constructor(file: string) {
+    if (typeof file !== 'string' || file.length === 0) throw new StoqInvalidArgumentError('file', 'expected the path of the known-hosts file')
+    this.file = file
+  }
 
   private read(): Record<string, string> {
     if (!fs.existsSync(this.file)) return {}
@@ -288,13 +323,20 @@ export class KnownHosts {
 
   /** The recorded fingerprint for a peer, if any. */
   get(peer: string): string | undefined {
-    return this.read()[peer]
+    if (typeof peer !== 'string') throw new StoqInvalidArgumentError('peer', 'expected "host:port"')
+    const all = this.read()
+    const known = Object.hasOwn(all, peer) ? all[peer] : undefined
+    return typeof known === 'string' ? known : undefined
   }
 
   /** Record a first-seen fingerprint; a different one already recorded fails loudly. */
   remember(peer: string, fingerprint: string): void {
+    if (typeof peer !== 'string' || peer.length === 0) throw new StoqInvalidArgumentError('peer', 'expected "host:port"')
+    if (typeof fingerprint !== 'string' || !/^[0-9a-f]{64}$/.test(fingerprint)) {
+      throw new StoqInvalidArgumentError('fingerprint', 'expected a SHA-256 fingerprint as 64 lowercase hex digits')
+    }
     const all = this.read()
-    const known = all[peer]
+    const known = Object.hasOwn(all, peer) ? all[peer] : undefined
     if (known !== undefined && known !== fingerprint) throw new StoqCertificatePinError([known], fingerprint)
     if (known === fingerprint) return
     all[peer] = fingerprint

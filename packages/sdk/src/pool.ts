@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { StoqInvalidArgumentError, type QuicConnection } from '@stoq/transport-core'
+import { StoqClosedError, StoqInvalidArgumentError, type QuicConnection } from '@stoq/transport-core'
 
 /** Pooled connections at most: enough for a service talking to many peers. */
 export const DEFAULT_POOL_MAX_CONNECTIONS = 50
@@ -28,11 +28,23 @@ interface Entry {
 
 /** A pool key: the peer plus every option that changes who we would be talking to. */
 export function poolKey(host: string, port: number, options: Record<string, unknown>): string {
+  if (typeof host !== 'string' || host.length === 0) throw new StoqInvalidArgumentError('host', 'expected a host name or IP literal')
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) throw new StoqInvalidArgumentError('port', 'expected an integer from 0 to 65535')
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new StoqInvalidArgumentError('options', 'expected an object')
   const parts: string[] = [host.toLowerCase(), String(port)]
   for (const name of Object.keys(options).sort()) {
     const value = options[name]
     if (value === undefined) continue
-    const text = typeof value === 'string' || value instanceof Uint8Array ? Buffer.from(value as string | Uint8Array) : Buffer.from(JSON.stringify(value))
+    let json: string | undefined
+    if (typeof value !== 'string' && !(value instanceof Uint8Array)) {
+      try {
+        json = JSON.stringify(value)
+      } catch (err) {
+        throw new StoqInvalidArgumentError(name, `cannot be compared for pooling: ${(err as Error).message}`)
+      }
+      if (json === undefined) throw new StoqInvalidArgumentError(name, `cannot be compared for pooling: ${typeof value}`)
+    }
+    const text = json === undefined ? Buffer.from(value as string | Uint8Array) : Buffer.from(json)
     parts.push(`${name}=${text.length > 64 ? createHash('sha256').update(text).digest('hex') : text.toString('hex')}`)
   }
   return parts.join('|')
@@ -48,8 +60,10 @@ export class ConnectionPool {
   private readonly options: PoolOptions
   private readonly counters = { hits: 0, misses: 0, evictions: 0 }
   private sweeper: NodeJS.Timeout | null = null
+  private closed = false
 
   constructor(options: Partial<PoolOptions> = {}) {
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new StoqInvalidArgumentError('pool', 'expected an object')
     const maxConnections = options.maxConnections ?? DEFAULT_POOL_MAX_CONNECTIONS
     const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_POOL_IDLE_TIMEOUT_MS
     if (!Number.isInteger(maxConnections) || maxConnections < 1 || maxConnections > 100_000) {
@@ -66,6 +80,9 @@ export class ConnectionPool {
   }
 
   async acquire(key: string, open: () => Promise<QuicConnection>): Promise<QuicConnection> {
+    if (this.closed) throw new StoqClosedError('pool', 'Connection pool is closed')
+    if (typeof key !== 'string') throw new StoqInvalidArgumentError('key', 'expected a string (see poolKey)')
+    if (typeof open !== 'function') throw new StoqInvalidArgumentError('open', 'expected a function that opens a connection')
     const entry = this.entries.get(key)
     if (entry?.pending) {
       this.counters.hits++
@@ -126,6 +143,7 @@ export class ConnectionPool {
 
   /** Close pooled connections that have been idle longer than the idle timeout. */
   sweep(now = Date.now()): void {
+    if (typeof now !== 'number' || Number.isNaN(now)) throw new StoqInvalidArgumentError('now', 'expected a time in ms (Date.now())')
     for (const [key, entry] of this.entries) {
       const conn = entry.conn
       if (!conn) continue
@@ -143,6 +161,7 @@ export class ConnectionPool {
   }
 
   close(): void {
+    this.closed = true
     if (this.sweeper) clearInterval(this.sweeper)
     this.sweeper = null
     this.entries.clear()

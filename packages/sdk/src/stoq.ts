@@ -21,6 +21,7 @@ import {
   loadOrCreateBrowserCertificate,
   loadOrCreateIdentity,
   resolveBrowserCertificateOptions,
+  resolveIdentityOptions,
   type AppIdentity,
   type BrowserCertificate,
   type BrowserCertificateOptions,
@@ -95,6 +96,17 @@ export interface ListenWebTransportOptions {
 }
 
 const WEBTRANSPORT_KEYS = new Set(['path', 'onSession', 'accept', 'limits'])
+
+function isOptionsObject(v: unknown): boolean {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** `options` of connect/probe/multiplex: undefined or a plain object. */
+function connectOptionsArg<T>(options: T | undefined): T {
+  if (options === undefined) return {} as T
+  if (!isOptionsObject(options)) throw new StoqInvalidArgumentError('options', 'expected an object of connect options')
+  return options
+}
 
 function checkWebTransportOptions(wt: unknown): ListenWebTransportOptions {
   if (typeof wt !== 'object' || wt === null || Array.isArray(wt)) {
@@ -227,7 +239,7 @@ export class Stoq {
    */
   async probe(target: ConnectTarget, options: StoqConnectOptions & { bytes?: number } = {}): Promise<{ gbps: number; tier: NetworkTier; profile: TierProfile }> {
     this.assertOpen()
-    const { bytes = 8 * 1024 * 1024, ...connectOptions } = options
+    const { bytes = 8 * 1024 * 1024, ...connectOptions } = connectOptionsArg(options)
     if (!Number.isInteger(bytes) || bytes < 64 * 1024 || bytes > 1024 * 1024 * 1024) {
       throw new StoqInvalidArgumentError('bytes', 'expected an integer from 65536 to 1073741824')
     }
@@ -244,14 +256,18 @@ export class Stoq {
 
   /** `const stoq = await Stoq.create('my-app')`. */
   static async create(name: string, options: Partial<StoqOptions> = {}): Promise<Stoq> {
-    if (typeof name !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(name)) {
+    if (typeof name !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(name) || name === '.' || name === '..') {
       throw new StoqInvalidArgumentError('name', 'expected 1-64 characters of letters, digits, ".", "_" or "-"')
     }
-    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
+    if (!isOptionsObject(options)) throw new StoqInvalidArgumentError('options', 'expected an object')
+    for (const k of ['endpoint', 'components', 'identity', 'pool'] as const) {
+      if (options[k] !== undefined && !isOptionsObject(options[k])) throw new StoqInvalidArgumentError(k, 'expected an object')
+    }
+    resolveIdentityOptions(options.identity ?? {})
     resolveBrowserCertificateOptions(options.browserCertificate ?? {})
     const tier = options.tier ?? 'auto'
     if (tier !== 'auto' && !NETWORK_TIERS.includes(tier)) {
-      throw new StoqInvalidArgumentError('tier', `expected 'auto' or one of ${NETWORK_TIERS.join(', ')}, got ${JSON.stringify(tier)}`)
+      throw new StoqInvalidArgumentError('tier', `expected 'auto' or one of ${NETWORK_TIERS.join(', ')}, got ${typeof tier === 'string' ? JSON.stringify(tier) : typeof tier}`)
     }
     return new Stoq(name, {
       endpoint: options.endpoint ?? {},
@@ -280,8 +296,14 @@ export class Stoq {
    */
   async listen(port: number | { host: string; port: number }, handlers: ListenHandlers): Promise<Endpoint> {
     this.assertOpen()
-    if (typeof handlers !== 'object' || handlers === null) throw new StoqInvalidArgumentError('handlers', 'expected an object with cert and key')
-    const where = typeof port === 'number' ? { port } : port
+    if (!isOptionsObject(handlers)) throw new StoqInvalidArgumentError('handlers', 'expected an object with cert and key')
+    if (typeof port !== 'number' && !isOptionsObject(port)) {
+      throw new StoqInvalidArgumentError('port', `expected a port number or { host, port }, got ${typeof port === 'string' ? JSON.stringify(port) : typeof port}`)
+    }
+    for (const k of ['onConnection', 'onStream', 'onDatagram'] as const) {
+      if (handlers[k] !== undefined && typeof handlers[k] !== 'function') throw new StoqInvalidArgumentError(`handlers.${k}`, 'expected a function')
+    }
+    const where = typeof port === 'number' ? { port } : { host: port.host, port: port.port }
     if ((handlers.cert === undefined) !== (handlers.key === undefined)) {
       throw new StoqInvalidArgumentError('handlers.cert', '`cert` and `key` must be given together (or neither, for the app identity)')
     }
@@ -303,7 +325,14 @@ export class Stoq {
       ...(handlers.maxConnections !== undefined ? { maxConnections: handlers.maxConnections } : {}),
     }
     const setup = this.endpointSetup()
-    const ep = await createEndpoint({ ...setup.options, ...where, server }, setup.components)
+    // Servers use every core by default (engine workers where this machine can run them,
+    // else this thread; `stats().engineChoice` says which). `endpoint.workers` overrides.
+    const ep = await createEndpoint({ workers: 'auto', ...setup.options, ...where, server }, setup.components)
+    if (this.closed) {
+      // close() ran while the endpoint was being bound: it would outlive the instance.
+      await ep.close().catch(() => {})
+      this.assertOpen()
+    }
     this.endpoints.add(ep)
     ep.on('connection', (conn) => {
       this.track(conn)
@@ -332,7 +361,8 @@ export class Stoq {
     return ep
   }
 
-  private browserCertPromise: Promise<BrowserCertificate> | null = null
+  // Private (#) so that util.inspect / console.log of a Stoq instance never shows the keys they hold.
+  #browserCertPromise: Promise<BrowserCertificate> | null = null
 
   /**
    * This app's browser certificate: self-signed ECDSA P-256, valid for at
@@ -355,34 +385,34 @@ export class Stoq {
   browserCertificate(): Promise<BrowserCertificate> {
     const options = { ...this.options.browserCertificate, ...(this.options.identity.dir !== undefined ? { dir: this.options.identity.dir } : {}) }
     const margin = (options.renewBeforeDays ?? DEFAULT_BROWSER_CERT_RENEW_BEFORE_DAYS) * 86_400_000
-    const current = this.browserCertPromise
+    const current = this.#browserCertPromise
     const next =
       current === null
         ? loadOrCreateBrowserCertificate(this.name, options)
         : current.then((c) => (c.notAfter.getTime() - Date.now() > margin ? c : loadOrCreateBrowserCertificate(this.name, options)))
-    this.browserCertPromise = next
+    this.#browserCertPromise = next
     next.catch(() => {
-      if (this.browserCertPromise === next) this.browserCertPromise = null
+      if (this.#browserCertPromise === next) this.#browserCertPromise = null
     })
     return next
   }
 
-  private identityPromise: Promise<AppIdentity> | null = null
+  #identityPromise: Promise<AppIdentity> | null = null
 
   /** This app's identity (created and stored on first use, rotated before expiry). */
   identity(): Promise<AppIdentity> {
-    this.identityPromise ??= loadOrCreateIdentity(this.name, this.options.identity)
-    this.identityPromise.catch(() => {
-      this.identityPromise = null
+    this.#identityPromise ??= loadOrCreateIdentity(this.name, this.options.identity)
+    this.#identityPromise.catch(() => {
+      this.#identityPromise = null
     })
-    return this.identityPromise
+    return this.#identityPromise
   }
 
   /** Connect to `host:port`, `[v6]:port`, a stoq:// URL or `{ host, port }`. */
   async connect(target: ConnectTarget, options: StoqConnectOptions = {}): Promise<QuicConnection> {
     this.assertOpen()
     const { host, port } = parseTarget(target)
-    const { trust, ...rest } = options
+    const { trust, ...rest } = connectOptionsArg(options)
     if (trust === 'tofu' && rest.ca === undefined && rest.pin === undefined && !rest.insecure) {
       const known = new KnownHosts(path.join(this.options.identity.dir ?? appConfigDir(this.name), 'known_hosts.json'))
       const peer = `${host}:${port}`
@@ -412,7 +442,12 @@ export class Stoq {
   private async open(host: string, port: number, options: Omit<ConnectOptions, 'host' | 'port'>): Promise<QuicConnection> {
     if (this.client === null) {
       const setup = this.endpointSetup()
-      this.client = createEndpoint(setup.options, setup.components).then((ep) => {
+      this.client = createEndpoint(setup.options, setup.components).then(async (ep) => {
+        if (this.closed) {
+          // close() ran while the endpoint was being bound: it would outlive the instance.
+          await ep.close().catch(() => {})
+          this.assertOpen()
+        }
         this.endpoints.add(ep)
         return ep
       })
@@ -421,6 +456,7 @@ export class Stoq {
       })
     }
     const ep = await this.client
+    this.assertOpen()
     const conn = await ep.connect({ ...options, host, port })
     this.track(conn)
     return conn
@@ -435,7 +471,7 @@ export class Stoq {
     options: Omit<StoqConnectOptions, 'reuse' | 'trust'> & { connections?: number; strategy?: MultiplexStrategy } = {},
   ): Promise<Multiplexer> {
     this.assertOpen()
-    const { connections, strategy, ...connectOptions } = options
+    const { connections, strategy, ...connectOptions } = connectOptionsArg(options)
     const checked = validateMultiplexOptions(connections, strategy)
     const dial = (): Promise<QuicConnection> => this.connect(target, { ...connectOptions, reuse: false })
     const conns = await Promise.all(Array.from({ length: checked.connections }, dial))

@@ -21,7 +21,9 @@ export function parseTarget(target: ConnectTarget): { host: string; port: number
     return { host: url.hostname.replace(/^\[|\]$/g, ''), port }
   }
   if (typeof target === 'object' && target !== null) {
-    if (typeof target.host !== 'string' || !Number.isInteger(target.port)) throw new StoqInvalidArgumentError('target', accepted)
+    if (typeof target.host !== 'string' || target.host.length === 0 || !Number.isInteger(target.port) || target.port < 1 || target.port > 65535) {
+      throw new StoqInvalidArgumentError('target', `${accepted} (port 1-65535)`)
+    }
     return { host: target.host, port: target.port }
   }
   if (typeof target !== 'string') throw new StoqInvalidArgumentError('target', accepted)

@@ -133,7 +133,7 @@ describe('multiplexed transfer', () => {
         // A quarter in, close the server connection that delivered this chunk.
         if (++stored >= 6 && victim === null) {
           victim = conn
-          void conn.close(99, 'killed mid-transfer')
+          conn.closeNow(99, 'killed mid-transfer') // a kill: no graceful wait
         }
       },
     })

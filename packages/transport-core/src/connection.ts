@@ -256,6 +256,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
    * forward is ignored. No allocation.
    */
   sampleThroughput(nowMs: number): void {
+    if (typeof nowMs !== 'number' || !Number.isFinite(nowMs)) throw new StoqInvalidArgumentError('nowMs', 'expected a time from performance.now()')
     const t = this.tp
     const read = this.counters.streamBytesRead
     const written = this.counters.streamBytesWritten

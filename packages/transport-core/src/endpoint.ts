@@ -27,6 +27,7 @@ import { batching } from '@stoq/batching'
 import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
 import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo, bindToNumaNode, numaNodes } from '@stoq/hwaccel'
 import { QuicConnection, type ConnectionOwner } from './connection.js'
+import { checkAppCode } from './stream.js'
 import { quicheEngine } from './engine/quiche-engine.js'
 import { quinnAvailability, quinnEngine } from '@stoq/engine-quinn'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
@@ -129,6 +130,9 @@ export interface EndpointStats {
 
 /** The engine factory for an `engine` option, with the reason for the choice. */
 export function selectEngine(choice: EngineChoice): { factory: QuicEngineFactory; choice: string } {
+  if (choice !== 'auto' && choice !== 'quinn' && choice !== 'quiche') {
+    throw new StoqInvalidArgumentError('engine', `expected 'auto', 'quinn' or 'quiche', got ${typeof choice === 'string' ? JSON.stringify(choice) : typeof choice}`)
+  }
   if (choice === 'quiche') return { factory: quicheEngine(), choice: 'engine quiche (asked for)' }
   const quinn = quinnAvailability()
   if (choice === 'quinn') {
@@ -169,7 +173,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.workerEngine = workers
     const sampleMs = components.throughputSampleMs ?? THROUGHPUT_SAMPLE_MS
     if (typeof sampleMs !== 'number' || !Number.isInteger(sampleMs) || sampleMs < 0 || sampleMs > 2 ** 31 - 1) {
-      throw new StoqInvalidArgumentError('throughputSampleMs', `expected an integer number of ms >= 0, got ${String(sampleMs)}`)
+      throw new StoqInvalidArgumentError('throughputSampleMs', `expected an integer number of ms >= 0, got ${typeof sampleMs === 'number' ? sampleMs : typeof sampleMs}`)
     }
     this.throughputSampleMs = sampleMs
     const engine = workers
@@ -244,6 +248,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   /** Bind a socket and start an endpoint. */
   static async create(options?: Partial<EndpointOptions>, components: Partial<EndpointComponents> = {}): Promise<Endpoint> {
     const resolved = resolveEndpointOptions(options)
+    checkComponents(components)
     if (resolved.workers === 0 || components.engine || components.udp) return Endpoint.open({ ...resolved, workers: 0 }, components, null)
     const auto = resolved.workers < 0
     const single = (why: string): Promise<Endpoint> =>
@@ -581,6 +586,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
    * call it yourself when that is 0.
    */
   sampleThroughput(nowMs: number = performance.now()): void {
+    if (typeof nowMs !== 'number' || !Number.isFinite(nowMs)) throw new StoqInvalidArgumentError('nowMs', 'expected a time from performance.now()')
     for (const conn of this.conns.values()) if (conn.established) conn.sampleThroughput(nowMs)
   }
 
@@ -828,10 +834,18 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
           : this.engineChoice,
       numa: { ...this.numa },
       batching: this.batcher.stats(),
-      pool: this.pool.stats(),
+      pool: this.poolStats(),
       workers: this.workerEngine ? this.workerEngine.workerStats() : [],
     }
   }
+
+  /** The pool's figures; once the endpoint released its own pool, the last ones it had. */
+  private poolStats(): ReturnType<BufferPool['stats']> {
+    return this.lastPoolStats ?? this.pool.stats()
+  }
+
+  /** Pool figures taken just before the endpoint closed its own pool. */
+  private lastPoolStats: ReturnType<BufferPool['stats']> | null = null
 
   /** Test hook of a multi-core endpoint: make engine worker `index` throw, as a bug would. */
   crashWorkerForTest(index: number): void {
@@ -844,6 +858,13 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
    * `closeTimeoutMs` to finish), then release the socket. Idempotent.
    */
   close(code = 0, reason = ''): Promise<void> {
+    try {
+      checkAppCode(code)
+      if (typeof reason !== 'string') throw new StoqInvalidArgumentError('reason', `expected a string, got ${typeof reason}`)
+      if (Buffer.byteLength(reason) > 1024) throw new StoqInvalidArgumentError('reason', 'expected at most 1024 bytes')
+    } catch (err) {
+      return Promise.reject(err)
+    }
     if (this.closePromise) return this.closePromise
     this.closePromise = this.shutdown(code, reason)
     return this.closePromise
@@ -880,7 +901,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.batcher?.close?.()
     await this.io.close()
     this.engine.destroy()
-    if (this.ownsPool) this.pool.close()
+    if (this.ownsPool) {
+      this.lastPoolStats = this.pool.stats()
+      this.pool.close()
+    }
     this.emit('close')
   }
 
@@ -892,7 +916,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.state = 'closing'
     this.engine.stopListening()
     const pending = [...this.conns.values()]
-    for (const conn of pending) conn.closeNow(code, reason)
+    // Each connection first delivers what its finished streams still owe (graceful close,
+    // half of closeTimeoutMs), then sends CONNECTION_CLOSE; the timer below bounds it all.
+    const graceMs = Math.floor(this.options.closeTimeoutMs / 2)
+    for (const conn of pending) {
+      conn.close(code, reason, { timeoutMs: graceMs }).catch(() => conn.closeNow(code, reason))
+    }
     this.process()
     if (pending.length > 0) {
       let timer: NodeJS.Timeout | undefined
@@ -916,6 +945,33 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
+  }
+}
+
+/** Typed errors for components of the wrong shape (before anything is built). */
+function checkComponents(c: unknown): asserts c is Partial<EndpointComponents> {
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) {
+    throw new StoqInvalidArgumentError('components', `expected an object, got ${c === null ? 'null' : Array.isArray(c) ? 'an array' : typeof c}`)
+  }
+  const o = c as Record<string, unknown>
+  const fn = (name: string): void => {
+    if (o[name] !== undefined && typeof o[name] !== 'function') throw new StoqInvalidArgumentError(name, `expected a factory function, got ${typeof o[name]}`)
+  }
+  fn('engine')
+  fn('udp')
+  fn('batcher')
+  const methods = (name: string, list: string[]): void => {
+    const v = o[name] as Record<string, unknown> | undefined
+    if (v === undefined) return
+    if (typeof v !== 'object' || v === null || list.some((m) => typeof v[m] !== 'function')) {
+      throw new StoqInvalidArgumentError(name, `expected an object with ${list.join(', ')} methods`)
+    }
+  }
+  methods('pool', ['acquire', 'tryAcquire', 'release', 'view', 'stats', 'close'])
+  methods('metrics', ['counter', 'gauge', 'histogram'])
+  const ms = o.throughputSampleMs
+  if (ms !== undefined && (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 0 || ms > 2 ** 31 - 1)) {
+    throw new StoqInvalidArgumentError('throughputSampleMs', `expected an integer number of ms >= 0, got ${typeof ms === 'number' ? ms : typeof ms}`)
   }
 }
 

@@ -202,9 +202,25 @@ export function describe(value: unknown): string {
   return `${typeof value} ${String(value)}`
 }
 
-export function readPem(name: string, source: unknown): Uint8Array {
+const PEM_BLOCK = {
+  certificate: { re: /-----BEGIN CERTIFICATE-----/, what: 'a "-----BEGIN CERTIFICATE-----" block' },
+  key: { re: /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/, what: 'a "-----BEGIN PRIVATE KEY-----" block' },
+  any: { re: /-----BEGIN /, what: 'a "-----BEGIN ...-----" block' },
+} as const
+
+/**
+ * PEM from text, bytes or a file. `kind` says which block must be there: a certificate
+ * where one is expected (the quiche binding aborts the process on a chain without
+ * one), a private key where a key is expected.
+ */
+export function readPem(name: string, source: unknown, kind: keyof typeof PEM_BLOCK = 'any'): Uint8Array {
   let bytes: Uint8Array
-  if (typeof source === 'string') bytes = Buffer.from(source, 'utf8')
+  // Buffer.alloc, not Buffer.from: PEM (maybe a private key) never lands in Node's shared
+  // 8 KiB pool, which util.inspect with showHidden prints through any other pooled Buffer.
+  if (typeof source === 'string') {
+    bytes = Buffer.alloc(Buffer.byteLength(source, 'utf8'))
+    ;(bytes as Buffer).write(source, 'utf8')
+  }
   else if (source instanceof Uint8Array) bytes = source
   else if (isPlainObject(source) && typeof source.file === 'string') {
     try {
@@ -215,9 +231,13 @@ export function readPem(name: string, source: unknown): Uint8Array {
   } else {
     throw new StoqInvalidArgumentError(name, `expected PEM text, PEM bytes or { file: path }, got ${describe(source)}`)
   }
-  const text = Buffer.from(bytes).toString('utf8')
-  if (!text.includes('-----BEGIN ')) {
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  if (!view.includes('-----BEGIN ')) {
     throw new StoqInvalidArgumentError(name, 'expected PEM data (a "-----BEGIN ...-----" block)')
+  }
+  // Test the block type in place (latin1 keeps a byte a character; no copy in Node's pool).
+  if (!PEM_BLOCK[kind].re.test(view.toString('latin1'))) {
+    throw new StoqInvalidArgumentError(name, `expected ${PEM_BLOCK[kind].what}`)
   }
   return bytes
 }
@@ -349,8 +369,8 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     if (!isPlainObject(o.server)) throw new StoqInvalidArgumentError('server', `expected an object, got ${describe(o.server)}`)
     const s = o.server as ServerOptions
     server = {
-      cert: readPem('server.cert', s.cert),
-      key: privateKeyBytes(readPem('server.key', s.key)),
+      cert: readPem('server.cert', s.cert, 'certificate'),
+      key: privateKeyBytes(readPem('server.key', s.key, 'key')),
       alpn: alpnOption(s.alpn),
       retry: boolOption('server.retry', s.retry ?? true),
       maxConnections: intOption('server.maxConnections', s.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1, 1 << 24),
@@ -377,6 +397,18 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
   }
 }
 
+/**
+ * A name TLS can send as SNI and check against a certificate: an IP literal, or DNS
+ * labels of letters, digits, "-" and "_" (1-63 characters each). Anything else (spaces,
+ * newlines, PEM text...) is refused here rather than by the engine (quiche's binding
+ * aborts the process on some of it).
+ */
+function isServerName(name: string): boolean {
+  if (net.isIP(name) !== 0) return true
+  const labels = (name.endsWith('.') ? name.slice(0, -1) : name).split('.')
+  return labels.every((l) => /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(l))
+}
+
 export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
   if (!isPlainObject(input)) throw new StoqInvalidArgumentError('options', `expected an object, got ${describe(input)}`)
   const o = input as Partial<ConnectOptions>
@@ -386,8 +418,8 @@ export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
   const host = o.host.startsWith('[') && o.host.endsWith(']') ? o.host.slice(1, -1) : o.host
   const port = intOption('port', o.port, 1, 65535)
   const serverName = o.serverName ?? host
-  if (typeof serverName !== 'string' || serverName.length === 0 || serverName.length > 253) {
-    throw new StoqInvalidArgumentError('serverName', `expected a non-empty string, got ${describe(serverName)}`)
+  if (typeof serverName !== 'string' || serverName.length === 0 || serverName.length > 253 || !isServerName(serverName)) {
+    throw new StoqInvalidArgumentError('serverName', `expected a DNS name or IP literal, got ${describe(serverName)}`)
   }
   const insecure = boolOption('insecure', o.insecure ?? false)
   let pins: string[] = []
@@ -400,7 +432,7 @@ export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
     })
     if (pins.length === 0) throw new StoqInvalidArgumentError('pin', 'expected at least one fingerprint')
   }
-  const ca = o.ca === undefined ? undefined : readPem('ca', o.ca)
+  const ca = o.ca === undefined ? undefined : readPem('ca', o.ca, 'certificate')
   if (!insecure && pins.length === 0 && ca === undefined) {
     throw new StoqInvalidArgumentError(
       'ca',
@@ -410,7 +442,7 @@ export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
   if ((o.cert === undefined) !== (o.key === undefined)) {
     throw new StoqInvalidArgumentError('cert', '`cert` and `key` must be given together')
   }
-  const identity = o.cert !== undefined ? { cert: readPem('cert', o.cert), key: privateKeyBytes(readPem('key', o.key)) } : undefined
+  const identity = o.cert !== undefined ? { cert: readPem('cert', o.cert, 'certificate'), key: privateKeyBytes(readPem('key', o.key, 'key')) } : undefined
   return {
     host,
     port,

@@ -38,6 +38,16 @@ export interface StreamHost {
 const encoder = new TextEncoder()
 const EMPTY = new Uint8Array(0)
 
+/** QUIC application error codes are 62-bit varints: below 2^62 (2^62 - 1 is not a double). */
+const APP_CODE_LIMIT = 2 ** 62
+
+/** An application error code for RESET_STREAM / STOP_SENDING: an integer from 0 to 2^62-1. */
+export function checkAppCode(code: unknown, name = 'code'): void {
+  if (typeof code !== 'number' || !Number.isInteger(code) || code < 0 || code >= APP_CODE_LIMIT) {
+    throw new StoqInvalidArgumentError(name, `expected an integer from 0 to 2^62-1, got ${typeof code === 'number' ? code : typeof code}`)
+  }
+}
+
 function errorCode(reason: unknown): number {
   if (typeof reason === 'number' && Number.isInteger(reason) && reason >= 0) return reason
   if (StoqError.isInstance(reason)) {
@@ -448,6 +458,7 @@ export class QuicStream {
 
   /** Reset the sending side with an application error code. */
   reset(code = 0): void {
+    checkAppCode(code)
     if (this.writable === null || this.writeDone) return
     this.resetWriting(code)
     this.writable.abort(code).catch(() => {})
@@ -455,6 +466,7 @@ export class QuicStream {
 
   /** Ask the peer to stop sending, with an application error code. */
   stopSending(code = 0): void {
+    checkAppCode(code)
     if (this.readable === null || this.readDone) return
     this.stopReading(code)
     try {
@@ -467,8 +479,9 @@ export class QuicStream {
   /** Set the stream's scheduling priority (RFC 9218 urgency 0-7, lower is sooner). */
   setPriority(urgency: number, incremental = true): void {
     if (!Number.isInteger(urgency) || urgency < 0 || urgency > 7) {
-      throw new StoqInvalidArgumentError('urgency', `expected an integer from 0 to 7, got ${String(urgency)}`)
+      throw new StoqInvalidArgumentError('urgency', `expected an integer from 0 to 7, got ${typeof urgency === 'number' ? urgency : typeof urgency}`)
     }
+    if (typeof incremental !== 'boolean') throw new StoqInvalidArgumentError('incremental', `expected a boolean, got ${typeof incremental}`)
     this.host.engine.streamPriority(this.host.handle, this.id, urgency, incremental)
     this.host.schedule()
   }

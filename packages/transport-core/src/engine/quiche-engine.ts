@@ -710,7 +710,17 @@ export class QuicheEngine implements QuicEngine {
         if (!rec.refused) sink.onEstablished(rec.handle)
       }
       if (!rec.refused && !ending) {
-        for (const id of conn.readable()) sink.onStreamReadable(rec.handle, id)
+        // quiche 0.18 forgets ("collects") a bidirectional stream as soon as the application
+        // reads the RESET_STREAM (or FIN) that completes it, when its sending side is already
+        // over, which a STOP_SENDING makes it: the peer's STOP_SENDING code goes with it (a later
+        // stream_send only answers Done). Ask for the code of every readable bidirectional
+        // stream before any of them is read, while quiche still knows it.
+        let ids: number[] | null = null
+        for (const id of conn.readable()) {
+          ;(ids ??= []).push(id)
+          if ((id & 0x2) === 0) this.noteStopped(rec, id)
+        }
+        if (ids !== null) for (const id of ids) sink.onStreamReadable(rec.handle, id)
         if (rec.wantWritable.size > 0) {
           // A snapshot: a writer that is still blocked asks again from inside
           // onStreamWritable, and a live Set iteration would revisit it forever.
@@ -817,13 +827,43 @@ export class QuicheEngine implements QuicEngine {
     } catch (err) {
       const e = parseQuicheError(err)
       if (e.kind === 'StreamStopped') (rec.stopped ??= new Map()).set(streamId, e.code)
-      if (e.kind === 'Done') return STREAM_BLOCKED
+      if (e.kind === 'Done') return this.blockedOrGone(rec, streamId)
       return STREAM_STOPPED
     }
     // quiche answers Done (null) when it took nothing, FIN included.
-    if (n === null) return STREAM_BLOCKED
+    if (n === null) return this.blockedOrGone(rec, streamId)
     this.markSend(rec)
     return n
+  }
+
+  /**
+   * quiche answered Done to stream_send: the stream has no credit now (blocked), or quiche
+   * already forgot it (collected: complete both ways, which for a stream still written to
+   * means the peer stopped it; its STOP_SENDING code is in `rec.stopped` when we saw it).
+   */
+  private blockedOrGone(rec: ConnRecord, streamId: number): number {
+    try {
+      rec.conn.streamCapacity(streamId)
+      return STREAM_BLOCKED
+    } catch (err) {
+      const e = parseQuicheError(err)
+      if (e.kind === 'StreamStopped') {
+        ;(rec.stopped ??= new Map()).set(streamId, e.code)
+        return STREAM_STOPPED
+      }
+      return e.kind === 'InvalidStreamState' ? STREAM_STOPPED : STREAM_BLOCKED
+    }
+  }
+
+  /** Remember the peer's STOP_SENDING code for `streamId`, if quiche has one. */
+  private noteStopped(rec: ConnRecord, streamId: number): void {
+    if (rec.stopped?.has(streamId)) return
+    try {
+      rec.conn.streamCapacity(streamId)
+    } catch (err) {
+      const e = parseQuicheError(err)
+      if (e.kind === 'StreamStopped') (rec.stopped ??= new Map()).set(streamId, e.code)
+    }
   }
 
   streamRecv(conn: number, streamId: number, out: Uint8Array, result: StreamRecvResult & StreamRecvError): boolean {
@@ -831,6 +871,9 @@ export class QuicheEngine implements QuicEngine {
     result.bytes = 0
     result.fin = false
     result.resetCode = -1
+    // Packets arrived since the last drainEvents (a reader pulling between the two): a
+    // STOP_SENDING among them would be lost once this read consumes a RESET_STREAM.
+    if (rec.eventDirty && (streamId & 0x2) === 0) this.noteStopped(rec, streamId)
     let r: [number, boolean] | null
     try {
       r = rec.conn.streamRecv(streamId, out)
