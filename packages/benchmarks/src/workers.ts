@@ -168,37 +168,43 @@ async function main(): Promise<void> {
   const identity = await makeIdentity()
   const serverOptions = { host: '127.0.0.1', server: { cert: identity.cert, key: identity.key }, transport: {} }
   const single = await createEndpoint({ ...serverOptions, workers: 0 })
+  const one = await createEndpoint({ ...serverOptions, workers: 1 })
   const multi = await createEndpoint({ ...serverOptions, workers: n })
   console.log(`# STOQ multi-core scaling: ${values.bytes} MiB per case over loopback, ${runs} runs, ${os.availableParallelism()} CPUs`)
   console.log(`# single-thread server: ${single.stats().engineChoice}`)
+  console.log(`# 1-worker server: ${one.stats().engineChoice}`)
   console.log(`# multi-core server: ${multi.stats().engineChoice}`)
   const results: Result[] = []
   for (let run = 1; run <= runs; run++) {
     for (const connections of [1, 2, 4]) {
       for (const [workers, ep] of [
         [0, single],
+        [1, one],
         [n, multi],
       ] as const) {
         const r = await measure(ep, workers, connections, totalBytes, identity, run)
         results.push(r)
         console.log(
-          `run ${run} conns ${connections} ${workers === 0 ? 'main thread' : `${workers} workers`}: ${r.gbps.toFixed(2)} Gbit/s, server CPU ${r.serverCpuPercent.toFixed(0)}%, sender CPU ${r.senderCpuPercent.toFixed(0)}%${r.workerElu.length ? `, worker ELU ${r.workerElu.join('/')}` : ''}`,
+          `run ${run} conns ${connections} ${workers === 0 ? 'main thread' : `${workers} worker${workers > 1 ? 's' : ''}`}: ${r.gbps.toFixed(2)} Gbit/s, server CPU ${r.serverCpuPercent.toFixed(0)}%, sender CPU ${r.senderCpuPercent.toFixed(0)}%${r.workerElu.length ? `, worker ELU ${r.workerElu.join('/')}` : ''}`,
         )
       }
     }
   }
   await single.close()
+  await one.close()
   await multi.close()
-  console.log('\n| connections | main thread Gbit/s | server CPU | ' + `${n} workers Gbit/s | server CPU | ratio |`)
+  console.log(`\n| connections | main thread Gbit/s (server CPU) | 1 worker Gbit/s (server CPU) | ${n} workers Gbit/s (server CPU) | ${n} workers / 1 worker | ${n} workers / main thread |`)
   console.log('|---|---|---|---|---|---|')
   for (const connections of [1, 2, 4]) {
-    const a = results.filter((r) => r.connections === connections && r.workers === 0)
-    const b = results.filter((r) => r.connections === connections && r.workers === n)
-    const ga = median(a.map((r) => r.gbps))
-    const gb = median(b.map((r) => r.gbps))
-    console.log(
-      `| ${connections} | ${ga.toFixed(2)} | ${median(a.map((r) => r.serverCpuPercent)).toFixed(0)}% | ${gb.toFixed(2)} | ${median(b.map((r) => r.serverCpuPercent)).toFixed(0)}% | ${(gb / ga).toFixed(2)} |`,
-    )
+    const cell = (w: number): { g: number; text: string } => {
+      const rs = results.filter((r) => r.connections === connections && r.workers === w)
+      const g = median(rs.map((r) => r.gbps))
+      return { g, text: `${g.toFixed(2)} (${median(rs.map((r) => r.serverCpuPercent)).toFixed(0)}%)` }
+    }
+    const a = cell(0)
+    const b = cell(1)
+    const c = cell(n)
+    console.log(`| ${connections} | ${a.text} | ${b.text} | ${c.text} | ${(c.g / b.g).toFixed(2)} | ${(c.g / a.g).toFixed(2)} |`)
   }
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(results, null, 2))
 }

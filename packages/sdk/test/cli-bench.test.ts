@@ -112,7 +112,7 @@ describe('stoq bench (local: server in a child process)', () => {
     expect(run.stdout).toContain(`transferred  5.00 MiB (${5 * 1024 * 1024} bytes)`)
     expect(run.stdout).toMatch(/verified {5}yes/)
     expect(run.stdout).toMatch(/client {7}engine (quinn|quiche), UDP backend (gro|gso|dgram)/)
-    expect(run.stdout).toMatch(/server {7}engine (quinn|quiche), UDP backend (gro|gso|dgram)/)
+    expect(run.stdout).toMatch(/server {7}engine (quinn|quiche)(×\d+)?, UDP backend (gro|gso|dgram)(×\d+ workers)?/)
   }, 60_000)
 
   it('--engine quiche is used on both sides', async () => {

@@ -257,7 +257,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         return ep
       })
     const n = auto ? os.availableParallelism() : resolved.workers
-    if (n < 2) return single(`workers auto: ${n} CPU, connections stay on this thread`)
+    if (auto && n < 2) return single(`workers auto: ${n} CPU, connections stay on this thread`)
     const backend = resolved.udpBackend
     if (backend === 'gso' || backend === 'dgram') {
       const why = `engine workers need the gro or uring backend (SO_REUSEPORT is set through koffi before bind; Node 20's dgram cannot), udpBackend is ${backend}`

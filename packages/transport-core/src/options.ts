@@ -96,8 +96,8 @@ export interface EndpointOptions {
    */
   numaNode?: number
   /**
-   * Engine worker threads (multi-core). 0 or 1 (default): connections live on this
-   * thread. N >= 2: N workers each run a QUIC engine and their own UDP socket on the
+   * Engine worker threads (multi-core). 0 (default): connections live on this thread.
+   * N >= 1: N workers each run a QUIC engine and their own UDP socket on the
    * same port (SO_REUSEPORT, packets steered to the right worker by the first byte of
    * their connection ID); connections, streams and datagrams look exactly the same to
    * the application, their bytes cross through shared memory. `auto`: one worker per
@@ -158,7 +158,7 @@ export interface ResolvedEndpointOptions {
   poolMaxBuffers: number
   zeroCopySend: boolean
   numaNode: number | null
-  /** Engine workers: 0 (this thread) or 2 and more; `auto` resolved to -1 (decided at bind). */
+  /** Engine workers: 0 (this thread) or 1 and more; `auto` resolved to -1 (decided at bind). */
   workers: number
 }
 
@@ -292,8 +292,7 @@ const ENGINES: EngineChoice[] = ['auto', 'quinn', 'quiche']
 
 function workersOption(value: unknown): number {
   if (value === 'auto') return -1
-  const n = intOption('workers', value ?? 0, 0, 64)
-  return n === 1 ? 0 : n
+  return intOption('workers', value ?? 0, 0, 64)
 }
 
 function engineOption(value: unknown): EngineChoice {

@@ -245,8 +245,13 @@ describe('engine workers (multi-core endpoints)', () => {
     const q = await endpoint({ host: '127.0.0.1', workers: 'auto', engine: 'quiche' })
     expect(q.stats().workers).toEqual([])
     expect(q.stats().engineChoice).toMatch(/workers auto: engine workers run the quinn engine only/)
-    // One worker means this thread.
-    const one = await endpoint({ host: '127.0.0.1', workers: 1 })
-    expect(one.stats().workers).toEqual([])
+    // One worker takes the engine off this thread; 0 keeps it here.
+    const one = await server(1)
+    one.on('connection', serveEcho)
+    expect(one.stats().workers).toHaveLength(1)
+    const client = await endpoint({ host: '127.0.0.1', workers: 0 })
+    expect(client.stats().workers).toEqual([])
+    const data = randomBytes(200_000, 5)
+    expect(await echo(await dial(client, one), data)).toBe(sha256(data))
   })
 })

@@ -277,6 +277,7 @@ export class WorkerEngine implements QuicEngine {
         if (msg.type === 'ready') {
           ready = true
           slot.fd = msg.fd
+          slot.udp = msg.udpStats
           this.address ??= msg.address
           this.port = msg.address.port
           this.engineName = msg.engine

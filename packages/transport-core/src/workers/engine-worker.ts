@@ -616,6 +616,7 @@ async function main(): Promise<void> {
     engine: endpoint.engine.name,
     engineChoice: selected.choice,
     udp: inner.backend,
+    udpStats: endpoint.stats().udp,
   } satisfies P.WorkerControl)
 
   let lastElu = performance.eventLoopUtilization()

@@ -97,7 +97,15 @@ export interface WorkerInit {
 
 /** Messages that are not record batches. */
 export type WorkerControl =
-  | { type: 'ready'; address: import('@stoq/interface').SocketAddress; fd: number; engine: string; engineChoice: string; udp: string }
+  | {
+      type: 'ready'
+      address: import('@stoq/interface').SocketAddress
+      fd: number
+      engine: string
+      engineChoice: string
+      udp: string
+      udpStats: import('@stoq/interface').UdpIoStats
+    }
   | { type: 'bind-error'; code: string; message: string; feature?: string }
   | { type: 'stats'; load: WorkerLoad; udp: import('@stoq/interface').UdpIoStats; conns: [number, import('@stoq/interface').ConnectionStatsSnapshot, number][] }
   | { type: 'closed' }
