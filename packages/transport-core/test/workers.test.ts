@@ -146,6 +146,55 @@ describe('engine workers (multi-core endpoints)', () => {
     expect(closes[0]).toEqual({ code: 42, reason: 'done here' })
   })
 
+  it('confirmed sends, a graceful close that delivers everything, and 1000 streams', async (ctx) => {
+    if (!canRun) ctx.skip()
+    const srv = await server(2)
+    const got: Promise<Uint8Array>[] = []
+    let closedWith: { code: number; reason: string } | null = null
+    srv.on('connection', (conn) => {
+      conn.on('stream', (s) => {
+        if (s.bidirectional) void s.readable!.pipeTo(s.writable!).catch(() => {})
+        else got.push(readAll(s.readable!))
+      })
+      conn.on('close', (info) => (closedWith = { code: info.code, reason: info.reason }))
+    })
+    const client = await endpoint({ host: '127.0.0.1', workers: 2 })
+    const conn = await dial(client, srv)
+    // confirm: resolves once the peer acknowledged every byte (reported by the worker's engine).
+    const first = randomBytes(1 << 20, 21)
+    expect(await conn.send(first, { confirm: true, timeoutMs: 10_000 })).toBe(first.length)
+    // 1000 echo streams at once: the reserve of stream ids opened ahead refills as they are used.
+    const small = randomBytes(1000, 22)
+    const streams = []
+    const openBy = Date.now() + 10_000
+    while (streams.length < 1000) {
+      try {
+        streams.push(conn.openStream())
+      } catch (err) {
+        if (!StoqError.isInstance(err) || err.code !== 'STOQ_ERR_STREAM_LIMIT' || Date.now() > openBy) throw err
+        await new Promise((r) => setTimeout(r, 5))
+      }
+    }
+    const echoes = await Promise.all(
+      streams.map(async (s) => {
+        const back = readAll(s.readable!)
+        const w = s.writable!.getWriter()
+        await w.write(small)
+        await w.close()
+        return sha256(await back)
+      }),
+    )
+    expect(new Set(echoes)).toEqual(new Set([sha256(small)]))
+    // Unconfirmed send, then close at once: graceful close delivers it before CONNECTION_CLOSE.
+    const last = randomBytes(4 << 20, 23)
+    await conn.send(last)
+    await conn.close(7, 'bye')
+    await until(() => got.length === 2 && closedWith !== null)
+    expect(sha256(await got[0]!)).toBe(sha256(first))
+    expect(sha256(await got[1]!)).toBe(sha256(last))
+    expect(closedWith).toEqual({ code: 7, reason: 'bye' })
+  })
+
   it('a worker crash is reported, its connections fail with a typed error, the others go on', async (ctx) => {
     if (!canRun) ctx.skip()
     const srv = await server(2, { transport: { maxIdleTimeoutMs: 3000 } })

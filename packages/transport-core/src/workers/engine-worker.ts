@@ -116,17 +116,25 @@ class WorkerHost implements EngineEventSink {
     port.postMessage(msg)
   }
 
-  /** Return credit, report completed streams, refill reserves, retry starved reads. */
-  private settle(): void {
-    for (const s of this.readStarved) {
-      this.readStarved.delete(s)
-      if (this.byId.get(s.conn.id) === s.conn) this.read(s.conn, s)
+  /**
+   * After every cycle of the worker's endpoint (packets in, timers): acknowledgements and
+   * MAX_STREAMS raise no engine event, so check the streams waiting to complete and the
+   * connections whose stream reserve is short here.
+   */
+  afterDrain(): void {
+    if (this.watched.size > 0) this.checkComplete()
+    if (this.reserveShort.size > 0) {
+      for (const c of this.reserveShort) {
+        this.reserveShort.delete(c)
+        if (this.byId.get(c.id) === c) this.refillReserve(c)
+      }
     }
-    for (const s of this.creditDirty) {
-      if (s.creditBack > 0) this.out.push(P.E_CREDIT, s.conn.id, s.sid, s.creditBack, 0, 0)
-      s.creditBack = 0
-    }
-    this.creditDirty.clear()
+    if (this.out.length > 0) this.queueFlush()
+  }
+
+  private readonly reserveShort = new Set<WConn>()
+
+  private checkComplete(): void {
     for (const s of this.watched) {
       const c = s.conn
       if (this.byId.get(c.id) !== c) {
@@ -139,6 +147,20 @@ class WorkerHost implements EngineEventSink {
         this.out.push(P.E_COMPLETE, c.id, s.sid, 0, 0, 0)
       }
     }
+  }
+
+  /** Return credit, report completed streams, refill reserves, retry starved reads. */
+  private settle(): void {
+    for (const s of this.readStarved) {
+      this.readStarved.delete(s)
+      if (this.byId.get(s.conn.id) === s.conn) this.read(s.conn, s)
+    }
+    for (const s of this.creditDirty) {
+      if (s.creditBack > 0) this.out.push(P.E_CREDIT, s.conn.id, s.sid, s.creditBack, 0, 0)
+      s.creditBack = 0
+    }
+    this.creditDirty.clear()
+    this.checkComplete()
     for (const c of this.refill) this.refillReserve(c)
     this.refill.clear()
     for (const c of this.byId.values()) {
@@ -366,7 +388,11 @@ class WorkerHost implements EngineEventSink {
       c.taken[t] = 0
       while (c.reserved[t]! < target) {
         const sid = this.engine.openStream(c.h, bidi)
-        if (sid < 0) break
+        if (sid < 0) {
+          // The peer's limit: try again after later cycles (its MAX_STREAMS raises no event).
+          this.reserveShort.add(c)
+          break
+        }
         // Creating it in the engine counts it against the peer's limit now.
         this.engine.streamSend(c.h, sid, EMPTY, false)
         c.reserved[t]!++
@@ -515,7 +541,12 @@ class WorkerHost implements EngineEventSink {
 function tapEngine(real: QuicEngine, host: WorkerHost): QuicEngine {
   return new Proxy(real, {
     get(target, prop, receiver) {
-      if (prop === 'drainEvents') return (_sink: EngineEventSink) => target.drainEvents(host)
+      if (prop === 'drainEvents') {
+        return (_sink: EngineEventSink) => {
+          target.drainEvents(host)
+          host.afterDrain()
+        }
+      }
       const v = Reflect.get(target, prop, receiver) as unknown
       return typeof v === 'function' ? (v as (...args: unknown[]) => unknown).bind(target) : v
     },
