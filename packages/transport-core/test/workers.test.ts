@@ -1,5 +1,5 @@
 import crypto from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync } from 'node:fs'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { detectCapabilities } from '@stoq/hwaccel'
@@ -278,6 +278,31 @@ describe('engine workers (multi-core endpoints)', () => {
     // Peer window 256 KiB + the engine's send buffer + the 1 MiB hand-off window.
     expect(accepted).toBeLessThan(8 << 20)
     expect(accepted).toBeGreaterThan(0)
+  })
+
+  it('leaves no thread, port or handle behind once closed', async (ctx) => {
+    if (!canRun) ctx.skip()
+    await new Promise((r) => setTimeout(r, 100)) // let earlier sockets finish closing
+    const before = process.getActiveResourcesInfo()
+    // Worker threads do not show in getActiveResourcesInfo(): count the process's threads.
+    const threads = (): number => readdirSync('/proc/self/task').length
+    const threadsBefore = threads()
+    const srv = await createEndpoint({ host: '127.0.0.1', workers: 2, server: { cert: pki.server.cert, key: pki.server.key } })
+    srv.on('connection', serveEcho)
+    const client = await createEndpoint({ host: '127.0.0.1', workers: 2 })
+    expect(threads()).toBeGreaterThanOrEqual(threadsBefore + 8)
+    const data = randomBytes(100_000, 31)
+    expect(await echo(await dial(client, srv), data)).toBe(sha256(data))
+    await client.close()
+    await srv.close()
+    await new Promise((r) => setTimeout(r, 50))
+    // Nothing new: each resource kind is at most as numerous as before.
+    const count = (list: string[]): Map<string, number> => list.reduce((m, k) => m.set(k, (m.get(k) ?? 0) + 1), new Map<string, number>())
+    const was = count(before)
+    const extra = [...count(process.getActiveResourcesInfo())].filter(([k, n]) => n > (was.get(k) ?? 0))
+    expect(extra).toEqual([])
+    // 2 + 2 engine threads and their 4 network threads ran meanwhile; all have exited.
+    await until(() => threads() <= threadsBefore, 5000)
   })
 
   it('validates the option and says when workers cannot run', async () => {
