@@ -479,10 +479,11 @@ export class WorkerEngine implements QuicEngine {
     }
     for (const slot of this.slots) {
       if (slot.out.length === 0 || !slot.alive) continue
-      const msg: P.RecordBatch = { r: slot.out, x: slot.x }
-      slot.out = []
+      const r = Float64Array.from(slot.out)
+      const msg: P.RecordBatch = { r, x: slot.x }
+      slot.out.length = 0
       slot.x = []
-      slot.worker.postMessage(msg)
+      slot.worker.postMessage(msg, [r.buffer])
     }
   }
 

@@ -110,10 +110,11 @@ class WorkerHost implements EngineEventSink {
     this.flushQueued = false
     this.settle()
     if (this.out.length === 0) return
-    const msg: P.RecordBatch = { r: this.out, x: this.extras }
-    this.out = []
+    const r = Float64Array.from(this.out)
+    const msg: P.RecordBatch = { r, x: this.extras }
+    this.out.length = 0
     this.extras = []
-    port.postMessage(msg)
+    port.postMessage(msg, [r.buffer])
   }
 
   /**

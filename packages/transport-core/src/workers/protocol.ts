@@ -113,6 +113,7 @@ export type WorkerControl =
 export type MainControl = { type: 'close' } | { type: 'crash'; message: string }
 
 export interface RecordBatch {
-  r: number[]
+  /** Records, RECORD_WIDTH numbers each (a transferred Float64Array: no per-number serialisation). */
+  r: Float64Array
   x: unknown[]
 }
