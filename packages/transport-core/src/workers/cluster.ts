@@ -74,9 +74,6 @@ interface MStream {
   stop: number
   finSent: boolean
   complete: boolean
-  stage: number
-  stageLen: number
-  stageFin: boolean
   inQ: { slot: number; off: number; len: number; fin: boolean }[]
   reset: number
   readBack: number
@@ -111,6 +108,9 @@ interface WorkerSlot {
   socketIndex: number
   out: number[]
   x: unknown[]
+  /** Buffer the current turn's writes are packed into (-1: none), and how full it is. */
+  pack: number
+  packLen: number
   load: P.WorkerLoad
   udp: UdpIoStats | null
   closing: boolean
@@ -157,10 +157,11 @@ export class WorkerEngine implements QuicEngine {
   private receiver: UdpReceiver | null = null
   private listenOptions: EngineServerOptions | null = null
   private readonly events: (() => void)[] = []
-  private readonly dirty = new Set<MStream & { conn: MConn }>()
   private readonly poolBlocked = new Set<MStream & { conn: MConn }>()
   private flushQueued = false
   private wakeQueued = false
+  /** Buffers of a worker's pool that sending may hold at once (three quarters of its limit). */
+  private readonly sendPoolLimit: number
   private destroyed = false
   private port = 0
   private engineName = ''
@@ -168,6 +169,7 @@ export class WorkerEngine implements QuicEngine {
 
   constructor(options: WorkerClusterOptions) {
     this.opts = options
+    this.sendPoolLimit = Math.max(8, Math.floor((options.poolMaxBuffers * 3) / 4))
     this.maxPacketSize = options.transport.maxUdpPayloadSize
     const self = this
     this.io = {
@@ -248,6 +250,8 @@ export class WorkerEngine implements QuicEngine {
       socketIndex,
       out: [],
       x: [],
+      pack: -1,
+      packLen: 0,
       load: {
         index,
         alive: true,
@@ -448,10 +452,10 @@ export class WorkerEngine implements QuicEngine {
 
   // Records ---------------------------------------------------------------------------------
 
-  private rec(w: number, op: number, id: number, sid = 0, a = 0, b = 0, c = 0): void {
+  private rec(w: number, op: number, id: number, sid = 0, a = 0, b = 0, c = 0, d = 0): void {
     const slot = this.slots[w]
     if (!slot || !slot.alive) return
-    slot.out.push(op, id, sid, a, b, c)
+    slot.out.push(op, id, sid, a, b, c, d)
     this.queueFlush()
   }
 
@@ -469,8 +473,6 @@ export class WorkerEngine implements QuicEngine {
 
   private readonly flush = (): void => {
     this.flushQueued = false
-    for (const s of this.dirty) this.emitStage(s)
-    this.dirty.clear()
     for (const c of this.conns.values()) {
       if (c.dgramReadBack > 0) {
         this.rec(c.w, P.C_DGRAM_CREDIT, c.id, 0, c.dgramReadBack)
@@ -478,6 +480,11 @@ export class WorkerEngine implements QuicEngine {
       }
     }
     for (const slot of this.slots) {
+      // Every record naming the pack buffer goes in this batch: start a new one next turn
+      // (an untouched pack buffer goes back at once).
+      if (slot.pack >= 0 && slot.packLen === 0) slot.pool.release(slot.pack)
+      slot.pack = -1
+      slot.packLen = 0
       if (slot.out.length === 0 || !slot.alive) continue
       const r = Float64Array.from(slot.out)
       const msg: P.RecordBatch = { r, x: slot.x }
@@ -559,7 +566,6 @@ export class WorkerEngine implements QuicEngine {
         case P.E_STOPPED: {
           const s = this.stream(c, sid)
           s.stop = a
-          this.dropStage(c, s)
           if (s.want) this.writable(c, s)
           break
         }
@@ -586,9 +592,14 @@ export class WorkerEngine implements QuicEngine {
           break
       }
     }
-    // Buffers came back: writers that waited for one may go on.
-    for (const s of this.poolBlocked) if (s.conn.w === slot.index && s.want) this.writable(s.conn, s)
+    this.buffersBack(slot.index)
     this.wake()
+  }
+
+  /** Buffers of worker `w`'s pool came back: writers that waited for one may go on. */
+  private buffersBack(w: number): void {
+    if (this.poolBlocked.size === 0) return
+    for (const s of this.poolBlocked) if (s.conn.w === w && s.want) this.writable(s.conn, s)
   }
 
   private writable(c: MConn, s: MStream & { conn: MConn }): void {
@@ -600,21 +611,19 @@ export class WorkerEngine implements QuicEngine {
 
   private closeLocal(c: MConn, info: EngineCloseInfo): void {
     c.closed = true
-    const pool = this.slots[c.w]?.pool
-    for (const s of c.streams.values()) {
-      if (pool) {
-        for (const e of s.inQ) if (e.slot >= 0) pool.release(e.slot)
-        if (s.stage >= 0) pool.release(s.stage)
-      }
-      this.dirty.delete(s as MStream & { conn: MConn })
-      this.poolBlocked.delete(s as MStream & { conn: MConn })
-    }
-    if (pool) for (const d of c.dgramIn) pool.release(d.slot)
-    c.streams.clear()
-    c.dgramIn.length = 0
+    for (const s of c.streams.values()) this.poolBlocked.delete(s as MStream & { conn: MConn })
     this.event(() => {
-      this.conns.delete(c.id)
+      // Streams stay readable during the close event (a peer's close delivers what fully
+      // arrived); their buffers go back after it.
       this.sink?.onClosed(c.id, info)
+      this.conns.delete(c.id)
+      const pool = this.slots[c.w]?.pool
+      if (pool) {
+        for (const s of c.streams.values()) for (const e of s.inQ) if (e.slot >= 0) pool.release(e.slot)
+        for (const d of c.dgramIn) pool.release(d.slot)
+      }
+      c.streams.clear()
+      c.dgramIn.length = 0
     })
     this.wake()
   }
@@ -652,9 +661,6 @@ export class WorkerEngine implements QuicEngine {
         stop: -1,
         finSent: false,
         complete: false,
-        stage: -1,
-        stageLen: 0,
-        stageFin: false,
         inQ: [],
         reset: -1,
         readBack: 0,
@@ -663,22 +669,6 @@ export class WorkerEngine implements QuicEngine {
       c.streams.set(sid, s)
     }
     return s
-  }
-
-  private emitStage(s: MStream & { conn: MConn }): void {
-    if (s.stage < 0 && !s.stageFin) return
-    if (s.conn.closed) return
-    this.rec(s.conn.w, P.C_SEND, s.conn.id, s.sid, s.stage, s.stageLen, s.stageFin ? 1 : 0)
-    s.stage = -1
-    s.stageLen = 0
-    s.stageFin = false
-  }
-
-  private dropStage(c: MConn, s: MStream): void {
-    if (s.stage >= 0) this.slots[c.w]?.pool.release(s.stage)
-    s.stage = -1
-    s.stageLen = 0
-    s.stageFin = false
   }
 
   // QuicEngine --------------------------------------------------------------------------------
@@ -700,7 +690,7 @@ export class WorkerEngine implements QuicEngine {
   }
 
   pollTransmit(_batch: TransmitBatch, _max: number): boolean {
-    if (this.flushQueued || this.dirty.size > 0) this.flush()
+    if (this.flushQueued) this.flush()
     return false
   }
 
@@ -733,7 +723,6 @@ export class WorkerEngine implements QuicEngine {
   close(conn: number, app: boolean, code: number, reason: Uint8Array): void {
     const c = this.conns.get(conn)
     if (!c || c.closed) return
-    for (const s of c.streams.values()) this.emitStage(s as MStream & { conn: MConn })
     this.rec(c.w, P.C_CLOSE, conn, 0, app ? 1 : 0, code, this.extra(c.w, new Uint8Array(reason)))
   }
 
@@ -759,41 +748,38 @@ export class WorkerEngine implements QuicEngine {
     if (s.stop >= 0 || s.finSent) return STREAM_STOPPED
     if (data.length === 0) {
       if (fin) {
-        s.stageFin = true
         s.finSent = true
-        this.dirty.add(s)
-        this.queueFlush()
+        this.rec(c.w, P.C_SEND, conn, streamId, -1, 0, 0, 1)
       }
       return 0
     }
-    const pool = this.slots[c.w]!.pool
+    const w = this.slots[c.w]!
+    const pool = w.pool
     const size = pool.bufferSize
     const max = Math.min(data.length, s.credit)
     let n = 0
     while (n < max) {
-      if (s.stage < 0 || s.stageLen === size) {
-        if (s.stage >= 0) this.emitStage(s)
-        const slot = pool.tryAcquire()
+      if (w.pack < 0 || w.packLen === size) {
+        // Leave a quarter of the pool to reading, so writers can never starve the reads
+        // that would let the peer take their data.
+        const slot = pool.stats().inUse < this.sendPoolLimit ? pool.tryAcquire() : -1
         if (slot < 0) {
           this.poolBlocked.add(s)
           break
         }
-        s.stage = slot
-        s.stageLen = 0
+        w.pack = slot
+        w.packLen = 0
       }
-      const k = Math.min(max - n, size - s.stageLen)
-      pool.view(s.stage).set(n === 0 && k === data.length ? data : data.subarray(n, n + k), s.stageLen)
-      s.stageLen += k
+      const k = Math.min(max - n, size - w.packLen)
+      pool.view(w.pack).set(n === 0 && k === data.length ? data : data.subarray(n, n + k), w.packLen)
       n += k
+      const last = fin && n === data.length
+      this.rec(c.w, P.C_SEND, conn, streamId, w.pack, w.packLen, k, last ? 1 : 0)
+      w.packLen += k
     }
     if (n === 0) return STREAM_BLOCKED
     s.credit -= n
-    if (fin && n === data.length) {
-      s.stageFin = true
-      s.finSent = true
-    }
-    this.dirty.add(s)
-    this.queueFlush()
+    if (fin && n === data.length) s.finSent = true
     return n
   }
 
@@ -825,6 +811,7 @@ export class WorkerEngine implements QuicEngine {
     if (n > 0) {
       s.readBack += n
       this.rec(c.w, P.C_RECV_CREDIT, conn, streamId, n)
+      this.buffersBack(c.w)
     }
     if (n > 0 || result.fin) {
       result.bytes = n
@@ -871,8 +858,6 @@ export class WorkerEngine implements QuicEngine {
     const s = this.stream(c, streamId)
     const pool = this.slots[c.w]!.pool
     if (direction === 'write') {
-      this.dropStage(c, s)
-      this.dirty.delete(s)
       s.finSent = true
     } else {
       for (const e of s.inQ) if (e.slot >= 0) pool.release(e.slot)
@@ -893,12 +878,18 @@ export class WorkerEngine implements QuicEngine {
     if (c.maxDgram < 0) throw new StoqDatagramUnsupportedError()
     if (data.length > c.maxDgram) throw new StoqDatagramTooLargeError(data.length, c.maxDgram)
     if (c.dgramCredit <= 0) return false
-    const pool = this.slots[c.w]!.pool
-    const slot = pool.tryAcquire()
-    if (slot < 0) return false
-    pool.view(slot).set(data)
+    const w = this.slots[c.w]!
+    const pool = w.pool
+    if (w.pack < 0 || w.packLen + data.length > pool.bufferSize) {
+      const slot = pool.stats().inUse < this.sendPoolLimit ? pool.tryAcquire() : -1
+      if (slot < 0) return false
+      w.pack = slot
+      w.packLen = 0
+    }
+    pool.view(w.pack).set(data, w.packLen)
     c.dgramCredit--
-    this.rec(c.w, P.C_DGRAM, conn, 0, slot, data.length)
+    this.rec(c.w, P.C_DGRAM, conn, 0, w.pack, w.packLen, data.length)
+    w.packLen += data.length
     return true
   }
 
@@ -910,6 +901,7 @@ export class WorkerEngine implements QuicEngine {
     const n = Math.min(d.len, out.length)
     out.set(pool.view(d.slot).subarray(0, n))
     pool.release(d.slot)
+    this.buffersBack(c.w)
     c.dgramReadBack++
     this.queueFlush()
     return n

@@ -46,7 +46,7 @@ const RESERVE_MAX = 512
 interface WStream {
   sid: number
   /** Buffers the application sent that the engine has not taken yet. */
-  sendQ: { slot: number; off: number; len: number; fin: boolean }[]
+  sendQ: { slot: number; off: number; end: number; fin: boolean }[]
   creditBack: number
   recvCredit: number
   /** The engine may hold more to read (credit or buffers ran out). */
@@ -71,6 +71,23 @@ interface WConn {
 
 // ---------------------------------------------------------------------------
 
+/** Records not yet consumed per shared send buffer (writes of one turn share a buffer). */
+const sendRefs = new Map<number, number>()
+
+function holdSend(slot: number): void {
+  if (slot >= 0) sendRefs.set(slot, (sendRefs.get(slot) ?? 0) + 1)
+}
+
+function dropSend(slot: number): void {
+  if (slot < 0) return
+  const n = (sendRefs.get(slot) ?? 1) - 1
+  if (n > 0) sendRefs.set(slot, n)
+  else {
+    sendRefs.delete(slot)
+    pool.release(slot)
+  }
+}
+
 class WorkerHost implements EngineEventSink {
   engine!: QuicEngine
   endpoint!: Endpoint
@@ -91,7 +108,7 @@ class WorkerHost implements EngineEventSink {
   }
 
   private rec(op: number, id: number, sid = 0, a = 0, b = 0, c = 0): void {
-    this.out.push(op, id, sid, a, b, c)
+    this.out.push(op, id, sid, a, b, c, 0)
     this.queueFlush()
   }
 
@@ -123,6 +140,7 @@ class WorkerHost implements EngineEventSink {
    * connections whose stream reserve is short here.
    */
   afterDrain(): void {
+    this.retryStarved()
     if (this.watched.size > 0) this.checkComplete()
     if (this.reserveShort.size > 0) {
       for (const c of this.reserveShort) {
@@ -145,19 +163,15 @@ class WorkerHost implements EngineEventSink {
       if (s.sendQ.length === 0 && this.engine.streamComplete(c.h, s.sid)) {
         this.watched.delete(s)
         c.streams.delete(s.sid)
-        this.out.push(P.E_COMPLETE, c.id, s.sid, 0, 0, 0)
+        this.out.push(P.E_COMPLETE, c.id, s.sid, 0, 0, 0, 0)
       }
     }
   }
 
   /** Return credit, report completed streams, refill reserves, retry starved reads. */
   private settle(): void {
-    for (const s of this.readStarved) {
-      this.readStarved.delete(s)
-      if (this.byId.get(s.conn.id) === s.conn) this.read(s.conn, s)
-    }
     for (const s of this.creditDirty) {
-      if (s.creditBack > 0) this.out.push(P.E_CREDIT, s.conn.id, s.sid, s.creditBack, 0, 0)
+      if (s.creditBack > 0) this.out.push(P.E_CREDIT, s.conn.id, s.sid, s.creditBack, 0, 0, 0)
       s.creditBack = 0
     }
     this.creditDirty.clear()
@@ -166,7 +180,7 @@ class WorkerHost implements EngineEventSink {
     this.refill.clear()
     for (const c of this.byId.values()) {
       if (c.dgramCreditBack > 0) {
-        this.out.push(P.E_DGRAM_CREDIT, c.id, 0, c.dgramCreditBack, 0, 0)
+        this.out.push(P.E_DGRAM_CREDIT, c.id, 0, c.dgramCreditBack, 0, 0, 0)
         c.dgramCreditBack = 0
       }
     }
@@ -250,12 +264,16 @@ class WorkerHost implements EngineEventSink {
       // Already forgotten by the engine.
     }
     const closed: P.ClosedInfo = { ...info, reason: new Uint8Array(info.reason), stats }
+    // The peer closed: hand over what its streams still hold in the engine, whatever the
+    // read-ahead credit (the application thread delivers a stream that reached its FIN, as
+    // a single-thread endpoint does from its engine during the close event).
+    if (info.remote) for (const st of c.streams.values()) this.salvage(c, st as WStream & { conn: WConn })
     this.forget(c)
     this.rec(P.E_CLOSED, c.id, 0, this.extra(closed))
   }
 
   private forget(c: WConn): void {
-    for (const s of c.streams.values()) for (const e of s.sendQ) if (e.slot >= 0) pool.release(e.slot)
+    for (const s of c.streams.values()) for (const e of s.sendQ) dropSend(e.slot)
     c.streams.clear()
     this.byH.delete(c.h)
     this.byId.delete(c.id)
@@ -317,16 +335,22 @@ class WorkerHost implements EngineEventSink {
     s.readBlocked = true
   }
 
+  private salvage(c: WConn, s: WStream & { conn: WConn }): void {
+    if (s.readDone) return
+    s.recvCredit = Number.MAX_SAFE_INTEGER
+    this.read(c, s)
+  }
+
   // Sending: pool buffer → engine -----------------------------------------------------
 
   private pumpSend(c: WConn, s: WStream & { conn: WConn }): void {
     while (s.sendQ.length > 0) {
       const e = s.sendQ[0]!
-      const data = e.slot >= 0 ? pool.view(e.slot).subarray(e.off, e.len) : EMPTY
+      const data = e.slot >= 0 ? pool.view(e.slot).subarray(e.off, e.end) : EMPTY
       const n = this.engine.streamSend(c.h, s.sid, data, e.fin)
       if (n === STREAM_STOPPED) {
         this.rec(P.E_STOPPED, c.id, s.sid, this.engine.streamStopCode(c.h, s.sid))
-        for (const q of s.sendQ) if (q.slot >= 0) pool.release(q.slot)
+        for (const q of s.sendQ) dropSend(q.slot)
         s.sendQ.length = 0
         s.sendDone = true
         this.maybeWatch(s)
@@ -342,11 +366,11 @@ class WorkerHost implements EngineEventSink {
         this.creditDirty.add(s)
         this.queueFlush()
       }
-      if (e.off < e.len) {
+      if (e.off < e.end) {
         this.engine.streamWantWritable(c.h, s.sid)
         return
       }
-      if (e.slot >= 0) pool.release(e.slot)
+      dropSend(e.slot)
       s.sendQ.shift()
       if (e.fin) {
         s.sendDone = true
@@ -407,6 +431,11 @@ class WorkerHost implements EngineEventSink {
   apply(batch: P.RecordBatch): void {
     const r = batch.r
     const e = this.engine
+    // Count every record naming each shared buffer first: one may be consumed before the next is read.
+    for (let i = 0; i < r.length; i += P.RECORD_WIDTH) {
+      const op = r[i]!
+      if (op === P.C_SEND || op === P.C_DGRAM) holdSend(r[i + 3]!)
+    }
     for (let i = 0; i < r.length; i += P.RECORD_WIDTH) {
       const op = r[i]!
       const id = r[i + 1]!
@@ -414,6 +443,7 @@ class WorkerHost implements EngineEventSink {
       const a = r[i + 3]!
       const b = r[i + 4]!
       const cc = r[i + 5]!
+      const d = r[i + 6]!
       try {
         if (op === P.C_CONNECT) {
           this.connect(id, batch.x[a] as Parameters<QuicEngine['connect']>[0])
@@ -430,17 +460,17 @@ class WorkerHost implements EngineEventSink {
         const c = this.byId.get(id)
         if (c === undefined) {
           // The connection is gone here: give back the buffers the command carried.
-          if ((op === P.C_SEND || op === P.C_DGRAM) && a >= 0) pool.release(a)
+          if (op === P.C_SEND || op === P.C_DGRAM) dropSend(a)
           continue
         }
         switch (op) {
           case P.C_SEND: {
             const s = this.stream(c, sid)
             if (s.sendDone) {
-              if (a >= 0) pool.release(a)
+              dropSend(a)
               break
             }
-            s.sendQ.push({ slot: a, off: 0, len: b, fin: cc === 1 })
+            s.sendQ.push({ slot: a, off: b, end: b + cc, fin: d === 1 })
             if (s.sendQ.length === 1) this.pumpSend(c, s)
             break
           }
@@ -470,7 +500,7 @@ class WorkerHost implements EngineEventSink {
           case P.C_SHUTDOWN: {
             const s = this.stream(c, sid)
             if (a === 1) {
-              for (const q of s.sendQ) if (q.slot >= 0) pool.release(q.slot)
+              for (const q of s.sendQ) dropSend(q.slot)
               s.sendQ.length = 0
               s.sendDone = true
             } else s.readDone = true
@@ -483,12 +513,12 @@ class WorkerHost implements EngineEventSink {
             break
           case P.C_DGRAM: {
             try {
-              e.datagramSend(c.h, pool.view(a).subarray(0, b))
+              e.datagramSend(c.h, pool.view(a).subarray(b, b + cc))
             } catch {
               // Too large for the path now: datagrams are unreliable, the application
               // thread already checked against the last size it was told.
             }
-            pool.release(a)
+            dropSend(a)
             c.dgramCreditBack++
             this.queueFlush()
             break
@@ -502,7 +532,17 @@ class WorkerHost implements EngineEventSink {
         this.report(err)
       }
     }
+    // The application thread gave buffers back: reads that found the pool empty go on.
+    this.retryStarved()
     this.endpoint.schedule()
+  }
+
+  private retryStarved(): void {
+    if (this.readStarved.size === 0) return
+    for (const s of this.readStarved) {
+      this.readStarved.delete(s)
+      if (this.byId.get(s.conn.id) === s.conn) this.read(s.conn, s)
+    }
   }
 
   private connect(id: number, options: Parameters<QuicEngine['connect']>[0]): void {

@@ -9,12 +9,12 @@
  * pool and a record names the buffer by index (`slot`). Each side batches the
  * records of one event-loop turn into one message.
  *
- * Every record is `[op, id, sid, a, b, c]`. `id` is the connection id both
+ * Every record is `[op, id, sid, a, b, c, d]`. `id` is the connection id both
  * sides use: even ids are dialled by the application thread, odd ids are
  * accepted by worker `w` as `(k * workers + w) * 2 + 1`.
  */
 
-export const RECORD_WIDTH = 6
+export const RECORD_WIDTH = 7
 
 // Application thread → worker
 export const C_LISTEN = 1 // a = x index of EngineServerOptions
@@ -22,11 +22,16 @@ export const C_STOP_LISTENING = 2
 export const C_CONNECT = 3 // id, a = x index of EngineConnectOptions
 export const C_CLOSE = 4 // id, a = app (0/1), b = code, c = x index of the reason bytes
 export const C_KEEPALIVE = 5 // id, a = interval ms
-export const C_SEND = 6 // id, sid, a = slot (-1: none), b = length, c = fin (0/1)
+/**
+ * id, sid, a = slot (-1: none), b = offset, c = length, d = fin (0/1). Small writes of one turn
+ * share a buffer (one record each); every record naming a buffer arrives in the same batch, so
+ * the worker counts them there and gives the buffer back when the last one is consumed.
+ */
+export const C_SEND = 6
 export const C_RECV_CREDIT = 7 // id, sid, a = bytes the application consumed
 export const C_SHUTDOWN = 8 // id, sid, a = 1 write / 0 read, b = code
 export const C_PRIORITY = 9 // id, sid, a = urgency, b = incremental (0/1)
-export const C_DGRAM = 10 // id, a = slot, b = length
+export const C_DGRAM = 10 // id, a = slot, b = offset, c = length (a shared buffer, as C_SEND)
 export const C_DGRAM_CREDIT = 11 // id, a = datagrams the application consumed
 export const C_TAKEN = 12 // id, sid: the application opened this reserved stream
 
