@@ -189,20 +189,61 @@ class DefaultPacketBatcher implements PacketBatcher {
   }
 }
 
-function positiveInt(name: string, value: number, max: number): number {
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new StoqInvalidArgumentError(name, `expected an integer from 1 to ${max}, got ${String(value)}`)
+/** A short description of a wrong value for an error message (never throws, even on a Symbol). */
+function describe(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'object') return 'an object'
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value)
+  return `${typeof value} ${String(value)}`
+}
+
+function positiveInt(name: string, value: unknown, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+    throw new StoqInvalidArgumentError(name, `expected an integer from 1 to ${max}, got ${describe(value)}`)
   }
   return value
 }
 
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !ArrayBuffer.isView(value)
+}
+
+function requireMethods(name: string, value: unknown, methods: readonly string[]): void {
+  if (!isObject(value)) throw new StoqInvalidArgumentError(name, `expected an object, got ${describe(value)}`)
+  for (const m of methods) {
+    if (typeof value[m] !== 'function') throw new StoqInvalidArgumentError(`${name}.${m}`, `expected a function, got ${describe(value[m])}`)
+  }
+}
+
+/**
+ * Check the components once, when the batcher is built: the hot path then trusts them.
+ * A wrong engine, socket or pool is refused with a typed error instead of a TypeError
+ * on the first flush.
+ */
+function checkComponents(components: unknown): PacketBatcherComponents {
+  if (!isObject(components)) throw new StoqInvalidArgumentError('components', `expected { engine, io, pool }, got ${describe(components)}`)
+  const { engine, io, pool } = components
+  requireMethods('components.engine', engine, ['pollTransmit'])
+  requireMethods('components.io', io, ['send'])
+  requireMethods('components.pool', pool, ['tryAcquire', 'view', 'release'])
+  positiveInt('components.engine.maxPacketSize', (engine as Record<string, unknown>).maxPacketSize, 65535)
+  positiveInt('components.pool.bufferSize', (pool as Record<string, unknown>).bufferSize, 2 ** 31 - 1)
+  const maxSegments = (io as Record<string, unknown>).maxSegments
+  if (typeof maxSegments !== 'number' || !Number.isInteger(maxSegments) || maxSegments < 0 || maxSegments > 65535) {
+    throw new StoqInvalidArgumentError('components.io.maxSegments', `expected an integer from 0 to 65535, got ${describe(maxSegments)}`)
+  }
+  return components as unknown as PacketBatcherComponents
+}
+
 /** Factory: `batching(options)(components)`. */
 export function batching(options: Partial<BatcherOptions> = {}): (components: PacketBatcherComponents) => PacketBatcher {
+  if (!isObject(options)) throw new StoqInvalidArgumentError('options', `expected an object, got ${describe(options)}`)
   const resolved: BatcherOptions = {
     maxPacketsPerBatch: positiveInt('maxPacketsPerBatch', options.maxPacketsPerBatch ?? DEFAULT_MAX_PACKETS_PER_BATCH, 512),
     maxSuperBufferBytes: positiveInt('maxSuperBufferBytes', options.maxSuperBufferBytes ?? DEFAULT_MAX_SUPER_BUFFER_BYTES, 65535),
     maxBatchesPerFlush: positiveInt('maxBatchesPerFlush', options.maxBatchesPerFlush ?? DEFAULT_MAX_BATCHES_PER_FLUSH, 1 << 20),
     flushDeadlineUs: positiveInt('flushDeadlineUs', options.flushDeadlineUs ?? DEFAULT_FLUSH_DEADLINE_US, 10_000_000),
   }
-  return (components) => new DefaultPacketBatcher(components, resolved)
+  return (components) => new DefaultPacketBatcher(checkComponents(components), resolved)
 }

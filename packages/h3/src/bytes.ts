@@ -8,7 +8,8 @@ export class ByteWriter {
   #len = 0
 
   constructor(initialSize = 64) {
-    this.#buf = new Uint8Array(Math.max(16, initialSize))
+    // A NaN size would give an empty buffer that never grows (an endless loop in #reserve).
+    this.#buf = new Uint8Array(Number.isSafeInteger(initialSize) ? Math.max(16, initialSize) : 64)
   }
 
   get length(): number {
@@ -18,7 +19,7 @@ export class ByteWriter {
   #reserve(extra: number): void {
     const need = this.#len + extra
     if (need <= this.#buf.length) return
-    let size = this.#buf.length * 2
+    let size = Math.max(16, this.#buf.length * 2)
     while (size < need) size *= 2
     const next = new Uint8Array(size)
     next.set(this.#buf.subarray(0, this.#len))

@@ -16,10 +16,11 @@
  * Capsule Protocol parse error", RFC 9297 §5.2).
  */
 
-import { StoqInvalidArgumentError } from '@stoq/interface'
+import { boolOption, bytesArg, optionsArg, show, stringArg } from './args.js'
+import { StoqClosedError, StoqInvalidArgumentError } from '@stoq/interface'
 import { ByteWriter } from './bytes.js'
 import { H3_DATAGRAM_ERROR, H3_EXCESSIVE_LOAD, StoqH3Error } from './errors.js'
-import { VarintAccumulator, decodeVarint, isVarInt, toVarInt, varintToBigInt, type VarInt } from './varint.js'
+import { VarintAccumulator, readVarint, isVarInt, toVarInt, varintToBigInt, type VarInt } from './varint.js'
 
 export const CAPSULE_DATAGRAM = 0x00
 export const CAPSULE_CLOSE_WEBTRANSPORT_SESSION = 0x2843
@@ -55,7 +56,8 @@ const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /** Any capsule: Type, Length, Value. */
 export function encodeCapsule(type: VarInt, value: Uint8Array): Uint8Array {
-  if (!isVarInt(type)) throw new StoqInvalidArgumentError('type', `must be a varint (got ${String(type)})`)
+  if (!isVarInt(type)) throw new StoqInvalidArgumentError('type', `must be a varint (got ${show(type)})`)
+  bytesArg('value', value)
   return new ByteWriter(value.length + 16).varint(type).varint(value.length).bytes(value).finish()
 }
 
@@ -67,8 +69,9 @@ export function encodeDatagramCapsule(payload: Uint8Array): Uint8Array {
 /** CLOSE_WEBTRANSPORT_SESSION with a 32-bit error code and a UTF-8 reason of at most 1024 bytes. */
 export function encodeCloseWebTransportSession(code: number, reason = ''): Uint8Array {
   if (!Number.isInteger(code) || code < 0 || code > 0xffffffff) {
-    throw new StoqInvalidArgumentError('code', `must be a 32-bit unsigned integer (got ${code})`)
+    throw new StoqInvalidArgumentError('code', `must be a 32-bit unsigned integer (got ${show(code)})`)
   }
+  stringArg('reason', reason)
   const text = utf8Encoder.encode(reason)
   if (text.length > MAX_CLOSE_REASON_BYTES) {
     throw new StoqInvalidArgumentError('reason', `is ${text.length} bytes of UTF-8, the limit is ${MAX_CLOSE_REASON_BYTES}`)
@@ -86,6 +89,7 @@ export function encodeDrainWebTransportSession(): Uint8Array {
 
 /** Encodes any `Capsule`. */
 export function encodeCapsuleObject(capsule: Capsule): Uint8Array {
+  optionsArg('capsule', capsule)
   switch (capsule.kind) {
     case 'datagram':
       return encodeDatagramCapsule(capsule.payload)
@@ -93,6 +97,8 @@ export function encodeCapsuleObject(capsule: Capsule): Uint8Array {
       return encodeCloseWebTransportSession(capsule.code, capsule.reason)
     case 'drain_webtransport_session':
       return encodeDrainWebTransportSession()
+    default:
+      throw new StoqInvalidArgumentError('capsule', `unknown capsule kind ${show((capsule as { kind: unknown }).kind)}`)
   }
 }
 
@@ -107,6 +113,7 @@ function capsuleError(message: string): StoqH3Error {
  * `StoqH3Error` H3_DATAGRAM_ERROR when the value is malformed.
  */
 export function decodeCapsuleValue(type: number, value: Uint8Array): Capsule {
+  bytesArg('value', value)
   switch (type) {
     case CAPSULE_DATAGRAM:
       return { kind: 'datagram', payload: value }
@@ -128,7 +135,7 @@ export function decodeCapsuleValue(type: number, value: Uint8Array): Capsule {
       if (value.length !== 0) throw capsuleError(`DRAIN_WEBTRANSPORT_SESSION has a ${value.length}-byte value`)
       return { kind: 'drain_webtransport_session' }
     default:
-      throw new StoqInvalidArgumentError('type', `0x${type.toString(16)} is not a known capsule type`)
+      throw new StoqInvalidArgumentError('type', `${typeof type === 'number' ? `0x${type.toString(16)}` : show(type)} is not a known capsule type`)
   }
 }
 
@@ -164,14 +171,16 @@ export class CapsuleParser {
   #filled = 0
   #remaining = 0
   #error: unknown = undefined
+  #ended = false
 
   constructor(options: CapsuleParserOptions = {}) {
+    optionsArg('options', options)
     const max = options.maxCapsuleSize ?? DEFAULT_MAX_CAPSULE_SIZE
-    if (!Number.isSafeInteger(max) || max < 0) {
-      throw new StoqInvalidArgumentError('maxCapsuleSize', `must be a non-negative integer (got ${max})`)
+    if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 0) {
+      throw new StoqInvalidArgumentError('maxCapsuleSize', `must be a non-negative integer (got ${show(max)})`)
     }
     this.#max = max
-    this.#reportUnknown = options.reportUnknown ?? false
+    this.#reportUnknown = boolOption('reportUnknown', options.reportUnknown)
   }
 
   /** True between capsules. */
@@ -181,6 +190,8 @@ export class CapsuleParser {
 
   push(chunk: Uint8Array): CapsuleParserEvent[] {
     if (this.#error !== undefined) throw this.#error
+    if (this.#ended) throw new StoqClosedError('capsule parser', 'capsule parser: push() after end()')
+    bytesArg('chunk', chunk)
     try {
       return this.#run(chunk)
     } catch (err) {
@@ -192,6 +203,8 @@ export class CapsuleParser {
   /** The stream ended; throws H3_DATAGRAM_ERROR if it ended inside a capsule. */
   end(): void {
     if (this.#error !== undefined) throw this.#error
+    if (this.#ended) return
+    this.#ended = true
     if (!this.atCapsuleBoundary) {
       this.#error = capsuleError('the stream ended inside a capsule')
       throw this.#error
@@ -272,7 +285,7 @@ function checkDatagramStreamId(streamId: VarInt): bigint {
   if (!isVarInt(streamId) || (varintToBigInt(streamId) & 3n) !== 0n) {
     throw new StoqInvalidArgumentError(
       'streamId',
-      `HTTP/3 datagrams belong to client-initiated bidirectional streams (ID % 4 == 0), got ${String(streamId)}`,
+      `HTTP/3 datagrams belong to client-initiated bidirectional streams (ID % 4 == 0), got ${show(streamId)}`,
     )
   }
   return varintToBigInt(streamId)
@@ -286,6 +299,7 @@ export function encodeHttpDatagramHeader(streamId: VarInt): Uint8Array {
 /** An HTTP/3 datagram: Quarter Stream ID (`streamId / 4`), then `payload`. */
 export function encodeHttpDatagram(streamId: VarInt, payload: Uint8Array): Uint8Array {
   const q = toVarInt(checkDatagramStreamId(streamId) >> 2n)
+  bytesArg('payload', payload)
   return new ByteWriter(payload.length + 8).varint(q).bytes(payload).finish()
 }
 
@@ -295,7 +309,8 @@ export function encodeHttpDatagram(streamId: VarInt, payload: Uint8Array): Uint8
  * exceeds 2^60-1. `payload` is a view into `bytes`.
  */
 export function decodeHttpDatagram(bytes: Uint8Array): { streamId: VarInt; quarterStreamId: VarInt; payload: Uint8Array } {
-  const q = decodeVarint(bytes, 0)
+  bytesArg('bytes', bytes)
+  const q = readVarint(bytes, 0)
   if (q === null) throw capsuleError('HTTP/3 datagram is too short for its Quarter Stream ID')
   const quarter = varintToBigInt(q.value)
   if (quarter > MAX_QUARTER_STREAM_ID) throw capsuleError(`Quarter Stream ID ${quarter} exceeds 2^60-1`)

@@ -9,6 +9,8 @@
  *   application error codes into the HTTP/3 error code space.
  */
 
+import { show } from './args.js'
+import { isVarInt } from './varint.js'
 import { StoqError, StoqInvalidArgumentError, type StoqErrorCode } from '@stoq/interface'
 
 // --- RFC 9114 §8.1 ---------------------------------------------------------
@@ -117,6 +119,9 @@ export function isReservedCodepoint(value: number | bigint): boolean {
 
 /** The `n`th reserved codepoint, `0x1f * n + 0x21` (a bigint once it passes 2^53). */
 export function reservedCodepoint(n: number | bigint): number | bigint {
+  if (!(typeof n === 'bigint' || (typeof n === 'number' && Number.isSafeInteger(n)))) {
+    throw new StoqInvalidArgumentError('n', `reserved codepoint index must be an integer (got ${show(n)})`)
+  }
   const v = BigInt(n) * 0x1fn + 0x21n
   if (BigInt(n) < 0n || v > (1n << 62n) - 1n) {
     throw new StoqInvalidArgumentError('n', `reserved codepoint index ${n} is out of range`)
@@ -129,6 +134,7 @@ export function reservedCodepoint(n: number | bigint): number | bigint {
  * `WT_APPLICATION_ERROR(7)`, `RESERVED(0x…)`, or `UNKNOWN(0x…)`.
  */
 export function h3ErrorName(code: number | bigint): string {
+  if (!isVarInt(code)) throw new StoqInvalidArgumentError('code', `expected an HTTP/3 error code (an integer in 0..2^62-1), got ${show(code)}`)
   const n = typeof code === 'bigint' && code <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(code) : code
   if (typeof n === 'number') {
     const name = NAMES.get(n)
@@ -147,7 +153,7 @@ export function h3ErrorName(code: number | bigint): string {
  */
 export function webTransportErrorToHttp3(code: number): number {
   if (!Number.isInteger(code) || code < 0 || code > WT_APPLICATION_ERROR_MAX) {
-    throw new StoqInvalidArgumentError('code', `WebTransport error code must be an integer in 0..2^32-1, got ${code}`)
+    throw new StoqInvalidArgumentError('code', `WebTransport error code must be an integer in 0..2^32-1, got ${show(code)}`)
   }
   return WT_APPLICATION_ERROR_FIRST + code + Math.floor(code / 0x1e)
 }
@@ -200,6 +206,10 @@ export class StoqH3Error extends StoqError<StoqH3ErrorData> {
   readonly h3Code: number
 
   constructor(h3Code: number, message: string, options?: { cause?: unknown }) {
+    if (typeof h3Code !== 'number') {
+      throw new StoqInvalidArgumentError('h3Code', `expected an HTTP/3 error code (a number), got ${show(h3Code)}`)
+    }
+    if (typeof message !== 'string') throw new StoqInvalidArgumentError('message', `expected a string, got ${show(message)}`)
     const h3CodeName = h3ErrorName(h3Code)
     super(STOQ_H3_ERROR_CODE, `${h3CodeName}: ${message}`, { h3Code, h3CodeName }, options)
     this.h3Code = h3Code

@@ -10,7 +10,8 @@
  * no length. `FrameParser` recognises it when `webTransport: true`.
  */
 
-import { StoqInvalidArgumentError } from '@stoq/interface'
+import { boolOption, bytesArg, optionsArg, show } from './args.js'
+import { StoqClosedError, StoqInvalidArgumentError } from '@stoq/interface'
 import { ByteWriter } from './bytes.js'
 import {
   H3_CLOSED_CRITICAL_STREAM,
@@ -25,7 +26,7 @@ import {
 import { decodeSettings, encodeSettings, type Settings, type SettingsInput } from './settings.js'
 import {
   VarintAccumulator,
-  decodeVarint,
+  readVarint,
   encodeVarint,
   isVarInt,
   varintLength,
@@ -134,6 +135,7 @@ const KNOWN_FRAME_NAMES: ReadonlyMap<number, string> = new Map([
 
 /** `DATA`, `SETTINGS`, … or `0x21` for an unknown type. */
 export function frameTypeName(type: VarInt): string {
+  checkArg(type, 'type')
   return (typeof type === 'number' ? KNOWN_FRAME_NAMES.get(type) : undefined) ?? `0x${type.toString(16)}`
 }
 
@@ -148,8 +150,20 @@ function isReservedHttp2FrameType(type: VarInt): boolean {
 
 // --- encoders ----------------------------------------------------------------
 
-function checkArg(value: VarInt, what: string): void {
-  if (!isVarInt(value)) throw new StoqInvalidArgumentError(what, `must be an integer in 0..2^62-1 (got ${String(value)})`)
+function checkArg(value: unknown, what: string): asserts value is VarInt {
+  if (!isVarInt(value)) throw new StoqInvalidArgumentError(what, `must be an integer in 0..2^62-1 (got ${show(value)})`)
+}
+
+function checkStreamKind(streamKind: unknown): asserts streamKind is StreamKind {
+  if (streamKind !== 'control' && streamKind !== 'request' && streamKind !== 'push') {
+    throw new StoqInvalidArgumentError('streamKind', `expected 'control', 'request' or 'push', got ${show(streamKind)}`)
+  }
+}
+
+function checkRole(receiver: unknown): asserts receiver is Role | undefined {
+  if (receiver !== undefined && receiver !== 'client' && receiver !== 'server') {
+    throw new StoqInvalidArgumentError('receiver', `expected 'client', 'server' or undefined, got ${show(receiver)}`)
+  }
 }
 
 /** Type and Length of a frame, without payload (write the payload after it). */
@@ -164,6 +178,7 @@ export function encodeFrameHeader(type: VarInt, length: VarInt): Uint8Array {
 /** A complete frame of any type. */
 export function encodeFrame(type: VarInt, payload: Uint8Array): Uint8Array {
   checkArg(type, 'type')
+  bytesArg('payload', payload)
   const tl = varintLength(type)
   const ll = varintLength(payload.length)
   const out = new Uint8Array(tl + ll + payload.length)
@@ -178,10 +193,12 @@ export function encodeDataFrameHeader(length: number): Uint8Array {
 }
 
 export function encodeDataFrame(payload: Uint8Array): Uint8Array {
+  bytesArg('payload', payload)
   return encodeFrame(FRAME_DATA, payload)
 }
 
 export function encodeHeadersFrame(fieldSection: Uint8Array): Uint8Array {
+  bytesArg('fieldSection', fieldSection)
   return encodeFrame(FRAME_HEADERS, fieldSection)
 }
 
@@ -196,6 +213,7 @@ export function encodeSettingsFrame(settings: SettingsInput): Uint8Array {
 
 export function encodePushPromiseFrame(pushId: VarInt, fieldSection: Uint8Array): Uint8Array {
   checkArg(pushId, 'pushId')
+  bytesArg('fieldSection', fieldSection)
   return encodeFrame(FRAME_PUSH_PROMISE, new ByteWriter(fieldSection.length + 8).varint(pushId).bytes(fieldSection).finish())
 }
 
@@ -211,11 +229,13 @@ export function encodeMaxPushIdFrame(pushId: VarInt): Uint8Array {
 
 /** A reserved ("grease") frame of type `0x1f * n + 0x21` (RFC 9114 §7.2.8); peers must ignore it. */
 export function encodeReservedFrame(n: number | bigint, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  bytesArg('payload', payload)
   return encodeFrame(reservedCodepoint(n), payload)
 }
 
 /** Encodes any `H3Frame`. */
 export function encodeH3Frame(frame: H3Frame): Uint8Array {
+  optionsArg('frame', frame)
   switch (frame.kind) {
     case 'data':
       return encodeDataFrame(frame.payload)
@@ -231,13 +251,15 @@ export function encodeH3Frame(frame: H3Frame): Uint8Array {
       return encodeGoawayFrame(frame.id)
     case 'max_push_id':
       return encodeMaxPushIdFrame(frame.pushId)
+    default:
+      throw new StoqInvalidArgumentError('frame', `unknown frame kind ${show((frame as { kind: unknown }).kind)}`)
   }
 }
 
 // --- payload decoding ---------------------------------------------------------
 
 function singleVarint(payload: Uint8Array, name: string): VarInt {
-  const v = decodeVarint(payload, 0)
+  const v = readVarint(payload, 0)
   if (v === null) throw new StoqH3Error(H3_FRAME_ERROR, `${name} payload is truncated`)
   if (v.length !== payload.length) {
     throw new StoqH3Error(H3_FRAME_ERROR, `${name} payload has ${payload.length - v.length} extra byte(s)`)
@@ -251,6 +273,7 @@ function singleVarint(payload: Uint8Array, name: string): VarInt {
  * H3_SETTINGS_ERROR for bad SETTINGS content).
  */
 export function decodeFramePayload(type: number, payload: Uint8Array): H3Frame {
+  bytesArg('payload', payload)
   switch (type) {
     case FRAME_DATA:
       return { kind: 'data', payload }
@@ -261,7 +284,7 @@ export function decodeFramePayload(type: number, payload: Uint8Array): H3Frame {
     case FRAME_SETTINGS:
       return { kind: 'settings', settings: decodeSettings(payload) }
     case FRAME_PUSH_PROMISE: {
-      const id = decodeVarint(payload, 0)
+      const id = readVarint(payload, 0)
       if (id === null) throw new StoqH3Error(H3_FRAME_ERROR, 'PUSH_PROMISE payload is truncated')
       return { kind: 'push_promise', pushId: id.value, fieldSection: payload.subarray(id.length) }
     }
@@ -270,7 +293,7 @@ export function decodeFramePayload(type: number, payload: Uint8Array): H3Frame {
     case FRAME_MAX_PUSH_ID:
       return { kind: 'max_push_id', pushId: singleVarint(payload, 'MAX_PUSH_ID') }
     default:
-      throw new StoqInvalidArgumentError('type', `0x${type.toString(16)} is not a known HTTP/3 frame type`)
+      throw new StoqInvalidArgumentError('type', `${typeof type === 'number' ? `0x${type.toString(16)}` : show(type)} is not a known HTTP/3 frame type`)
   }
 }
 
@@ -294,6 +317,9 @@ function unexpected(type: VarInt, where: string): StoqH3Error {
  * `StreamFrameValidator` for that.
  */
 export function isFrameAllowed(streamKind: StreamKind, type: VarInt, receiver?: Role): boolean {
+  checkStreamKind(streamKind)
+  checkArg(type, 'type')
+  checkRole(receiver)
   if (isReservedHttp2FrameType(type)) return false
   switch (type) {
     case FRAME_DATA:
@@ -343,12 +369,15 @@ export class StreamFrameValidator {
   #message = 0
 
   constructor(streamKind: StreamKind, receiver?: Role) {
+    checkStreamKind(streamKind)
+    checkRole(receiver)
     this.streamKind = streamKind
     this.receiver = receiver
   }
 
   /** Checks a frame type as soon as its header is read (before its payload). */
   onFrameType(type: VarInt): void {
+    checkArg(type, 'type')
     const first = this.#frames === 0
     this.#frames++
     if (this.streamKind === 'control') {
@@ -372,6 +401,7 @@ export class StreamFrameValidator {
 
   /** Checks the content of a complete frame. */
   onFrame(frame: H3Frame): void {
+    optionsArg('frame', frame)
     if (frame.kind === 'goaway') {
       const id = varintToBigInt(frame.id)
       if (this.receiver === 'client' && (id & 3n) !== 0n) {
@@ -454,17 +484,20 @@ export class FrameParser {
   #remaining = 0
   #framesStarted = 0
   #error: unknown = undefined
+  #ended = false
 
   constructor(options: FrameParserOptions = {}) {
+    optionsArg('options', options)
     const max = options.maxFramePayloadSize ?? DEFAULT_MAX_FRAME_PAYLOAD_SIZE
-    if (!Number.isSafeInteger(max) || max < 0) {
-      throw new StoqInvalidArgumentError('maxFramePayloadSize', `must be a non-negative integer (got ${max})`)
+    if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 0) {
+      throw new StoqInvalidArgumentError('maxFramePayloadSize', `must be a non-negative integer (got ${show(max)})`)
     }
     this.#max = max
-    this.#webTransport = options.webTransport ?? false
-    this.#streamData = options.streamData ?? false
-    this.#reportUnknown = options.reportUnknown ?? false
-    this.#validator = options.streamKind ? new StreamFrameValidator(options.streamKind, options.receiver) : undefined
+    this.#webTransport = boolOption('webTransport', options.webTransport)
+    this.#streamData = boolOption('streamData', options.streamData)
+    this.#reportUnknown = boolOption('reportUnknown', options.reportUnknown)
+    if (options.streamKind === undefined) checkRole(options.receiver)
+    this.#validator = options.streamKind !== undefined ? new StreamFrameValidator(options.streamKind, options.receiver) : undefined
   }
 
   /** True when the parser sits between frames (a clean place for the stream to end). */
@@ -475,6 +508,8 @@ export class FrameParser {
   /** Feeds stream bytes; returns the events they complete. */
   push(chunk: Uint8Array): FrameParserEvent[] {
     if (this.#error !== undefined) throw this.#error
+    if (this.#ended) throw new StoqClosedError('frame parser', 'frame parser: push() after end()')
+    bytesArg('chunk', chunk)
     try {
       return this.#run(chunk)
     } catch (err) {
@@ -486,6 +521,8 @@ export class FrameParser {
   /** The stream ended cleanly (FIN). Throws H3_FRAME_ERROR if it ended inside a frame. */
   end(): void {
     if (this.#error !== undefined) throw this.#error
+    if (this.#ended) return
+    this.#ended = true
     try {
       if (this.#validator) this.#validator.onEnd()
       if (!this.atFrameBoundary) {

@@ -10,6 +10,8 @@
  * (RFC 9114 §4.1.2): these helpers throw `StoqH3Error` with that code.
  */
 
+import { StoqInvalidArgumentError } from '@stoq/interface'
+import { intArg, iterableArg, optionsArg, show, stringArg } from './args.js'
 import { H3_MESSAGE_ERROR, StoqH3Error } from './errors.js'
 import type { FieldLine } from './qpack/field-section.js'
 
@@ -58,9 +60,12 @@ function splitFields(
   fields: Iterable<readonly [string, string]>,
   allowed: ReadonlySet<string>,
 ): { pseudo: Map<string, string>; regular: FieldLine[] } {
+  iterableArg('fields', fields)
   const pseudo = new Map<string, string>()
   const regular: FieldLine[] = []
-  for (const [name, value] of fields) {
+  for (const field of fields) {
+    iterableArg('fields', field)
+    const [name, value] = field
     if (typeof name !== 'string' || typeof value !== 'string') throw malformed('field name and value must be strings')
     if (name.startsWith(':')) {
       if (regular.length > 0) throw malformed(`pseudo-header ${name} after a regular field`)
@@ -114,6 +119,10 @@ export function validateRequestHeaders(
   fields: Iterable<readonly [string, string]>,
   options: ValidateRequestOptions = {},
 ): RequestHead {
+  optionsArg('options', options)
+  if (options.allowExtendedConnect !== undefined && typeof options.allowExtendedConnect !== 'boolean') {
+    throw new StoqInvalidArgumentError('allowExtendedConnect', `expected a boolean, got ${show(options.allowExtendedConnect)}`)
+  }
   const { pseudo, regular } = splitFields(fields, REQUEST_PSEUDO)
   const method = pseudo.get(':method')
   const scheme = pseudo.get(':scheme')
@@ -160,6 +169,7 @@ export interface WebTransportConnectRequest extends RequestHead {
 
 /** True when a validated request is a WebTransport extended CONNECT. */
 export function isWebTransportConnect(head: RequestHead): boolean {
+  optionsArg('head', head)
   return head.method === 'CONNECT' && head.protocol === WEBTRANSPORT_PROTOCOL
 }
 
@@ -217,10 +227,18 @@ export function validateResponseHeaders(fields: Iterable<readonly [string, strin
  * (default 200) and `sec-webtransport-http3-draft: draft02`, then `extra`.
  */
 export function webTransportResponseFields(status = 200, extra: Iterable<readonly [string, string]> = []): FieldLine[] {
+  intArg('status', status, 100, 999)
+  iterableArg('extra', extra)
   const fields: FieldLine[] = [
     [':status', String(status)],
     [WEBTRANSPORT_DRAFT_RESPONSE_HEADER, 'draft02'],
   ]
-  for (const [name, value] of extra) fields.push([name, value])
+  for (const field of extra) {
+    iterableArg('extra', field)
+    const [name, value] = field
+    stringArg('name', name)
+    stringArg('value', value)
+    fields.push([name, value])
+  }
   return fields
 }

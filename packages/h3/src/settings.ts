@@ -9,10 +9,11 @@
  * preserved; a peer must ignore those it does not understand.
  */
 
+import { boolOption, bytesArg, intArg, iterableArg, optionsArg, show } from './args.js'
 import { StoqInvalidArgumentError } from '@stoq/interface'
 import { ByteWriter } from './bytes.js'
 import { H3_FRAME_ERROR, H3_SETTINGS_ERROR, StoqH3Error } from './errors.js'
-import { decodeVarint, isVarInt, toVarInt, type VarInt } from './varint.js'
+import { readVarint, isVarInt, toVarInt, type VarInt } from './varint.js'
 
 /** RFC 9204 §5: dynamic table capacity the decoder allows (default 0). */
 export const SETTINGS_QPACK_MAX_TABLE_CAPACITY = 0x01
@@ -88,12 +89,14 @@ function isReservedHttp2Setting(id: VarInt): boolean {
  * boolean settings.
  */
 export function encodeSettings(settings: SettingsInput): Uint8Array {
+  iterableArg('settings', settings)
   const w = new ByteWriter(32)
   const seen = new Set<VarInt>()
   for (const entry of settings) {
+    iterableArg('settings', entry)
     const [rawId, rawValue] = entry
     if (!isVarInt(rawId) || !isVarInt(rawValue)) {
-      throw new StoqInvalidArgumentError('settings', `identifier and value must be varints (got ${String(rawId)}=${String(rawValue)})`)
+      throw new StoqInvalidArgumentError('settings', `identifier and value must be varints (got ${show(rawId)}=${show(rawValue)})`)
     }
     const id = toVarInt(rawId)
     const value = toVarInt(rawValue)
@@ -127,14 +130,16 @@ export interface DecodeSettingsOptions {
  * boolean value. Unknown identifiers are kept.
  */
 export function decodeSettings(payload: Uint8Array, options: DecodeSettingsOptions = {}): Settings {
-  const checkValues = options.checkValues ?? true
+  bytesArg('payload', payload)
+  optionsArg('options', options)
+  const checkValues = options.checkValues === undefined ? true : boolOption('checkValues', options.checkValues)
   const settings: Settings = new Map()
   let at = 0
   while (at < payload.length) {
-    const id = decodeVarint(payload, at)
+    const id = readVarint(payload, at)
     if (id === null) throw new StoqH3Error(H3_FRAME_ERROR, 'SETTINGS payload ends inside a setting identifier')
     at += id.length
-    const value = decodeVarint(payload, at)
+    const value = readVarint(payload, at)
     if (value === null) {
       throw new StoqH3Error(H3_FRAME_ERROR, `SETTINGS payload ends inside the value of setting 0x${id.value.toString(16)}`)
     }
@@ -172,6 +177,9 @@ export interface KnownSettings {
 
 /** Reads the known settings, applying RFC defaults for absent ones. */
 export function readKnownSettings(settings: Settings): KnownSettings {
+  if (typeof settings !== 'object' || settings === null || typeof (settings as { get?: unknown }).get !== 'function') {
+    throw new StoqInvalidArgumentError('settings', `expected the Map of decodeSettings(), got ${show(settings)}`)
+  }
   const flag = (id: number): boolean => settings.get(id) === 1
   return {
     qpackMaxTableCapacity: settings.get(SETTINGS_QPACK_MAX_TABLE_CAPACITY) ?? 0,
@@ -225,6 +233,8 @@ export function peerWebTransportSupport(settings: Settings): PeerWebTransportSup
  * `maxFieldSectionSize` adds SETTINGS_MAX_FIELD_SECTION_SIZE when given.
  */
 export function webTransportServerSettings(options: { maxFieldSectionSize?: number } = {}): Array<[number, number]> {
+  optionsArg('options', options)
+  if (options.maxFieldSectionSize !== undefined) intArg('maxFieldSectionSize', options.maxFieldSectionSize, 0, Number.MAX_SAFE_INTEGER)
   const settings: Array<[number, number]> = [
     [SETTINGS_QPACK_MAX_TABLE_CAPACITY, 0],
     [SETTINGS_QPACK_BLOCKED_STREAMS, 0],

@@ -13,11 +13,12 @@
  * Also: QUIC stream ID helpers (RFC 9000 §2.1).
  */
 
+import { bytesArg, offsetArg, optionsArg, show } from './args.js'
 import { StoqInvalidArgumentError } from '@stoq/interface'
 import { ByteWriter } from './bytes.js'
 import { H3_ID_ERROR, StoqH3Error, isReservedCodepoint } from './errors.js'
 import { FRAME_WEBTRANSPORT_STREAM } from './frames.js'
-import { decodeVarint, isVarInt, varintToBigInt, type VarInt } from './varint.js'
+import { readVarint, isVarInt, varintToBigInt, type VarInt } from './varint.js'
 
 export const STREAM_TYPE_CONTROL = 0x00
 export const STREAM_TYPE_PUSH = 0x01
@@ -51,7 +52,7 @@ export function isClientBidiStreamId(id: VarInt): boolean {
 
 /** Who opened a stream and in which direction (RFC 9000 §2.1). */
 export function streamIdInfo(id: VarInt): { initiator: 'client' | 'server'; bidirectional: boolean } {
-  if (!isVarInt(id)) throw new StoqInvalidArgumentError('id', `stream ID must be an integer in 0..2^62-1 (got ${String(id)})`)
+  if (!isVarInt(id)) throw new StoqInvalidArgumentError('id', `stream ID must be an integer in 0..2^62-1 (got ${show(id)})`)
   const low = Number(varintToBigInt(id) & 3n)
   return { initiator: (low & 1) === 0 ? 'client' : 'server', bidirectional: (low & 2) === 0 }
 }
@@ -60,7 +61,7 @@ function checkSessionIdArg(sessionId: VarInt): void {
   if (!isClientBidiStreamId(sessionId)) {
     throw new StoqInvalidArgumentError(
       'sessionId',
-      `a WebTransport session ID is the ID of a client-initiated bidirectional stream (ID % 4 == 0), got ${String(sessionId)}`,
+      `a WebTransport session ID is the ID of a client-initiated bidirectional stream (ID % 4 == 0), got ${show(sessionId)}`,
     )
   }
 }
@@ -75,12 +76,13 @@ function checkSessionId(sessionId: VarInt): void {
 
 /** Encodes a unidirectional stream preface (the stream type, plus push ID / session ID). */
 export function encodeUniStreamPreface(preface: UniStreamPreface): Uint8Array {
+  optionsArg('preface', preface)
   const w = new ByteWriter(16)
   switch (preface.kind) {
     case 'control':
       return w.varint(STREAM_TYPE_CONTROL).finish()
     case 'push':
-      if (!isVarInt(preface.pushId)) throw new StoqInvalidArgumentError('pushId', `must be a varint (got ${String(preface.pushId)})`)
+      if (!isVarInt(preface.pushId)) throw new StoqInvalidArgumentError('pushId', `must be a varint (got ${show(preface.pushId)})`)
       return w.varint(STREAM_TYPE_PUSH).varint(preface.pushId).finish()
     case 'qpack_encoder':
       return w.varint(STREAM_TYPE_QPACK_ENCODER).finish()
@@ -90,8 +92,10 @@ export function encodeUniStreamPreface(preface: UniStreamPreface): Uint8Array {
       checkSessionIdArg(preface.sessionId)
       return w.varint(STREAM_TYPE_WEBTRANSPORT_UNI).varint(preface.sessionId).finish()
     case 'unknown':
-      if (!isVarInt(preface.type)) throw new StoqInvalidArgumentError('type', `must be a varint (got ${String(preface.type)})`)
+      if (!isVarInt(preface.type)) throw new StoqInvalidArgumentError('type', `must be a varint (got ${show(preface.type)})`)
       return w.varint(preface.type).finish()
+    default:
+      throw new StoqInvalidArgumentError('preface', `unknown preface kind ${show((preface as { kind: unknown }).kind)}`)
   }
 }
 
@@ -107,11 +111,13 @@ export function encodeWebTransportUniPreface(sessionId: VarInt): Uint8Array {
  * ID that is not a client-initiated bidirectional stream ID is H3_ID_ERROR.
  */
 export function decodeUniStreamPreface(buf: Uint8Array, offset = 0): { preface: UniStreamPreface; length: number } | null {
-  const type = decodeVarint(buf, offset)
+  bytesArg('buf', buf)
+  offsetArg(offset, buf)
+  const type = readVarint(buf, offset)
   if (type === null) return null
   const t = type.value
   if (t === STREAM_TYPE_PUSH || t === STREAM_TYPE_WEBTRANSPORT_UNI) {
-    const id = decodeVarint(buf, offset + type.length)
+    const id = readVarint(buf, offset + type.length)
     if (id === null) return null
     const length = type.length + id.length
     if (t === STREAM_TYPE_PUSH) return { preface: { kind: 'push', pushId: id.value }, length }
@@ -150,10 +156,12 @@ export type BidiStreamPreface =
  * its first bytes. Returns `null` while more bytes are needed.
  */
 export function decodeBidiStreamPreface(buf: Uint8Array, offset = 0): BidiStreamPreface | null {
-  const type = decodeVarint(buf, offset)
+  bytesArg('buf', buf)
+  offsetArg(offset, buf)
+  const type = readVarint(buf, offset)
   if (type === null) return null
   if (type.value !== WEBTRANSPORT_BIDI_SIGNAL) return { kind: 'http3', length: 0 }
-  const id = decodeVarint(buf, offset + type.length)
+  const id = readVarint(buf, offset + type.length)
   if (id === null) return null
   checkSessionId(id.value)
   return { kind: 'webtransport', sessionId: id.value, length: type.length + id.length }

@@ -14,6 +14,7 @@
  * more bytes", so they can be used on partially received stream data.
  */
 
+import { bytesArg, intArg, offsetArg, show } from './args.js'
 import { StoqInvalidArgumentError } from '@stoq/interface'
 
 /** A varint value: a `number` up to 2^53-1, a `bigint` above (canonical form). */
@@ -37,12 +38,14 @@ export interface DecodedVarint<T = VarInt> {
 
 /** The canonical form of a value: a number when it is a safe integer, else a bigint. */
 export function toVarInt(value: number | bigint): VarInt {
+  checkVarInt(value, 'value')
   if (typeof value === 'bigint') return value <= MAX_SAFE_BIG && value >= 0n ? Number(value) : value
   return value
 }
 
 /** The value as a bigint. */
 export function varintToBigInt(value: VarInt): bigint {
+  checkVarInt(value, 'value')
   return typeof value === 'bigint' ? value : BigInt(value)
 }
 
@@ -53,9 +56,9 @@ export function isVarInt(value: unknown): value is VarInt {
   return false
 }
 
-function checkVarInt(value: VarInt, what: string): void {
+function checkVarInt(value: unknown, what: string): asserts value is VarInt {
   if (!isVarInt(value)) {
-    throw new StoqInvalidArgumentError(what, `must be an integer in 0..2^62-1 (got ${String(value)})`)
+    throw new StoqInvalidArgumentError(what, `must be an integer in 0..2^62-1 (got ${show(value)})`)
   }
 }
 
@@ -76,6 +79,7 @@ export function varintLength(value: VarInt): 1 | 2 | 4 | 8 {
 
 /** Length of the varint whose first byte is `firstByte`. */
 export function varintLengthFromFirstByte(firstByte: number): 1 | 2 | 4 | 8 {
+  intArg('firstByte', firstByte, 0, 255)
   return (1 << (firstByte >> 6)) as 1 | 2 | 4 | 8
 }
 
@@ -85,16 +89,17 @@ export function varintLengthFromFirstByte(firstByte: number): 1 | 2 | 4 | 8 {
  * 4 or 8 and large enough.
  */
 export function writeVarint(target: Uint8Array, offset: number, value: VarInt, length?: 1 | 2 | 4 | 8): number {
+  bytesArg('target', target)
   const min = varintLength(value)
   const len = length ?? min
   if (len !== 1 && len !== 2 && len !== 4 && len !== 8) {
-    throw new StoqInvalidArgumentError('length', `varint length must be 1, 2, 4 or 8 (got ${String(len)})`)
+    throw new StoqInvalidArgumentError('length', `varint length must be 1, 2, 4 or 8 (got ${show(len)})`)
   }
   if (len < min) {
     throw new StoqInvalidArgumentError('length', `${String(value)} does not fit in a ${len}-byte varint`)
   }
-  if (!Number.isInteger(offset) || offset < 0 || offset + len > target.length) {
-    throw new StoqInvalidArgumentError('target', `no room for a ${len}-byte varint at offset ${offset}`)
+  if (typeof offset !== 'number' || !Number.isInteger(offset) || offset < 0 || offset + len > target.length) {
+    throw new StoqInvalidArgumentError('target', `no room for a ${len}-byte varint at offset ${show(offset)}`)
   }
   if (len === 8) {
     const big = varintToBigInt(value)
@@ -127,6 +132,9 @@ export function writeVarint(target: Uint8Array, offset: number, value: VarInt, l
 
 /** Encodes `value` (shortest form unless `length` is given). */
 export function encodeVarint(value: VarInt, length?: 1 | 2 | 4 | 8): Uint8Array {
+  if (length !== undefined && length !== 1 && length !== 2 && length !== 4 && length !== 8) {
+    throw new StoqInvalidArgumentError('length', `varint length must be 1, 2, 4 or 8 (got ${show(length)})`)
+  }
   const out = new Uint8Array(length ?? varintLength(value))
   writeVarint(out, 0, value, length)
   return out
@@ -137,9 +145,16 @@ export function encodeVarint(value: VarInt, length?: 1 | 2 | 4 | 8): Uint8Array 
  * bigint above). Returns `null` when `buf` ends before the varint does.
  */
 export function decodeVarint(buf: Uint8Array, offset = 0): DecodedVarint<VarInt> | null {
+  bytesArg('buf', buf)
+  offsetArg(offset, buf)
+  return readVarint(buf, offset)
+}
+
+/** `decodeVarint` without the argument checks, for the decoders of this package (internal). */
+export function readVarint(buf: Uint8Array, offset: number): DecodedVarint<VarInt> | null {
   if (offset >= buf.length) return null
   const first = buf[offset]!
-  const length = varintLengthFromFirstByte(first)
+  const length = (1 << (first >> 6)) as 1 | 2 | 4 | 8
   if (offset + length > buf.length) return null
   switch (length) {
     case 1:
@@ -190,12 +205,12 @@ export class VarintAccumulator {
   }
 
   feed(chunk: Uint8Array, at: number): number {
-    if (this.#len === 0) this.#need = varintLengthFromFirstByte(chunk[at]!)
+    if (this.#len === 0) this.#need = 1 << (chunk[at]! >> 6)
     const take = Math.min(this.#need - this.#len, chunk.length - at)
     for (let k = 0; k < take; k++) this.#buf[this.#len++] = chunk[at + k]!
     this.complete = this.#len === this.#need
     if (this.complete) {
-      this.value = decodeVarint(this.#buf.subarray(0, this.#need), 0)!.value
+      this.value = readVarint(this.#buf.subarray(0, this.#need), 0)!.value
       this.#len = 0
     }
     return take

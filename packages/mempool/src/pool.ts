@@ -10,8 +10,9 @@
  *
  * Control block (one more SharedArrayBuffer, Int32 words):
  *   [0] head of the free list  [1] capacity  [2] inUse  [3] highWaterMark
- *   [4..5] hits (low, high)  [6..7] misses (low, high)  [8..15] padding
- *   then next[limit] (the free-list links), then, in debug mode, state[limit].
+ *   [4..5] hits (low, high)  [6..7] misses (low, high)  [8] mode (FLAG_DEBUG)  [9..15] padding
+ *   then next[limit] (the free-list links), then state[limit] (FREE or IN_USE per
+ *   buffer, so that a double release is refused in every mode, not only in debug mode).
  *
  * Free list. A Treiber stack of buffer indexes. A slot is `index + 1` (0 means
  * none) and `next[i]` is the slot below buffer i. The head is one 32-bit word
@@ -106,6 +107,10 @@ const IN_USE = 2
 const HIGH_WATER = 3
 const HITS = 4
 const MISSES = 6
+/** Header word that records the creator's mode, so that an attach with another `debug` is refused. */
+const MODE = 8
+const MODE_INITIALIZED = 1
+const MODE_DEBUG = 2
 /** One cache line of header words before next[]. */
 const HEADER_WORDS = 16
 
@@ -126,9 +131,12 @@ export interface BufferPoolHooks {
 
 export function createBufferPool(options: Partial<BufferPoolOptions> = {}, hooks: BufferPoolHooks = {}): SharedBufferPool {
   const resolved = resolveOptions(options)
+  if (typeof hooks !== 'object' || hooks === null || Array.isArray(hooks)) {
+    throw new StoqInvalidArgumentError('hooks', `expected an object with an optional onSlab function, got ${show(hooks)}`)
+  }
+  if (hooks.onSlab !== undefined && typeof hooks.onSlab !== 'function') throw new StoqInvalidArgumentError('onSlab', 'expected a function')
   const bytes = controlWords(resolved) * 4
   const control = resolved.shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes)
-  if (hooks.onSlab !== undefined && typeof hooks.onSlab !== 'function') throw new StoqInvalidArgumentError('onSlab', 'expected a function')
   return new SlabBufferPool(resolved, control, [], true, hooks.onSlab)
 }
 
@@ -144,6 +152,7 @@ export function attachBufferPool(handle: SharedBufferPoolHandle): SharedBufferPo
     !options.shared ||
     handle.control.byteLength !== controlWords(options) * 4 ||
     slabs.length !== Math.ceil(limitOf(options) / options.initialBuffers) ||
+    Atomics.load(new Int32Array(handle.control, 0, HEADER_WORDS), MODE) !== (MODE_INITIALIZED | (options.debug ? MODE_DEBUG : 0)) ||
     !slabs.every((slab) => slab instanceof SharedArrayBuffer)
   ) {
     throw new StoqInvalidArgumentError('handle', expected)
@@ -163,8 +172,9 @@ class SlabBufferPool implements SharedBufferPool {
   readonly #control: ArrayBufferLike
   readonly #header: Int32Array
   readonly #next: Int32Array
-  /** Debug mode: FREE or IN_USE_STATE per buffer; null otherwise. */
-  readonly #state: Int32Array | null
+  /** FREE or IN_USE_STATE per buffer: refuses a double release in every mode. */
+  readonly #state: Int32Array
+  readonly #debug: boolean
   #slabs: ArrayBufferLike[]
   /** Views of the buffers mapped in this thread (a prefix of the capacity). */
   #views: Uint8Array[] = []
@@ -191,9 +201,13 @@ class SlabBufferPool implements SharedBufferPool {
     this.#control = control
     this.#header = new Int32Array(control, 0, HEADER_WORDS)
     this.#next = new Int32Array(control, HEADER_WORDS * 4, this.#limit)
-    this.#state = options.debug ? new Int32Array(control, (HEADER_WORDS + this.#limit) * 4, this.#limit) : null
+    this.#state = new Int32Array(control, (HEADER_WORDS + this.#limit) * 4, this.#limit)
+    this.#debug = options.debug
     this.#slabs = slabs
-    if (initialize) this.#push(this.#grow(), 1)
+    if (initialize) {
+      Atomics.store(this.#header, MODE, MODE_INITIALIZED | (options.debug ? MODE_DEBUG : 0))
+      this.#push(this.#grow(), 1)
+    }
     else this.#map(Atomics.load(this.#header, CAPACITY))
   }
 
@@ -214,7 +228,8 @@ class SlabBufferPool implements SharedBufferPool {
       index = this.#grow()
       if (index < 0) return -1
     }
-    if (this.#state !== null) this.#takeChecked(index)
+    if (this.#debug) this.#takeChecked(index)
+    else Atomics.store(this.#state, index, IN_USE_STATE)
     const inUse = Atomics.add(header, IN_USE, 1) + 1
     let high = Atomics.load(header, HIGH_WATER)
     while (inUse > high) {
@@ -226,27 +241,28 @@ class SlabBufferPool implements SharedBufferPool {
   }
 
   release(index: number): void {
-    if (this.#views[index] === undefined) this.#resolve(index)
-    if (this.#state !== null) {
-      if (Atomics.compareExchange(this.#state, index, IN_USE_STATE, FREE) !== IN_USE_STATE) {
-        throw new StoqPoolMisuseError(index, `Buffer ${index} released twice (or released without being acquired)`)
-      }
-      this.#words[index]!.fill(POISON_WORD)
+    // typeof first: a string or BigInt index would find a view ("0", 0n) and then break the free list.
+    if (typeof index !== 'number' || this.#views[index] === undefined) this.#resolve(index)
+    // One compare-exchange in every mode: a second release would link the buffer into the
+    // free list twice and hand it to two owners.
+    if (Atomics.compareExchange(this.#state, index, IN_USE_STATE, FREE) !== IN_USE_STATE) {
+      throw new StoqPoolMisuseError(index, `Buffer ${index} released twice (or released without being acquired)`)
     }
+    if (this.#debug) this.#words[index]!.fill(POISON_WORD)
     // Decrement before the push, so that inUse never exceeds the true count.
     Atomics.sub(this.#header, IN_USE, 1)
     this.#push(index, 1)
   }
 
   view(index: number): Uint8Array {
-    return this.#views[index] ?? this.#resolve(index)
+    return (typeof index === 'number' ? this.#views[index] : undefined) ?? this.#resolve(index)
   }
 
   checkPoison(index: number): void {
-    if (this.#state === null) {
+    if (!this.#debug) {
       throw new StoqInvalidArgumentError('debug', 'checkPoison() needs a pool created with debug: true')
     }
-    if (this.#views[index] === undefined) this.#resolve(index)
+    if (typeof index !== 'number' || this.#views[index] === undefined) this.#resolve(index)
     if (Atomics.load(this.#state, index) === FREE && !this.#poisonIntact(index)) {
       throw new StoqPoolMisuseError(index, `Use after release: buffer ${index} was written after its release`)
     }
@@ -292,7 +308,7 @@ class SlabBufferPool implements SharedBufferPool {
     this.#checkOpen()
     const capacity = Atomics.load(this.#header, CAPACITY)
     if (!Number.isInteger(index) || index < 0 || index >= capacity) {
-      throw new StoqInvalidArgumentError('index', `expected an integer from 0 to ${capacity - 1}, got ${String(index)}`)
+      throw new StoqInvalidArgumentError('index', `expected an integer from 0 to ${capacity - 1}, got ${show(index)}`)
     }
     this.#map(capacity)
     return this.#views[index]!
@@ -306,7 +322,7 @@ class SlabBufferPool implements SharedBufferPool {
       const memory = this.#slabs[slab]!
       const offset = (index - slab * this.#perSlab) * size
       this.#views.push(new Uint8Array(memory, offset, size))
-      if (this.#state !== null) this.#words.push(new Uint32Array(memory, offset, size / 4))
+      if (this.#debug) this.#words.push(new Uint32Array(memory, offset, size / 4))
     }
   }
 
@@ -362,7 +378,7 @@ class SlabBufferPool implements SharedBufferPool {
         continue
       }
       this.#map(end)
-      if (this.#state !== null) for (let index = start; index < end; index++) this.#words[index]!.fill(POISON_WORD)
+      if (this.#debug) for (let index = start; index < end; index++) this.#words[index]!.fill(POISON_WORD)
       for (let index = start + 1; index < end - 1; index++) Atomics.store(this.#next, index, index + 2)
       if (end - start > 1) this.#push(start + 1, end - start - 1)
       return start
@@ -376,7 +392,7 @@ class SlabBufferPool implements SharedBufferPool {
   #takeChecked(index: number): void {
     if (this.#words[index] === undefined) this.#map(Atomics.load(this.#header, CAPACITY))
     if (this.#poisonIntact(index)) {
-      Atomics.store(this.#state!, index, IN_USE_STATE)
+      Atomics.store(this.#state, index, IN_USE_STATE)
       return
     }
     this.#words[index]!.fill(POISON_WORD)
@@ -392,7 +408,7 @@ class SlabBufferPool implements SharedBufferPool {
 }
 
 function resolveOptions(options: Partial<BufferPoolOptions>): BufferPoolOptions {
-  if (typeof options !== 'object' || options === null) {
+  if (typeof options !== 'object' || options === null || Array.isArray(options) || ArrayBuffer.isView(options)) {
     throw new StoqInvalidArgumentError('options', `expected an object with any of ${OPTION_NAMES.join(', ')}`)
   }
   for (const key of Object.keys(options)) {
@@ -435,7 +451,9 @@ function boolean(name: string, value: unknown): boolean {
 }
 
 function show(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value)
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (typeof value === 'object' && value !== null) return Array.isArray(value) ? 'an array' : 'an object'
+  return String(value)
 }
 
 function limitOf(options: BufferPoolOptions): number {
@@ -443,7 +461,7 @@ function limitOf(options: BufferPoolOptions): number {
 }
 
 function controlWords(options: BufferPoolOptions): number {
-  return HEADER_WORDS + limitOf(options) * (options.debug ? 2 : 1)
+  return HEADER_WORDS + limitOf(options) * 2
 }
 
 /** Add one to the 64-bit counter at words `[at, at + 1]`: whoever wraps the low word carries. */

@@ -6,6 +6,7 @@
  */
 
 import { StoqInvalidArgumentError } from '@stoq/interface'
+import { show } from './args.js'
 import type { ThroughputPoint, ThroughputSeries, ThroughputSeriesJSON } from './throughput.js'
 
 /** One point of the chart: the rates of the interval that ends at `t`. */
@@ -47,6 +48,7 @@ const OPTION_NAMES = ['title', 'subtitle', 'width', 'height', 'peak']
 const MIN_WIDTH = 400
 const MIN_HEIGHT = 240
 const MAX_SIZE = 10_000
+const MAX_TICKS = 10_000
 
 const COLOR_INSTANT = '#1f6fb4'
 const COLOR_AVERAGE = '#e0701b'
@@ -64,15 +66,22 @@ const CHAR_WIDTH = 7
 export function throughputChartSamples(
   source: ThroughputSeries | ThroughputSeriesJSON | readonly ThroughputPoint[],
 ): ThroughputChartSample[] {
+  const expected = 'expected a ThroughputSeries, its toJSON() or an array of its points'
+  if (typeof source !== 'object' || source === null) throw new StoqInvalidArgumentError('source', `${expected}, got ${show(source)}`)
   const points: readonly ThroughputPoint[] = Array.isArray(source)
     ? source
     : typeof (source as ThroughputSeries).points === 'function'
       ? (source as ThroughputSeries).points()
       : (source as ThroughputSeriesJSON).points
   if (!Array.isArray(points)) {
-    throw new StoqInvalidArgumentError('source', 'expected a ThroughputSeries, its toJSON() or an array of its points')
+    throw new StoqInvalidArgumentError('source', expected)
   }
-  return points.map((p) => ({ t: p.tSec, gbps: p.instantGbps, averageGbps: p.averageGbps }))
+  return points.map((p, i) => {
+    if (typeof p !== 'object' || p === null) {
+      throw new StoqInvalidArgumentError(`source points[${i}]`, `expected { tSec, instantGbps, averageGbps }, got ${show(p)}`)
+    }
+    return { t: p.tSec, gbps: p.instantGbps, averageGbps: p.averageGbps }
+  })
 }
 
 /**
@@ -81,6 +90,7 @@ export function throughputChartSamples(
  * 10^6 and below 10^-3).
  */
 export function formatChartGbps(gbps: number): string {
+  checkNumber('gbps', gbps)
   const a = Math.abs(gbps)
   if (a === 0) return '0'
   if (a >= 1e6) return gbps.toPrecision(4).replace(/\.?0+e/, 'e').replace('e+', 'e')
@@ -97,11 +107,25 @@ export function chartPeakLabel(gbps: number): string {
 
 /**
  * A tick step of 1, 2 or 5 × 10^k such that `span` holds at most about
- * `maxTicks` steps. `span` must be > 0 and finite.
+ * `maxTicks` steps. `span` must be > 0 and finite, `maxTicks` an integer from 1 to
+ * 10 000 (`StoqInvalidArgumentError` otherwise).
  */
 export function niceTickStep(span: number, maxTicks: number): number {
+  if (typeof span !== 'number' || !(span > 0 && span < Infinity)) {
+    throw new StoqInvalidArgumentError('span', `expected a finite number > 0, got ${show(span)}`)
+  }
+  if (typeof maxTicks !== 'number' || !Number.isInteger(maxTicks) || maxTicks < 1 || maxTicks > MAX_TICKS) {
+    throw new StoqInvalidArgumentError('maxTicks', `expected an integer from 1 to ${MAX_TICKS}, got ${show(maxTicks)}`)
+  }
+  return tickStep(span, maxTicks)
+}
+
+/** `niceTickStep` without the checks, for the axes (whose arguments are computed here). */
+function tickStep(span: number, maxTicks: number): number {
   const raw = span / Math.max(1, maxTicks)
-  const exp = Math.floor(Math.log10(raw))
+  // Floored at 10^-323 (the smallest power of ten a double holds), so that a subnormal span
+  // still gets a step > 0.
+  const exp = Math.max(-323, Math.floor(Math.log10(raw)))
   const mag = 10 ** exp
   const norm = raw / mag
   // A tolerance for rounding in raw / mag (5.000000000000001 is still 5).
@@ -111,6 +135,7 @@ export function niceTickStep(span: number, maxTicks: number): number {
 
 /** Escape text for XML content and attribute values, dropping characters XML 1.0 does not allow. */
 export function escapeXml(text: string): string {
+  if (typeof text !== 'string') throw new StoqInvalidArgumentError('text', `expected a string, got ${show(text)}`)
   let out = ''
   for (const ch of text) {
     const c = ch.codePointAt(0)!
@@ -139,7 +164,7 @@ interface Axis {
 function axis(lo: number, hi: number, maxTicks: number, fallbackSpan: number): Axis {
   if (!(hi > lo)) hi = lo + fallbackSpan
   const span = Number.isFinite(hi - lo) ? hi - lo : Number.MAX_VALUE
-  const step = niceTickStep(span, maxTicks)
+  const step = tickStep(span, maxTicks)
   let first = Math.floor(lo / step + 1e-9)
   let last = Math.ceil(hi / step - 1e-9)
   let min = first * step
@@ -179,7 +204,7 @@ function n(v: number): string {
 
 function checkNumber(name: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new StoqInvalidArgumentError(name, `expected a finite number, got ${String(v)}`)
+    throw new StoqInvalidArgumentError(name, `expected a finite number, got ${show(v)}`)
   }
   return v
 }
@@ -187,14 +212,14 @@ function checkNumber(name: string, v: unknown): number {
 function checkSize(name: string, v: unknown, min: number, fallback: number): number {
   if (v === undefined) return fallback
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > MAX_SIZE) {
-    throw new StoqInvalidArgumentError(name, `expected an integer from ${min} to ${MAX_SIZE}, got ${String(v)}`)
+    throw new StoqInvalidArgumentError(name, `expected an integer from ${min} to ${MAX_SIZE}, got ${show(v)}`)
   }
   return v
 }
 
 function checkText(name: string, v: unknown): string | undefined {
   if (v === undefined) return undefined
-  if (typeof v !== 'string') throw new StoqInvalidArgumentError(name, `expected a string, got ${typeof v}`)
+  if (typeof v !== 'string') throw new StoqInvalidArgumentError(name, `expected a string, got ${show(v)}`)
   return v
 }
 
@@ -219,7 +244,7 @@ export function renderThroughputChart(
   options: Partial<ThroughputChartOptions> = {},
 ): string {
   if (!Array.isArray(samples)) throw new StoqInvalidArgumentError('samples', 'expected an array of { t, gbps, averageGbps }')
-  if (typeof options !== 'object' || options === null) {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new StoqInvalidArgumentError('options', `expected an object with any of ${OPTION_NAMES.join(', ')}`)
   }
   for (const key of Object.keys(options)) {

@@ -6,6 +6,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { StoqInvalidArgumentError } from '@stoq/interface'
+import { show } from './args.js'
 import { DEFAULT_METRICS_PATH, PROMETHEUS_CONTENT_TYPE } from './defaults.js'
 import type { MetricFamilySnapshot, MetricsSource } from './registry.js'
 
@@ -18,9 +19,32 @@ import type { MetricFamilySnapshot, MetricsSource } from './registry.js'
  * Runs the registry's collectors first.
  */
 export function toPrometheusText(source: MetricsSource): string {
+  checkSource(source)
+  // Errors of the collectors (run by snapshot()) propagate as they are.
+  const snapshot: unknown = source.snapshot()
+  const metrics = typeof snapshot === 'object' && snapshot !== null ? (snapshot as { metrics?: unknown }).metrics : undefined
+  if (!Array.isArray(metrics)) {
+    throw new StoqInvalidArgumentError('source', `snapshot() must return { metrics: [...] }, got ${show(snapshot)}`)
+  }
   let out = ''
-  for (const family of source.snapshot().metrics) out += formatFamily(family)
+  for (let i = 0; i < metrics.length; i++) {
+    try {
+      out += formatFamily(metrics[i] as MetricFamilySnapshot)
+    } catch (err) {
+      // A source other than a registry returned a malformed family: report it, not a TypeError.
+      if (err instanceof TypeError || err instanceof RangeError) {
+        throw new StoqInvalidArgumentError('source', `snapshot().metrics[${i}] is not a metric family snapshot (${err.message})`)
+      }
+      throw err
+    }
+  }
   return out
+}
+
+function checkSource(source: unknown): asserts source is MetricsSource {
+  if (typeof source !== 'object' || source === null || typeof (source as MetricsSource).snapshot !== 'function') {
+    throw new StoqInvalidArgumentError('source', `expected a metrics registry (an object with snapshot()), got ${show(source)}`)
+  }
 }
 
 function formatFamily(family: MetricFamilySnapshot): string {
@@ -95,10 +119,8 @@ export function createMetricsHandler(
   source: MetricsSource,
   options: Partial<MetricsHandlerOptions> = {},
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  if (typeof source !== 'object' || source === null || typeof source.snapshot !== 'function') {
-    throw new StoqInvalidArgumentError('source', 'expected a metrics registry (an object with snapshot())')
-  }
-  if (typeof options !== 'object' || options === null) {
+  checkSource(source)
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new StoqInvalidArgumentError('options', 'expected an object with any of path')
   }
   for (const key of Object.keys(options)) {
@@ -106,7 +128,7 @@ export function createMetricsHandler(
   }
   const path = options.path ?? DEFAULT_METRICS_PATH
   if (typeof path !== 'string' || !path.startsWith('/') || /[?#\s]/.test(path)) {
-    throw new StoqInvalidArgumentError('path', `expected a URL path starting with "/" (no query, fragment or spaces), got ${String(path)}`)
+    throw new StoqInvalidArgumentError('path', `expected a URL path starting with "/" (no query, fragment or spaces), got ${show(path)}`)
   }
 
   return (req, res) => {
@@ -126,7 +148,7 @@ export function createMetricsHandler(
     try {
       body = toPrometheusText(source)
     } catch (err) {
-      reply(res, 500, `Collecting metrics failed: ${err instanceof Error ? err.message : String(err)}\n`)
+      reply(res, 500, `Collecting metrics failed: ${err instanceof Error ? err.message : show(err)}\n`)
       return
     }
     res.writeHead(200, { 'Content-Type': PROMETHEUS_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(body) })

@@ -19,6 +19,7 @@ import {
   type MetricsSink,
   type SpecificationVersion,
 } from '@stoq/interface'
+import { show } from './args.js'
 import { DEFAULT_PREFIX } from './defaults.js'
 
 export type MetricType = 'counter' | 'gauge' | 'histogram'
@@ -172,12 +173,13 @@ class Counter implements CounterHandle {
   }
 
   add(value: number): void {
-    if (!(value >= 0 && value < Infinity)) throw badCount(this.name, 'add', value)
+    // typeof first: '5' >= 0 holds, and a BigInt or a Symbol would throw a TypeError here.
+    if (typeof value !== 'number' || !(value >= 0 && value < Infinity)) throw badCount(this.name, 'add', value)
     this.#value += value
   }
 
   set(value: number): void {
-    if (!(value >= 0 && value < Infinity)) throw badCount(this.name, 'set', value)
+    if (typeof value !== 'number' || !(value >= 0 && value < Infinity)) throw badCount(this.name, 'set', value)
     this.#value = value
   }
 }
@@ -198,10 +200,12 @@ class Gauge implements GaugeHandle {
   }
 
   add(value: number): void {
+    if (typeof value !== 'number') throw badGauge(this.name, 'add', value)
     this.#value += value
   }
 
   set(value: number): void {
+    if (typeof value !== 'number') throw badGauge(this.name, 'set', value)
     this.#value = value
   }
 }
@@ -234,8 +238,8 @@ class Histogram implements HistogramHandle {
   }
 
   observe(value: number): void {
-    if (!(value > -Infinity && value < Infinity)) {
-      throw new StoqInvalidArgumentError('value', `histogram ${this.name} observes finite numbers, got ${String(value)}`)
+    if (typeof value !== 'number' || !(value > -Infinity && value < Infinity)) {
+      throw new StoqInvalidArgumentError('value', `histogram ${this.name} observes finite numbers, got ${show(value)}`)
     }
     // Binary search for the first bound >= value; bounds.length when none (the +Inf bucket).
     const bounds = this.#bounds
@@ -540,11 +544,15 @@ function snapshotFamily(family: Family): MetricFamilySnapshot {
   return family.type === 'counter' ? { name, help, type: 'counter', series } : { name, help, type: 'gauge', series }
 }
 
-function badCount(name: string, method: 'add' | 'set', value: number): StoqInvalidArgumentError {
+function badCount(name: string, method: 'add' | 'set', value: unknown): StoqInvalidArgumentError {
   return new StoqInvalidArgumentError(
     'value',
-    `counter ${name} ${method === 'add' ? 'only goes up: add() takes' : 'set() takes'} a finite number >= 0, got ${String(value)}`,
+    `counter ${name} ${method === 'add' ? 'only goes up: add() takes' : 'set() takes'} a finite number >= 0, got ${show(value)}`,
   )
+}
+
+function badGauge(name: string, method: 'add' | 'set', value: unknown): StoqInvalidArgumentError {
+  return new StoqInvalidArgumentError('value', `gauge ${name} ${method}() takes a number, got ${show(value)}`)
 }
 
 function isThenable(value: unknown): boolean {
@@ -555,9 +563,3 @@ function isThenable(value: unknown): boolean {
   )
 }
 
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'function') return 'a function'
-  return String(value)
-}

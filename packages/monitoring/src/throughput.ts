@@ -7,6 +7,7 @@
  */
 
 import { StoqInvalidArgumentError } from '@stoq/interface'
+import { show } from './args.js'
 import { DEFAULT_SERIES_CAPACITY, MAX_SERIES_CAPACITY } from './defaults.js'
 
 /** One point of the series: the interval that ends at `tSec`. */
@@ -92,7 +93,7 @@ export class ThroughputSeries {
     }
     const capacity = options.capacity ?? DEFAULT_SERIES_CAPACITY
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_SERIES_CAPACITY) {
-      throw new StoqInvalidArgumentError('capacity', `expected an integer from 1 to ${MAX_SERIES_CAPACITY}, got ${String(capacity)}`)
+      throw new StoqInvalidArgumentError('capacity', `expected an integer from 1 to ${MAX_SERIES_CAPACITY}, got ${show(capacity)}`)
     }
     const clock = options.clock ?? (() => performance.now())
     if (typeof clock !== 'function') {
@@ -135,10 +136,10 @@ export class ThroughputSeries {
    */
   sample(totalBytes: number, nowMs: number = this.#clock()): ThroughputPoint | null {
     if (typeof totalBytes !== 'number' || !(totalBytes >= 0 && totalBytes < Infinity)) {
-      throw new StoqInvalidArgumentError('totalBytes', `expected a finite number >= 0, got ${String(totalBytes)}`)
+      throw new StoqInvalidArgumentError('totalBytes', `expected a finite number >= 0, got ${show(totalBytes)}`)
     }
     if (typeof nowMs !== 'number' || !Number.isFinite(nowMs)) {
-      throw new StoqInvalidArgumentError('nowMs', `expected a finite number of milliseconds, got ${String(nowMs)}`)
+      throw new StoqInvalidArgumentError('nowMs', `expected a finite number of milliseconds, got ${show(nowMs)}`)
     }
     if (!this.#hasOrigin) {
       this.#hasOrigin = true
@@ -214,7 +215,7 @@ export class ThroughputSeries {
    */
   start(intervalMs: number, read: () => number): void {
     if (!Number.isInteger(intervalMs) || intervalMs < 1 || intervalMs > MAX_INTERVAL_MS) {
-      throw new StoqInvalidArgumentError('intervalMs', `expected an integer from 1 to ${MAX_INTERVAL_MS}, got ${String(intervalMs)}`)
+      throw new StoqInvalidArgumentError('intervalMs', `expected an integer from 1 to ${MAX_INTERVAL_MS}, got ${show(intervalMs)}`)
     }
     if (typeof read !== 'function') {
       throw new StoqInvalidArgumentError('read', 'expected a function returning the cumulative byte count')

@@ -1,4 +1,6 @@
 import 'reflect-metadata'
+import { isIP } from 'node:net'
+import { isOptions, show } from './args.js'
 import { createHash, webcrypto } from 'node:crypto'
 import * as x509 from '@peculiar/x509'
 import { StoqInvalidArgumentError } from '@stoq/interface'
@@ -40,17 +42,17 @@ export interface WebTransportCertificate {
  * through `serverCertificateHashes` (no CA, at most 14 days, not RSA).
  */
 export async function createWebTransportCertificate(options: WebTransportCertificateOptions = {}): Promise<WebTransportCertificate> {
-  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
+  if (!isOptions(options)) throw new StoqInvalidArgumentError('options', 'expected an object')
   const days = options.days ?? 13
   if (typeof days !== 'number' || !Number.isInteger(days) || days < 1 || days > MAX_WEBTRANSPORT_CERT_DAYS) {
-    throw new StoqInvalidArgumentError('days', `expected an integer from 1 to ${MAX_WEBTRANSPORT_CERT_DAYS} (Chromium's limit), got ${String(days)}`)
+    throw new StoqInvalidArgumentError('days', `expected an integer from 1 to ${MAX_WEBTRANSPORT_CERT_DAYS} (Chromium's limit), got ${show(days)}`)
   }
   const names = options.names ?? ['localhost']
   const ips = options.ips ?? ['127.0.0.1', '::1']
-  if (!Array.isArray(names) || !names.every((n) => typeof n === 'string' && n.length > 0)) {
+  if (!Array.isArray(names) || !names.every((n) => typeof n === 'string' && /^[A-Za-z0-9*_.-]{1,253}$/.test(n))) {
     throw new StoqInvalidArgumentError('names', 'expected an array of DNS names')
   }
-  if (!Array.isArray(ips) || !ips.every((n) => typeof n === 'string' && n.length > 0)) {
+  if (!Array.isArray(ips) || !ips.every((n) => typeof n === 'string' && isIP(n) !== 0)) {
     throw new StoqInvalidArgumentError('ips', 'expected an array of IP addresses')
   }
   const commonName = options.commonName ?? 'stoq-webtransport'

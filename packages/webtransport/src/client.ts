@@ -1,4 +1,5 @@
 import net from 'node:net'
+import { isOptions, optionsArg, show, timeoutArg } from './args.js'
 import type { FieldLine } from '@stoq/h3'
 import { StoqInvalidArgumentError } from '@stoq/interface'
 import {
@@ -62,10 +63,10 @@ function parseUrl(url: string | URL): ParsedUrl {
   try {
     u = typeof url === 'string' ? new URL(url) : url
   } catch {
-    throw new StoqInvalidArgumentError('url', `expected an https:// URL, got ${JSON.stringify(String(url)).slice(0, 80)}`)
+    throw new StoqInvalidArgumentError('url', `expected an https:// URL, got ${show(url)}`)
   }
   if (!(u instanceof URL) || u.protocol !== 'https:') {
-    throw new StoqInvalidArgumentError('url', `WebTransport needs an https:// URL, got ${JSON.stringify(String(url)).slice(0, 80)}`)
+    throw new StoqInvalidArgumentError('url', `WebTransport needs an https:// URL, got ${u instanceof URL ? show(u.href) : show(url)}`)
   }
   if (u.username !== '' || u.password !== '') throw new StoqInvalidArgumentError('url', 'must not carry credentials')
   const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname
@@ -76,7 +77,7 @@ function hashToHex(h: unknown, i: number): string {
   const where = `serverCertificateHashes[${i}]`
   if (typeof h !== 'object' || h === null) throw new StoqInvalidArgumentError(where, 'expected { algorithm: "sha-256", value }')
   const { algorithm, value } = h as WebTransportHash
-  if (algorithm !== 'sha-256') throw new StoqInvalidArgumentError(`${where}.algorithm`, `only "sha-256" is supported, got ${String(algorithm)}`)
+  if (algorithm !== 'sha-256') throw new StoqInvalidArgumentError(`${where}.algorithm`, `only "sha-256" is supported, got ${show(algorithm)}`)
   let bytes: Uint8Array
   if (typeof value === 'string') {
     const hex = value.replace(/:/g, '').toLowerCase()
@@ -93,6 +94,20 @@ function hashToHex(h: unknown, i: number): string {
  * An HTTP/3 client connection for WebTransport: one QUIC connection that can
  * carry several sessions (`openSession`).
  */
+/** The session options shared by `connect` and `openSession`: `origin`, `headers`, `timeoutMs`. */
+function checkSessionOptions(options: { origin?: unknown; headers?: unknown; timeoutMs?: unknown }): void {
+  if (options.origin !== undefined && typeof options.origin !== 'string') {
+    throw new StoqInvalidArgumentError('origin', `expected a string, got ${show(options.origin)}`)
+  }
+  if (options.headers !== undefined) {
+    if (!Array.isArray(options.headers)) throw new StoqInvalidArgumentError('headers', `expected [name, value] string pairs, got ${show(options.headers)}`)
+    for (const f of options.headers) {
+      if (!Array.isArray(f) || typeof f[0] !== 'string' || typeof f[1] !== 'string') throw new StoqInvalidArgumentError('headers', 'expected [name, value] string pairs')
+    }
+  }
+  if (options.timeoutMs !== undefined) timeoutArg('timeoutMs', options.timeoutMs)
+}
+
 export class WebTransportClient {
   readonly connection: WebTransportConnection
   readonly endpoint: Endpoint
@@ -111,8 +126,16 @@ export class WebTransportClient {
 
   /** Connect to the server of `url` (https://host:port/…), without opening a session yet. */
   static async connect(url: string | URL, options: ConnectWebTransportOptions = {}): Promise<WebTransportClient> {
-    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
+    optionsArg('options', options)
     const target = parseUrl(url)
+    // Checked before anything is bound or sent.
+    checkSessionOptions(options)
+    if (options.endpoint !== undefined && (!isOptions(options.endpoint as unknown) || typeof (options.endpoint as Partial<Endpoint>).connect !== 'function' || typeof (options.endpoint as Partial<Endpoint>).close !== 'function')) {
+      throw new StoqInvalidArgumentError('endpoint', `expected a STOQ Endpoint, got ${show(options.endpoint)}`)
+    }
+    if (options.pin !== undefined && typeof options.pin !== 'string' && !Array.isArray(options.pin)) {
+      throw new StoqInvalidArgumentError('pin', `expected a SHA-256 fingerprint or an array of them, got ${show(options.pin)}`)
+    }
     const limits = resolveLimits(options.limits)
     const pins: string[] = []
     if (options.serverCertificateHashes !== undefined) {
@@ -159,6 +182,8 @@ export class WebTransportClient {
    */
   openSession(path: string = this.#url.path, options: { origin?: string; headers?: FieldLine[]; timeoutMs?: number } = {}): Promise<WebTransportSession> {
     if (typeof path !== 'string' || !path.startsWith('/')) throw new StoqInvalidArgumentError('path', 'expected a path starting with "/"')
+    optionsArg('options', options, '{ origin?, headers?, timeoutMs? }')
+    checkSessionOptions(options)
     const extra: FieldLine[] = []
     const origin = options.origin ?? this.#options.origin
     if (origin !== undefined) extra.push(['origin', origin])

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import { MAX_TIMER_MS, isOptions, optionsArg, show, timeoutArg } from './args.js'
 import type { WritableStreamDefaultWriter } from 'node:stream/web'
 import {
   CapsuleParser,
@@ -76,6 +77,7 @@ export const DEFAULT_WEBTRANSPORT_LIMITS: Readonly<WebTransportLimits> = {
 export function resolveLimits(input: Partial<WebTransportLimits> | undefined): WebTransportLimits {
   const out = { ...DEFAULT_WEBTRANSPORT_LIMITS }
   if (input === undefined) return out
+  optionsArg('limits', input, 'an object of limits')
   const ranges: Record<keyof WebTransportLimits, [number, number]> = {
     maxBufferedStreams: [0, 1 << 16],
     maxSessions: [1, 1 << 16],
@@ -88,7 +90,7 @@ export function resolveLimits(input: Partial<WebTransportLimits> | undefined): W
     if (v === undefined) continue
     const [min, max] = ranges[key]
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-      throw new StoqInvalidArgumentError(key, `expected an integer from ${min} to ${max}, got ${String(v)}`)
+      throw new StoqInvalidArgumentError(key, `expected an integer from ${min} to ${max}, got ${show(v)}`)
     }
     out[key] = v
   }
@@ -123,7 +125,6 @@ const STATUS_ONLY = (status: number): FieldLine[] => [[':status', String(status)
 const MAX_CLOSED_IDS = 1024
 /** Default time `drain` lets existing sessions run. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** Options of `WebTransportConnection.drain` and `WebTransportServer.drain`. */
 export interface DrainOptions {
@@ -137,10 +138,10 @@ export interface DrainOptions {
 /** Validates `DrainOptions`; returns the timeout. */
 export function drainTimeout(options: DrainOptions | undefined): number {
   if (options === undefined) return DEFAULT_DRAIN_TIMEOUT_MS
-  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { timeoutMs?: number }')
+  optionsArg('options', options, '{ timeoutMs?: number }')
   const t = options.timeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS
   if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t > MAX_TIMER_MS) {
-    throw new StoqInvalidArgumentError('timeoutMs', `expected an integer from 0 to ${MAX_TIMER_MS}, got ${String(t)}`)
+    throw new StoqInvalidArgumentError('timeoutMs', `expected an integer from 0 to ${MAX_TIMER_MS}, got ${show(t)}`)
   }
   return t
 }
@@ -195,6 +196,15 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
   #stats = { sessionsOpened: 0, rejectedStreams: 0, datagramsDropped: 0 }
 
   constructor(quic: QuicConnection, role: 'client' | 'server', limits: WebTransportLimits, router: RequestRouter | null = null) {
+    // Usually built by serveWebTransport / connectWebTransport; checked for direct callers.
+    if (!isOptions(quic) || typeof quic.openStream !== 'function' || typeof quic.on !== 'function') {
+      throw new StoqInvalidArgumentError('quic', `expected a STOQ QuicConnection, got ${show(quic)}`)
+    }
+    if (role !== 'client' && role !== 'server') throw new StoqInvalidArgumentError('role', `expected 'client' or 'server', got ${show(role)}`)
+    limits = resolveLimits(limits)
+    if (router !== null && (!isOptions(router) || typeof router.route !== 'function')) {
+      throw new StoqInvalidArgumentError('router', `expected { route, onSession } or null, got ${show(router)}`)
+    }
     super()
     this.quic = quic
     this.role = role
@@ -687,6 +697,8 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
       } catch {
         status = 500
       }
+      // A router that answers something other than an HTTP status is a server error, not a crash.
+      if (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599) status = 500
       if (status !== 200) return respond(status)
       const session = new WebTransportSession(this, {
         side: 'server',
@@ -731,6 +743,10 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
    */
   async openSession(authority: string, path: string, extra: FieldLine[] = [], timeoutMs = 10_000): Promise<WebTransportSession> {
     if (this.role !== 'client') throw new StoqInvalidArgumentError('role', 'only a client opens sessions')
+    if (typeof authority !== 'string') throw new StoqInvalidArgumentError('authority', `expected a string, got ${show(authority)}`)
+    if (typeof path !== 'string' || !path.startsWith('/')) throw new StoqInvalidArgumentError('path', `expected a path starting with "/", got ${show(path)}`)
+    if (!Array.isArray(extra)) throw new StoqInvalidArgumentError('headers', `expected [name, value] string pairs, got ${show(extra)}`)
+    timeoutArg('timeoutMs', timeoutMs)
     const settings = await this.peerSettings
     const support = peerWebTransportSupport(settings)
     if (!support.draft02 || !support.extendedConnect) {

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import { optionsArg, show } from './args.js'
 import { StoqInvalidArgumentError, type SocketAddress } from '@stoq/interface'
 import { Endpoint, createEndpoint, type EndpointOptions, type QuicConnection } from '@stoq/transport-core'
 import type { WebTransportConnectRequest } from '@stoq/h3'
@@ -38,7 +39,7 @@ function matcher(path: string | RegExp | undefined): (p: string) => boolean {
   if (path === undefined) return () => true
   if (path instanceof RegExp) return (p) => path.test(p)
   if (typeof path !== 'string' || !path.startsWith('/')) {
-    throw new StoqInvalidArgumentError('path', `expected a string starting with "/" or a RegExp, got ${String(path)}`)
+    throw new StoqInvalidArgumentError('path', `expected a string starting with "/" or a RegExp, got ${show(path)}`)
   }
   return (p) => {
     const q = p.indexOf('?')
@@ -89,8 +90,10 @@ export class WebTransportServer extends EventEmitter<{ session: [WebTransportSes
    * or on a new endpoint made from `options` (its `server.alpn` is set to `h3`).
    */
   static async create(endpointOrOptions: Endpoint | Partial<EndpointOptions>, options: WebTransportServerOptions = {}): Promise<WebTransportServer> {
-    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
+    optionsArg('options', options)
     // Validate before binding anything.
+    if (options.accept !== undefined && typeof options.accept !== 'function') throw new StoqInvalidArgumentError('accept', 'expected a function')
+    if (options.onSession !== undefined && typeof options.onSession !== 'function') throw new StoqInvalidArgumentError('onSession', 'expected a function')
     matcher(options.path)
     resolveLimits(options.limits)
     if (isEndpoint(endpointOrOptions)) return new WebTransportServer(endpointOrOptions, false, options)

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import { isOptions, show, timeoutArg } from './args.js'
 import { ReadableStream, type ReadableStreamDefaultController, type WritableStreamDefaultWriter } from 'node:stream/web'
 import {
   WT_BUFFERED_STREAM_REJECTED,
@@ -90,6 +91,11 @@ export class WebTransportSession extends EventEmitter<SessionEvents> implements 
   #connectEndWaiters: Array<() => void> = []
 
   constructor(host: SessionHost, init: SessionInit) {
+    // Built by WebTransportConnection; checked for direct callers.
+    if (!isOptions(host) || !isOptions(host.quic)) throw new StoqInvalidArgumentError('host', `expected the session's WebTransportConnection, got ${show(host)}`)
+    if (!isOptions(init) || !isOptions(init.connectStream) || !isOptions(init.writer)) {
+      throw new StoqInvalidArgumentError('init', `expected { connectStream, writer, side, path, ... }, got ${show(init)}`)
+    }
     super()
     this.#host = host
     this.#connectStream = init.connectStream
@@ -146,8 +152,11 @@ export class WebTransportSession extends EventEmitter<SessionEvents> implements 
    * written. Throws `StoqStreamLimitError` at the peer's stream limit.
    */
   openStream(options: { unidirectional?: boolean } = {}): WebTransportStream {
-    if (typeof options !== 'object' || options === null) {
+    if (!isOptions(options)) {
       throw new StoqInvalidArgumentError('options', 'expected { unidirectional?: boolean }')
+    }
+    if (options.unidirectional !== undefined && typeof options.unidirectional !== 'boolean') {
+      throw new StoqInvalidArgumentError('unidirectional', `expected a boolean, got ${show(options.unidirectional)}`)
     }
     this.#assertOpen()
     const uni = options.unidirectional === true
@@ -177,12 +186,12 @@ export class WebTransportSession extends EventEmitter<SessionEvents> implements 
    * peer finished the CONNECT stream too, or after `timeoutMs` (default 2 s).
    */
   async close(options: { code?: number; reason?: string; timeoutMs?: number } = {}): Promise<WebTransportCloseInfo> {
-    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { code?, reason? }')
+    if (!isOptions(options)) throw new StoqInvalidArgumentError('options', 'expected { code?, reason? }')
     const code = options.code ?? 0
     const reason = options.reason ?? ''
     const timeoutMs = options.timeoutMs ?? 2000
     if (typeof reason !== 'string') throw new StoqInvalidArgumentError('reason', 'expected a string')
-    if (!Number.isInteger(timeoutMs) || timeoutMs < 0) throw new StoqInvalidArgumentError('timeoutMs', 'expected a non-negative integer')
+    timeoutArg('timeoutMs', timeoutMs)
     const capsule = encodeCloseWebTransportSession(code, reason) // validates code and reason
     if (this.#closeInfo !== null) return this.#closeInfo
     const info: WebTransportCloseInfo = { code, reason, remote: false }

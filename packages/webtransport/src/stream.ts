@@ -1,4 +1,5 @@
 import { ReadableStream, WritableStream, type ReadableStreamDefaultReader } from 'node:stream/web'
+import { show } from './args.js'
 import { http3ErrorToWebTransport, webTransportErrorToHttp3, WT_APPLICATION_ERROR_MAX } from '@stoq/h3'
 import { StoqError, StoqInvalidArgumentError, StoqStreamResetError, StoqStreamStoppedError } from '@stoq/interface'
 import type { QuicStream } from '@stoq/transport-core'
@@ -53,7 +54,7 @@ function toHttp3Code(code: unknown): unknown {
 
 function checkCode(code: unknown): number {
   if (typeof code !== 'number' || !Number.isInteger(code) || code < 0 || code > WT_APPLICATION_ERROR_MAX) {
-    throw new StoqInvalidArgumentError('code', `expected a WebTransport error code from 0 to 2^32-1, got ${String(code)}`)
+    throw new StoqInvalidArgumentError('code', `expected a WebTransport error code from 0 to 2^32-1, got ${show(code)}`)
   }
   return code
 }
@@ -105,6 +106,11 @@ export class WebTransportStream {
    * @param preface written first on the send side (local streams)
    */
   constructor(quicStream: QuicStream, owner: StreamOwner, reader: ByteReader | null, rest: Uint8Array, preface: Uint8Array | null) {
+    // Built by WebTransportSession; checked for direct callers.
+    if (typeof quicStream !== 'object' || quicStream === null || typeof quicStream.reset !== 'function') {
+      throw new StoqInvalidArgumentError('quicStream', 'expected a STOQ QuicStream')
+    }
+    if (!(rest instanceof Uint8Array)) throw new StoqInvalidArgumentError('rest', 'expected a Uint8Array')
     this.quicStream = quicStream
     this.id = quicStream.id
     this.bidirectional = quicStream.bidirectional

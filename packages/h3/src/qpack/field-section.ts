@@ -11,6 +11,7 @@
  * through `Buffer.from(s).toString('latin1')` first if you need it.
  */
 
+import { boolOption, bytesArg, intArg, iterableArg, offsetArg, optionsArg, show, stringArg } from '../args.js'
 import { StoqInvalidArgumentError } from '@stoq/interface'
 import { ByteWriter, latin1 } from '../bytes.js'
 import { H3_EXCESSIVE_LOAD, QPACK_DECOMPRESSION_FAILED, StoqH3Error } from '../errors.js'
@@ -28,8 +29,15 @@ export const FIELD_OVERHEAD = 32
 
 /** Size of a field section as RFC 9114 §4.2.2 counts it: Σ name + value + 32. */
 export function fieldSectionSize(fields: Iterable<readonly [string, string]>): number {
+  iterableArg('fields', fields)
   let size = 0
-  for (const [name, value] of fields) size += name.length + value.length + FIELD_OVERHEAD
+  for (const field of fields) {
+    iterableArg('fields', field)
+    const [name, value] = field
+    stringArg('name', name)
+    stringArg('value', value)
+    size += name.length + value.length + FIELD_OVERHEAD
+  }
   return size
 }
 
@@ -53,11 +61,10 @@ function writeInt(w: ByteWriter, flags: number, prefixBits: number, value: numbe
 /** Encodes an N-bit-prefix integer; `flags` fills the bits above the prefix in the first byte. */
 export function encodeQpackInteger(value: number, prefixBits: number, flags = 0): Uint8Array {
   if (!Number.isSafeInteger(value) || value < 0) {
-    throw new StoqInvalidArgumentError('value', `must be a non-negative safe integer (got ${value})`)
+    throw new StoqInvalidArgumentError('value', `must be a non-negative safe integer (got ${show(value)})`)
   }
-  if (!Number.isInteger(prefixBits) || prefixBits < 1 || prefixBits > 8) {
-    throw new StoqInvalidArgumentError('prefixBits', `must be 1..8 (got ${prefixBits})`)
-  }
+  intArg('prefixBits', prefixBits, 1, 8)
+  intArg('flags', flags, 0, 255)
   const w = new ByteWriter(12)
   writeInt(w, flags & ~((1 << prefixBits) - 1) & 0xff, prefixBits, value)
   return w.finish()
@@ -92,6 +99,9 @@ function readInt(buf: Uint8Array, at: number, prefixBits: number): [number, numb
  * (QPACK_DECOMPRESSION_FAILED) on truncation or a value above 2^53-1.
  */
 export function decodeQpackInteger(buf: Uint8Array, offset: number, prefixBits: number): { value: number; length: number } {
+  bytesArg('buf', buf)
+  offsetArg(offset, buf)
+  intArg('prefixBits', prefixBits, 1, 8)
   const [value, next] = readInt(buf, offset, prefixBits)
   return { value, length: next - offset }
 }
@@ -99,7 +109,7 @@ export function decodeQpackInteger(buf: Uint8Array, offset: number, prefixBits: 
 // --- strings (RFC 9204 §4.1.2) -----------------------------------------------------
 
 function toLatin1Bytes(text: string, what: string): Uint8Array {
-  if (typeof text !== 'string') throw new StoqInvalidArgumentError(what, `must be a string (got ${typeof text})`)
+  if (typeof text !== 'string') throw new StoqInvalidArgumentError(what, `must be a string (got ${show(text)})`)
   const out = new Uint8Array(text.length)
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i)
@@ -174,10 +184,13 @@ export function encodeFieldSection(
   fields: Iterable<readonly [string, string]>,
   options: EncodeFieldSectionOptions = {},
 ): Uint8Array {
-  const huffman = options.huffman ?? false
+  iterableArg('fields', fields)
+  optionsArg('options', options)
+  const huffman = boolOption('huffman', options.huffman)
   const w = new ByteWriter(128)
   w.byte(0x00).byte(0x00)
   for (const field of fields) {
+    iterableArg('fields', field)
     const [name, value] = field
     const nameBytes = toLatin1Bytes(name, 'name')
     const valueBytes = toLatin1Bytes(value, 'value')
@@ -217,8 +230,12 @@ export interface DecodeFieldSectionOptions {
  * section exceeds `maxFieldSectionSize`.
  */
 export function decodeFieldSection(bytes: Uint8Array, options: DecodeFieldSectionOptions = {}): FieldLine[] {
+  bytesArg('bytes', bytes)
+  optionsArg('options', options)
   const max = options.maxFieldSectionSize ?? DEFAULT_MAX_FIELD_SECTION_SIZE
-  if (!(max >= 0)) throw new StoqInvalidArgumentError('maxFieldSectionSize', `must be a non-negative number (got ${max})`)
+  if (typeof max !== 'number' || !(max >= 0)) {
+    throw new StoqInvalidArgumentError('maxFieldSectionSize', `must be a non-negative number (got ${show(max)})`)
+  }
 
   // Prefix (§4.5.1): Required Insert Count (8-bit prefix), S + Delta Base (7-bit prefix).
   const [ric, afterRic] = readInt(bytes, 0, 8)

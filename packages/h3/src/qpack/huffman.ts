@@ -5,6 +5,9 @@
  * and an EOS symbol inside the string are decoding errors.
  */
 
+import { StoqInvalidArgumentError } from '@stoq/interface'
+import { bytesArg, show } from '../args.js'
+import { isVarInt } from '../varint.js'
 import { QPACK_DECOMPRESSION_FAILED, StoqH3Error } from '../errors.js'
 
 /**
@@ -330,6 +333,7 @@ for (let s = 0; s < 256; s++) {
 
 /** Bytes `huffmanEncode(bytes)` produces. */
 export function huffmanEncodedLength(bytes: Uint8Array): number {
+  bytesArg('bytes', bytes)
   let bits = 0
   for (let i = 0; i < bytes.length; i++) bits += HUFFMAN_TABLE[bytes[i]!]![1]
   return Math.ceil(bits / 8)
@@ -337,6 +341,7 @@ export function huffmanEncodedLength(bytes: Uint8Array): number {
 
 /** Huffman-encodes `bytes`, padding the last byte with the most significant bits of EOS (ones). */
 export function huffmanEncode(bytes: Uint8Array): Uint8Array {
+  bytesArg('bytes', bytes)
   const out = new Uint8Array(huffmanEncodedLength(bytes))
   let at = 0
   let acc = 0 // pending bits, fewer than 8 between symbols
@@ -367,7 +372,14 @@ export function huffmanDecode(
   maxLength = Infinity,
   overLimitCode: number = QPACK_DECOMPRESSION_FAILED,
 ): Uint8Array {
-  const out = new Uint8Array(Math.min(Math.floor((bytes.length * 8) / 5), maxLength + 1))
+  bytesArg('bytes', bytes)
+  if (typeof maxLength !== 'number' || !(maxLength >= 0)) {
+    throw new StoqInvalidArgumentError('maxLength', `expected a number >= 0 (Infinity allowed), got ${show(maxLength)}`)
+  }
+  if (!isVarInt(overLimitCode) || typeof overLimitCode !== 'number') {
+    throw new StoqInvalidArgumentError('overLimitCode', `expected an HTTP/3 error code (an integer >= 0), got ${show(overLimitCode)}`)
+  }
+  const out = new Uint8Array(Math.min(Math.floor((bytes.length * 8) / 5), Math.floor(maxLength) + 1))
   let at = 0
   let state = 0
   for (let i = 0; i < 2 * bytes.length; i++) {
