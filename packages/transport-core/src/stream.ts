@@ -176,7 +176,15 @@ export class QuicStream {
     this.pumping = true
     try {
       while ((c.desiredSize ?? 0) > 0) {
-        if (!engine.streamRecv(handle, this.id, readScratch, r)) break
+        let got: boolean
+        try {
+          got = engine.streamRecv(handle, this.id, readScratch, r)
+        } catch {
+          // The engine already forgot the connection (its close event comes in this same
+          // drain and ends the stream): stop here rather than abort the endpoint's cycle.
+          break
+        }
+        if (!got) break
         read = true
         const { bytes, fin, resetCode } = r
         if (resetCode >= 0) {

@@ -236,22 +236,39 @@ class WorkerHost implements EngineEventSink {
     this.rec(P.E_ESTABLISHED, c.id, 0, this.extra(info))
   }
 
+  // An engine may report a connection's stream events in the same drain as its close, after it
+  // forgot the connection: its calls then throw, and the close event that follows cleans up.
+
   onStreamReadable(h: number, sid: number): void {
     const c = this.byH.get(h)
     if (!c) return
     const s = this.stream(c, sid)
-    this.read(c, s)
+    try {
+      this.read(c, s)
+    } catch {
+      // Closing (see above).
+    }
   }
 
   onStreamWritable(h: number, sid: number): void {
     const c = this.byH.get(h)
     const s = c?.streams.get(sid) as (WStream & { conn: WConn }) | undefined
-    if (c && s) this.pumpSend(c, s)
+    if (!c || !s) return
+    try {
+      this.pumpSend(c, s)
+    } catch {
+      // Closing (see above).
+    }
   }
 
   onDatagramReadable(h: number): void {
     const c = this.byH.get(h)
-    if (c) this.readDatagrams(c)
+    if (!c) return
+    try {
+      this.readDatagrams(c)
+    } catch {
+      // Closing (see above).
+    }
   }
 
   onClosed(h: number, info: EngineCloseInfo): void {
@@ -267,9 +284,14 @@ class WorkerHost implements EngineEventSink {
     // The peer closed: hand over what its streams still hold in the engine, whatever the
     // read-ahead credit (the application thread delivers a stream that reached its FIN, as
     // a single-thread endpoint does from its engine during the close event).
-    if (info.remote) for (const st of c.streams.values()) this.salvage(c, st as WStream & { conn: WConn })
-    this.forget(c)
-    this.rec(P.E_CLOSED, c.id, 0, this.extra(closed))
+    try {
+      if (info.remote) for (const st of c.streams.values()) this.salvage(c, st as WStream & { conn: WConn })
+    } catch {
+      // The engine already forgot the connection's streams (quinn does before this event).
+    } finally {
+      this.forget(c)
+      this.rec(P.E_CLOSED, c.id, 0, this.extra(closed))
+    }
   }
 
   private forget(c: WConn): void {
@@ -299,7 +321,15 @@ class WorkerHost implements EngineEventSink {
       let reset = -1
       let drained = false
       while (off < limit) {
-        if (!this.engine.streamRecv(c.h, s.sid, off === 0 ? view.subarray(0, limit) : view.subarray(off, limit), res)) {
+        let got: boolean
+        try {
+          got = this.engine.streamRecv(c.h, s.sid, off === 0 ? view.subarray(0, limit) : view.subarray(off, limit), res)
+        } catch (err) {
+          if (off === 0) pool.release(slot)
+          else this.rec(P.E_DATA, c.id, s.sid, slot, off, 0)
+          throw err
+        }
+        if (!got) {
           drained = true
           break
         }
