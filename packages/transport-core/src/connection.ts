@@ -408,9 +408,12 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       throw new StoqInvalidArgumentError('data', 'expected a Uint8Array, Buffer, ArrayBuffer, string, or an (async) iterable or stream of them')
     }
     const chunks = toChunks(data)
+    // The first chunk before the stream: a source that is wrong from the start leaves no stream.
+    const first = await chunks.next()
     const stream = this.openStream({ unidirectional: true })
     const writer = stream.writable!.getWriter()
     try {
+      if (first.done !== true) await writer.write(first.value)
       for await (const chunk of chunks) await writer.write(chunk)
       await writer.close()
     } catch (err) {
