@@ -265,6 +265,9 @@ export class WorkerEngine implements QuicEngine {
         bytesReceived: 0,
         bytesSent: 0,
         packetsDropped: 0,
+        heapUsedBytes: 0,
+        sendBuffersHeld: 0,
+        poolBuffersInUse: 0,
         exit: '',
       },
       udp: null,
@@ -412,7 +415,15 @@ export class WorkerEngine implements QuicEngine {
 
   /** Per-worker load, as each worker last reported it (once a second). */
   workerStats(): P.WorkerLoad[] {
-    return this.slots.map((s) => ({ ...s.load, connections: s.alive ? s.load.connections : 0 }))
+    return this.slots.map((s) => {
+      let inUse = 0
+      try {
+        inUse = s.pool.stats().inUse
+      } catch {
+        // Closed with its worker.
+      }
+      return { ...s.load, connections: s.alive ? s.load.connections : 0, poolBuffersInUse: inUse }
+    })
   }
 
   get droppedPackets(): number {

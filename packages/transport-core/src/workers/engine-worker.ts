@@ -9,6 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
+import { getHeapStatistics } from 'node:v8'
 import {
   STREAM_BLOCKED,
   STREAM_STOPPED,
@@ -748,6 +749,9 @@ async function main(): Promise<void> {
         bytesReceived: st.udp.bytesReceived,
         bytesSent: st.udp.bytesSent,
         packetsDropped: st.packetsDropped,
+        heapUsedBytes: getHeapStatistics().used_heap_size,
+        sendBuffersHeld: sendRefs.size,
+        poolBuffersInUse: 0,
         exit: '',
       },
       udp: st.udp,

@@ -84,6 +84,12 @@ export interface WorkerLoad {
   bytesSent: number
   /** Packets the worker's engine dropped (malformed, unknown connection, refused). */
   packetsDropped: number
+  /** V8 heap in use by the worker's isolate, bytes (after its last collection). */
+  heapUsedBytes: number
+  /** Shared send buffers the worker still holds references to (0 when idle). */
+  sendBuffersHeld: number
+  /** Buffers of the worker's shared pool in use now, by either thread (read live, not reported). */
+  poolBuffersInUse: number
   /** Why the worker is gone (empty while alive). */
   exit: string
 }
