@@ -15,6 +15,12 @@ export interface DoctorReport {
   engines: EngineAvailability[]
   /** The UDP backend an endpoint gets here with `udpBackend: 'auto'`, and why. */
   udp: { backend: string; detail: string }
+  /**
+   * What `workers: 'auto'` (the default of `stoq.listen()`) gives here: the number of engine
+   * worker threads (0: connections stay on the application thread) and why; probed by binding
+   * a loopback endpoint that way.
+   */
+  workers: { count: number; detail: string }
 }
 
 /**
@@ -45,7 +51,16 @@ export async function doctor(): Promise<DoctorReport> {
     udp = { backend: 'none', detail: why }
     engine = { name: 'none', available: false, detail: why }
   }
-  return { capabilities, engine, engines, udp }
+  let workers: DoctorReport['workers']
+  try {
+    const ep = await createEndpoint({ host: '127.0.0.1', port: 0, workers: 'auto' })
+    const stats = ep.stats()
+    workers = { count: stats.workers.length, detail: stats.workers.length > 0 ? `${stats.engineChoice}; ${stats.udpChoice}` : stats.engineChoice }
+    await ep.close()
+  } catch (err) {
+    workers = { count: 0, detail: `engine workers cannot start here: ${(err as Error).message}` }
+  }
+  return { capabilities, engine, engines, udp, workers }
 }
 
 /** The doctor report as text for a terminal. */
@@ -59,5 +74,6 @@ export function formatDoctor(report: DoctorReport, width = 120): string {
     'STOQ will use:',
     `  QUIC engine   ${report.engine.available ? report.engine.name : 'none'}: ${report.engine.detail}`,
     `  UDP backend   ${report.udp.backend}: ${report.udp.detail}`,
+    `  servers       ${report.workers.count > 0 ? `${report.workers.count} engine workers` : 'the application thread'}: ${report.workers.detail}`,
   ].join('\n')
 }

@@ -1,3 +1,4 @@
+import os from 'node:os'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { parseTarget, Stoq, StoqError } from '../src/index.js'
 import { quickstart } from '../examples/quickstart.js'
@@ -92,6 +93,15 @@ describe('stoq doctor', () => {
     expect(report.udp.detail).toContain('udpBackend auto')
     expect(typeof report.capabilities.gso.available).toBe('boolean')
     expect(formatDoctor(report)).toContain('STOQ will use:')
+    // Servers (listen) run engine workers where this machine can: one per CPU, or none and why.
+    if (report.capabilities.gro.available && os.availableParallelism() > 1) {
+      expect(report.workers.count).toBe(os.availableParallelism())
+      expect(report.workers.detail).toMatch(/engine workers, each running quinn.*SO_REUSEPORT, steered by connection ID/)
+    } else {
+      expect(report.workers.count).toBe(0)
+      expect(report.workers.detail).toMatch(/workers auto: /)
+    }
+    expect(formatDoctor(report)).toMatch(/ {2}servers {7}/)
 
     const { execFile } = await import('node:child_process')
     const { promisify } = await import('node:util')

@@ -828,7 +828,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       udpChoice: this.udpChoice,
       engine: this.engine.name,
       engineChoice: this.workerEngine
-        ? `${this.options.workers < 0 ? 'workers auto' : 'workers'}: ${this.workerEngine.workerStats().length} engine workers, each ${this.workerEngine.engineChoice}`
+        ? `${this.options.workers < 0 ? 'workers auto' : 'workers'}: ${this.workerEngine.workerStats().length} engine workers, each running quinn (workers run quinn only)`
         : this.workersNote
           ? `${this.engineChoice}; ${this.workersNote}`
           : this.engineChoice,
