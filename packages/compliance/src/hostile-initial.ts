@@ -246,12 +246,15 @@ function extension(type: number, data: Uint8Array): Uint8Array {
   return concat([u16(type), vec(2, data)])
 }
 
+/**
+ * An X25519 key share: every 32-byte string is a valid X25519 public key (RFC 7748 §5), and
+ * no handshake made from these Initials is ever completed by us, so random bytes serve. Not
+ * generateKeyPairSync + export({ format: 'jwk' }) per packet: on Node 20 that deadlocked the
+ * process once in a CI run (ExportJWKEdKey holds a key's mutex while allocating; the GC it
+ * triggered destroyed a KeyGenJob that takes the same mutex: the main thread waits forever).
+ */
 function x25519PublicKey(): Uint8Array {
-  const { publicKey } = crypto.generateKeyPairSync('x25519')
-  const jwk = publicKey.export({ format: 'jwk' })
-  const raw = Buffer.from(jwk.x!, 'base64url')
-  if (raw.length !== 32) throw new Error(`unexpected X25519 public key length ${raw.length}`)
-  return new Uint8Array(raw)
+  return new Uint8Array(crypto.randomBytes(32))
 }
 
 interface ClientHelloOptions {
