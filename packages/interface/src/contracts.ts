@@ -352,6 +352,13 @@ export interface QuicEngine {
   streamSend(conn: number, streamId: number, data: Uint8Array, fin: boolean): number
   /** Read stream data into `out` (hot). Returns false when nothing is readable; `result.resetCode` >= 0 when the peer reset it. */
   streamRecv(conn: number, streamId: number, out: Uint8Array, result: StreamRecvResult & StreamRecvError): boolean
+  /**
+   * Optional: like `streamRecv`, but the engine allocates the bytes (at most `max`) and hands
+   * them over, for an engine whose data already sits in memory of its own (the multi-core
+   * engine's shared pool): one copy instead of two. Null when nothing is readable; otherwise
+   * `result` says fin/reset as for `streamRecv` (a reset returns an empty array).
+   */
+  streamRecvChunk?(conn: number, streamId: number, max: number, result: StreamRecvResult & StreamRecvError): Uint8Array | null
   /** Bytes the stream can accept now; -1 when the stream is stopped by the peer (then `stopCode` returns its code). */
   streamCapacity(conn: number, streamId: number): number
   /** Ask for one `onStreamWritable` once the stream can accept data again (or was stopped). */

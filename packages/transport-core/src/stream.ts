@@ -176,15 +176,17 @@ export class QuicStream {
     this.pumping = true
     try {
       while ((c.desiredSize ?? 0) > 0) {
-        let got: boolean
+        let chunk: Uint8Array | null = null
         try {
-          got = engine.streamRecv(handle, this.id, readScratch, r)
+          if (engine.streamRecvChunk) {
+            chunk = engine.streamRecvChunk(handle, this.id, readScratch.length, r)
+            if (chunk === null) break
+          } else if (!engine.streamRecv(handle, this.id, readScratch, r)) break
         } catch {
           // The engine already forgot the connection (its close event comes in this same
           // drain and ends the stream): stop here rather than abort the endpoint's cycle.
           break
         }
-        if (!got) break
         read = true
         const { bytes, fin, resetCode } = r
         if (resetCode >= 0) {
@@ -194,7 +196,7 @@ export class QuicStream {
         if (bytes > 0) {
           this.bytesRead += bytes
           this.host.counters.streamBytesRead += bytes
-          c.enqueue(readScratch.slice(0, bytes))
+          c.enqueue(chunk ?? readScratch.slice(0, bytes))
         }
         if (fin) {
           this.readDone = true

@@ -54,6 +54,7 @@ import * as P from './protocol.js'
 export const SEND_WINDOW = 1 << 20
 const DGRAM_WINDOW = 128
 const STATS_INTERVAL_MS = 1000
+const EMPTY = new Uint8Array(0)
 const CLOSE_WAIT_MS = 5000
 
 export interface WorkerClusterOptions {
@@ -835,6 +836,40 @@ export class WorkerEngine implements QuicEngine {
       return true
     }
     return false
+  }
+
+  streamRecvChunk(conn: number, streamId: number, max: number, result: StreamRecvResult & StreamRecvError): Uint8Array | null {
+    result.bytes = 0
+    result.fin = false
+    result.resetCode = -1
+    const c = this.conns.get(conn)
+    const s = c?.streams.get(streamId)
+    if (!c || !s) return null
+    const e = s.inQ[0]
+    if (e === undefined) {
+      if (s.reset < 0) return null
+      result.resetCode = s.reset
+      s.reset = -1
+      return EMPTY
+    }
+    const pool = this.slots[c.w]!.pool
+    const k = Math.min(e.len - e.off, max)
+    // The one copy on this thread: out of the shared buffer into memory the reader owns.
+    const chunk = k > 0 ? pool.view(e.slot).slice(e.off, e.off + k) : EMPTY
+    e.off += k
+    if (e.off >= e.len) {
+      if (e.slot >= 0) pool.release(e.slot)
+      s.inQ.shift()
+      if (e.fin) result.fin = true
+    }
+    result.bytes = k
+    if (k > 0) {
+      s.readBack += k
+      this.rec(c.w, P.C_RECV_CREDIT, conn, streamId, k)
+      this.buffersBack(c.w)
+    }
+    if (s.complete && s.inQ.length === 0) c.streams.delete(streamId)
+    return chunk
   }
 
   streamCapacity(conn: number, streamId: number): number {
