@@ -77,7 +77,6 @@ interface MStream {
   complete: boolean
   inQ: { slot: number; off: number; len: number; fin: boolean }[]
   reset: number
-  readBack: number
   readStopped: boolean
 }
 
@@ -156,7 +155,6 @@ export class WorkerEngine implements QuicEngine {
   private readonly conns = new Map<number, MConn>()
   private nextOutgoing = 0
   private receiver: UdpReceiver | null = null
-  private listenOptions: EngineServerOptions | null = null
   private readonly events: (() => void)[] = []
   private readonly poolBlocked = new Set<MStream & { conn: MConn }>()
   private flushQueued = false
@@ -166,7 +164,6 @@ export class WorkerEngine implements QuicEngine {
   private destroyed = false
   private port = 0
   private engineName = ''
-  engineChoice = ''
 
   constructor(options: WorkerClusterOptions) {
     this.opts = options
@@ -289,7 +286,6 @@ export class WorkerEngine implements QuicEngine {
           this.address ??= msg.address
           this.port = msg.address.port
           this.engineName = msg.engine
-          this.engineChoice = msg.engineChoice
           resolve(slot)
         } else if (msg.type === 'bind-error') {
           slot.alive = false
@@ -675,7 +671,6 @@ export class WorkerEngine implements QuicEngine {
         complete: false,
         inQ: [],
         reset: -1,
-        readBack: 0,
         readStopped: false,
       }
       c.streams.set(sid, s)
@@ -688,12 +683,10 @@ export class WorkerEngine implements QuicEngine {
   private sink: EngineEventSink | null = null
 
   listen(options: EngineServerOptions): void {
-    this.listenOptions = options
     for (const s of this.slots) if (s.alive) this.rec(s.index, P.C_LISTEN, 0, 0, this.extra(s.index, options))
   }
 
   stopListening(): void {
-    this.listenOptions = null
     for (const s of this.slots) if (s.alive) this.rec(s.index, P.C_STOP_LISTENING, 0)
   }
 
@@ -821,7 +814,6 @@ export class WorkerEngine implements QuicEngine {
       }
     }
     if (n > 0) {
-      s.readBack += n
       this.rec(c.w, P.C_RECV_CREDIT, conn, streamId, n)
       this.buffersBack(c.w)
     }
@@ -864,7 +856,6 @@ export class WorkerEngine implements QuicEngine {
     }
     result.bytes = k
     if (k > 0) {
-      s.readBack += k
       this.rec(c.w, P.C_RECV_CREDIT, conn, streamId, k)
       this.buffersBack(c.w)
     }
