@@ -5,6 +5,7 @@ import {
   type PacketBatcherOptions,
   type PacketBatcherStats,
   type TransmitBatch,
+  describeValue,
 } from '@stoq/interface'
 import {
   DEFAULT_FLUSH_DEADLINE_US,
@@ -189,14 +190,7 @@ class DefaultPacketBatcher implements PacketBatcher {
   }
 }
 
-/** A short description of a wrong value for an error message (never throws, even on a Symbol). */
-function describe(value: unknown): string {
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'object') return 'an object'
-  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value)
-  return `${typeof value} ${String(value)}`
-}
+const describe = describeValue
 
 function positiveInt(name: string, value: unknown, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {

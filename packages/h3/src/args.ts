@@ -4,20 +4,10 @@
  * unchecked helpers.
  */
 
-import { StoqInvalidArgumentError } from '@stoq/interface'
+import { StoqInvalidArgumentError, describeValue as show } from '@stoq/interface'
 
-/** A wrong value, described for an error message. Never throws (unlike `String()` on some objects). */
-export function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value)
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name}`
-  if (value instanceof ArrayBuffer) return 'an ArrayBuffer'
-  if (typeof value === 'function') return 'a function'
-  if (typeof value === 'object') return 'an object'
-  if (typeof value === 'bigint') return `${value}n`
-  return String(value)
-}
+/** A wrong value, described for an error message (the helper every package shares). */
+export { show }
 
 /** Throws `StoqInvalidArgumentError` unless `value` is a Uint8Array (a Node Buffer is one). */
 export function bytesArg(name: string, value: unknown): asserts value is Uint8Array {

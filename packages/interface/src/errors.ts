@@ -216,3 +216,23 @@ export class StoqUnsupportedError extends StoqError<{ feature: string }> {
     super('STOQ_ERR_UNSUPPORTED', message, { feature })
   }
 }
+
+/**
+ * A wrong value, described for an error message: every package's argument checks use this one.
+ * Never throws (`String()` does on an object without a prototype, a template literal on a
+ * Symbol) and never echoes PEM text, which may be a private key passed in the wrong place.
+ */
+export function describeValue(value: unknown): string {
+  if (typeof value === 'string') {
+    if (value.includes('-----BEGIN')) return `PEM text of ${value.length} characters (not shown)`
+    return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value)
+  }
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name} of ${value.byteLength} bytes`
+  if (value instanceof ArrayBuffer) return 'an ArrayBuffer'
+  if (typeof value === 'function') return 'a function'
+  if (typeof value === 'object') return 'an object'
+  if (typeof value === 'bigint') return `${value}n`
+  return String(value)
+}

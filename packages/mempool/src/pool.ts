@@ -44,6 +44,7 @@ import {
   type BufferPool,
   type BufferPoolStats,
   type PoolExhaustionPolicy,
+  describeValue,
 } from '@stoq/interface'
 import {
   DEFAULT_ALIGNMENT,
@@ -450,11 +451,7 @@ function boolean(name: string, value: unknown): boolean {
   return value
 }
 
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (typeof value === 'object' && value !== null) return Array.isArray(value) ? 'an array' : 'an object'
-  return String(value)
-}
+const show = describeValue
 
 function limitOf(options: BufferPoolOptions): number {
   return options.exhaustion === 'grow' ? options.maxBuffers : options.initialBuffers

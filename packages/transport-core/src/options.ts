@@ -5,6 +5,7 @@ import {
   StoqInvalidArgumentError,
   type CongestionControl,
   type TransportParameters,
+  describeValue,
 } from '@stoq/interface'
 import {
   DEFAULT_ALPN,
@@ -191,16 +192,8 @@ function boolOption(name: string, value: unknown): boolean {
   return value
 }
 
-export function describe(value: unknown): string {
-  // Never echo PEM text (it may be a private key passed in the wrong place).
-  if (typeof value === 'string' && value.includes('-----BEGIN')) return `PEM text of ${value.length} characters (not shown)`
-  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value)
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  if (value instanceof Uint8Array) return `a ${value.constructor.name} of ${value.length} bytes`
-  if (typeof value === 'object') return 'an object'
-  return `${typeof value} ${String(value)}`
-}
+/** A wrong value, described for an error message (the one shared by every package). */
+export const describe = describeValue
 
 const PEM_BLOCK = {
   certificate: { re: /-----BEGIN CERTIFICATE-----/, what: 'a "-----BEGIN CERTIFICATE-----" block' },

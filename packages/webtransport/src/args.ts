@@ -1,21 +1,12 @@
 /** Argument checks shared by the public entry points (internal). */
 
-import { StoqInvalidArgumentError } from '@stoq/interface'
+import { StoqInvalidArgumentError, describeValue as show } from '@stoq/interface'
 
 /** Longest delay a Node timer takes (2^31 - 1 ms); a larger one fires at once. */
 export const MAX_TIMER_MS = 2 ** 31 - 1
 
-/** A wrong value, described for an error message. Never throws (unlike `String()` on some objects). */
-export function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}...` : value)
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name}`
-  if (typeof value === 'function') return 'a function'
-  if (typeof value === 'object') return 'an object'
-  if (typeof value === 'bigint') return `${value}n`
-  return String(value)
-}
+/** A wrong value, described for an error message (the helper every package shares). */
+export { show }
 
 /** True for a plain options object (not null, an array or bytes). */
 export function isOptions(value: unknown): value is Record<string, unknown> {
