@@ -684,7 +684,8 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   }
 }
 
-function emptyStats(): ConnectionStatsSnapshot {
+/** A connection's statistics before the engine reported any. */
+export function emptyStats(): ConnectionStatsSnapshot {
   return {
     packetsSent: 0,
     packetsReceived: 0,

@@ -49,6 +49,7 @@ import {
 import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
 import { attachCidSteering, closeSocketFd } from '@stoq/hwaccel'
 import * as P from './protocol.js'
+import { emptyStats } from '../connection.js'
 
 /** Stream bytes the application may hand to a worker before the engine took them, per stream. */
 export const SEND_WINDOW = 1 << 20
@@ -117,21 +118,6 @@ interface WorkerSlot {
   closedWaiter: (() => void) | null
 }
 
-const EMPTY_STATS: ConnectionStatsSnapshot = {
-  packetsSent: 0,
-  packetsReceived: 0,
-  packetsLost: 0,
-  packetsRetransmitted: 0,
-  bytesSent: 0,
-  bytesReceived: 0,
-  bytesLost: 0,
-  rttMs: 0,
-  cwndBytes: 0,
-  deliveryRateBps: 0,
-  pmtu: 0,
-  peerMaxDatagramFrameSize: 0,
-}
-
 function workerScript(): URL {
   const candidates = [
     new URL('./workers/engine-worker.js', import.meta.url), // dist/index.js or a dist chunk
@@ -157,6 +143,8 @@ export class WorkerEngine implements QuicEngine {
   private receiver: UdpReceiver | null = null
   private readonly events: (() => void)[] = []
   private readonly poolBlocked = new Set<MStream & { conn: MConn }>()
+  /** Connections whose application read datagrams since the last flush (their credit goes back). */
+  private readonly dgramRead = new Set<MConn>()
   private flushQueued = false
   private wakeQueued = false
   /** Buffers of a worker's pool that sending may hold at once (three quarters of its limit). */
@@ -481,12 +469,11 @@ export class WorkerEngine implements QuicEngine {
 
   private readonly flush = (): void => {
     this.flushQueued = false
-    for (const c of this.conns.values()) {
-      if (c.dgramReadBack > 0) {
-        this.rec(c.w, P.C_DGRAM_CREDIT, c.id, 0, c.dgramReadBack)
-        c.dgramReadBack = 0
-      }
+    for (const c of this.dgramRead) {
+      this.rec(c.w, P.C_DGRAM_CREDIT, c.id, 0, c.dgramReadBack)
+      c.dgramReadBack = 0
     }
+    this.dgramRead.clear()
     for (const slot of this.slots) {
       // Every record naming the pack buffer goes in this batch: start a new one next turn
       // (an untouched pack buffer goes back at once).
@@ -940,6 +927,7 @@ export class WorkerEngine implements QuicEngine {
     pool.release(d.slot)
     this.buffersBack(c.w)
     c.dgramReadBack++
+    this.dgramRead.add(c)
     this.queueFlush()
     return n
   }
@@ -965,7 +953,8 @@ export class WorkerEngine implements QuicEngine {
   }
 
   stats(conn: number): ConnectionStatsSnapshot {
-    return { ...(this.conns.get(conn)?.stats ?? EMPTY_STATS) }
+    const st = this.conns.get(conn)?.stats
+    return st ? { ...st } : emptyStats()
   }
 
   peerAddress(conn: number): SocketAddress {

@@ -103,6 +103,8 @@ class WorkerHost implements EngineEventSink {
   private readonly watched = new Set<WStream & { conn: WConn }>()
   private readonly readStarved = new Set<WStream & { conn: WConn }>()
   private readonly refill = new Set<WConn>()
+  /** Connections whose datagrams from the application went to the engine since the last flush. */
+  private readonly dgramSent = new Set<WConn>()
 
   get connections(): number {
     return this.byId.size
@@ -179,12 +181,11 @@ class WorkerHost implements EngineEventSink {
     this.checkComplete()
     for (const c of this.refill) this.refillReserve(c)
     this.refill.clear()
-    for (const c of this.byId.values()) {
-      if (c.dgramCreditBack > 0) {
-        this.out.push(P.E_DGRAM_CREDIT, c.id, 0, c.dgramCreditBack, 0, 0, 0)
-        c.dgramCreditBack = 0
-      }
+    for (const c of this.dgramSent) {
+      if (this.byId.get(c.id) === c) this.out.push(P.E_DGRAM_CREDIT, c.id, 0, c.dgramCreditBack, 0, 0, 0)
+      c.dgramCreditBack = 0
     }
+    this.dgramSent.clear()
   }
 
   private conn(id: number, h: number): WConn {
@@ -551,6 +552,7 @@ class WorkerHost implements EngineEventSink {
             }
             dropSend(a)
             c.dgramCreditBack++
+            this.dgramSent.add(c)
             this.queueFlush()
             break
           }
