@@ -425,6 +425,8 @@ export interface PacketBatcherStats {
   syscallsSaved: number
   /** Batches flushed. */
   flushes: number
+  /** Flushes that stopped at their deadline and went on next turn (batchers with a deadline). */
+  deadlineDeferrals?: number
 }
 
 export interface PacketBatcherComponents {
