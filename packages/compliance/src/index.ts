@@ -43,3 +43,4 @@ export {
   type CdpWaitForOptions,
   type LaunchChromiumOptions,
 } from './chromium.js'
+export { boundedOutcome, type MisuseOutcome } from './misuse.js'

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { boundedOutcome, type MisuseOutcome } from '@stoq/compliance-tests'
 import { inspect } from 'node:util'
 import { StoqError } from '@stoq/interface'
 import * as api from '../src/index.js'
@@ -31,25 +32,9 @@ const WRONG: Array<[string, unknown]> = [
 /** For an option, `null` and `undefined` mean "the default". */
 const OPT = WRONG.filter(([n]) => n !== 'null')
 
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown }
+type Outcome = MisuseOutcome
 
-async function outcome(fn: () => unknown): Promise<Outcome> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    const value = await Promise.race([
-      Promise.resolve().then(fn),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`HANG: no answer within ${LIMIT_MS} ms`)), LIMIT_MS)
-      }),
-    ])
-    return { ok: true, value }
-  } catch (error) {
-    if (error instanceof Error && error.message.startsWith('HANG')) throw error
-    return { ok: false, error }
-  } finally {
-    clearTimeout(timer)
-  }
-}
+const outcome = (fn: () => unknown): Promise<Outcome> => boundedOutcome(fn, LIMIT_MS)
 
 async function expectTyped(label: string, fn: () => unknown, code: string, argument?: string): Promise<void> {
   const r = await outcome(fn)

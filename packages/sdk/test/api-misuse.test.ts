@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { inspect } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { testPki, type TestPki } from '@stoq/compliance-tests'
+import { testPki, type TestPki, boundedOutcome, type MisuseOutcome } from '@stoq/compliance-tests'
 import {
   appConfigDir,
   classifyTier,
@@ -42,25 +42,9 @@ const WRONG: Array<[string, unknown]> = [
 ]
 const not = (...names: string[]): Array<[string, unknown]> => WRONG.filter(([n]) => !names.includes(n))
 
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown }
+type Outcome = MisuseOutcome
 
-async function outcome(fn: () => unknown): Promise<Outcome> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    const value = await Promise.race([
-      Promise.resolve().then(fn),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`HANG: no answer within ${LIMIT_MS} ms`)), LIMIT_MS)
-      }),
-    ])
-    return { ok: true, value }
-  } catch (error) {
-    if (error instanceof Error && error.message.startsWith('HANG')) throw error
-    return { ok: false, error }
-  } finally {
-    clearTimeout(timer)
-  }
-}
+const outcome = (fn: () => unknown): Promise<Outcome> => boundedOutcome(fn, LIMIT_MS)
 
 async function expectTyped(fn: () => unknown, code: string, label = ''): Promise<StoqError> {
   const r = await outcome(fn)

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { inspect } from 'node:util'
-import { testPki, type TestPki } from '@stoq/compliance-tests'
+import { testPki, type TestPki, boundedOutcome, type MisuseOutcome } from '@stoq/compliance-tests'
 import {
   createEndpoint,
   fingerprintPem,
@@ -48,26 +48,10 @@ const NOT_BOOLEAN = OPT
 const NOT_STRING = OPT.filter(([, v]) => typeof v !== 'string')
 const BAD_CODE: Array<[string, unknown]> = [...WRONG.filter(([, v]) => typeof v !== 'number'), ['-1', -1], ['NaN', NaN], ['1.5', 1.5], ['2^62', 2 ** 62], ['Infinity', Infinity]]
 
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown }
+type Outcome = MisuseOutcome
 
 /** Run `fn` (sync or async); a hang fails after LIMIT_MS. */
-async function outcome(fn: () => unknown): Promise<Outcome> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    const value = await Promise.race([
-      Promise.resolve().then(fn),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`HANG: no answer within ${LIMIT_MS} ms`)), LIMIT_MS)
-      }),
-    ])
-    return { ok: true, value }
-  } catch (error) {
-    if (error instanceof Error && error.message.startsWith('HANG')) throw error
-    return { ok: false, error }
-  } finally {
-    clearTimeout(timer)
-  }
-}
+const outcome = (fn: () => unknown): Promise<Outcome> => boundedOutcome(fn, LIMIT_MS)
 
 /** Expect a StoqError with `code` (and `data.argument` when given). */
 async function expectTyped(fn: () => unknown, code: string, argument?: string): Promise<StoqError> {

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { boundedOutcome, type MisuseOutcome } from '@stoq/compliance-tests'
 import { inspect } from 'node:util'
 import { StoqError } from '@stoq/interface'
 import * as api from '../src/index.js'
@@ -45,25 +46,9 @@ const except = (...names: string[]): Array<[string, unknown]> => WRONG.filter(([
 /** For an option, `undefined` means "the default". */
 const NOT_OBJECT = except('an object', 'a null-prototype object')
 
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown }
+type Outcome = MisuseOutcome
 
-async function outcome(fn: () => unknown): Promise<Outcome> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    const value = await Promise.race([
-      Promise.resolve().then(fn),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`HANG: no answer within ${LIMIT_MS} ms`)), LIMIT_MS)
-      }),
-    ])
-    return { ok: true, value }
-  } catch (error) {
-    if (error instanceof Error && error.message.startsWith('HANG')) throw error
-    return { ok: false, error }
-  } finally {
-    clearTimeout(timer)
-  }
-}
+const outcome = (fn: () => unknown): Promise<Outcome> => boundedOutcome(fn, LIMIT_MS)
 
 /** Problems of the current test, reported together. */
 async function table(cases: Array<[string, () => unknown, string?, string?]>): Promise<void> {
