@@ -60,6 +60,7 @@ export interface QuinnNative {
   ): number
   close(ep: Pointer, conn: number, app: number, code: number, reason: Uint8Array, reasonLen: number): number
   setKeepAlive(ep: Pointer, conn: number, ms: number): number
+  setReceiveWindow(ep: Pointer, conn: number, bytes: number): number
   openStream(ep: Pointer, conn: number, bidi: number): number
   streamSend(ep: Pointer, conn: number, sid: number, data: Uint8Array, len: number, fin: number): number
   streamRecv(ep: Pointer, conn: number, sid: number, out: Uint8Array, cap: number, result: Float64Array): number
@@ -81,7 +82,7 @@ export interface QuinnNative {
 }
 
 /** ABI version this module speaks (stoq_abi_version). 2: stoq_engine_new reads a 14th parameter, the CID prefix. */
-export const ABI_VERSION = 2
+export const ABI_VERSION = 3
 
 /**
  * `QuicEngineOptions.cidPrefix` as the 14th parameter of stoq_engine_new: the byte, or -1
@@ -200,6 +201,7 @@ export function loadQuinn(): QuinnLoadResult {
       ),
       close: f(`int32_t stoq_close(${E} ep, uint32_t conn, uint32_t app, double code, const void *reason, size_t reasonLen)`),
       setKeepAlive: f(`int32_t stoq_set_keep_alive(${E} ep, uint32_t conn, double ms)`),
+      setReceiveWindow: f(`int32_t stoq_set_receive_window(${E} ep, uint32_t conn, double bytes)`),
       openStream: f(`double stoq_open_stream(${E} ep, uint32_t conn, uint32_t bidi)`),
       streamSend: f(`double stoq_stream_send(${E} ep, uint32_t conn, double sid, const void *data, size_t len, uint32_t fin)`),
       streamRecv: f(`int32_t stoq_stream_recv(${E} ep, uint32_t conn, double sid, void *out, size_t cap, void *result)`),

@@ -154,6 +154,9 @@ impl Conn {
 struct Params {
     idle_ms: u64,
     max_data: u64,
+    /// Largest connection window (the receive window grows to it through
+    /// stoq_set_receive_window; also our send window).
+    max_connection_window: u64,
     max_stream_data: u64,
     bidi: u64,
     uni: u64,
@@ -210,7 +213,7 @@ fn transport_config(p: &Params) -> Result<TransportConfig, String> {
     let v = |n: u64, what: &str| VarInt::from_u64(n).map_err(|_| format!("{what} out of range"));
     t.stream_receive_window(v(p.max_stream_data, "stream window")?);
     t.receive_window(v(p.max_data, "connection window")?);
-    t.send_window(p.max_data);
+    t.send_window(p.max_connection_window);
     v(p.bidi, "bidi streams")?;
     v(p.uni, "uni streams")?;
     // Raised to p.bidi / p.uni once the handshake completes (see INITIAL_STREAM_WINDOW).
@@ -1156,6 +1159,7 @@ pub extern "C" fn stoq_engine_new(params: *const f64, n: usize) -> *mut Engine {
             cid_prefix,
             idle_ms: int(p[0]),
             max_data: int(p[1]),
+            max_connection_window: int(p[4]).max(int(p[1])),
             max_stream_data: int(p[2]),
             bidi: int(p[5]),
             uni: int(p[6]),
@@ -1437,6 +1441,25 @@ pub extern "C" fn stoq_set_keep_alive(ep: *mut Engine, conn: u32, interval_ms: f
             c.next_ping = None;
         }
         OK
+    })
+}
+
+/// Set the connection-level receive window (flow-control credit the peer may use beyond
+/// what the application read). A larger window is granted at once (MAX_DATA); a smaller one
+/// takes effect as the application reads.
+#[no_mangle]
+pub extern "C" fn stoq_set_receive_window(ep: *mut Engine, conn: u32, bytes: f64) -> i32 {
+    with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, _| {
+        if !(bytes.is_finite() && bytes >= 0.0) {
+            return ERR_BAD_ARGUMENT;
+        }
+        match VarInt::from_u64(bytes as u64) {
+            Ok(v) => {
+                c.conn.set_receive_window(v);
+                OK
+            }
+            Err(_) => ERR_BAD_ARGUMENT,
+        }
     })
 }
 
@@ -1826,7 +1849,8 @@ pub extern "C" fn stoq_peer_address(ep: *mut Engine, conn: u32, out: *mut u8) ->
 #[no_mangle]
 pub extern "C" fn stoq_abi_version() -> u32 {
     // 2: stoq_engine_new takes an optional 14th parameter (the connection-ID prefix).
-    2
+    // 3: stoq_set_receive_window.
+    3
 }
 
 #[cfg(test)]
