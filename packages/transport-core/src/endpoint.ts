@@ -488,6 +488,11 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         for (const conn of conns) conn.flushStreams()
       }
       this.batcher.flush()
+      if (this.refuse.length > 0) {
+        const reason = new TextEncoder().encode('server busy: receive budget full')
+        for (const handle of this.refuse.splice(0)) this.engine.close(handle, false, 0x2, reason)
+        this.batcher.flush()
+      }
       // Transmitting can close connections (e.g. after CONNECTION_CLOSE is sent).
       this.engine.drainEvents(this)
       if (this.deferred.size > 0) this.continueDeferred()
@@ -585,8 +590,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     if (!this.governor.commitWindow(commit.committed)) {
       // Refused with a reason the client sees (StoqConnectionRefusedError): the credit this
       // endpoint may grant is all committed to the connections it has.
+      // Closed once its first flight went out: both engines send nothing for a connection
+      // closed before it, and the client would only learn by its handshake timeout.
       this.governor.connectionsRefused++
-      this.engine.close(handle, false, 0x2, new TextEncoder().encode('server busy: receive budget full'))
+      this.refuse.push(handle)
       this.schedule()
       return
     }
@@ -610,6 +617,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   // Budgets: work held back from earlier turns, readers waiting for the read budget ----------
 
   readonly governor: Governor
+  /** Incoming connections refused by a budget, closed after their first flight. */
+  private readonly refuse: number[] = []
   private readonly deferred = new Set<QuicConnection>()
   private readonly starved = new Set<QuicStream>()
   /** Read budget in use when starved readers were last retried. */
@@ -625,9 +634,24 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.starved.add(stream)
   }
 
-  /** Start of a cycle: a new turn for the per-turn shares; resume what waited. */
+  /** A turn of the event loop is under way (per-turn shares count within it). */
+  private turnOpen = false
+  private readonly closeTurn = (): void => {
+    this.turnOpen = false
+  }
+
+  /**
+   * Start of a cycle: the first cycle of an event-loop turn starts a new turn for the per-turn
+   * shares (cycles run by I/O callbacks in the same turn share it: a busy peer's work then waits
+   * for the next turn, after the poll phase took the packets of everyone else); then resume
+   * what waited.
+   */
   private resumeDeferred(): void {
-    this.governor.turn++
+    if (!this.turnOpen) {
+      this.turnOpen = true
+      this.governor.turn++
+      setImmediate(this.closeTurn)
+    }
     if (this.deferred.size > 0) {
       const conns = [...this.deferred]
       this.deferred.clear()

@@ -189,7 +189,11 @@ export class QuicheEngine implements QuicEngine {
     cfg.setMaxIdleTimeout(tp.maxIdleTimeoutMs)
     cfg.setMaxRecvUdpPayloadSize(QUICHE_MAX_PACKET)
     cfg.setMaxSendUdpPayloadSize(this.maxPacketSize)
-    cfg.setInitialMaxData(tp.initialMaxData)
+    // quiche tunes its connection window itself (no setReceiveWindow), so the endpoint's receive
+    // budget counts maxConnectionWindow for each quiche connection anyway; starting below it only
+    // exposes quiche 0.18's MAX_DATA stall (see test/quiche-streams.test.ts): a 2 MiB start
+    // stalled a 10 MiB echo against quic-go until the idle timeout.
+    cfg.setInitialMaxData(Math.max(tp.initialMaxData, tp.maxConnectionWindow))
     cfg.setInitialMaxStreamDataBidiLocal(tp.initialMaxStreamData)
     cfg.setInitialMaxStreamDataBidiRemote(tp.initialMaxStreamData)
     cfg.setInitialMaxStreamDataUni(tp.initialMaxStreamData)
