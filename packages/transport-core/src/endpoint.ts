@@ -649,7 +649,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   private resumeDeferred(): void {
     if (!this.turnOpen) {
       this.turnOpen = true
-      this.governor.turn++
+      const g = this.governor
+      g.turn++
+      g.handlerMs = 0
+      g.handlerShareMs = Math.min(g.limits.handlerMsPerTurn, Math.max(1, performance.now() - g.handlerEndAt))
       setImmediate(this.closeTurn)
     }
     if (this.deferred.size > 0) {
