@@ -30,7 +30,8 @@ async function server(): Promise<void> {
   })
   process.stdout.write(`${JSON.stringify({ port: ep.address.port })}\n`)
   process.stdin.on('data', () => {
-    process.stdout.write(`${JSON.stringify({ rss: process.memoryUsage().rss, connections: ep.stats().connections })}\n`)
+    const m = process.memoryUsage()
+    process.stdout.write(`${JSON.stringify({ rss: m.rss, heap: m.heapTotal, external: m.external, connections: ep.stats().connections, engineConnections: (ep.engine as { connectionCount?: number }).connectionCount ?? -1 })}\n`)
   })
 }
 
@@ -47,9 +48,12 @@ async function main(): Promise<void> {
     const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]()
     const next = async (): Promise<Record<string, number>> => JSON.parse((await lines.next()).value as string) as Record<string, number>
     const port = (await next()).port!
+    let detail = ''
     const rss = async (): Promise<number> => {
       child.stdin!.write('?\n')
-      return (await next()).rss! / MiB
+      const r = await next()
+      detail = `heap ${(r.heap! / MiB).toFixed(0)} MiB, external ${(r.external! / MiB).toFixed(0)} MiB, ${r.connections} connections (engine ${r.engineConnections})`
+      return r.rss! / MiB
     }
     const client = await createEndpoint({ host: '127.0.0.1', engine })
     const load = async (n: number): Promise<QuicConnection[]> => {
@@ -74,7 +78,7 @@ async function main(): Promise<void> {
     }
     const closeAll = async (conns: QuicConnection[]): Promise<void> => {
       await Promise.all(conns.map((c) => c.close(0, 'done')))
-      await new Promise((r) => setTimeout(r, 3000))
+      await new Promise((r) => setTimeout(r, Number(arg('settle', '5000'))))
     }
     await closeAll(await load(20))
     const base = await rss()
@@ -84,7 +88,7 @@ async function main(): Promise<void> {
       const peak = await rss()
       await closeAll(conns)
       const after = await rss()
-      rows.push(`cycle ${c}: peak ${peak.toFixed(0)} MiB, after ${after.toFixed(0)} MiB (${(after / base).toFixed(2)}x baseline)`)
+      rows.push(`cycle ${c}: peak ${peak.toFixed(0)} MiB, after ${after.toFixed(0)} MiB (${(after / base).toFixed(2)}x baseline; ${detail})`)
     }
     console.log(`[memory] ${engine}, workers ${workers}, ${total} connections: baseline ${base.toFixed(0)} MiB; ${rows.join('; ')}`)
     await client.close()

@@ -26,7 +26,7 @@ import {
 } from '@stoq/interface'
 import { batching } from '@stoq/batching'
 import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
-import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo, bindToNumaNode, numaNodes } from '@stoq/hwaccel'
+import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo, bindToNumaNode, numaNodes, releaseFreeMemory } from '@stoq/hwaccel'
 import { QuicConnection, type ConnectionOwner } from './connection.js'
 import { checkAppCode, type QuicStream } from './stream.js'
 import { Governor, type LimitsUsage } from './limits.js'
@@ -82,6 +82,10 @@ export interface EndpointComponents {
 
 /** Default interval of the shared per-connection throughput sampler. */
 const THROUGHPUT_SAMPLE_MS = 1000
+/** Hand freed memory back to the kernel after this many connections closed (or none is left). */
+const TRIM_AFTER_CLOSES = 256
+/** ... this long after the last of them: engines keep a closed connection a few PTOs. */
+const TRIM_DELAY_MS = 2000
 
 /** Handshake duration buckets in seconds: loopback (~1 ms) to slow intercontinental paths (~5 s). */
 const HANDSHAKE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
@@ -758,8 +762,32 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.conns.delete(conn.handle)
     this.pendingConns.delete(conn)
     this.deferred.delete(conn)
+    if (++this.closedSinceTrim >= TRIM_AFTER_CLOSES || this.conns.size === 0) this.scheduleTrim()
     if (this.conns.size === 0) this.stopThroughputTimer()
   }
+
+  /** Connections gone since memory was last handed back (see releaseFreeMemory). */
+  private closedSinceTrim = 0
+  private trimTimer: NodeJS.Timeout | null = null
+
+  /**
+   * After a load went away, give the C allocator's free memory back to the kernel, once the
+   * engines have dropped the closed connections (they linger a few PTOs). Every thread's arena
+   * is trimmed, so this also covers engine workers.
+   */
+  private scheduleTrim(): void {
+    if (this.trimTimer !== null || this.closedSinceTrim === 0) return
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = null
+      this.closedSinceTrim = 0
+      this.trims++
+      if (releaseFreeMemory()) this.trimsReleased++
+    }, TRIM_DELAY_MS)
+    this.trimTimer.unref()
+  }
+
+  private trims = 0
+  private trimsReleased = 0
 
   // -------------------------------------------------------------------------
 
@@ -1016,6 +1044,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   /** The engine timer, a pending sub-millisecond poll, and the metrics and throughput timers. */
   private stopTimers(): void {
+    if (this.trimTimer) clearTimeout(this.trimTimer)
+    this.trimTimer = null
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     if (this.immediate) clearImmediate(this.immediate)
