@@ -776,15 +776,26 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
    * is trimmed, so this also covers engine workers.
    */
   private scheduleTrim(): void {
-    if (this.trimTimer !== null || this.closedSinceTrim === 0) return
-    this.trimTimer = setTimeout(() => {
+    if (this.closedSinceTrim === 0) return
+    // Connections whose CONNECTION_CLOSE was lost stay in the engine until their idle timeout:
+    // trim again every TRIM_DELAY_MS until that has passed since the last close.
+    this.trimUntil = performance.now() + this.options.transport.maxIdleTimeoutMs + 2 * TRIM_DELAY_MS
+    if (this.trimTimer !== null) return
+    const run = (): void => {
       this.trimTimer = null
       this.closedSinceTrim = 0
       this.trims++
       if (releaseFreeMemory()) this.trimsReleased++
-    }, TRIM_DELAY_MS)
+      if (performance.now() < this.trimUntil && this.state !== 'closed') {
+        this.trimTimer = setTimeout(run, TRIM_DELAY_MS * 2)
+        this.trimTimer.unref()
+      }
+    }
+    this.trimTimer = setTimeout(run, TRIM_DELAY_MS)
     this.trimTimer.unref()
   }
+
+  private trimUntil = 0
 
   private trims = 0
   private trimsReleased = 0
@@ -858,6 +869,18 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       cwnd: g('stoq_congestion_window_bytes', 'congestion window, summed over live connections'),
       throughput: g('stoq_payload_throughput_gbps', 'stream payload Gbit/s (both ways) over the latest sample interval, summed over live connections'),
       throughputPeak: g('stoq_payload_throughput_peak_gbps', 'highest per-connection payload Gbit/s of a sample interval, over live connections'),
+      limitStreams: g('stoq_limit_streams', 'open streams counted against limits.maxStreams'),
+      limitStreamsMax: g('stoq_limit_streams_max', 'limits.maxStreams'),
+      limitStreamsWaiting: g('stoq_limit_streams_waiting', 'peer streams waiting for the stream budget'),
+      limitReadBuffer: g('stoq_limit_read_buffer_bytes', 'stream bytes queued for readers, not yet read'),
+      limitReadBufferMax: g('stoq_limit_read_buffer_bytes_max', 'limits.maxReadBufferBytes'),
+      limitWindow: g('stoq_limit_receive_window_bytes', 'flow-control credit committed to connections'),
+      limitWindowMax: g('stoq_limit_receive_window_bytes_max', 'limits.maxReceiveWindowBytes'),
+      limitDatagrams: g('stoq_limit_queued_datagrams', 'received datagrams waiting for listeners'),
+      limitDatagramsMax: g('stoq_limit_queued_datagrams_max', 'limits.maxQueuedDatagrams'),
+      limitRefused: c('stoq_limit_connections_refused_total', 'connections refused because a budget was full'),
+      limitDatagramsDropped: c('stoq_limit_datagrams_dropped_total', 'received datagrams dropped over the queue limits'),
+      limitReadsDeferred: c('stoq_limit_reads_deferred_total', 'times a reader stopped because a read budget was full'),
     }
     // Backend-specific counters, registered only when this backend reports them.
     const udp0 = this.io.stats() as unknown as Record<string, unknown>
@@ -889,6 +912,19 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       h.saved.set(Math.max(0, s.batching.syscallsSaved))
       h.perSyscall.set(s.batching.syscalls > 0 ? s.batching.packets / s.batching.syscalls : 0)
       h.connections.set(s.connections)
+      const l = s.limits
+      h.limitStreams.set(l.streams)
+      h.limitStreamsMax.set(l.limits.maxStreams)
+      h.limitStreamsWaiting.set(l.streamsWaiting)
+      h.limitReadBuffer.set(l.readBufferBytes)
+      h.limitReadBufferMax.set(l.limits.maxReadBufferBytes)
+      h.limitWindow.set(l.receiveWindowBytes)
+      h.limitWindowMax.set(l.limits.maxReceiveWindowBytes)
+      h.limitDatagrams.set(l.queuedDatagrams)
+      h.limitDatagramsMax.set(l.limits.maxQueuedDatagrams)
+      h.limitRefused.set(l.connectionsRefused)
+      h.limitDatagramsDropped.set(l.datagramsDropped)
+      h.limitReadsDeferred.set(l.readsDeferred)
       h.poolInUse.set(s.pool.inUse)
       h.poolHighWater.set(s.pool.highWaterMark)
       h.poolCapacity.set(s.pool.capacity)

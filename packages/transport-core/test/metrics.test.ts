@@ -36,6 +36,10 @@ describe('endpoint metrics', () => {
       expect(sample(text, 'stoq_udp_datagrams_sent_total', port)).toBe(stats.udp.packetsSent)
       expect(sample(text, 'stoq_batch_packets_total', port)).toBe(stats.batching.packets)
       expect(sample(text, 'stoq_connections', port)).toBe(1)
+      // Budgets: usage and size, as stats() reports them.
+      expect(sample(text, 'stoq_limit_streams_max', port)).toBe(stats.limits.limits.maxStreams)
+      expect(sample(text, 'stoq_limit_receive_window_bytes', port)).toBe(stats.limits.receiveWindowBytes)
+      expect(stats.limits.receiveWindowBytes).toBeGreaterThan(0)
     }
     // What one side sent on the wire, the other received (loopback, no loss expected at this size).
     expect(sample(text, 'stoq_udp_bytes_sent_total', client.address.port)).toBeGreaterThan(data.length)
