@@ -33,7 +33,7 @@ import { Governor, type LimitsUsage } from './limits.js'
 import { quicheEngine } from './engine/quiche-engine.js'
 import { quinnAvailability, quinnEngine } from '@stoq/engine-quinn'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
-import { WorkerEngine } from './workers/cluster.js'
+import { WorkerEngine, droppedWorkerFlags } from './workers/cluster.js'
 import type { WorkerLoad } from './workers/protocol.js'
 import os from 'node:os'
 import {
@@ -1012,7 +1012,11 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       udpChoice: this.udpChoice,
       engine: this.engine.name,
       engineChoice: this.workerEngine
-        ? `${this.options.workers < 0 ? 'workers auto' : 'workers'}: ${this.workerEngine.workerStats().length} engine workers, each running quinn (workers run quinn only)`
+        ? `${this.options.workers < 0 ? 'workers auto' : 'workers'}: ${this.workerEngine.workerStats().length} engine workers, each running quinn (workers run quinn only)${
+            droppedWorkerFlags.length > 0
+              ? `; Node flags a worker thread cannot take were left out of the workers (${droppedWorkerFlags.join(', ')}; a heap cap becomes each worker's own)`
+              : ''
+          }`
         : this.workersNote
           ? `${this.engineChoice}; ${this.workersNote}`
           : this.engineChoice,

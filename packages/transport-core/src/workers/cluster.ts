@@ -125,6 +125,46 @@ interface WorkerSlot {
   stalled: boolean
 }
 
+/**
+ * The worker's options: this process's Node flags, except those a worker thread cannot take
+ * (Node refuses per-process flags such as --expose-gc or --max-old-space-size in a worker's
+ * execArgv with ERR_WORKER_INVALID_EXEC_ARGV; a server started with a heap cap is common).
+ * They are left out, a heap cap becomes the worker's own `resourceLimits`, and the
+ * endpoint's `engineChoice` names what was left out (`droppedWorkerFlags`). Only if the worker
+ * is still refused is it unsupported (`workers: 'auto'` then stays on the application thread).
+ */
+export const droppedWorkerFlags: string[] = []
+
+function newWorker(script: URL, init: P.WorkerInit): Worker {
+  const argv = process.execArgv.filter((a) => !a.startsWith('--input-type') && a !== '-e' && a !== '--eval')
+  let first: Error
+  try {
+    return new Worker(script, { workerData: init, execArgv: argv })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw err
+    first = err as Error
+  }
+  // "Initiated Worker with invalid execArgv flags: --a, --b=1"
+  const bad = new Set((first.message.split('flags:')[1] ?? '').split(',').map((f) => f.trim()).filter((f) => f.length > 0))
+  const kept = argv.filter((a) => !bad.has(a))
+  const heap = [...bad].map((f) => /^--max[-_]old[-_]space[-_]size=(\d+)$/.exec(f)).find((m) => m !== null)
+  let worker: Worker
+  try {
+    worker = new Worker(script, {
+      workerData: init,
+      execArgv: kept,
+      ...(heap ? { resourceLimits: { maxOldGenerationSizeMb: Number(heap[1]) } } : {}),
+    })
+  } catch (err) {
+    throw new StoqUnsupportedError(
+      'engine workers',
+      `Node was started with flags a worker thread cannot take (${first.message}; without them: ${(err as Error).message})`,
+    )
+  }
+  for (const f of bad) if (!droppedWorkerFlags.includes(f)) droppedWorkerFlags.push(f)
+  return worker
+}
+
 function workerScript(): URL {
   const candidates = [
     new URL('./workers/engine-worker.js', import.meta.url), // dist/index.js or a dist chunk
@@ -235,19 +275,9 @@ export class WorkerEngine implements QuicEngine {
     }
     let worker: Worker
     try {
-      worker = new Worker(script, {
-        workerData: init,
-        execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type') && a !== '-e' && a !== '--eval'),
-      })
+      worker = newWorker(script, init)
     } catch (err) {
       pool.close()
-      // Node refuses per-process flags (e.g. --expose-gc) in a worker's execArgv: say so as an
-      // unsupported feature, which `workers: 'auto'` answers by staying on this thread.
-      if ((err as NodeJS.ErrnoException).code === 'ERR_WORKER_INVALID_EXEC_ARGV') {
-        return Promise.reject(
-          new StoqUnsupportedError('engine workers', `Node was started with flags a worker thread cannot take (${(err as Error).message})`),
-        )
-      }
       return Promise.reject(err)
     }
     const slot: WorkerSlot = {
