@@ -1,4 +1,4 @@
-import { StoqInvalidArgumentError, type TransportParameters } from '@stoq/transport-core'
+import { DEFAULT_INITIAL_MAX_DATA, StoqInvalidArgumentError, type TransportParameters } from '@stoq/transport-core'
 
 /**
  * Network tiers: a measured path speed maps to a tier, and a tier to a tuning profile
@@ -53,7 +53,7 @@ function clamp(n: number, lo: number, hi: number): number {
 }
 
 /**
- * The tuning profile of a tier. Windows hold twice the bandwidth-delay product of the
+ * The tuning profile of a tier. The largest windows hold twice the bandwidth-delay product of the
  * tier's top rate (the next tier's threshold, or 40 Gbit/s for enterprise) at
  * `rttMs` (default 50 ms, a continental path), within 1 MiB .. 256 MiB (the largest window the
  * transport accepts); pools and batches
@@ -73,7 +73,10 @@ export function tierProfile(tier: NetworkTier, rttMs = 50): TierProfile {
     tier,
     sizedForGbps: top,
     assumedRttMs: rttMs,
-    transport: { initialMaxData: conn, maxConnectionWindow: conn, initialMaxStreamData: stream, maxStreamWindow: stream },
+    // The tier sizes the largest connection window; connections start at the default window and
+    // grow to it while the application reads fast (what each one commits of the endpoint's
+    // receive budget up front is its starting window).
+    transport: { initialMaxData: Math.min(conn, DEFAULT_INITIAL_MAX_DATA), maxConnectionWindow: conn, initialMaxStreamData: stream, maxStreamWindow: stream },
     maxPacketsPerBatch: [8, 16, 32, 64, 64][i]!,
     poolMaxBuffers: [64, 256, 1024, 4096, 8192][i]!,
     socketBufferSize: [256 * 1024, 1 * MIB, 4 * MIB, 16 * MIB, 32 * MIB][i]!,

@@ -50,15 +50,17 @@ describe('network tiers', () => {
     for (let i = 1; i < profiles.length; i++) {
       const a = profiles[i - 1]!
       const b = profiles[i]!
-      expect(b.transport.initialMaxData).toBeGreaterThanOrEqual(a.transport.initialMaxData)
+      expect(b.transport.maxConnectionWindow).toBeGreaterThanOrEqual(a.transport.maxConnectionWindow)
       expect(b.maxPacketsPerBatch).toBeGreaterThanOrEqual(a.maxPacketsPerBatch)
       expect(b.poolMaxBuffers).toBeGreaterThan(a.poolMaxBuffers)
       expect(b.socketBufferSize).toBeGreaterThan(a.socketBufferSize)
     }
-    // Standard at 50 ms: 2 x BDP of 10 Gbit/s = 125 MB.
-    expect(tierProfile('standard').transport.initialMaxData).toBe(125_000_000)
+    // Standard at 50 ms: 2 x BDP of 10 Gbit/s = 125 MB, the largest window; connections start at
+    // the default window (what they commit of the endpoint's receive budget) and grow to it.
+    expect(tierProfile('standard').transport.maxConnectionWindow).toBe(125_000_000)
+    expect(tierProfile('standard').transport.initialMaxData).toBe(2 * 1024 * 1024)
     // The window follows the RTT it is sized for.
-    expect(tierProfile('standard', 5).transport.initialMaxData).toBe(12_500_000)
+    expect(tierProfile('standard', 5).transport.maxConnectionWindow).toBe(12_500_000)
     expect(typedError(() => tierProfile('ludicrous' as never))).toBe('STOQ_ERR_INVALID_ARG')
     expect(typedError(() => tierProfile('home', 0))).toBe('STOQ_ERR_INVALID_ARG')
   })
