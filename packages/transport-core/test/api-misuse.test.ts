@@ -126,6 +126,13 @@ describe('createEndpoint options', () => {
     ['transport.hystart', (v) => ({ transport: { hystart: v } }), NOT_BOOLEAN],
     ['socketBufferSize', (v) => ({ socketBufferSize: v }), [...OPT, ['0', 0], ['2^31', 2 ** 31]]],
     ['closeTimeoutMs', (v) => ({ closeTimeoutMs: v }), OPT],
+    ['limits', (v) => ({ limits: v }), OPT.filter(([n]) => n !== 'an object' && n !== 'a function')],
+    // An unknown key (a misspelt maxStreams) is refused, whatever its value.
+    ['limits.maxStream', (v) => ({ limits: { maxStream: v } }), [['10', 10], ['a string', '10']]],
+    ['limits.maxStreams', (v) => ({ limits: { maxStreams: v } }), [...OPT, ['0', 0]]],
+    ['limits.maxReceiveWindowBytes', (v) => ({ limits: { maxReceiveWindowBytes: v } }), [...OPT, ['1 KiB', 1024]]],
+    ['limits.handlerMsPerTurn', (v) => ({ limits: { handlerMsPerTurn: v } }), [...OPT, ['0', 0]]],
+    ['limits.workerStallMs', (v) => ({ limits: { workerStallMs: v } }), [...OPT, ['10', 10]]],
     ['udpBackend', (v) => ({ udpBackend: v }), [...OPT, ['unknown', 'fast']]],
     ['cpuAffinity', (v) => ({ cpuAffinity: v }), [...OPT.filter(([n]) => n !== 'an array'), ['[-1]', [-1]], ['[4096]', [4096]], ['["0"]', ['0']]]],
     ['engine', (v) => ({ engine: v }), [...OPT, ['unknown', 'msquic']]],
