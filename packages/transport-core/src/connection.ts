@@ -1,6 +1,7 @@
 import { channels } from './diagnostics.js'
 import { EventEmitter } from 'node:events'
 import {
+  StoqError,
   StoqCertificatePinError,
   StoqClosedError,
   StoqConnectionClosedError,
@@ -58,6 +59,22 @@ async function* toChunks(data: SendSource): AsyncGenerator<Uint8Array> {
 }
 const encoder = new TextEncoder()
 const EMPTY = new Uint8Array(0)
+
+/** `{ signal, timeoutMs }` of a waiting call, checked. */
+function waitOptions(options: { signal?: unknown; timeoutMs?: unknown }): { signal?: AbortSignal; timeoutMs?: number } {
+  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { signal?, timeoutMs? }')
+  const { signal, timeoutMs } = options
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new StoqInvalidArgumentError('signal', 'expected an AbortSignal')
+  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) {
+    throw new StoqInvalidArgumentError('timeoutMs', 'expected an integer number of ms')
+  }
+  return { ...(signal !== undefined ? { signal: signal as AbortSignal } : {}), ...(timeoutMs !== undefined ? { timeoutMs: timeoutMs as number } : {}) }
+}
+
+/** What an aborted wait rejects with: the signal's reason (an AbortError DOMException by default). */
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new DOMException('The operation was aborted', 'AbortError')
+}
 
 /** Transport error codes 0x100-0x1ff carry a TLS alert (RFC 9001 §4.8). */
 const CRYPTO_ERROR_START = 0x100
@@ -229,6 +246,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     super()
     this.owner = owner
     this.gov = owner.governor ?? unlimitedGovernor()
+    ;(this as EventEmitter).on('newListener', this.onNewListener)
     this.handle = handle
     this.side = side
     this.remoteAddress = remote
@@ -419,8 +437,196 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     this.gov.streams++
     this.streamsThisTurn++
     if (channels.streamOpen.hasSubscribers) channels.streamOpen.publish({ connection: this, stream, local: false })
-    this.emit('stream', stream)
+    this.deliverIncoming(stream)
     return stream
+  }
+
+  // Incoming streams: never lost ------------------------------------------------------
+
+  /** Peer streams accepted while nobody took them (no `stream` listener, no `accept()`). */
+  private readonly unclaimed: QuicStream[] = []
+  private readonly accepters: { resolve: (s: QuicStream) => void; reject: (err: Error) => void }[] = []
+  private claimScheduled = false
+
+  /**
+   * A new peer stream goes to a pending `accept()`, else to the `stream` listeners, else it
+   * waits (a peer may open streams in its first packets, before `connect()` resolved and the
+   * application attached anything): the first `stream` listener or `accept()` gets it.
+   */
+  private deliverIncoming(stream: QuicStream): void {
+    const accepter = this.accepters.shift()
+    if (accepter !== undefined) accepter.resolve(stream)
+    else if (this.unclaimed.length === 0 && this.listenerCount('stream') > 0) this.emit('stream', stream)
+    else this.unclaimed.push(stream)
+  }
+
+  /** A `stream` listener was added: hand it what waited (after `on()` returned). */
+  private readonly onNewListener = (event: string | symbol): void => {
+    if (event !== 'stream' || this.unclaimed.length === 0 || this.claimScheduled) return
+    this.claimScheduled = true
+    queueMicrotask(() => {
+      this.claimScheduled = false
+      while (this.unclaimed.length > 0 && this.listenerCount('stream') > 0) this.emit('stream', this.unclaimed.shift()!)
+    })
+  }
+
+  /**
+   * The next stream the peer opens (or one it opened before anyone was listening). Rejects
+   * with the connection's error once it has ended, with STOQ_ERR_STREAM_STATE when
+   * `timeoutMs` passes, and with the signal's reason when `signal` aborts.
+   */
+  accept(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<QuicStream> {
+    const { signal, timeoutMs } = waitOptions(options)
+    const waiting = this.unclaimed.shift()
+    if (waiting !== undefined) return Promise.resolve(waiting)
+    if (this.closeError) return Promise.reject(this.closeError)
+    return new Promise<QuicStream>((resolve, reject) => {
+      const entry = {
+        resolve: (s: QuicStream): void => {
+          done()
+          resolve(s)
+        },
+        reject: (err: Error): void => {
+          done()
+          reject(err)
+        },
+      }
+      const timer = timeoutMs === undefined ? null : setTimeout(() => {
+        remove()
+        reject(new StoqStreamStateError(-1, `No stream from the peer within ${timeoutMs} ms`))
+      }, timeoutMs)
+      const onAbort = (): void => {
+        remove()
+        reject(abortReason(signal!))
+      }
+      const remove = (): void => {
+        const i = this.accepters.indexOf(entry)
+        if (i >= 0) this.accepters.splice(i, 1)
+        done()
+      }
+      const done = (): void => {
+        if (timer) clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+      }
+      if (signal?.aborted) {
+        reject(abortReason(signal))
+        return
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.accepters.push(entry)
+    })
+  }
+
+  /** Every stream the peer opens, in order, until the connection ends: `for await (const s of conn.incomingStreams)`. */
+  get incomingStreams(): AsyncIterable<QuicStream> {
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: async (): Promise<IteratorResult<QuicStream>> => {
+          try {
+            return { value: await this.accept(), done: false }
+          } catch (err) {
+            if (this.closeError !== null && err === this.closeError) return { value: undefined, done: true }
+            throw err
+          }
+        },
+      }),
+    }
+  }
+
+  // Opening when the peer's limit allows -----------------------------------------------
+
+  private readonly openers: { bidi: boolean; resolve: (s: QuicStream) => void; reject: (err: Error) => void }[] = []
+
+  /**
+   * Open a stream, waiting for the peer's stream credit (MAX_STREAMS) when its limit is used
+   * up, unlike `openStream()`, which throws StoqStreamLimitError at once. Waiting opens are
+   * served in order. Rejects with StoqStreamLimitError after `timeoutMs`, with the signal's
+   * reason when `signal` aborts, and with the connection's error when it ends.
+   */
+  createStream(options: { unidirectional?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<QuicStream> {
+    if (typeof options !== 'object' || options === null) {
+      return Promise.reject(new StoqInvalidArgumentError('options', 'expected { unidirectional?, signal?, timeoutMs? }'))
+    }
+    let wait: { signal?: AbortSignal; timeoutMs?: number }
+    try {
+      this.assertOpen()
+      wait = waitOptions(options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const bidi = options.unidirectional !== true
+    const { signal, timeoutMs } = wait
+    if (signal?.aborted) return Promise.reject(abortReason(signal))
+    if (!this.openers.some((o) => o.bidi === bidi)) {
+      const stream = this.tryOpen(bidi)
+      if (stream !== null) return Promise.resolve(stream)
+    }
+    return new Promise<QuicStream>((resolve, reject) => {
+      const entry = {
+        bidi,
+        resolve: (s: QuicStream): void => {
+          done()
+          resolve(s)
+        },
+        reject: (err: Error): void => {
+          done()
+          reject(err)
+        },
+      }
+      const remove = (): void => {
+        const i = this.openers.indexOf(entry)
+        if (i >= 0) this.openers.splice(i, 1)
+        done()
+      }
+      const timer = timeoutMs === undefined ? null : setTimeout(() => {
+        remove()
+        reject(new StoqStreamLimitError(bidi))
+      }, timeoutMs)
+      const onAbort = (): void => {
+        remove()
+        reject(abortReason(signal!))
+      }
+      const done = (): void => {
+        if (timer) clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.openers.push(entry)
+      this.owner.connectionDeferred?.(this)
+    })
+  }
+
+  private tryOpen(bidi: boolean): QuicStream | null {
+    try {
+      return this.openStream({ unidirectional: !bidi })
+    } catch (err) {
+      if (StoqError.isInstance(err) && err.code === 'STOQ_ERR_STREAM_LIMIT') return null
+      throw err
+    }
+  }
+
+  /** Serve waiting `createStream()` calls, in order, while the peer's limit allows. */
+  private serveOpeners(): void {
+    for (let i = 0; i < this.openers.length; ) {
+      const o = this.openers[i]!
+      let stream: QuicStream | null
+      try {
+        stream = this.tryOpen(o.bidi)
+      } catch (err) {
+        this.openers.splice(i, 1)
+        o.reject(err as Error)
+        continue
+      }
+      if (stream === null) {
+        // Later opens of the same kind wait behind this one; the other kind may go on.
+        const kind = o.bidi
+        i++
+        while (i < this.openers.length && this.openers[i]!.bidi === kind) i++
+        continue
+      }
+      this.openers.splice(i, 1)
+      o.resolve(stream)
+    }
   }
 
   private newTurn(): void {
@@ -454,7 +660,8 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       this.acceptStream(id).onReadable()
     }
     this.deliverDatagrams()
-    return this.waiting.size > 0 || this.dgramHead < this.dgramQueue.length
+    if (this.openers.length > 0) this.serveOpeners()
+    return this.waiting.size > 0 || this.dgramHead < this.dgramQueue.length || this.openers.length > 0
   }
 
   /** @internal the endpoint's cycle: is there work held back by this turn's share only? */
@@ -861,6 +1068,8 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     else err = new StoqConnectionClosedError(ci)
     this.closeError = err
     this.settleHandshake(err)
+    for (const a of this.accepters.splice(0)) a.reject(err)
+    for (const o of this.openers.splice(0)) o.reject(err)
     // Data the peer sent before its CONNECTION_CLOSE (a graceful close waited for our
     // acknowledgement of it) is still readable in the engine during this call.
     const salvage = ci.remote
