@@ -84,6 +84,12 @@ export class WebTransportSession extends EventEmitter<SessionEvents> implements 
   readonly #streams = new Set<WebTransportStream>()
   readonly #datagramPrefixLength: number
   #incoming: ReadableStreamDefaultController<WebTransportStream> | null = null
+  /** Peer streams nobody took yet (no 'stream' listener, no pending read of `incomingStreams`). */
+  readonly #unclaimed: WebTransportStream[] = []
+  /** `incomingStreams` has a read waiting for a stream. */
+  #pullPending = false
+  #claimScheduled = false
+  readonly #maxQueuedStreams: number
   #closeInfo: WebTransportCloseInfo | null = null
   #resolveClosed!: (info: WebTransportCloseInfo) => void
   #sendClosed = false
@@ -110,14 +116,30 @@ export class WebTransportSession extends EventEmitter<SessionEvents> implements 
     this.closed = new Promise((resolve) => {
       this.#resolveClosed = resolve
     })
+    this.#maxQueuedStreams = init.maxQueuedStreams
+    // One queue behind both ways of receiving: a stream goes to a pending read of
+    // incomingStreams, else to the 'stream' listeners, else it waits for the first of them.
     this.incomingStreams = new ReadableStream<WebTransportStream>(
       {
         start: (controller) => {
           this.#incoming = controller
         },
+        pull: (controller) => {
+          const next = this.#unclaimed.shift()
+          if (next !== undefined) controller.enqueue(next)
+          else this.#pullPending = true
+        },
       },
-      { highWaterMark: init.maxQueuedStreams },
+      { highWaterMark: 0 },
     )
+    ;(this as EventEmitter).on('newListener', (event: string | symbol) => {
+      if (event !== 'stream' || this.#unclaimed.length === 0 || this.#claimScheduled) return
+      this.#claimScheduled = true
+      queueMicrotask(() => {
+        this.#claimScheduled = false
+        while (this.#unclaimed.length > 0 && this.listenerCount('stream') > 0) this.emit('stream', this.#unclaimed.shift()!)
+      })
+    })
   }
 
   /** The QUIC connection carrying this session (shared with other sessions). */
@@ -232,6 +254,7 @@ export class WebTransportSession extends EventEmitter<SessionEvents> implements 
       if (alive) s.abandon(WT_SESSION_GONE)
     }
     this.#streams.clear()
+    this.#unclaimed.length = 0
     try {
       this.#incoming?.close()
     } catch {
@@ -257,15 +280,21 @@ export class WebTransportSession extends EventEmitter<SessionEvents> implements 
       return
     }
     const stream = new WebTransportStream(qs, this, reader, rest, null)
-    if (this.listenerCount('stream') > 0) {
+    const c = this.#incoming
+    if (this.#pullPending && c !== null) {
+      this.#pullPending = false
+      this.#streams.add(stream)
+      c.enqueue(stream)
+      return
+    }
+    if (this.#unclaimed.length === 0 && this.listenerCount('stream') > 0) {
       this.#streams.add(stream)
       this.emit('stream', stream)
       return
     }
-    const c = this.#incoming
-    if (c !== null && (c.desiredSize ?? 0) > 0) {
+    if (this.#unclaimed.length < this.#maxQueuedStreams) {
       this.#streams.add(stream)
-      c.enqueue(stream)
+      this.#unclaimed.push(stream)
       return
     }
     stream.abandon(WT_BUFFERED_STREAM_REJECTED)
