@@ -504,6 +504,10 @@ export class QuinnEngine implements QuicEngine {
     this.check(this.n.setKeepAlive(this.alive(), conn, intervalMs), conn, 'setKeepAlive')
   }
 
+  setReceiveWindow(conn: number, bytes: number): void {
+    this.check(this.n.setReceiveWindow(this.alive(), conn, bytes), conn, 'setReceiveWindow')
+  }
+
   // -------------------------------------------------------------------------
   // Streams
 

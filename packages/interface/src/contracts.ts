@@ -374,6 +374,13 @@ export interface QuicEngine {
   /** Reset our sending side (RESET_STREAM) or ask the peer to stop (STOP_SENDING). */
   streamShutdown(conn: number, streamId: number, direction: 'read' | 'write', code: number): void
   streamPriority(conn: number, streamId: number, urgency: number, incremental: boolean): void
+  /**
+   * Optional: set the connection's receive window (the flow-control credit the peer may use
+   * ahead of what the application read), within the endpoint's budget. An engine with this
+   * grows windows only when told to, so the endpoint can bound the credit granted across
+   * connections exactly; one without it tunes windows itself up to `maxConnectionWindow`.
+   */
+  setReceiveWindow?(conn: number, bytes: number): void
 
   /** Queue a datagram; returns false when the send queue is full. Throws when too large or unsupported. */
   datagramSend(conn: number, data: Uint8Array): boolean

@@ -27,6 +27,7 @@ export type StoqErrorCode =
   | 'STOQ_ERR_POOL_EXHAUSTED'
   | 'STOQ_ERR_POOL_MISUSE'
   | 'STOQ_ERR_UNSUPPORTED'
+  | 'STOQ_ERR_RESOURCE_LIMIT'
   | 'STOQ_ERR_INTEGRITY'
   | 'STOQ_ERR_PROTOCOL'
   | 'STOQ_ERR_H3'
@@ -214,6 +215,16 @@ export class StoqPoolMisuseError extends StoqError<{ index: number }> {
 export class StoqUnsupportedError extends StoqError<{ feature: string }> {
   constructor(feature: string, message: string) {
     super('STOQ_ERR_UNSUPPORTED', message, { feature })
+  }
+}
+
+/**
+ * An endpoint budget (its `limits`) is full: e.g. a dial whose connection window does not
+ * fit the receive budget. `data.limit` names the limit, with what is in use and its size.
+ */
+export class StoqResourceLimitError extends StoqError<{ limit: string; used: number; max: number }> {
+  constructor(limit: string, used: number, max: number, message: string) {
+    super('STOQ_ERR_RESOURCE_LIMIT', message, { limit, used, max })
   }
 }
 

@@ -20,6 +20,7 @@ import {
 import { QuicStream, type StreamHost } from './stream.js'
 import { fingerprintDer } from './pem.js'
 import { DEFAULT_CLOSE_TIMEOUT_MS } from './defaults.js'
+import { unlimitedGovernor, type Governor } from './limits.js'
 
 const decoder = new TextDecoder()
 
@@ -88,6 +89,14 @@ export interface ConnectionStats extends ConnectionStatsSnapshot {
   datagramsSent: number
   datagramsReceived: number
   datagramsDropped: number
+  /** Received datagrams dropped because the connection's or the endpoint's datagram queue was full. */
+  datagramsDroppedReceived: number
+  /** Peer streams waiting for the endpoint's stream budget (not announced yet). */
+  streamsWaiting: number
+  /** Stream bytes queued for this connection's readers, not yet read. */
+  readBufferBytes: number
+  /** Connection receive window now (0 when the engine tunes its own). */
+  receiveWindow: number
 }
 
 /** Payload rate in one direction, in Gbit/s (10^9 bits per second). */
@@ -134,7 +143,13 @@ export interface ConnectionOwner {
   connectionPending(conn: QuicConnection): void
   connectionGone(conn: QuicConnection): void
   /** The endpoint's options: `closeTimeoutMs` is the default bound of a graceful `close()`. */
-  readonly options?: { readonly closeTimeoutMs: number }
+  readonly options?: { readonly closeTimeoutMs: number; readonly transport?: { maxConnectionWindow: number } }
+  /** The endpoint's budgets (see limits.ts); none when absent. */
+  readonly governor?: Governor
+  /** The connection has work left for a later turn (waiting peer streams, queued datagrams). */
+  connectionDeferred?(conn: QuicConnection): void
+  /** A stream reader stopped taking data because a read budget was full. */
+  readStarved?(stream: QuicStream): void
 }
 
 /**
@@ -170,7 +185,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   private readonly peerMax = [-1, -1]
   private readonly peerGaps = new Set<number>()
   /** Payload counters: stream bytes handed to readers and accepted from writers, datagrams. */
-  readonly counters = { streamBytesRead: 0, streamBytesWritten: 0, datagramsSent: 0, datagramsReceived: 0, datagramsDropped: 0 }
+  readonly counters = { streamBytesRead: 0, streamBytesWritten: 0, datagramsSent: 0, datagramsReceived: 0, datagramsDropped: 0, datagramsDroppedReceived: 0 }
   /** Throughput samples: origin, latest sample and peaks (plain numbers, updated once per sample). */
   private readonly tp = {
     samples: 0,
@@ -191,9 +206,29 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   /** Pinned SHA-256 fingerprints the server certificate must match (client side). */
   pins: string[] = []
 
+  /** Budgets shared with the endpoint's other connections. */
+  private readonly gov: Governor
+  /** Peer streams seen but not accepted yet (a budget was full), in arrival order. */
+  private readonly waiting = new Set<number>()
+  /** Received datagrams not yet delivered (a ring: `dgramHead` is the next one). */
+  private dgramQueue: Uint8Array[] = []
+  private dgramHead = 0
+  /** Per-turn work counters (reset when the governor's turn moves on). */
+  private workTurn = -1
+  private streamsThisTurn = 0
+  private datagramsThisTurn = 0
+  /** Stream bytes queued for this connection's readers, not yet read. */
+  readBufferBytes = 0
+  /** Receive window: current size, what the budget holds for this connection, reads since the last check. */
+  private window = 0
+  private windowCommitted = 0
+  private windowRead = 0
+  private windowMarkAt = 0
+
   constructor(owner: ConnectionOwner, handle: number, side: 'client' | 'server', remote: SocketAddress) {
     super()
     this.owner = owner
+    this.gov = owner.governor ?? unlimitedGovernor()
     this.handle = handle
     this.side = side
     this.remoteAddress = remote
@@ -343,6 +378,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     this.engine.streamSend(this.handle, id, EMPTY, false)
     const stream = new QuicStream(this, id, true)
     this.streams.set(id, stream)
+    this.gov.streams++
     if (channels.streamOpen.hasSubscribers) channels.streamOpen.publish({ connection: this, stream, local: true })
     return stream
   }
@@ -354,6 +390,9 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   streamDone(stream: QuicStream): void {
     if (this.streams.get(stream.id) !== stream) return
     this.streams.delete(stream.id)
+    this.gov.streams--
+    // A stream ended: a peer stream waiting for the budget may be accepted now.
+    if (this.gov.streamsWaiting > 0) this.owner.connectionDeferred?.(this)
     if (channels.streamClosed.hasSubscribers) channels.streamClosed.publish({ connection: this, stream })
   }
 
@@ -361,13 +400,133 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   onStreamReadable(id: number): void {
     let stream = this.streams.get(id)
     if (stream === undefined) {
-      if (!this.acceptPeerStream(id)) return
-      stream = new QuicStream(this, id, false)
-      this.streams.set(id, stream)
-      if (channels.streamOpen.hasSubscribers) channels.streamOpen.publish({ connection: this, stream, local: false })
-      this.emit('stream', stream)
+      if (this.waiting.has(id) || !this.acceptPeerStream(id)) return
+      // Earlier peer streams still waiting go first.
+      if (this.waiting.size > 0 || !this.mayAcceptStream()) {
+        this.waiting.add(id)
+        this.gov.streamsWaiting++
+        this.owner.connectionDeferred?.(this)
+        return
+      }
+      stream = this.acceptStream(id)
     }
     stream.onReadable()
+  }
+
+  private acceptStream(id: number): QuicStream {
+    const stream = new QuicStream(this, id, false)
+    this.streams.set(id, stream)
+    this.gov.streams++
+    this.streamsThisTurn++
+    if (channels.streamOpen.hasSubscribers) channels.streamOpen.publish({ connection: this, stream, local: false })
+    this.emit('stream', stream)
+    return stream
+  }
+
+  private newTurn(): void {
+    if (this.workTurn === this.gov.turn) return
+    this.workTurn = this.gov.turn
+    this.streamsThisTurn = 0
+    this.datagramsThisTurn = 0
+  }
+
+  /**
+   * May one more peer stream become a QuicStream now: within this turn's work budget, and
+   * within the endpoint's stream budget (or this connection's guaranteed minimum).
+   */
+  private mayAcceptStream(): boolean {
+    this.newTurn()
+    const l = this.gov.limits
+    if (this.streamsThisTurn >= l.streamsPerTurn) return false
+    return this.gov.streams < l.maxStreams || this.streams.size < l.minStreamsPerConnection
+  }
+
+  /**
+   * @internal Work left from earlier turns: peer streams that waited for a budget, datagrams
+   * beyond a turn's share. True when some is still left (the endpoint asks again).
+   */
+  resumeDeferred(): boolean {
+    if (this.closeInfo !== null) return false
+    for (const id of this.waiting) {
+      if (!this.mayAcceptStream()) break
+      this.waiting.delete(id)
+      this.gov.streamsWaiting--
+      this.acceptStream(id).onReadable()
+    }
+    this.deliverDatagrams()
+    return this.waiting.size > 0 || this.dgramHead < this.dgramQueue.length
+  }
+
+  /** @internal the endpoint's cycle: is there work held back by this turn's share only? */
+  get deferredByTurn(): boolean {
+    this.newTurn()
+    const l = this.gov.limits
+    const streams = this.waiting.size > 0 && this.streamsThisTurn >= l.streamsPerTurn
+    const dgrams = this.dgramHead < this.dgramQueue.length
+    return streams || dgrams
+  }
+
+  // Reading budget and receive window -------------------------------------------------
+
+  /** @internal may a reader of this connection take more bytes from the engine now? */
+  readAllowed(): boolean {
+    const l = this.gov.limits
+    return this.gov.readBufferBytes < l.maxReadBufferBytes && this.readBufferBytes < l.maxReadBufferBytesPerConnection
+  }
+
+  /** @internal bytes queued for this connection's readers changed by `delta`. */
+  readBuffered(delta: number): void {
+    // Once closed, the connection gave its whole share back at once.
+    if (this.closeInfo !== null) return
+    this.readBufferBytes += delta
+    this.gov.readBufferBytes += delta
+  }
+
+  /** @internal a reader stopped because a read budget was full. */
+  readStarved(stream: QuicStream): void {
+    this.gov.readsDeferred++
+    this.owner.readStarved?.(stream)
+  }
+
+  /**
+   * @internal The endpoint admitted this connection with `committed` bytes of its receive
+   * budget for a window of `window` bytes (plus its datagram queue).
+   */
+  setWindow(window: number, committed: number): void {
+    this.window = window
+    this.windowCommitted = committed
+    this.windowMarkAt = performance.now()
+  }
+
+  /**
+   * @internal The application took `bytes` from the engine. When it consumed half the
+   * window within a few round trips, the window limits the peer: double it, within
+   * `transport.maxConnectionWindow` and the endpoint's receive budget. Only for engines that
+   * grow windows when told to (`setReceiveWindow`).
+   */
+  readProgress(bytes: number): void {
+    if (this.window === 0) return
+    this.windowRead += bytes
+    if (this.windowRead < this.window / 2) return
+    const now = performance.now()
+    const elapsed = now - this.windowMarkAt
+    this.windowRead = 0
+    this.windowMarkAt = now
+    const max = this.owner.options?.transport?.maxConnectionWindow ?? this.window
+    if (this.window >= max || this.closeInfo !== null || this.engine.setReceiveWindow === undefined) return
+    const rttMs = (this.lastStats ?? this.engine.stats(this.handle)).rttMs
+    if (elapsed > Math.max(4 * rttMs, 20)) return
+    const next = Math.min(max, this.window * 2)
+    if (!this.gov.commitWindow(next - this.window)) return
+    this.windowCommitted += next - this.window
+    this.window = next
+    this.engine.setReceiveWindow(this.handle, next)
+    this.schedule()
+  }
+
+  /** Current connection receive window (0 when the engine tunes its own). */
+  get receiveWindow(): number {
+    return this.window
   }
 
   /** @internal engine event */
@@ -463,15 +622,66 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     return ok
   }
 
-  /** @internal engine event */
+  /**
+   * @internal engine event: take every datagram out of the engine into this connection's
+   * queue (bounded per connection and per endpoint: beyond, they are dropped and counted),
+   * then deliver this turn's share. The rest goes out on later turns, so a flood from one
+   * peer cannot hold the event loop.
+   */
   onDatagramReadable(): void {
     const scratch = this.readScratch
+    const l = this.gov.limits
     for (;;) {
       const n = this.engine.datagramRecv(this.handle, scratch)
       if (n < 0) break
-      this.counters.datagramsReceived++
-      this.emit('datagram', scratch.slice(0, n))
+      const queued = this.dgramQueue.length - this.dgramHead
+      if (queued >= l.maxQueuedDatagramsPerConnection || this.gov.queuedDatagrams >= l.maxQueuedDatagrams) {
+        this.counters.datagramsDroppedReceived++
+        this.gov.datagramsDropped++
+        continue
+      }
+      this.dgramQueue.push(scratch.slice(0, n))
+      this.gov.queuedDatagrams++
     }
+    this.deliverDatagrams()
+  }
+
+  private deliverDatagrams(): void {
+    if (this.dgramHead >= this.dgramQueue.length) return
+    this.newTurn()
+    const share = this.gov.limits.datagramsPerTurn
+    while (this.dgramHead < this.dgramQueue.length && this.datagramsThisTurn < share && this.closeInfo === null) {
+      const d = this.dgramQueue[this.dgramHead]!
+      this.dgramQueue[this.dgramHead++] = EMPTY
+      this.gov.queuedDatagrams--
+      this.datagramsThisTurn++
+      this.counters.datagramsReceived++
+      this.emit('datagram', d)
+    }
+    if (this.dgramHead >= this.dgramQueue.length) {
+      this.dgramQueue = []
+      this.dgramHead = 0
+    } else {
+      if (this.dgramHead > 1024) {
+        this.dgramQueue = this.dgramQueue.slice(this.dgramHead)
+        this.dgramHead = 0
+      }
+      this.owner.connectionDeferred?.(this)
+    }
+  }
+
+  /** Give back every budget this connection holds (it ended). */
+  private releaseBudgets(): void {
+    this.gov.streams -= this.streams.size
+    this.gov.streamsWaiting -= this.waiting.size
+    this.waiting.clear()
+    this.gov.queuedDatagrams -= this.dgramQueue.length - this.dgramHead
+    this.dgramQueue = []
+    this.dgramHead = 0
+    this.gov.readBufferBytes -= this.readBufferBytes
+    this.readBufferBytes = 0
+    this.gov.receiveWindowBytes -= this.windowCommitted
+    this.windowCommitted = 0
   }
 
   // -------------------------------------------------------------------------
@@ -647,8 +857,10 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     // Data the peer sent before its CONNECTION_CLOSE (a graceful close waited for our
     // acknowledgement of it) is still readable in the engine during this call.
     const salvage = ci.remote
-    for (const stream of [...this.streams.values()]) stream.onConnectionClosed(err, salvage)
+    const streams = [...this.streams.values()]
+    this.releaseBudgets()
     this.streams.clear()
+    for (const stream of streams) stream.onConnectionClosed(err, salvage)
     this.finished.clear()
     this.pendingStreams.clear()
     this.owner.connectionGone(this)
@@ -673,6 +885,9 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       handshakeMs: this.handshakeMs,
       streamsOpen: this.streams.size,
       ...this.counters,
+      streamsWaiting: this.waiting.size,
+      readBufferBytes: this.readBufferBytes,
+      receiveWindow: this.window,
     }
   }
 

@@ -12,8 +12,15 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 30_000
 /** Time a `connect` may take before it fails with STOQ_ERR_HANDSHAKE_TIMEOUT. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000
 
-/** Connection flow-control window: 64 MiB in flight keeps a 10 Gbps x 50 ms path full. */
-export const DEFAULT_INITIAL_MAX_DATA = 64 * 1024 * 1024
+/**
+ * Connection flow-control window a connection starts with. It grows (doubling) towards
+ * DEFAULT_MAX_CONNECTION_WINDOW while the application reads fast and the endpoint's receive
+ * budget has room, so an idle or non-reading peer can pin only this much.
+ */
+export const DEFAULT_INITIAL_MAX_DATA = 2 * 1024 * 1024
+
+/** Largest connection window: 64 MiB in flight keeps a 10 Gbps x 50 ms path full. */
+export const DEFAULT_MAX_CONNECTION_WINDOW = 64 * 1024 * 1024
 
 /** Per-stream window: 16 MiB lets one stream run at full speed without one stream hogging the connection window. */
 export const DEFAULT_INITIAL_MAX_STREAM_DATA = 16 * 1024 * 1024
@@ -54,7 +61,7 @@ export const DEFAULT_TRANSPORT: TransportParameters = {
   initialMaxData: DEFAULT_INITIAL_MAX_DATA,
   initialMaxStreamData: DEFAULT_INITIAL_MAX_STREAM_DATA,
   maxStreamWindow: DEFAULT_INITIAL_MAX_STREAM_DATA,
-  maxConnectionWindow: DEFAULT_INITIAL_MAX_DATA,
+  maxConnectionWindow: DEFAULT_MAX_CONNECTION_WINDOW,
   initialMaxStreamsBidi: DEFAULT_MAX_STREAMS,
   initialMaxStreamsUni: DEFAULT_MAX_STREAMS,
   maxUdpPayloadSize: DEFAULT_MAX_UDP_PAYLOAD,

@@ -7,6 +7,7 @@ import {
   StoqError,
   StoqHandshakeTimeoutError,
   StoqInvalidArgumentError,
+  StoqResourceLimitError,
   StoqSocketError,
   StoqUnsupportedError,
   type BufferPool,
@@ -27,7 +28,8 @@ import { batching } from '@stoq/batching'
 import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
 import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo, bindToNumaNode, numaNodes } from '@stoq/hwaccel'
 import { QuicConnection, type ConnectionOwner } from './connection.js'
-import { checkAppCode } from './stream.js'
+import { checkAppCode, type QuicStream } from './stream.js'
+import { Governor, type LimitsUsage } from './limits.js'
 import { quicheEngine } from './engine/quiche-engine.js'
 import { quinnAvailability, quinnEngine } from '@stoq/engine-quinn'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
@@ -126,6 +128,8 @@ export interface EndpointStats {
   pool: ReturnType<BufferPool['stats']>
   /** Engine workers (`workers` option), as each last reported (once a second); empty on a single-thread endpoint. */
   workers: WorkerLoad[]
+  /** The endpoint's budgets (`limits` option) and what is in use of each. */
+  limits: LimitsUsage
 }
 
 /** The engine factory for an `engine` option, with the reason for the choice. */
@@ -170,6 +174,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   private constructor(options: ResolvedEndpointOptions, components: Partial<EndpointComponents>, workers: WorkerEngine | null = null) {
     super()
     this.options = options
+    this.governor = new Governor(options.limits)
     this.workerEngine = workers
     const sampleMs = components.throughputSampleMs ?? THROUGHPUT_SAMPLE_MS
     if (typeof sampleMs !== 'number' || !Number.isInteger(sampleMs) || sampleMs < 0 || sampleMs > 2 ** 31 - 1) {
@@ -283,6 +288,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       cpus: resolved.cpuAffinity,
       transport: resolved.transport,
       poolMaxBuffers: resolved.poolMaxBuffers,
+      stallMs: resolved.limits.workerStallMs,
     })
     try {
       return await Endpoint.open(resolved, components, workers)
@@ -371,7 +377,19 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     const o = resolveConnectOptions(options)
     const peer = await this.resolvePeer(o.host, o.port)
     if (this.state !== 'open') throw new StoqClosedError('endpoint')
-    const handle = this.engine.connect(
+    const commit = this.windowCommitment()
+    if (!this.governor.commitWindow(commit.committed)) {
+      const g = this.governor
+      throw new StoqResourceLimitError(
+        'maxReceiveWindowBytes',
+        g.receiveWindowBytes,
+        g.limits.maxReceiveWindowBytes,
+        `Cannot open a connection: the endpoint's receive budget is full (${g.receiveWindowBytes} of ${g.limits.maxReceiveWindowBytes} bytes committed to ${this.conns.size} connections; a new one needs ${commit.committed}). Raise limits.maxReceiveWindowBytes or lower transport.initialMaxData.`,
+      )
+    }
+    let handle: number
+    try {
+      handle = this.engine.connect(
       {
         peer,
         serverName: o.serverName,
@@ -381,8 +399,13 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         ...(o.identity !== undefined ? { identity: o.identity } : {}),
       },
       this.local,
-    )
+      )
+    } catch (err) {
+      this.governor.receiveWindowBytes -= commit.committed
+      throw err
+    }
     const conn = new QuicConnection(this, handle, 'client', peer)
+    conn.setWindow(commit.window, commit.committed)
     conn.pins = o.pins
     this.conns.set(handle, conn)
     if (o.keepAliveMs > 0) this.engine.setKeepAlive(handle, o.keepAliveMs)
@@ -456,6 +479,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   private process(): void {
     if (this.state === 'closed') return
     try {
+      this.resumeDeferred()
       this.engine.drainEvents(this)
       if (this.pendingConns.size > 0) {
         // Streams may ask again for the next tick while being flushed.
@@ -466,6 +490,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       this.batcher.flush()
       // Transmitting can close connections (e.g. after CONNECTION_CLOSE is sent).
       this.engine.drainEvents(this)
+      if (this.deferred.size > 0) this.continueDeferred()
     } catch (err) {
       this.report(new StoqEngineError(this.engine.name, `endpoint cycle failed: ${(err as Error).message}`, { cause: err }))
     }
@@ -556,7 +581,74 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       this.engine.close(handle, false, 0x2, new TextEncoder().encode('endpoint closing'))
       return
     }
-    this.conns.set(handle, new QuicConnection(this, handle, 'server', peer))
+    const commit = this.windowCommitment()
+    if (!this.governor.commitWindow(commit.committed)) {
+      // Refused with a reason the client sees (StoqConnectionRefusedError): the credit this
+      // endpoint may grant is all committed to the connections it has.
+      this.governor.connectionsRefused++
+      this.engine.close(handle, false, 0x2, new TextEncoder().encode('server busy: receive budget full'))
+      this.schedule()
+      return
+    }
+    const conn = new QuicConnection(this, handle, 'server', peer)
+    conn.setWindow(commit.window, commit.committed)
+    this.conns.set(handle, conn)
+  }
+
+  /**
+   * What a new connection takes from the receive budget: its starting window (an engine that
+   * grows windows only when told to) or its largest (one that tunes its own), plus its
+   * datagram receive queue.
+   */
+  private windowCommitment(): { window: number; committed: number } {
+    const t = this.options.transport
+    const dgrams = t.datagrams ? t.datagramQueueLength * t.maxUdpPayloadSize : 0
+    if (this.engine.setReceiveWindow !== undefined) return { window: t.initialMaxData, committed: t.initialMaxData + dgrams }
+    return { window: 0, committed: t.maxConnectionWindow + dgrams }
+  }
+
+  // Budgets: work held back from earlier turns, readers waiting for the read budget ----------
+
+  readonly governor: Governor
+  private readonly deferred = new Set<QuicConnection>()
+  private readonly starved = new Set<QuicStream>()
+  /** Read budget in use when starved readers were last retried. */
+  private starvedAt = 0
+
+  connectionDeferred(conn: QuicConnection): void {
+    this.deferred.add(conn)
+    this.schedule()
+  }
+
+  readStarved(stream: QuicStream): void {
+    if (this.starved.size === 0) this.starvedAt = this.governor.readBufferBytes
+    this.starved.add(stream)
+  }
+
+  /** Start of a cycle: a new turn for the per-turn shares; resume what waited. */
+  private resumeDeferred(): void {
+    this.governor.turn++
+    if (this.deferred.size > 0) {
+      const conns = [...this.deferred]
+      this.deferred.clear()
+      for (const conn of conns) if (conn.resumeDeferred()) this.deferred.add(conn)
+    }
+    if (this.starved.size > 0 && this.governor.readBufferBytes < this.starvedAt) {
+      const streams = [...this.starved]
+      this.starved.clear()
+      this.starvedAt = this.governor.readBufferBytes
+      for (const s of streams) s.onReadable()
+    }
+  }
+
+  /** End of a cycle: work held back only by this turn's share goes on next turn. */
+  private continueDeferred(): void {
+    for (const conn of this.deferred) {
+      if (conn.deferredByTurn) {
+        this.schedule()
+        return
+      }
+    }
   }
 
   onEstablished(handle: number): void {
@@ -638,6 +730,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     }
     this.conns.delete(conn.handle)
     this.pendingConns.delete(conn)
+    this.deferred.delete(conn)
     if (this.conns.size === 0) this.stopThroughputTimer()
   }
 
@@ -836,6 +929,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       batching: this.batcher.stats(),
       pool: this.poolStats(),
       workers: this.workerEngine ? this.workerEngine.workerStats() : [],
+      limits: this.governor.usage(),
     }
   }
 
@@ -851,6 +945,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   crashWorkerForTest(index: number): void {
     if (!this.workerEngine) throw new StoqUnsupportedError('engine workers', 'this endpoint runs no engine workers')
     this.workerEngine.crashWorker(index)
+  }
+
+  /** @internal Test hook of a multi-core endpoint: block engine worker `index`'s event loop for `ms`. */
+  blockWorkerForTest(index: number, ms: number): void {
+    if (!this.workerEngine) throw new StoqUnsupportedError('engine workers', 'this endpoint runs no engine workers')
+    this.workerEngine.blockWorker(index, ms)
   }
 
   /**

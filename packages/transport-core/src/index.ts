@@ -20,3 +20,4 @@ export type {
 export { resolveConnectOptions, resolveEndpointOptions, resolveTransport } from './options.js'
 export * from '@stoq/interface'
 export { DIAGNOSTICS_CHANNELS } from './diagnostics.js'
+export { defaultLimits, resolveLimits, memoryLimit, type EndpointLimits, type LimitsUsage } from './limits.js'

@@ -18,6 +18,7 @@ import {
   DEFAULT_TRANSPORT,
 } from './defaults.js'
 import { normaliseFingerprint } from './pem.js'
+import { resolveLimits, type EndpointLimits } from './limits.js'
 
 /** PEM text, PEM bytes, or `{ file }` to read PEM from a file. */
 export type PemSource = string | Uint8Array | { file: string }
@@ -107,6 +108,11 @@ export interface EndpointOptions {
    * (`auto` picks `gro`); `cpuAffinity` pins worker i to `cpuAffinity[i % length]`.
    */
   workers?: number | 'auto'
+  /**
+   * Endpoint-wide budgets (streams, buffered bytes, flow-control credit, queued datagrams,
+   * work per turn): see `EndpointLimits`. Defaults derive from the heap limit and memory.
+   */
+  limits?: Partial<EndpointLimits>
 }
 
 export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'uring' | 'dgram'
@@ -161,6 +167,7 @@ export interface ResolvedEndpointOptions {
   numaNode: number | null
   /** Engine workers: 0 (this thread) or 1 and more; `auto` resolved to -1 (decided at bind). */
   workers: number
+  limits: EndpointLimits
 }
 
 export interface ResolvedConnectOptions {
@@ -386,6 +393,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     zeroCopySend: boolOption('zeroCopySend', o.zeroCopySend ?? false),
     numaNode: o.numaNode === undefined ? null : intOption('numaNode', o.numaNode, 0, 1023),
     workers: workersOption(o.workers),
+    limits: resolveLimits(o.limits),
   }
 }
 

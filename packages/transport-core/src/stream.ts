@@ -33,6 +33,14 @@ export interface StreamHost {
   connectionError(): Error | null
   /** Connection-wide payload counters the stream adds to. */
   readonly counters: { streamBytesRead: number; streamBytesWritten: number }
+  /** Read budgets (see limits.ts): may the reader take more from the engine now? */
+  readAllowed?(): boolean
+  /** Bytes queued for readers changed by `delta`. */
+  readBuffered?(delta: number): void
+  /** The reader stopped because a read budget was full: pump it again when there is room. */
+  readStarved?(stream: QuicStream): void
+  /** The application took `bytes` from the engine (receive-window tuning). */
+  readProgress?(bytes: number): void
 }
 
 const encoder = new TextEncoder()
@@ -108,8 +116,16 @@ export class QuicStream {
   bytesRead = 0
   bytesWritten = 0
 
+  /** The readable queue's high-water mark: bytes queued = highWater - desiredSize. */
+  private readonly readHighWater: number
+  /** Queued bytes last reported to the host's read budget. */
+  private accounted = 0
+  /** The FIN was read from the engine; the readable side closes once its queue is empty. */
+  private finQueued = false
+
   constructor(host: StreamHost, id: number, local: boolean, readHighWater = DEFAULT_STREAM_READ_HIGH_WATER) {
     this.host = host
+    this.readHighWater = readHighWater
     this.id = id
     this.local = local
     this.bidirectional = isBidirectional(id)
@@ -124,7 +140,7 @@ export class QuicStream {
               this.controller = controller
             },
             pull: () => {
-              this.pump()
+              this.onPull()
             },
             cancel: (reason) => {
               this.stopReading(errorCode(reason))
@@ -155,6 +171,45 @@ export class QuicStream {
     this.pump()
   }
 
+  /**
+   * Bring the host's read budget up to date with the queue (the reader consumed or data was
+   * queued). Queued bytes are exact: the queue's size function counts bytes.
+   */
+  private account(): void {
+    const c = this.controller
+    const queued = c === null ? 0 : Math.max(0, this.readHighWater - (c.desiredSize ?? this.readHighWater))
+    const delta = queued - this.accounted
+    if (delta === 0) return
+    this.accounted = queued
+    this.host.readBuffered?.(delta)
+  }
+
+  /** The queue is gone (closed empty, errored, cancelled): nothing is held for the reader. */
+  private unaccount(): void {
+    if (this.accounted === 0) return
+    this.host.readBuffered?.(-this.accounted)
+    this.accounted = 0
+  }
+
+  /** The reader took a chunk or waits for one. */
+  private onPull(): void {
+    this.account()
+    if (this.finQueued) {
+      this.closeWhenDrained()
+      return
+    }
+    this.pump()
+  }
+
+  /** Close the readable side once the reader took every queued chunk (so the budget sees each read). */
+  private closeWhenDrained(): void {
+    const c = this.controller
+    if (c === null || (c.desiredSize ?? 0) < this.readHighWater) return
+    this.finQueued = false
+    this.unaccount()
+    c.close()
+  }
+
   private pumping = false
 
   private pump(): void {
@@ -172,10 +227,16 @@ export class QuicStream {
     const { engine, handle, readScratch } = this.host
     const r = this.recvResult
     let read = false
+    let taken = 0
     // enqueue() may call pull() synchronously: the flag keeps that from re-entering.
     this.pumping = true
     try {
       while ((c.desiredSize ?? 0) > 0) {
+        if (this.host.readAllowed !== undefined && !this.host.readAllowed()) {
+          // A read budget is full: leave the bytes in the engine (no credit for the peer).
+          this.host.readStarved?.(this)
+          break
+        }
         let chunk: Uint8Array | null = null
         try {
           if (engine.streamRecvChunk) {
@@ -195,18 +256,22 @@ export class QuicStream {
         }
         if (bytes > 0) {
           this.bytesRead += bytes
+          taken += bytes
           this.host.counters.streamBytesRead += bytes
           c.enqueue(chunk ?? readScratch.slice(0, bytes))
+          this.account()
         }
         if (fin) {
           this.readDone = true
-          c.close()
+          this.finQueued = true
+          this.closeWhenDrained()
           this.maybeDone()
           break
         }
       }
     } finally {
       this.pumping = false
+      if (taken > 0) this.host.readProgress?.(taken)
       if (read) this.host.schedule()
     }
   }
@@ -256,8 +321,11 @@ export class QuicStream {
   }
 
   private failRead(err: Error): void {
+    // Every byte and the FIN arrived: the reader still gets them, then the end.
+    if (this.finQueued) return
     if (this.readDone) return
     this.readDone = true
+    this.unaccount()
     try {
       this.controller?.error(err)
     } catch {
@@ -268,6 +336,9 @@ export class QuicStream {
 
   /** Ask the peer to stop sending (STOP_SENDING with `code`). */
   private stopReading(code: number): void {
+    // The reader cancelled: its queue is dropped.
+    this.finQueued = false
+    this.unaccount()
     if (this.readDone) return
     this.readDone = true
     if (this.host.connectionError() === null) {

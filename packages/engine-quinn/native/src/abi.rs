@@ -18,8 +18,9 @@ macro_rules! abi_constants {
 
 abi_constants! {
     /// Bumped on every incompatible change; the loader refuses another version.
-    /// 3: quinn-proto 0.11, `stoq_engine_new` takes an `EngineConfig` struct, `stoq_abi_info`.
-    ABI_VERSION: u32 = 3;
+    /// 4: quinn-proto 0.11, `stoq_engine_new` takes an `EngineConfig` struct, `stoq_abi_info`
+    /// (3 was the quinn-proto 0.9 library with `stoq_set_receive_window`, which 4 keeps).
+    ABI_VERSION: u32 = 4;
 
     OK: i32 = 0;
     ERR_BAD_HANDLE: i32 = -100;
@@ -94,8 +95,9 @@ pub struct EngineConfig {
     pub idle_timeout_ms: f64,
     pub initial_max_data: f64,
     pub initial_max_stream_data: f64,
-    /// Ceilings of the receive windows (quinn does not auto-tune: the windows are
-    /// min(initial, max)); the connection ceiling also sizes the send buffer.
+    /// Ceilings of the receive windows: quinn does not auto-tune, so a stream's window is
+    /// min(initial, max); the connection's starts at min(initial, max) and moves only through
+    /// `stoq_set_receive_window`. The connection ceiling also sizes the send buffer.
     pub max_stream_window: f64,
     pub max_connection_window: f64,
     pub max_streams_bidi: f64,
@@ -160,7 +162,7 @@ mod tests {
     #[test]
     fn info_is_flat_json_of_numbers() {
         let j = info_json();
-        assert!(j.starts_with("{\"ABI_VERSION\":3,"));
+        assert!(j.starts_with("{\"ABI_VERSION\":4,"));
         assert!(j.contains("\"ERR_PANIC\":-104,"));
         assert!(j.contains("\"STREAM_BLOCKED\":-2,"));
         assert!(j.contains(&format!("\"CONFIG_SIZE\":{}", size_of::<EngineConfig>())));

@@ -3,9 +3,10 @@
 //! What quinn-proto 0.11 cannot do, and what happens instead:
 //! - pacing cannot be turned off: `pacing: 0` is accepted and quinn paces anyway;
 //! - quinn's CUBIC has no HyStart: `hystart` is accepted and unused;
-//! - receive windows do not auto-tune: each window is min(initial, max) for the whole
-//!   connection; `max_connection_window` also sizes the send buffer (`send_window`), so a peer
-//!   that grants more credit can use it;
+//! - receive windows do not auto-tune: a stream's window is min(initial, max) for its whole
+//!   life; the connection's starts at min(initial, max) and changes only when the endpoint
+//!   sets it (`stoq_set_receive_window`, within its budget). `max_connection_window` also
+//!   sizes the send buffer (`send_window`), so a peer that grants more credit can use it;
 //! - there is no minimum congestion window setting (quinn uses 2 packets).
 
 use std::sync::Arc;

@@ -443,6 +443,26 @@ pub unsafe extern "C" fn stoq_set_keep_alive(ep: *mut Engine, conn: u32, interva
     }
 }
 
+/// Set the connection-level receive window (flow-control credit the peer may use beyond what
+/// the application read). A larger window is granted at once (MAX_DATA); a smaller one takes
+/// effect as the application reads.
+///
+/// # Safety
+/// `ep` is null or a live engine.
+#[no_mangle]
+pub unsafe extern "C" fn stoq_set_receive_window(ep: *mut Engine, conn: u32, bytes: f64) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, _| match varint(bytes) {
+            Some(v) => {
+                c.conn.set_receive_window(v);
+                OK
+            }
+            None => ERR_BAD_ARGUMENT,
+        })
+    }
+}
+
 /// Open a local stream; returns its id or -1 when the peer's limit is reached.
 ///
 /// # Safety

@@ -55,6 +55,8 @@ import { emptyStats } from '../connection.js'
 export const SEND_WINDOW = 1 << 20
 const DGRAM_WINDOW = 128
 const STATS_INTERVAL_MS = 1000
+/** A worker silent this long (five stats intervals) is reported stalled. */
+const STALL_MS = 5000
 const EMPTY = new Uint8Array(0)
 const CLOSE_WAIT_MS = 5000
 
@@ -67,6 +69,8 @@ export interface WorkerClusterOptions {
   transport: TransportParameters
   /** Most 64 KiB buffers of each worker's shared pool. */
   poolMaxBuffers: number
+  /** A worker silent for longer than this is reported stalled (default STALL_MS). */
+  stallMs?: number
 }
 
 interface MStream {
@@ -116,6 +120,9 @@ interface WorkerSlot {
   udp: UdpIoStats | null
   closing: boolean
   closedWaiter: (() => void) | null
+  /** performance.now() of the worker's last message (batches and stats). */
+  lastHeard: number
+  stalled: boolean
 }
 
 function workerScript(): URL {
@@ -202,6 +209,8 @@ export class WorkerEngine implements QuicEngine {
         port = this.port
       }
       this.steer()
+      this.stallTimer = setInterval(this.checkStalls, Math.min(1000, this.opts.stallMs ?? STALL_MS))
+      this.stallTimer.unref()
     } catch (err) {
       await this.stop()
       throw err
@@ -223,10 +232,23 @@ export class WorkerEngine implements QuicEngine {
       pool: pool.share(),
       statsIntervalMs: STATS_INTERVAL_MS,
     }
-    const worker = new Worker(script, {
-      workerData: init,
-      execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type') && a !== '-e' && a !== '--eval'),
-    })
+    let worker: Worker
+    try {
+      worker = new Worker(script, {
+        workerData: init,
+        execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type') && a !== '-e' && a !== '--eval'),
+      })
+    } catch (err) {
+      pool.close()
+      // Node refuses per-process flags (e.g. --expose-gc) in a worker's execArgv: say so as an
+      // unsupported feature, which `workers: 'auto'` answers by staying on this thread.
+      if ((err as NodeJS.ErrnoException).code === 'ERR_WORKER_INVALID_EXEC_ARGV') {
+        return Promise.reject(
+          new StoqUnsupportedError('engine workers', `Node was started with flags a worker thread cannot take (${(err as Error).message})`),
+        )
+      }
+      return Promise.reject(err)
+    }
     const slot: WorkerSlot = {
       index,
       worker,
@@ -255,14 +277,20 @@ export class WorkerEngine implements QuicEngine {
         sendBuffersHeld: 0,
         poolBuffersInUse: 0,
         exit: '',
+        stalled: false,
+        silentMs: 0,
       },
       udp: null,
       closing: false,
       closedWaiter: null,
+      lastHeard: performance.now(),
+      stalled: false,
     }
     return new Promise((resolve, reject) => {
       let ready = false
       worker.on('message', (msg: P.RecordBatch | P.WorkerControl) => {
+        slot.lastHeard = performance.now()
+        if (slot.stalled) this.recovered(slot)
         if ('r' in msg) {
           this.onBatch(slot, msg)
           return
@@ -285,7 +313,7 @@ export class WorkerEngine implements QuicEngine {
               : new StoqSocketError(`engine worker ${index} could not bind: ${msg.message}`, { syscall: 'bind' }),
           )
         } else if (msg.type === 'stats') {
-          slot.load = { ...msg.load, cpus: slot.load.cpus }
+          slot.load = { ...msg.load, cpus: slot.load.cpus, stalled: slot.stalled }
           slot.udp = msg.udp
           for (const [id, st, max] of msg.conns) {
             const c = this.conns.get(id)
@@ -315,6 +343,39 @@ export class WorkerEngine implements QuicEngine {
         slot.alive = false
       })
     })
+  }
+
+  /**
+   * Once a second: a live worker that sent nothing (not even its once-a-second stats) for
+   * longer than the stall threshold has a blocked event loop. It is reported (stats and an
+   * `error` event), never shown as healthy; its connections are not served meanwhile.
+   */
+  private readonly checkStalls = (): void => {
+    const now = performance.now()
+    const limit = this.opts.stallMs ?? STALL_MS
+    for (const slot of this.slots) {
+      if (!slot.alive || slot.closing || slot.stalled) continue
+      const silent = now - slot.lastHeard
+      if (silent <= limit) continue
+      slot.stalled = true
+      slot.load = { ...slot.load, stalled: true }
+      this.receiver?.onError(
+        new StoqEngineError(
+          'workers',
+          `engine worker ${slot.index} stalled: its event loop has not answered for ${Math.round(silent)} ms (threshold ${limit} ms); its ${slot.load.connections} connection(s) are not being served`,
+        ),
+      )
+    }
+  }
+
+  private recovered(slot: WorkerSlot): void {
+    slot.stalled = false
+    slot.load = { ...slot.load, stalled: false }
+  }
+
+  /** Test hook: block worker `index`'s event loop for `ms`, as a spinning bug would. */
+  blockWorker(index: number, ms: number): void {
+    this.slots[index]?.worker.postMessage({ type: 'block', ms } satisfies P.MainControl)
   }
 
   /** A worker is gone: its connections fail with a typed error, its socket leaves the group. */
@@ -363,7 +424,11 @@ export class WorkerEngine implements QuicEngine {
     attachCidSteering(live.fd, table)
   }
 
+  private stallTimer: NodeJS.Timeout | null = null
+
   private async stop(): Promise<void> {
+    if (this.stallTimer) clearInterval(this.stallTimer)
+    this.stallTimer = null
     const waits: Promise<void>[] = []
     for (const slot of this.slots) {
       if (!slot.alive) continue
@@ -407,7 +472,8 @@ export class WorkerEngine implements QuicEngine {
       } catch {
         // Closed with its worker.
       }
-      return { ...s.load, connections: s.alive ? s.load.connections : 0, poolBuffersInUse: inUse }
+      const silentMs = s.alive ? Math.round(performance.now() - s.lastHeard) : 0
+      return { ...s.load, connections: s.alive ? s.load.connections : 0, poolBuffersInUse: inUse, stalled: s.alive && s.stalled, silentMs }
     })
   }
 
@@ -702,7 +768,7 @@ export class WorkerEngine implements QuicEngine {
 
   connect(options: EngineConnectOptions, _local: SocketAddress): number {
     let best: WorkerSlot | null = null
-    for (const s of this.slots) if (s.alive && (best === null || s.load.connections < best.load.connections)) best = s
+    for (const s of this.slots) if (s.alive && !s.stalled && (best === null || s.load.connections < best.load.connections)) best = s
     if (best === null) throw new StoqEngineError('workers', 'no engine worker is alive')
     best.load.connections++
     this.nextOutgoing += 2
@@ -721,6 +787,12 @@ export class WorkerEngine implements QuicEngine {
   setKeepAlive(conn: number, intervalMs: number): void {
     const c = this.conns.get(conn)
     if (c) this.rec(c.w, P.C_KEEPALIVE, conn, 0, intervalMs)
+  }
+
+  /** The workers run quinn, which grows windows only when told to (see QuicEngine.setReceiveWindow). */
+  setReceiveWindow(conn: number, bytes: number): void {
+    const c = this.conns.get(conn)
+    if (c && !c.closed) this.rec(c.w, P.C_RECV_WINDOW, conn, 0, bytes)
   }
 
   openStream(conn: number, bidirectional: boolean): number {
@@ -968,6 +1040,8 @@ export class WorkerEngine implements QuicEngine {
   }
 
   destroy(): void {
+    if (this.stallTimer) clearInterval(this.stallTimer)
+    this.stallTimer = null
     this.destroyed = true
     this.events.length = 0
   }

@@ -146,10 +146,11 @@ class WorkerHost implements EngineEventSink {
     this.retryStarved()
     if (this.watched.size > 0) this.checkComplete()
     if (this.reserveShort.size > 0) {
-      for (const c of this.reserveShort) {
-        this.reserveShort.delete(c)
-        if (this.byId.get(c.id) === c) this.refillReserve(c)
-      }
+      // refillReserve() adds a connection back while the peer's limit still refuses opens:
+      // iterate over a copy, or the Set's iterator visits the re-added entry forever.
+      const short = [...this.reserveShort]
+      this.reserveShort.clear()
+      for (const c of short) if (this.byId.get(c.id) === c) this.refillReserve(c)
     }
     if (this.out.length > 0) this.queueFlush()
   }
@@ -529,6 +530,9 @@ class WorkerHost implements EngineEventSink {
           case P.C_KEEPALIVE:
             e.setKeepAlive(c.h, a)
             break
+          case P.C_RECV_WINDOW:
+            e.setReceiveWindow?.(c.h, a)
+            break
           case P.C_SHUTDOWN: {
             const s = this.stream(c, sid)
             if (a === 1) {
@@ -755,6 +759,8 @@ async function main(): Promise<void> {
         sendBuffersHeld: sendRefs.size,
         poolBuffersInUse: 0,
         exit: '',
+        stalled: false,
+        silentMs: 0,
       },
       udp: st.udp,
       conns: host.statsSnapshot(),
@@ -770,6 +776,16 @@ async function main(): Promise<void> {
       // Test hook: an uncaught exception, exactly what a bug in the worker would raise.
       setImmediate(() => {
         throw new Error(msg.message)
+      })
+      return
+    }
+    if (msg.type === 'block') {
+      // Test hook: hold the event loop, as a spinning bug would.
+      setImmediate(() => {
+        const until = performance.now() + msg.ms
+        while (performance.now() < until) {
+          // busy
+        }
       })
       return
     }

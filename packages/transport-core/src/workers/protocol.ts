@@ -34,6 +34,7 @@ export const C_PRIORITY = 9 // id, sid, a = urgency, b = incremental (0/1)
 export const C_DGRAM = 10 // id, a = slot, b = offset, c = length (a shared buffer, as C_SEND)
 export const C_DGRAM_CREDIT = 11 // id, a = datagrams the application consumed
 export const C_TAKEN = 12 // id, sid: the application opened this reserved stream
+export const C_RECV_WINDOW = 13 // id, a = the connection's receive window (bytes)
 
 // Worker → application thread
 export const E_INCOMING = 101 // id, a = x index of the peer SocketAddress
@@ -92,6 +93,14 @@ export interface WorkerLoad {
   poolBuffersInUse: number
   /** Why the worker is gone (empty while alive). */
   exit: string
+  /**
+   * The worker's event loop has not answered for longer than the stall threshold (a
+   * blocked or spinning thread): its connections are not being served. Clears when it
+   * answers again.
+   */
+  stalled: boolean
+  /** Milliseconds since the application thread last heard from the worker. */
+  silentMs: number
 }
 
 export interface WorkerInit {
@@ -121,7 +130,7 @@ export type WorkerControl =
   | { type: 'stats'; load: WorkerLoad; udp: import('@stoq/interface').UdpIoStats; conns: [number, import('@stoq/interface').ConnectionStatsSnapshot, number][] }
   | { type: 'closed' }
 
-export type MainControl = { type: 'close' } | { type: 'crash'; message: string }
+export type MainControl = { type: 'close' } | { type: 'crash'; message: string } | { type: 'block'; ms: number }
 
 export interface RecordBatch {
   /** Records, RECORD_WIDTH numbers each (a transferred Float64Array: no per-number serialisation). */
