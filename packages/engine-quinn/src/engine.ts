@@ -43,10 +43,10 @@ const RECENT_PEERS_MAX = 65536
 
 /**
  * A server connection whose peer address is not validated yet (no Retry). quinn-proto 0.9
- * lets a datagram go whenever any budget is left ("always allow a full MTU", quinn #1148),
- * which overshoots 3x by up to one datagram; its PTO probes are bounded the same way. The
- * engine therefore counts bytes both ways and holds back what would pass 3x until the peer
- * sends more or proves it receives our packets.
+ * let a datagram go whenever any budget was left ("always allow a full MTU", quinn #1148),
+ * which overshot 3x by up to one datagram; 0.11 checks a full datagram ahead. The engine
+ * still counts bytes both ways and holds back what would pass 3x until the peer sends more
+ * or proves it receives our packets: the limit does not rest on one library's accounting.
  */
 interface Unvalidated {
   conn: number
