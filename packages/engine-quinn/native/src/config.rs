@@ -151,56 +151,88 @@ pub fn transport_config(p: &Params) -> Result<TransportConfig, String> {
     Ok(t)
 }
 
-/// Endpoint configuration: the stateless-reset key (derived from `reset_secret`), packet size
-/// limit and, with a prefix, the connection-ID generator.
-pub fn endpoint_config(reset_secret: &[u8], cid_prefix: Option<u8>) -> EndpointConfig {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, &derive(reset_secret, b"stoq stateless reset"));
+/// Endpoint configuration: the stateless-reset key and the connection-ID tag key (both derived
+/// from `secret`, so a restarted server with the same secret recognises its predecessor's CIDs
+/// and resets their connections), packet size limit, connection-ID generator.
+pub fn endpoint_config(secret: &[u8], cid_prefix: Option<u8>) -> EndpointConfig {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &derive(secret, b"stoq stateless reset"));
     let mut cfg = EndpointConfig::new(Arc::new(key));
     // Accept packets as large as UDP allows; what we send is capped per connection.
     let _ = cfg.max_udp_payload_size(MAX_UDP_PAYLOAD as u16);
-    if let Some(prefix) = cid_prefix {
-        cfg.cid_generator(move || Box::new(PrefixedCidGenerator::new(prefix)));
-    }
+    let cids = CidFormat::new(secret, cid_prefix);
+    cfg.cid_generator(move || Box::new(CidGenerator { format: cids.clone(), fallback: 0 }));
     cfg
 }
 
-/// Length of the connection IDs a prefixed generator issues: quinn's default (8).
-const PREFIXED_CID_LEN: usize = 8;
+/// Length of the connection IDs the engine issues: quinn's default (8).
+pub const CID_LEN: usize = 8;
+/// Bytes of a CID that carry its tag.
+const CID_TAG_LEN: usize = 4;
 
-/// Connection IDs whose first byte is a fixed prefix (the engine worker's index) and whose
-/// other 7 bytes are random, so that a reuseport BPF program can steer every packet of a
-/// connection to the socket of the worker that owns it. Used for every CID the endpoint
-/// issues: the client's first SCID, the server's, Retry, and NEW_CONNECTION_ID.
-struct PrefixedCidGenerator {
-    prefix: u8,
-    rng: ring::rand::SystemRandom,
-    /// Only used should the system RNG fail: quinn regenerates until a CID is unused, so a
-    /// generator must never get stuck on one value.
-    fallback: u64,
+/// The connection IDs an endpoint issues: [prefix or random] + 3 random bytes + a 4-byte tag,
+/// HMAC-SHA256 (key derived from the endpoint secret) over the first 4. With a prefix (the
+/// engine worker's index) a reuseport BPF program steers every packet of a connection to the
+/// socket of the worker that owns it; that covers every CID the endpoint issues: the client's
+/// first SCID, the server's, Retry, and NEW_CONNECTION_ID. The tag lets the engine tell its own
+/// CIDs from others (quinn 0.11's default generator does the same with a random key, which a
+/// restarted server would not share).
+#[derive(Clone)]
+pub struct CidFormat {
+    prefix: Option<u8>,
+    key: hmac::Key,
 }
 
-impl PrefixedCidGenerator {
-    fn new(prefix: u8) -> Self {
-        PrefixedCidGenerator { prefix, rng: ring::rand::SystemRandom::new(), fallback: 0 }
+impl CidFormat {
+    pub fn new(secret: &[u8], prefix: Option<u8>) -> Self {
+        CidFormat { prefix, key: hmac::Key::new(hmac::HMAC_SHA256, &derive(secret, b"stoq connection id")) }
+    }
+
+    fn tag(&self, body: &[u8]) -> [u8; CID_TAG_LEN] {
+        let t = hmac::sign(&self.key, body);
+        let mut out = [0u8; CID_TAG_LEN];
+        out.copy_from_slice(&t.as_ref()[..CID_TAG_LEN]);
+        out
+    }
+
+    /// Whether `cid` is one this format issues (its prefix and tag).
+    pub fn is_ours(&self, cid: &[u8]) -> bool {
+        if cid.len() != CID_LEN || self.prefix.is_some_and(|p| cid[0] != p) {
+            return false;
+        }
+        let (body, tag) = cid.split_at(CID_LEN - CID_TAG_LEN);
+        // Compared without an early exit.
+        self.tag(body).iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }
 
-impl qp::ConnectionIdGenerator for PrefixedCidGenerator {
+struct CidGenerator {
+    format: CidFormat,
+    /// Only used should the system RNG fail: quinn regenerates until a CID is unused, so a
+    /// generator must never get stuck on one value.
+    fallback: u32,
+}
+
+impl qp::ConnectionIdGenerator for CidGenerator {
     fn generate_cid(&mut self) -> qp::ConnectionId {
-        let mut bytes = [0u8; PREFIXED_CID_LEN];
-        if self.rng.fill(&mut bytes[1..]).is_err() {
+        let mut bytes = [0u8; CID_LEN];
+        let body = CID_LEN - CID_TAG_LEN;
+        if ring::rand::SystemRandom::new().fill(&mut bytes[..body]).is_err() {
             self.fallback = self.fallback.wrapping_add(1);
-            bytes[1..].copy_from_slice(&self.fallback.to_le_bytes()[..PREFIXED_CID_LEN - 1]);
+            bytes[..body].copy_from_slice(&self.fallback.to_le_bytes());
         }
-        bytes[0] = self.prefix;
+        if let Some(p) = self.format.prefix {
+            bytes[0] = p;
+        }
+        let tag = self.format.tag(&bytes[..body]);
+        bytes[body..].copy_from_slice(&tag);
         qp::ConnectionId::new(&bytes)
     }
 
-    /// A short-header packet to an unknown CID of another prefix belongs to another worker
-    /// (steering raced a socket change): drop it instead of answering with a stateless reset
-    /// that would end that worker's connection.
+    /// A short-header packet to an unknown CID that is not ours (another worker's, after
+    /// steering raced a socket change, or junk) is dropped instead of being answered with a
+    /// stateless reset.
     fn validate(&self, cid: &qp::ConnectionId) -> Result<(), qp::InvalidCid> {
-        if cid.len() == PREFIXED_CID_LEN && cid[0] == self.prefix {
+        if self.format.is_ours(cid) {
             Ok(())
         } else {
             Err(qp::InvalidCid)
@@ -208,7 +240,7 @@ impl qp::ConnectionIdGenerator for PrefixedCidGenerator {
     }
 
     fn cid_len(&self) -> usize {
-        PREFIXED_CID_LEN
+        CID_LEN
     }
 
     fn cid_lifetime(&self) -> Option<Duration> {
@@ -282,14 +314,25 @@ mod tests {
     }
 
     #[test]
-    fn prefixed_cids() {
-        let mut g = PrefixedCidGenerator::new(7);
+    fn cids_carry_prefix_and_tag() {
+        let mut g = CidGenerator { format: CidFormat::new(b"secret one", Some(7)), fallback: 0 };
         let a = g.generate_cid();
         let b = g.generate_cid();
-        assert_eq!(a.len(), 8);
+        assert_eq!(a.len(), CID_LEN);
         assert_eq!(a[0], 7);
         assert_ne!(a, b);
         assert!(g.validate(&a).is_ok());
-        assert!(g.validate(&qp::ConnectionId::new(&[8, 1, 2, 3, 4, 5, 6, 7])).is_err());
+        // Same secret and prefix (a restarted server): its CIDs are recognised.
+        assert!(CidFormat::new(b"secret one", Some(7)).is_ours(&a));
+        // Another secret, another prefix, a changed byte: not ours.
+        assert!(!CidFormat::new(b"secret two", Some(7)).is_ours(&a));
+        assert!(!CidFormat::new(b"secret one", Some(8)).is_ours(&a));
+        let mut c = a.to_vec();
+        c[CID_LEN - 1] ^= 0x55;
+        assert!(g.validate(&qp::ConnectionId::new(&c)).is_err());
+        let mut r = CidGenerator { format: CidFormat::new(b"secret one", None), fallback: 0 };
+        let d = r.generate_cid();
+        assert!(r.validate(&d).is_ok());
+        assert!(!g.format.is_ours(&d) || d[0] == 7);
     }
 }

@@ -21,7 +21,7 @@ use crate::abi::{
     EV_WRITABLE, INITIAL_STREAM_WINDOW, STATS_LEN,
 };
 use crate::addr::write_addr;
-use crate::config::{endpoint_config, random_secret, transport_config, Params};
+use crate::config::{endpoint_config, random_secret, transport_config, CidFormat, Params};
 use crate::panic::{close_flags, recover, take_message};
 use crate::tls;
 
@@ -105,6 +105,11 @@ struct Stateless {
 
 pub struct Engine {
     endpoint: Endpoint,
+    /// The endpoint's connection-ID format, to check the DCID of Initials with a Retry token.
+    cids: CidFormat,
+    /// Destination CID of the datagram being handled, when it is a long-header packet.
+    dcid: [u8; 20],
+    dcid_len: usize,
     pub params: Params,
     transport: Arc<TransportConfig>,
     pub conns: Vec<Option<Conn>>,
@@ -157,16 +162,20 @@ fn sid_u64(id: StreamId) -> u64 {
     VarInt::from(id).into_inner()
 }
 
-fn new_endpoint(secret: &[u8], prefix: Option<u8>) -> Endpoint {
+fn new_endpoint(secret: &[u8], prefix: Option<u8>) -> (Endpoint, CidFormat) {
     // allow_mtud = false: packets are the configured size, no path MTU probing.
-    Endpoint::new(Arc::new(endpoint_config(secret, prefix)), None, false, None)
+    (Endpoint::new(Arc::new(endpoint_config(secret, prefix)), None, false, None), CidFormat::new(secret, prefix))
 }
 
 impl Engine {
     pub fn new(params: Params) -> Result<Self, String> {
         let transport = Arc::new(transport_config(&params)?);
+        let (endpoint, cids) = new_endpoint(&random_secret(), params.cid_prefix);
         Ok(Engine {
-            endpoint: new_endpoint(&random_secret(), params.cid_prefix),
+            endpoint,
+            cids,
+            dcid: [0; 20],
+            dcid_len: 0,
             params,
             transport,
             conns: Vec::new(),
@@ -321,7 +330,7 @@ impl Engine {
         if self.live == 0 {
             // The stateless-reset key lives in the endpoint config: rebuild the endpoint so a
             // restarted server with the same secret can reset its predecessor's connections.
-            self.endpoint = new_endpoint(&secret, self.params.cid_prefix);
+            (self.endpoint, self.cids) = new_endpoint(&secret, self.params.cid_prefix);
             // A new endpoint starts with an empty connection slab: so does our mirror of it.
             self.slab_free.clear();
             self.slab_len = 0;
@@ -374,6 +383,15 @@ impl Engine {
     }
 
     fn receive_one(&mut self, now: Instant, from: SocketAddr, chunk: BytesMut) {
+        // Long header: version (4), DCID length (1), DCID.
+        self.dcid_len = 0;
+        if chunk.len() > 6 && chunk[0] & 0x80 != 0 {
+            let n = chunk[5] as usize;
+            if n <= self.dcid.len() && chunk.len() >= 6 + n {
+                self.dcid[..n].copy_from_slice(&chunk[6..6 + n]);
+                self.dcid_len = n;
+            }
+        }
         self.resp_buf.clear();
         match self.endpoint.handle(now, from, None, None, chunk, &mut self.resp_buf) {
             Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
@@ -430,6 +448,14 @@ impl Engine {
                 Ok(t) => self.queue_stateless(t.destination, t.size),
                 Err(e) => self.endpoint.ignore(e.into_incoming()),
             }
+            return;
+        }
+        if !incoming.may_retry() && !self.cids.is_ours(&self.dcid[..self.dcid_len]) {
+            // A genuine Retry token, but sent to a CID this endpoint never issued (quinn 0.11 does
+            // not bind the token to the Retry's CID; 0.9 did): not the client we sent the Retry
+            // to, which would have used that CID. No connection, no answer.
+            self.dropped += 1;
+            self.endpoint.ignore(incoming);
             return;
         }
         if self.endpoint.open_connections() >= self.max_conns {
