@@ -10,6 +10,7 @@ export default defineConfig({
     pool: 'src/pool.ts',
     engine: 'src/engine.ts',
     workers: 'src/workers.ts',
+    memory: 'src/memory.ts',
   },
   format: ['esm'],
   dts: false,

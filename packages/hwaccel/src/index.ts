@@ -67,3 +67,4 @@ export {
 } from './uring-io.js'
 export { bindToNumaNode, numaNodeOf, numaNodes, type NumaPlacement } from './numa.js'
 export { attachCidSteering, detachCidSteering, closeSocketFd, cidSteeringProgram } from './reuseport.js'
+export { releaseFreeMemory } from './trim.js'

@@ -649,14 +649,21 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   private deliverDatagrams(): void {
     if (this.dgramHead >= this.dgramQueue.length) return
     this.newTurn()
-    const share = this.gov.limits.datagramsPerTurn
+    const gov = this.gov
+    const share = gov.limits.datagramsPerTurn
+    const timeShare = gov.handlerShareMs
     while (this.dgramHead < this.dgramQueue.length && this.datagramsThisTurn < share && this.closeInfo === null) {
+      // Past the turn's handler time, one datagram per connection and turn still goes out.
+      if (gov.handlerMs >= timeShare && this.datagramsThisTurn > 0) break
       const d = this.dgramQueue[this.dgramHead]!
       this.dgramQueue[this.dgramHead++] = EMPTY
-      this.gov.queuedDatagrams--
+      gov.queuedDatagrams--
       this.datagramsThisTurn++
       this.counters.datagramsReceived++
+      const t = performance.now()
       this.emit('datagram', d)
+      gov.handlerEndAt = performance.now()
+      gov.handlerMs += gov.handlerEndAt - t
     }
     if (this.dgramHead >= this.dgramQueue.length) {
       this.dgramQueue = []

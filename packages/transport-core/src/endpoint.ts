@@ -26,7 +26,7 @@ import {
 } from '@stoq/interface'
 import { batching } from '@stoq/batching'
 import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
-import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo, bindToNumaNode, numaNodes } from '@stoq/hwaccel'
+import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo, bindToNumaNode, numaNodes, releaseFreeMemory } from '@stoq/hwaccel'
 import { QuicConnection, type ConnectionOwner } from './connection.js'
 import { checkAppCode, type QuicStream } from './stream.js'
 import { Governor, type LimitsUsage } from './limits.js'
@@ -82,6 +82,10 @@ export interface EndpointComponents {
 
 /** Default interval of the shared per-connection throughput sampler. */
 const THROUGHPUT_SAMPLE_MS = 1000
+/** Hand freed memory back to the kernel after this many connections closed (or none is left). */
+const TRIM_AFTER_CLOSES = 256
+/** ... this long after the last of them: engines keep a closed connection a few PTOs. */
+const TRIM_DELAY_MS = 2000
 
 /** Handshake duration buckets in seconds: loopback (~1 ms) to slow intercontinental paths (~5 s). */
 const HANDSHAKE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
@@ -488,6 +492,11 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         for (const conn of conns) conn.flushStreams()
       }
       this.batcher.flush()
+      if (this.refuse.length > 0) {
+        const reason = new TextEncoder().encode('server busy: receive budget full')
+        for (const handle of this.refuse.splice(0)) this.engine.close(handle, false, 0x2, reason)
+        this.batcher.flush()
+      }
       // Transmitting can close connections (e.g. after CONNECTION_CLOSE is sent).
       this.engine.drainEvents(this)
       if (this.deferred.size > 0) this.continueDeferred()
@@ -585,8 +594,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     if (!this.governor.commitWindow(commit.committed)) {
       // Refused with a reason the client sees (StoqConnectionRefusedError): the credit this
       // endpoint may grant is all committed to the connections it has.
+      // Closed once its first flight went out: both engines send nothing for a connection
+      // closed before it, and the client would only learn by its handshake timeout.
       this.governor.connectionsRefused++
-      this.engine.close(handle, false, 0x2, new TextEncoder().encode('server busy: receive budget full'))
+      this.refuse.push(handle)
       this.schedule()
       return
     }
@@ -610,6 +621,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   // Budgets: work held back from earlier turns, readers waiting for the read budget ----------
 
   readonly governor: Governor
+  /** Incoming connections refused by a budget, closed after their first flight. */
+  private readonly refuse: number[] = []
   private readonly deferred = new Set<QuicConnection>()
   private readonly starved = new Set<QuicStream>()
   /** Read budget in use when starved readers were last retried. */
@@ -625,9 +638,27 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.starved.add(stream)
   }
 
-  /** Start of a cycle: a new turn for the per-turn shares; resume what waited. */
+  /** A turn of the event loop is under way (per-turn shares count within it). */
+  private turnOpen = false
+  private readonly closeTurn = (): void => {
+    this.turnOpen = false
+  }
+
+  /**
+   * Start of a cycle: the first cycle of an event-loop turn starts a new turn for the per-turn
+   * shares (cycles run by I/O callbacks in the same turn share it: a busy peer's work then waits
+   * for the next turn, after the poll phase took the packets of everyone else); then resume
+   * what waited.
+   */
   private resumeDeferred(): void {
-    this.governor.turn++
+    if (!this.turnOpen) {
+      this.turnOpen = true
+      const g = this.governor
+      g.turn++
+      g.handlerMs = 0
+      g.handlerShareMs = Math.min(g.limits.handlerMsPerTurn, Math.max(1, performance.now() - g.handlerEndAt))
+      setImmediate(this.closeTurn)
+    }
     if (this.deferred.size > 0) {
       const conns = [...this.deferred]
       this.deferred.clear()
@@ -731,8 +762,32 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.conns.delete(conn.handle)
     this.pendingConns.delete(conn)
     this.deferred.delete(conn)
+    if (++this.closedSinceTrim >= TRIM_AFTER_CLOSES || this.conns.size === 0) this.scheduleTrim()
     if (this.conns.size === 0) this.stopThroughputTimer()
   }
+
+  /** Connections gone since memory was last handed back (see releaseFreeMemory). */
+  private closedSinceTrim = 0
+  private trimTimer: NodeJS.Timeout | null = null
+
+  /**
+   * After a load went away, give the C allocator's free memory back to the kernel, once the
+   * engines have dropped the closed connections (they linger a few PTOs). Every thread's arena
+   * is trimmed, so this also covers engine workers.
+   */
+  private scheduleTrim(): void {
+    if (this.trimTimer !== null || this.closedSinceTrim === 0) return
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = null
+      this.closedSinceTrim = 0
+      this.trims++
+      if (releaseFreeMemory()) this.trimsReleased++
+    }, TRIM_DELAY_MS)
+    this.trimTimer.unref()
+  }
+
+  private trims = 0
+  private trimsReleased = 0
 
   // -------------------------------------------------------------------------
 
@@ -989,6 +1044,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   /** The engine timer, a pending sub-millisecond poll, and the metrics and throughput timers. */
   private stopTimers(): void {
+    if (this.trimTimer) clearTimeout(this.trimTimer)
+    this.trimTimer = null
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     if (this.immediate) clearImmediate(this.immediate)

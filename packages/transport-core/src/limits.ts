@@ -56,6 +56,16 @@ export interface EndpointLimits {
    */
   streamsPerTurn: number
   datagramsPerTurn: number
+  /**
+   * Time `datagram` listeners may take per event-loop turn, all connections together (default
+   * 10 ms, and never more than the time the rest of the loop took since they last ran, so a busy
+   * server gives at most half its time to them; each connection still gets one datagram per
+   * turn). Past it, datagrams wait for the
+   * next turn, so the receive path keeps draining the socket (and a new client's handshake is
+   * not stuck behind a flood in the kernel's queue) while slow handlers fall behind: what they
+   * cannot take is dropped at the queue limits.
+   */
+  handlerMsPerTurn: number
   /** An engine worker whose event loop does not answer for this long is reported stalled (default 5000 ms). */
   workerStallMs: number
 }
@@ -100,6 +110,7 @@ export function defaultLimits(): EndpointLimits {
     maxQueuedDatagramsPerConnection: 1024,
     streamsPerTurn: 64,
     datagramsPerTurn: 64,
+    handlerMsPerTurn: 10,
     workerStallMs: 5000,
   }
 }
@@ -114,6 +125,7 @@ const KEYS: (keyof EndpointLimits)[] = [
   'maxQueuedDatagramsPerConnection',
   'streamsPerTurn',
   'datagramsPerTurn',
+  'handlerMsPerTurn',
   'workerStallMs',
 ]
 
@@ -127,6 +139,7 @@ const RANGES: Record<keyof EndpointLimits, [number, number]> = {
   maxQueuedDatagramsPerConnection: [1, 1 << 24],
   streamsPerTurn: [1, 1 << 20],
   datagramsPerTurn: [1, 1 << 20],
+  handlerMsPerTurn: [1, 60_000],
   workerStallMs: [100, 600_000],
 }
 
@@ -189,6 +202,11 @@ export class Governor {
   readsDeferred = 0
   /** Turn of the endpoint's event loop cycle: per-turn work budgets count within one. */
   turn = 0
+  /** Time `datagram` listeners took in this turn (ms), and may take. */
+  handlerMs = 0
+  handlerShareMs = 0
+  /** performance.now() when listeners last ran. */
+  handlerEndAt = 0
 
   constructor(limits: EndpointLimits) {
     this.limits = limits
@@ -229,6 +247,7 @@ export function unlimitedGovernor(): Governor {
     maxQueuedDatagramsPerConnection: big,
     streamsPerTurn: big,
     datagramsPerTurn: big,
+    handlerMsPerTurn: big,
     workerStallMs: 600_000,
   })
 }

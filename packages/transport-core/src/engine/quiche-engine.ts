@@ -77,6 +77,12 @@ interface ConnRecord {
   wantWritable: Set<number>
   /** Stream ids seen as stopped by the peer, with their codes. */
   stopped: Map<number, number> | null
+  /**
+   * Readable streams the application left unread when last told (a stream waiting for the
+   * endpoint's stream budget, a reader whose queue is full): not reported again until the
+   * application reads them, since quiche lists every stream with unread data on each packet.
+   */
+  quiet: Set<number> | null
   refused: boolean
   /** onClosed was reported; the record lingers until quiche finishes draining. */
   closeReported: boolean
@@ -146,6 +152,8 @@ export class QuicheEngine implements QuicEngine {
   private readonly byPeer = new Map<string, ConnRecord>()
   private readonly sendQueue: ConnRecord[] = []
   private readonly eventQueue: ConnRecord[] = []
+  /** Stream id whose readable event is being handled; -1 once the handler read it. */
+  private probe = -1
   private readonly control: ControlPacket[] = []
   private readonly handleMask: number
   /** `QuicEngineOptions.cidPrefix`, or -1: then byte 0 of every CID we issue. */
@@ -189,7 +197,11 @@ export class QuicheEngine implements QuicEngine {
     cfg.setMaxIdleTimeout(tp.maxIdleTimeoutMs)
     cfg.setMaxRecvUdpPayloadSize(QUICHE_MAX_PACKET)
     cfg.setMaxSendUdpPayloadSize(this.maxPacketSize)
-    cfg.setInitialMaxData(tp.initialMaxData)
+    // quiche tunes its connection window itself (no setReceiveWindow), so the endpoint's receive
+    // budget counts maxConnectionWindow for each quiche connection anyway; starting below it only
+    // exposes quiche 0.18's MAX_DATA stall (see test/quiche-streams.test.ts): a 2 MiB start
+    // stalled a 10 MiB echo against quic-go until the idle timeout.
+    cfg.setInitialMaxData(Math.max(tp.initialMaxData, tp.maxConnectionWindow))
     cfg.setInitialMaxStreamDataBidiLocal(tp.initialMaxStreamData)
     cfg.setInitialMaxStreamDataBidiRemote(tp.initialMaxStreamData)
     cfg.setInitialMaxStreamDataUni(tp.initialMaxStreamData)
@@ -309,6 +321,7 @@ export class QuicheEngine implements QuicEngine {
       nextUni: server ? 3 : 2,
       wantWritable: new Set(),
       stopped: null,
+      quiet: null,
       refused: false,
       closeReported: false,
       ampLimited: false,
@@ -716,11 +729,21 @@ export class QuicheEngine implements QuicEngine {
         // stream_send only answers Done). Ask for the code of every readable bidirectional
         // stream before any of them is read, while quiche still knows it.
         let ids: number[] | null = null
+        const quiet = rec.quiet
         for (const id of conn.readable()) {
+          if (quiet !== null && quiet.has(id)) continue
           ;(ids ??= []).push(id)
           if ((id & 0x2) === 0) this.noteStopped(rec, id)
         }
-        if (ids !== null) for (const id of ids) sink.onStreamReadable(rec.handle, id)
+        if (ids !== null) {
+          for (const id of ids) {
+            this.probe = id
+            sink.onStreamReadable(rec.handle, id)
+            // Not read during the event: leave it out of later events until it is read.
+            if (this.probe === id) (rec.quiet ??= new Set()).add(id)
+          }
+          this.probe = -1
+        }
         if (rec.wantWritable.size > 0) {
           // A snapshot: a writer that is still blocked asks again from inside
           // onStreamWritable, and a live Set iteration would revisit it forever.
@@ -871,9 +894,12 @@ export class QuicheEngine implements QuicEngine {
     result.bytes = 0
     result.fin = false
     result.resetCode = -1
-    // Packets arrived since the last drainEvents (a reader pulling between the two): a
-    // STOP_SENDING among them would be lost once this read consumes a RESET_STREAM.
-    if (rec.eventDirty && (streamId & 0x2) === 0) this.noteStopped(rec, streamId)
+    if (this.probe === streamId) this.probe = -1
+    const wasQuiet = rec.quiet?.delete(streamId) === true
+    // Packets arrived since the last drainEvents (a reader pulling between the two), or the
+    // stream was left out of events: a STOP_SENDING among them would be lost once this read
+    // consumes a RESET_STREAM.
+    if ((rec.eventDirty || wasQuiet) && (streamId & 0x2) === 0) this.noteStopped(rec, streamId)
     let r: [number, boolean] | null
     try {
       r = rec.conn.streamRecv(streamId, out)

@@ -230,7 +230,8 @@ export class WorkerEngine implements QuicEngine {
       udpBackend: this.opts.udpBackend,
       cpus,
       pool: pool.share(),
-      statsIntervalMs: STATS_INTERVAL_MS,
+      // Often enough that a healthy worker never looks stalled.
+      statsIntervalMs: Math.min(STATS_INTERVAL_MS, Math.floor((this.opts.stallMs ?? STALL_MS) / 3)),
     }
     let worker: Worker
     try {
