@@ -52,6 +52,9 @@ pub struct Conn {
     datagram_pending: bool,
     /// `stoq_test_panic(PANIC_NEXT_DATAGRAM)`: panic while handling the next datagram.
     pub panic_on_datagram: bool,
+    /// A server-side close asked for during the handshake, held until the handshake completes
+    /// (or the deadline): see `Conn::close`.
+    deferred_close: Option<(Instant, VarInt, Bytes)>,
 }
 
 impl Conn {
@@ -72,6 +75,35 @@ impl Conn {
             stop_codes: HashMap::new(),
             datagram_pending: false,
             panic_on_datagram: false,
+            deferred_close: None,
+        }
+    }
+
+    /// Close the connection (an application CONNECTION_CLOSE: quinn has no public transport
+    /// close). Before the handshake completes, quinn 0.11 sends the close in every packet space
+    /// it has keys for, and RFC 9000 §10.2.3 turns it into a bare APPLICATION_ERROR without
+    /// reason in Initial and Handshake packets, which the client reads first: a server refusing
+    /// a client ("server busy") would lose its code and reason. So a server holds such a close
+    /// until its side of the handshake completes (then only 1-RTT keys remain and the close
+    /// goes out whole), at most max(3 RTT, 100 ms) and 1 s; past that it closes anyway.
+    pub fn close(&mut self, now: Instant, code: VarInt, reason: Bytes) {
+        if self.conn.side().is_server() && self.conn.is_handshaking() && !self.conn.is_closed() {
+            let wait = (self.conn.rtt() * 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            self.deferred_close = Some((now + wait, code, reason));
+            return;
+        }
+        self.conn.close(now, code, reason);
+    }
+
+    /// Send a held close when its time has come (handshake done, or `now` past the deadline).
+    fn flush_deferred_close(&mut self, now: Instant, handshake_done: bool) -> bool {
+        match &self.deferred_close {
+            Some((deadline, _, _)) if handshake_done || *deadline <= now => {
+                let (_, code, reason) = self.deferred_close.take().expect("checked");
+                self.conn.close(now, code, reason);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -519,12 +551,16 @@ impl Engine {
             match ev {
                 Event::HandshakeDataReady | Event::DatagramsUnblocked => {}
                 Event::Connected => {
-                    if !c.close_reported && !c.established {
+                    if c.flush_deferred_close(Instant::now(), true) {
+                        c.established = true;
+                    } else if !c.close_reported && !c.established {
                         c.established = true;
                         Self::open_stream_window(c, params);
                         events.push_back([EV_ESTABLISHED as f64, chf, 0.0, 0.0]);
                     }
                 }
+                // A connection the application closed (its close held back) reports nothing more.
+                _ if c.close_reported && !matches!(ev, Event::ConnectionLost { .. }) => {}
                 Event::ConnectionLost { reason } => {
                     if !c.close_reported {
                         c.close_reported = true;
@@ -711,7 +747,8 @@ impl Engine {
     pub fn next_timeout_ms(&mut self) -> f64 {
         let mut best: Option<Instant> = None;
         for c in self.conns.iter_mut().flatten() {
-            for t in [c.conn.poll_timeout(), c.next_ping].into_iter().flatten() {
+            let held = c.deferred_close.as_ref().map(|d| d.0);
+            for t in [c.conn.poll_timeout(), c.next_ping, held].into_iter().flatten() {
                 best = Some(best.map_or(t, |b| b.min(t)));
             }
         }
@@ -730,6 +767,9 @@ impl Engine {
             self.current = Some(ch);
             if c.conn.poll_timeout().is_some_and(|t| t <= now) {
                 c.conn.handle_timeout(now);
+                touched = true;
+            }
+            if c.flush_deferred_close(now, false) {
                 touched = true;
             }
             if let (Some(p), Some(ka)) = (c.next_ping, c.keep_alive) {

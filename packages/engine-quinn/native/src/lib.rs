@@ -412,7 +412,7 @@ pub unsafe extern "C" fn stoq_close(ep: *mut Engine, conn: u32, app: u32, code: 
             let code = varint(code).unwrap_or(VarInt::from_u32(0));
             c.local_close = Some((app != 0, code.into_inner(), reason.to_vec()));
             // quinn has no public transport close: both kinds send an application CONNECTION_CLOSE.
-            c.conn.close(Instant::now(), code, Bytes::copy_from_slice(reason));
+            c.close(Instant::now(), code, Bytes::copy_from_slice(reason));
             c.close_reported = true;
             ctx.close_reasons.insert(ctx.ch, reason.to_vec());
             ctx.events.push_back([EV_CLOSED as f64, ctx.ch as f64, code.into_inner() as f64, close_flags(false, app != 0, false, false)]);
