@@ -18,33 +18,20 @@ import {
   type TransmitBatch,
   type TransportParameters,
 } from '@stoq/interface'
+import { ABI } from './abi.js'
 import { socketAddress, wireAddress, type WireAddress } from './address.js'
 import { cidPrefixParam, loadQuinn, type Pointer, type QuinnNative } from './native.js'
 
-/** Largest UDP payload quinn-proto 0.9 sends (and the largest UDP datagram over IPv4). */
-export const QUINN_MAX_PACKET = 65527
+/** Largest UDP payload the quinn engine sends (and the largest UDP datagram over IPv4). */
+export const QUINN_MAX_PACKET = ABI.MAX_UDP_PAYLOAD
 /** quinn-proto refuses a max UDP payload below the QUIC minimum. */
-const QUINN_MIN_PACKET = 1200
+const QUINN_MIN_PACKET = ABI.MIN_UDP_PAYLOAD
 
-// Result codes of the C ABI (native/src/lib.rs).
-const ERR_BAD_HANDLE = -100
-const ERR_BAD_ARGUMENT = -101
-const ERR_PANIC = -104
-const DGRAM_TOO_LARGE = -3
-const DGRAM_UNSUPPORTED = -4
+const { ERR_BAD_HANDLE, ERR_BAD_ARGUMENT, ERR_PANIC, DGRAM_QUEUED, DGRAM_FULL, DGRAM_TOO_LARGE, DGRAM_UNSUPPORTED } = ABI
+const { EV_INCOMING, EV_ESTABLISHED, EV_READABLE, EV_WRITABLE, EV_DATAGRAM, EV_CLOSED, EVENT_STRIDE } = ABI
+const { CLOSE_REMOTE, CLOSE_APP, CLOSE_IDLE } = ABI
 
-// Event kinds and close flags (native/src/lib.rs).
-const EV_INCOMING = 1
-const EV_ESTABLISHED = 2
-const EV_READABLE = 3
-const EV_WRITABLE = 4
-const EV_DATAGRAM = 5
-const EV_CLOSED = 6
-const CLOSE_REMOTE = 1
-const CLOSE_APP = 2
-const CLOSE_IDLE = 4
-
-/** Events fetched per native call (4 doubles each). */
+/** Events fetched per native call (EVENT_STRIDE doubles each). */
 const EVENT_BATCH = 256
 
 /** RFC 9000 §8.1: before its address is validated, a peer gets at most 3x the bytes it sent. */
@@ -56,10 +43,10 @@ const RECENT_PEERS_MAX = 65536
 
 /**
  * A server connection whose peer address is not validated yet (no Retry). quinn-proto 0.9
- * lets a datagram go whenever any budget is left ("always allow a full MTU", quinn #1148),
- * which overshoots 3x by up to one datagram; its PTO probes are bounded the same way. The
- * engine therefore counts bytes both ways and holds back what would pass 3x until the peer
- * sends more or proves it receives our packets.
+ * let a datagram go whenever any budget was left ("always allow a full MTU", quinn #1148),
+ * which overshot 3x by up to one datagram; 0.11 checks a full datagram ahead. The engine
+ * still counts bytes both ways and holds back what would pass 3x until the peer sends more
+ * or proves it receives our packets: the limit does not rest on one library's accounting.
  */
 interface Unvalidated {
   conn: number
@@ -127,7 +114,7 @@ function alpnList(protocols: string[]): Uint8Array {
 }
 
 function ccCode(cc: TransportParameters['congestionControl']): number {
-  return cc === 'reno' ? 1 : cc === 'bbr' ? 2 : 0
+  return cc === 'reno' ? ABI.CC_RENO : cc === 'bbr' ? ABI.CC_BBR : ABI.CC_CUBIC
 }
 
 /**
@@ -135,10 +122,12 @@ function ccCode(cc: TransportParameters['congestionControl']): number {
  * native code once: a whole GRO buffer per `receive`, a whole GSO-ready batch per
  * `pollTransmit`, every pending event per `drainEvents`.
  *
- * Differences from the quiche engine, all inherent to quinn-proto 0.9:
+ * Differences from the quiche engine, all inherent to quinn-proto 0.11:
  * - `close(conn, app=false, ...)` still sends an application CONNECTION_CLOSE (quinn has no
  *   public transport close); the local close info keeps what was asked.
- * - pacing cannot be turned off; `hystart` is not used.
+ * - pacing cannot be turned off; `hystart` is not used (quinn's CUBIC has none).
+ * - receive windows do not auto-tune: each is min(initial, max) (`maxStreamWindow`,
+ *   `maxConnectionWindow`); `maxConnectionWindow` also sizes the send buffer.
  * - `packetsRetransmitted` reports lost packets (quinn re-sends their frames but does not
  *   count retransmissions); `deliveryRateBps` is 0 (not measured by quinn).
  */
@@ -150,11 +139,11 @@ export class QuinnEngine implements QuicEngine {
   private readonly n: QuinnNative
   private ep: Pointer | null
   private readonly tp: TransportParameters
-  private readonly events = new Float64Array(EVENT_BATCH * 4)
-  private readonly peerBuf = new Uint8Array(19)
-  private readonly meta = new Uint32Array(2)
-  private readonly recvResult = new Float64Array(3)
-  private readonly statsBuf = new Float64Array(12)
+  private readonly events = new Float64Array(EVENT_BATCH * EVENT_STRIDE)
+  private readonly peerBuf = new Uint8Array(ABI.ADDR_LEN)
+  private readonly meta = new Uint32Array(ABI.TRANSMIT_META_LEN)
+  private readonly recvResult = new Float64Array(ABI.RECV_RESULT_LEN)
+  private readonly statsBuf = new Float64Array(ABI.STATS_LEN)
   private readonly textBuf = new Uint8Array(4096)
   private certBuf = new Uint8Array(16384)
   private readonly certLens = new Uint32Array(16)
@@ -174,24 +163,32 @@ export class QuinnEngine implements QuicEngine {
       throw new StoqInvalidArgumentError('maxUdpPayloadSize', `the quinn engine sends packets of ${QUINN_MIN_PACKET} to ${QUINN_MAX_PACKET} bytes`)
     }
     this.maxPacketSize = t.maxUdpPayloadSize
-    const params = Float64Array.of(
-      t.maxIdleTimeoutMs,
-      t.initialMaxData,
-      t.initialMaxStreamData,
-      t.maxStreamWindow,
-      t.maxConnectionWindow,
-      t.initialMaxStreamsBidi,
-      t.initialMaxStreamsUni,
-      t.maxUdpPayloadSize,
-      ccCode(t.congestionControl),
-      t.datagrams ? 1 : 0,
-      t.datagramQueueLength,
-      t.pacing ? 1 : 0,
-      t.hystart ? 1 : 0,
-      cidPrefixParam(options.cidPrefix),
+    const ep = this.n.engineNew(
+      {
+        abi_version: ABI.ABI_VERSION,
+        max_udp_payload: t.maxUdpPayloadSize,
+        idle_timeout_ms: t.maxIdleTimeoutMs,
+        initial_max_data: t.initialMaxData,
+        initial_max_stream_data: t.initialMaxStreamData,
+        max_stream_window: t.maxStreamWindow,
+        max_connection_window: t.maxConnectionWindow,
+        max_streams_bidi: t.initialMaxStreamsBidi,
+        max_streams_uni: t.initialMaxStreamsUni,
+        datagram_queue_length: t.datagramQueueLength,
+        congestion_control: ccCode(t.congestionControl),
+        datagrams: t.datagrams ? 1 : 0,
+        pacing: t.pacing ? 1 : 0,
+        hystart: t.hystart ? 1 : 0,
+        cid_prefix: cidPrefixParam(options.cidPrefix),
+        reserved: 0,
+      },
+      this.n.configSize,
     )
-    const ep = this.n.engineNew(params, params.length)
-    if (ep === null) throw new StoqInvalidArgumentError('transport', 'the quinn engine refused these transport parameters')
+    if (ep === null) {
+      const len = this.n.lastError(null, this.textBuf, this.textBuf.length)
+      const why = decoder.decode(this.textBuf.subarray(0, Math.min(len, this.textBuf.length)))
+      throw new StoqInvalidArgumentError('transport', `the quinn engine refused these transport parameters${why ? `: ${why}` : ''}`)
+    }
     this.ep = ep
   }
 
@@ -417,9 +414,10 @@ export class QuinnEngine implements QuicEngine {
     for (;;) {
       const n = this.n.drainEvents(ep, ev, ev.length)
       for (let i = 0; i < n; i++) {
-        const kind = ev[i * 4]!
-        const conn = ev[i * 4 + 1]!
-        const a = ev[i * 4 + 2]!
+        const at = i * EVENT_STRIDE
+        const kind = ev[at]!
+        const conn = ev[at + 1]!
+        const a = ev[at + 2]!
         switch (kind) {
           case EV_INCOMING: {
             const peer = this.peerAddress(conn)
@@ -443,7 +441,7 @@ export class QuinnEngine implements QuicEngine {
             break
           case EV_CLOSED: {
             if (this.unvalidated.size > 0) this.forgetUnvalidated(conn, false)
-            const flags = ev[i * 4 + 3]!
+            const flags = ev[at + 3]!
             const len = this.n.takeCloseReason(ep, conn, this.textBuf, this.textBuf.length)
             const reason = len > 0 ? this.textBuf.slice(0, Math.min(len, this.textBuf.length)) : new Uint8Array(0)
             sink.onClosed(conn, {
@@ -576,8 +574,8 @@ export class QuinnEngine implements QuicEngine {
     const ep = this.alive()
     if (!this.tp.datagrams) throw new StoqDatagramUnsupportedError()
     const rc = this.n.datagramSend(ep, conn, data, data.length)
-    if (rc === 1) return true
-    if (rc === 0) return false
+    if (rc === DGRAM_QUEUED) return true
+    if (rc === DGRAM_FULL) return false
     if (rc === DGRAM_TOO_LARGE) throw new StoqDatagramTooLargeError(data.length, this.datagramMaxSize(conn))
     if (rc === DGRAM_UNSUPPORTED) throw new StoqDatagramUnsupportedError()
     this.check(rc, conn, 'datagramSend')
@@ -657,6 +655,16 @@ export class QuinnEngine implements QuicEngine {
   peerAddress(conn: number): SocketAddress {
     this.check(this.n.peerAddress(this.alive(), conn, this.peerBuf), conn, 'peerAddress')
     return socketAddress(this.peerBuf)
+  }
+
+  /**
+   * Test hook for the panic boundary: make the library panic while working on `conn`, now
+   * (inside this call) or while handling the next datagram routed to it. Either way that
+   * connection closes with INTERNAL_ERROR, `panics` counts one, and the engine goes on.
+   */
+  injectPanic(conn: number, site: 'now' | 'next-datagram'): void {
+    const rc = this.n.testPanic(this.alive(), conn, site === 'now' ? ABI.PANIC_NOW : ABI.PANIC_NEXT_DATAGRAM)
+    if (rc === ERR_BAD_HANDLE) this.check(rc, conn, 'injectPanic')
   }
 
   get connectionCount(): number {

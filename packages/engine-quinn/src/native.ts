@@ -3,10 +3,11 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { StoqInvalidArgumentError } from '@stoq/interface'
+import { ABI, CONFIG_FIELDS, type EngineConfig } from './abi.js'
 
 /**
  * Loads libstoq_quinn.so through koffi and declares its C ABI. This module is the only
- * place that knows the native signatures; keep it in sync with native/src/lib.rs.
+ * place that knows the native signatures (native/src/lib.rs); the numbers are in abi.ts.
  */
 
 export type Pointer = unknown
@@ -14,9 +15,11 @@ export type Pointer = unknown
 /** The C functions of the library, typed for the engine. */
 export interface QuinnNative {
   abiVersion(): number
-  engineNew(params: Float64Array, n: number): Pointer | null
+  abiInfo(buf: Uint8Array | null, cap: number): number
+  engineNew(config: EngineConfig, size: number): Pointer | null
   engineFree(ep: Pointer): void
-  lastError(ep: Pointer, buf: Uint8Array, cap: number): number
+  /** With a null engine: why the last engineNew failed. */
+  lastError(ep: Pointer | null, buf: Uint8Array, cap: number): number
   panicCount(ep: Pointer): number
   droppedPackets(ep: Pointer): number
   connectionCount(ep: Pointer): number
@@ -79,17 +82,26 @@ export interface QuinnNative {
   peerCertificates(ep: Pointer, conn: number, buf: Uint8Array, cap: number, lengths: Uint32Array, max: number): number
   stats(ep: Pointer, conn: number, out: Float64Array): number
   peerAddress(ep: Pointer, conn: number, out: Uint8Array): number
+  /** Test hook: a panic inside the library, pinned on `conn` (see QuinnEngine.injectPanic). */
+  testPanic(ep: Pointer, conn: number, site: number): number
+  /** sizeof(EngineConfig) as koffi lays it out. */
+  configSize: number
+  /** offsetof(EngineConfig, field) as koffi lays it out. */
+  configOffsets: Record<string, number>
 }
 
-/** ABI version this module speaks (stoq_abi_version). 2: stoq_engine_new reads a 14th parameter, the CID prefix. */
-export const ABI_VERSION = 3
+/**
+ * ABI version this module speaks (stoq_abi_version). 4: quinn-proto 0.11, stoq_engine_new takes
+ * an EngineConfig struct, stoq_abi_info (3 was the 0.9 library with stoq_set_receive_window).
+ */
+export const ABI_VERSION = ABI.ABI_VERSION
 
 /**
- * `QuicEngineOptions.cidPrefix` as the 14th parameter of stoq_engine_new: the byte, or -1
+ * `QuicEngineOptions.cidPrefix` as `EngineConfig.cid_prefix`: the byte, or CID_PREFIX_NONE
  * when absent. Anything but an integer from 0 to 255 is STOQ_ERR_INVALID_ARG.
  */
 export function cidPrefixParam(value: unknown): number {
-  if (value === undefined) return -1
+  if (value === undefined) return ABI.CID_PREFIX_NONE
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 255) {
     throw new StoqInvalidArgumentError('cidPrefix', `expected an integer from 0 to 255, got ${typeof value === 'string' ? `'${value}'` : String(value)}`)
   }
@@ -134,11 +146,13 @@ const TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 export let mallocTuning = 'not tried'
 
 /**
- * quinn allocates a buffer per transmit batch and per received batch (tens of KiB each).
- * With glibc's default trim threshold (128 KiB) the heap top is given back to the kernel
- * and faulted in again over and over: measured in memory, 65000-byte packets cost ~50 µs
- * to send instead of ~30 µs. Raise the threshold to 64 MiB (freed memory above that still
- * goes back). Process-wide, so it can be turned off with STOQ_MALLOC_TRIM=default.
+ * The engine reuses its transmit and receive buffers, but a received batch whose stream data
+ * quinn still holds (unread) needs a new one, and quinn allocates per connection and per
+ * stream as it goes. With glibc's default trim threshold (128 KiB) the heap top is given back
+ * to the kernel and faulted in again over and over (quinn-proto 0.9, which allocated per
+ * batch: 65000-byte packets cost ~50 µs to send instead of ~30 µs). Raise the threshold to
+ * 64 MiB (freed memory above that still goes back). Process-wide, so it can be turned off with
+ * STOQ_MALLOC_TRIM=default.
  */
 function tuneMalloc(koffi: typeof import('koffi').default): void {
   if (process.env.STOQ_MALLOC_TRIM === 'default') {
@@ -155,6 +169,14 @@ function tuneMalloc(koffi: typeof import('koffi').default): void {
   } catch {
     mallocTuning = 'not glibc (no mallopt): default kept'
   }
+}
+
+/** What the library reports through stoq_abi_info: its constants and EngineConfig layout. */
+export function abiInfo(native: QuinnNative): Record<string, number> {
+  const len = native.abiInfo(null, 0)
+  const buf = new Uint8Array(len)
+  native.abiInfo(buf, len)
+  return JSON.parse(new TextDecoder().decode(buf)) as Record<string, number>
 }
 
 /** Load the native library once. Never throws: a failure carries its reason. */
@@ -177,10 +199,12 @@ export function loadQuinn(): QuinnLoadResult {
     const lib = koffi.load(library)
     koffi.opaque('StoqQuinnEngine')
     const E = 'StoqQuinnEngine *'
+    const configType = koffi.struct('StoqEngineConfig', Object.fromEntries(CONFIG_FIELDS))
     const f = (decl: string) => lib.func(decl)
     const native: QuinnNative = {
       abiVersion: f('uint32_t stoq_abi_version()'),
-      engineNew: f(`${E} stoq_engine_new(const double *params, size_t n)`),
+      abiInfo: f('size_t stoq_abi_info(void *buf, size_t cap)'),
+      engineNew: f(`${E} stoq_engine_new(const StoqEngineConfig *config, size_t size)`),
       engineFree: f(`void stoq_engine_free(${E} ep)`),
       lastError: f(`size_t stoq_last_error(${E} ep, void *buf, size_t cap)`),
       panicCount: f(`double stoq_panic_count(${E} ep)`),
@@ -220,10 +244,18 @@ export function loadQuinn(): QuinnLoadResult {
       peerCertificates: f(`int32_t stoq_peer_certificates(${E} ep, uint32_t conn, void *buf, size_t cap, void *lengths, size_t max)`),
       stats: f(`int32_t stoq_stats(${E} ep, uint32_t conn, void *out)`),
       peerAddress: f(`int32_t stoq_peer_address(${E} ep, uint32_t conn, void *out)`),
+      testPanic: f(`int32_t stoq_test_panic(${E} ep, uint32_t conn, uint32_t site)`),
+      configSize: koffi.sizeof(configType),
+      configOffsets: Object.fromEntries(CONFIG_FIELDS.map(([name]) => [name, koffi.offsetof(configType, name)])),
     } as unknown as QuinnNative
     const v = native.abiVersion()
     if (v !== ABI_VERSION) {
       cached = { ok: false, library, reason: `library ABI ${v}, this package speaks ${ABI_VERSION}: rebuild it (pnpm --filter @stoq/engine-quinn build)` }
+      return cached
+    }
+    const info = abiInfo(native)
+    if (info.CONFIG_SIZE !== native.configSize) {
+      cached = { ok: false, library, reason: `library's EngineConfig has ${info.CONFIG_SIZE} bytes, this package's ${native.configSize}: rebuild it` }
       return cached
     }
     tuneMalloc(koffi)

@@ -31,7 +31,7 @@ export async function doctor(): Promise<DoctorReport> {
   const capabilities = await detectCapabilities()
   const engines: EngineAvailability[] = []
   const quinn = quinnAvailability()
-  engines.push({ name: 'quinn', available: quinn.available, detail: quinn.available ? `quinn-proto 0.9 + rustls in ${quinn.library}` : quinn.detail })
+  engines.push({ name: 'quinn', available: quinn.available, detail: quinn.available ? `quinn-proto 0.11 + rustls 0.23 in ${quinn.library}` : quinn.detail })
   try {
     new QuicheEngine({ transport: DEFAULT_TRANSPORT }).destroy()
     engines.push({ name: 'quiche', available: true, detail: `quiche through the napi binding of ${QUICHE_BINDING_PACKAGE}` })
