@@ -4,7 +4,7 @@
  * with what the loaded library reports through `stoq_abi_info`.
  */
 export const ABI = Object.freeze({
-  ABI_VERSION: 4,
+  ABI_VERSION: 5,
 
   OK: 0,
   ERR_BAD_HANDLE: -100,

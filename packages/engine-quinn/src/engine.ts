@@ -508,6 +508,13 @@ export class QuinnEngine implements QuicEngine {
     this.check(this.n.setReceiveWindow(this.alive(), conn, bytes), conn, 'setReceiveWindow')
   }
 
+  /** quinn keeps state for every stream a limit allows: the host raises limits as the peer uses streams. */
+  readonly initialPeerStreamLimit = ABI.INITIAL_STREAM_WINDOW
+
+  setPeerStreamLimit(conn: number, bidirectional: boolean, count: number): void {
+    this.check(this.n.setPeerStreamLimit(this.alive(), conn, bidirectional ? 1 : 0, count), conn, 'setPeerStreamLimit')
+  }
+
   // -------------------------------------------------------------------------
   // Streams
 

@@ -64,6 +64,7 @@ export interface QuinnNative {
   close(ep: Pointer, conn: number, app: number, code: number, reason: Uint8Array, reasonLen: number): number
   setKeepAlive(ep: Pointer, conn: number, ms: number): number
   setReceiveWindow(ep: Pointer, conn: number, bytes: number): number
+  setPeerStreamLimit(ep: Pointer, conn: number, bidi: number, count: number): number
   openStream(ep: Pointer, conn: number, bidi: number): number
   streamSend(ep: Pointer, conn: number, sid: number, data: Uint8Array, len: number, fin: number): number
   streamRecv(ep: Pointer, conn: number, sid: number, out: Uint8Array, cap: number, result: Float64Array): number
@@ -226,6 +227,7 @@ export function loadQuinn(): QuinnLoadResult {
       close: f(`int32_t stoq_close(${E} ep, uint32_t conn, uint32_t app, double code, const void *reason, size_t reasonLen)`),
       setKeepAlive: f(`int32_t stoq_set_keep_alive(${E} ep, uint32_t conn, double ms)`),
       setReceiveWindow: f(`int32_t stoq_set_receive_window(${E} ep, uint32_t conn, double bytes)`),
+      setPeerStreamLimit: f(`int32_t stoq_set_peer_stream_limit(${E} ep, uint32_t conn, uint32_t bidi, double count)`),
       openStream: f(`double stoq_open_stream(${E} ep, uint32_t conn, uint32_t bidi)`),
       streamSend: f(`double stoq_stream_send(${E} ep, uint32_t conn, double sid, const void *data, size_t len, uint32_t fin)`),
       streamRecv: f(`int32_t stoq_stream_recv(${E} ep, uint32_t conn, double sid, void *out, size_t cap, void *result)`),

@@ -381,6 +381,15 @@ export interface QuicEngine {
    * connections exactly; one without it tunes windows itself up to `maxConnectionWindow`.
    */
   setReceiveWindow?(conn: number, bytes: number): void
+  /**
+   * Optional: let the peer have `count` streams of one direction open at once. An engine with
+   * this keeps its peers at `initialPeerStreamLimit` (or the configured limit, when lower) until
+   * told otherwise, so the endpoint raises limits as the peer uses streams, within its budgets
+   * ("lean connections": engines such as quinn keep state for every stream a limit allows).
+   */
+  setPeerStreamLimit?(conn: number, bidirectional: boolean, count: number): void
+  /** With `setPeerStreamLimit`: the limit each direction starts at. */
+  readonly initialPeerStreamLimit?: number
 
   /** Queue a datagram; returns false when the send queue is full. Throws when too large or unsupported. */
   datagramSend(conn: number, data: Uint8Array): boolean

@@ -160,7 +160,10 @@ export interface ConnectionOwner {
   connectionPending(conn: QuicConnection): void
   connectionGone(conn: QuicConnection): void
   /** The endpoint's options: `closeTimeoutMs` is the default bound of a graceful `close()`. */
-  readonly options?: { readonly closeTimeoutMs: number; readonly transport?: { maxConnectionWindow: number } }
+  readonly options?: {
+    readonly closeTimeoutMs: number
+    readonly transport?: { maxConnectionWindow: number; initialMaxStreamsBidi: number; initialMaxStreamsUni: number }
+  }
   /** The endpoint's budgets (see limits.ts); none when absent. */
   readonly governor?: Governor
   /** The connection has work left for a later turn (waiting peer streams, queued datagrams). */
@@ -409,6 +412,11 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     if (this.streams.get(stream.id) !== stream) return
     this.streams.delete(stream.id)
     this.gov.streams--
+    if (!stream.local) {
+      const type = (stream.id & 0x2) >> 1
+      this.peerOpen[type]!--
+      this.raisePeerLimit(type)
+    }
     // A stream ended: a peer stream waiting for the budget may be accepted now.
     if (this.gov.streamsWaiting > 0) this.owner.connectionDeferred?.(this)
     if (channels.streamClosed.hasSubscribers) channels.streamClosed.publish({ connection: this, stream })
@@ -752,9 +760,56 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       const first = max < 0 ? (id & 0x3) : max + 4
       for (let gap = first; gap < id; gap += 4) this.peerGaps.add(gap)
       this.peerMax[type] = id
+      this.peerOpen[type]! += (id - first) / 4 + 1
+      this.raisePeerLimit(type)
       return true
     }
     return this.peerGaps.delete(id)
+  }
+
+  // Lean connections: the peer's stream limits grow with use ---------------------------
+
+  /** Peer streams of each type (bidi, uni) open now, and the limits the engine announces (0: the engine's own). */
+  private readonly peerOpen = [0, 0]
+  private readonly peerLimit = [0, 0]
+
+  /**
+   * @internal With an engine that keeps state for every stream a limit allows (quinn), start
+   * the peer at a modest limit and raise it as the peer uses streams: see `raisePeerLimit`.
+   */
+  initPeerStreamLimits(): void {
+    const e = this.engine
+    const t = this.owner.options?.transport
+    if (e.setPeerStreamLimit === undefined || t === undefined) return
+    const start = e.initialPeerStreamLimit ?? 128
+    const configured = [t.initialMaxStreamsBidi, t.initialMaxStreamsUni]
+    for (let type = 0; type < 2; type++) {
+      const limit = Math.min(configured[type]!, start)
+      e.setPeerStreamLimit(this.handle, type === 0, limit)
+      this.peerLimit[type] = limit
+    }
+  }
+
+  /**
+   * Double the peer's limit of one stream type once it has half of it open, up to the
+   * configured limit, and only while the endpoint's stream budget has room: a peer beyond it
+   * gets no more MAX_STREAMS until streams end.
+   */
+  private raisePeerLimit(type: number): void {
+    const limit = this.peerLimit[type]!
+    if (limit === 0 || this.closeInfo !== null) return
+    const t = this.owner.options!.transport!
+    const max = type === 0 ? t.initialMaxStreamsBidi : t.initialMaxStreamsUni
+    if (limit >= max || this.peerOpen[type]! * 2 < limit || this.gov.streams >= this.gov.limits.maxStreams) return
+    const next = Math.min(max, limit * 2)
+    this.engine.setPeerStreamLimit!(this.handle, type === 0, next)
+    this.peerLimit[type] = next
+    this.schedule()
+  }
+
+  /** Current peer stream limits [bidi, uni] the endpoint set (0: the engine's own). */
+  get peerStreamLimits(): readonly [number, number] {
+    return [this.peerLimit[0]!, this.peerLimit[1]!]
   }
 
   /**

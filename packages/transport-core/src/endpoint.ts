@@ -410,6 +410,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     }
     const conn = new QuicConnection(this, handle, 'client', peer)
     conn.setWindow(commit.window, commit.committed)
+    conn.initPeerStreamLimits()
     conn.pins = o.pins
     this.conns.set(handle, conn)
     if (o.keepAliveMs > 0) this.engine.setKeepAlive(handle, o.keepAliveMs)
@@ -603,6 +604,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     }
     const conn = new QuicConnection(this, handle, 'server', peer)
     conn.setWindow(commit.window, commit.committed)
+    conn.initPeerStreamLimits()
     this.conns.set(handle, conn)
   }
 

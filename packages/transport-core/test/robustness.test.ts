@@ -292,26 +292,18 @@ describe('streams', () => {
     const before = incoming.length
     onServerStream = null
     const fresh = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
-    // A quinn server allows 128 streams per direction during the handshake (quinn-proto
-    // allocates state for every stream it allows) and widens to the configured 4000 once
-    // it completes, about a round trip after connect() resolves: open as a client would,
-    // waiting a moment when the limit is reached.
+    // A quinn server starts a peer at 128 streams per direction (quinn-proto keeps state for
+    // every stream it allows) and doubles the limit as the peer uses them, up to the configured
+    // 4000: open as a client would, waiting for credit (createStream), and use each stream at
+    // once (the server only learns of a stream from its first bytes).
     const streams: QuicStream[] = []
-    const openBy = Date.now() + 10_000
+    const writes: Promise<void>[] = []
     while (streams.length < 4000) {
-      try {
-        streams.push(fresh.openStream())
-      } catch (err) {
-        if (!StoqError.isInstance(err) || err.code !== 'STOQ_ERR_STREAM_LIMIT' || Date.now() > openBy) throw err
-        await new Promise((r) => setTimeout(r, 5))
-      }
+      const s = await fresh.createStream({ timeoutMs: 10_000 })
+      streams.push(s)
+      writes.push(s.writable!.getWriter().write(new Uint8Array([1])))
     }
-    await Promise.all(
-      streams.map(async (s) => {
-        const w = s.writable!.getWriter()
-        await w.write(new Uint8Array([1]))
-      }),
-    )
+    await Promise.all(writes)
     const deadline = Date.now() + 20_000
     while (incoming.length - before < 4000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
     expect(incoming.length - before).toBe(4000)

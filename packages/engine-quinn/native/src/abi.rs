@@ -20,7 +20,8 @@ abi_constants! {
     /// Bumped on every incompatible change; the loader refuses another version.
     /// 4: quinn-proto 0.11, `stoq_engine_new` takes an `EngineConfig` struct, `stoq_abi_info`
     /// (3 was the quinn-proto 0.9 library with `stoq_set_receive_window`, which 4 keeps).
-    ABI_VERSION: u32 = 4;
+    /// 5: `stoq_set_peer_stream_limit` (the host raises the peer's stream limits).
+    ABI_VERSION: u32 = 5;
 
     OK: i32 = 0;
     ERR_BAD_HANDLE: i32 = -100;
@@ -162,7 +163,7 @@ mod tests {
     #[test]
     fn info_is_flat_json_of_numbers() {
         let j = info_json();
-        assert!(j.starts_with("{\"ABI_VERSION\":4,"));
+        assert!(j.starts_with("{\"ABI_VERSION\":5,"));
         assert!(j.contains("\"ERR_PANIC\":-104,"));
         assert!(j.contains("\"STREAM_BLOCKED\":-2,"));
         assert!(j.contains(&format!("\"CONFIG_SIZE\":{}", size_of::<EngineConfig>())));

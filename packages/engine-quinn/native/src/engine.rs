@@ -55,6 +55,9 @@ pub struct Conn {
     /// A server-side close asked for during the handshake, held until the handshake completes
     /// (or the deadline): see `Conn::close`.
     deferred_close: Option<(Instant, VarInt, Bytes)>,
+    /// The host raises the peer's stream limits itself (`stoq_set_peer_stream_limit`): no
+    /// widening to the configured limits after the handshake.
+    pub host_stream_limits: bool,
 }
 
 impl Conn {
@@ -76,6 +79,7 @@ impl Conn {
             datagram_pending: false,
             panic_on_datagram: false,
             deferred_close: None,
+            host_stream_limits: false,
         }
     }
 
@@ -518,6 +522,9 @@ impl Engine {
     /// quinn queues MAX_STREAMS when it next sends; the PING draws an ACK even from a peer
     /// that waits for credit.
     fn open_stream_window(c: &mut Conn, p: &Params) {
+        if c.host_stream_limits {
+            return;
+        }
         let mut raised = false;
         for (dir, limit) in [(Dir::Bi, p.bidi), (Dir::Uni, p.uni)] {
             if limit > INITIAL_STREAM_WINDOW {

@@ -463,6 +463,28 @@ pub unsafe extern "C" fn stoq_set_receive_window(ep: *mut Engine, conn: u32, byt
     }
 }
 
+/// Let the peer have `count` streams of one direction open at once (MAX_STREAMS as streams
+/// close). From the first call on, the host manages these limits: the engine no longer widens
+/// them to the configured ones after the handshake. quinn keeps state for every stream the limit
+/// allows, so hosts raise it as the peer uses streams (lean connections).
+///
+/// # Safety
+/// `ep` is null or a live engine.
+#[no_mangle]
+pub unsafe extern "C" fn stoq_set_peer_stream_limit(ep: *mut Engine, conn: u32, bidi: u32, count: f64) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, _| match varint(count) {
+            Some(v) => {
+                c.host_stream_limits = true;
+                c.conn.set_max_concurrent_streams(if bidi != 0 { Dir::Bi } else { Dir::Uni }, v);
+                OK
+            }
+            None => ERR_BAD_ARGUMENT,
+        })
+    }
+}
+
 /// Open a local stream; returns its id or -1 when the peer's limit is reached.
 ///
 /// # Safety

@@ -20,6 +20,7 @@
  * each way, and the pools' limits.
  */
 import { Worker } from 'node:worker_threads'
+import { ABI } from '@stoq/engine-quinn'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import {
@@ -818,6 +819,14 @@ export class WorkerEngine implements QuicEngine {
   setKeepAlive(conn: number, intervalMs: number): void {
     const c = this.conns.get(conn)
     if (c) this.rec(c.w, P.C_KEEPALIVE, conn, 0, intervalMs)
+  }
+
+  /** The workers run quinn: the application thread raises peer stream limits as they are used. */
+  readonly initialPeerStreamLimit = ABI.INITIAL_STREAM_WINDOW
+
+  setPeerStreamLimit(conn: number, bidirectional: boolean, count: number): void {
+    const c = this.conns.get(conn)
+    if (c && !c.closed) this.rec(c.w, P.C_PEER_STREAMS, conn, 0, bidirectional ? 1 : 0, count)
   }
 
   /** The workers run quinn, which grows windows only when told to (see QuicEngine.setReceiveWindow). */

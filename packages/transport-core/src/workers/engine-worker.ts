@@ -189,7 +189,21 @@ class WorkerHost implements EngineEventSink {
     this.dgramSent.clear()
   }
 
+  /**
+   * The application thread raises the peer's stream limits as the peer uses streams (lean
+   * connections): hold the engine at its starting limits from the first packet on, before the
+   * application thread's records can arrive.
+   */
+  private holdPeerStreamLimits(h: number): void {
+    const e = this.engine
+    if (e.setPeerStreamLimit === undefined) return
+    const start = e.initialPeerStreamLimit ?? 128
+    e.setPeerStreamLimit(h, true, Math.min(init.transport.initialMaxStreamsBidi, start))
+    e.setPeerStreamLimit(h, false, Math.min(init.transport.initialMaxStreamsUni, start))
+  }
+
   private conn(id: number, h: number): WConn {
+    this.holdPeerStreamLimits(h)
     const c: WConn = {
       id,
       h,
@@ -529,6 +543,9 @@ class WorkerHost implements EngineEventSink {
             break
           case P.C_KEEPALIVE:
             e.setKeepAlive(c.h, a)
+            break
+          case P.C_PEER_STREAMS:
+            e.setPeerStreamLimit?.(c.h, a === 1, b)
             break
           case P.C_RECV_WINDOW:
             e.setReceiveWindow?.(c.h, a)

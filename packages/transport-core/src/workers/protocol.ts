@@ -35,6 +35,7 @@ export const C_DGRAM = 10 // id, a = slot, b = offset, c = length (a shared buff
 export const C_DGRAM_CREDIT = 11 // id, a = datagrams the application consumed
 export const C_TAKEN = 12 // id, sid: the application opened this reserved stream
 export const C_RECV_WINDOW = 13 // id, a = the connection's receive window (bytes)
+export const C_PEER_STREAMS = 14 // id, a = 1 bidi / 0 uni, b = streams the peer may have open
 
 // Worker → application thread
 export const E_INCOMING = 101 // id, a = x index of the peer SocketAddress
