@@ -11,6 +11,7 @@ export default defineConfig({
     engine: 'src/engine.ts',
     workers: 'src/workers.ts',
     memory: 'src/memory.ts',
+    handshakes: 'src/handshakes.ts',
   },
   format: ['esm'],
   dts: false,

@@ -148,7 +148,8 @@ export function chunkHeaderFor(transferId: string, index: number, offset: number
  * it is open (so that a failed transfer can reset it).
  */
 export async function sendChunk(conn: QuicConnection, header: Uint8Array, payload: Uint8Array, live?: Set<QuicStream>): Promise<ChunkStatus> {
-  const stream = conn.openStream()
+  // Waits for the peer's stream credit: a quinn peer raises its limit as streams are used.
+  const stream = await conn.createStream({ timeoutMs: 30_000 })
   live?.add(stream)
   try {
     const reply = readStatus(stream)

@@ -831,7 +831,8 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     const chunks = toChunks(data)
     // The first chunk before the stream: a source that is wrong from the start leaves no stream.
     const first = await chunks.next()
-    const stream = this.openStream({ unidirectional: true })
+    // Waits for the peer's stream credit (within timeoutMs), like the rest of send().
+    const stream = await this.createStream({ unidirectional: true, timeoutMs })
     const writer = stream.writable!.getWriter()
     try {
       if (first.done !== true) await writer.write(first.value)

@@ -87,7 +87,8 @@ function getConn(name) {
 
 /** Open a stream, send `size` random bytes, check the peer's hash. */
 async function upload(conn, size, chunk, onProgress) {
-  const s = conn.openStream()
+  // Waits for stream credit: a quinn server raises its limit (128 at first) as streams are used.
+  const s = await conn.createStream({ timeoutMs: 60_000 })
   const h = crypto.createHash('sha256')
   const started = performance.now()
   const readReply = (async () => {
