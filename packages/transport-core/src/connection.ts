@@ -71,6 +71,55 @@ function waitOptions(options: { signal?: unknown; timeoutMs?: unknown }): { sign
   return { ...(signal !== undefined ? { signal: signal as AbortSignal } : {}), ...(timeoutMs !== undefined ? { timeoutMs: timeoutMs as number } : {}) }
 }
 
+/** A call waiting in a queue (accept, createStream): settled by whoever serves the queue. */
+interface Waiter<T> {
+  resolve: (value: T) => void
+  reject: (err: Error) => void
+}
+
+/**
+ * Queue a waiting call: it settles when the queue's owner serves it, or leaves the queue when
+ * `timeoutMs` passes (rejecting with `onTimeout()`) or `signal` aborts (with its reason).
+ */
+function parkWaiter<T, X extends object>(
+  queue: (Waiter<T> & X)[],
+  extra: X,
+  signal: AbortSignal | undefined,
+  timeoutMs: number | undefined,
+  onTimeout: () => Error,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const done = (): void => {
+      if (timer) clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+    }
+    const leave = (err: Error): void => {
+      const i = queue.indexOf(entry)
+      if (i >= 0) queue.splice(i, 1)
+      done()
+      reject(err)
+    }
+    const entry = Object.assign(extra, {
+      resolve: (v: T): void => {
+        done()
+        resolve(v)
+      },
+      reject: (err: Error): void => {
+        done()
+        reject(err)
+      },
+    }) as Waiter<T> & X
+    const onAbort = (): void => leave(abortReason(signal!))
+    const timer = timeoutMs === undefined ? null : setTimeout(() => leave(onTimeout()), timeoutMs)
+    if (signal?.aborted) {
+      leave(abortReason(signal))
+      return
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    queue.push(entry)
+  })
+}
+
 /** What an aborted wait rejects with: the signal's reason (an AbortError DOMException by default). */
 function abortReason(signal: AbortSignal): Error {
   return signal.reason instanceof Error ? signal.reason : new DOMException('The operation was aborted', 'AbortError')
@@ -488,41 +537,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     const waiting = this.unclaimed.shift()
     if (waiting !== undefined) return Promise.resolve(waiting)
     if (this.closeError) return Promise.reject(this.closeError)
-    return new Promise<QuicStream>((resolve, reject) => {
-      const entry = {
-        resolve: (s: QuicStream): void => {
-          done()
-          resolve(s)
-        },
-        reject: (err: Error): void => {
-          done()
-          reject(err)
-        },
-      }
-      const timer = timeoutMs === undefined ? null : setTimeout(() => {
-        remove()
-        reject(new StoqStreamStateError(-1, `No stream from the peer within ${timeoutMs} ms`))
-      }, timeoutMs)
-      const onAbort = (): void => {
-        remove()
-        reject(abortReason(signal!))
-      }
-      const remove = (): void => {
-        const i = this.accepters.indexOf(entry)
-        if (i >= 0) this.accepters.splice(i, 1)
-        done()
-      }
-      const done = (): void => {
-        if (timer) clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-      }
-      if (signal?.aborted) {
-        reject(abortReason(signal))
-        return
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-      this.accepters.push(entry)
-    })
+    return parkWaiter(this.accepters, {}, signal, timeoutMs, () => new StoqStreamStateError(-1, `No stream from the peer within ${timeoutMs} ms`))
   }
 
   /** Every stream the peer opens, in order, until the connection ends: `for await (const s of conn.incomingStreams)`. */
@@ -569,39 +584,9 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       const stream = this.tryOpen(bidi)
       if (stream !== null) return Promise.resolve(stream)
     }
-    return new Promise<QuicStream>((resolve, reject) => {
-      const entry = {
-        bidi,
-        resolve: (s: QuicStream): void => {
-          done()
-          resolve(s)
-        },
-        reject: (err: Error): void => {
-          done()
-          reject(err)
-        },
-      }
-      const remove = (): void => {
-        const i = this.openers.indexOf(entry)
-        if (i >= 0) this.openers.splice(i, 1)
-        done()
-      }
-      const timer = timeoutMs === undefined ? null : setTimeout(() => {
-        remove()
-        reject(new StoqStreamLimitError(bidi))
-      }, timeoutMs)
-      const onAbort = (): void => {
-        remove()
-        reject(abortReason(signal!))
-      }
-      const done = (): void => {
-        if (timer) clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-      this.openers.push(entry)
-      this.owner.connectionDeferred?.(this)
-    })
+    const waiting = parkWaiter(this.openers, { bidi }, signal, timeoutMs, () => new StoqStreamLimitError(bidi))
+    this.owner.connectionDeferred?.(this)
+    return waiting
   }
 
   private tryOpen(bidi: boolean): QuicStream | null {
