@@ -289,6 +289,30 @@ describe(`hostile peers against a server in its own process (256 MiB heap), engi
   }, 60_000)
 })
 
+describe('endpoint budgets, own side', () => {
+  it('a dial that does not fit the receive budget fails with STOQ_ERR_RESOURCE_LIMIT, and commits nothing', async () => {
+    const pki = await testPki()
+    const server = await createEndpoint({ host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key } })
+    // 64 KiB of credit: less than one connection's starting window.
+    const client = await createEndpoint({ host: '127.0.0.1', limits: { maxReceiveWindowBytes: 64 * 1024 } })
+    try {
+      const err = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' }).then(
+        () => null,
+        (e: unknown) => e as { code?: string; data?: { limit: string }; message: string },
+      )
+      expect(err?.code).toBe('STOQ_ERR_RESOURCE_LIMIT')
+      expect(err?.data?.limit).toBe('maxReceiveWindowBytes')
+      expect(err?.message).toMatch(/receive budget is full/)
+      const l = client.stats().limits
+      expect(l.receiveWindowBytes).toBe(0)
+      expect(client.stats().connections).toBe(0)
+    } finally {
+      await client.destroy()
+      await server.destroy()
+    }
+  })
+})
+
 describe.runIf(ENGINE === 'quinn')('hostile peers against engine workers', () => {
   let pki: TestPki
   beforeAll(async () => {
