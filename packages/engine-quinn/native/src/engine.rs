@@ -21,7 +21,7 @@ use crate::abi::{
     EV_WRITABLE, INITIAL_STREAM_WINDOW, STATS_LEN,
 };
 use crate::addr::write_addr;
-use crate::config::{endpoint_config, random_secret, transport_config, CidFormat, Params};
+use crate::config::{connection_transport_config, endpoint_config, random_secret, transport_config, CidFormat, CloseFlag, Params};
 use crate::panic::{close_flags, recover, take_message};
 use crate::tls;
 
@@ -55,10 +55,15 @@ pub struct Conn {
     /// A server-side close asked for during the handshake, held until the handshake completes
     /// (or the deadline): see `Conn::close`.
     deferred_close: Option<(Instant, VarInt, Bytes)>,
+    /// Set when the connection is closed: its congestion controller then lets the
+    /// CONNECTION_CLOSE through a full window (see `CloseFlag`).
+    close_flag: CloseFlag,
+    /// The congestion window when `close_flag` was set (what the statistics report after).
+    cwnd_at_close: Option<u64>,
 }
 
 impl Conn {
-    fn new(conn: qp::Connection) -> Self {
+    fn new(conn: qp::Connection, close_flag: CloseFlag) -> Self {
         Conn {
             conn,
             queued: false,
@@ -76,6 +81,8 @@ impl Conn {
             datagram_pending: false,
             panic_on_datagram: false,
             deferred_close: None,
+            close_flag,
+            cwnd_at_close: None,
         }
     }
 
@@ -257,7 +264,7 @@ impl Engine {
         }
     }
 
-    fn insert(&mut self, ch: usize, conn: qp::Connection) {
+    fn insert(&mut self, ch: usize, conn: qp::Connection, close_flag: CloseFlag) {
         self.slab_taken(ch);
         if self.conns.len() <= ch {
             self.conns.resize_with(ch + 1, || None);
@@ -265,7 +272,7 @@ impl Engine {
         if self.conns[ch].is_none() {
             self.live += 1;
         }
-        self.conns[ch] = Some(Conn::new(conn));
+        self.conns[ch] = Some(Conn::new(conn, close_flag));
         self.enqueue(ch);
     }
 
@@ -496,9 +503,20 @@ impl Engine {
             self.queue_stateless(t.destination, t.size);
             return;
         }
-        match self.endpoint.accept(incoming, now, &mut self.resp_buf, None) {
+        // Each connection gets its own transport configuration, for its close flag.
+        let close_flag = CloseFlag::default();
+        let config = match (self.server.as_ref(), connection_transport_config(&self.params, &close_flag)) {
+            (Some(server), Ok(t)) => {
+                let mut sc = (**server).clone();
+                sc.transport_config(Arc::new(t));
+                Some(Arc::new(sc))
+            }
+            // Cannot happen (the same parameters built the engine's): the shared configuration.
+            _ => None,
+        };
+        match self.endpoint.accept(incoming, now, &mut self.resp_buf, config) {
             Ok((ch, conn)) => {
-                self.insert(ch.0, conn);
+                self.insert(ch.0, conn, close_flag);
                 self.events.push_back([EV_INCOMING as f64, ch.0 as f64, 0.0, 0.0]);
             }
             Err(e) => {
@@ -692,6 +710,11 @@ impl Engine {
             let Some(Some(c)) = conns.get_mut(ch) else { continue };
             c.tx_queued = false;
             *current = Some(ch);
+            if c.conn.is_closed() && !c.close_flag.is_set() {
+                // From now on only CONNECTION_CLOSE packets: past a full congestion window.
+                c.cwnd_at_close = Some(c.conn.congestion_state().window());
+                c.close_flag.set();
+            }
             let mut count = 0usize;
             let mut bytes = 0usize;
             let mut dest: Option<SocketAddr> = None;
@@ -820,12 +843,13 @@ impl Engine {
             }
         };
         let mut cfg = ClientConfig::new(crypto);
-        cfg.transport_config(self.transport.clone());
+        let close_flag = CloseFlag::default();
+        cfg.transport_config(Arc::new(connection_transport_config(&self.params, &close_flag)?));
         let slot = self.next_slot();
         let r = catch_unwind(AssertUnwindSafe(|| self.endpoint.connect(Instant::now(), cfg, peer, server_name)));
         match r {
             Ok(Ok((ch, conn))) => {
-                self.insert(ch.0, conn);
+                self.insert(ch.0, conn, close_flag);
                 Ok(ch.0)
             }
             Ok(Err(e)) => Err(e.to_string()),
@@ -869,7 +893,7 @@ pub fn conn_stats(c: &mut Conn) -> Stats {
         s.udp_rx.bytes as f64,
         s.path.lost_bytes as f64,
         s.path.rtt.as_secs_f64() * 1000.0,
-        s.path.cwnd as f64,
+        c.cwnd_at_close.unwrap_or(s.path.cwnd) as f64,
         0.0,
         s.path.current_mtu as f64,
         dgram,
