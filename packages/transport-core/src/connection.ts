@@ -11,6 +11,7 @@ import {
   StoqStreamLimitError,
   StoqStreamStateError,
   StoqTlsError,
+  StoqVersionNegotiationError,
   isClientInitiated,
   type CloseInfo,
   type ConnectionStatsSnapshot,
@@ -1101,6 +1102,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     this.closeInfo = ci
     let err: Error
     if (ci.idleTimeout) err = new StoqIdleTimeoutError(ci)
+    else if (info.offeredVersions !== undefined) err = new StoqVersionNegotiationError(info.offeredVersions, ci)
     else if (!ci.app && ci.code >= CRYPTO_ERROR_START && ci.code <= CRYPTO_ERROR_END) err = tlsError(ci)
     else if (!ci.app && ci.code === CONNECTION_REFUSED && ci.remote) err = new StoqConnectionRefusedError(ci)
     else err = new StoqConnectionClosedError(ci)

@@ -22,7 +22,7 @@ use crate::abi::{
 };
 use crate::addr::write_addr;
 use crate::config::{connection_transport_config, endpoint_config, random_secret, transport_config, CidFormat, CloseFlag, Params};
-use crate::panic::{close_flags, recover, take_message};
+use crate::panic::{close_flags, recover, take_message, version_close_flags};
 use crate::tls;
 
 /// Stateless packets (Retry, version negotiation, refusals, resets) waiting to be sent, at most.
@@ -60,6 +60,9 @@ pub struct Conn {
     close_flag: CloseFlag,
     /// The congestion window when `close_flag` was set (what the statistics report after).
     cwnd_at_close: Option<u64>,
+    /// Versions listed by the last Version Negotiation packet the server sent (quinn reads it
+    /// but keeps only "no common version").
+    offered_versions: Option<Vec<u32>>,
 }
 
 impl Conn {
@@ -83,6 +86,7 @@ impl Conn {
             deferred_close: None,
             close_flag,
             cwnd_at_close: None,
+            offered_versions: None,
         }
     }
 
@@ -431,6 +435,9 @@ impl Engine {
                 self.dcid_len = n;
             }
         }
+        // A Version Negotiation packet (version 0): keep the versions it lists.
+        let version_negotiation = chunk.len() > 6 && chunk[0] & 0x80 != 0 && chunk[1..5] == [0, 0, 0, 0];
+        let mut offered = if version_negotiation { version_list(&chunk) } else { None };
         self.resp_buf.clear();
         match self.endpoint.handle(now, from, None, None, chunk, &mut self.resp_buf) {
             Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
@@ -440,6 +447,11 @@ impl Engine {
                     if c.panic_on_datagram {
                         c.panic_on_datagram = false;
                         panic!("injected test panic (stoq_test_panic)");
+                    }
+                    if let Some(v) = offered.take() {
+                        if c.conn.side().is_client() && !c.established {
+                            c.offered_versions = Some(v);
+                        }
                     }
                     c.conn.handle_event(ev);
                     self.current = None;
@@ -582,7 +594,7 @@ impl Engine {
                 Event::ConnectionLost { reason } => {
                     if !c.close_reported {
                         c.close_reported = true;
-                        let (code, flags, text) = close_info(&reason, c.local_close.as_ref());
+                        let (code, flags, text) = close_info(&reason, c.local_close.as_ref(), c.offered_versions.as_deref());
                         close_reasons.insert(ch, text);
                         events.push_back([EV_CLOSED as f64, chf, code as f64, flags]);
                     }
@@ -900,15 +912,26 @@ pub fn conn_stats(c: &mut Conn) -> Stats {
     ]
 }
 
+/// The versions a Version Negotiation packet lists (RFC 9000 §17.2.1), None when malformed.
+fn version_list(p: &[u8]) -> Option<Vec<u32>> {
+    let dcil = *p.get(5)? as usize;
+    let scil = *p.get(6 + dcil)? as usize;
+    let list = p.get(7 + dcil + scil..)?;
+    Some(list.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
 /// (code, CLOSE_* flags, reason) of a lost connection.
-fn close_info(reason: &ConnectionError, local: Option<&(bool, u64, Vec<u8>)>) -> (u64, f64, Vec<u8>) {
+fn close_info(reason: &ConnectionError, local: Option<&(bool, u64, Vec<u8>)>, offered: Option<&[u32]>) -> (u64, f64, Vec<u8>) {
     match reason {
         ConnectionError::TimedOut => (0, close_flags(false, false, true, false), Vec::new()),
         ConnectionError::ApplicationClosed(c) => (c.error_code.into_inner(), close_flags(true, true, false, false), c.reason.to_vec()),
         ConnectionError::ConnectionClosed(c) => (u64::from(c.error_code), close_flags(true, false, false, false), c.reason.to_vec()),
         ConnectionError::TransportError(e) => (u64::from(e.code), close_flags(false, false, false, false), e.reason.clone().into_bytes()),
         ConnectionError::Reset => (0, close_flags(true, false, false, true), b"stateless reset".to_vec()),
-        ConnectionError::VersionMismatch => (0, close_flags(true, false, false, false), b"no common QUIC version".to_vec()),
+        // The reason carries the versions the server offered (CLOSE_VERSION).
+        ConnectionError::VersionMismatch => {
+            (0, version_close_flags(), offered.unwrap_or_default().iter().flat_map(|v| v.to_be_bytes()).collect())
+        }
         ConnectionError::CidsExhausted => (0, close_flags(false, false, false, false), b"connection IDs exhausted".to_vec()),
         ConnectionError::LocallyClosed => match local {
             Some((app, code, r)) => (*code, close_flags(false, *app, false, false), r.clone()),
