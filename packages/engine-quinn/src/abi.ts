@@ -34,6 +34,7 @@ export const ABI = Object.freeze({
   CLOSE_APP: 2,
   CLOSE_IDLE: 4,
   CLOSE_RESET: 8,
+  CLOSE_VERSION: 16,
 
   STATS_LEN: 12,
   ADDR_LEN: 19,

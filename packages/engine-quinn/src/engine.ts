@@ -29,7 +29,8 @@ const QUINN_MIN_PACKET = ABI.MIN_UDP_PAYLOAD
 
 const { ERR_BAD_HANDLE, ERR_BAD_ARGUMENT, ERR_PANIC, DGRAM_QUEUED, DGRAM_FULL, DGRAM_TOO_LARGE, DGRAM_UNSUPPORTED } = ABI
 const { EV_INCOMING, EV_ESTABLISHED, EV_READABLE, EV_WRITABLE, EV_DATAGRAM, EV_CLOSED, EVENT_STRIDE } = ABI
-const { CLOSE_REMOTE, CLOSE_APP, CLOSE_IDLE } = ABI
+const { CLOSE_REMOTE, CLOSE_APP, CLOSE_IDLE, CLOSE_VERSION } = ABI
+const NO_COMMON_VERSION = new TextEncoder().encode('no common QUIC version')
 
 /** Events fetched per native call (EVENT_STRIDE doubles each). */
 const EVENT_BATCH = 256
@@ -444,6 +445,14 @@ export class QuinnEngine implements QuicEngine {
             const flags = ev[at + 3]!
             const len = this.n.takeCloseReason(ep, conn, this.textBuf, this.textBuf.length)
             const reason = len > 0 ? this.textBuf.slice(0, Math.min(len, this.textBuf.length)) : new Uint8Array(0)
+            if ((flags & CLOSE_VERSION) !== 0) {
+              // The reason is the versions the server offered, 4 bytes each, big-endian.
+              const view = new DataView(reason.buffer, reason.byteOffset, reason.byteLength)
+              const offeredVersions: number[] = []
+              for (let i = 0; i + 4 <= reason.length; i += 4) offeredVersions.push(view.getUint32(i))
+              sink.onClosed(conn, { remote: true, app: false, code: 0, reason: NO_COMMON_VERSION.slice(), idleTimeout: false, offeredVersions })
+              break
+            }
             sink.onClosed(conn, {
               remote: (flags & CLOSE_REMOTE) !== 0,
               app: (flags & CLOSE_APP) !== 0,

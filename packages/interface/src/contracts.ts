@@ -226,6 +226,13 @@ export interface EngineCloseInfo {
   code: number
   reason: Uint8Array
   idleTimeout: boolean
+  /**
+   * Set when a client's connection ended because the server answered with Version
+   * Negotiation listing no version we speak: the versions it offered (empty when the engine
+   * could not read them). Engines report such a close as remote, transport code 0, reason
+   * "no common QUIC version".
+   */
+  offeredVersions?: number[]
 }
 
 export interface ConnectionStatsSnapshot {

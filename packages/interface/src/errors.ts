@@ -15,6 +15,7 @@ export type StoqErrorCode =
   | 'STOQ_ERR_TLS'
   | 'STOQ_ERR_CERT_PIN'
   | 'STOQ_ERR_HANDSHAKE_TIMEOUT'
+  | 'STOQ_ERR_VERSION_NEGOTIATION'
   | 'STOQ_ERR_IDLE_TIMEOUT'
   | 'STOQ_ERR_CONNECTION_CLOSED'
   | 'STOQ_ERR_CONNECTION_REFUSED'
@@ -119,6 +120,24 @@ export class StoqCertificatePinError extends StoqError<{ expected: string[]; act
 export class StoqHandshakeTimeoutError extends StoqError<{ timeoutMs: number }> {
   constructor(timeoutMs: number) {
     super('STOQ_ERR_HANDSHAKE_TIMEOUT', `QUIC handshake did not complete within ${timeoutMs} ms`, { timeoutMs })
+  }
+}
+
+/** QUIC version 1, the one version STOQ's engines speak. */
+export const QUIC_V1 = 0x00000001
+
+/**
+ * The server answered with Version Negotiation and offers no QUIC version we speak
+ * (RFC 9000 §6): `data.offered` lists its versions (empty when unknown).
+ */
+export class StoqVersionNegotiationError extends StoqError<CloseInfo & { offered: number[] }> {
+  constructor(offered: number[], info: CloseInfo) {
+    const hex = (v: number): string => `0x${v.toString(16).padStart(8, '0')}`
+    super(
+      'STOQ_ERR_VERSION_NEGOTIATION',
+      `No common QUIC version with the server: it offered ${offered.length > 0 ? offered.map(hex).join(', ') : '(none readable)'}, this endpoint speaks QUIC v1 (${hex(QUIC_V1)})`,
+      { ...info, offered },
+    )
   }
 }
 

@@ -11,6 +11,7 @@ import {
   StoqStreamLimitError,
   StoqStreamStateError,
   StoqTlsError,
+  StoqVersionNegotiationError,
   isClientInitiated,
   type CloseInfo,
   type ConnectionStatsSnapshot,
@@ -20,6 +21,7 @@ import {
 } from '@stoq/interface'
 import { QuicStream, type StreamHost } from './stream.js'
 import { fingerprintDer } from './pem.js'
+import { X509Certificate } from 'node:crypto'
 import { DEFAULT_CLOSE_TIMEOUT_MS } from './defaults.js'
 import { unlimitedGovernor, type Governor } from './limits.js'
 
@@ -127,6 +129,25 @@ function abortReason(signal: AbortSignal): Error {
 
 /** Transport error codes 0x100-0x1ff carry a TLS alert (RFC 9001 §4.8). */
 const CRYPTO_ERROR_START = 0x100
+/** TLS alert certificate_unknown: what rustls sends for a CA certificate used as the server's. */
+const ALERT_CERTIFICATE_UNKNOWN = 46
+/** Reason of our close when the server's certificate is a CA certificate (quiche path). */
+const CA_LEAF_REASON = 'server certificate is a CA certificate'
+/**
+ * Why a client refuses a server whose certificate is marked CA:TRUE, and what to do instead.
+ * webpki (quinn) refuses it as CaUsedAsEndEntity; BoringSSL (quiche) accepts it, so the
+ * connection checks the leaf itself (`onEstablished`) and both engines say the same.
+ */
+const CA_LEAF_ADVICE =
+  "the server's certificate is a CA certificate (basicConstraints CA:TRUE); issue a leaf certificate from that CA, or connect with `pin` (its SHA-256 fingerprint)"
+
+/** The typed error of a connection closed by a TLS alert (a crypto transport error). */
+function tlsError(ci: CloseInfo): StoqTlsError {
+  const alert = ci.code - CRYPTO_ERROR_START
+  const caLeaf = !ci.remote && (ci.reason === CA_LEAF_REASON || ci.reason.includes('CaUsedAsEndEntity'))
+  const what = caLeaf ? `: ${CA_LEAF_ADVICE} (alert ${alert})` : ` alert ${alert}${ci.reason ? ` (${ci.reason})` : ''} ${ci.remote ? 'from the peer' : 'raised locally'}`
+  return new StoqTlsError(`TLS handshake failed${what}`, { ...ci, alert })
+}
 const CRYPTO_ERROR_END = 0x1ff
 const CONNECTION_REFUSED = 0x2
 /** Application error codes must fit a QUIC varint (62 bits); we accept safe integers. */
@@ -274,6 +295,8 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   onHandshakeSettled: ((err: Error | null) => void) | null = null
   /** Pinned SHA-256 fingerprints the server certificate must match (client side). */
   pins: string[] = []
+  /** Client side: the server's chain was verified against the `ca` option. */
+  verifiedWithCa = false
 
   /** Budgets shared with the endpoint's other connections. */
   private readonly gov: Governor
@@ -945,6 +968,15 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   /** @internal engine event */
   onEstablished(): void {
     this.establishedAt = performance.now()
+    if (this.side === 'client' && this.verifiedWithCa && this.peerLeafIsCa()) {
+      // quiche (BoringSSL) accepts a CA certificate as the server's; quinn (webpki) does not.
+      this.engine.close(this.handle, false, CRYPTO_ERROR_START + ALERT_CERTIFICATE_UNKNOWN, encoder.encode(CA_LEAF_REASON))
+      this.schedule()
+      this.settleHandshake(
+        tlsError({ remote: false, app: false, code: CRYPTO_ERROR_START + ALERT_CERTIFICATE_UNKNOWN, reason: CA_LEAF_REASON, idleTimeout: false }),
+      )
+      return
+    }
     if (this.side === 'client' && this.pins.length > 0) {
       const leaf = this.engine.peerCertificates(this.handle)?.[0]
       const actual = leaf ? fingerprintDer(leaf) : null
@@ -959,6 +991,17 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     }
     if (channels.connectionEstablished.hasSubscribers) channels.connectionEstablished.publish({ connection: this })
     this.settleHandshake(null)
+  }
+
+  /** True when the peer's leaf certificate says basicConstraints CA:TRUE. */
+  private peerLeafIsCa(): boolean {
+    const leaf = this.engine.peerCertificates(this.handle)?.[0]
+    if (leaf === undefined) return false
+    try {
+      return new X509Certificate(leaf).ca
+    } catch {
+      return false // unparsable: the TLS stack verified it, nothing to add
+    }
   }
 
   private settleHandshake(err: Error | null): void {
@@ -1100,12 +1143,9 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     this.closeInfo = ci
     let err: Error
     if (ci.idleTimeout) err = new StoqIdleTimeoutError(ci)
-    else if (!ci.app && ci.code >= CRYPTO_ERROR_START && ci.code <= CRYPTO_ERROR_END) {
-      err = new StoqTlsError(
-        `TLS handshake failed: alert ${ci.code - CRYPTO_ERROR_START}${ci.reason ? ` (${ci.reason})` : ''} ${ci.remote ? 'from the peer' : 'raised locally'}`,
-        { ...ci, alert: ci.code - CRYPTO_ERROR_START },
-      )
-    } else if (!ci.app && ci.code === CONNECTION_REFUSED && ci.remote) err = new StoqConnectionRefusedError(ci)
+    else if (info.offeredVersions !== undefined) err = new StoqVersionNegotiationError(info.offeredVersions, ci)
+    else if (!ci.app && ci.code >= CRYPTO_ERROR_START && ci.code <= CRYPTO_ERROR_END) err = tlsError(ci)
+    else if (!ci.app && ci.code === CONNECTION_REFUSED && ci.remote) err = new StoqConnectionRefusedError(ci)
     else err = new StoqConnectionClosedError(ci)
     this.closeError = err
     this.settleHandshake(err)

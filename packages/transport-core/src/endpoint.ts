@@ -412,6 +412,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     conn.setWindow(commit.window, commit.committed)
     conn.initPeerStreamLimits()
     conn.pins = o.pins
+    conn.verifiedWithCa = !o.insecure && o.ca !== undefined
     this.conns.set(handle, conn)
     if (o.keepAliveMs > 0) this.engine.setKeepAlive(handle, o.keepAliveMs)
     const established = new Promise<QuicConnection>((resolve, reject) => {

@@ -107,3 +107,33 @@ describe('certificate validity', () => {
     expect(wrongPin.data).toMatchObject({ expected: [pki.rogue.fingerprint], actual: pki.server.fingerprint })
   })
 })
+
+describe('a self-signed CA certificate (CA:TRUE) as the server certificate', () => {
+  it('the test certificate is a self-signed CA', async () => {
+    const { X509Certificate } = await import('node:crypto')
+    const cert = new X509Certificate(pki.selfSignedCa.cert)
+    expect(cert.ca).toBe(true)
+    expect(cert.checkIssued(cert)).toBe(true)
+  })
+
+  it('is refused when given as `ca`, with STOQ_ERR_TLS saying what to do instead', async () => {
+    const ep = await serve(pki.selfSignedCa)
+    const err = await refusal(
+      client.connect({ host: '127.0.0.1', port: ep.address.port, ca: pki.selfSignedCa.cert, serverName: 'localhost', handshakeTimeoutMs: 5000 }),
+    )
+    expect(err.code).toBe('STOQ_ERR_TLS')
+    expect(err.message).toMatch(/CA certificate \(basicConstraints CA:TRUE\)/)
+    expect(err.message).toMatch(/issue a leaf certificate from that CA/)
+    expect(err.message).toMatch(/pin/)
+    // The same alert on both engines: certificate_unknown, what rustls sends.
+    expect(err.data).toMatchObject({ remote: false, alert: 46 })
+    expect(client.connections.filter((c) => !c.isClosed)).toHaveLength(0)
+  })
+
+  it('is accepted by its pinned fingerprint (what the error suggests)', async () => {
+    const ep = await serve(pki.selfSignedCa)
+    const conn = await client.connect({ host: '127.0.0.1', port: ep.address.port, pin: pki.selfSignedCa.fingerprint, handshakeTimeoutMs: 5000 })
+    expect(conn.established).toBe(true)
+    await conn.close()
+  })
+})

@@ -57,6 +57,9 @@ abi_constants! {
     CLOSE_APP: u32 = 2;
     CLOSE_IDLE: u32 = 4;
     CLOSE_RESET: u32 = 8;
+    /// The server answered with Version Negotiation and no common version: the close reason is
+    /// the versions it offered, 4 bytes each, big-endian.
+    CLOSE_VERSION: u32 = 16;
 
     /// Doubles written by `stoq_stats`.
     STATS_LEN: usize = 12;

@@ -9,9 +9,12 @@
 //!   sizes the send buffer (`send_window`), so a peer that grants more credit can use it;
 //! - there is no minimum congestion window setting (quinn uses 2 packets).
 
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use qp::congestion::{Controller, ControllerFactory, ControllerMetrics};
 use qp::{congestion, EndpointConfig, IdleTimeout, TransportConfig, VarInt};
 use quinn_proto as qp;
 use ring::hmac;
@@ -100,7 +103,129 @@ fn varint(n: u64, what: &str) -> Result<VarInt, String> {
     VarInt::from_u64(n).map_err(|_| format!("{what} out of range"))
 }
 
-/// The transport configuration every connection of the engine uses.
+/// Set once a connection is closed: its congestion controller then lets everything through.
+///
+/// quinn-proto 0.11 holds a CONNECTION_CLOSE back like any ack-eliciting packet while stream
+/// data is queued and the congestion window is full, and a closed connection processes no
+/// more ACKs, so the window never opens again: the close never left, the connection was
+/// forgotten 3 PTO later and the peer got a stateless reset or its idle timeout instead of the
+/// code and reason (issue #16). A closed connection sends only CONNECTION_CLOSE packets (one
+/// per packet received), which RFC 9002 §3 exempts from congestion control anyway.
+#[derive(Clone, Default)]
+pub struct CloseFlag(Arc<AtomicBool>);
+
+impl CloseFlag {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A congestion controller that gives way once its connection is closed (see `CloseFlag`).
+struct CloseAware {
+    inner: Box<dyn Controller>,
+    closed: CloseFlag,
+}
+
+impl Controller for CloseAware {
+    fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
+        self.inner.on_sent(now, bytes, last_packet_number)
+    }
+
+    fn on_ack(&mut self, now: Instant, sent: Instant, bytes: u64, app_limited: bool, rtt: &qp::RttEstimator) {
+        self.inner.on_ack(now, sent, bytes, app_limited, rtt)
+    }
+
+    fn on_end_acks(&mut self, now: Instant, in_flight: u64, app_limited: bool, largest_packet_num_acked: Option<u64>) {
+        self.inner.on_end_acks(now, in_flight, app_limited, largest_packet_num_acked)
+    }
+
+    fn on_congestion_event(&mut self, now: Instant, sent: Instant, is_persistent_congestion: bool, lost_bytes: u64) {
+        self.inner.on_congestion_event(now, sent, is_persistent_congestion, lost_bytes)
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.inner.on_mtu_update(new_mtu)
+    }
+
+    fn window(&self) -> u64 {
+        // Above u32::MAX quinn also stops pacing.
+        if self.closed.is_set() {
+            u64::MAX
+        } else {
+            self.inner.window()
+        }
+    }
+
+    fn metrics(&self) -> ControllerMetrics {
+        self.inner.metrics()
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(CloseAware { inner: self.inner.clone_box(), closed: self.closed.clone() })
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.inner.initial_window()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self.inner.into_any()
+    }
+}
+
+/// Builds `CloseAware` controllers around the configured algorithm, all of one connection
+/// (a migration builds a new one) sharing its flag.
+struct CloseAwareFactory {
+    inner: Arc<dyn ControllerFactory + Send + Sync>,
+    closed: CloseFlag,
+}
+
+impl ControllerFactory for CloseAwareFactory {
+    fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(CloseAware { inner: self.inner.clone().build(now, current_mtu), closed: self.closed.clone() })
+    }
+}
+
+/// The transport configuration of one connection: the engine's, with a congestion controller
+/// that `closed` turns off.
+pub fn connection_transport_config(p: &Params, closed: &CloseFlag) -> Result<TransportConfig, String> {
+    let mut t = transport_config(p)?;
+    t.congestion_controller_factory(Arc::new(CloseAwareFactory { inner: congestion_factory(p), closed: closed.clone() }));
+    Ok(t)
+}
+
+/// The configured congestion-control algorithm, with the RFC 9002 initial window.
+fn congestion_factory(p: &Params) -> Arc<dyn ControllerFactory + Send + Sync> {
+    // RFC 9002 §7.2 initial window: min(10 * max_datagram_size, max(14720, 2 * max_datagram_size)).
+    // quinn's fixed default (14720) would be smaller than one packet above 7360 bytes.
+    let mds = p.max_payload as u64;
+    let iw = (10 * mds).min(14720u64.max(2 * mds));
+    match p.cc {
+        CC_RENO => {
+            let mut c = congestion::NewRenoConfig::default();
+            c.initial_window(iw);
+            Arc::new(c)
+        }
+        CC_BBR => {
+            let mut c = congestion::BbrConfig::default();
+            c.initial_window(iw);
+            Arc::new(c)
+        }
+        _ => {
+            // CC_CUBIC (Params::from_config refused anything else).
+            let mut c = congestion::CubicConfig::default();
+            c.initial_window(iw);
+            Arc::new(c)
+        }
+    }
+}
+
+/// The transport configuration of the engine's connections (each gets its own copy, with its
+/// `CloseFlag`: `connection_transport_config`).
 pub fn transport_config(p: &Params) -> Result<TransportConfig, String> {
     let mut t = TransportConfig::default();
     let idle = if p.idle_ms == 0 {
@@ -126,28 +251,7 @@ pub fn transport_config(p: &Params) -> Result<TransportConfig, String> {
     let dgram_bytes = (p.datagram_queue as usize).saturating_mul(p.max_payload as usize).max(65536);
     t.datagram_receive_buffer_size(if p.datagrams { Some(dgram_bytes) } else { None });
     t.datagram_send_buffer_size(dgram_bytes);
-    // RFC 9002 §7.2 initial window: min(10 * max_datagram_size, max(14720, 2 * max_datagram_size)).
-    // quinn's fixed default (14720) would be smaller than one packet above 7360 bytes.
-    let mds = p.max_payload as u64;
-    let iw = (10 * mds).min(14720u64.max(2 * mds));
-    match p.cc {
-        CC_RENO => {
-            let mut c = congestion::NewRenoConfig::default();
-            c.initial_window(iw);
-            t.congestion_controller_factory(Arc::new(c));
-        }
-        CC_BBR => {
-            let mut c = congestion::BbrConfig::default();
-            c.initial_window(iw);
-            t.congestion_controller_factory(Arc::new(c));
-        }
-        _ => {
-            // CC_CUBIC (Params::from_config refused anything else).
-            let mut c = congestion::CubicConfig::default();
-            c.initial_window(iw);
-            t.congestion_controller_factory(Arc::new(c));
-        }
-    }
+    t.congestion_controller_factory(congestion_factory(p));
     Ok(t)
 }
 

@@ -21,8 +21,8 @@ use crate::abi::{
     EV_WRITABLE, INITIAL_STREAM_WINDOW, STATS_LEN,
 };
 use crate::addr::write_addr;
-use crate::config::{endpoint_config, random_secret, transport_config, CidFormat, Params};
-use crate::panic::{close_flags, recover, take_message};
+use crate::config::{connection_transport_config, endpoint_config, random_secret, transport_config, CidFormat, CloseFlag, Params};
+use crate::panic::{close_flags, recover, take_message, version_close_flags};
 use crate::tls;
 
 /// Stateless packets (Retry, version negotiation, refusals, resets) waiting to be sent, at most.
@@ -58,10 +58,18 @@ pub struct Conn {
     /// The host raises the peer's stream limits itself (`stoq_set_peer_stream_limit`): no
     /// widening to the configured limits after the handshake.
     pub host_stream_limits: bool,
+    /// Set when the connection is closed: its congestion controller then lets the
+    /// CONNECTION_CLOSE through a full window (see `CloseFlag`).
+    close_flag: CloseFlag,
+    /// The congestion window when `close_flag` was set (what the statistics report after).
+    cwnd_at_close: Option<u64>,
+    /// Versions listed by the last Version Negotiation packet the server sent (quinn reads it
+    /// but keeps only "no common version").
+    offered_versions: Option<Vec<u32>>,
 }
 
 impl Conn {
-    fn new(conn: qp::Connection) -> Self {
+    fn new(conn: qp::Connection, close_flag: CloseFlag) -> Self {
         Conn {
             conn,
             queued: false,
@@ -80,6 +88,9 @@ impl Conn {
             panic_on_datagram: false,
             deferred_close: None,
             host_stream_limits: false,
+            close_flag,
+            cwnd_at_close: None,
+            offered_versions: None,
         }
     }
 
@@ -261,7 +272,7 @@ impl Engine {
         }
     }
 
-    fn insert(&mut self, ch: usize, conn: qp::Connection) {
+    fn insert(&mut self, ch: usize, conn: qp::Connection, close_flag: CloseFlag) {
         self.slab_taken(ch);
         if self.conns.len() <= ch {
             self.conns.resize_with(ch + 1, || None);
@@ -269,7 +280,7 @@ impl Engine {
         if self.conns[ch].is_none() {
             self.live += 1;
         }
-        self.conns[ch] = Some(Conn::new(conn));
+        self.conns[ch] = Some(Conn::new(conn, close_flag));
         self.enqueue(ch);
     }
 
@@ -428,6 +439,9 @@ impl Engine {
                 self.dcid_len = n;
             }
         }
+        // A Version Negotiation packet (version 0): keep the versions it lists.
+        let version_negotiation = chunk.len() > 6 && chunk[0] & 0x80 != 0 && chunk[1..5] == [0, 0, 0, 0];
+        let mut offered = if version_negotiation { version_list(&chunk) } else { None };
         self.resp_buf.clear();
         match self.endpoint.handle(now, from, None, None, chunk, &mut self.resp_buf) {
             Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
@@ -437,6 +451,11 @@ impl Engine {
                     if c.panic_on_datagram {
                         c.panic_on_datagram = false;
                         panic!("injected test panic (stoq_test_panic)");
+                    }
+                    if let Some(v) = offered.take() {
+                        if c.conn.side().is_client() && !c.established {
+                            c.offered_versions = Some(v);
+                        }
                     }
                     c.conn.handle_event(ev);
                     self.current = None;
@@ -500,9 +519,20 @@ impl Engine {
             self.queue_stateless(t.destination, t.size);
             return;
         }
-        match self.endpoint.accept(incoming, now, &mut self.resp_buf, None) {
+        // Each connection gets its own transport configuration, for its close flag.
+        let close_flag = CloseFlag::default();
+        let config = match (self.server.as_ref(), connection_transport_config(&self.params, &close_flag)) {
+            (Some(server), Ok(t)) => {
+                let mut sc = (**server).clone();
+                sc.transport_config(Arc::new(t));
+                Some(Arc::new(sc))
+            }
+            // Cannot happen (the same parameters built the engine's): the shared configuration.
+            _ => None,
+        };
+        match self.endpoint.accept(incoming, now, &mut self.resp_buf, config) {
             Ok((ch, conn)) => {
-                self.insert(ch.0, conn);
+                self.insert(ch.0, conn, close_flag);
                 self.events.push_back([EV_INCOMING as f64, ch.0 as f64, 0.0, 0.0]);
             }
             Err(e) => {
@@ -571,7 +601,7 @@ impl Engine {
                 Event::ConnectionLost { reason } => {
                     if !c.close_reported {
                         c.close_reported = true;
-                        let (code, flags, text) = close_info(&reason, c.local_close.as_ref());
+                        let (code, flags, text) = close_info(&reason, c.local_close.as_ref(), c.offered_versions.as_deref());
                         close_reasons.insert(ch, text);
                         events.push_back([EV_CLOSED as f64, chf, code as f64, flags]);
                     }
@@ -699,6 +729,11 @@ impl Engine {
             let Some(Some(c)) = conns.get_mut(ch) else { continue };
             c.tx_queued = false;
             *current = Some(ch);
+            if c.conn.is_closed() && !c.close_flag.is_set() {
+                // From now on only CONNECTION_CLOSE packets: past a full congestion window.
+                c.cwnd_at_close = Some(c.conn.congestion_state().window());
+                c.close_flag.set();
+            }
             let mut count = 0usize;
             let mut bytes = 0usize;
             let mut dest: Option<SocketAddr> = None;
@@ -827,12 +862,13 @@ impl Engine {
             }
         };
         let mut cfg = ClientConfig::new(crypto);
-        cfg.transport_config(self.transport.clone());
+        let close_flag = CloseFlag::default();
+        cfg.transport_config(Arc::new(connection_transport_config(&self.params, &close_flag)?));
         let slot = self.next_slot();
         let r = catch_unwind(AssertUnwindSafe(|| self.endpoint.connect(Instant::now(), cfg, peer, server_name)));
         match r {
             Ok(Ok((ch, conn))) => {
-                self.insert(ch.0, conn);
+                self.insert(ch.0, conn, close_flag);
                 Ok(ch.0)
             }
             Ok(Err(e)) => Err(e.to_string()),
@@ -876,22 +912,33 @@ pub fn conn_stats(c: &mut Conn) -> Stats {
         s.udp_rx.bytes as f64,
         s.path.lost_bytes as f64,
         s.path.rtt.as_secs_f64() * 1000.0,
-        s.path.cwnd as f64,
+        c.cwnd_at_close.unwrap_or(s.path.cwnd) as f64,
         0.0,
         s.path.current_mtu as f64,
         dgram,
     ]
 }
 
+/// The versions a Version Negotiation packet lists (RFC 9000 §17.2.1), None when malformed.
+fn version_list(p: &[u8]) -> Option<Vec<u32>> {
+    let dcil = *p.get(5)? as usize;
+    let scil = *p.get(6 + dcil)? as usize;
+    let list = p.get(7 + dcil + scil..)?;
+    Some(list.chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
 /// (code, CLOSE_* flags, reason) of a lost connection.
-fn close_info(reason: &ConnectionError, local: Option<&(bool, u64, Vec<u8>)>) -> (u64, f64, Vec<u8>) {
+fn close_info(reason: &ConnectionError, local: Option<&(bool, u64, Vec<u8>)>, offered: Option<&[u32]>) -> (u64, f64, Vec<u8>) {
     match reason {
         ConnectionError::TimedOut => (0, close_flags(false, false, true, false), Vec::new()),
         ConnectionError::ApplicationClosed(c) => (c.error_code.into_inner(), close_flags(true, true, false, false), c.reason.to_vec()),
         ConnectionError::ConnectionClosed(c) => (u64::from(c.error_code), close_flags(true, false, false, false), c.reason.to_vec()),
         ConnectionError::TransportError(e) => (u64::from(e.code), close_flags(false, false, false, false), e.reason.clone().into_bytes()),
         ConnectionError::Reset => (0, close_flags(true, false, false, true), b"stateless reset".to_vec()),
-        ConnectionError::VersionMismatch => (0, close_flags(true, false, false, false), b"no common QUIC version".to_vec()),
+        // The reason carries the versions the server offered (CLOSE_VERSION).
+        ConnectionError::VersionMismatch => {
+            (0, version_close_flags(), offered.unwrap_or_default().iter().flat_map(|v| v.to_be_bytes()).collect())
+        }
         ConnectionError::CidsExhausted => (0, close_flags(false, false, false, false), b"connection IDs exhausted".to_vec()),
         ConnectionError::LocallyClosed => match local {
             Some((app, code, r)) => (*code, close_flags(false, *app, false, false), r.clone()),

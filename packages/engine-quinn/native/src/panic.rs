@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 
-use crate::abi::{CLOSE_APP, CLOSE_IDLE, CLOSE_REMOTE, CLOSE_RESET, EV_CLOSED};
+use crate::abi::{CLOSE_APP, CLOSE_IDLE, CLOSE_REMOTE, CLOSE_RESET, CLOSE_VERSION, EV_CLOSED};
 use crate::engine::Engine;
 
 /// QUIC INTERNAL_ERROR, the close code of a connection a panic ended.
@@ -55,6 +55,11 @@ pub fn close_flags(remote: bool, app: bool, idle: bool, reset: bool) -> f64 {
         f |= CLOSE_RESET;
     }
     f as f64
+}
+
+/// `close_flags` of a client whose server offered no common QUIC version.
+pub fn version_close_flags() -> f64 {
+    (CLOSE_REMOTE | CLOSE_VERSION) as f64
 }
 
 /// Run `f` on the engine behind `ep`; a panic becomes `on_panic` (and [`recover`]).

@@ -95,6 +95,8 @@ interface ConnRecord {
   ampRecv: number
   /** Bytes sent to it while `ampLimited`. */
   ampSent: number
+  /** Client: versions listed by a Version Negotiation packet from the server (null: none came). */
+  offeredVersions: number[] | null
 }
 
 interface ControlPacket {
@@ -132,6 +134,24 @@ function carriesCid(pkt: Uint8Array, cid: Uint8Array): boolean {
   if (pkt.length < at + cid.length) return false
   for (let i = 0; i < cid.length; i++) if (pkt[at + i] !== cid[i]) return false
   return true
+}
+
+const NO_COMMON_VERSION = new TextEncoder().encode('no common QUIC version')
+
+/** A Version Negotiation packet: long header, version 0 (RFC 9000 §17.2.1). */
+function isVersionNegotiation(pkt: Uint8Array): boolean {
+  return pkt.length >= 7 && (pkt[0]! & 0x80) !== 0 && pkt[1] === 0 && pkt[2] === 0 && pkt[3] === 0 && pkt[4] === 0
+}
+
+/** The versions a Version Negotiation packet lists (empty when malformed). */
+function versionList(pkt: Uint8Array): number[] {
+  const dcil = pkt[5]!
+  const scil = pkt[6 + dcil]
+  if (scil === undefined) return []
+  const out: number[] = []
+  const view = new DataView(pkt.buffer, pkt.byteOffset, pkt.byteLength)
+  for (let at = 7 + dcil + scil; at + 4 <= pkt.length; at += 4) out.push(view.getUint32(at))
+  return out
 }
 
 function hex(bytes: Uint8Array): string {
@@ -327,6 +347,7 @@ export class QuicheEngine implements QuicEngine {
       ampLimited: false,
       ampRecv: 0,
       ampSent: 0,
+      offeredVersions: null,
     }
     this.conns.set(handle, rec)
     this.byPeer.set(peerKey(peer), rec)
@@ -411,6 +432,7 @@ export class QuicheEngine implements QuicEngine {
   }
 
   private deliver(rec: ConnRecord, pkt: Uint8Array, from: SocketAddress): void {
+    if (!rec.server && isVersionNegotiation(pkt) && !rec.conn.isEstablished()) rec.offeredVersions = versionList(pkt)
     if (from.port !== rec.peer.port || from.address !== rec.peer.address) {
       // Active migration is disabled; quiche still needs the real source to
       // validate a NAT rebinding, so hand it the address this packet came from.
@@ -770,13 +792,19 @@ export class QuicheEngine implements QuicEngine {
       const closed = conn.isClosed()
       if (!rec.closeReported && (closed || conn.isDraining())) {
         rec.closeReported = true
-        sink.onClosed(rec.handle, this.closeInfo(conn))
+        sink.onClosed(rec.handle, this.closeInfo(rec))
       }
       if (closed) this.remove(rec)
     }
   }
 
-  private closeInfo(conn: QuicheConnection): EngineCloseInfo {
+  private closeInfo(rec: ConnRecord): EngineCloseInfo {
+    const conn = rec.conn
+    if (rec.offeredVersions !== null && !conn.isEstablished() && conn.peerError() === null) {
+      // quiche closes locally (transport code 10 here) when no version it speaks is offered;
+      // reported like the quinn engine does.
+      return { remote: true, app: false, code: 0, reason: NO_COMMON_VERSION.slice(), idleTimeout: false, offeredVersions: rec.offeredVersions }
+    }
     const peer = conn.peerError()
     if (peer) return { remote: true, app: peer.isApp, code: peer.errorCode, reason: peer.reason, idleTimeout: false }
     const local = conn.localError()

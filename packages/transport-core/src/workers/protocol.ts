@@ -64,6 +64,8 @@ export interface ClosedInfo {
   code: number
   reason: Uint8Array
   idleTimeout: boolean
+  /** See EngineCloseInfo.offeredVersions. */
+  offeredVersions?: number[]
   stats: import('@stoq/interface').ConnectionStatsSnapshot | null
 }
 
