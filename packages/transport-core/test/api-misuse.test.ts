@@ -89,7 +89,8 @@ beforeAll(async () => {
     }),
   )
   client = await createEndpoint({ host: '127.0.0.1' })
-  conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
+  // Kept alive: later tests use it after the slow ones, which on a loaded machine outlast the idle timeout.
+  conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost', keepAliveMs: 5000 })
 })
 
 afterAll(async () => {
