@@ -122,6 +122,24 @@ function parkWaiter<T, X extends object>(
   })
 }
 
+/**
+ * Lean connections: start a peer at the engine's starting stream limits (or the configured ones,
+ * when lower), for an engine whose limits the endpoint raises (`setPeerStreamLimit`). Returns
+ * the limits [bidi, uni], or null when the engine manages them itself.
+ */
+export function holdPeerStreamLimits(
+  engine: QuicEngine,
+  conn: number,
+  t: { initialMaxStreamsBidi: number; initialMaxStreamsUni: number },
+): [number, number] | null {
+  if (engine.setPeerStreamLimit === undefined) return null
+  const start = engine.initialPeerStreamLimit ?? 128
+  const limits: [number, number] = [Math.min(t.initialMaxStreamsBidi, start), Math.min(t.initialMaxStreamsUni, start)]
+  engine.setPeerStreamLimit(conn, true, limits[0])
+  engine.setPeerStreamLimit(conn, false, limits[1])
+  return limits
+}
+
 /** What an aborted wait rejects with: the signal's reason (an AbortError DOMException by default). */
 function abortReason(signal: AbortSignal): Error {
   return signal.reason instanceof Error ? signal.reason : new DOMException('The operation was aborted', 'AbortError')
@@ -129,6 +147,7 @@ function abortReason(signal: AbortSignal): Error {
 
 /** Transport error codes 0x100-0x1ff carry a TLS alert (RFC 9001 §4.8). */
 const CRYPTO_ERROR_START = 0x100
+const CRYPTO_ERROR_END = 0x1ff
 /** TLS alert certificate_unknown: what rustls sends for a CA certificate used as the server's. */
 const ALERT_CERTIFICATE_UNKNOWN = 46
 /** Reason of our close when the server's certificate is a CA certificate (quiche path). */
@@ -148,7 +167,6 @@ function tlsError(ci: CloseInfo): StoqTlsError {
   const what = caLeaf ? `: ${CA_LEAF_ADVICE} (alert ${alert})` : ` alert ${alert}${ci.reason ? ` (${ci.reason})` : ''} ${ci.remote ? 'from the peer' : 'raised locally'}`
   return new StoqTlsError(`TLS handshake failed${what}`, { ...ci, alert })
 }
-const CRYPTO_ERROR_END = 0x1ff
 const CONNECTION_REFUSED = 0x2
 /** Application error codes must fit a QUIC varint (62 bits); we accept safe integers. */
 const MAX_CODE = Number.MAX_SAFE_INTEGER
@@ -525,7 +543,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
 
   /** Peer streams accepted while nobody took them (no `stream` listener, no `accept()`). */
   private readonly unclaimed: QuicStream[] = []
-  private readonly accepters: { resolve: (s: QuicStream) => void; reject: (err: Error) => void }[] = []
+  private readonly accepters: Waiter<QuicStream>[] = []
   private claimScheduled = false
 
   /**
@@ -581,7 +599,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
 
   // Opening when the peer's limit allows -----------------------------------------------
 
-  private readonly openers: { bidi: boolean; resolve: (s: QuicStream) => void; reject: (err: Error) => void }[] = []
+  private readonly openers: (Waiter<QuicStream> & { bidi: boolean })[] = []
 
   /**
    * Open a stream, waiting for the peer's stream credit (MAX_STREAMS) when its limit is used
@@ -623,8 +641,15 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
 
   /** Serve waiting `createStream()` calls, in order, while the peer's limit allows. */
   private serveOpeners(): void {
+    // Once a kind meets the peer's limit, later opens of that kind wait; the other kind goes on.
+    let blockedBidi = false
+    let blockedUni = false
     for (let i = 0; i < this.openers.length; ) {
       const o = this.openers[i]!
+      if (o.bidi ? blockedBidi : blockedUni) {
+        i++
+        continue
+      }
       let stream: QuicStream | null
       try {
         stream = this.tryOpen(o.bidi)
@@ -634,10 +659,9 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
         continue
       }
       if (stream === null) {
-        // Later opens of the same kind wait behind this one; the other kind may go on.
-        const kind = o.bidi
+        if (o.bidi) blockedBidi = true
+        else blockedUni = true
         i++
-        while (i < this.openers.length && this.openers[i]!.bidi === kind) i++
         continue
       }
       this.openers.splice(i, 1)
@@ -786,16 +810,10 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
    * the peer at a modest limit and raise it as the peer uses streams: see `raisePeerLimit`.
    */
   initPeerStreamLimits(): void {
-    const e = this.engine
     const t = this.owner.options?.transport
-    if (e.setPeerStreamLimit === undefined || t === undefined) return
-    const start = e.initialPeerStreamLimit ?? 128
-    const configured = [t.initialMaxStreamsBidi, t.initialMaxStreamsUni]
-    for (let type = 0; type < 2; type++) {
-      const limit = Math.min(configured[type]!, start)
-      e.setPeerStreamLimit(this.handle, type === 0, limit)
-      this.peerLimit[type] = limit
-    }
+    if (t === undefined) return
+    const start = holdPeerStreamLimits(this.engine, this.handle, t)
+    if (start !== null) [this.peerLimit[0], this.peerLimit[1]] = start
   }
 
   /**

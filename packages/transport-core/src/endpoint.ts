@@ -86,6 +86,8 @@ const THROUGHPUT_SAMPLE_MS = 1000
 const TRIM_AFTER_CLOSES = 256
 /** ... this long after the last of them: engines keep a closed connection a few PTOs. */
 const TRIM_DELAY_MS = 2000
+/** CONNECTION_REFUSED reason of a connection a budget did not admit. */
+const SERVER_BUSY = new TextEncoder().encode('server busy: receive budget full')
 
 /** Handshake duration buckets in seconds: loopback (~1 ms) to slow intercontinental paths (~5 s). */
 const HANDSHAKE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
@@ -408,12 +410,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       this.governor.receiveWindowBytes -= commit.committed
       throw err
     }
-    const conn = new QuicConnection(this, handle, 'client', peer)
-    conn.setWindow(commit.window, commit.committed)
-    conn.initPeerStreamLimits()
+    const conn = this.newConnection(handle, 'client', peer, commit)
     conn.pins = o.pins
     conn.verifiedWithCa = !o.insecure && o.ca !== undefined
-    this.conns.set(handle, conn)
     if (o.keepAliveMs > 0) this.engine.setKeepAlive(handle, o.keepAliveMs)
     const established = new Promise<QuicConnection>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -495,8 +494,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       }
       this.batcher.flush()
       if (this.refuse.length > 0) {
-        const reason = new TextEncoder().encode('server busy: receive budget full')
-        for (const handle of this.refuse.splice(0)) this.engine.close(handle, false, 0x2, reason)
+        for (const handle of this.refuse.splice(0)) this.engine.close(handle, false, 0x2, SERVER_BUSY)
         this.batcher.flush()
       }
       // Transmitting can close connections (e.g. after CONNECTION_CLOSE is sent).
@@ -603,10 +601,16 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       this.schedule()
       return
     }
-    const conn = new QuicConnection(this, handle, 'server', peer)
+    this.newConnection(handle, 'server', peer, commit)
+  }
+
+  /** A connection admitted with `commit` of the receive budget, at its starting stream limits. */
+  private newConnection(handle: number, side: 'client' | 'server', peer: SocketAddress, commit: { window: number; committed: number }): QuicConnection {
+    const conn = new QuicConnection(this, handle, side, peer)
     conn.setWindow(commit.window, commit.committed)
     conn.initPeerStreamLimits()
     this.conns.set(handle, conn)
+    return conn
   }
 
   /**
@@ -779,7 +783,6 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
    * is trimmed, so this also covers engine workers.
    */
   private scheduleTrim(): void {
-    if (this.closedSinceTrim === 0) return
     // Connections whose CONNECTION_CLOSE was lost stay in the engine until their idle timeout:
     // trim again every TRIM_DELAY_MS until that has passed since the last close.
     this.trimUntil = performance.now() + this.options.transport.maxIdleTimeoutMs + 2 * TRIM_DELAY_MS
@@ -787,8 +790,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     const run = (): void => {
       this.trimTimer = null
       this.closedSinceTrim = 0
-      this.trims++
-      if (releaseFreeMemory()) this.trimsReleased++
+      releaseFreeMemory()
       if (performance.now() < this.trimUntil && this.state !== 'closed') {
         this.trimTimer = setTimeout(run, TRIM_DELAY_MS * 2)
         this.trimTimer.unref()
@@ -799,9 +801,6 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   }
 
   private trimUntil = 0
-
-  private trims = 0
-  private trimsReleased = 0
 
   // -------------------------------------------------------------------------
 

@@ -75,17 +75,20 @@ async function startRelay(): Promise<Relay> {
   return r
 }
 
-async function dial(): Promise<{ conn: QuicConnection; peer: (typeof peers)[number] }> {
+/** Dial the server, directly or through the relay (`port`). */
+async function dial(port = server.address.port): Promise<{ conn: QuicConnection; peer: (typeof peers)[number] }> {
   const before = peers.length
-  const conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
+  const conn = await client.connect({ host: '127.0.0.1', port, ca: pki.ca, serverName: 'localhost' })
   await waitFor(() => peers.length > before, 'server side of the connection')
   return { conn, peer: peers[peers.length - 1]! }
 }
 
-/** The peer's close info, or a description of what it got instead within CLOSE_WAIT_MS. */
-async function peerClose(peer: (typeof peers)[number]): Promise<CloseInfo | string> {
+/** 'ok' when the peer's close carries our application `code` and `reason`, else what it got instead within CLOSE_WAIT_MS. */
+async function closeOutcome(peer: (typeof peers)[number], code: number, reason: string, round: number): Promise<string> {
   const timeout = sleep(CLOSE_WAIT_MS).then(() => `no close within ${CLOSE_WAIT_MS} ms`)
-  return Promise.race([peer.closed, timeout])
+  const got: CloseInfo | string = await Promise.race([peer.closed, timeout])
+  const ok = typeof got !== 'string' && got.remote && got.app && got.code === code && got.reason === reason
+  return ok ? 'ok' : `round ${round}: ${JSON.stringify(got)}`
 }
 
 const upload = pattern(8 * 1024 * 1024, 16)
@@ -103,9 +106,7 @@ describe('a close with stream data queued reaches the peer', () => {
       const reason = `round ${round} bye`
       if (round % 2 === 0) conn.closeNow(code, reason)
       else void conn.close(code, reason, { timeoutMs: 0 })
-      const got = await peerClose(peer)
-      const ok = typeof got !== 'string' && got.remote && got.app && got.code === code && got.reason === reason
-      results.push(ok ? 'ok' : `round ${round}: ${JSON.stringify(got)}`)
+      results.push(await closeOutcome(peer, code, reason, round))
       await conn.closed
     }
     const delivered = results.filter((r) => r === 'ok').length
@@ -117,10 +118,7 @@ describe('a close with stream data queued reaches the peer', () => {
     const results: string[] = []
     for (let round = 0; round < 6; round++) {
       relay.dropToClient = false
-      const before = peers.length
-      const conn = await client.connect({ host: '127.0.0.1', port: relay.front.address().port, ca: pki.ca, serverName: 'localhost' })
-      await waitFor(() => peers.length > before, 'server side of the connection')
-      const peer = peers[peers.length - 1]!
+      const { conn, peer } = await dial(relay.front.address().port)
       const s = conn.openStream({ unidirectional: true })
       s.writable!.getWriter().write(upload).catch(() => {})
       await sleep(30)
@@ -132,9 +130,7 @@ describe('a close with stream data queued reaches the peer', () => {
       conn.closeNow(code, reason)
       await sleep(20)
       relay.dropToClient = false
-      const got = await peerClose(peer)
-      const ok = typeof got !== 'string' && got.remote && got.app && got.code === code && got.reason === reason
-      results.push(ok ? 'ok' : `round ${round}: ${JSON.stringify(got)}`)
+      results.push(await closeOutcome(peer, code, reason, round))
       await conn.closed
     }
     expect(results.filter((r) => r !== 'ok')).toEqual([])
@@ -157,9 +153,7 @@ describe('a close with stream data queued reaches the peer', () => {
       const code = 77 + round
       const reason = `streams ${round}`
       conn.closeNow(code, reason)
-      const got = await peerClose(peer)
-      const ok = typeof got !== 'string' && got.remote && got.app && got.code === code && got.reason === reason
-      results.push(ok ? 'ok' : `round ${round}: ${JSON.stringify(got)}`)
+      results.push(await closeOutcome(peer, code, reason, round))
       await conn.closed
     }
     expect(results.filter((r) => r !== 'ok')).toEqual([])

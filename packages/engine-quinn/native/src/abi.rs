@@ -77,7 +77,8 @@ abi_constants! {
     CID_PREFIX_NONE: i32 = -1;
     MIN_UDP_PAYLOAD: u32 = 1200;
     MAX_UDP_PAYLOAD: u32 = 65527;
-    /// Streams the peer may open during the handshake, per direction (see config.rs).
+    /// Streams per direction a peer starts with (see config.rs); the host raises the limit as
+    /// the peer uses streams (`stoq_set_peer_stream_limit`).
     INITIAL_STREAM_WINDOW: u64 = 128;
 
     /// `stoq_test_panic` sites: panic now, inside the call, on that connection...

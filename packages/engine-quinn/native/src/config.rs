@@ -240,8 +240,9 @@ pub fn transport_config(p: &Params) -> Result<TransportConfig, String> {
     // quinn-proto (0.9 and 0.11 alike, upstream issue #2600) sets up the state of every stream
     // the peer may open as soon as it is allowed: about 0.9 KiB per stream index and direction,
     // 3.4 MiB per connection at the default 4000 each way, half-open connections included. So
-    // the transport parameters announce at most INITIAL_STREAM_WINDOW, and
-    // `Engine::open_stream_window` raises the limits (MAX_STREAMS) once the handshake completed.
+    // the transport parameters announce at most INITIAL_STREAM_WINDOW. The host raises the limits
+    // as the peer uses streams (`stoq_set_peer_stream_limit`); a host that never calls it gets
+    // them raised to the configured ones once the handshake completed (`open_stream_window`).
     t.max_concurrent_bidi_streams(varint(p.bidi.min(INITIAL_STREAM_WINDOW), "bidi streams")?);
     t.max_concurrent_uni_streams(varint(p.uni.min(INITIAL_STREAM_WINDOW), "uni streams")?);
     // Packets of max_payload from the start; no path MTU discovery (the endpoint is created

@@ -548,7 +548,8 @@ impl Engine {
 
     // -- events --------------------------------------------------------------
 
-    /// After the handshake: let the peer open as many streams as configured (MAX_STREAMS).
+    /// After the handshake, unless the host manages the limits (`host_stream_limits`): let the
+    /// peer open as many streams as configured (MAX_STREAMS).
     /// quinn queues MAX_STREAMS when it next sends; the PING draws an ACK even from a peer
     /// that waits for credit.
     fn open_stream_window(c: &mut Conn, p: &Params) {

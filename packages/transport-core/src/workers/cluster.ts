@@ -56,7 +56,7 @@ import { emptyStats } from '../connection.js'
 export const SEND_WINDOW = 1 << 20
 const DGRAM_WINDOW = 128
 const STATS_INTERVAL_MS = 1000
-/** A worker silent this long (five stats intervals) is reported stalled. */
+/** A worker silent this long is reported stalled (workers report at least three times as often). */
 const STALL_MS = 5000
 const EMPTY = new Uint8Array(0)
 const CLOSE_WAIT_MS = 5000
@@ -322,7 +322,7 @@ export class WorkerEngine implements QuicEngine {
       let ready = false
       worker.on('message', (msg: P.RecordBatch | P.WorkerControl) => {
         slot.lastHeard = performance.now()
-        if (slot.stalled) this.recovered(slot)
+        slot.stalled = false
         if ('r' in msg) {
           this.onBatch(slot, msg)
           return
@@ -345,7 +345,7 @@ export class WorkerEngine implements QuicEngine {
               : new StoqSocketError(`engine worker ${index} could not bind: ${msg.message}`, { syscall: 'bind' }),
           )
         } else if (msg.type === 'stats') {
-          slot.load = { ...msg.load, cpus: slot.load.cpus, stalled: slot.stalled }
+          slot.load = { ...msg.load, cpus: slot.load.cpus }
           slot.udp = msg.udp
           for (const [id, st, max] of msg.conns) {
             const c = this.conns.get(id)
@@ -390,7 +390,6 @@ export class WorkerEngine implements QuicEngine {
       const silent = now - slot.lastHeard
       if (silent <= limit) continue
       slot.stalled = true
-      slot.load = { ...slot.load, stalled: true }
       this.receiver?.onError(
         new StoqEngineError(
           'workers',
@@ -398,11 +397,6 @@ export class WorkerEngine implements QuicEngine {
         ),
       )
     }
-  }
-
-  private recovered(slot: WorkerSlot): void {
-    slot.stalled = false
-    slot.load = { ...slot.load, stalled: false }
   }
 
   /** Test hook: block worker `index`'s event loop for `ms`, as a spinning bug would. */

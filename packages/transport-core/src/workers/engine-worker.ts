@@ -28,6 +28,7 @@ import {
 import { attachBufferPool } from '@stoq/mempool'
 import { UringUdpIo, WorkerUdpIo, currentThreadId, setCpuAffinity } from '@stoq/hwaccel'
 import { Endpoint, selectEngine } from '../endpoint.js'
+import { holdPeerStreamLimits } from '../connection.js'
 import * as P from './protocol.js'
 
 const init = workerData as P.WorkerInit
@@ -189,21 +190,11 @@ class WorkerHost implements EngineEventSink {
     this.dgramSent.clear()
   }
 
-  /**
-   * The application thread raises the peer's stream limits as the peer uses streams (lean
-   * connections): hold the engine at its starting limits from the first packet on, before the
-   * application thread's records can arrive.
-   */
-  private holdPeerStreamLimits(h: number): void {
-    const e = this.engine
-    if (e.setPeerStreamLimit === undefined) return
-    const start = e.initialPeerStreamLimit ?? 128
-    e.setPeerStreamLimit(h, true, Math.min(init.transport.initialMaxStreamsBidi, start))
-    e.setPeerStreamLimit(h, false, Math.min(init.transport.initialMaxStreamsUni, start))
-  }
-
   private conn(id: number, h: number): WConn {
-    this.holdPeerStreamLimits(h)
+    // The application thread raises the peer's stream limits as they are used (lean
+    // connections): hold the engine at the starting limits from the first packet on, before
+    // the application thread's records can arrive.
+    holdPeerStreamLimits(this.engine, h, init.transport)
     const c: WConn = {
       id,
       h,
