@@ -4,7 +4,7 @@
  * with what the loaded library reports through `stoq_abi_info`.
  */
 export const ABI = Object.freeze({
-  ABI_VERSION: 5,
+  ABI_VERSION: 6,
 
   OK: 0,
   ERR_BAD_HANDLE: -100,
@@ -36,7 +36,7 @@ export const ABI = Object.freeze({
   CLOSE_RESET: 8,
   CLOSE_VERSION: 16,
 
-  STATS_LEN: 12,
+  STATS_LEN: 13,
   ADDR_LEN: 19,
   RECV_RESULT_LEN: 3,
   TRANSMIT_META_LEN: 2,
@@ -70,7 +70,7 @@ export const CONFIG_FIELDS = [
   ['pacing', 'uint32_t'],
   ['hystart', 'uint32_t'],
   ['cid_prefix', 'int32_t'],
-  ['reserved', 'uint32_t'],
+  ['mtu_discovery', 'uint32_t'],
 ] as const
 
 export type EngineConfig = { [K in (typeof CONFIG_FIELDS)[number][0]]: number }

@@ -181,7 +181,7 @@ export class QuinnEngine implements QuicEngine {
         pacing: t.pacing ? 1 : 0,
         hystart: t.hystart ? 1 : 0,
         cid_prefix: cidPrefixParam(options.cidPrefix),
-        reserved: 0,
+        mtu_discovery: t.mtuDiscovery ? 1 : 0,
       },
       this.n.configSize,
     )
@@ -251,6 +251,11 @@ export class QuinnEngine implements QuicEngine {
 
   stopListening(): void {
     if (this.ep !== null) this.n.stopListening(this.ep)
+  }
+
+  setPathMtuDiscovery(allowed: boolean): void {
+    const rc = this.n.allowMtuDiscovery(this.alive(), allowed ? 1 : 0)
+    if (rc !== ABI.OK) throw new StoqEngineError('quinn', `the quinn engine could not change MTU discovery: ${this.lastError}`)
   }
 
   // -------------------------------------------------------------------------
@@ -663,8 +668,9 @@ export class QuinnEngine implements QuicEngine {
       rttMs: s[7]!,
       cwndBytes: s[8]!,
       deliveryRateBps: s[9]!,
-      pmtu: s[10]!,
+      pathMtu: s[10]!,
       peerMaxDatagramFrameSize: s[11]!,
+      pathChanges: s[12]!,
     }
   }
 

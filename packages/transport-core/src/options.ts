@@ -343,6 +343,7 @@ export function resolveTransport(input: unknown): TransportParameters {
   boolOption('transport.datagrams', t.datagrams)
   boolOption('transport.pacing', t.pacing)
   boolOption('transport.hystart', t.hystart)
+  boolOption('transport.mtuDiscovery', t.mtuDiscovery)
   // Auto-tuned windows never shrink below the initial ones.
   t.maxStreamWindow = Math.max(t.maxStreamWindow, t.initialMaxStreamData)
   t.maxConnectionWindow = Math.max(t.maxConnectionWindow, t.initialMaxData)

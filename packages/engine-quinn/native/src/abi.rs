@@ -21,7 +21,8 @@ abi_constants! {
     /// 4: quinn-proto 0.11, `stoq_engine_new` takes an `EngineConfig` struct, `stoq_abi_info`
     /// (3 was the quinn-proto 0.9 library with `stoq_set_receive_window`, which 4 keeps).
     /// 5: `stoq_set_peer_stream_limit` (the host raises the peer's stream limits).
-    ABI_VERSION: u32 = 5;
+    /// 6: `EngineConfig::mtu_discovery`, `stoq_allow_mtu_discovery`, path changes in the stats.
+    ABI_VERSION: u32 = 6;
 
     OK: i32 = 0;
     ERR_BAD_HANDLE: i32 = -100;
@@ -62,7 +63,7 @@ abi_constants! {
     CLOSE_VERSION: u32 = 16;
 
     /// Doubles written by `stoq_stats`.
-    STATS_LEN: usize = 12;
+    STATS_LEN: usize = 13;
     /// Bytes of an address: 16 address bytes, 2 port bytes (big endian), 1 family (4 or 6).
     ADDR_LEN: usize = 19;
     /// Doubles written by `stoq_stream_recv`: [bytes, fin, reset code or -1].
@@ -119,7 +120,10 @@ pub struct EngineConfig {
     pub hystart: u32,
     /// First byte of every connection ID issued (0..=255), or CID_PREFIX_NONE.
     pub cid_prefix: i32,
-    pub reserved: u32,
+    /// 1: path MTU discovery, from 1200 bytes up to `max_udp_payload`, once the host says its
+    /// socket keeps datagrams whole (`stoq_allow_mtu_discovery`); 0: every packet is
+    /// `max_udp_payload` from the start.
+    pub mtu_discovery: u32,
 }
 
 /// The constants and the layout of [`EngineConfig`] as one JSON object of numbers.
@@ -147,7 +151,7 @@ pub fn info_json() -> String {
         pacing,
         hystart,
         cid_prefix,
-        reserved
+        mtu_discovery
     );
     let mut s = String::from("{");
     for (i, (k, v)) in pairs.iter().enumerate() {
@@ -167,7 +171,7 @@ mod tests {
     #[test]
     fn info_is_flat_json_of_numbers() {
         let j = info_json();
-        assert!(j.starts_with("{\"ABI_VERSION\":5,"));
+        assert!(j.starts_with("{\"ABI_VERSION\":6,"));
         assert!(j.contains("\"ERR_PANIC\":-104,"));
         assert!(j.contains("\"STREAM_BLOCKED\":-2,"));
         assert!(j.contains(&format!("\"CONFIG_SIZE\":{}", size_of::<EngineConfig>())));

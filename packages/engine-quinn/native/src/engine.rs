@@ -66,11 +66,17 @@ pub struct Conn {
     /// Versions listed by the last Version Negotiation packet the server sent (quinn reads it
     /// but keeps only "no common version").
     offered_versions: Option<Vec<u32>>,
+    /// The peer's address as last seen, and how often it changed (a server following a
+    /// migrating or NAT-rebound client; quinn validates the new path itself).
+    path: SocketAddr,
+    pub path_changes: u64,
 }
 
 impl Conn {
     fn new(conn: qp::Connection, close_flag: CloseFlag) -> Self {
         Conn {
+            path: conn.remote_address(),
+            path_changes: 0,
             conn,
             queued: false,
             tx_queued: false,
@@ -144,6 +150,13 @@ impl Conn {
 }
 
 /// A stateless packet to send: destination, bytes, whether it is a stateless reset.
+struct HeldTransmit {
+    ch: usize,
+    data: Vec<u8>,
+    segment: usize,
+    to: SocketAddr,
+}
+
 struct Stateless {
     to: SocketAddr,
     data: Vec<u8>,
@@ -159,6 +172,9 @@ pub struct Engine {
     dcid_len: usize,
     pub params: Params,
     transport: Arc<TransportConfig>,
+    /// The host's socket sets Don't Fragment (`stoq_allow_mtu_discovery`): connections made
+    /// from now on probe the path MTU when `params.mtu_discovery` asks for it.
+    mtud_allowed: bool,
     pub conns: Vec<Option<Conn>>,
     pub live: usize,
     /// Connections with state to turn into events.
@@ -190,6 +206,9 @@ pub struct Engine {
     /// one stateless answer. No allocation per batch once warm.
     tx_buf: Vec<u8>,
     resp_buf: Vec<u8>,
+    /// A transmit quinn wrote for another destination than the run it was polled into (a
+    /// PATH_CHALLENGE on the old path during a migration): the next run, on its own.
+    held: Option<HeldTransmit>,
     /// Received batches are copied here; each datagram is a view of it, which quinn decrypts in
     /// place. The allocation is reused once quinn has let go of every view of the last batch.
     rx_buf: BytesMut,
@@ -210,13 +229,13 @@ fn sid_u64(id: StreamId) -> u64 {
 }
 
 fn new_endpoint(secret: &[u8], prefix: Option<u8>) -> (Endpoint, CidFormat) {
-    // allow_mtud = false: packets are the configured size, no path MTU probing.
-    (Endpoint::new(Arc::new(endpoint_config(secret, prefix)), None, false, None), CidFormat::new(secret, prefix))
+    // allow_mtud: each connection's transport configuration decides (`Engine::mtud`).
+    (Endpoint::new(Arc::new(endpoint_config(secret, prefix)), None, true, None), CidFormat::new(secret, prefix))
 }
 
 impl Engine {
     pub fn new(params: Params) -> Result<Self, String> {
-        let transport = Arc::new(transport_config(&params)?);
+        let transport = Arc::new(transport_config(&params, false)?);
         let (endpoint, cids) = new_endpoint(&random_secret(), params.cid_prefix);
         Ok(Engine {
             endpoint,
@@ -225,6 +244,7 @@ impl Engine {
             dcid_len: 0,
             params,
             transport,
+            mtud_allowed: false,
             conns: Vec::new(),
             live: 0,
             queue: Vec::new(),
@@ -246,12 +266,26 @@ impl Engine {
             stateless: VecDeque::new(),
             tx_buf: Vec::new(),
             resp_buf: Vec::new(),
+            held: None,
             rx_buf: BytesMut::new(),
             slab_free: Vec::new(),
             slab_len: 0,
             leaked_slots_freed: 0,
             last_error: String::new(),
         })
+    }
+
+    /// Whether new connections probe the path MTU.
+    fn mtud(&self) -> bool {
+        self.params.mtu_discovery && self.mtud_allowed
+    }
+
+    /// The host says whether its socket keeps datagrams whole (Don't Fragment). Applies to
+    /// connections made after the call, and to the shared server configuration.
+    pub fn allow_mtu_discovery(&mut self, allowed: bool) -> Result<(), String> {
+        self.mtud_allowed = allowed;
+        self.transport = Arc::new(transport_config(&self.params, self.mtud())?);
+        Ok(())
     }
 
     pub fn conn(&mut self, ch: usize) -> Option<&mut Conn> {
@@ -521,7 +555,7 @@ impl Engine {
         }
         // Each connection gets its own transport configuration, for its close flag.
         let close_flag = CloseFlag::default();
-        let config = match (self.server.as_ref(), connection_transport_config(&self.params, &close_flag)) {
+        let config = match (self.server.as_ref(), connection_transport_config(&self.params, self.mtud(), &close_flag)) {
             (Some(server), Ok(t)) => {
                 let mut sc = (**server).clone();
                 sc.transport_config(Arc::new(t));
@@ -650,6 +684,11 @@ impl Engine {
             }
         }
         *current = None;
+        let now_path = c.conn.remote_address();
+        if now_path != c.path {
+            c.path = now_path;
+            c.path_changes += 1;
+        }
         if !drained {
             // Endpoint events (new connection IDs) and reads may have left frames to send.
             if !c.tx_queued {
@@ -722,11 +761,23 @@ impl Engine {
             meta[1] = len as u32;
             return 1;
         }
+        if let Some(h) = self.held.take() {
+            if h.data.len() <= out.len() {
+                let len = h.data.len();
+                out[..len].copy_from_slice(&h.data);
+                let count = split_segments(len, h.segment, lengths);
+                write_addr(peer_out, h.to);
+                meta[0] = count as u32;
+                meta[1] = len as u32;
+                self.enqueue(h.ch);
+                return count;
+            }
+        }
         let now = Instant::now();
         let mtu = self.params.max_payload as usize;
         for _ in 0..self.tx.len() {
             let Some(ch) = self.tx.pop_front() else { break };
-            let Engine { conns, tx_buf, current, .. } = self;
+            let Engine { conns, tx_buf, current, held, .. } = self;
             let Some(Some(c)) = conns.get_mut(ch) else { continue };
             c.tx_queued = false;
             *current = Some(ch);
@@ -740,7 +791,7 @@ impl Engine {
             let mut dest: Option<SocketAddr> = None;
             loop {
                 // Whole packets only: quinn never writes more than `room` packets of the path
-                // MTU, which is at most max_payload (no MTU discovery).
+                // MTU, which is at most max_payload (MTU probes included).
                 let room = (max_packets - count).min((out.len() - bytes) / mtu);
                 if room == 0 {
                     break;
@@ -755,19 +806,18 @@ impl Engine {
                 tx_buf.clear();
                 let Some(t) = c.conn.poll_transmit(now, room, tx_buf) else { break };
                 let len = t.size.min(tx_buf.len());
+                let seg = t.segment_size.unwrap_or(len).max(1);
+                if dest.is_some_and(|d| d != t.destination) {
+                    // Not for this run's destination: it goes next, alone.
+                    *held = Some(HeldTransmit { ch, data: tx_buf[..len].to_vec(), segment: seg, to: t.destination });
+                    break;
+                }
                 if bytes + len > out.len() {
                     // Cannot happen (see `room`). Refuse rather than overflow.
                     break;
                 }
                 out[bytes..bytes + len].copy_from_slice(&tx_buf[..len]);
-                let seg = t.segment_size.unwrap_or(len).max(1);
-                let mut off = 0;
-                while off < len && count < max_packets {
-                    let l = seg.min(len - off);
-                    lengths[count] = l as u32;
-                    count += 1;
-                    off += l;
-                }
+                count += split_segments(len, seg, &mut lengths[count..]);
                 bytes += len;
                 dest = Some(t.destination);
             }
@@ -864,7 +914,7 @@ impl Engine {
         };
         let mut cfg = ClientConfig::new(crypto);
         let close_flag = CloseFlag::default();
-        cfg.transport_config(Arc::new(connection_transport_config(&self.params, &close_flag)?));
+        cfg.transport_config(Arc::new(connection_transport_config(&self.params, self.mtud(), &close_flag)?));
         let slot = self.next_slot();
         let r = catch_unwind(AssertUnwindSafe(|| self.endpoint.connect(Instant::now(), cfg, peer, server_name)));
         match r {
@@ -899,8 +949,9 @@ impl Engine {
     }
 }
 
-/// 12 numbers: packets sent, received, lost, retransmitted (quinn: lost), bytes sent,
-/// received, lost, RTT ms, cwnd, delivery rate (0: unknown), path MTU, peer max datagram.
+/// STATS_LEN numbers: packets sent, received, lost, retransmitted (quinn: lost), bytes sent,
+/// received, lost, RTT ms, cwnd, delivery rate (0: unknown), path MTU, peer max datagram,
+/// path changes.
 pub fn conn_stats(c: &mut Conn) -> Stats {
     let s = c.conn.stats();
     let dgram = c.max_datagram().map_or(0.0, |m| m as f64);
@@ -917,7 +968,22 @@ pub fn conn_stats(c: &mut Conn) -> Stats {
         0.0,
         s.path.current_mtu as f64,
         dgram,
+        c.path_changes as f64,
     ]
+}
+
+/// Lengths of the packets of a GSO run of `len` bytes in segments of `seg` (the last may be
+/// shorter), at most `lengths.len()` of them. Returns how many.
+fn split_segments(len: usize, seg: usize, lengths: &mut [u32]) -> usize {
+    let mut count = 0;
+    let mut off = 0;
+    while off < len && count < lengths.len() {
+        let l = seg.min(len - off);
+        lengths[count] = l as u32;
+        count += 1;
+        off += l;
+    }
+    count
 }
 
 /// The versions a Version Negotiation packet lists (RFC 9000 §17.2.1), None when malformed.

@@ -1086,8 +1086,11 @@ export class QuicheEngine implements QuicEngine {
       rttMs: p ? p.rtt : 0,
       cwndBytes: p ? p.cwnd : 0,
       deliveryRateBps: p ? p.deliveryRate * 8 : 0,
-      pmtu: p ? p.pmtu : 0,
+      pathMtu: p ? p.pmtu : 0,
       peerMaxDatagramFrameSize: s.peerMaxDatagramFrameSize ?? 0,
+      // Every packet goes to the address the connection started with: this adapter follows no
+      // path change (see docs/ARCHITECTURE.md, "Path MTU and migration").
+      pathChanges: 0,
     }
   }
 

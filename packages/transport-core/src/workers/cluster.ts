@@ -347,11 +347,12 @@ export class WorkerEngine implements QuicEngine {
         } else if (msg.type === 'stats') {
           slot.load = { ...msg.load, cpus: slot.load.cpus }
           slot.udp = msg.udp
-          for (const [id, st, max] of msg.conns) {
+          for (const [id, st, max, peer] of msg.conns) {
             const c = this.conns.get(id)
             if (c) {
               c.stats = st
               if (c.established) c.maxDgram = max
+              if (peer !== undefined) c.peer = peer
             }
           }
         } else if (msg.type === 'closed') {
