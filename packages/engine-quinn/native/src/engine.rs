@@ -668,6 +668,12 @@ impl Engine {
                 Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                     let sid = sid_u64(id);
                     c.stop_codes.insert(sid, error_code.into_inner());
+                    // RFC 9000 §3.5: answer STOP_SENDING with RESET_STREAM (same code, as quiche
+                    // does). quinn-proto leaves it to the application; without it the peer never
+                    // learns the stream's final size, keeps its receiving half, and never gives
+                    // the stream's credit back (MAX_STREAMS). Fails only for a stream already
+                    // reset or finished and acknowledged: nothing left to do then.
+                    let _ = c.conn.send_stream(id).reset(error_code);
                     c.send_done.insert(sid);
                     c.blocked.remove(&sid);
                     if c.want_writable.remove(&sid) {
