@@ -136,6 +136,9 @@ describe(`path MTU discovery (${ENGINE})`, () => {
     expect(client.stats().mtuDiscovery).toMatch(/^on:/)
     const conn = await client.connect({ host: '127.0.0.1', port: link.port, ca: pki.ca, serverName: 'localhost' })
     await waitFor(() => conns.length === 1, 'the server connection')
+    // The search runs on its own after the handshake (probes are padded PINGs): each size the
+    // link drops is tried 3 times, one PTO apart, before the search moves below it.
+    await waitFor(() => conn.stats().pathMtu > 1200 && conns[0]!.stats().pathMtu > 1200, 'both sides to find a larger MTU', 20_000)
     const got = receive(conns[0]!)
     const sent = await upload(conn, 4 * MiB)
     expect((await got).sha).toBe(sent)
