@@ -266,6 +266,11 @@ export interface ConnectionStatsSnapshot {
   peerMaxDatagramFrameSize: number
   /** Times the peer's address changed (a migrating or NAT-rebound client; 0 where the engine cannot follow one). */
   pathChanges: number
+  /**
+   * TLS key exchange group the handshake used (`X25519MLKEM768`, `X25519`, `P-256`, `P-384`),
+   * `unknown` where the engine cannot tell (quiche), absent before the handshake settles it.
+   */
+  keyExchangeGroup?: string
 }
 
 /** `streamSend` result: the peer stopped the stream or it is closed. */
@@ -456,7 +461,17 @@ export interface QuicEngineOptions {
    * prefix (connection IDs entirely engine-chosen).
    */
   cidPrefix?: number
+  /**
+   * TLS key exchange groups, in preference order (the client offers them in this order and
+   * sends a key share for the first, plus its X25519 half for X25519MLKEM768; the server
+   * picks from them). Default: the engine's own list (quinn: X25519MLKEM768, X25519, P-256,
+   * P-384). An engine that lacks a listed group it would need fails with STOQ_ERR_UNSUPPORTED.
+   */
+  keyExchange?: KeyExchangeGroup[]
 }
+
+/** TLS 1.3 key exchange groups. X25519MLKEM768 is the post-quantum hybrid (draft-ietf-tls-ecdhe-mlkem). */
+export type KeyExchangeGroup = 'X25519MLKEM768' | 'X25519' | 'P-256' | 'P-384'
 
 export type QuicEngineFactory = (options: QuicEngineOptions) => QuicEngine
 

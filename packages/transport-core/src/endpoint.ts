@@ -195,7 +195,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       : components.engine
         ? { factory: components.engine, choice: 'given by the caller' }
         : selectEngine(options.engine)
-    this.engine = engine.factory({ transport: options.transport })
+    this.engine = engine.factory({ transport: options.transport, ...(options.keyExchange !== undefined ? { keyExchange: options.keyExchange } : {}) })
     this.engineChoice = engine.choice
     this.ownsPool = components.pool === undefined
     const numaNode = options.numaNode
@@ -296,6 +296,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       udpBackend: backend === 'uring' ? 'uring' : 'gro',
       cpus: resolved.cpuAffinity,
       transport: resolved.transport,
+      keyExchange: resolved.keyExchange,
       poolMaxBuffers: resolved.poolMaxBuffers,
       stallMs: resolved.limits.workerStallMs,
     })

@@ -22,7 +22,8 @@ abi_constants! {
     /// (3 was the quinn-proto 0.9 library with `stoq_set_receive_window`, which 4 keeps).
     /// 5: `stoq_set_peer_stream_limit` (the host raises the peer's stream limits).
     /// 6: `EngineConfig::mtu_discovery`, `stoq_allow_mtu_discovery`, path changes in the stats.
-    ABI_VERSION: u32 = 6;
+    /// 7: `EngineConfig::key_exchange`, the negotiated key exchange group in the stats.
+    ABI_VERSION: u32 = 7;
 
     OK: i32 = 0;
     ERR_BAD_HANDLE: i32 = -100;
@@ -63,7 +64,7 @@ abi_constants! {
     CLOSE_VERSION: u32 = 16;
 
     /// Doubles written by `stoq_stats`.
-    STATS_LEN: usize = 13;
+    STATS_LEN: usize = 14;
     /// Bytes of an address: 16 address bytes, 2 port bytes (big endian), 1 family (4 or 6).
     ADDR_LEN: usize = 19;
     /// Doubles written by `stoq_stream_recv`: [bytes, fin, reset code or -1].
@@ -81,6 +82,12 @@ abi_constants! {
     /// Streams per direction a peer starts with (see config.rs); the host raises the limit as
     /// the peer uses streams (`stoq_set_peer_stream_limit`).
     INITIAL_STREAM_WINDOW: u64 = 128;
+
+    /// Key exchange groups, one per byte of `EngineConfig::key_exchange` (see kx.rs).
+    KX_X25519MLKEM768: u32 = 1;
+    KX_X25519: u32 = 2;
+    KX_SECP256R1: u32 = 3;
+    KX_SECP384R1: u32 = 4;
 
     /// `stoq_test_panic` sites: panic now, inside the call, on that connection...
     PANIC_NOW: u32 = 0;
@@ -124,6 +131,9 @@ pub struct EngineConfig {
     /// socket keeps datagrams whole (`stoq_allow_mtu_discovery`); 0: every packet is
     /// `max_udp_payload` from the start.
     pub mtu_discovery: u32,
+    /// TLS key exchange groups in preference order, one KX_* code per byte from the lowest,
+    /// ended by a zero byte; 0: the default (X25519MLKEM768, X25519, P-256, P-384).
+    pub key_exchange: u32,
 }
 
 /// The constants and the layout of [`EngineConfig`] as one JSON object of numbers.
@@ -151,7 +161,8 @@ pub fn info_json() -> String {
         pacing,
         hystart,
         cid_prefix,
-        mtu_discovery
+        mtu_discovery,
+        key_exchange
     );
     let mut s = String::from("{");
     for (i, (k, v)) in pairs.iter().enumerate() {
@@ -171,7 +182,7 @@ mod tests {
     #[test]
     fn info_is_flat_json_of_numbers() {
         let j = info_json();
-        assert!(j.starts_with("{\"ABI_VERSION\":6,"));
+        assert!(j.starts_with("{\"ABI_VERSION\":7,"));
         assert!(j.contains("\"ERR_PANIC\":-104,"));
         assert!(j.contains("\"STREAM_BLOCKED\":-2,"));
         assert!(j.contains(&format!("\"CONFIG_SIZE\":{}", size_of::<EngineConfig>())));

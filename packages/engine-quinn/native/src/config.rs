@@ -42,6 +42,8 @@ pub struct Params {
     pub cid_prefix: Option<u8>,
     /// Path MTU discovery asked for (it runs only once the host allowed it: see `Engine`).
     pub mtu_discovery: bool,
+    /// TLS key exchange groups (`EngineConfig::key_exchange`, checked).
+    pub key_exchange: u32,
 }
 
 const MAX_VARINT: f64 = 4_611_686_018_427_387_903.0;
@@ -88,6 +90,7 @@ impl Params {
             hystart: c.hystart != 0,
             cid_prefix,
             mtu_discovery: c.mtu_discovery != 0,
+            key_exchange: crate::kx::groups(c.key_exchange).map(|_| c.key_exchange)?,
         })
     }
 
@@ -410,6 +413,7 @@ mod tests {
             hystart: 1,
             cid_prefix: CID_PREFIX_NONE,
             mtu_discovery: 1,
+            key_exchange: 0,
         }
     }
 

@@ -70,6 +70,8 @@ pub struct Conn {
     /// migrating or NAT-rebound client; quinn validates the new path itself).
     path: SocketAddr,
     pub path_changes: u64,
+    /// IANA codepoint of the key exchange group the handshake used (0 until known).
+    pub kx_group: u16,
 }
 
 impl Conn {
@@ -97,6 +99,7 @@ impl Conn {
             close_flag,
             cwnd_at_close: None,
             offered_versions: None,
+            kx_group: 0,
         }
     }
 
@@ -400,7 +403,7 @@ impl Engine {
         stateless_reset: bool,
         secret: Option<&[u8]>,
     ) -> Result<(), String> {
-        let crypto = tls::server_config(cert_pem, key_pem, alpn)?;
+        let crypto = tls::server_config(cert_pem, key_pem, alpn, self.params.key_exchange)?;
         let secret: Vec<u8> = match secret {
             Some(s) => s.to_vec(),
             None => random_secret().to_vec(),
@@ -491,7 +494,13 @@ impl Engine {
                             c.offered_versions = Some(v);
                         }
                     }
+                    crate::kx::take_negotiated();
                     c.conn.handle_event(ev);
+                    // The key exchange completed in this call, if it did (kx.rs).
+                    match crate::kx::take_negotiated() {
+                        0 => {}
+                        g => c.kx_group = g,
+                    }
                     self.current = None;
                     self.enqueue(h);
                 } else {
@@ -564,9 +573,14 @@ impl Engine {
             // Cannot happen (the same parameters built the engine's): the shared configuration.
             _ => None,
         };
+        crate::kx::take_negotiated();
         match self.endpoint.accept(incoming, now, &mut self.resp_buf, config) {
             Ok((ch, conn)) => {
+                let kx_group = crate::kx::take_negotiated();
                 self.insert(ch.0, conn, close_flag);
+                if let Some(Some(c)) = self.conns.get_mut(ch.0) {
+                    c.kx_group = kx_group;
+                }
                 self.events.push_back([EV_INCOMING as f64, ch.0 as f64, 0.0, 0.0]);
             }
             Err(e) => {
@@ -899,6 +913,7 @@ impl Engine {
         key: &[u8],
     ) -> Result<usize, String> {
         let mut cache_key = vec![verify as u8];
+        cache_key.extend_from_slice(&self.params.key_exchange.to_le_bytes());
         for a in &alpn {
             cache_key.extend_from_slice(&(a.len() as u32).to_le_bytes());
             cache_key.extend_from_slice(a);
@@ -910,7 +925,7 @@ impl Engine {
         let crypto = match self.client_crypto.get(&cache_key) {
             Some(c) => c.clone(),
             None => {
-                let c = Arc::new(tls::client_config(alpn, ca, verify, cert, key)?);
+                let c = Arc::new(tls::client_config(alpn, ca, verify, cert, key, self.params.key_exchange)?);
                 if self.client_crypto.len() >= MAX_CLIENT_CONFIGS {
                     self.client_crypto.clear();
                 }
@@ -957,7 +972,7 @@ impl Engine {
 
 /// STATS_LEN numbers: packets sent, received, lost, retransmitted (quinn: lost), bytes sent,
 /// received, lost, RTT ms, cwnd, delivery rate (0: unknown), path MTU, peer max datagram,
-/// path changes.
+/// path changes, key exchange group (IANA codepoint, 0: not known yet).
 pub fn conn_stats(c: &mut Conn) -> Stats {
     let s = c.conn.stats();
     let dgram = c.max_datagram().map_or(0.0, |m| m as f64);
@@ -975,6 +990,7 @@ pub fn conn_stats(c: &mut Conn) -> Stats {
         s.path.current_mtu as f64,
         dgram,
         c.path_changes as f64,
+        c.kx_group as f64,
     ]
 }
 

@@ -26,6 +26,7 @@ pub mod addr;
 pub mod config;
 pub mod engine;
 pub mod ffi;
+pub mod kx;
 pub mod panic;
 pub mod tls;
 

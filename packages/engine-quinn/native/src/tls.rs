@@ -1,6 +1,7 @@
 //! rustls 0.23 configurations (ring provider, TLS 1.3 only) for quinn.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -12,9 +13,17 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 /// System CA bundle used when a client verifies without its own `ca`.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+/// ring's provider with the key exchange groups of `kx` (`EngineConfig::key_exchange`, see
+/// kx.rs: X25519MLKEM768 first by default). One per group list, built once.
+fn provider(kx: u32) -> Result<Arc<CryptoProvider>, String> {
+    static PROVIDERS: OnceLock<Mutex<HashMap<u32, Arc<CryptoProvider>>>> = OnceLock::new();
+    let mut map = PROVIDERS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = map.get(&kx) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(CryptoProvider { kx_groups: crate::kx::groups(kx)?, ..rustls::crypto::ring::default_provider() });
+    map.insert(kx, p.clone());
+    Ok(p)
 }
 
 /// Every certificate of a PEM text (DER).
@@ -31,13 +40,13 @@ pub fn read_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 /// Server side: the certificate chain and key, ALPN list, no client authentication, no 0-RTT.
-pub fn server_config(cert_pem: &[u8], key_pem: &[u8], alpn: Vec<Vec<u8>>) -> Result<QuicServerConfig, String> {
+pub fn server_config(cert_pem: &[u8], key_pem: &[u8], alpn: Vec<Vec<u8>>, kx: u32) -> Result<QuicServerConfig, String> {
     let chain = read_certs(cert_pem)?;
     if chain.is_empty() {
         return Err("no certificate in the PEM data".into());
     }
     let key = read_key(key_pem)?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider(kx)?)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
@@ -92,8 +101,9 @@ impl ServerCertVerifier for CallerVerifies {
 /// Client side. `verify`: check the server's chain and name with webpki against the roots in
 /// `ca` (PEM; the system bundle when empty); otherwise accept any certificate (CallerVerifies).
 /// `cert`/`key`: optional client identity.
-pub fn client_config(alpn: Vec<Vec<u8>>, ca: &[u8], verify: bool, cert: &[u8], key: &[u8]) -> Result<QuicClientConfig, String> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
+pub fn client_config(alpn: Vec<Vec<u8>>, ca: &[u8], verify: bool, cert: &[u8], key: &[u8], kx: u32) -> Result<QuicClientConfig, String> {
+    let provider = provider(kx)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?;
     let builder = if verify {
@@ -112,7 +122,7 @@ pub fn client_config(alpn: Vec<Vec<u8>>, ca: &[u8], verify: bool, cert: &[u8], k
         }
         builder.with_root_certificates(roots)
     } else {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(CallerVerifies(provider())))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(CallerVerifies(provider)))
     };
     let mut cfg = if cert.is_empty() {
         builder.with_no_client_auth()

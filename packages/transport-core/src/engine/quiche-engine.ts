@@ -4,6 +4,7 @@ import {
   StoqDatagramUnsupportedError,
   StoqEngineError,
   StoqInvalidArgumentError,
+  StoqUnsupportedError,
   STREAM_BLOCKED,
   STREAM_STOPPED,
   type ConnectionStatsSnapshot,
@@ -209,6 +210,11 @@ export class QuicheEngine implements QuicEngine {
   droppedPackets = 0
 
   constructor(options: QuicEngineOptions) {
+    // quiche 0.18 (BoringSSL) offers X25519, P-256 and P-384, no ML-KEM, and its binding
+    // cannot change the list: a list without X25519 (e.g. post-quantum only) cannot be met.
+    if (options.keyExchange !== undefined && !options.keyExchange.includes('X25519')) {
+      throw new StoqUnsupportedError('keyExchange', `the quiche engine negotiates X25519, P-256 or P-384 (no X25519MLKEM768) and cannot restrict them to ${options.keyExchange.join(', ')}`)
+    }
     this.cidPrefix = checkCidPrefix(options.cidPrefix)
     this.handleAt = this.cidPrefix >= 0 ? 1 : 0
     this.q = loadQuiche()
@@ -1152,6 +1158,8 @@ export class QuicheEngine implements QuicEngine {
       pathMtu: p ? p.pmtu : 0,
       peerMaxDatagramFrameSize: s.peerMaxDatagramFrameSize ?? 0,
       pathChanges: this.get(conn).pathChanges,
+      // The binding does not say which group BoringSSL used (X25519 between quiche peers).
+      keyExchangeGroup: 'unknown',
     }
   }
 

@@ -68,6 +68,7 @@ export interface WorkerClusterOptions {
   /** CPU lists; worker i is pinned to `cpus[i % cpus.length]` (empty: not pinned). */
   cpus: number[]
   transport: TransportParameters
+  keyExchange?: import('@stoq/interface').KeyExchangeGroup[] | undefined
   /** Most 64 KiB buffers of each worker's shared pool. */
   poolMaxBuffers: number
   /** A worker silent for longer than this is reported stalled (default STALL_MS). */
@@ -267,6 +268,7 @@ export class WorkerEngine implements QuicEngine {
       workers: this.opts.workers,
       engine: this.opts.engine,
       transport: this.opts.transport,
+      keyExchange: this.opts.keyExchange,
       bind,
       udpBackend: this.opts.udpBackend,
       cpus,

@@ -111,6 +111,7 @@ export interface WorkerInit {
   workers: number
   engine: 'auto' | 'quinn' | 'quiche'
   transport: import('@stoq/interface').TransportParameters
+  keyExchange?: import('@stoq/interface').KeyExchangeGroup[] | undefined
   bind: import('@stoq/interface').UdpBindOptions
   udpBackend: 'gro' | 'uring'
   cpus: number[]
