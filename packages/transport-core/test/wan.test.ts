@@ -224,17 +224,17 @@ describe(`emulated WAN (netns + netem or userspace relay), engine ${ENGINE}`, ()
       await client!.cmd('close', { conn: 'mtu' }, 10_000)
       return
     }
-    // The search runs on its own after the handshake; each size the link drops is tried 3
-    // times, one PTO (~150 ms here) apart. Wait for both sides to get past 1200 (bounded).
-    for (let i = 0; i < 120; i++) {
-      const [a, b] = await Promise.all([client!.cmd<{ pathMtu: number }>('status', { conn: 'mtu' }), server!.cmd<{ pathMtu: number }>('status', { conn: 'mtu' })])
-      if (a.pathMtu > 1200 && b.pathMtu > 1200) break
-      await new Promise((r) => setTimeout(r, 500))
-    }
     const up = await client!.cmd<UploadResult>('upload', { conn: 'mtu', size: 8 * MiB }, 120_000)
     expect(up.recvSha).toBe(up.sentSha)
     const down = await server!.cmd<UploadResult>('upload', { conn: 'mtu', size: 8 * MiB }, 120_000)
     expect(down.recvSha).toBe(down.sentSha)
+    // Each size the link drops is tried 3 times, one PTO (~150 ms here) apart, so the search
+    // may still run after the transfers: wait (bounded) for both sides to get past 1200.
+    for (let i = 0; i < 60; i++) {
+      const [a, b] = await Promise.all([client!.cmd<{ pathMtu: number }>('status', { conn: 'mtu' }), server!.cmd<{ pathMtu: number }>('status', { conn: 'mtu' })])
+      if (a.pathMtu > 1200 && b.pathMtu > 1200) break
+      await new Promise((r) => setTimeout(r, 500))
+    }
     const c = await client!.cmd<{ pathMtu: number; mtuDiscovery: string }>('status', { conn: 'mtu' })
     const s = await server!.cmd<{ pathMtu: number; mtuDiscovery: string }>('status', { conn: 'mtu' })
     expect(c.mtuDiscovery).toMatch(/^on:/)
