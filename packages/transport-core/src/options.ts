@@ -13,6 +13,7 @@ import {
   DEFAULT_POOL_MAX_BUFFERS,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_HOST,
+  DEFAULT_SESSION_CACHE_SIZE,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_SOCKET_BUFFER_SIZE,
   DEFAULT_TRANSPORT,
@@ -42,6 +43,18 @@ export interface ServerOptions {
    * are gone. Default: random per endpoint.
    */
   secret?: Uint8Array
+  /**
+   * Accept 0-RTT: a client resuming a session may send stream data in its first flight,
+   * and the endpoint emits `connection` for it at once, before the handshake completes
+   * (`conn.established` false until `conn.handshake` resolves). Such data can be replayed
+   * by an attacker (RFC 8446 §8, RFC 9001 §9.2): each session ticket resumes once at a
+   * server process, but a copy raced ahead of the client, or sent to another server
+   * process of the same name, is not caught. Act on data that arrived before
+   * `conn.handshake` resolved only when doing it twice is harmless, or wait for it.
+   * Default false: clients resume (no certificate in the handshake) without 0-RTT.
+   * The quinn engine only.
+   */
+  earlyData?: boolean
 }
 
 export interface EndpointOptions {
@@ -113,6 +126,14 @@ export interface EndpointOptions {
    * work per turn): see `EndpointLimits`. Defaults derive from the heap limit and memory.
    */
   limits?: Partial<EndpointLimits>
+  /**
+   * Servers whose TLS session tickets the endpoint keeps for the connections it dials, to
+   * resume (and, with `earlyData`, send 0-RTT): a server is its name (SNI) under one TLS
+   * setup (ALPN, CA, client identity, verification); the least recently used goes first.
+   * 0 turns resumption off for dialled connections. Default 256. With engine workers each
+   * worker keeps its own.
+   */
+  sessionCacheSize?: number
 }
 
 export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'uring' | 'dgram'
@@ -137,6 +158,17 @@ export interface ConnectOptions {
   key?: PemSource
   /** Fail `connect` when the handshake takes longer. Default 10 000 ms. */
   handshakeTimeoutMs?: number
+  /**
+   * 0-RTT: when the endpoint holds a session ticket of this server that allows it,
+   * `connect` resolves at once, before the handshake, and what the application writes goes
+   * in the client's first flight (otherwise it resolves at handshake completion, as
+   * without this option). Should the server reject the early data, the engine sends it
+   * again after the handshake: nothing to do but `conn.stats().earlyData` says `rejected`.
+   * `conn.handshake` resolves when the handshake completed. Needs a server verified by
+   * `ca` (or `insecure`): a `pin` is checked after the handshake, too late for data sent
+   * before it. Default false. The quinn engine only (quiche connects as without it).
+   */
+  earlyData?: boolean
   /** Send a PING after this much idle time, keeping NAT bindings and idle timers alive. 0 disables. */
   keepAliveMs?: number
 }
@@ -149,6 +181,7 @@ export interface ResolvedServerOptions {
   maxConnections: number
   statelessReset: boolean
   secret: Uint8Array | undefined
+  earlyData: boolean
 }
 
 export interface ResolvedEndpointOptions {
@@ -168,6 +201,7 @@ export interface ResolvedEndpointOptions {
   /** Engine workers: 0 (this thread) or 1 and more; `auto` resolved to -1 (decided at bind). */
   workers: number
   limits: EndpointLimits
+  sessionCacheSize: number
 }
 
 export interface ResolvedConnectOptions {
@@ -181,6 +215,7 @@ export interface ResolvedConnectOptions {
   identity: { cert: Uint8Array; key: Uint8Array } | undefined
   handshakeTimeoutMs: number
   keepAliveMs: number
+  earlyData: boolean
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -375,6 +410,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
       maxConnections: intOption('server.maxConnections', s.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1, 1 << 24),
       statelessReset: boolOption('server.statelessReset', s.statelessReset ?? true),
       secret: secretOption(s.secret),
+      earlyData: boolOption('server.earlyData', s.earlyData ?? false),
     }
   }
   const socketBufferSize = intOption('socketBufferSize', o.socketBufferSize ?? DEFAULT_SOCKET_BUFFER_SIZE, 4096, 1 << 30)
@@ -394,6 +430,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     numaNode: o.numaNode === undefined ? null : intOption('numaNode', o.numaNode, 0, 1023),
     workers: workersOption(o.workers),
     limits: resolveLimits(o.limits),
+    sessionCacheSize: intOption('sessionCacheSize', o.sessionCacheSize ?? DEFAULT_SESSION_CACHE_SIZE, 0, 1 << 20),
   }
 }
 
@@ -442,6 +479,13 @@ export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
   if ((o.cert === undefined) !== (o.key === undefined)) {
     throw new StoqInvalidArgumentError('cert', '`cert` and `key` must be given together')
   }
+  const earlyData = boolOption('earlyData', o.earlyData ?? false)
+  if (earlyData && !insecure && ca === undefined) {
+    throw new StoqInvalidArgumentError(
+      'earlyData',
+      'needs a server verified by `ca` (or `insecure: true` for tests): a `pin` is checked once the handshake completed, after 0-RTT data went out',
+    )
+  }
   const identity = o.cert !== undefined ? { cert: readPem('cert', o.cert, 'certificate'), key: privateKeyBytes(readPem('key', o.key, 'key')) } : undefined
   return {
     host,
@@ -454,5 +498,6 @@ export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
     identity,
     handshakeTimeoutMs: intOption('handshakeTimeoutMs', o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, 1, 600_000),
     keepAliveMs: intOption('keepAliveMs', o.keepAliveMs ?? 0, 0, 24 * 3600 * 1000),
+    earlyData,
   }
 }

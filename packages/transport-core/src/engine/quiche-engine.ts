@@ -1088,6 +1088,9 @@ export class QuicheEngine implements QuicEngine {
       deliveryRateBps: p ? p.deliveryRate * 8 : 0,
       pmtu: p ? p.pmtu : 0,
       peerMaxDatagramFrameSize: s.peerMaxDatagramFrameSize ?? 0,
+      resumed: c.isResumed(),
+      // No 0-RTT through this engine (see sessionCache).
+      earlyData: 'none',
     }
   }
 
