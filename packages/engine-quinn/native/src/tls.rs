@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -63,10 +63,38 @@ pub fn read_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
     })
 }
 
+/// The session store of a server identity (certificate chain, key, ALPN), shared by every
+/// engine of this process serving it: the engine workers of one endpoint each run a server
+/// config of their own, and a client resuming lands on any of them. Never shared between
+/// identities (rustls would resume a session under another certificate).
+fn server_sessions(cert_pem: &[u8], key_pem: &[u8], alpn: &[Vec<u8>]) -> Arc<ServerSessionMemoryCache> {
+    type Registry = Mutex<HashMap<Vec<u8>, Weak<ServerSessionMemoryCache>>>;
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [cert_pem, key_pem] {
+        ctx.update(&(part.len() as u64).to_le_bytes());
+        ctx.update(part);
+    }
+    for a in alpn {
+        ctx.update(&(a.len() as u64).to_le_bytes());
+        ctx.update(a);
+    }
+    let id = ctx.finish().as_ref().to_vec();
+    let mut reg = REGISTRY.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(store) = reg.get(&id).and_then(Weak::upgrade) {
+        return store;
+    }
+    reg.retain(|_, w| w.strong_count() > 0);
+    let store = ServerSessionMemoryCache::new(SERVER_SESSIONS);
+    reg.insert(id, Arc::downgrade(&store));
+    store
+}
+
 /// Server side: the certificate chain and key, ALPN list, no client authentication. Sessions
-/// stay in memory ([`SERVER_SESSIONS`], single use: rustls takes a session out of the store
-/// when a client resumes it, which is also what lets it accept 0-RTT). `early_data`: accept
-/// 0-RTT from resuming clients (QUIC allows only 0 or u32::MAX as rustls' limit).
+/// stay in memory ([`SERVER_SESSIONS`] per identity, see `server_sessions`; single use: rustls
+/// takes a session out of the store when a client resumes it, which is also what lets it
+/// accept 0-RTT). `early_data`: accept 0-RTT from resuming clients (QUIC allows only 0 or
+/// u32::MAX as rustls' limit).
 pub fn server_config(cert_pem: &[u8], key_pem: &[u8], alpn: Vec<Vec<u8>>, early_data: bool) -> Result<QuicServerConfig, String> {
     let chain = read_certs(cert_pem)?;
     if chain.is_empty() {
@@ -81,7 +109,7 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8], alpn: Vec<Vec<u8>>, early_
         .map_err(|e| format!("certificate/key: {e}"))?;
     tls.alpn_protocols = alpn;
     tls.max_early_data_size = if early_data { u32::MAX } else { 0 };
-    tls.session_storage = ServerSessionMemoryCache::new(SERVER_SESSIONS);
+    tls.session_storage = server_sessions(cert_pem, key_pem, &tls.alpn_protocols);
     // with_single_cert checked that the key matches the chain: the same pair, with a signer
     // that tells a full handshake (it signs a CertificateVerify) from a resumed one (none).
     let signer = provider().key_provider.load_private_key(read_key(key_pem)?).map_err(|e| format!("key: {e}"))?;
@@ -415,5 +443,55 @@ impl ClientSessionStore for ScopedStore {
 
     fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
         self.cache.lock().touch(&(self.scope, server_name.clone()), false).and_then(|e| e.tickets.pop_back())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> ServerName<'static> {
+        ServerName::try_from(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn session_cache_is_bounded_lru_and_scoped() {
+        let cache = Arc::new(SessionCache::new(2));
+        let a = ScopedStore { cache: cache.clone(), scope: 1 };
+        let b = ScopedStore { cache: cache.clone(), scope: 2 };
+        a.set_kx_hint(name("one.test"), NamedGroup::X25519);
+        a.set_kx_hint(name("two.test"), NamedGroup::X25519);
+        // Using "one" makes "two" the least recently used.
+        assert!(a.take_tls13_ticket(&name("one.test")).is_none());
+        a.set_kx_hint(name("three.test"), NamedGroup::secp256r1);
+        assert_eq!(cache.counts(), (2, 0, 2));
+        assert_eq!(a.kx_hint(&name("one.test")), Some(NamedGroup::X25519));
+        assert_eq!(a.kx_hint(&name("two.test")), None);
+        assert_eq!(a.kx_hint(&name("three.test")), Some(NamedGroup::secp256r1));
+        // Another config's view sees nothing of it.
+        assert_eq!(b.kx_hint(&name("one.test")), None);
+        b.set_kx_hint(name("one.test"), NamedGroup::X25519);
+        assert_eq!(cache.counts().0, 2);
+        cache.forget_scope(2);
+        assert_eq!(b.kx_hint(&name("one.test")), None);
+        cache.set_cap(0);
+        assert_eq!(cache.counts(), (0, 0, 0));
+        a.set_kx_hint(name("four.test"), NamedGroup::X25519);
+        assert_eq!(cache.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn one_session_store_per_server_identity() {
+        let alpn = vec![b"stoq/1".to_vec()];
+        let s1 = server_sessions(b"cert a", b"key a", &alpn);
+        let s2 = server_sessions(b"cert a", b"key a", &alpn);
+        let s3 = server_sessions(b"cert b", b"key a", &alpn);
+        assert!(Arc::ptr_eq(&s1, &s2));
+        assert!(!Arc::ptr_eq(&s1, &s3));
+        drop((s1, s2));
+        // Once no engine holds it, a new engine of that identity starts afresh.
+        let s4 = server_sessions(b"cert a", b"key a", &alpn);
+        assert!(!Arc::ptr_eq(&s4, &s3));
+        assert_eq!(Arc::strong_count(&s4), 1);
     }
 }
