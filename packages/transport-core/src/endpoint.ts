@@ -300,6 +300,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       transport: resolved.transport,
       poolMaxBuffers: resolved.poolMaxBuffers,
       stallMs: resolved.limits.workerStallMs,
+      sessionCacheSize: resolved.sessionCacheSize,
     })
     try {
       return await Endpoint.open(resolved, components, workers)

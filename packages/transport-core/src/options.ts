@@ -131,7 +131,8 @@ export interface EndpointOptions {
    * resume (and, with `earlyData`, send 0-RTT): a server is its name (SNI) under one TLS
    * setup (ALPN, CA, client identity, verification); the least recently used goes first.
    * 0 turns resumption off for dialled connections. Default 256. With engine workers each
-   * worker keeps its own.
+   * worker keeps its own (connections go to the least loaded worker, so a reconnect resumes
+   * only when it lands on the worker that holds the ticket).
    */
   sessionCacheSize?: number
 }
@@ -166,7 +167,9 @@ export interface ConnectOptions {
    * again after the handshake: nothing to do but `conn.stats().earlyData` says `rejected`.
    * `conn.handshake` resolves when the handshake completed. Needs a server verified by
    * `ca` (or `insecure`): a `pin` is checked after the handshake, too late for data sent
-   * before it. Default false. The quinn engine only (quiche connects as without it).
+   * before it. Datagrams wait for the handshake (before it `sendDatagram` throws
+   * STOQ_ERR_DATAGRAM_UNSUPPORTED). Default false. The quinn engine only (quiche connects as
+   * without it).
    */
   earlyData?: boolean
   /** Send a PING after this much idle time, keeping NAT bindings and idle timers alive. 0 disables. */

@@ -263,6 +263,24 @@ describe.runIf(engine === 'quinn')('resumption and 0-RTT (quinn)', () => {
     expect(server.stats().workers.length).toBe(2)
   })
 
+  it('an engine worker dialling keeps tickets as sessionCacheSize says', async () => {
+    const server = await endpoint({ server: { cert: pki.server.cert, key: pki.server.key } })
+    const results: boolean[] = []
+    for (const sessionCacheSize of [256, 0]) {
+      // One worker: every connection it dials is its own, so its tickets serve each reconnect.
+      const client = await endpoint({ workers: 1, sessionCacheSize })
+      for (let i = 0; i < 2; i++) {
+        const conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
+        await conn.send('x', { confirm: true })
+        // A worker reports its connections' statistics about once a second.
+        await until(() => conn.stats().packetsReceived > 0)
+        results.push(conn.stats().resumed)
+        await conn.close()
+      }
+    }
+    expect(results).toEqual([false, true, false, false])
+  })
+
   it('a server without earlyData never announces a connection before its handshake', async () => {
     const server = await endpoint({ server: { cert: pki.server.cert, key: pki.server.key } })
     const seen = collect(server)

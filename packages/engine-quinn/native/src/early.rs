@@ -139,8 +139,7 @@ impl ZeroRtt {
         let streams = std::mem::take(&mut self.streams);
         self.bytes = 0;
         if conn.is_closed() {
-            // No verdict: the connection failed (its streams fail with it).
-            self.state = EARLY_REJECTED;
+            // No verdict (the connection failed, its streams with it): it stays pending.
             return Vec::new();
         }
         if conn.accepted_0rtt() {

@@ -707,6 +707,7 @@ async function main(): Promise<void> {
         port: init.bind.port,
         ipv6Only: init.bind.ipv6Only,
         transport: init.transport,
+        ...(init.sessionCacheSize !== undefined ? { sessionCacheSize: init.sessionCacheSize } : {}),
         ...(init.bind.sendBufferSize !== undefined ? { socketBufferSize: init.bind.sendBufferSize } : {}),
       },
       { engine: factory, udp: () => io, throughputSampleMs: 0 },
