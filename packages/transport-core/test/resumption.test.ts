@@ -206,6 +206,40 @@ describe.runIf(engine === 'quinn')('resumption and 0-RTT (quinn)', () => {
     })
   }
 
+  it('a stream reset during a rejected 0-RTT is reset again, with its code, and the next stream keeps its id', async () => {
+    const first = await endpoint({ server: { cert: pki.server.cert, key: pki.server.key, earlyData: true } })
+    const port = first.address.port
+    const client = await endpoint()
+    const dial = () => client.connect({ host: '127.0.0.1', port, ca: pki.ca, serverName: 'localhost', earlyData: true })
+    await ticketFrom(client, await dial())
+    await first.close()
+    const server = await endpoint({ port, server: { cert: pki.server.cert, key: pki.server.key } })
+    const events: string[] = []
+    server.on('connection', (c) =>
+      c.on('stream', (s: QuicStream) => {
+        void (async () => {
+          try {
+            let n = 0
+            for await (const x of s.readable!) n += x.length
+            events.push(`${s.id}: ${n} bytes, fin`)
+          } catch (err) {
+            events.push(StoqError.isInstance(err) ? `${s.id}: ${err.code} ${JSON.stringify(err.data)}` : `${s.id}: ${String(err)}`)
+          }
+        })()
+      }),
+    )
+    const conn = await dial()
+    expect(conn.stats().earlyData).toBe('pending')
+    const reset = conn.openStream({ unidirectional: true })
+    await reset.writable!.getWriter().write(new Uint8Array(100))
+    reset.reset(7)
+    const next = await sendUni(conn, new Uint8Array(50))
+    await conn.handshake
+    expect(conn.stats().earlyData).toBe('rejected')
+    await until(() => events.length === 2)
+    expect(events.sort()).toEqual([`${reset.id}: STOQ_ERR_STREAM_RESET {"streamId":${reset.id},"code":7}`, `${next}: 50 bytes, fin`].sort())
+  })
+
   it('keeps tickets for at most sessionCacheSize servers, the least recently used going first', async () => {
     const server = await endpoint({ server: { cert: pki.server.cert, key: pki.server.key } })
     const client = await endpoint({ sessionCacheSize: 3 })
