@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// Builds every package, runs every package's tests (one package at a time, so
-// socket tests do not fight for 2 cores), and always ends with one plain line
-// "N passed, N failed" counted from vitest's JSON reports, so a run that
-// executed no test is visible. Exit code: non-zero when anything failed.
+// Builds every package, checks the packed packages (scripts/check-packages.mjs), runs every
+// package's tests (one package at a time, so socket tests do not fight for 2 cores), and always
+// ends with one plain line "N passed, N failed" counted from vitest's JSON reports and the
+// package checks, so a run that executed no test is visible. Exit code: non-zero when anything
+// failed.
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
@@ -30,11 +32,39 @@ function run(args) {
   return r.status ?? 1
 }
 
+/**
+ * `check:packages` on the fresh build: packs every public package and checks the tarballs
+ * (attw, publint, README and LICENSE). One result per package; about a minute.
+ */
+function checkPackages() {
+  const report = path.join(os.tmpdir(), `stoq-check-packages-${process.pid}.json`)
+  fs.rmSync(report, { force: true })
+  console.log('\n$ node scripts/check-packages.mjs')
+  const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'check-packages.mjs'), '--report', report], {
+    cwd: root,
+    stdio: 'inherit',
+    env,
+    timeout: 10 * 60_000,
+    killSignal: 'SIGKILL',
+  })
+  if (r.error) console.error(`check-packages stopped: ${r.error.message}`)
+  if (!fs.existsSync(report)) return { passed: 0, failed: 1 }
+  const { passed, failed } = JSON.parse(fs.readFileSync(report, 'utf8'))
+  fs.rmSync(report, { force: true })
+  return { passed, failed: failed || (r.status === 0 ? 0 : 1) }
+}
+
 let rc = run(['run', 'build'])
+const packaging = rc === 0 ? checkPackages() : null
 if (rc === 0) rc = run(['run', 'test', '--concurrency=1', '--continue'])
 
 let passed = 0
 let failed = 0
+if (packaging !== null) {
+  console.log(`packed packages (check:packages): ${packaging.passed} passed, ${packaging.failed} failed`)
+  passed += packaging.passed
+  failed += packaging.failed
+}
 for (const { dir, name } of withTests) {
   const file = path.join(dir, 'test-results.json')
   if (!fs.existsSync(file)) {

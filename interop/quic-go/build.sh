@@ -50,7 +50,16 @@ if ! have_deps; then
   fi
 fi
 
-if [ -x "$OUT" ] && [ "$OUT" -nt "$SCRIPT_DIR/main.go" ]; then
+# Up to date when the binary is newer than every Go source file of the peer.
+up_to_date() {
+  [ -x "$OUT" ] || return 1
+  local src
+  for src in "$SCRIPT_DIR"/*.go; do
+    [ "$OUT" -nt "$src" ] || return 1
+  done
+}
+
+if up_to_date; then
   echo "build.sh: $OUT is up to date" >&2
   exit 0
 fi

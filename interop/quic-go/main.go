@@ -5,6 +5,8 @@
 //	stoq-interop-peer server --listen HOST:PORT --cert CERT.pem --key KEY.pem [--alpn stoq/1]
 //	stoq-interop-peer client --connect HOST:PORT [--alpn stoq/1] (--ca CA.pem | --insecure)
 //	                         [--sni NAME] [--bytes N] [--streams K] [--datagrams D] [--uni]
+//	stoq-interop-peer h3server --listen HOST:PORT --cert CERT.pem --key KEY.pem
+//	                           [--h3-datagrams] [--setting ID=VALUE]...
 //
 // See README.md for the echo semantics and the output formats.
 package main
@@ -57,6 +59,8 @@ func usage() {
   %[1]s client --connect HOST:PORT [--alpn stoq/1] (--ca CA.pem | --insecure) [--sni NAME]
         [--bytes N] [--streams K] [--datagrams D] [--uni]
         [--datagram-size S] [--datagrams-min M] [--timeout 60s] [--cid-len L]
+  %[1]s h3server --listen HOST:PORT --cert CERT.pem --key KEY.pem [--h3-datagrams]
+        [--setting ID=VALUE]... [-v]
 `, os.Args[0])
 }
 
@@ -70,6 +74,8 @@ func main() {
 		os.Exit(runServer(os.Args[2:]))
 	case "client":
 		os.Exit(runClient(os.Args[2:]))
+	case "h3server":
+		os.Exit(runH3Server(os.Args[2:]))
 	case "-h", "--help", "help":
 		usage()
 		os.Exit(0)

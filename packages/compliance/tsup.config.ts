@@ -1,1 +1,5 @@
-export { default } from '../../tsup.config.base.js'
+import { defineConfig } from 'tsup'
+import base from '../../tsup.config.base.js'
+
+// ESM only: the suites import vitest, which refuses to be loaded through require().
+export default defineConfig({ ...(base as object), format: ['esm'] })

@@ -15,6 +15,8 @@ import { CASES, type CaseSpec, type CpuFigures, type FromPeer, type ToPeer } fro
 
 const PEER_SCRIPT = fileURLToPath(new URL('./peer.js', import.meta.url))
 
+const GiB = 1024 ** 3
+
 /** Time peers get to report and exit after a run before they are killed. */
 const EXIT_GRACE_MS = 5000
 
@@ -158,6 +160,14 @@ export interface RunResult {
   gbps: number
   receiverCpu: CpuFigures
   senderCpu: CpuFigures | null
+  /**
+   * CPU seconds (user + system, every thread, sender and receiver processes) per GiB moved:
+   * what matters where the link, not the CPU, is the limit.
+   */
+  cpuSecondsPerGiB: number | null
+  /** Event-loop delay p99 (ms) of each side while it moved data. */
+  receiverLoopP99Ms: number
+  senderLoopP99Ms: number | null
   /** STOQ: datagrams per socket send call on the sender (1 without GSO/sendmmsg). */
   packetsPerSendCall: number | null
   /**
@@ -269,6 +279,7 @@ export async function runOnce(spec: CaseSpec, o: RunOptions, identity: BenchIden
       socketBufferSize: o.socketBufferSize,
       copyWrites: o.copyWrites,
       pin: identity.pin,
+      cert: identity.cert,
     })
 
     const udpBefore = kernelUdpCounters()
@@ -289,6 +300,11 @@ export async function runOnce(spec: CaseSpec, o: RunOptions, identity: BenchIden
       gbps: (received.bytes * 8) / seconds / 1e9,
       receiverCpu: received.cpu,
       senderCpu: senderReport.cpu ?? null,
+      cpuSecondsPerGiB: senderReport.cpu
+        ? ((senderReport.cpu.userMs + senderReport.cpu.systemMs + received.cpu.userMs + received.cpu.systemMs) / 1000) * (GiB / received.bytes)
+        : null,
+      receiverLoopP99Ms: received.loopP99Ms,
+      senderLoopP99Ms: senderReport.loopP99Ms ?? null,
       packetsPerSendCall: udp?.sendCalls ? (udp.packetsSent ?? 0) / udp.sendCalls : null,
       kernelUdp: counterDelta(udpBefore, udpAfter),
       ...(spec.transport === 'stoq'
@@ -320,6 +336,12 @@ export interface CaseSummary {
   maxGbps: number | null
   /** Median Gbps over the TCP median of the same invocation. */
   ratioVsTcp: number | null
+  /** Median Gbps over the Node tls median of the same invocation (when the `tls` case ran). */
+  ratioVsTls: number | null
+  /** Median CPU seconds per GiB, both processes (see RunResult). */
+  cpuSecondsPerGiB: number | null
+  /** Median over runs of the larger of the two sides' event-loop delay p99, ms. */
+  loopP99Ms: number | null
   senderCpuPct: number | null
   receiverCpuPct: number | null
   packetsPerSendCall: number | null
@@ -406,6 +428,8 @@ function describeRun(r: RunResult): string {
     `${fmtGbps(r.gbps)} Gbps (${mib(r.bytes)} in ${r.seconds.toFixed(2)} s)`,
     `sender CPU ${fmtPct(r.senderCpu?.cpuPct ?? null)}`,
     `receiver CPU ${fmtPct(r.receiverCpu.cpuPct)}`,
+    `${r.cpuSecondsPerGiB === null ? '—' : r.cpuSecondsPerGiB.toFixed(2)} CPU s/GiB`,
+    `loop p99 ${r.receiverLoopP99Ms.toFixed(1)}/${r.senderLoopP99Ms?.toFixed(1) ?? '—'} ms (receiver/sender)`,
   ]
   if (r.packetsPerSendCall !== null) parts.push(`${r.packetsPerSendCall.toFixed(2)} pkts/send call`)
   const c = r.senderConnection as { packetsSent?: number; packetsLost?: number; rttMs?: number } | undefined
@@ -455,6 +479,9 @@ export async function runSuite(o: SuiteOptions, log: (line: string) => void = co
       minGbps: ok ? Math.min(...g) : null,
       maxGbps: ok ? Math.max(...g) : null,
       ratioVsTcp: null,
+      ratioVsTls: null,
+      cpuSecondsPerGiB: ok && runs.every((r) => r.cpuSecondsPerGiB !== null) ? median(runs.map((r) => r.cpuSecondsPerGiB!)) : null,
+      loopP99Ms: ok ? median(runs.map((r) => Math.max(r.receiverLoopP99Ms, r.senderLoopP99Ms ?? 0))) : null,
       senderCpuPct: ok ? median(runs.map((r) => r.senderCpu?.cpuPct ?? 0)) : null,
       receiverCpuPct: ok ? median(runs.map((r) => r.receiverCpu.cpuPct)) : null,
       packetsPerSendCall: ok ? median(ppsc) : null,
@@ -462,7 +489,11 @@ export async function runSuite(o: SuiteOptions, log: (line: string) => void = co
   })
   const coreAfter = transportCoreBuild()
   const tcp = summaries.find((s) => s.case === 'tcp')?.medianGbps ?? null
-  for (const s of summaries) s.ratioVsTcp = tcp !== null && s.medianGbps !== null ? s.medianGbps / tcp : null
+  const tlsGbps = summaries.find((s) => s.case === 'tls')?.medianGbps ?? null
+  for (const s of summaries) {
+    s.ratioVsTcp = tcp !== null && s.medianGbps !== null ? s.medianGbps / tcp : null
+    s.ratioVsTls = tlsGbps !== null && s.medianGbps !== null ? s.medianGbps / tlsGbps : null
+  }
   return {
     benchmark: 'throughput',
     startedAt: new Date().toISOString(),
@@ -487,15 +518,18 @@ export async function runSuite(o: SuiteOptions, log: (line: string) => void = co
 // Output
 
 export function formatTable(result: SuiteResult): string {
-  const header = ['case', 'median Gbps', 'min–max', 'vs TCP', 'sender CPU', 'receiver CPU', 'pkts/send call']
+  const header = ['case', 'median Gbps', 'min–max', 'vs TCP', 'vs TLS', 'CPU s/GiB', 'loop p99 ms', 'sender CPU', 'receiver CPU', 'pkts/send call']
   const rows = result.cases.map((s) =>
     s.error !== null
-      ? [s.label, 'FAILED', '', '', '', '', '']
+      ? [s.label, 'FAILED', '', '', '', '', '', '', '', '']
       : [
           s.label,
           fmtGbps(s.medianGbps),
           `${fmtGbps(s.minGbps)}–${fmtGbps(s.maxGbps)}`,
           s.ratioVsTcp === null ? '—' : `${s.ratioVsTcp.toFixed(3)}×`,
+          s.ratioVsTls === null ? '—' : `${s.ratioVsTls.toFixed(3)}×`,
+          s.cpuSecondsPerGiB === null ? '—' : s.cpuSecondsPerGiB.toFixed(2),
+          s.loopP99Ms === null ? '—' : s.loopP99Ms.toFixed(1),
           fmtPct(s.senderCpuPct),
           fmtPct(s.receiverCpuPct),
           s.packetsPerSendCall === null ? '—' : s.packetsPerSendCall.toFixed(2),
@@ -512,7 +546,8 @@ export function formatTable(result: SuiteResult): string {
       `Gbps counted by the receiver from first to last byte, every byte verified.` +
       (result.options.socketBufferSize !== null ? ` STOQ socket buffers: ${result.options.socketBufferSize} bytes.` : '') +
       (result.options.copyWrites ? ' Sender copies every write (--copy-writes).' : ''),
-    `machine: ${m.cpu}, ${m.cores} cores, ${m.kernel}, Node ${m.node}, load average ${m.loadAverage1m} at start. CPU% is of one core over the transfer.`,
+    `machine: ${m.cpu}, ${m.cores} cores, ${m.kernel}, Node ${m.node}, load average ${m.loadAverage1m} at start. CPU% is of one core over the transfer; ` +
+      `CPU s/GiB adds both processes, all threads; loop p99 is the worse side's event-loop delay while moving data.`,
     `@stoq/transport-core ${core ? `${core.version}, dist sha256 ${core.distSha256.slice(0, 12)} built ${core.distModified}` : 'build unknown'}` +
       (result.transportCoreChanged ? ' — WARNING: its dist was rebuilt during this invocation, runs mixed builds' : ''),
     '',

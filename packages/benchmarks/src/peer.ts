@@ -4,6 +4,8 @@
  * verifies; the sender connects and writes the pattern.
  */
 import net from 'node:net'
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
+import tls from 'node:tls'
 import type { ComponentLogger, Logger, MultiaddrConnection, Stream, StreamMuxer, Transport, Upgrader } from '@libp2p/interface'
 import { createEndpoint, type Endpoint, type QuicConnection } from '@stoq/transport-core'
 import { createMetricsRegistry, toPrometheusText, type MetricsRegistry } from '@stoq/monitoring'
@@ -27,6 +29,22 @@ async function fail(err: unknown): Promise<never> {
   const e = err as { message?: string; code?: unknown; stack?: string }
   await send({ type: 'error', message: e?.message ?? String(err), ...(typeof e?.code === 'string' ? { code: e.code } : {}) })
   process.exit(1)
+}
+
+/**
+ * This process's event-loop delay while it moves data (10 ms resolution): speed must not come
+ * from starving timers and other work. Started by the first byte received or written.
+ */
+let loopDelay: IntervalHistogram | null = null
+function startLoopDelay(): void {
+  if (loopDelay !== null) return
+  loopDelay = monitorEventLoopDelay({ resolution: 10 })
+  loopDelay.enable()
+}
+function loopP99Ms(): number {
+  if (loopDelay === null) return 0
+  loopDelay.disable()
+  return loopDelay.percentile(99) / 1e6
 }
 
 /** Resolves with the next `finish` from the harness. */
@@ -57,6 +75,7 @@ class Receipt {
     if (this.firstAt < 0) {
       this.firstAt = performance.now()
       this.cpuAtFirst = process.cpuUsage()
+      startLoopDelay()
     }
     this.verifier.update(data)
     if (this.verifier.verified === this.verifier.total) {
@@ -75,13 +94,14 @@ class Receipt {
       bytes: this.verifier.total,
       firstToLastMs: wallMs,
       cpu: cpuFigures(wallMs, this.cpuFirstToLast!),
+      loopP99Ms: loopP99Ms(),
     })
   }
 }
 
 async function tcpReceiver(o: ReceiverStart): Promise<void> {
   let taken = false
-  const server = net.createServer((socket) => {
+  const onSocket = (socket: net.Socket): void => {
     if (taken) {
       socket.destroy()
       return
@@ -99,7 +119,11 @@ async function tcpReceiver(o: ReceiverStart): Promise<void> {
       receipt.end().catch(fail)
     })
     socket.on('error', (err) => void fail(err))
-  })
+  }
+  const server =
+    o.spec.transport === 'tls'
+      ? tls.createServer({ cert: o.cert, key: o.key, minVersion: 'TLSv1.3', ciphers: 'TLS_AES_256_GCM_SHA384' }, onSocket)
+      : net.createServer(onSocket)
   server.on('error', (err) => void fail(err))
   await new Promise<void>((resolve) => server.listen({ host: o.host, port: 0 }, resolve))
   await send({ type: 'listening', port: (server.address() as net.AddressInfo).port })
@@ -171,6 +195,7 @@ class SendClock {
   start(): void {
     this.startAt = performance.now()
     this.cpuAtStart = process.cpuUsage()
+    startLoopDelay()
   }
 
   figures(): ReturnType<typeof cpuFigures> {
@@ -191,9 +216,12 @@ function progressReporter(): { update: (bytes: number) => void; stop: () => void
 }
 
 async function tcpSender(o: SenderStart): Promise<void> {
-  const socket = net.connect({ host: o.host, port: o.port })
+  const socket =
+    o.spec.transport === 'tls'
+      ? tls.connect({ host: o.host, port: o.port, ca: o.cert, servername: 'localhost', minVersion: 'TLSv1.3', ciphers: 'TLS_AES_256_GCM_SHA384' })
+      : net.connect({ host: o.host, port: o.port })
   socket.on('error', (err) => void fail(err))
-  await new Promise<void>((resolve) => socket.once('connect', resolve))
+  await new Promise<void>((resolve) => socket.once(o.spec.transport === 'tls' ? 'secureConnect' : 'connect', resolve))
   const clock = new SendClock()
   const progress = progressReporter()
   clock.start()
@@ -212,7 +240,7 @@ async function tcpSender(o: SenderStart): Promise<void> {
   await finished
   const cpu = clock.figures()
   socket.destroy()
-  await send({ type: 'report', cpu })
+  await send({ type: 'report', cpu, loopP99Ms: loopP99Ms() })
 }
 
 async function stoqSender(o: SenderStart): Promise<void> {
@@ -241,7 +269,7 @@ async function stoqSender(o: SenderStart): Promise<void> {
   const cpu = clock.figures()
   const connection = conn.stats()
   const endpoint = client.stats()
-  await send({ type: 'report', cpu, connection, endpoint })
+  await send({ type: 'report', cpu, loopP99Ms: loopP99Ms(), connection, endpoint })
   await conn.close(0, 'done')
   metrics.stop()
   await client.close()
@@ -399,7 +427,7 @@ async function libp2pQuicSender(o: SenderStart): Promise<void> {
   await send({ type: 'sent', bytes: o.bytes })
   await finished
   const cpu = clock.figures()
-  await send({ type: 'report', cpu })
+  await send({ type: 'report', cpu, loopP99Ms: loopP99Ms() })
   muxer.abort(new Error('run over'))
   await maConn.close()
 }
@@ -420,12 +448,12 @@ process.on('message', (msg: ToPeer) => {
   }
   const run =
     msg.role === 'receiver'
-      ? msg.spec.transport === 'tcp'
+      ? msg.spec.transport === 'tcp' || msg.spec.transport === 'tls'
         ? tcpReceiver(msg)
         : msg.spec.transport === 'libp2p-quic'
           ? libp2pQuicReceiver(msg)
           : stoqReceiver(msg)
-      : msg.spec.transport === 'tcp'
+      : msg.spec.transport === 'tcp' || msg.spec.transport === 'tls'
         ? tcpSender(msg)
         : msg.spec.transport === 'libp2p-quic'
           ? libp2pQuicSender(msg)

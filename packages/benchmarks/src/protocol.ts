@@ -1,7 +1,11 @@
 /** What runs on each side of a benchmark run, and the messages between the harness and its two peers. */
 
-/** `libp2p-quic`: @chainsafe/libp2p-quic (quinn through napi-rs), its transport driven directly. */
-export type Transport = 'tcp' | 'stoq' | 'libp2p-quic'
+/**
+ * `libp2p-quic`: @chainsafe/libp2p-quic (quinn through napi-rs), its transport driven directly.
+ * `tls`: node:tls over TCP, TLS 1.3 with AES-256-GCM and the same ECDSA P-256 certificate as
+ * STOQ's cases: the fair bar for an encrypted transport.
+ */
+export type Transport = 'tcp' | 'tls' | 'stoq' | 'libp2p-quic'
 
 export interface CaseSpec {
   /** Name used on the command line and in JSON. */
@@ -26,6 +30,7 @@ export const QUINN_LARGE_PACKET = 65000
 
 export const CASES: Readonly<Record<string, CaseSpec>> = {
   tcp: { name: 'tcp', label: 'Node net TCP', transport: 'tcp' },
+  tls: { name: 'tls', label: 'Node tls (TLS 1.3, AES-256-GCM) over TCP', transport: 'tls' },
   stoq1350: { name: 'stoq1350', label: 'STOQ quiche 1350 B, plain dgram', transport: 'stoq', engine: 'quiche', maxUdpPayloadSize: 1350, udp: 'dgram' },
   stoq16383: { name: 'stoq16383', label: 'STOQ quiche 16383 B, plain dgram', transport: 'stoq', engine: 'quiche', maxUdpPayloadSize: 16383, udp: 'dgram' },
   stoq1350gso: { name: 'stoq1350gso', label: 'STOQ quiche 1350 B, GSO send', transport: 'stoq', engine: 'quiche', maxUdpPayloadSize: 1350, udp: 'gso' },
@@ -68,6 +73,8 @@ export interface SenderStart {
   /** Give every write its own buffer instead of reusing the ring (diagnostic). */
   copyWrites: boolean
   pin: string
+  /** The receiver's certificate (PEM), for the tls case's verification. */
+  cert: string
 }
 
 /** Harness → peer. `finish`: the run is over, report final figures and exit. */
@@ -91,9 +98,12 @@ export type FromPeer =
   /** Sender: every byte was handed to the transport and the stream was closed. */
   | { type: 'sent'; bytes: number }
   /** Receiver: the whole stream arrived and verified; figures from first to last byte. */
-  | { type: 'received'; bytes: number; firstToLastMs: number; cpu: CpuFigures }
-  /** Final report after `finish`. Sender CPU is measured from its first write to `finish`. */
-  | { type: 'report'; cpu?: CpuFigures; connection?: unknown; endpoint?: unknown }
+  | { type: 'received'; bytes: number; firstToLastMs: number; cpu: CpuFigures; loopP99Ms: number }
+  /**
+   * Final report after `finish`. Sender CPU is measured from its first write to `finish`;
+   * `loopP99Ms`: the sender's event-loop delay p99 over the same time.
+   */
+  | { type: 'report'; cpu?: CpuFigures; loopP99Ms?: number; connection?: unknown; endpoint?: unknown }
   | { type: 'error'; message: string; code?: string }
 
 export function cpuFigures(wallMs: number, usage: NodeJS.CpuUsage): CpuFigures {

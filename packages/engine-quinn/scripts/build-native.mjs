@@ -41,7 +41,7 @@ const lockFile = path.join(nativeDir, 'Cargo.lock')
 const library = path.join(nativeDir, 'target', 'release', 'libstoq_quinn.so')
 const verbose = process.argv.includes('--verbose')
 
-/** Debian suite that packages quinn-proto 0.11.19, rustls 0.23.45 and ring 0.17.14. */
+/** Debian suite that packages quinn-proto 0.11.19, rustls 0.23.45, ring 0.17.14, ml-kem 0.3.2 and x25519-dalek 3.0.0. */
 const DEB_SUITE = 'forky'
 const DEB_ROOTS = [
   'librust-quinn-proto-dev',
@@ -49,6 +49,9 @@ const DEB_ROOTS = [
   'librust-ring-dev',
   'librust-rustls-pki-types-dev',
   'librust-bytes-dev',
+  // X25519MLKEM768 (native/src/kx.rs): ML-KEM-768 and X25519.
+  'librust-ml-kem-dev',
+  'librust-x25519-dalek-dev',
 ]
 
 function log(msg) {

@@ -4,7 +4,7 @@
  * with what the loaded library reports through `stoq_abi_info`.
  */
 export const ABI = Object.freeze({
-  ABI_VERSION: 6,
+  ABI_VERSION: 8,
 
   OK: 0,
   ERR_BAD_HANDLE: -100,
@@ -36,7 +36,7 @@ export const ABI = Object.freeze({
   CLOSE_RESET: 8,
   CLOSE_VERSION: 16,
 
-  STATS_LEN: 14,
+  STATS_LEN: 16,
   ADDR_LEN: 19,
   RECV_RESULT_LEN: 3,
   TRANSMIT_META_LEN: 2,
@@ -55,6 +55,10 @@ export const ABI = Object.freeze({
   EARLY_REJECTED: 3,
   DEFAULT_SESSION_CACHE: 256,
   SESSION_CACHE_LEN: 3,
+  KX_X25519MLKEM768: 1,
+  KX_X25519: 2,
+  KX_SECP256R1: 3,
+  KX_SECP384R1: 4,
 
   PANIC_NOW: 0,
   PANIC_NEXT_DATAGRAM: 1,
@@ -77,7 +81,8 @@ export const CONFIG_FIELDS = [
   ['pacing', 'uint32_t'],
   ['hystart', 'uint32_t'],
   ['cid_prefix', 'int32_t'],
-  ['reserved', 'uint32_t'],
+  ['mtu_discovery', 'uint32_t'],
+  ['key_exchange', 'uint32_t'],
 ] as const
 
 export type EngineConfig = { [K in (typeof CONFIG_FIELDS)[number][0]]: number }

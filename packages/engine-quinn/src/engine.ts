@@ -11,6 +11,7 @@ import {
   type EngineConnectOptions,
   type EngineEventSink,
   type EngineServerOptions,
+  type KeyExchangeGroup,
   type QuicEngine,
   type QuicEngineOptions,
   type SocketAddress,
@@ -135,6 +136,38 @@ function ccCode(cc: TransportParameters['congestionControl']): number {
  * - `packetsRetransmitted` reports lost packets (quinn re-sends their frames but does not
  *   count retransmissions); `deliveryRateBps` is 0 (not measured by quinn).
  */
+/** IANA codepoints of the TLS groups (stats index 13) and their names. */
+const GROUP_NAMES = new Map<number, KeyExchangeGroup>([
+  [0x11ec, 'X25519MLKEM768'],
+  [29, 'X25519'],
+  [23, 'P-256'],
+  [24, 'P-384'],
+])
+const KX_CODES: Record<KeyExchangeGroup, number> = {
+  X25519MLKEM768: ABI.KX_X25519MLKEM768,
+  X25519: ABI.KX_X25519,
+  'P-256': ABI.KX_SECP256R1,
+  'P-384': ABI.KX_SECP384R1,
+}
+
+/**
+ * `QuicEngineOptions.keyExchange` as `EngineConfig.key_exchange`: one KX_* code per byte,
+ * lowest first; 0 (absent) for the library's default list.
+ */
+export function keyExchangeParam(groups: readonly KeyExchangeGroup[] | undefined): number {
+  if (groups === undefined) return 0
+  if (!Array.isArray(groups) || groups.length === 0 || groups.length > 4 || new Set(groups).size !== groups.length) {
+    throw new StoqInvalidArgumentError('keyExchange', 'expected 1 to 4 distinct groups of X25519MLKEM768, X25519, P-256, P-384')
+  }
+  let code = 0
+  groups.forEach((g, i) => {
+    const c = KX_CODES[g as KeyExchangeGroup] as number | undefined
+    if (c === undefined) throw new StoqInvalidArgumentError('keyExchange', `unknown group ${String(g)}`)
+    code += c * 256 ** i
+  })
+  return code
+}
+
 export class QuinnEngine implements QuicEngine {
   readonly specificationVersion = 'v1' as const
   readonly name = 'quinn'
@@ -184,7 +217,8 @@ export class QuinnEngine implements QuicEngine {
         pacing: t.pacing ? 1 : 0,
         hystart: t.hystart ? 1 : 0,
         cid_prefix: cidPrefixParam(options.cidPrefix),
-        reserved: 0,
+        mtu_discovery: t.mtuDiscovery ? 1 : 0,
+        key_exchange: keyExchangeParam(options.keyExchange),
       },
       this.n.configSize,
     )
@@ -271,6 +305,11 @@ export class QuinnEngine implements QuicEngine {
 
   stopListening(): void {
     if (this.ep !== null) this.n.stopListening(this.ep)
+  }
+
+  setPathMtuDiscovery(allowed: boolean): void {
+    const rc = this.n.allowMtuDiscovery(this.alive(), allowed ? 1 : 0)
+    if (rc !== ABI.OK) throw new StoqEngineError('quinn', `the quinn engine could not change MTU discovery: ${this.lastError}`)
   }
 
   // -------------------------------------------------------------------------
@@ -684,10 +723,12 @@ export class QuinnEngine implements QuicEngine {
       rttMs: s[7]!,
       cwndBytes: s[8]!,
       deliveryRateBps: s[9]!,
-      pmtu: s[10]!,
+      pathMtu: s[10]!,
       peerMaxDatagramFrameSize: s[11]!,
-      resumed: s[12] === 1,
-      earlyData: EARLY_STATES[s[13]!] ?? 'none',
+      pathChanges: s[12]!,
+      ...(s[13]! !== 0 ? { keyExchangeGroup: GROUP_NAMES.get(s[13]!) ?? `0x${s[13]!.toString(16)}` } : {}),
+      resumed: s[14] === 1,
+      earlyData: EARLY_STATES[s[15]!] ?? 'none',
     }
   }
 

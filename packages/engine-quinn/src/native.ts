@@ -39,6 +39,7 @@ export interface QuinnNative {
     earlyData: number,
   ): number
   stopListening(ep: Pointer): void
+  allowMtuDiscovery(ep: Pointer, allowed: number): number
   receive(ep: Pointer, data: Uint8Array, len: number, segment: number, ip: Uint8Array, port: number, family: number): number
   pollTransmit(ep: Pointer, out: Uint8Array, cap: number, lengths: Uint32Array, maxPackets: number, peer: Uint8Array, meta: Uint32Array): number
   nextTimeout(ep: Pointer): number
@@ -221,6 +222,7 @@ export function loadQuinn(): QuinnLoadResult {
         `int32_t stoq_listen(${E} ep, const void *cert, size_t certLen, const void *key, size_t keyLen, const void *alpn, size_t alpnLen, uint32_t retry, uint32_t maxConns, uint32_t statelessReset, const void *secret, size_t secretLen, uint32_t earlyData)`,
       ),
       stopListening: f(`void stoq_stop_listening(${E} ep)`),
+      allowMtuDiscovery: f(`int32_t stoq_allow_mtu_discovery(${E} ep, uint32_t allowed)`),
       receive: f(`int32_t stoq_receive(${E} ep, const void *data, size_t len, size_t segment, const void *ip, uint32_t port, uint32_t family)`),
       pollTransmit: f(`int32_t stoq_poll_transmit(${E} ep, void *out, size_t cap, void *lengths, size_t maxPackets, void *peer, void *meta)`),
       nextTimeout: f(`double stoq_next_timeout(${E} ep)`),

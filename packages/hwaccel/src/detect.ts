@@ -167,7 +167,7 @@ export async function detectCapabilities(options: Partial<DetectOptions> = {}): 
       report[key] = {
         available: found,
         detail: found
-          ? `${key} resolves in ${libc.name} (no STOQ backend batches with it yet)`
+          ? `${key} resolves in ${libc.name}; the worker UDP backend (gro, the first udpBackend 'auto' tries, and the one engine workers use) batches with it`
           : `${key} does not resolve in ${libc.name}`,
       }
     }

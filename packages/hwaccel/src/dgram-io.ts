@@ -11,6 +11,9 @@ import {
 } from '@stoq/interface'
 import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, refuseReusePort, sendQueueMarks } from './dgram-common.js'
 import { checkBindTarget, toSocketAddress, toWireHost } from './address.js'
+import { setDontFragment } from './koffi/dont-fragment.js'
+import { loadLibc } from './koffi/libc.js'
+import { socketFd } from './koffi/socket-fd.js'
 
 export interface DgramUdpIoOptions {
   /** Pending sends above which `send()` returns false. */
@@ -34,6 +37,7 @@ export class DgramUdpIo implements UdpIo {
   private closed = false
   private v6 = true
   private local: SocketAddress | null = null
+  private df = false
   private readonly highWater: number
   private readonly lowWater: number
   private wantDrain = false
@@ -50,6 +54,11 @@ export class DgramUdpIo implements UdpIo {
 
   get pendingSends(): number {
     return this.tokens.size
+  }
+
+  /** Bound with Don't Fragment set (see `UdpIo.dontFragment`). */
+  get dontFragment(): boolean {
+    return this.socket !== null && this.df
   }
 
   get localAddress(): SocketAddress | null {
@@ -78,6 +87,11 @@ export class DgramUdpIo implements UdpIo {
       socket.close()
       throw new StoqClosedError('UDP socket')
     }
+    // Don't Fragment where koffi and the fd are at hand (best effort: this backend must work
+    // without native help; without DF the endpoint does not probe the path MTU).
+    const libc = loadLibc()
+    const fd = libc.ok ? socketFd(socket) : -1
+    this.df = fd >= 0 && libc.ok && setDontFragment((f, level, name, value) => libc.libc.setIntOption(f, level, name, value), fd, this.v6, this.v6 && options.ipv6Only).ok
     socket.on('message', this.pump.onMessage)
     socket.on('error', (err) => this.receiver?.onError(err))
     this.socket = socket

@@ -16,6 +16,7 @@ import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, refuse
 import { checkBindTarget, toSocketAddress, toWireHost } from './address.js'
 import { type Libc, SOL_UDP, UDP_SEGMENT, errnoName, loadLibc } from './koffi/libc.js'
 import { socketFd } from './koffi/socket-fd.js'
+import { setDontFragment } from './koffi/dont-fragment.js'
 import { applySocketBuffers, literalLookup, probeGso } from './koffi/sockets.js'
 
 /** Segments one `send` may carry; larger super-buffers are split (the kernel's own cap is 64 before Linux 6.9, 128 after). */
@@ -120,6 +121,7 @@ export class GsoUdpIo implements UdpIo {
   private deferCount = 0
   private probeDetail = 'not bound'
   private buffersDetail = 'not bound'
+  private df = false
   private effectiveSendBuffer = 0
   private effectiveReceiveBuffer = 0
   private readonly counters = {
@@ -150,6 +152,11 @@ export class GsoUdpIo implements UdpIo {
 
   get pendingSends(): number {
     return this.tokens.size
+  }
+
+  /** Bound with Don't Fragment set (see `UdpIo.dontFragment`). */
+  get dontFragment(): boolean {
+    return this.socket !== null && this.df
   }
 
   get localAddress(): SocketAddress | null {
@@ -187,7 +194,9 @@ export class GsoUdpIo implements UdpIo {
       options.sendBufferSize ?? this.socketBufferSize,
       options.receiveBufferSize ?? this.socketBufferSize,
     )
-    this.buffersDetail = buffers.detail
+    const df = setDontFragment((f, level, name, value) => libc.setIntOption(f, level, name, value), fd, this.v6, this.v6 && options.ipv6Only)
+    this.df = df.ok
+    this.buffersDetail = `${buffers.detail}; ${df.ok ? "Don't Fragment set" : df.detail}`
     this.effectiveSendBuffer = buffers.sendBufferSize
     this.effectiveReceiveBuffer = buffers.receiveBufferSize
 

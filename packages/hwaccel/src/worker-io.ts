@@ -276,6 +276,7 @@ export class WorkerUdpIo implements UdpIo {
   private pendingTokens = 0
   private wantDrain = false
   private buffersDetail = 'not bound'
+  private df = false
   private threadId = 0
   private affinityDetail = 'not bound'
   private effectiveSendBuffer = 0
@@ -354,6 +355,11 @@ export class WorkerUdpIo implements UdpIo {
 
   get localAddress(): SocketAddress | null {
     return this.local
+  }
+
+  /** Bound with Don't Fragment set (see `UdpIo.dontFragment`). */
+  get dontFragment(): boolean {
+    return this.state === 'bound' && this.df
   }
 
   /**
@@ -509,6 +515,7 @@ export class WorkerUdpIo implements UdpIo {
     this.effectiveSendBuffer = outcome.sendBufferSize
     this.effectiveReceiveBuffer = outcome.receiveBufferSize
     this.buffersDetail = outcome.buffersDetail
+    this.df = outcome.dontFragment
     this.threadId = outcome.threadId
     this.affinityDetail = outcome.affinityDetail
     this.engineDetail = outcome.engineDetail ?? ''

@@ -36,6 +36,10 @@ function expectWellFormed(report: CapabilityReport): void {
   expect(report.kernel.available).toBe(process.platform === 'linux')
   expect(Number.isInteger(report.numa.nodes) && report.numa.nodes >= 0).toBe(true)
   expect(typeof report.socketBuffers.force).toBe('boolean')
+  // The worker backend (gro) batches with recvmmsg/sendmmsg: the report must not say that none does.
+  for (const name of ['sendmmsg', 'recvmmsg'] as const) {
+    if (report[name].available) expect(report[name].detail).toMatch(/worker UDP backend \(gro/)
+  }
 
   const numa = report.numa.libnuma
   expect(typeof numa.loadable).toBe('boolean')

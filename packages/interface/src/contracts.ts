@@ -129,6 +129,12 @@ export interface UdpIo {
    * batcher sends at most this many per call.
    */
   readonly maxSegments: number
+  /**
+   * Once bound: every datagram leaves with the Don't Fragment bit (IP_MTU_DISCOVER /
+   * IPV6_MTU_DISCOVER set to PROBE), so one too large for the path is dropped, never split
+   * into IP fragments. Path MTU discovery needs it. Absent or false: the kernel may fragment.
+   */
+  readonly dontFragment?: boolean
   bind(options: UdpBindOptions, receiver: UdpReceiver): Promise<SocketAddress>
   /**
    * Send `data` to `to` (hot). With `segmentSize < data.length` the data holds
@@ -167,8 +173,17 @@ export interface TransportParameters {
   /** Concurrent streams the peer may open. */
   initialMaxStreamsBidi: number
   initialMaxStreamsUni: number
-  /** Largest UDP payload we send (the engine may cap it). */
+  /**
+   * Largest UDP payload we send (the engine may cap it). With `mtuDiscovery` the ceiling of
+   * the search; without, the size of every packet.
+   */
   maxUdpPayloadSize: number
+  /**
+   * Path MTU discovery (RFC 8899 style probing, RFC 9000 §14.3): packets start at 1200 bytes and
+   * grow towards `maxUdpPayloadSize` as probes get through. Runs only on engines that have it
+   * and once the socket keeps datagrams whole (`UdpIo.dontFragment`); see `setPathMtuDiscovery`.
+   */
+  mtuDiscovery: boolean
   congestionControl: CongestionControl
   /** Accept and send RFC 9221 datagrams. */
   datagrams: boolean
@@ -264,8 +279,16 @@ export interface ConnectionStatsSnapshot {
   rttMs: number
   cwndBytes: number
   deliveryRateBps: number
-  pmtu: number
+  /** Largest UDP payload the connection sends now: path MTU discovery's finding, or the fixed size. */
+  pathMtu: number
   peerMaxDatagramFrameSize: number
+  /** Times the peer's address changed (a migrating or NAT-rebound client; 0 where the engine cannot follow one). */
+  pathChanges: number
+  /**
+   * TLS key exchange group the handshake used (`X25519MLKEM768`, `X25519`, `P-256`, `P-384`),
+   * `unknown` where the engine cannot tell (quiche), absent before the handshake settles it.
+   */
+  keyExchangeGroup?: string
   /** The handshake resumed a TLS session (no certificate). Engines without resumption omit it (false). */
   resumed?: boolean
   /** See EarlyDataState. Engines without 0-RTT omit it (`none`). */
@@ -346,6 +369,12 @@ export interface QuicEngine {
   listen(options: EngineServerOptions): void
   /** Stop accepting new connections (existing ones continue). */
   stopListening(): void
+  /**
+   * The endpoint's socket keeps datagrams whole (`UdpIo.dontFragment`): connections made
+   * after the call may probe the path MTU, if `TransportParameters.mtuDiscovery` asks for it.
+   * Until called, an engine must not probe. Engines without MTU discovery omit it.
+   */
+  setPathMtuDiscovery?(allowed: boolean): void
 
   /** Feed received datagrams (hot): `segmentSize` splits a GRO buffer. The engine may decrypt in place. */
   receive(data: Uint8Array, segmentSize: number, from: SocketAddress, local: SocketAddress): void
@@ -465,7 +494,17 @@ export interface QuicEngineOptions {
    * engine's (256 for quinn).
    */
   sessionCacheSize?: number
+  /**
+   * TLS key exchange groups, in preference order (the client offers them in this order and
+   * sends a key share for the first, plus its X25519 half for X25519MLKEM768; the server
+   * picks from them). Default: the engine's own list (quinn: X25519MLKEM768, X25519, P-256,
+   * P-384). An engine that lacks a listed group it would need fails with STOQ_ERR_UNSUPPORTED.
+   */
+  keyExchange?: KeyExchangeGroup[]
 }
+
+/** TLS 1.3 key exchange groups. X25519MLKEM768 is the post-quantum hybrid (draft-ietf-tls-ecdhe-mlkem). */
+export type KeyExchangeGroup = 'X25519MLKEM768' | 'X25519' | 'P-256' | 'P-384'
 
 export type QuicEngineFactory = (options: QuicEngineOptions) => QuicEngine
 

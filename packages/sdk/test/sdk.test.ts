@@ -1,7 +1,6 @@
 import os from 'node:os'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { parseTarget, Stoq, StoqError } from '../src/index.js'
-import { quickstart } from '../examples/quickstart.js'
 import { browsers } from '../examples/browsers.js'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 
@@ -11,10 +10,6 @@ beforeAll(async () => {
 })
 
 describe('Stoq facade', () => {
-  it('runs the README quick start', async () => {
-    expect(await quickstart({ cert: pki.server.cert, key: pki.server.key, ca: pki.ca })).toBe('hello, STOQ')
-  })
-
   it('runs the README browsers example (WebTransport and native clients on one port)', async () => {
     const fs = await import('node:fs')
     const os = await import('node:os')

@@ -276,7 +276,18 @@ export interface ConnectionOwner {
 export class QuicConnection extends EventEmitter<ConnectionEvents> implements StreamHost {
   readonly handle: number
   readonly side: 'client' | 'server'
-  readonly remoteAddress: SocketAddress
+  /** The peer's address, as last seen: a server follows a client whose address changes (`stats().pathChanges`). */
+  get remoteAddress(): SocketAddress {
+    if (this.closeInfo === null) {
+      try {
+        this.remote = this.engine.peerAddress(this.handle)
+      } catch {
+        // Closing meanwhile: the last known address.
+      }
+    }
+    return this.remote
+  }
+  private remote: SocketAddress
   /** Resolves once the connection has ended. Never rejects. */
   readonly closed: Promise<CloseInfo>
   /**
@@ -363,7 +374,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     ;(this as EventEmitter).on('newListener', this.onNewListener)
     this.handle = handle
     this.side = side
-    this.remoteAddress = remote
+    this.remote = remote
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve
     })
@@ -1258,8 +1269,9 @@ export function emptyStats(): ConnectionStatsSnapshot {
     rttMs: 0,
     cwndBytes: 0,
     deliveryRateBps: 0,
-    pmtu: 0,
+    pathMtu: 0,
     peerMaxDatagramFrameSize: 0,
+    pathChanges: 0,
     resumed: false,
     earlyData: 'none',
   }

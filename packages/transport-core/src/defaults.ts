@@ -73,4 +73,5 @@ export const DEFAULT_TRANSPORT: TransportParameters = {
   datagramQueueLength: DEFAULT_DATAGRAM_QUEUE_LENGTH,
   pacing: true,
   hystart: true,
+  mtuDiscovery: true,
 }

@@ -128,6 +128,8 @@ export interface EndpointStats {
   engine: string
   /** Why that engine was chosen (and why the faster one was not, when it could not load). */
   engineChoice: string
+  /** Whether connections probe the path MTU (`transport.mtuDiscovery`), and why not when they do not. */
+  mtuDiscovery: string
   /** NUMA placement of the packet pool (`numaNode` option): slabs and bytes bound, last result. */
   numa: { node: number | null; slabs: number; bytes: number; detail: string }
   batching: ReturnType<PacketBatcher['stats']>
@@ -170,6 +172,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   private io: UdpIo
   /** Why this UDP backend was chosen (visible in stats). */
   private udpChoice = ''
+  private mtuDiscovery = 'not bound yet'
   private readonly engineChoice: string
   private readonly pool: BufferPool
   private readonly ownsPool: boolean
@@ -197,7 +200,11 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       : components.engine
         ? { factory: components.engine, choice: 'given by the caller' }
         : selectEngine(options.engine)
-    this.engine = engine.factory({ transport: options.transport, sessionCacheSize: options.sessionCacheSize })
+    this.engine = engine.factory({
+      transport: options.transport,
+      sessionCacheSize: options.sessionCacheSize,
+      ...(options.keyExchange !== undefined ? { keyExchange: options.keyExchange } : {}),
+    })
     this.engineChoice = engine.choice
     this.ownsPool = components.pool === undefined
     const numaNode = options.numaNode
@@ -298,6 +305,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       udpBackend: backend === 'uring' ? 'uring' : 'gro',
       cpus: resolved.cpuAffinity,
       transport: resolved.transport,
+      keyExchange: resolved.keyExchange,
       poolMaxBuffers: resolved.poolMaxBuffers,
       stallMs: resolved.limits.workerStallMs,
       sessionCacheSize: resolved.sessionCacheSize,
@@ -351,6 +359,19 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         this.udpChoice = `udpBackend auto: ${skipped.join('; ')}; using ${this.io.backend}`
       }
     }
+    // Path MTU discovery needs a socket that never fragments (DF): probes too large for the
+    // path must be lost, not delivered in pieces.
+    const df = this.io.dontFragment === true
+    this.engine.setPathMtuDiscovery?.(df)
+    this.mtuDiscovery = !o.transport.mtuDiscovery
+      ? 'off (transport.mtuDiscovery is false): every packet is maxUdpPayloadSize'
+      : this.workerEngine
+        ? "decided by each engine worker's own socket: on where it sets Don't Fragment"
+        : this.engine.setPathMtuDiscovery === undefined
+        ? `off: engine ${this.engine.name} has no path MTU discovery; every packet is maxUdpPayloadSize`
+        : !df
+          ? `off: the ${this.io.backend} socket cannot set Don't Fragment; every packet is maxUdpPayloadSize`
+          : `on: packets start at 1200 bytes and probe up to ${o.transport.maxUdpPayloadSize} (the socket sets Don't Fragment)`
     this.batcher = (components.batcher ?? batching())({ engine: this.engine, io: this.io, pool: this.pool })
     if (components.metrics) this.reportTo(components.metrics)
     if (o.server) {
@@ -753,7 +774,15 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   }
 
   onStreamReadable(handle: number, streamId: number): void {
-    this.conns.get(handle)?.onStreamReadable(streamId)
+    const conn = this.conns.get(handle)
+    if (conn === undefined) return
+    // 0-RTT the engine accepted after the connection's first datagram (a ClientHello in two):
+    // announce the connection with its first early stream, as onIncoming does otherwise.
+    if (!conn.announced && conn.side === 'server' && this.options.server?.earlyData && this.engine.stats(handle).earlyData === 'accepted') {
+      conn.announced = true
+      this.emit('connection', conn)
+    }
+    conn.onStreamReadable(streamId)
   }
 
   onStreamWritable(handle: number, streamId: number): void {
@@ -1044,6 +1073,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         : this.workersNote
           ? `${this.engineChoice}; ${this.workersNote}`
           : this.engineChoice,
+      mtuDiscovery: this.mtuDiscovery,
       numa: { ...this.numa },
       batching: this.batcher.stats(),
       pool: this.poolStats(),

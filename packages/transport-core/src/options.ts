@@ -4,6 +4,7 @@ import os from 'node:os'
 import {
   StoqInvalidArgumentError,
   type CongestionControl,
+  type KeyExchangeGroup,
   type TransportParameters,
   describeValue,
 } from '@stoq/interface'
@@ -135,7 +136,21 @@ export interface EndpointOptions {
    * only when it lands on the worker that holds the ticket).
    */
   sessionCacheSize?: number
+  /**
+   * TLS key exchange groups in preference order, for the connections this endpoint makes
+   * and accepts. Default (quinn engine): X25519MLKEM768 (post-quantum hybrid), X25519, P-256,
+   * P-384. `stats().keyExchangeGroup` says what a handshake used. See also `postQuantum`.
+   */
+  keyExchange?: KeyExchangeGroup[]
+  /**
+   * Shorthand for `keyExchange`: `prefer` (default) offers X25519MLKEM768 first and falls back
+   * to classical groups; `require` accepts only X25519MLKEM768 (a classical-only peer fails
+   * the handshake with a TLS error); `off` offers classical groups only. Not with `keyExchange`.
+   */
+  postQuantum?: PostQuantumChoice
 }
+
+export type PostQuantumChoice = 'prefer' | 'require' | 'off'
 
 export type UdpBackendChoice = 'auto' | 'gso' | 'gro' | 'uring' | 'dgram'
 export type EngineChoice = 'auto' | 'quinn' | 'quiche'
@@ -205,6 +220,8 @@ export interface ResolvedEndpointOptions {
   workers: number
   limits: EndpointLimits
   sessionCacheSize: number
+  /** TLS key exchange groups, or undefined for the engine's default. */
+  keyExchange: KeyExchangeGroup[] | undefined
 }
 
 export interface ResolvedConnectOptions {
@@ -325,6 +342,31 @@ function cpuListOption(value: unknown): number[] {
   return value.map((cpu) => intOption('cpuAffinity', cpu, 0, cpus - 1))
 }
 
+const KX_GROUPS: KeyExchangeGroup[] = ['X25519MLKEM768', 'X25519', 'P-256', 'P-384']
+const POST_QUANTUM: PostQuantumChoice[] = ['prefer', 'require', 'off']
+
+function keyExchangeOption(groups: unknown, postQuantum: unknown): KeyExchangeGroup[] | undefined {
+  if (postQuantum !== undefined && !POST_QUANTUM.includes(postQuantum as PostQuantumChoice)) {
+    throw new StoqInvalidArgumentError('postQuantum', `expected one of ${POST_QUANTUM.join(', ')}, got ${describe(postQuantum)}`)
+  }
+  if (groups !== undefined && postQuantum !== undefined) {
+    throw new StoqInvalidArgumentError('postQuantum', 'give `keyExchange` or `postQuantum`, not both')
+  }
+  if (postQuantum === 'require') return ['X25519MLKEM768']
+  if (postQuantum === 'off') return ['X25519', 'P-256', 'P-384']
+  if (groups === undefined) return undefined
+  if (!Array.isArray(groups) || groups.length === 0) {
+    throw new StoqInvalidArgumentError('keyExchange', `expected a non-empty array of ${KX_GROUPS.join(', ')}, got ${describe(groups)}`)
+  }
+  for (const g of groups) {
+    if (!KX_GROUPS.includes(g as KeyExchangeGroup)) {
+      throw new StoqInvalidArgumentError('keyExchange', `expected groups among ${KX_GROUPS.join(', ')}, got ${describe(g)}`)
+    }
+  }
+  if (new Set(groups).size !== groups.length) throw new StoqInvalidArgumentError('keyExchange', 'a group is listed twice')
+  return [...(groups as KeyExchangeGroup[])]
+}
+
 const UDP_BACKENDS: UdpBackendChoice[] = ['auto', 'gso', 'gro', 'uring', 'dgram']
 const ENGINES: EngineChoice[] = ['auto', 'quinn', 'quiche']
 
@@ -381,6 +423,7 @@ export function resolveTransport(input: unknown): TransportParameters {
   boolOption('transport.datagrams', t.datagrams)
   boolOption('transport.pacing', t.pacing)
   boolOption('transport.hystart', t.hystart)
+  boolOption('transport.mtuDiscovery', t.mtuDiscovery)
   // Auto-tuned windows never shrink below the initial ones.
   t.maxStreamWindow = Math.max(t.maxStreamWindow, t.initialMaxStreamData)
   t.maxConnectionWindow = Math.max(t.maxConnectionWindow, t.initialMaxData)
@@ -434,6 +477,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     workers: workersOption(o.workers),
     limits: resolveLimits(o.limits),
     sessionCacheSize: intOption('sessionCacheSize', o.sessionCacheSize ?? DEFAULT_SESSION_CACHE_SIZE, 0, 1 << 20),
+    keyExchange: keyExchangeOption(o.keyExchange, o.postQuantum),
   }
 }
 

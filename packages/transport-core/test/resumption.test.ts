@@ -118,9 +118,10 @@ describe.runIf(engine === 'quinn')('resumption and 0-RTT (quinn)', () => {
     expect(full.earlyData).toBe('none')
     expect(resumed.earlyData).toBe('none')
     expect(resumed.packetsReceived).toBeLessThan(full.packetsReceived)
-    // The chain (1.4 KB of DER) is not in the resumed flight, which quinn pads to 1200 bytes
-    // (it carries an Initial packet) where the full one took a second datagram.
-    expect(full.bytesReceived - resumed.bytesReceived).toBeGreaterThan(800)
+    // The chain (1.4 KB of DER) is not in the resumed flight. Both flights carry the server's
+    // post-quantum key share (1.1 KB, X25519MLKEM768 by default), so both take two datagrams
+    // and the saving shows as about 800 bytes, not the whole chain.
+    expect(full.bytesReceived - resumed.bytesReceived).toBeGreaterThan(600)
     console.log(`[resumption] server flight to the end of the handshake: full ${full.packetsReceived} packets / ${full.bytesReceived} bytes, resumed ${resumed.packetsReceived} packets / ${resumed.bytesReceived} bytes`)
     // The resumed connection still knows the server's chain (from the session), and works.
     expect(second.peerCertificates.length).toBe(4)

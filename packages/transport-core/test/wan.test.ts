@@ -206,6 +206,47 @@ describe(`emulated WAN (netns + netem or userspace relay), engine ${ENGINE}`, ()
     summary.push(`16 MiB across a 2 s blackout in ${(r.ms / 1000).toFixed(1)} s`)
   }, 180_000)
 
+  // Path MTU discovery: both sides may send up to 9000 bytes, the link carries 1500-byte IP
+  // packets. quinn starts at 1200 and must find a size above it that fits the link (at most
+  // 1472 bytes of UDP payload over IPv4); a probe the link drops never counts as found, and
+  // with Don't Fragment set no probe arrives in fragments. quiche has no MTU discovery.
+  it('finds the path MTU of a 1500-byte link from a 9000-byte ceiling, and moves data intact at it', async () => {
+    ready()
+    const transport = { maxUdpPayloadSize: 9000 }
+    const listening = await server!.cmd<{ port: number }>('listen', { name: 'mtu', host: wan!.v4.a, cert: pki.server.cert, key: pki.server.key, transport })
+    const accepted = server!.waitFor((e) => e.ev === 'accepted' && e.conn === 'mtu', 30_000, 'accepted mtu')
+    const route = await wan!.route(wan!.v4.a, listening.port)
+    await client!.cmd('connect', { name: 'mtu', host: route.host, port: route.port, ca: pki.ca, serverName: 'localhost', transport }, 30_000)
+    await accepted
+    if (ENGINE === 'quiche') {
+      const st = await client!.cmd<{ mtuDiscovery: string }>('status', { conn: 'mtu' })
+      expect(st.mtuDiscovery).toMatch(/^off: engine quiche has no path MTU discovery/)
+      await client!.cmd('close', { conn: 'mtu' }, 10_000)
+      return
+    }
+    const up = await client!.cmd<UploadResult>('upload', { conn: 'mtu', size: 8 * MiB }, 120_000)
+    expect(up.recvSha).toBe(up.sentSha)
+    const down = await server!.cmd<UploadResult>('upload', { conn: 'mtu', size: 8 * MiB }, 120_000)
+    expect(down.recvSha).toBe(down.sentSha)
+    // Each size the link drops is tried 3 times, one PTO (~150 ms here) apart, so the search
+    // may still run after the transfers: wait (bounded) for both sides to get past 1200.
+    for (let i = 0; i < 60; i++) {
+      const [a, b] = await Promise.all([client!.cmd<{ pathMtu: number }>('status', { conn: 'mtu' }), server!.cmd<{ pathMtu: number }>('status', { conn: 'mtu' })])
+      if (a.pathMtu > 1200 && b.pathMtu > 1200) break
+      await new Promise((r) => setTimeout(r, 500))
+    }
+    const c = await client!.cmd<{ pathMtu: number; mtuDiscovery: string }>('status', { conn: 'mtu' })
+    const s = await server!.cmd<{ pathMtu: number; mtuDiscovery: string }>('status', { conn: 'mtu' })
+    expect(c.mtuDiscovery).toMatch(/^on:/)
+    expect(s.mtuDiscovery).toMatch(/^on:/)
+    for (const mtu of [c.pathMtu, s.pathMtu]) {
+      expect(mtu).toBeGreaterThan(1200)
+      expect(mtu).toBeLessThanOrEqual(1500 - 28)
+    }
+    summary.push(`path MTU found over the 1500-byte link: client ${c.pathMtu}, server ${s.pathMtu} bytes of UDP payload`)
+    await client!.cmd('close', { conn: 'mtu' }, 10_000)
+  }, 300_000)
+
   it('ends in STOQ_ERR_IDLE_TIMEOUT on both sides after a blackout longer than the idle timeout', async () => {
     ready()
     // The bulk connection is done; close it so only the short-idle one is affected.

@@ -48,7 +48,7 @@ import {
 } from '@stoq/h3'
 import { StoqError, StoqInvalidArgumentError, type CloseInfo } from '@stoq/interface'
 import type { QuicConnection, QuicStream } from '@stoq/transport-core'
-import { StoqWebTransportError } from './errors.js'
+import { StoqWebTransportError, type WebTransportMissingSetting } from './errors.js'
 import { WebTransportSession } from './session.js'
 import { drain, readPreface, type ByteReader } from './stream.js'
 
@@ -750,7 +750,19 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     const settings = await this.peerSettings
     const support = peerWebTransportSupport(settings)
     if (!support.draft02 || !support.extendedConnect) {
-      throw new StoqWebTransportError('unsupported', 'the server does not offer WebTransport draft-02 (SETTINGS_ENABLE_WEBTRANSPORT and SETTINGS_ENABLE_CONNECT_PROTOCOL)')
+      // Name exactly what the server's SETTINGS lack: an HTTP/3 server without extended
+      // CONNECT (most of them) cannot carry any WebTransport session.
+      const missingSettings: WebTransportMissingSetting[] = []
+      const what: string[] = []
+      if (!support.extendedConnect) {
+        missingSettings.push('SETTINGS_ENABLE_CONNECT_PROTOCOL')
+        what.push('SETTINGS_ENABLE_CONNECT_PROTOCOL (extended CONNECT, RFC 9220)')
+      }
+      if (!support.draft02) {
+        missingSettings.push('SETTINGS_ENABLE_WEBTRANSPORT')
+        what.push('SETTINGS_ENABLE_WEBTRANSPORT (WebTransport draft-02)')
+      }
+      throw new StoqWebTransportError('unsupported', `the server does not support WebTransport: its HTTP/3 SETTINGS lack ${what.join(' and ')}`, { missingSettings })
     }
     if (this.#goaway !== null) throw new StoqWebTransportError('closed', `the server sent GOAWAY (${String(this.#goaway)}): no new sessions on this connection`)
     if (this.#draining !== null || this.#closing || this.quic.isClosed) throw new StoqWebTransportError('closed', 'the connection is closing')

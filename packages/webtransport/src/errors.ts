@@ -6,7 +6,7 @@ export type WebTransportFailure =
   | 'refused'
   /** The peer broke HTTP/3 or WebTransport (see `h3Code`). */
   | 'protocol'
-  /** The peer does not offer WebTransport draft-02 (SETTINGS). */
+  /** The peer does not offer WebTransport draft-02 or extended CONNECT in its SETTINGS (see `missingSettings`). */
   | 'unsupported'
   /** The peer did not answer in time. */
   | 'timeout'
@@ -19,7 +19,12 @@ export interface StoqWebTransportErrorData {
   status?: number
   /** HTTP/3 error code involved, when there is one. */
   h3Code?: number
+  /** 'unsupported': the settings the server did not send with value 1. */
+  missingSettings?: WebTransportMissingSetting[]
 }
+
+/** A setting a server needs to carry WebTransport draft-02 sessions. */
+export type WebTransportMissingSetting = 'SETTINGS_ENABLE_CONNECT_PROTOCOL' | 'SETTINGS_ENABLE_WEBTRANSPORT'
 
 /** A WebTransport session could not be established or was lost. */
 export class StoqWebTransportError extends StoqError<StoqWebTransportErrorData> {

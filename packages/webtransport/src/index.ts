@@ -3,7 +3,7 @@
  * it) on STOQ QUIC connections — a server, a Node client, and the short-lived
  * certificates browsers accept through `serverCertificateHashes`.
  */
-export { StoqWebTransportError, type StoqWebTransportErrorData, type WebTransportFailure } from './errors.js'
+export { StoqWebTransportError, type StoqWebTransportErrorData, type WebTransportFailure, type WebTransportMissingSetting } from './errors.js'
 export {
   createWebTransportCertificate,
   MAX_WEBTRANSPORT_CERT_DAYS,

@@ -3,6 +3,7 @@ import {
   FrameParser,
   H3_NO_ERROR,
   H3_REQUEST_REJECTED,
+  SETTINGS_ENABLE_CONNECT_PROTOCOL,
   SETTINGS_ENABLE_WEBTRANSPORT,
   SETTINGS_H3_DATAGRAM,
   SETTINGS_QPACK_BLOCKED_STREAMS,
@@ -576,6 +577,27 @@ describe('certificates and arguments', () => {
     await expect(
       connectWebTransport('https://127.0.0.1:1/x', { serverCertificateHashes: [{ algorithm: 'sha-256', value: new Uint8Array(5) }] }),
     ).rejects.toMatchObject({ code: 'STOQ_ERR_INVALID_ARG' })
+  })
+
+  it('names the one setting a server lacks: extended CONNECT offered, WebTransport not', async () => {
+    // A bare HTTP/3 server: its control stream offers ENABLE_CONNECT_PROTOCOL only.
+    const server = await createEndpoint({ host: '127.0.0.1', engine: 'quiche', server: { cert: cert.cert, key: cert.key, alpn: ['h3'] } })
+    server.on('connection', (conn) => {
+      const w = conn.openStream({ unidirectional: true }).writable!.getWriter()
+      w.write(Buffer.concat([encodeVarint(STREAM_TYPE_CONTROL), encodeSettingsFrame([[SETTINGS_ENABLE_CONNECT_PROTOCOL, 1]])])).catch(() => {})
+    })
+    try {
+      const err = await connectWebTransport(`https://127.0.0.1:${server.address.port}/`, { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quiche' }).then(
+        () => null,
+        (e: unknown) => e,
+      )
+      expect(err).toBeInstanceOf(StoqWebTransportError)
+      expect(err).toMatchObject({ kind: 'unsupported', data: { kind: 'unsupported', missingSettings: ['SETTINGS_ENABLE_WEBTRANSPORT'] } })
+      expect((err as Error).message).toMatch(/SETTINGS_ENABLE_WEBTRANSPORT/)
+      expect((err as Error).message).not.toMatch(/SETTINGS_ENABLE_CONNECT_PROTOCOL/)
+    } finally {
+      await server.close()
+    }
   })
 
   it('refuses a server whose certificate hash does not match', async () => {

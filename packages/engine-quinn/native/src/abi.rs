@@ -23,7 +23,11 @@ abi_constants! {
     /// 5: `stoq_set_peer_stream_limit` (the host raises the peer's stream limits).
     /// 6: resumption and 0-RTT: `stoq_connect` and `stoq_listen` take `early_data`, two more
     /// statistics (resumed, EARLY_*), `stoq_set_session_cache`, `stoq_session_cache`.
-    ABI_VERSION: u32 = 6;
+    /// 6: `EngineConfig::mtu_discovery`, `stoq_allow_mtu_discovery`, path changes in the stats.
+    /// 7: `EngineConfig::key_exchange`, the negotiated key exchange group in the stats.
+    /// 8: both of the above (6 and 7 were developed side by side); resumed and EARLY_* are
+    /// statistics 14 and 15.
+    ABI_VERSION: u32 = 8;
 
     OK: i32 = 0;
     ERR_BAD_HANDLE: i32 = -100;
@@ -64,7 +68,7 @@ abi_constants! {
     CLOSE_VERSION: u32 = 16;
 
     /// Doubles written by `stoq_stats`.
-    STATS_LEN: usize = 14;
+    STATS_LEN: usize = 16;
     /// Bytes of an address: 16 address bytes, 2 port bytes (big endian), 1 family (4 or 6).
     ADDR_LEN: usize = 19;
     /// Doubles written by `stoq_stream_recv`: [bytes, fin, reset code or -1].
@@ -83,7 +87,7 @@ abi_constants! {
     /// the peer uses streams (`stoq_set_peer_stream_limit`).
     INITIAL_STREAM_WINDOW: u64 = 128;
 
-    /// Statistic 13, a connection's 0-RTT: none attempted (or not possible)...
+    /// Statistic 15, a connection's 0-RTT: none attempted (or not possible)...
     EARLY_NONE: u32 = 0;
     /// ...sent (client), the server's verdict not known yet...
     EARLY_PENDING: u32 = 1;
@@ -95,6 +99,11 @@ abi_constants! {
     DEFAULT_SESSION_CACHE: u32 = 256;
     /// Doubles written by `stoq_session_cache`: [servers, tickets, cap].
     SESSION_CACHE_LEN: usize = 3;
+    /// Key exchange groups, one per byte of `EngineConfig::key_exchange` (see kx.rs).
+    KX_X25519MLKEM768: u32 = 1;
+    KX_X25519: u32 = 2;
+    KX_SECP256R1: u32 = 3;
+    KX_SECP384R1: u32 = 4;
 
     /// `stoq_test_panic` sites: panic now, inside the call, on that connection...
     PANIC_NOW: u32 = 0;
@@ -134,7 +143,13 @@ pub struct EngineConfig {
     pub hystart: u32,
     /// First byte of every connection ID issued (0..=255), or CID_PREFIX_NONE.
     pub cid_prefix: i32,
-    pub reserved: u32,
+    /// 1: path MTU discovery, from 1200 bytes up to `max_udp_payload`, once the host says its
+    /// socket keeps datagrams whole (`stoq_allow_mtu_discovery`); 0: every packet is
+    /// `max_udp_payload` from the start.
+    pub mtu_discovery: u32,
+    /// TLS key exchange groups in preference order, one KX_* code per byte from the lowest,
+    /// ended by a zero byte; 0: the default (X25519MLKEM768, X25519, P-256, P-384).
+    pub key_exchange: u32,
 }
 
 /// The constants and the layout of [`EngineConfig`] as one JSON object of numbers.
@@ -162,7 +177,8 @@ pub fn info_json() -> String {
         pacing,
         hystart,
         cid_prefix,
-        reserved
+        mtu_discovery,
+        key_exchange
     );
     let mut s = String::from("{");
     for (i, (k, v)) in pairs.iter().enumerate() {
@@ -182,7 +198,7 @@ mod tests {
     #[test]
     fn info_is_flat_json_of_numbers() {
         let j = info_json();
-        assert!(j.starts_with("{\"ABI_VERSION\":6,"));
+        assert!(j.starts_with("{\"ABI_VERSION\":8,"));
         assert!(j.contains("\"ERR_PANIC\":-104,"));
         assert!(j.contains("\"STREAM_BLOCKED\":-2,"));
         assert!(j.contains(&format!("\"CONFIG_SIZE\":{}", size_of::<EngineConfig>())));

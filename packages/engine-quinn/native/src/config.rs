@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qp::congestion::{Controller, ControllerFactory, ControllerMetrics};
-use qp::{congestion, EndpointConfig, IdleTimeout, TransportConfig, VarInt};
+use qp::{congestion, EndpointConfig, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 use quinn_proto as qp;
 use ring::hmac;
 use ring::rand::SecureRandom;
@@ -40,6 +40,10 @@ pub struct Params {
     pub hystart: bool,
     /// First byte of every connection ID this endpoint issues (None: all random).
     pub cid_prefix: Option<u8>,
+    /// Path MTU discovery asked for (it runs only once the host allowed it: see `Engine`).
+    pub mtu_discovery: bool,
+    /// TLS key exchange groups (`EngineConfig::key_exchange`, checked).
+    pub key_exchange: u32,
 }
 
 const MAX_VARINT: f64 = 4_611_686_018_427_387_903.0;
@@ -85,6 +89,8 @@ impl Params {
             pacing: c.pacing != 0,
             hystart: c.hystart != 0,
             cid_prefix,
+            mtu_discovery: c.mtu_discovery != 0,
+            key_exchange: crate::kx::groups(c.key_exchange).map(|_| c.key_exchange)?,
         })
     }
 
@@ -192,8 +198,8 @@ impl ControllerFactory for CloseAwareFactory {
 
 /// The transport configuration of one connection: the engine's, with a congestion controller
 /// that `closed` turns off.
-pub fn connection_transport_config(p: &Params, closed: &CloseFlag) -> Result<TransportConfig, String> {
-    let mut t = transport_config(p)?;
+pub fn connection_transport_config(p: &Params, mtud: bool, closed: &CloseFlag) -> Result<TransportConfig, String> {
+    let mut t = transport_config(p, mtud)?;
     t.congestion_controller_factory(Arc::new(CloseAwareFactory { inner: congestion_factory(p), closed: closed.clone() }));
     Ok(t)
 }
@@ -225,8 +231,9 @@ fn congestion_factory(p: &Params) -> Arc<dyn ControllerFactory + Send + Sync> {
 }
 
 /// The transport configuration of the engine's connections (each gets its own copy, with its
-/// `CloseFlag`: `connection_transport_config`).
-pub fn transport_config(p: &Params) -> Result<TransportConfig, String> {
+/// `CloseFlag`: `connection_transport_config`). `mtud`: probe the path MTU (the host's socket
+/// sets Don't Fragment, so a probe too large for the path is lost, not fragmented).
+pub fn transport_config(p: &Params, mtud: bool) -> Result<TransportConfig, String> {
     let mut t = TransportConfig::default();
     let idle = if p.idle_ms == 0 {
         None
@@ -245,10 +252,21 @@ pub fn transport_config(p: &Params) -> Result<TransportConfig, String> {
     // them raised to the configured ones once the handshake completed (`open_stream_window`).
     t.max_concurrent_bidi_streams(varint(p.bidi.min(INITIAL_STREAM_WINDOW), "bidi streams")?);
     t.max_concurrent_uni_streams(varint(p.uni.min(INITIAL_STREAM_WINDOW), "uni streams")?);
-    // Packets of max_payload from the start; no path MTU discovery (the endpoint is created
-    // with allow_mtud = false): the caller chose the size. Initials stay padded to 1200.
-    t.initial_mtu(p.max_payload);
-    t.mtu_discovery_config(None);
+    if mtud {
+        // Packets start at 1200 bytes (what every QUIC path carries) and quinn searches up to
+        // max_payload (and the peer's max_udp_payload_size) right after the handshake, then
+        // every 10 minutes; black-hole detection falls back to 1200 when a size stops getting
+        // through. A probe is a PING padded to the size tried, so the data never waits on it.
+        t.initial_mtu(INITIAL_MTU.min(p.max_payload));
+        let mut m = MtuDiscoveryConfig::default();
+        m.upper_bound(p.max_payload);
+        t.mtu_discovery_config(Some(m));
+    } else {
+        // Packets of max_payload from the start: the caller chose the size. Initials stay
+        // padded to 1200.
+        t.initial_mtu(p.max_payload);
+        t.mtu_discovery_config(None);
+    }
     let dgram_bytes = (p.datagram_queue as usize).saturating_mul(p.max_payload as usize).max(65536);
     t.datagram_receive_buffer_size(if p.datagrams { Some(dgram_bytes) } else { None });
     t.datagram_send_buffer_size(dgram_bytes);
@@ -268,6 +286,9 @@ pub fn endpoint_config(secret: &[u8], cid_prefix: Option<u8>) -> EndpointConfig 
     cfg.cid_generator(move || Box::new(CidGenerator { format: cids.clone(), fallback: 0 }));
     cfg
 }
+
+/// The UDP payload every QUIC path must carry (RFC 9000 §14), where MTU discovery starts.
+const INITIAL_MTU: u16 = 1200;
 
 /// Length of the connection IDs the engine issues: quinn's default (8).
 pub const CID_LEN: usize = 8;
@@ -391,7 +412,8 @@ mod tests {
             pacing: 1,
             hystart: 1,
             cid_prefix: CID_PREFIX_NONE,
-            reserved: 0,
+            mtu_discovery: 1,
+            key_exchange: 0,
         }
     }
 
@@ -415,7 +437,8 @@ mod tests {
         let mut c = config();
         c.max_stream_window = 4096.0;
         assert_eq!(Params::from_config(&c).unwrap().stream_window(), 4096);
-        assert!(transport_config(&Params::from_config(&config()).unwrap()).is_ok());
+        assert!(transport_config(&Params::from_config(&config()).unwrap(), false).is_ok());
+        assert!(transport_config(&Params::from_config(&config()).unwrap(), true).is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use quinn_proto as qp;
 use ring::hkdf;
 
 use crate::abi::{
-    DEFAULT_SESSION_CACHE, DGRAM_FULL, DGRAM_QUEUED, DGRAM_TOO_LARGE, DGRAM_UNSUPPORTED, EARLY_ACCEPTED, EV_CLOSED, EV_DATAGRAM,
+    DEFAULT_SESSION_CACHE, DGRAM_FULL, DGRAM_QUEUED, DGRAM_TOO_LARGE, DGRAM_UNSUPPORTED, EARLY_ACCEPTED, EARLY_NONE, EV_CLOSED, EV_DATAGRAM,
     EV_ESTABLISHED, EV_INCOMING, EV_READABLE, EV_WRITABLE, INITIAL_STREAM_WINDOW, STATS_LEN,
 };
 use crate::addr::write_addr;
@@ -69,11 +69,19 @@ pub struct Conn {
     offered_versions: Option<Vec<u32>>,
     /// Resumption and 0-RTT (see early.rs).
     pub zero_rtt: ZeroRtt,
+    /// The peer's address as last seen, and how often it changed (a server following a
+    /// migrating or NAT-rebound client; quinn validates the new path itself).
+    path: SocketAddr,
+    pub path_changes: u64,
+    /// IANA codepoint of the key exchange group the handshake used (0 until known).
+    pub kx_group: u16,
 }
 
 impl Conn {
     fn new(conn: qp::Connection, close_flag: CloseFlag) -> Self {
         Conn {
+            path: conn.remote_address(),
+            path_changes: 0,
             conn,
             queued: false,
             tx_queued: false,
@@ -95,6 +103,7 @@ impl Conn {
             cwnd_at_close: None,
             offered_versions: None,
             zero_rtt: ZeroRtt::default(),
+            kx_group: 0,
         }
     }
 
@@ -185,6 +194,13 @@ impl Conn {
 }
 
 /// A stateless packet to send: destination, bytes, whether it is a stateless reset.
+struct HeldTransmit {
+    ch: usize,
+    data: Vec<u8>,
+    segment: usize,
+    to: SocketAddr,
+}
+
 struct Stateless {
     to: SocketAddr,
     data: Vec<u8>,
@@ -200,6 +216,9 @@ pub struct Engine {
     dcid_len: usize,
     pub params: Params,
     transport: Arc<TransportConfig>,
+    /// The host's socket sets Don't Fragment (`stoq_allow_mtu_discovery`): connections made
+    /// from now on probe the path MTU when `params.mtu_discovery` asks for it.
+    mtud_allowed: bool,
     pub conns: Vec<Option<Conn>>,
     pub live: usize,
     /// Connections with state to turn into events.
@@ -236,6 +255,9 @@ pub struct Engine {
     /// one stateless answer. No allocation per batch once warm.
     tx_buf: Vec<u8>,
     resp_buf: Vec<u8>,
+    /// A transmit quinn wrote for another destination than the run it was polled into (a
+    /// PATH_CHALLENGE on the old path during a migration): the next run, on its own.
+    held: Option<HeldTransmit>,
     /// Received batches are copied here; each datagram is a view of it, which quinn decrypts in
     /// place. The allocation is reused once quinn has let go of every view of the last batch.
     rx_buf: BytesMut,
@@ -259,13 +281,13 @@ fn sid_u64(id: StreamId) -> u64 {
 }
 
 fn new_endpoint(secret: &[u8], prefix: Option<u8>) -> (Endpoint, CidFormat) {
-    // allow_mtud = false: packets are the configured size, no path MTU probing.
-    (Endpoint::new(Arc::new(endpoint_config(secret, prefix)), None, false, None), CidFormat::new(secret, prefix))
+    // allow_mtud: each connection's transport configuration decides (`Engine::mtud`).
+    (Endpoint::new(Arc::new(endpoint_config(secret, prefix)), None, true, None), CidFormat::new(secret, prefix))
 }
 
 impl Engine {
     pub fn new(params: Params) -> Result<Self, String> {
-        let transport = Arc::new(transport_config(&params)?);
+        let transport = Arc::new(transport_config(&params, false)?);
         let (endpoint, cids) = new_endpoint(&random_secret(), params.cid_prefix);
         Ok(Engine {
             endpoint,
@@ -274,6 +296,7 @@ impl Engine {
             dcid_len: 0,
             params,
             transport,
+            mtud_allowed: false,
             conns: Vec::new(),
             live: 0,
             queue: Vec::new(),
@@ -297,12 +320,26 @@ impl Engine {
             stateless: VecDeque::new(),
             tx_buf: Vec::new(),
             resp_buf: Vec::new(),
+            held: None,
             rx_buf: BytesMut::new(),
             slab_free: Vec::new(),
             slab_len: 0,
             leaked_slots_freed: 0,
             last_error: String::new(),
         })
+    }
+
+    /// Whether new connections probe the path MTU.
+    fn mtud(&self) -> bool {
+        self.params.mtu_discovery && self.mtud_allowed
+    }
+
+    /// The host says whether its socket keeps datagrams whole (Don't Fragment). Applies to
+    /// connections made after the call, and to the shared server configuration.
+    pub fn allow_mtu_discovery(&mut self, allowed: bool) -> Result<(), String> {
+        self.mtud_allowed = allowed;
+        self.transport = Arc::new(transport_config(&self.params, self.mtud())?);
+        Ok(())
     }
 
     pub fn conn(&mut self, ch: usize) -> Option<&mut Conn> {
@@ -418,7 +455,7 @@ impl Engine {
         secret: Option<&[u8]>,
         early_data: bool,
     ) -> Result<(), String> {
-        let crypto = tls::server_config(cert_pem, key_pem, alpn, early_data)?;
+        let crypto = tls::server_config(cert_pem, key_pem, alpn, early_data, self.params.key_exchange)?;
         let secret: Vec<u8> = match secret {
             Some(s) => s.to_vec(),
             None => random_secret().to_vec(),
@@ -509,7 +546,13 @@ impl Engine {
                             c.offered_versions = Some(v);
                         }
                     }
+                    crate::kx::take_negotiated();
                     c.handle_event(ev);
+                    // The key exchange completed in this call, if it did (kx.rs).
+                    match crate::kx::take_negotiated() {
+                        0 => {}
+                        g => c.kx_group = g,
+                    }
                     // Settled here, before the host can touch a stream: after a rejection
                     // quinn forgot the client's streams until they are opened again.
                     c.settle_early(h as f64, &mut self.events);
@@ -576,7 +619,7 @@ impl Engine {
         }
         // Each connection gets its own transport configuration, for its close flag.
         let close_flag = CloseFlag::default();
-        let config = match (self.server.as_ref(), connection_transport_config(&self.params, &close_flag)) {
+        let config = match (self.server.as_ref(), connection_transport_config(&self.params, self.mtud(), &close_flag)) {
             (Some(server), Ok(t)) => {
                 let mut sc = (**server).clone();
                 sc.transport_config(Arc::new(t));
@@ -586,14 +629,17 @@ impl Engine {
             _ => None,
         };
         tls::start_handshake_probe();
+        crate::kx::take_negotiated();
         let accepted = self.endpoint.accept(incoming, now, &mut self.resp_buf, config);
         let full = tls::full_handshake_seen();
+        let kx_group = crate::kx::take_negotiated();
         match accepted {
             Ok((ch, conn)) => {
                 // quinn gives a server 0-RTT keys only when TLS accepted the client's early data.
                 let early = conn.has_0rtt();
                 self.insert(ch.0, conn, close_flag);
                 if let Some(Some(c)) = self.conns.get_mut(ch.0) {
+                    c.kx_group = kx_group;
                     c.zero_rtt.full_handshake = full;
                     if early {
                         c.zero_rtt.accepted();
@@ -651,6 +697,11 @@ impl Engine {
             }
         }
         let chf = ch as f64;
+        // A ClientHello spread over several datagrams (a post-quantum key share) gives a server
+        // its 0-RTT keys only with a later datagram than the one that created the connection.
+        if c.zero_rtt.state() == EARLY_NONE && c.conn.side().is_server() && c.conn.is_handshaking() && c.conn.has_0rtt() {
+            c.zero_rtt.accepted();
+        }
         while let Some(ev) = c.conn.poll() {
             match ev {
                 Event::HandshakeDataReady | Event::DatagramsUnblocked => {}
@@ -704,6 +755,12 @@ impl Engine {
                 Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                     let sid = sid_u64(id);
                     c.stop_codes.insert(sid, error_code.into_inner());
+                    // RFC 9000 §3.5: answer STOP_SENDING with RESET_STREAM (same code, as quiche
+                    // does). quinn-proto leaves it to the application; without it the peer never
+                    // learns the stream's final size, keeps its receiving half, and never gives
+                    // the stream's credit back (MAX_STREAMS). Fails only for a stream already
+                    // reset or finished and acknowledged: nothing left to do then.
+                    let _ = c.conn.send_stream(id).reset(error_code);
                     c.send_done.insert(sid);
                     c.blocked.remove(&sid);
                     if c.want_writable.remove(&sid) {
@@ -720,6 +777,11 @@ impl Engine {
             }
         }
         *current = None;
+        let now_path = c.conn.remote_address();
+        if now_path != c.path {
+            c.path = now_path;
+            c.path_changes += 1;
+        }
         if !drained {
             // Endpoint events (new connection IDs) and reads may have left frames to send.
             if !c.tx_queued {
@@ -792,11 +854,23 @@ impl Engine {
             meta[1] = len as u32;
             return 1;
         }
+        if let Some(h) = self.held.take() {
+            if h.data.len() <= out.len() {
+                let len = h.data.len();
+                out[..len].copy_from_slice(&h.data);
+                let count = split_segments(len, h.segment, lengths);
+                write_addr(peer_out, h.to);
+                meta[0] = count as u32;
+                meta[1] = len as u32;
+                self.enqueue(h.ch);
+                return count;
+            }
+        }
         let now = Instant::now();
         let mtu = self.params.max_payload as usize;
         for _ in 0..self.tx.len() {
             let Some(ch) = self.tx.pop_front() else { break };
-            let Engine { conns, tx_buf, current, .. } = self;
+            let Engine { conns, tx_buf, current, held, .. } = self;
             let Some(Some(c)) = conns.get_mut(ch) else { continue };
             c.tx_queued = false;
             *current = Some(ch);
@@ -810,7 +884,7 @@ impl Engine {
             let mut dest: Option<SocketAddr> = None;
             loop {
                 // Whole packets only: quinn never writes more than `room` packets of the path
-                // MTU, which is at most max_payload (no MTU discovery).
+                // MTU, which is at most max_payload (MTU probes included).
                 let room = (max_packets - count).min((out.len() - bytes) / mtu);
                 if room == 0 {
                     break;
@@ -825,19 +899,18 @@ impl Engine {
                 tx_buf.clear();
                 let Some(t) = c.conn.poll_transmit(now, room, tx_buf) else { break };
                 let len = t.size.min(tx_buf.len());
+                let seg = t.segment_size.unwrap_or(len).max(1);
+                if dest.is_some_and(|d| d != t.destination) {
+                    // Not for this run's destination: it goes next, alone.
+                    *held = Some(HeldTransmit { ch, data: tx_buf[..len].to_vec(), segment: seg, to: t.destination });
+                    break;
+                }
                 if bytes + len > out.len() {
                     // Cannot happen (see `room`). Refuse rather than overflow.
                     break;
                 }
                 out[bytes..bytes + len].copy_from_slice(&tx_buf[..len]);
-                let seg = t.segment_size.unwrap_or(len).max(1);
-                let mut off = 0;
-                while off < len && count < max_packets {
-                    let l = seg.min(len - off);
-                    lengths[count] = l as u32;
-                    count += 1;
-                    off += l;
-                }
+                count += split_segments(len, seg, &mut lengths[count..]);
                 bytes += len;
                 dest = Some(t.destination);
             }
@@ -916,6 +989,7 @@ impl Engine {
         early_data: bool,
     ) -> Result<usize, String> {
         let mut cache_key = vec![verify as u8];
+        cache_key.extend_from_slice(&self.params.key_exchange.to_le_bytes());
         for a in &alpn {
             cache_key.extend_from_slice(&(a.len() as u32).to_le_bytes());
             cache_key.extend_from_slice(a);
@@ -928,7 +1002,7 @@ impl Engine {
         let clock = self.scopes;
         if !self.client_crypto.contains_key(&cache_key) {
             let store = Arc::new(tls::ScopedStore { cache: self.sessions.clone(), scope: clock });
-            let tls = tls::client_config(alpn, ca, verify, cert, key, store)?;
+            let tls = tls::client_config(alpn, ca, verify, cert, key, store, self.params.key_exchange)?;
             if self.client_crypto.len() >= MAX_CLIENT_CONFIGS {
                 // The least recently used setup goes, and its tickets with it.
                 if let Some(old) = self.client_crypto.iter().min_by_key(|(_, c)| c.used).map(|(k, _)| k.clone()) {
@@ -944,7 +1018,7 @@ impl Engine {
         let crypto = if early_data { cached.tls.early.clone() } else { cached.tls.plain.clone() };
         let mut cfg = ClientConfig::new(crypto);
         let close_flag = CloseFlag::default();
-        cfg.transport_config(Arc::new(connection_transport_config(&self.params, &close_flag)?));
+        cfg.transport_config(Arc::new(connection_transport_config(&self.params, self.mtud(), &close_flag)?));
         let slot = self.next_slot();
         let r = catch_unwind(AssertUnwindSafe(|| self.endpoint.connect(Instant::now(), cfg, peer, server_name)));
         match r {
@@ -988,7 +1062,8 @@ impl Engine {
 
 /// STATS_LEN numbers: packets sent, received, lost, retransmitted (quinn: lost), bytes sent,
 /// received, lost, RTT ms, cwnd, delivery rate (0: unknown), path MTU, peer max datagram,
-/// resumed (0/1), 0-RTT (EARLY_*).
+/// path changes, key exchange group (IANA codepoint, 0: not known yet), resumed (0/1), 0-RTT
+/// (EARLY_*).
 pub fn conn_stats(c: &mut Conn) -> Stats {
     let s = c.conn.stats();
     let dgram = c.max_datagram().map_or(0.0, |m| m as f64);
@@ -1005,9 +1080,25 @@ pub fn conn_stats(c: &mut Conn) -> Stats {
         0.0,
         s.path.current_mtu as f64,
         dgram,
+        c.path_changes as f64,
+        c.kx_group as f64,
         c.resumed() as u8 as f64,
         c.zero_rtt.state() as f64,
     ]
+}
+
+/// Lengths of the packets of a GSO run of `len` bytes in segments of `seg` (the last may be
+/// shorter), at most `lengths.len()` of them. Returns how many.
+fn split_segments(len: usize, seg: usize, lengths: &mut [u32]) -> usize {
+    let mut count = 0;
+    let mut off = 0;
+    while off < len && count < lengths.len() {
+        let l = seg.min(len - off);
+        lengths[count] = l as u32;
+        count += 1;
+        off += l;
+    }
+    count
 }
 
 /// The versions a Version Negotiation packet lists (RFC 9000 §17.2.1), None when malformed.

@@ -28,6 +28,7 @@ pub mod config;
 pub mod early;
 pub mod engine;
 pub mod ffi;
+pub mod kx;
 pub mod panic;
 pub mod tls;
 
@@ -216,6 +217,24 @@ pub unsafe extern "C" fn stoq_listen(
 pub unsafe extern "C" fn stoq_stop_listening(ep: *mut Engine) {
     // SAFETY: caller contract.
     unsafe { with_engine(ep, (), |e| e.stop_listening()) }
+}
+
+/// Whether the host's socket keeps datagrams whole (Don't Fragment set, so a probe larger
+/// than the path is lost rather than fragmented): path MTU discovery, when the config asks for
+/// it, runs on connections made after this call. OK, or ERR_BAD_ARGUMENT if the configuration
+/// cannot be rebuilt (cannot happen: the same parameters built the engine).
+///
+/// # Safety
+/// `ep` is null or a live engine.
+#[no_mangle]
+pub unsafe extern "C" fn stoq_allow_mtu_discovery(ep: *mut Engine, allowed: u32) -> i32 {
+    // SAFETY: caller contract.
+    unsafe {
+        with_engine(ep, ERR_PANIC, |e| match e.allow_mtu_discovery(allowed != 0) {
+            Ok(()) => OK,
+            Err(_) => ERR_BAD_ARGUMENT,
+        })
+    }
 }
 
 /// Feed received datagrams: `len` bytes holding datagrams of `segment` bytes (GRO).

@@ -45,9 +45,17 @@ fn saw_full_handshake() {
     FULL_HANDSHAKE.with(|c| c.set(true));
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+/// ring's provider with the key exchange groups of `kx` (`EngineConfig::key_exchange`, see
+/// kx.rs: X25519MLKEM768 first by default). One per group list, built once.
+fn provider(kx: u32) -> Result<Arc<CryptoProvider>, String> {
+    static PROVIDERS: OnceLock<Mutex<HashMap<u32, Arc<CryptoProvider>>>> = OnceLock::new();
+    let mut map = PROVIDERS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = map.get(&kx) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(CryptoProvider { kx_groups: crate::kx::groups(kx)?, ..rustls::crypto::ring::default_provider() });
+    map.insert(kx, p.clone());
+    Ok(p)
 }
 
 /// Every certificate of a PEM text (DER).
@@ -95,13 +103,14 @@ fn server_sessions(cert_pem: &[u8], key_pem: &[u8], alpn: &[Vec<u8>]) -> Arc<Ser
 /// takes a session out of the store when a client resumes it, which is also what lets it
 /// accept 0-RTT). `early_data`: accept 0-RTT from resuming clients (QUIC allows only 0 or
 /// u32::MAX as rustls' limit).
-pub fn server_config(cert_pem: &[u8], key_pem: &[u8], alpn: Vec<Vec<u8>>, early_data: bool) -> Result<QuicServerConfig, String> {
+pub fn server_config(cert_pem: &[u8], key_pem: &[u8], alpn: Vec<Vec<u8>>, early_data: bool, kx: u32) -> Result<QuicServerConfig, String> {
+    let provider = provider(kx)?;
     let chain = read_certs(cert_pem)?;
     if chain.is_empty() {
         return Err("no certificate in the PEM data".into());
     }
     let key = read_key(key_pem)?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
@@ -112,7 +121,7 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8], alpn: Vec<Vec<u8>>, early_
     tls.session_storage = server_sessions(cert_pem, key_pem, &tls.alpn_protocols);
     // with_single_cert checked that the key matches the chain: the same pair, with a signer
     // that tells a full handshake (it signs a CertificateVerify) from a resumed one (none).
-    let signer = provider().key_provider.load_private_key(read_key(key_pem)?).map_err(|e| format!("key: {e}"))?;
+    let signer = provider.key_provider.load_private_key(read_key(key_pem)?).map_err(|e| format!("key: {e}"))?;
     let certified = CertifiedKey::new(read_certs(cert_pem)?, Arc::new(TrackedKey(signer)));
     tls.cert_resolver = Arc::new(FixedCert(Arc::new(certified)));
     QuicServerConfig::try_from(tls).map_err(|e| e.to_string())
@@ -263,8 +272,10 @@ pub fn client_config(
     cert: &[u8],
     key: &[u8],
     store: Arc<dyn ClientSessionStore>,
+    kx: u32,
 ) -> Result<ClientTls, String> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
+    let provider = provider(kx)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?;
     let verifier: Arc<dyn ServerCertVerifier> = if verify {
@@ -281,9 +292,9 @@ pub fn client_config(
         if roots.is_empty() {
             return Err("no usable CA certificate to verify the server against".into());
         }
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().map_err(|e| e.to_string())?
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(|e| e.to_string())?
     } else {
-        Arc::new(CallerVerifies(provider()))
+        Arc::new(CallerVerifies(provider))
     };
     let builder = builder.dangerous().with_custom_certificate_verifier(Arc::new(Tracked(verifier)));
     let mut cfg = if cert.is_empty() {

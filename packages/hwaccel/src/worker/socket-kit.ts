@@ -291,6 +291,20 @@ export function socketKit(d: UdpWorkerData, load: (id: string) => unknown): Sock
     if ((err = setInt(fd, SOL_UDP, UDP_SEGMENT, 0)) !== 0) {
       return bindFailed('unsupported', 'setsockopt', err, 'setsockopt(SOL_UDP, UDP_SEGMENT) refused: this kernel has no UDP GSO (Linux 4.18+)')
     }
+    // Don't Fragment (IP_MTU_DISCOVER / IPV6_MTU_DISCOVER = PROBE, Linux numbers; the same as
+    // koffi/dont-fragment.ts, repeated because this file runs from its source text): a
+    // datagram too large for the path is dropped, never fragmented. Path MTU discovery needs
+    // it; without it the socket still works, the endpoint just does not probe.
+    let dontFragment = true
+    if (b.v6 && (err = setInt(fd, IPPROTO_IPV6, 23, 3)) !== 0) {
+      dontFragment = false
+      notes.push(`IPV6_MTU_DISCOVER refused (errno ${err}): no Don't Fragment`)
+    }
+    if (dontFragment && !(b.v6 && b.ipv6Only) && (err = setInt(fd, 0, 10, 3)) !== 0) {
+      dontFragment = false
+      notes.push(`IP_MTU_DISCOVER refused (errno ${err}): no Don't Fragment`)
+    }
+    if (dontFragment) notes.push("Don't Fragment set")
     if (b.reusePort === true && (err = setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1)) !== 0) {
       return bindFailed('socket', 'setsockopt', err, 'setsockopt(SOL_SOCKET, SO_REUSEPORT, 1) failed')
     }
@@ -340,6 +354,7 @@ export function socketKit(d: UdpWorkerData, load: (id: string) => unknown): Sock
       sendBufferSize,
       receiveBufferSize,
       buffersDetail: notes.join('; '),
+      dontFragment,
       threadId: gettid() as number,
       affinityDetail,
     })

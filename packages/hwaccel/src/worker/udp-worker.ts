@@ -62,6 +62,8 @@ export type UdpWorkerMessage =
       sendBufferSize: number
       receiveBufferSize: number
       buffersDetail: string
+      /** Don't Fragment set on the socket (IP_MTU_DISCOVER / IPV6_MTU_DISCOVER = PROBE). */
+      dontFragment: boolean
       /** The worker thread's kernel thread id, and what came of the CPU pinning. */
       threadId: number
       affinityDetail: string

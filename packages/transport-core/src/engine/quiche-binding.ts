@@ -51,7 +51,12 @@ export interface QuicheStats {
   peerMaxDatagramFrameSize?: number
 }
 
+/** What quiche says about the connection's network paths (only PeerMigrated is used). */
+export type PathEvent = { type: 'PeerMigrated'; old: HostPort; new: HostPort } | { type: 'New' | 'Validated' | 'Closed' | 'ReusedSourceConnectionId' }
+
 export interface QuichePathStats {
+  /** The path quiche sends on now. */
+  active: boolean
   rtt: number
   cwnd: number
   pmtu: number
@@ -64,6 +69,8 @@ export interface QuicheConnection {
   streamRecv(id: number, out: Uint8Array): [number, boolean] | null
   streamSend(id: number, data: Uint8Array, fin: boolean): number | null
   streamPriority(id: number, urgency: number, incremental: boolean): void
+  /** The next path event; throws (Done) or returns null when there is none. */
+  pathEventNext(): PathEvent | null
   streamShutdown(id: number, direction: number, code: number): void | null
   streamCapacity(id: number): number
   streamFinished(id: number): boolean

@@ -4,6 +4,7 @@ import {
   StoqDatagramUnsupportedError,
   StoqEngineError,
   StoqInvalidArgumentError,
+  StoqUnsupportedError,
   STREAM_BLOCKED,
   STREAM_STOPPED,
   type ConnectionStatsSnapshot,
@@ -23,6 +24,7 @@ import {
   loadQuiche,
   parseQuicheError,
   type HostPort,
+  type PathEvent,
   type QuicheBinding,
   type QuicheConfig,
   type QuicheConnection,
@@ -97,6 +99,10 @@ interface ConnRecord {
   ampSent: number
   /** Client: versions listed by a Version Negotiation packet from the server (null: none came). */
   offeredVersions: number[] | null
+  /** A packet quiche wrote for another address than its batch's (a PATH_CHALLENGE to a new path): sent next, alone. */
+  held: ControlPacket | null
+  /** Times quiche moved the connection to a new peer address (PeerMigrated). */
+  pathChanges: number
 }
 
 interface ControlPacket {
@@ -112,6 +118,17 @@ function toBigIntToken(bytes: Uint8Array): bigint {
   let v = 0n
   for (let i = 0; i < 16; i++) v = (v << 8n) | BigInt(bytes[i]!)
   return v
+}
+
+/** `to` as a SocketAddress, `known` itself when they are the same address. */
+function destination(to: HostPort, known: SocketAddress): SocketAddress {
+  if (to.host === known.address && to.port === known.port) return known
+  const host = to.host.startsWith('::ffff:') && to.host.includes('.') ? to.host.slice(7) : to.host
+  return { address: host, port: to.port, family: host.includes(':') ? 'IPv6' : 'IPv4' }
+}
+
+function sameAddress(a: SocketAddress, b: SocketAddress): boolean {
+  return a === b || (a.port === b.port && a.address === b.address)
 }
 
 function peerKey(addr: SocketAddress): string {
@@ -193,6 +210,11 @@ export class QuicheEngine implements QuicEngine {
   droppedPackets = 0
 
   constructor(options: QuicEngineOptions) {
+    // quiche 0.18 (BoringSSL) offers X25519, P-256 and P-384, no ML-KEM, and its binding
+    // cannot change the list: a list without X25519 (e.g. post-quantum only) cannot be met.
+    if (options.keyExchange !== undefined && !options.keyExchange.includes('X25519')) {
+      throw new StoqUnsupportedError('keyExchange', `the quiche engine negotiates X25519, P-256 or P-384 (no X25519MLKEM768) and cannot restrict them to ${options.keyExchange.join(', ')}`)
+    }
     this.cidPrefix = checkCidPrefix(options.cidPrefix)
     this.handleAt = this.cidPrefix >= 0 ? 1 : 0
     this.q = loadQuiche()
@@ -348,6 +370,8 @@ export class QuicheEngine implements QuicEngine {
       ampRecv: 0,
       ampSent: 0,
       offeredVersions: null,
+      held: null,
+      pathChanges: 0,
     }
     this.conns.set(handle, rec)
     this.byPeer.set(peerKey(peer), rec)
@@ -433,11 +457,12 @@ export class QuicheEngine implements QuicEngine {
 
   private deliver(rec: ConnRecord, pkt: Uint8Array, from: SocketAddress): void {
     if (!rec.server && isVersionNegotiation(pkt) && !rec.conn.isEstablished()) rec.offeredVersions = versionList(pkt)
-    if (from.port !== rec.peer.port || from.address !== rec.peer.address) {
+    if (from.port !== rec.recvInfo.from.port || from.address !== rec.recvInfo.from.host) {
       // Active migration is disabled; quiche still needs the real source to
       // validate a NAT rebinding, so hand it the address this packet came from.
       rec.recvInfo = { from: hostPort(from), to: rec.recvInfo.to }
-    } else if (rec.ampLimited) {
+    }
+    if (rec.ampLimited && sameAddress(from, rec.peer)) {
       // Only bytes from the address we answer count towards its budget.
       rec.ampRecv += pkt.length
       // A packet to our CID proves the peer receives what we send (RFC 9000 §8.1).
@@ -449,9 +474,33 @@ export class QuicheEngine implements QuicEngine {
       // Undecryptable or malformed for this connection: quiche drops it.
       this.droppedPackets++
     }
+    if (!sameAddress(from, rec.peer)) this.followPeer(rec)
     rec.lastActivity = performance.now()
     this.markSend(rec)
     this.markEvent(rec)
+  }
+
+  /**
+   * Path events after a packet from another address than the peer's: once quiche has validated
+   * the new path and moved the connection to it (NAT rebinding), packets go there.
+   */
+  private followPeer(rec: ConnRecord): void {
+    for (let i = 0; i < 64; i++) {
+      let ev: PathEvent | null | undefined
+      try {
+        ev = rec.conn.pathEventNext()
+      } catch {
+        return // Done: no more events.
+      }
+      if (ev === null || ev === undefined) return
+      if (ev.type !== 'PeerMigrated') continue
+      const next = destination(ev.new, rec.peer)
+      const key = peerKey(rec.peer)
+      if (this.byPeer.get(key) === rec) this.byPeer.delete(key)
+      rec.peer = next
+      this.byPeer.set(peerKey(next), rec)
+      rec.pathChanges++
+    }
   }
 
   private queueControl(data: Uint8Array, peer: SocketAddress): void {
@@ -611,8 +660,19 @@ export class QuicheEngine implements QuicEngine {
         queue.shift()
         continue
       }
+      if (rec.held !== null) {
+        const h = rec.held
+        rec.held = null
+        buffer.set(h.data, 0)
+        batch.lengths[0] = h.data.length
+        batch.count = 1
+        batch.bytes = h.data.length
+        batch.peer = h.peer
+        return true
+      }
       let offset = 0
       let count = 0
+      let runPeer = rec.peer
       const conn = rec.conn
       if (rec.ampLimited && conn.isEstablished()) rec.ampLimited = false
       while (count < maxPackets) {
@@ -628,6 +688,14 @@ export class QuicheEngine implements QuicEngine {
         }
         if (written === null) break
         const n = written[0]
+        // Each packet says where it goes: during a migration quiche probes the new path while
+        // data may still go on the old one. A batch has one destination.
+        const to = destination((written[1] as { to: HostPort }).to, rec.peer)
+        if (count === 0) runPeer = to
+        else if (!sameAddress(to, runPeer)) {
+          rec.held = { data: buffer.slice(offset, offset + n), peer: to }
+          break
+        }
         if (rec.ampLimited) {
           if (rec.ampSent + n > AMPLIFICATION_FACTOR * rec.ampRecv) {
             // Over the budget: drop it (quiche counts it in flight, declares it lost and
@@ -650,7 +718,7 @@ export class QuicheEngine implements QuicEngine {
       if (count > 0) {
         batch.count = count
         batch.bytes = offset
-        batch.peer = rec.peer
+        batch.peer = runPeer
         rec.lastActivity = performance.now()
         // Leave it queued if the batch filled: there may be more.
         if (count < maxPackets && buffer.length - offset >= this.maxPacketSize && !rec.refused) {
@@ -1074,7 +1142,8 @@ export class QuicheEngine implements QuicEngine {
   stats(conn: number): ConnectionStatsSnapshot {
     const c = this.get(conn).conn
     const s = c.stats()
-    const p = c.pathStats()[0]
+    const paths = c.pathStats()
+    const p = paths.find((x) => x.active) ?? paths[0]
     return {
       packetsSent: s.sent,
       packetsReceived: s.recv,
@@ -1086,8 +1155,11 @@ export class QuicheEngine implements QuicEngine {
       rttMs: p ? p.rtt : 0,
       cwndBytes: p ? p.cwnd : 0,
       deliveryRateBps: p ? p.deliveryRate * 8 : 0,
-      pmtu: p ? p.pmtu : 0,
+      pathMtu: p ? p.pmtu : 0,
       peerMaxDatagramFrameSize: s.peerMaxDatagramFrameSize ?? 0,
+      pathChanges: this.get(conn).pathChanges,
+      // The binding does not say which group BoringSSL used (X25519 between quiche peers).
+      keyExchangeGroup: 'unknown',
       resumed: c.isResumed(),
       // No 0-RTT through this engine (see sessionCache).
       earlyData: 'none',

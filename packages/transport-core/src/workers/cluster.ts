@@ -68,6 +68,7 @@ export interface WorkerClusterOptions {
   /** CPU lists; worker i is pinned to `cpus[i % cpus.length]` (empty: not pinned). */
   cpus: number[]
   transport: TransportParameters
+  keyExchange?: import('@stoq/interface').KeyExchangeGroup[] | undefined
   /** Most 64 KiB buffers of each worker's shared pool. */
   poolMaxBuffers: number
   /** A worker silent for longer than this is reported stalled (default STALL_MS). */
@@ -269,6 +270,7 @@ export class WorkerEngine implements QuicEngine {
       workers: this.opts.workers,
       engine: this.opts.engine,
       transport: this.opts.transport,
+      keyExchange: this.opts.keyExchange,
       bind,
       udpBackend: this.opts.udpBackend,
       cpus,
@@ -350,11 +352,12 @@ export class WorkerEngine implements QuicEngine {
         } else if (msg.type === 'stats') {
           slot.load = { ...msg.load, cpus: slot.load.cpus }
           slot.udp = msg.udp
-          for (const [id, st, max] of msg.conns) {
+          for (const [id, st, max, peer] of msg.conns) {
             const c = this.conns.get(id)
             if (c) {
               c.stats = st
               if (c.established) c.maxDgram = max
+              if (peer !== undefined) c.peer = peer
             }
           }
         } else if (msg.type === 'closed') {

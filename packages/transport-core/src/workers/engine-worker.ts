@@ -609,12 +609,14 @@ class WorkerHost implements EngineEventSink {
 
   // Stats -------------------------------------------------------------------------------
 
-  statsSnapshot(): [number, import('@stoq/interface').ConnectionStatsSnapshot, number][] {
-    const out: [number, import('@stoq/interface').ConnectionStatsSnapshot, number][] = []
+  statsSnapshot(): [number, import('@stoq/interface').ConnectionStatsSnapshot, number, import('@stoq/interface').SocketAddress?][] {
+    const out: [number, import('@stoq/interface').ConnectionStatsSnapshot, number, import('@stoq/interface').SocketAddress?][] = []
     for (const c of this.byId.values()) {
       try {
         const max = c.established ? this.engine.datagramMaxSize(c.h) : -1
-        out.push([c.id, this.engine.stats(c.h), max])
+        const st = this.engine.stats(c.h)
+        // The peer's address only once it changed (a migrating client).
+        out.push(st.pathChanges > 0 ? [c.id, st, max, this.engine.peerAddress(c.h)] : [c.id, st, max])
       } catch {
         // Closing meanwhile.
       }
@@ -650,6 +652,9 @@ class ReusePortIo implements UdpIo {
   }
   get maxSegments() {
     return this.inner.maxSegments
+  }
+  get dontFragment() {
+    return this.inner.dontFragment
   }
   get pendingSends() {
     return this.inner.pendingSends
@@ -708,6 +713,7 @@ async function main(): Promise<void> {
         ipv6Only: init.bind.ipv6Only,
         transport: init.transport,
         ...(init.sessionCacheSize !== undefined ? { sessionCacheSize: init.sessionCacheSize } : {}),
+        ...(init.keyExchange !== undefined ? { keyExchange: init.keyExchange } : {}),
         ...(init.bind.sendBufferSize !== undefined ? { socketBufferSize: init.bind.sendBufferSize } : {}),
       },
       { engine: factory, udp: () => io, throughputSampleMs: 0 },

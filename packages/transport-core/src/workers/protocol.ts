@@ -111,6 +111,7 @@ export interface WorkerInit {
   workers: number
   engine: 'auto' | 'quinn' | 'quiche'
   transport: import('@stoq/interface').TransportParameters
+  keyExchange?: import('@stoq/interface').KeyExchangeGroup[] | undefined
   bind: import('@stoq/interface').UdpBindOptions
   udpBackend: 'gro' | 'uring'
   cpus: number[]
@@ -131,7 +132,7 @@ export type WorkerControl =
       udpStats: import('@stoq/interface').UdpIoStats
     }
   | { type: 'bind-error'; code: string; message: string; feature?: string }
-  | { type: 'stats'; load: WorkerLoad; udp: import('@stoq/interface').UdpIoStats; conns: [number, import('@stoq/interface').ConnectionStatsSnapshot, number][] }
+  | { type: 'stats'; load: WorkerLoad; udp: import('@stoq/interface').UdpIoStats; conns: [number, import('@stoq/interface').ConnectionStatsSnapshot, number, import('@stoq/interface').SocketAddress?][] }
   | { type: 'closed' }
 
 export type MainControl = { type: 'close' } | { type: 'crash'; message: string } | { type: 'block'; ms: number }

@@ -190,6 +190,8 @@ const handlers = {
       packetsLost: stats.packetsLost,
       packetsSent: stats.packetsSent,
       cwndBytes: stats.cwndBytes,
+      pathMtu: stats.pathMtu,
+      mtuDiscovery: endpoints.get(conn)?.stats().mtuDiscovery ?? null,
     }
   },
 
