@@ -4,7 +4,7 @@
  * with what the loaded library reports through `stoq_abi_info`.
  */
 export const ABI = Object.freeze({
-  ABI_VERSION: 7,
+  ABI_VERSION: 8,
 
   OK: 0,
   ERR_BAD_HANDLE: -100,
@@ -36,7 +36,7 @@ export const ABI = Object.freeze({
   CLOSE_RESET: 8,
   CLOSE_VERSION: 16,
 
-  STATS_LEN: 14,
+  STATS_LEN: 16,
   ADDR_LEN: 19,
   RECV_RESULT_LEN: 3,
   TRANSMIT_META_LEN: 2,
@@ -49,6 +49,12 @@ export const ABI = Object.freeze({
   MAX_UDP_PAYLOAD: 65527,
   INITIAL_STREAM_WINDOW: 128,
 
+  EARLY_NONE: 0,
+  EARLY_PENDING: 1,
+  EARLY_ACCEPTED: 2,
+  EARLY_REJECTED: 3,
+  DEFAULT_SESSION_CACHE: 256,
+  SESSION_CACHE_LEN: 3,
   KX_X25519MLKEM768: 1,
   KX_X25519: 2,
   KX_SECP256R1: 3,

@@ -7,6 +7,7 @@ import {
   STREAM_BLOCKED,
   STREAM_STOPPED,
   type ConnectionStatsSnapshot,
+  type EarlyDataState,
   type EngineConnectOptions,
   type EngineEventSink,
   type EngineServerOptions,
@@ -32,6 +33,8 @@ const { ERR_BAD_HANDLE, ERR_BAD_ARGUMENT, ERR_PANIC, DGRAM_QUEUED, DGRAM_FULL, D
 const { EV_INCOMING, EV_ESTABLISHED, EV_READABLE, EV_WRITABLE, EV_DATAGRAM, EV_CLOSED, EVENT_STRIDE } = ABI
 const { CLOSE_REMOTE, CLOSE_APP, CLOSE_IDLE, CLOSE_VERSION } = ABI
 const NO_COMMON_VERSION = new TextEncoder().encode('no common QUIC version')
+/** Statistic 13 (EARLY_*) by value. */
+const EARLY_STATES: readonly EarlyDataState[] = ['none', 'pending', 'accepted', 'rejected']
 
 /** Events fetched per native call (EVENT_STRIDE doubles each). */
 const EVENT_BATCH = 256
@@ -158,7 +161,7 @@ export function keyExchangeParam(groups: readonly KeyExchangeGroup[] | undefined
   }
   let code = 0
   groups.forEach((g, i) => {
-    const c = KX_CODES[g]
+    const c = KX_CODES[g as KeyExchangeGroup] as number | undefined
     if (c === undefined) throw new StoqInvalidArgumentError('keyExchange', `unknown group ${String(g)}`)
     code += c * 256 ** i
   })
@@ -225,6 +228,22 @@ export class QuinnEngine implements QuicEngine {
       throw new StoqInvalidArgumentError('transport', `the quinn engine refused these transport parameters${why ? `: ${why}` : ''}`)
     }
     this.ep = ep
+    if (options.sessionCacheSize !== undefined) {
+      const n = options.sessionCacheSize
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 1 << 20) {
+        this.destroy()
+        throw new StoqInvalidArgumentError('sessionCacheSize', `expected an integer from 0 to ${1 << 20}, got ${String(n)}`)
+      }
+      this.n.setSessionCache(ep, n)
+    }
+  }
+
+  private readonly cacheBuf = new Float64Array(ABI.SESSION_CACHE_LEN)
+
+  /** The client's session tickets: servers kept, tickets held, most servers kept. */
+  sessionCache(): { servers: number; tickets: number; capacity: number } {
+    this.n.sessionCache(this.alive(), this.cacheBuf)
+    return { servers: this.cacheBuf[0]!, tickets: this.cacheBuf[1]!, capacity: this.cacheBuf[2]! }
   }
 
   /** Panics caught at the native boundary since the engine started (each closed one connection). */
@@ -278,6 +297,7 @@ export class QuinnEngine implements QuicEngine {
       options.statelessReset ? 1 : 0,
       secret,
       secret?.length ?? 0,
+      options.earlyData === true ? 1 : 0,
     )
     if (rc !== 0) throw new StoqInvalidArgumentError('identity', `quinn could not use the server identity: ${this.lastError}`)
     this.guardAmplification = !options.retry
@@ -538,6 +558,7 @@ export class QuinnEngine implements QuicEngine {
       cert?.length ?? 0,
       key,
       key?.length ?? 0,
+      options.earlyData === true ? 1 : 0,
     )
     if (rc < 0) throw new StoqEngineError(this.name, `quinn could not start a connection: ${this.lastError || `error ${rc}`}`)
     return rc
@@ -706,6 +727,8 @@ export class QuinnEngine implements QuicEngine {
       peerMaxDatagramFrameSize: s[11]!,
       pathChanges: s[12]!,
       ...(s[13]! !== 0 ? { keyExchangeGroup: GROUP_NAMES.get(s[13]!) ?? `0x${s[13]!.toString(16)}` } : {}),
+      resumed: s[14] === 1,
+      earlyData: EARLY_STATES[s[15]!] ?? 'none',
     }
   }
 

@@ -36,6 +36,7 @@ export interface QuinnNative {
     statelessReset: number,
     secret: Uint8Array | null,
     secretLen: number,
+    earlyData: number,
   ): number
   stopListening(ep: Pointer): void
   allowMtuDiscovery(ep: Pointer, allowed: number): number
@@ -61,6 +62,7 @@ export interface QuinnNative {
     certLen: number,
     key: Uint8Array | null,
     keyLen: number,
+    earlyData: number,
   ): number
   close(ep: Pointer, conn: number, app: number, code: number, reason: Uint8Array, reasonLen: number): number
   setKeepAlive(ep: Pointer, conn: number, ms: number): number
@@ -86,6 +88,9 @@ export interface QuinnNative {
   peerAddress(ep: Pointer, conn: number, out: Uint8Array): number
   /** Test hook: a panic inside the library, pinned on `conn` (see QuinnEngine.injectPanic). */
   testPanic(ep: Pointer, conn: number, site: number): number
+  setSessionCache(ep: Pointer, servers: number): number
+  /** [servers, tickets, cap] of the client's session tickets into `out`. */
+  sessionCache(ep: Pointer, out: Float64Array): number
   /** sizeof(EngineConfig) as koffi lays it out. */
   configSize: number
   /** offsetof(EngineConfig, field) as koffi lays it out. */
@@ -95,6 +100,7 @@ export interface QuinnNative {
 /**
  * ABI version this module speaks (stoq_abi_version). 4: quinn-proto 0.11, stoq_engine_new takes
  * an EngineConfig struct, stoq_abi_info (3 was the 0.9 library with stoq_set_receive_window).
+ * 6: resumption and 0-RTT (see native/src/abi.rs).
  */
 export const ABI_VERSION = ABI.ABI_VERSION
 
@@ -213,7 +219,7 @@ export function loadQuinn(): QuinnLoadResult {
       droppedPackets: f(`double stoq_dropped_packets(${E} ep)`),
       connectionCount: f(`uint32_t stoq_connection_count(${E} ep)`),
       listen: f(
-        `int32_t stoq_listen(${E} ep, const void *cert, size_t certLen, const void *key, size_t keyLen, const void *alpn, size_t alpnLen, uint32_t retry, uint32_t maxConns, uint32_t statelessReset, const void *secret, size_t secretLen)`,
+        `int32_t stoq_listen(${E} ep, const void *cert, size_t certLen, const void *key, size_t keyLen, const void *alpn, size_t alpnLen, uint32_t retry, uint32_t maxConns, uint32_t statelessReset, const void *secret, size_t secretLen, uint32_t earlyData)`,
       ),
       stopListening: f(`void stoq_stop_listening(${E} ep)`),
       allowMtuDiscovery: f(`int32_t stoq_allow_mtu_discovery(${E} ep, uint32_t allowed)`),
@@ -224,7 +230,7 @@ export function loadQuinn(): QuinnLoadResult {
       drainEvents: f(`int32_t stoq_drain_events(${E} ep, void *out, size_t cap)`),
       takeCloseReason: f(`int32_t stoq_take_close_reason(${E} ep, uint32_t conn, void *buf, size_t cap)`),
       connect: f(
-        `int32_t stoq_connect(${E} ep, const void *ip, uint32_t port, uint32_t family, const void *name, size_t nameLen, const void *alpn, size_t alpnLen, const void *ca, size_t caLen, uint32_t verify, const void *cert, size_t certLen, const void *key, size_t keyLen)`,
+        `int32_t stoq_connect(${E} ep, const void *ip, uint32_t port, uint32_t family, const void *name, size_t nameLen, const void *alpn, size_t alpnLen, const void *ca, size_t caLen, uint32_t verify, const void *cert, size_t certLen, const void *key, size_t keyLen, uint32_t earlyData)`,
       ),
       close: f(`int32_t stoq_close(${E} ep, uint32_t conn, uint32_t app, double code, const void *reason, size_t reasonLen)`),
       setKeepAlive: f(`int32_t stoq_set_keep_alive(${E} ep, uint32_t conn, double ms)`),
@@ -249,6 +255,8 @@ export function loadQuinn(): QuinnLoadResult {
       stats: f(`int32_t stoq_stats(${E} ep, uint32_t conn, void *out)`),
       peerAddress: f(`int32_t stoq_peer_address(${E} ep, uint32_t conn, void *out)`),
       testPanic: f(`int32_t stoq_test_panic(${E} ep, uint32_t conn, uint32_t site)`),
+      setSessionCache: f(`int32_t stoq_set_session_cache(${E} ep, double servers)`),
+      sessionCache: f(`int32_t stoq_session_cache(${E} ep, void *out)`),
       configSize: koffi.sizeof(configType),
       configOffsets: Object.fromEntries(CONFIG_FIELDS.map(([name]) => [name, koffi.offsetof(configType, name)])),
     } as unknown as QuinnNative

@@ -217,6 +217,11 @@ export interface EngineServerOptions {
    * Random per engine when absent.
    */
   secret?: Uint8Array
+  /**
+   * Accept 0-RTT data from clients resuming a session. Such data can be replayed by an
+   * attacker (RFC 8446 §8, RFC 9001 §9.2). Default false: resumption only.
+   */
+  earlyData?: boolean
 }
 
 export interface EngineConnectOptions {
@@ -233,6 +238,12 @@ export interface EngineConnectOptions {
   verifyPeer: boolean
   /** Client certificate, when the server asks for one. */
   identity?: TlsIdentity
+  /**
+   * Send 0-RTT when a session ticket of this server allows it: the connection can carry
+   * stream data at once (`stats(conn).earlyData` is `pending` from the start), and the engine
+   * sends it again, transparently, should the server reject it. Default false.
+   */
+  earlyData?: boolean
 }
 
 export interface EngineCloseInfo {
@@ -249,6 +260,13 @@ export interface EngineCloseInfo {
    */
   offeredVersions?: number[]
 }
+
+/**
+ * A connection's 0-RTT: `none` (not attempted, or no ticket allowed it), `pending` (client: sent,
+ * the server's verdict not known yet), `accepted`, `rejected` (client: sent again after the
+ * handshake, transparently).
+ */
+export type EarlyDataState = 'none' | 'pending' | 'accepted' | 'rejected'
 
 export interface ConnectionStatsSnapshot {
   packetsSent: number
@@ -271,6 +289,10 @@ export interface ConnectionStatsSnapshot {
    * `unknown` where the engine cannot tell (quiche), absent before the handshake settles it.
    */
   keyExchangeGroup?: string
+  /** The handshake resumed a TLS session (no certificate). Engines without resumption omit it (false). */
+  resumed?: boolean
+  /** See EarlyDataState. Engines without 0-RTT omit it (`none`). */
+  earlyData?: EarlyDataState
 }
 
 /** `streamSend` result: the peer stopped the stream or it is closed. */
@@ -444,6 +466,11 @@ export interface QuicEngine {
   peerAddress(conn: number): SocketAddress
   /** Number of live connections. */
   readonly connectionCount: number
+  /**
+   * Optional: the client's session tickets: servers (by TLS setup and name) with an entry,
+   * tickets held, and the most servers kept (`QuicEngineOptions.sessionCacheSize`).
+   */
+  sessionCache?(): { servers: number; tickets: number; capacity: number }
   /** Free all state. */
   destroy(): void
 }
@@ -461,6 +488,12 @@ export interface QuicEngineOptions {
    * prefix (connection IDs entirely engine-chosen).
    */
   cidPrefix?: number
+  /**
+   * Servers whose TLS session tickets a client keeps, for resumption and 0-RTT (the least
+   * recently used go first); 0 turns resumption off on the client side. Default: the
+   * engine's (256 for quinn).
+   */
+  sessionCacheSize?: number
   /**
    * TLS key exchange groups, in preference order (the client offers them in this order and
    * sends a key share for the first, plus its X25519 half for X25519MLKEM768; the server

@@ -76,7 +76,9 @@ export class ConnectionPool {
   }
 
   private static healthy(conn: QuicConnection): boolean {
-    return conn.established && !conn.isClosed
+    // A connection opened with `earlyData` may still be in its handshake (0-RTT): not closed is
+    // enough, as everything pooled came from a connect() that resolved.
+    return !conn.isClosed
   }
 
   async acquire(key: string, open: () => Promise<QuicConnection>): Promise<QuicConnection> {

@@ -139,6 +139,8 @@ export interface ListenHandlers {
   alpn?: string[]
   retry?: boolean
   maxConnections?: number
+  /** Accept 0-RTT from resuming clients (see `ServerOptions.earlyData`: replayable). Default false. */
+  earlyData?: boolean
   onConnection?: (conn: QuicConnection) => void
   onStream?: (stream: QuicStream, conn: QuicConnection) => void
   onDatagram?: (data: Uint8Array, conn: QuicConnection) => void
@@ -323,6 +325,7 @@ export class Stoq {
       ...(alpn ? { alpn } : {}),
       ...(handlers.retry !== undefined ? { retry: handlers.retry } : {}),
       ...(handlers.maxConnections !== undefined ? { maxConnections: handlers.maxConnections } : {}),
+      ...(handlers.earlyData !== undefined ? { earlyData: handlers.earlyData } : {}),
     }
     const setup = this.endpointSetup()
     // Servers use every core by default (engine workers where this machine can run them,

@@ -45,6 +45,21 @@ describe('connection pooling', () => {
     await client.close()
   })
 
+  it('a replaced pooled connection resumes the session of the one before (tickets live in the client endpoint)', async () => {
+    const client = await Stoq.create('pool-client')
+    const target = `127.0.0.1:${ep.address.port}`
+    const first = await client.connect(target, { ca: pki.ca, serverName: 'localhost' })
+    expect(first.stats().resumed).toBe(false)
+    // Acknowledged data: the server's session tickets, sent when its handshake completed, are in.
+    await first.send('hello', { confirm: true })
+    await first.close(0, 'gone')
+    const second = await client.connect(target, { ca: pki.ca, serverName: 'localhost' })
+    expect(second).not.toBe(first)
+    // The server runs engine workers (Stoq.listen's default where it can): they share sessions.
+    expect(second.stats().resumed).toBe(true)
+    await client.close()
+  })
+
   it('evicts the least recently used idle connection beyond the size limit', async () => {
     const client = await Stoq.create('pool-client', { pool: { maxConnections: 2 } })
     const target = `127.0.0.1:${ep.address.port}`

@@ -15,6 +15,7 @@ import {
   isClientInitiated,
   type CloseInfo,
   type ConnectionStatsSnapshot,
+  type EarlyDataState,
   type EngineCloseInfo,
   type QuicEngine,
   type SocketAddress,
@@ -182,6 +183,14 @@ const MAX_CLOSE_TIMEOUT_MS = 600_000
 const FINISHED_PRUNE_MIN = 256
 
 export interface ConnectionStats extends ConnectionStatsSnapshot {
+  /** The handshake resumed a TLS session (no certificate exchanged): known once it completed. */
+  resumed: boolean
+  /**
+   * 0-RTT of this connection: `none`, `pending` (client: sent before the handshake, the
+   * server's verdict not known yet), `accepted`, or `rejected` (the engine sent the data again
+   * after the handshake; nothing was lost).
+   */
+  earlyData: EarlyDataState
   /** Milliseconds since the connection was created. */
   durationMs: number
   /** Handshake duration in ms (-1 until established). */
@@ -281,6 +290,14 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   private remote: SocketAddress
   /** Resolves once the connection has ended. Never rejects. */
   readonly closed: Promise<CloseInfo>
+  /**
+   * Resolves when the handshake has completed (and, on a client, the server's certificate
+   * passed its checks); rejects with the connection's error when it ends before. Already
+   * settled when `connect()` resolves, except for a client connected with `earlyData` that
+   * sent 0-RTT, and a server connection the endpoint announced early (`server.earlyData`):
+   * data that such a server connection received before this resolved may be a replay.
+   */
+  readonly handshake: Promise<void>
 
   private readonly owner: ConnectionOwner
   private readonly streams = new Map<number, QuicStream>()
@@ -322,6 +339,10 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   }
   /** Set by the endpoint: settles a pending `connect()`. */
   onHandshakeSettled: ((err: Error | null) => void) | null = null
+  private resolveHandshake!: () => void
+  private rejectHandshake!: (err: Error) => void
+  /** @internal the endpoint emitted `connection` for it (a server connection). */
+  announced = false
   /** Pinned SHA-256 fingerprints the server certificate must match (client side). */
   pins: string[] = []
   /** Client side: the server's chain was verified against the `ca` option. */
@@ -357,6 +378,12 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve
     })
+    this.handshake = new Promise<void>((resolve, reject) => {
+      this.resolveHandshake = resolve
+      this.rejectHandshake = reject
+    })
+    // Awaiting it is optional: a failed handshake also shows in `closed` and connect().
+    this.handshake.catch(() => {})
     if (channels.connectionCreate.hasSubscribers) channels.connectionCreate.publish({ connection: this })
   }
 
@@ -1037,6 +1064,8 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     const settle = this.onHandshakeSettled
     this.onHandshakeSettled = null
     settle?.(err)
+    if (err) this.rejectHandshake(err)
+    else this.resolveHandshake()
   }
 
   /**
@@ -1207,6 +1236,8 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       : (this.lastStats = this.engine.stats(this.handle))
     return {
       ...base,
+      resumed: base.resumed ?? false,
+      earlyData: base.earlyData ?? 'none',
       durationMs: performance.now() - this.startedAt,
       handshakeMs: this.handshakeMs,
       streamsOpen: this.streams.size,
@@ -1241,5 +1272,7 @@ export function emptyStats(): ConnectionStatsSnapshot {
     pathMtu: 0,
     peerMaxDatagramFrameSize: 0,
     pathChanges: 0,
+    resumed: false,
+    earlyData: 'none',
   }
 }

@@ -53,6 +53,9 @@ export const DEFAULT_SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
  */
 export const DEFAULT_POOL_MAX_BUFFERS = 1024
 
+/** Servers whose session tickets an endpoint keeps for resumption (client side). */
+export const DEFAULT_SESSION_CACHE_SIZE = 256
+
 /** Time `endpoint.close()` waits for connections to finish closing before it closes the socket anyway. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 2_000
 

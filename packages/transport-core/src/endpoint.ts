@@ -138,6 +138,11 @@ export interface EndpointStats {
   workers: WorkerLoad[]
   /** The endpoint's budgets (`limits` option) and what is in use of each. */
   limits: LimitsUsage
+  /**
+   * Session tickets kept for dialled connections (`sessionCacheSize`): servers with an entry,
+   * tickets held, most servers kept. Null when the engine keeps none (quiche, engine workers).
+   */
+  sessionCache: { servers: number; tickets: number; capacity: number } | null
 }
 
 /** The engine factory for an `engine` option, with the reason for the choice. */
@@ -195,7 +200,11 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       : components.engine
         ? { factory: components.engine, choice: 'given by the caller' }
         : selectEngine(options.engine)
-    this.engine = engine.factory({ transport: options.transport, ...(options.keyExchange !== undefined ? { keyExchange: options.keyExchange } : {}) })
+    this.engine = engine.factory({
+      transport: options.transport,
+      sessionCacheSize: options.sessionCacheSize,
+      ...(options.keyExchange !== undefined ? { keyExchange: options.keyExchange } : {}),
+    })
     this.engineChoice = engine.choice
     this.ownsPool = components.pool === undefined
     const numaNode = options.numaNode
@@ -299,6 +308,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       keyExchange: resolved.keyExchange,
       poolMaxBuffers: resolved.poolMaxBuffers,
       stallMs: resolved.limits.workerStallMs,
+      sessionCacheSize: resolved.sessionCacheSize,
     })
     try {
       return await Endpoint.open(resolved, components, workers)
@@ -372,6 +382,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         maxConnections: o.server.maxConnections,
         statelessReset: o.server.statelessReset,
         ...(o.server.secret !== undefined ? { secret: o.server.secret } : {}),
+        ...(o.server.earlyData ? { earlyData: true } : {}),
       })
     }
     this.state = 'open'
@@ -394,7 +405,11 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   // -------------------------------------------------------------------------
   // Dialling
 
-  /** Open a connection; resolves when the handshake completed and the certificate was accepted. */
+  /**
+   * Open a connection; resolves when the handshake completed and the certificate was accepted,
+   * or, with `earlyData` and a session ticket that allows 0-RTT, at once (see
+   * `ConnectOptions.earlyData`; `conn.handshake` then says when the handshake completed).
+   */
   async connect(options: ConnectOptions): Promise<QuicConnection> {
     if (this.state !== 'open') throw new StoqClosedError('endpoint')
     const o = resolveConnectOptions(options)
@@ -420,6 +435,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         ...(o.ca !== undefined ? { ca: o.ca } : {}),
         verifyPeer: !o.insecure && o.ca !== undefined,
         ...(o.identity !== undefined ? { identity: o.identity } : {}),
+        ...(o.earlyData ? { earlyData: true } : {}),
       },
       this.local,
       )
@@ -443,6 +459,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         if (err) reject(err)
         else resolve(conn)
       }
+      // 0-RTT keys: the connection carries data now (the timer still bounds the handshake).
+      if (o.earlyData && this.engine.stats(handle).earlyData === 'pending') resolve(conn)
     })
     this.schedule()
     return established
@@ -618,7 +636,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       this.schedule()
       return
     }
-    this.newConnection(handle, 'server', peer, commit)
+    const conn = this.newConnection(handle, 'server', peer, commit)
+    // 0-RTT accepted (server.earlyData): announce it now, so its early data is served at once.
+    if (this.options.server?.earlyData && this.engine.stats(handle).earlyData === 'accepted') {
+      conn.announced = true
+      this.emit('connection', conn)
+    }
   }
 
   /** A connection admitted with `commit` of the receive budget, at its starting stream limits. */
@@ -720,7 +743,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         }
       }
     }
-    if (conn.side === 'server') this.emit('connection', conn)
+    if (conn.side === 'server' && !conn.announced) {
+      conn.announced = true
+      this.emit('connection', conn)
+    }
   }
 
   private readonly onThroughputTimer = (): void => {
@@ -748,7 +774,15 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   }
 
   onStreamReadable(handle: number, streamId: number): void {
-    this.conns.get(handle)?.onStreamReadable(streamId)
+    const conn = this.conns.get(handle)
+    if (conn === undefined) return
+    // 0-RTT the engine accepted after the connection's first datagram (a ClientHello in two):
+    // announce the connection with its first early stream, as onIncoming does otherwise.
+    if (!conn.announced && conn.side === 'server' && this.options.server?.earlyData && this.engine.stats(handle).earlyData === 'accepted') {
+      conn.announced = true
+      this.emit('connection', conn)
+    }
+    conn.onStreamReadable(streamId)
   }
 
   onStreamWritable(handle: number, streamId: number): void {
@@ -1045,6 +1079,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       pool: this.poolStats(),
       workers: this.workerEngine ? this.workerEngine.workerStats() : [],
       limits: this.governor.usage(),
+      sessionCache: this.state !== 'closed' ? (this.engine.sessionCache?.() ?? null) : null,
     }
   }
 

@@ -14,6 +14,7 @@ import {
   DEFAULT_POOL_MAX_BUFFERS,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_HOST,
+  DEFAULT_SESSION_CACHE_SIZE,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_SOCKET_BUFFER_SIZE,
   DEFAULT_TRANSPORT,
@@ -43,6 +44,18 @@ export interface ServerOptions {
    * are gone. Default: random per endpoint.
    */
   secret?: Uint8Array
+  /**
+   * Accept 0-RTT: a client resuming a session may send stream data in its first flight,
+   * and the endpoint emits `connection` for it at once, before the handshake completes
+   * (`conn.established` false until `conn.handshake` resolves). Such data can be replayed
+   * by an attacker (RFC 8446 §8, RFC 9001 §9.2): each session ticket resumes once at a
+   * server process, but a copy raced ahead of the client, or sent to another server
+   * process of the same name, is not caught. Act on data that arrived before
+   * `conn.handshake` resolved only when doing it twice is harmless, or wait for it.
+   * Default false: clients resume (no certificate in the handshake) without 0-RTT.
+   * The quinn engine only.
+   */
+  earlyData?: boolean
 }
 
 export interface EndpointOptions {
@@ -115,6 +128,15 @@ export interface EndpointOptions {
    */
   limits?: Partial<EndpointLimits>
   /**
+   * Servers whose TLS session tickets the endpoint keeps for the connections it dials, to
+   * resume (and, with `earlyData`, send 0-RTT): a server is its name (SNI) under one TLS
+   * setup (ALPN, CA, client identity, verification); the least recently used goes first.
+   * 0 turns resumption off for dialled connections. Default 256. With engine workers each
+   * worker keeps its own (connections go to the least loaded worker, so a reconnect resumes
+   * only when it lands on the worker that holds the ticket).
+   */
+  sessionCacheSize?: number
+  /**
    * TLS key exchange groups in preference order, for the connections this endpoint makes
    * and accepts. Default (quinn engine): X25519MLKEM768 (post-quantum hybrid), X25519, P-256,
    * P-384. `stats().keyExchangeGroup` says what a handshake used. See also `postQuantum`.
@@ -152,6 +174,19 @@ export interface ConnectOptions {
   key?: PemSource
   /** Fail `connect` when the handshake takes longer. Default 10 000 ms. */
   handshakeTimeoutMs?: number
+  /**
+   * 0-RTT: when the endpoint holds a session ticket of this server that allows it,
+   * `connect` resolves at once, before the handshake, and what the application writes goes
+   * in the client's first flight (otherwise it resolves at handshake completion, as
+   * without this option). Should the server reject the early data, the engine sends it
+   * again after the handshake: nothing to do but `conn.stats().earlyData` says `rejected`.
+   * `conn.handshake` resolves when the handshake completed. Needs a server verified by
+   * `ca` (or `insecure`): a `pin` is checked after the handshake, too late for data sent
+   * before it. Datagrams wait for the handshake (before it `sendDatagram` throws
+   * STOQ_ERR_DATAGRAM_UNSUPPORTED). Default false. The quinn engine only (quiche connects as
+   * without it).
+   */
+  earlyData?: boolean
   /** Send a PING after this much idle time, keeping NAT bindings and idle timers alive. 0 disables. */
   keepAliveMs?: number
 }
@@ -164,6 +199,7 @@ export interface ResolvedServerOptions {
   maxConnections: number
   statelessReset: boolean
   secret: Uint8Array | undefined
+  earlyData: boolean
 }
 
 export interface ResolvedEndpointOptions {
@@ -183,6 +219,7 @@ export interface ResolvedEndpointOptions {
   /** Engine workers: 0 (this thread) or 1 and more; `auto` resolved to -1 (decided at bind). */
   workers: number
   limits: EndpointLimits
+  sessionCacheSize: number
   /** TLS key exchange groups, or undefined for the engine's default. */
   keyExchange: KeyExchangeGroup[] | undefined
 }
@@ -198,6 +235,7 @@ export interface ResolvedConnectOptions {
   identity: { cert: Uint8Array; key: Uint8Array } | undefined
   handshakeTimeoutMs: number
   keepAliveMs: number
+  earlyData: boolean
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -418,6 +456,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
       maxConnections: intOption('server.maxConnections', s.maxConnections ?? DEFAULT_MAX_CONNECTIONS, 1, 1 << 24),
       statelessReset: boolOption('server.statelessReset', s.statelessReset ?? true),
       secret: secretOption(s.secret),
+      earlyData: boolOption('server.earlyData', s.earlyData ?? false),
     }
   }
   const socketBufferSize = intOption('socketBufferSize', o.socketBufferSize ?? DEFAULT_SOCKET_BUFFER_SIZE, 4096, 1 << 30)
@@ -437,6 +476,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
     numaNode: o.numaNode === undefined ? null : intOption('numaNode', o.numaNode, 0, 1023),
     workers: workersOption(o.workers),
     limits: resolveLimits(o.limits),
+    sessionCacheSize: intOption('sessionCacheSize', o.sessionCacheSize ?? DEFAULT_SESSION_CACHE_SIZE, 0, 1 << 20),
     keyExchange: keyExchangeOption(o.keyExchange, o.postQuantum),
   }
 }
@@ -486,6 +526,13 @@ export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
   if ((o.cert === undefined) !== (o.key === undefined)) {
     throw new StoqInvalidArgumentError('cert', '`cert` and `key` must be given together')
   }
+  const earlyData = boolOption('earlyData', o.earlyData ?? false)
+  if (earlyData && !insecure && ca === undefined) {
+    throw new StoqInvalidArgumentError(
+      'earlyData',
+      'needs a server verified by `ca` (or `insecure: true` for tests): a `pin` is checked once the handshake completed, after 0-RTT data went out',
+    )
+  }
   const identity = o.cert !== undefined ? { cert: readPem('cert', o.cert, 'certificate'), key: privateKeyBytes(readPem('key', o.key, 'key')) } : undefined
   return {
     host,
@@ -498,5 +545,6 @@ export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
     identity,
     handshakeTimeoutMs: intOption('handshakeTimeoutMs', o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, 1, 600_000),
     keepAliveMs: intOption('keepAliveMs', o.keepAliveMs ?? 0, 0, 24 * 3600 * 1000),
+    earlyData,
   }
 }

@@ -21,9 +21,13 @@ abi_constants! {
     /// 4: quinn-proto 0.11, `stoq_engine_new` takes an `EngineConfig` struct, `stoq_abi_info`
     /// (3 was the quinn-proto 0.9 library with `stoq_set_receive_window`, which 4 keeps).
     /// 5: `stoq_set_peer_stream_limit` (the host raises the peer's stream limits).
+    /// 6: resumption and 0-RTT: `stoq_connect` and `stoq_listen` take `early_data`, two more
+    /// statistics (resumed, EARLY_*), `stoq_set_session_cache`, `stoq_session_cache`.
     /// 6: `EngineConfig::mtu_discovery`, `stoq_allow_mtu_discovery`, path changes in the stats.
     /// 7: `EngineConfig::key_exchange`, the negotiated key exchange group in the stats.
-    ABI_VERSION: u32 = 7;
+    /// 8: both of the above (6 and 7 were developed side by side); resumed and EARLY_* are
+    /// statistics 14 and 15.
+    ABI_VERSION: u32 = 8;
 
     OK: i32 = 0;
     ERR_BAD_HANDLE: i32 = -100;
@@ -64,7 +68,7 @@ abi_constants! {
     CLOSE_VERSION: u32 = 16;
 
     /// Doubles written by `stoq_stats`.
-    STATS_LEN: usize = 14;
+    STATS_LEN: usize = 16;
     /// Bytes of an address: 16 address bytes, 2 port bytes (big endian), 1 family (4 or 6).
     ADDR_LEN: usize = 19;
     /// Doubles written by `stoq_stream_recv`: [bytes, fin, reset code or -1].
@@ -83,6 +87,18 @@ abi_constants! {
     /// the peer uses streams (`stoq_set_peer_stream_limit`).
     INITIAL_STREAM_WINDOW: u64 = 128;
 
+    /// Statistic 15, a connection's 0-RTT: none attempted (or not possible)...
+    EARLY_NONE: u32 = 0;
+    /// ...sent (client), the server's verdict not known yet...
+    EARLY_PENDING: u32 = 1;
+    /// ...accepted by the server (on a server: it accepted the client's)...
+    EARLY_ACCEPTED: u32 = 2;
+    /// ...rejected: the engine sent it again after the handshake.
+    EARLY_REJECTED: u32 = 3;
+    /// Servers (by TLS setup and name) whose tickets a client engine keeps, unless told otherwise.
+    DEFAULT_SESSION_CACHE: u32 = 256;
+    /// Doubles written by `stoq_session_cache`: [servers, tickets, cap].
+    SESSION_CACHE_LEN: usize = 3;
     /// Key exchange groups, one per byte of `EngineConfig::key_exchange` (see kx.rs).
     KX_X25519MLKEM768: u32 = 1;
     KX_X25519: u32 = 2;
@@ -182,7 +198,7 @@ mod tests {
     #[test]
     fn info_is_flat_json_of_numbers() {
         let j = info_json();
-        assert!(j.starts_with("{\"ABI_VERSION\":7,"));
+        assert!(j.starts_with("{\"ABI_VERSION\":8,"));
         assert!(j.contains("\"ERR_PANIC\":-104,"));
         assert!(j.contains("\"STREAM_BLOCKED\":-2,"));
         assert!(j.contains(&format!("\"CONFIG_SIZE\":{}", size_of::<EngineConfig>())));

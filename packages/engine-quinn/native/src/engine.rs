@@ -17,11 +17,12 @@ use quinn_proto as qp;
 use ring::hkdf;
 
 use crate::abi::{
-    DGRAM_FULL, DGRAM_QUEUED, DGRAM_TOO_LARGE, DGRAM_UNSUPPORTED, EV_CLOSED, EV_DATAGRAM, EV_ESTABLISHED, EV_INCOMING, EV_READABLE,
-    EV_WRITABLE, INITIAL_STREAM_WINDOW, STATS_LEN,
+    DEFAULT_SESSION_CACHE, DGRAM_FULL, DGRAM_QUEUED, DGRAM_TOO_LARGE, DGRAM_UNSUPPORTED, EARLY_ACCEPTED, EARLY_NONE, EV_CLOSED,
+    EV_DATAGRAM, EV_ESTABLISHED, EV_INCOMING, EV_READABLE, EV_WRITABLE, INITIAL_STREAM_WINDOW, STATS_LEN,
 };
 use crate::addr::write_addr;
 use crate::config::{connection_transport_config, endpoint_config, random_secret, transport_config, CidFormat, CloseFlag, Params};
+use crate::early::ZeroRtt;
 use crate::panic::{close_flags, recover, take_message, version_close_flags};
 use crate::tls;
 
@@ -66,6 +67,8 @@ pub struct Conn {
     /// Versions listed by the last Version Negotiation packet the server sent (quinn reads it
     /// but keeps only "no common version").
     offered_versions: Option<Vec<u32>>,
+    /// Resumption and 0-RTT (see early.rs).
+    pub zero_rtt: ZeroRtt,
     /// The peer's address as last seen, and how often it changed (a server following a
     /// migrating or NAT-rebound client; quinn validates the new path itself).
     path: SocketAddr,
@@ -99,8 +102,46 @@ impl Conn {
             close_flag,
             cwnd_at_close: None,
             offered_versions: None,
+            zero_rtt: ZeroRtt::default(),
             kx_group: 0,
         }
+    }
+
+    /// Feed quinn a datagram of this connection, noting a full handshake's certificate step.
+    fn handle_event(&mut self, ev: qp::ConnectionEvent) {
+        tls::start_handshake_probe();
+        self.conn.handle_event(ev);
+        self.zero_rtt.full_handshake |= tls::full_handshake_seen();
+    }
+
+    /// The handshake completed after 0-RTT: take the verdict (replaying rejected data), then
+    /// report streams the record limit held back as writable.
+    fn settle_early(&mut self, chf: f64, events: &mut VecDeque<[f64; 4]>) {
+        if !self.zero_rtt.recording() || self.conn.is_handshaking() {
+            return;
+        }
+        for id in self.zero_rtt.settle(&mut self.conn) {
+            // Could not be opened again: report it stopped (code 0) rather than lose it silently.
+            self.stop_codes.insert(id, 0);
+            self.send_done.insert(id);
+            self.recv_done.insert(id);
+            self.zero_rtt.capped.insert(id);
+        }
+        for id in std::mem::take(&mut self.zero_rtt.capped) {
+            if self.zero_rtt.has_backlog(id) {
+                continue;
+            }
+            self.blocked.remove(&id);
+            if self.want_writable.remove(&id) {
+                events.push_back([EV_WRITABLE as f64, chf, id as f64, 0.0]);
+            }
+        }
+    }
+
+    /// Resumed: no certificate in the handshake (known once it completed; on a server that
+    /// accepted 0-RTT, at once).
+    pub fn resumed(&self) -> bool {
+        !self.zero_rtt.full_handshake && (self.established || self.zero_rtt.state() == EARLY_ACCEPTED)
     }
 
     /// Close the connection (an application CONNECTION_CLOSE: quinn has no public transport
@@ -192,7 +233,12 @@ pub struct Engine {
     /// kept until the event drain after the one that reported the close.
     final_stats: HashMap<usize, (u64, Stats)>,
     drains: u64,
-    client_crypto: HashMap<Vec<u8>, Arc<tls_cache::ClientCrypto>>,
+    /// Client TLS configurations by (verify, ALPN, CA, identity), least recently used first out.
+    client_crypto: HashMap<Vec<u8>, CachedClient>,
+    /// The client's session tickets, shared by its TLS configurations (each under its scope).
+    pub sessions: Arc<tls::SessionCache>,
+    /// Last scope given to a client configuration, and the use clock of the cache above.
+    scopes: u64,
     server: Option<Arc<ServerConfig>>,
     accepting: bool,
     retry: bool,
@@ -223,8 +269,11 @@ pub struct Engine {
     pub last_error: String,
 }
 
-mod tls_cache {
-    pub type ClientCrypto = quinn_proto::crypto::rustls::QuicClientConfig;
+/// One client TLS setup: its configs, its scope in the session cache, when it was last used.
+struct CachedClient {
+    tls: tls::ClientTls,
+    scope: u64,
+    used: u64,
 }
 
 fn sid_u64(id: StreamId) -> u64 {
@@ -258,6 +307,8 @@ impl Engine {
             final_stats: HashMap::new(),
             drains: 0,
             client_crypto: HashMap::new(),
+            sessions: Arc::new(tls::SessionCache::new(DEFAULT_SESSION_CACHE as usize)),
+            scopes: 0,
             server: None,
             accepting: false,
             retry: false,
@@ -402,8 +453,9 @@ impl Engine {
         max_conns: u32,
         stateless_reset: bool,
         secret: Option<&[u8]>,
+        early_data: bool,
     ) -> Result<(), String> {
-        let crypto = tls::server_config(cert_pem, key_pem, alpn, self.params.key_exchange)?;
+        let crypto = tls::server_config(cert_pem, key_pem, alpn, early_data, self.params.key_exchange)?;
         let secret: Vec<u8> = match secret {
             Some(s) => s.to_vec(),
             None => random_secret().to_vec(),
@@ -495,12 +547,15 @@ impl Engine {
                         }
                     }
                     crate::kx::take_negotiated();
-                    c.conn.handle_event(ev);
+                    c.handle_event(ev);
                     // The key exchange completed in this call, if it did (kx.rs).
                     match crate::kx::take_negotiated() {
                         0 => {}
                         g => c.kx_group = g,
                     }
+                    // Settled here, before the host can touch a stream: after a rejection
+                    // quinn forgot the client's streams until they are opened again.
+                    c.settle_early(h as f64, &mut self.events);
                     self.current = None;
                     self.enqueue(h);
                 } else {
@@ -573,13 +628,22 @@ impl Engine {
             // Cannot happen (the same parameters built the engine's): the shared configuration.
             _ => None,
         };
+        tls::start_handshake_probe();
         crate::kx::take_negotiated();
-        match self.endpoint.accept(incoming, now, &mut self.resp_buf, config) {
+        let accepted = self.endpoint.accept(incoming, now, &mut self.resp_buf, config);
+        let full = tls::full_handshake_seen();
+        let kx_group = crate::kx::take_negotiated();
+        match accepted {
             Ok((ch, conn)) => {
-                let kx_group = crate::kx::take_negotiated();
+                // quinn gives a server 0-RTT keys only when TLS accepted the client's early data.
+                let early = conn.has_0rtt();
                 self.insert(ch.0, conn, close_flag);
                 if let Some(Some(c)) = self.conns.get_mut(ch.0) {
                     c.kx_group = kx_group;
+                    c.zero_rtt.full_handshake = full;
+                    if early {
+                        c.zero_rtt.accepted();
+                    }
                 }
                 self.events.push_back([EV_INCOMING as f64, ch.0 as f64, 0.0, 0.0]);
             }
@@ -633,6 +697,11 @@ impl Engine {
             }
         }
         let chf = ch as f64;
+        // A ClientHello spread over several datagrams (a post-quantum key share) gives a server
+        // its 0-RTT keys only with a later datagram than the one that created the connection.
+        if c.zero_rtt.state() == EARLY_NONE && c.conn.side().is_server() && c.conn.is_handshaking() && c.conn.has_0rtt() {
+            c.zero_rtt.accepted();
+        }
         while let Some(ev) = c.conn.poll() {
             match ev {
                 Event::HandshakeDataReady | Event::DatagramsUnblocked => {}
@@ -671,6 +740,10 @@ impl Engine {
                 }
                 Event::Stream(StreamEvent::Writable { id }) => {
                     let sid = sid_u64(id);
+                    // Data a rejected 0-RTT left to send again goes first.
+                    if !c.zero_rtt.flush(&mut c.conn, sid) {
+                        continue;
+                    }
                     c.blocked.remove(&sid);
                     if c.want_writable.remove(&sid) {
                         events.push_back([EV_WRITABLE as f64, chf, sid as f64, 0.0]);
@@ -901,6 +974,8 @@ impl Engine {
 
     // -- client --------------------------------------------------------------
 
+    /// Start a client connection. `early_data`: use 0-RTT when a ticket for this server allows
+    /// it (the connection then records its early stream operations, see early.rs).
     #[allow(clippy::too_many_arguments)]
     pub fn connect(
         &mut self,
@@ -911,6 +986,7 @@ impl Engine {
         verify: bool,
         cert: &[u8],
         key: &[u8],
+        early_data: bool,
     ) -> Result<usize, String> {
         let mut cache_key = vec![verify as u8];
         cache_key.extend_from_slice(&self.params.key_exchange.to_le_bytes());
@@ -922,17 +998,24 @@ impl Engine {
         cache_key.extend(digest(ca));
         cache_key.extend(digest(cert));
         cache_key.extend(digest(key));
-        let crypto = match self.client_crypto.get(&cache_key) {
-            Some(c) => c.clone(),
-            None => {
-                let c = Arc::new(tls::client_config(alpn, ca, verify, cert, key, self.params.key_exchange)?);
-                if self.client_crypto.len() >= MAX_CLIENT_CONFIGS {
-                    self.client_crypto.clear();
+        self.scopes += 1;
+        let clock = self.scopes;
+        if !self.client_crypto.contains_key(&cache_key) {
+            let store = Arc::new(tls::ScopedStore { cache: self.sessions.clone(), scope: clock });
+            let tls = tls::client_config(alpn, ca, verify, cert, key, store, self.params.key_exchange)?;
+            if self.client_crypto.len() >= MAX_CLIENT_CONFIGS {
+                // The least recently used setup goes, and its tickets with it.
+                if let Some(old) = self.client_crypto.iter().min_by_key(|(_, c)| c.used).map(|(k, _)| k.clone()) {
+                    if let Some(c) = self.client_crypto.remove(&old) {
+                        self.sessions.forget_scope(c.scope);
+                    }
                 }
-                self.client_crypto.insert(cache_key, c.clone());
-                c
             }
-        };
+            self.client_crypto.insert(cache_key.clone(), CachedClient { tls, scope: clock, used: clock });
+        }
+        let cached = self.client_crypto.get_mut(&cache_key).expect("inserted above");
+        cached.used = clock;
+        let crypto = if early_data { cached.tls.early.clone() } else { cached.tls.plain.clone() };
         let mut cfg = ClientConfig::new(crypto);
         let close_flag = CloseFlag::default();
         cfg.transport_config(Arc::new(connection_transport_config(&self.params, self.mtud(), &close_flag)?));
@@ -940,7 +1023,14 @@ impl Engine {
         let r = catch_unwind(AssertUnwindSafe(|| self.endpoint.connect(Instant::now(), cfg, peer, server_name)));
         match r {
             Ok(Ok((ch, conn))) => {
+                // quinn has 0-RTT keys when rustls offers a ticket that allows early data.
+                let early = early_data && conn.has_0rtt();
                 self.insert(ch.0, conn, close_flag);
+                if early {
+                    if let Some(c) = self.conn(ch.0) {
+                        c.zero_rtt.start_pending();
+                    }
+                }
                 Ok(ch.0)
             }
             Ok(Err(e)) => Err(e.to_string()),
@@ -972,7 +1062,8 @@ impl Engine {
 
 /// STATS_LEN numbers: packets sent, received, lost, retransmitted (quinn: lost), bytes sent,
 /// received, lost, RTT ms, cwnd, delivery rate (0: unknown), path MTU, peer max datagram,
-/// path changes, key exchange group (IANA codepoint, 0: not known yet).
+/// path changes, key exchange group (IANA codepoint, 0: not known yet), resumed (0/1), 0-RTT
+/// (EARLY_*).
 pub fn conn_stats(c: &mut Conn) -> Stats {
     let s = c.conn.stats();
     let dgram = c.max_datagram().map_or(0.0, |m| m as f64);
@@ -991,6 +1082,8 @@ pub fn conn_stats(c: &mut Conn) -> Stats {
         dgram,
         c.path_changes as f64,
         c.kx_group as f64,
+        c.resumed() as u8 as f64,
+        c.zero_rtt.state() as f64,
     ]
 }
 

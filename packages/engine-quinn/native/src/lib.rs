@@ -5,6 +5,7 @@
 //! - `config`: quinn transport/endpoint configuration, connection-ID prefix;
 //! - `tls`: rustls configurations, PEM parsing, certificate verification;
 //! - `engine`: endpoint, connections, receive/transmit/events/timers;
+//! - `early`: client 0-RTT made transparent (replay after a rejection), resumption state;
 //! - `panic`: the panic boundary; `ffi`, `addr`: pointers, addresses.
 //!
 //! Shape of the ABI:
@@ -24,6 +25,7 @@
 pub mod abi;
 pub mod addr;
 pub mod config;
+pub mod early;
 pub mod engine;
 pub mod ffi;
 pub mod kx;
@@ -39,7 +41,8 @@ use quinn_proto::{Dir, StreamId, VarInt};
 
 use abi::{
     EngineConfig, ABI_VERSION, ADDR_LEN, ERR_BAD_ARGUMENT, ERR_BAD_HANDLE, ERR_CONNECT, ERR_PANIC, ERR_STREAM, ERR_TLS_CONFIG, EV_CLOSED,
-    EV_WRITABLE, OK, PANIC_NEXT_DATAGRAM, PANIC_NOW, RECV_RESULT_LEN, STATS_LEN, STREAM_BLOCKED, STREAM_STOPPED, TRANSMIT_META_LEN,
+    EV_WRITABLE, OK, PANIC_NEXT_DATAGRAM, PANIC_NOW, RECV_RESULT_LEN, SESSION_CACHE_LEN, STATS_LEN, STREAM_BLOCKED, STREAM_STOPPED,
+    TRANSMIT_META_LEN,
 };
 use addr::{parse_alpn, read_addr, write_addr};
 use config::Params;
@@ -166,7 +169,8 @@ pub unsafe extern "C" fn stoq_connection_count(ep: *mut Engine) -> u32 {
     unsafe { with_engine(ep, 0, |e| e.live as u32) }
 }
 
-/// Start accepting connections. `alpn` is a TLS-style list (length byte, bytes)*.
+/// Start accepting connections. `alpn` is a TLS-style list (length byte, bytes)*. `early_data`
+/// 1: accept 0-RTT from resuming clients.
 ///
 /// # Safety
 /// `ep` is null or a live engine; each pointer is null or valid for its length.
@@ -185,6 +189,7 @@ pub unsafe extern "C" fn stoq_listen(
     stateless_reset: u32,
     secret: *const u8,
     secret_len: usize,
+    early_data: u32,
 ) -> i32 {
     // SAFETY: caller contract.
     let (cert, key, alpn, secret) =
@@ -192,11 +197,13 @@ pub unsafe extern "C" fn stoq_listen(
     let secret = if secret.is_empty() { None } else { Some(secret) };
     // SAFETY: caller contract.
     unsafe {
-        with_engine(ep, ERR_PANIC, |e| match e.listen(cert, key, parse_alpn(alpn), retry != 0, max_conns, stateless_reset != 0, secret) {
-            Ok(()) => OK,
-            Err(m) => {
-                e.last_error = m;
-                ERR_TLS_CONFIG
+        with_engine(ep, ERR_PANIC, |e| {
+            match e.listen(cert, key, parse_alpn(alpn), retry != 0, max_conns, stateless_reset != 0, secret, early_data != 0) {
+                Ok(()) => OK,
+                Err(m) => {
+                    e.last_error = m;
+                    ERR_TLS_CONFIG
+                }
             }
         })
     }
@@ -331,7 +338,8 @@ pub unsafe extern "C" fn stoq_take_close_reason(ep: *mut Engine, conn: u32, buf:
 }
 
 /// Start a client connection. Returns the handle, or a negative error (message in
-/// `stoq_last_error`).
+/// `stoq_last_error`). `early_data` 1: send 0-RTT when a ticket allows (statistic 13 says
+/// EARLY_PENDING from the start then).
 ///
 /// # Safety
 /// `ep` is null or a live engine; `ip` valid for 16 bytes, every other pointer null or valid
@@ -354,6 +362,7 @@ pub unsafe extern "C" fn stoq_connect(
     cert_len: usize,
     key: *const u8,
     key_len: usize,
+    early_data: u32,
 ) -> i32 {
     // SAFETY: caller contract.
     let (ip, name, alpn, ca, cert, key) = unsafe {
@@ -370,7 +379,7 @@ pub unsafe extern "C" fn stoq_connect(
     let Ok(name) = std::str::from_utf8(name) else { return ERR_BAD_ARGUMENT };
     // SAFETY: caller contract.
     unsafe {
-        with_engine(ep, ERR_PANIC, |e| match e.connect(peer, name, parse_alpn(alpn), ca, verify != 0, cert, key) {
+        with_engine(ep, ERR_PANIC, |e| match e.connect(peer, name, parse_alpn(alpn), ca, verify != 0, cert, key, early_data != 0) {
             Ok(h) => h as i32,
             Err(m) => {
                 e.last_error = m;
@@ -514,7 +523,10 @@ pub unsafe extern "C" fn stoq_open_stream(ep: *mut Engine, conn: u32, bidi: u32)
     unsafe {
         with_conn(ep, conn, ERR_BAD_HANDLE as f64, ERR_PANIC as f64, |c, _| {
             match c.conn.streams().open(if bidi != 0 { Dir::Bi } else { Dir::Uni }) {
-                Some(id) => sid_u64(id) as f64,
+                Some(id) => {
+                    c.zero_rtt.opened(sid_u64(id));
+                    sid_u64(id) as f64
+                }
                 None => -1.0,
             }
         })
@@ -535,7 +547,26 @@ pub unsafe extern "C" fn stoq_stream_send(ep: *mut Engine, conn: u32, sid: f64, 
         with_conn(ep, conn, ERR_BAD_HANDLE as f64, ERR_PANIC as f64, |c, _| {
             let Some(id) = stream_id(sid) else { return ERR_BAD_ARGUMENT as f64 };
             let key = sid_u64(id);
+            // What a rejected 0-RTT left to send again goes first.
+            if !c.zero_rtt.flush(&mut c.conn, key) {
+                c.blocked.insert(key);
+                return STREAM_BLOCKED;
+            }
+            let whole = data.len();
+            // Before the 0-RTT verdict every write is recorded (early.rs), within its limit.
+            let data = if c.zero_rtt.recording() {
+                let room = c.zero_rtt.room();
+                if room == 0 && !data.is_empty() {
+                    c.blocked.insert(key);
+                    c.zero_rtt.capped.insert(key);
+                    return STREAM_BLOCKED;
+                }
+                &data[..whole.min(room)]
+            } else {
+                data
+            };
             let mut n = 0usize;
+            let mut finished = false;
             if !data.is_empty() {
                 match c.conn.send_stream(id).write(data) {
                     Ok(w) => n = w,
@@ -550,9 +581,9 @@ pub unsafe extern "C" fn stoq_stream_send(ep: *mut Engine, conn: u32, sid: f64, 
                     Err(quinn_proto::WriteError::ClosedStream) => return STREAM_STOPPED,
                 }
             }
-            if fin != 0 && n == data.len() {
+            if fin != 0 && n == whole {
                 match c.conn.send_stream(id).finish() {
-                    Ok(()) => {}
+                    Ok(()) => finished = true,
                     Err(quinn_proto::FinishError::Stopped(code)) => {
                         c.stop_codes.insert(key, code.into_inner());
                         if n == 0 {
@@ -566,6 +597,7 @@ pub unsafe extern "C" fn stoq_stream_send(ep: *mut Engine, conn: u32, sid: f64, 
                     }
                 }
             }
+            c.zero_rtt.wrote(key, &data[..n], finished);
             n as f64
         })
     }
@@ -737,6 +769,7 @@ pub unsafe extern "C" fn stoq_stream_shutdown(ep: *mut Engine, conn: u32, sid: f
         with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, _| {
             let (Some(id), Some(code)) = (stream_id(sid), varint(code)) else { return ERR_BAD_ARGUMENT };
             let key = sid_u64(id);
+            c.zero_rtt.shutdown(key, write != 0, code);
             let r = if write != 0 {
                 let r = c.conn.send_stream(id).reset(code);
                 c.send_done.insert(key);
@@ -765,7 +798,9 @@ pub unsafe extern "C" fn stoq_stream_priority(ep: *mut Engine, conn: u32, sid: f
     unsafe {
         with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, _| {
             let Some(id) = stream_id(sid) else { return ERR_BAD_ARGUMENT };
-            match c.conn.send_stream(id).set_priority(7 - urgency.min(7) as i32) {
+            let priority = 7 - urgency.min(7) as i32;
+            c.zero_rtt.priority(sid_u64(id), priority);
+            match c.conn.send_stream(id).set_priority(priority) {
                 Ok(()) => OK,
                 Err(_) => ERR_STREAM,
             }
@@ -958,6 +993,46 @@ pub unsafe extern "C" fn stoq_test_panic(ep: *mut Engine, conn: u32, site: u32) 
                 OK
             }
             _ => ERR_BAD_ARGUMENT,
+        })
+    }
+}
+
+/// Keep the session tickets of at most `servers` servers (by client TLS setup and name; 0: no
+/// client resumption); the least recently used go first.
+///
+/// # Safety
+/// `ep` is null or a live engine.
+#[no_mangle]
+pub unsafe extern "C" fn stoq_set_session_cache(ep: *mut Engine, servers: f64) -> i32 {
+    if !servers.is_finite() || servers < 0.0 || servers.fract() != 0.0 || servers > 1e9 {
+        return ERR_BAD_ARGUMENT;
+    }
+    // SAFETY: caller contract.
+    unsafe {
+        with_engine(ep, ERR_PANIC, |e| {
+            e.sessions.set_cap(servers as usize);
+            OK
+        })
+    }
+}
+
+/// The client's session cache: [servers, tickets, cap] into `out` (SESSION_CACHE_LEN doubles).
+///
+/// # Safety
+/// `ep` is null or a live engine; `out` valid for SESSION_CACHE_LEN doubles.
+#[no_mangle]
+pub unsafe extern "C" fn stoq_session_cache(ep: *mut Engine, out: *mut f64) -> i32 {
+    // SAFETY: caller contract.
+    let out = unsafe { slice_mut(out, SESSION_CACHE_LEN) };
+    if out.len() < SESSION_CACHE_LEN {
+        return ERR_BAD_ARGUMENT;
+    }
+    // SAFETY: caller contract.
+    unsafe {
+        with_engine(ep, ERR_PANIC, |e| {
+            let (servers, tickets, cap) = e.sessions.counts();
+            out.copy_from_slice(&[servers as f64, tickets as f64, cap as f64]);
+            OK
         })
     }
 }

@@ -97,6 +97,12 @@ export interface QuicheConnection {
   stats(): QuicheStats
   pathStats(): QuichePathStats[]
   sendAckEliciting(): void
+  /** The handshake resumed a TLS session. */
+  isResumed(): boolean
+  /** The TLS session (with its ticket, once the server sent one), to resume later; null when none. */
+  session(): Uint8Array | null
+  /** Offer a session from `session()` before the handshake starts. */
+  setSession(session: Uint8Array): void
 }
 
 export interface QuicheHeader {

@@ -1160,6 +1160,9 @@ export class QuicheEngine implements QuicEngine {
       pathChanges: this.get(conn).pathChanges,
       // The binding does not say which group BoringSSL used (X25519 between quiche peers).
       keyExchangeGroup: 'unknown',
+      resumed: c.isResumed(),
+      // No 0-RTT through this engine (see sessionCache).
+      earlyData: 'none',
     }
   }
 

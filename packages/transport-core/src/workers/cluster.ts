@@ -73,6 +73,8 @@ export interface WorkerClusterOptions {
   poolMaxBuffers: number
   /** A worker silent for longer than this is reported stalled (default STALL_MS). */
   stallMs?: number
+  /** Servers whose session tickets each worker keeps for the connections it dials. */
+  sessionCacheSize?: number
 }
 
 interface MStream {
@@ -275,6 +277,7 @@ export class WorkerEngine implements QuicEngine {
       pool: pool.share(),
       // Often enough that a healthy worker never looks stalled.
       statsIntervalMs: Math.min(STATS_INTERVAL_MS, Math.floor((this.opts.stallMs ?? STALL_MS) / 3)),
+      ...(this.opts.sessionCacheSize !== undefined ? { sessionCacheSize: this.opts.sessionCacheSize } : {}),
     }
     let worker: Worker
     try {

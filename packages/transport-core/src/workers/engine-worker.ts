@@ -712,6 +712,7 @@ async function main(): Promise<void> {
         port: init.bind.port,
         ipv6Only: init.bind.ipv6Only,
         transport: init.transport,
+        ...(init.sessionCacheSize !== undefined ? { sessionCacheSize: init.sessionCacheSize } : {}),
         ...(init.keyExchange !== undefined ? { keyExchange: init.keyExchange } : {}),
         ...(init.bind.sendBufferSize !== undefined ? { socketBufferSize: init.bind.sendBufferSize } : {}),
       },

@@ -117,6 +117,7 @@ export interface WorkerInit {
   cpus: number[]
   pool: import('@stoq/mempool').SharedBufferPoolHandle
   statsIntervalMs: number
+  sessionCacheSize?: number
 }
 
 /** Messages that are not record batches. */
