@@ -285,19 +285,33 @@ function install(from, to) {
   fs.renameSync(tmp, to)
 }
 
+/** glibc's version from a diagnostic report (null: not glibc), without the report's network part. */
+function glibcVersion() {
+  const report = process.report
+  if (!report) return null
+  const exclude = report.excludeNetwork
+  try {
+    report.excludeNetwork = true
+    return report.getReport().header?.glibcVersionRuntime ?? null
+  } catch {
+    return null
+  } finally {
+    report.excludeNetwork = exclude
+  }
+}
+
 function osDescription() {
   let name = `${os.type()} ${os.release()}`
   try {
     name = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(fs.readFileSync('/etc/os-release', 'utf8'))?.[1] ?? name
   } catch {}
-  const glibc = process.report?.getReport?.().header?.glibcVersionRuntime
+  const glibc = glibcVersion()
   return glibc ? `${name}, glibc ${glibc}` : name
 }
 
 /** The platform package name for this machine, as src/native.ts computes it. */
 function platformPackageDir() {
-  const report = process.report?.getReport?.()
-  const libc = process.platform === 'linux' ? (report?.header?.glibcVersionRuntime ? '-gnu' : '-musl') : ''
+  const libc = process.platform === 'linux' ? (glibcVersion() ? '-gnu' : '-musl') : ''
   return path.resolve(packageRoot, '..', `engine-quinn-${process.platform}-${process.arch}${libc}`)
 }
 

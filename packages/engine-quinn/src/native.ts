@@ -133,11 +133,18 @@ export function runtimeGlibc(): string | null {
   if (glibcCache === null) {
     let version: string | null = null
     if (process.platform === 'linux') {
+      // Without network details: a report resolves the names of open sockets' peers otherwise,
+      // which can block on a machine whose DNS does not answer.
+      const report = process.report as (NodeJS.ProcessReport & { excludeNetwork?: boolean }) | undefined
+      const exclude = report?.excludeNetwork
       try {
-        const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined
-        version = report?.header?.glibcVersionRuntime ?? null
+        if (report) report.excludeNetwork = true
+        const r = report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined
+        version = r?.header?.glibcVersionRuntime ?? null
       } catch {
         version = null
+      } finally {
+        if (report) report.excludeNetwork = exclude
       }
     }
     glibcCache = { version }
