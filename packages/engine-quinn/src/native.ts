@@ -276,6 +276,8 @@ function findPrebuilt(): Prebuilt {
 function fixFor(fromEnv: boolean, prebuilt: Prebuilt | null): string {
   const build = `build it from source (needs Rust's cargo; about a minute): ${buildFromSourceCommand()}`
   if (fromEnv) return `unset STOQ_QUINN_LIBRARY, or point it at a built ${LIBRARY_FILE}`
+  // build-native.mjs refuses other platforms: it builds and loads a Linux .so.
+  if (process.platform !== 'linux') return `none on ${process.platform} yet: the quinn engine is built for Linux only`
   if (prebuilt !== null && !prebuilt.ok && prebuilt.notInstalled) {
     const version = platformPackageVersion()
     return `npm install ${platformPackageName()}${version ? `@${version}` : ''} (the prebuilt library), or ${build}`
