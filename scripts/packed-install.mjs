@@ -36,8 +36,12 @@ function log(msg) {
   console.log(`[packed-install] ${msg}`)
 }
 
+/** The temporary directory, left in place after a failure for a look. */
+let workDir = null
+
 function fail(msg) {
   console.error(`[packed-install] FAILED: ${msg}`)
+  if (workDir) console.error(`[packed-install] tarballs and project left in ${workDir}`)
   console.log(`packed install: failed (${((Date.now() - started) / 1000).toFixed(1)} s)`)
   process.exit(1)
 }
@@ -76,6 +80,7 @@ for (const f of ['libstoq_quinn.so', 'library.json']) {
   if (!fs.existsSync(path.join(platformDir, f))) fail(`${path.join(platformDir, f)} missing: build first (pnpm exec turbo run build)`)
 }
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-packed-'))
+workDir = work
 const tarballs = path.join(work, 'tarballs')
 fs.mkdirSync(tarballs)
 let t = Date.now()
