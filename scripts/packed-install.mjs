@@ -13,7 +13,8 @@
  *    it would for a user.
  * 3. A small ESM program in that project: a STOQ server (engine workers, as `listen` starts
  *    them by default) and a client over loopback, 1 MiB echoed and compared by SHA-256; every
- *    endpoint must report the quinn engine, loaded from the prebuilt package.
+ *    endpoint must report the quinn engine, loaded from the prebuilt package. A CommonJS
+ *    script must load the same library through require().
  * 4. With the platform package removed (an install that omitted optional dependencies), an
  *    endpoint runs on quiche and the process prints one STOQ_QUINN_UNAVAILABLE warning naming
  *    the fix.
@@ -187,6 +188,21 @@ if (result.client.engine !== 'quinn') fail(`client engine: ${JSON.stringify(resu
 if (!/^quinn/.test(result.server.engine)) fail(`server engine: ${JSON.stringify(result.server)}`)
 if (result.twoWorkers.workers !== 2 || result.twoWorkers.engine !== 'quinn×2') fail(`workers: 2 did not run 2 quinn workers: ${JSON.stringify(result.twoWorkers)}`)
 if (/\[STOQ_QUINN_UNAVAILABLE\]/.test(r.stderr)) fail(`a STOQ_QUINN_UNAVAILABLE warning although quinn loaded:\n${r.stderr}`)
+
+// The same library from CommonJS: require() of the packages' .cjs builds.
+fs.writeFileSync(
+  path.join(project, 'check.cjs'),
+  `const { quinnAvailability } = require('@stoq/transport-core')
+console.log(JSON.stringify({ quinn: quinnAvailability(), prebuilt: require('${PLATFORM_PACKAGE}').library }))
+`,
+)
+r = run(process.execPath, ['check.cjs'], { cwd: project, env, timeout: 60_000 })
+if (r.status !== 0) fail(`check.cjs exited ${r.status ?? r.signal}:\n${r.stderr}${r.stdout}`)
+const cjs = JSON.parse(r.stdout.trim().split('\n').pop())
+log(`from CommonJS: ${cjs.quinn.available ? 'quinn loads' : 'quinn unavailable'} from ${cjs.quinn.library}`)
+if (!cjs.quinn.available || fs.realpathSync(cjs.quinn.library) !== fs.realpathSync(cjs.prebuilt)) {
+  fail(`from CommonJS the prebuilt is not what loads: ${JSON.stringify(cjs)}`)
+}
 
 // 4. Without the optional dependency: quiche, one warning, and the fix named.
 fs.rmSync(path.join(project, 'node_modules', PLATFORM_PACKAGE), { recursive: true, force: true })

@@ -85,8 +85,9 @@ describe.runIf(onLinuxX64Glibc)('the prebuilt package of this machine (linux-x64
 
   it('gives the same library path to require() and import', async () => {
     const cjs = createRequire(import.meta.url)(name) as { library: string; glibc: string }
-    const esm = ((await import(name)) as { default: { library: string } }).default
+    const esm = (await import(name)) as { default: { library: string }; library: string }
     expect(cjs.library).toBe(library)
+    expect(esm.default.library).toBe(library)
     expect(esm.library).toBe(library)
     expect(cjs.glibc).toBe(info.glibc)
   })
