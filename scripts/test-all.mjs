@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Builds every package, checks the packed packages (scripts/check-packages.mjs), runs every
-// package's tests (one package at a time, so socket tests do not fight for 2 cores), and always
+// package's tests (one package at a time, so socket tests do not fight for 2 cores), installs the
+// packed packages with npm in a fresh project (scripts/packed-install.mjs), and always
 // ends with one plain line "N passed, N failed" counted from vitest's JSON reports and the
 // package checks, so a run that executed no test is visible. Exit code: non-zero when anything
 // failed.
@@ -55,8 +56,22 @@ function checkPackages() {
 }
 
 let rc = run(['run', 'build'])
-const packaging = rc === 0 ? checkPackages() : null
-if (rc === 0) rc = run(['run', 'test', '--concurrency=1', '--continue'])
+const built = rc === 0
+const packaging = built ? checkPackages() : null
+if (built) rc = run(['run', 'test', '--concurrency=1', '--continue'])
+
+/**
+ * What a user's `npm install` gets (scripts/packed-install.mjs): the packed tarballs in a fresh
+ * project outside the workspace, quinn from the prebuilt package, an echo over loopback, engine
+ * workers, and the warning without the prebuilt. Counted as one test.
+ */
+let packed = null
+if (built) {
+  console.log('\n$ node scripts/packed-install.mjs')
+  const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'packed-install.mjs')], { cwd: root, stdio: 'inherit', env, timeout: 10 * 60_000, killSignal: 'SIGKILL' })
+  if (r.error) console.error(`packed-install stopped: ${r.error.message}`)
+  packed = r.status === 0
+}
 
 let passed = 0
 let failed = 0
@@ -79,6 +94,11 @@ for (const { dir, name } of withTests) {
   console.log(`${name}: ${p} passed, ${f} failed`)
   passed += p
   failed += f
+}
+if (packed !== null) {
+  console.log(`packed install: ${packed ? '1 passed, 0 failed' : '0 passed, 1 failed'}`)
+  if (packed) passed++
+  else failed++
 }
 if (rc !== 0 && failed === 0) failed = 1
 console.log(`${passed} passed, ${failed} failed`)

@@ -1,11 +1,24 @@
 #!/usr/bin/env node
 /**
  * Builds the quinn engine's native library (native/, a Rust cdylib over quinn-proto 0.11 and
- * rustls 0.23) with `cargo build --release` from the exact versions in native/Cargo.lock.
+ * rustls 0.23) with `cargo build --release` from the exact versions in native/Cargo.lock, and
+ * puts it at native/libstoq_quinn.so, where src/native.ts looks for a local build.
  *
- * It never fails the install. When the library cannot be built, it writes the reason to
- * native/build-status.json and exits 0: the SDK then runs on the quiche engine and says so in
- * its stats and in `stoq doctor`.
+ * Two uses:
+ * - In the repository, as part of the package's `build`. cargo's target directory is
+ *   native/target, and the library is also copied into the platform package of this machine
+ *   (packages/engine-quinn-linux-x64-gnu on Linux x64 glibc) with its library.json: the glibc it
+ *   needs (glibc-requirement.mjs), the system it was built on, its SHA-256.
+ * - From an installed package, by hand, where no prebuilt fits (another platform, an older
+ *   glibc): `node node_modules/@stoq/engine-quinn/scripts/build-native.mjs`. cargo's target
+ *   directory is then $XDG_CACHE_HOME/stoq/cargo-target (not node_modules: it grows to ~80 MB),
+ *   and only the library is copied into the package. Root is not needed. If the package
+ *   directory is not writable, the library stays in the cache and the script says to point
+ *   STOQ_QUINN_LIBRARY at it.
+ *
+ * It never fails the install (exit 0): when the library cannot be built, the reason goes to
+ * native/build-status.json and the SDK runs on the quiche engine, saying why in its stats, in
+ * `stoq doctor` and in a warning. `--strict` exits 1 instead (for a user who ran it by hand).
  *
  * Where the crates come from, first that works:
  * 1. STOQ_CARGO_REGISTRY=DIR: a directory of unpacked crates (e.g. /usr/share/cargo/registry
@@ -15,17 +28,19 @@
  *    for the closure of DEB_ROOTS, `apt-get download`, `dpkg-deb -x`. The unpacked registry is
  *    cached in $XDG_CACHE_HOME/stoq (default ~/.cache/stoq), one directory per package list,
  *    and reused: once fetched, builds are offline.
- * 3. crates.io, with cargo's own network access (a machine without apt).
+ * 3. crates.io, with cargo's own network access (a machine without apt): `cargo build --release
+ *    --locked`, exactly the committed lock. No committed cargo configuration names another
+ *    registry, so in native/ a plain `cargo build --release --locked` does the same.
  *
  * Cargo.lock holds crates.io checksums. Debian records many crates without one ("Could not get
  * crate checksum"), so cargo is pointed at an overlay of the registry (symlinks) whose
  * .cargo-checksum.json carries the lock's checksum for those crates; the .debs themselves were
- * verified by apt against the signed archive. Cargo.lock is restored if cargo rewrote it: the
- * crates whose crates.io checksum is not recorded there (tinyvec, cpufeatures, syn 3) resolve
- * at build time.
+ * verified by apt against the signed archive. Debian's manifests of a few crates name
+ * dependencies that crates.io's do not (cargo adds cpufeatures 0.3, syn 3 and tinyvec to the
+ * lock), so that build cannot be --locked: the committed Cargo.lock is restored afterwards.
  *
  * Environment: STOQ_SKIP_QUINN=1 skips the build (status says so); STOQ_CARGO_REGISTRY (above);
- * STOQ_DEB_MIRROR (default http://deb.debian.org/debian).
+ * STOQ_DEB_MIRROR (default http://deb.debian.org/debian); CARGO_TARGET_DIR (where cargo builds).
  */
 import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
@@ -33,13 +48,41 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { glibcRequirement } from './glibc-requirement.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const nativeDir = path.resolve(here, '..', 'native')
+const packageRoot = path.resolve(here, '..')
+const nativeDir = path.join(packageRoot, 'native')
 const statusFile = path.join(nativeDir, 'build-status.json')
-const lockFile = path.join(nativeDir, 'Cargo.lock')
-const library = path.join(nativeDir, 'target', 'release', 'libstoq_quinn.so')
+/** Where the loader (src/native.ts) looks for a local build. */
+const library = path.join(nativeDir, 'libstoq_quinn.so')
+const LIBRARY_FILE = 'libstoq_quinn.so'
 const verbose = process.argv.includes('--verbose')
+const strict = process.argv.includes('--strict')
+/** An installed copy (under node_modules), not the repository. */
+const installed = packageRoot.split(path.sep).includes('node_modules')
+
+function writable(dir) {
+  try {
+    fs.accessSync(dir, fs.constants.W_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The crate cargo builds: native/, or a copy of it under the cache when the installed package
+ * cannot be written (cargo writes Cargo.lock next to Cargo.toml).
+ */
+function crateDir() {
+  if (writable(nativeDir)) return nativeDir
+  const copy = path.join(cacheRoot(), 'quinn-crate')
+  fs.rmSync(copy, { recursive: true, force: true })
+  fs.mkdirSync(copy, { recursive: true })
+  for (const entry of ['Cargo.toml', 'Cargo.lock', 'rustfmt.toml', 'src']) fs.cpSync(path.join(nativeDir, entry), path.join(copy, entry), { recursive: true })
+  return copy
+}
 
 /** Debian suite that packages quinn-proto 0.11.19, rustls 0.23.45, ring 0.17.14, ml-kem 0.3.2 and x25519-dalek 3.0.0. */
 const DEB_SUITE = 'forky'
@@ -59,10 +102,14 @@ function log(msg) {
 }
 
 function finish(ok, reason, extra = {}) {
-  const status = { ok, library: ok ? library : null, reason, builtAt: new Date().toISOString(), ...extra }
-  fs.writeFileSync(statusFile, `${JSON.stringify(status, null, 2)}\n`)
-  log(ok ? `native library ready: ${library}` : `native library NOT built (the quiche engine will be used): ${reason}`)
-  process.exit(0)
+  const status = { ok, library: ok ? (extra.library ?? library) : null, reason, builtAt: new Date().toISOString(), ...extra }
+  try {
+    fs.writeFileSync(statusFile, `${JSON.stringify(status, null, 2)}\n`)
+  } catch (err) {
+    log(`cannot write ${statusFile}: ${err.message}`)
+  }
+  log(ok ? `native library ready: ${status.library}` : `native library NOT built (the quiche engine will be used): ${reason}`)
+  process.exit(ok || !strict ? 0 : 1)
 }
 
 function run(cmd, args, opts = {}) {
@@ -199,22 +246,112 @@ function checksumOverlay(registry) {
   return overlay
 }
 
-/** cargo build --release, from `registry` (a directory) or from crates.io (null). */
+/**
+ * cargo's target directory: native/target in the repository (incremental builds next to the
+ * sources); in an installed package, one under the user's cache, so that node_modules does not
+ * keep ~80 MB of intermediate files. CARGO_TARGET_DIR, when set, wins.
+ */
+const targetDir = process.env.CARGO_TARGET_DIR
+  ? path.resolve(process.env.CARGO_TARGET_DIR)
+  : installed
+    ? path.join(cacheRoot(), 'cargo-target')
+    : path.join(nativeDir, 'target')
+const cargoOutput = path.join(targetDir, 'release', LIBRARY_FILE)
+
+/** cargo build --release, from `registry` (a directory) or from crates.io (null, exactly the lock). */
 function cargoBuild(cargo, registry) {
-  const args = ['build', '--release']
+  const args = ['build', '--release', '--target-dir', targetDir]
   if (registry !== null) {
     args.push(
       '--offline',
       '--config', 'source.crates-io.replace-with="stoq-vendored"',
       '--config', `source.stoq-vendored.directory=${JSON.stringify(checksumOverlay(registry))}`,
     )
+  } else {
+    args.push('--locked')
   }
   const lockBefore = fs.readFileSync(lockFile)
   const started = Date.now()
-  const r = run(cargo, args, { cwd: nativeDir })
+  const r = run(cargo, args, { cwd: crate })
   // The committed lock stays as it is (see the header).
   if (!fs.readFileSync(lockFile).equals(lockBefore)) fs.writeFileSync(lockFile, lockBefore)
   return { ...r, seconds: Math.round((Date.now() - started) / 100) / 10 }
+}
+
+/** Copy `from` to `to` through a temporary file and a rename: a process that has the old file loaded keeps its copy intact. */
+function install(from, to) {
+  const tmp = `${to}.tmp-${process.pid}`
+  fs.copyFileSync(from, tmp)
+  fs.renameSync(tmp, to)
+}
+
+/** glibc's version from a diagnostic report (null: not glibc), without the report's network part. */
+function glibcVersion() {
+  const report = process.report
+  if (!report) return null
+  const exclude = report.excludeNetwork
+  try {
+    report.excludeNetwork = true
+    return report.getReport().header?.glibcVersionRuntime ?? null
+  } catch {
+    return null
+  } finally {
+    report.excludeNetwork = exclude
+  }
+}
+
+function osDescription() {
+  let name = `${os.type()} ${os.release()}`
+  try {
+    name = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(fs.readFileSync('/etc/os-release', 'utf8'))?.[1] ?? name
+  } catch {}
+  const glibc = glibcVersion()
+  return glibc ? `${name}, glibc ${glibc}` : name
+}
+
+/** The platform package name for this machine, as src/native.ts computes it. */
+function platformPackageDir() {
+  const libc = process.platform === 'linux' ? (glibcVersion() ? '-gnu' : '-musl') : ''
+  return path.resolve(packageRoot, '..', `engine-quinn-${process.platform}-${process.arch}${libc}`)
+}
+
+/**
+ * In the repository: the library and its library.json into this machine's platform package
+ * (which is what gets published). Returns its directory, or null when there is none.
+ */
+function fillPlatformPackage(source, meta) {
+  if (installed) return null
+  const dir = platformPackageDir()
+  if (!fs.existsSync(path.join(dir, 'package.json'))) return null
+  install(source, path.join(dir, LIBRARY_FILE))
+  fs.writeFileSync(path.join(dir, 'library.json'), `${JSON.stringify({ file: LIBRARY_FILE, ...meta }, null, 2)}\n`)
+  return dir
+}
+
+/** After a successful cargo build: the library into the package (and the platform package), then exit. */
+function deliver(source, seconds) {
+  const requirement = glibcRequirement(cargoOutput)
+  const rustc = run('rustc', ['--version'], { stdio: 'pipe' }).stdout.trim() || 'unknown'
+  const meta = {
+    glibc: requirement.glibc,
+    glibcVersions: requirement.versions,
+    builtOn: osDescription(),
+    rustc,
+    sha256: crypto.createHash('sha256').update(fs.readFileSync(cargoOutput)).digest('hex'),
+  }
+  const extra = { source, seconds, targetDir, ...meta }
+  try {
+    install(cargoOutput, library)
+  } catch (err) {
+    // A package directory this user cannot write (e.g. a global install by root): the library
+    // stays in the cache, and the loader is pointed at it by hand.
+    log(`cannot copy the library into ${nativeDir} (${err.code ?? err.message}): use it from the cache with`)
+    log(`  export STOQ_QUINN_LIBRARY=${cargoOutput}`)
+    finish(true, `built, left in ${cargoOutput} (set STOQ_QUINN_LIBRARY to it)`, { ...extra, library: cargoOutput })
+  }
+  const platformDir = fillPlatformPackage(library, meta)
+  if (platformDir) log(`copied into ${path.relative(path.resolve(packageRoot, '..', '..'), platformDir)} (needs glibc >= ${meta.glibc})`)
+  finish(true, 'built', { ...extra, platformPackage: platformDir })
 }
 
 if (process.platform !== 'linux') finish(false, `unsupported platform ${process.platform} (the library is built for Linux)`)
@@ -230,6 +367,9 @@ for (const c of cargoCandidates) {
   }
 }
 if (cargo === null) finish(false, 'cargo not found (install Rust with rustup, or cargo from apt)')
+const crate = crateDir()
+const lockFile = path.join(crate, 'Cargo.lock')
+if (installed) log(`cargo target directory: ${targetDir}${crate === nativeDir ? '' : `; crate copied to ${crate} (${nativeDir} is not writable)`}`)
 
 const attempts = []
 const override = process.env.STOQ_CARGO_REGISTRY
@@ -251,7 +391,7 @@ for (const source of sources) {
   }
   log(`cargo build --release (${source.name})`)
   const build = cargoBuild(cargo, registry)
-  if (build.ok && fs.existsSync(library)) finish(true, 'built', { source: source.name, seconds: build.seconds })
+  if (build.ok && fs.existsSync(cargoOutput)) deliver(source.name, build.seconds)
   attempts.push(`${source.name}: cargo build failed:\n${tail(build.output)}`)
   log(`cargo build from ${source.name} failed`)
 }

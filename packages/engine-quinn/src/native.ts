@@ -117,18 +117,98 @@ export function cidPrefixParam(value: unknown): number {
 }
 
 export type QuinnLoadResult =
-  | { ok: true; native: QuinnNative; library: string }
-  | { ok: false; reason: string; library: string | null }
+  | { ok: true; native: QuinnNative; library: string; /** Where it came from: STOQ_QUINN_LIBRARY, the platform package, the local build. */ source: string }
+  | { ok: false; reason: string; library: string | null; /** What to run to get the quinn engine here. */ fix: string }
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 /** Package root: `dist/` and `src/` are both one level below it. */
 const packageRoot = path.resolve(here, '..')
+const LIBRARY_FILE = 'libstoq_quinn.so'
 
-/** Where the library is looked for: STOQ_QUINN_LIBRARY, then the cargo output of this package. */
+/**
+ * The platforms that have a prebuilt library, each in its own package
+ * (`@stoq/engine-quinn-<platform>`, an optional dependency of this one that npm and pnpm
+ * install only where its os/cpu/libc fields match). Elsewhere the library is built from source.
+ */
+export const PREBUILT_PLATFORMS: readonly string[] = ['linux-x64-gnu']
+
+let glibcCache: { version: string | null } | null = null
+
+/** The running glibc's version (e.g. "2.36"), or null when the C library is not glibc (musl) or not Linux. */
+export function runtimeGlibc(): string | null {
+  if (glibcCache === null) {
+    let version: string | null = null
+    if (process.platform === 'linux') {
+      // Without network details: a report resolves the names of open sockets' peers otherwise,
+      // which can block on a machine whose DNS does not answer.
+      const report = process.report as (NodeJS.ProcessReport & { excludeNetwork?: boolean }) | undefined
+      const exclude = report?.excludeNetwork
+      try {
+        if (report) report.excludeNetwork = true
+        const r = report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined
+        version = r?.header?.glibcVersionRuntime ?? null
+      } catch {
+        version = null
+      } finally {
+        if (report) report.excludeNetwork = exclude
+      }
+    }
+    glibcCache = { version }
+  }
+  return glibcCache.version
+}
+
+/** This machine's platform, as the prebuilt packages are named: linux-x64-gnu, linux-arm64-musl, darwin-arm64, ... */
+export function quinnPlatform(): string {
+  const libc = process.platform === 'linux' ? (runtimeGlibc() !== null ? '-gnu' : '-musl') : ''
+  return `${process.platform}-${process.arch}${libc}`
+}
+
+/** The name of the prebuilt package for this machine (whether or not one is published). */
+export function platformPackageName(): string {
+  return `@stoq/engine-quinn-${quinnPlatform()}`
+}
+
+/** Compare dotted versions numerically: "2.9" < "2.34". */
+export function compareVersions(a: string, b: string): number {
+  const x = a.split('.').map(Number)
+  const y = b.split('.').map(Number)
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0)
+    if (d !== 0) return d < 0 ? -1 : 1
+  }
+  return 0
+}
+
+/** What the build put next to a prebuilt library (library.json of a platform package). */
+export interface PrebuiltInfo {
+  file: string
+  /** Lowest glibc that loads the library (the highest GLIBC_x.y it references). */
+  glibc: string | null
+  builtOn?: string
+  rustc?: string
+  sha256?: string
+}
+
+/** The local build of this package (scripts/build-native.mjs puts it here). */
+export function localLibraryPath(): string {
+  return path.join(packageRoot, 'native', LIBRARY_FILE)
+}
+
+/** The command that builds the library from source for this installed package. */
+export function buildFromSourceCommand(): string {
+  const script = path.join(packageRoot, 'scripts', 'build-native.mjs')
+  // Quoted for a POSIX shell when the path has anything but the usual characters.
+  const arg = /^[\w@%+=:,./-]+$/.test(script) ? script : `'${script.replace(/'/g, `'\\''`)}'`
+  return `node ${arg} --strict`
+}
+
+/** Where the library is looked for first: STOQ_QUINN_LIBRARY when set, else the platform package's, else the local build. */
 export function quinnLibraryPath(): string {
   const fromEnv = process.env.STOQ_QUINN_LIBRARY
   if (fromEnv) return path.resolve(fromEnv)
-  return path.join(packageRoot, 'native', 'target', 'release', 'libstoq_quinn.so')
+  const prebuilt = findPrebuilt()
+  return prebuilt.ok ? prebuilt.library : localLibraryPath()
 }
 
 /** Why the last build did not produce the library, from native/build-status.json. */
@@ -142,6 +222,73 @@ function buildStatusReason(): string | null {
   } catch {
     return null
   }
+}
+
+/**
+ * The version of the platform package this package asks for (its optionalDependencies entry:
+ * an exact version once packed), for the install command; null in the workspace.
+ */
+function platformPackageVersion(): string | null {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { optionalDependencies?: Record<string, string> }
+    const spec = pkg.optionalDependencies?.[platformPackageName()] ?? null
+    return spec !== null && /^\d+\.\d+\.\d+/.test(spec) ? spec : null
+  } catch {
+    return null
+  }
+}
+
+/**
+ * Why a prebuilt library cannot load on a system with glibc `running` (null: not glibc, or not
+ * known), or null when it can: the dynamic linker would refuse it ("version `GLIBC_2.34' not
+ * found"), so the loader says so first, in words.
+ */
+export function glibcTooOld(info: Pick<PrebuiltInfo, 'glibc' | 'builtOn'>, running: string | null): string | null {
+  if (!info.glibc || running === null || compareVersions(running, info.glibc) >= 0) return null
+  return `needs glibc >= ${info.glibc} (built on ${info.builtOn ?? 'an unknown system'}); this system has glibc ${running}`
+}
+
+type Prebuilt =
+  | { ok: true; library: string; info: PrebuiltInfo }
+  | { ok: false; reason: string; /** The platform has a prebuilt package, but it is not installed. */ notInstalled: boolean }
+
+/** The prebuilt library of this platform's package, checked against the running glibc (not loaded). */
+function findPrebuilt(): Prebuilt {
+  const platform = quinnPlatform()
+  const name = platformPackageName()
+  if (!PREBUILT_PLATFORMS.includes(platform)) {
+    return { ok: false, notInstalled: false, reason: `no prebuilt library for ${platform} (prebuilt: ${PREBUILT_PLATFORMS.join(', ')})` }
+  }
+  let dir: string
+  try {
+    dir = path.dirname(createRequire(import.meta.url).resolve(`${name}/package.json`))
+  } catch {
+    return { ok: false, notInstalled: true, reason: `${name} is not installed (an optional dependency: installs that omit optional dependencies leave it out)` }
+  }
+  let info: PrebuiltInfo
+  try {
+    info = JSON.parse(fs.readFileSync(path.join(dir, 'library.json'), 'utf8')) as PrebuiltInfo
+  } catch (err) {
+    return { ok: false, notInstalled: false, reason: `${name} has no library.json in ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}: not built)` }
+  }
+  const library = path.join(dir, info.file || LIBRARY_FILE)
+  if (!fs.existsSync(library)) return { ok: false, notInstalled: false, reason: `${name}: ${library} missing` }
+  const tooOld = glibcTooOld(info, runtimeGlibc())
+  if (tooOld !== null) return { ok: false, notInstalled: false, reason: `${name} ${tooOld}` }
+  return { ok: true, library, info }
+}
+
+/** What to run so that the quinn engine loads here, given what went wrong. */
+function fixFor(fromEnv: boolean, prebuilt: Prebuilt | null): string {
+  const build = `build it from source (needs Rust's cargo; about a minute): ${buildFromSourceCommand()}`
+  if (fromEnv) return `unset STOQ_QUINN_LIBRARY, or point it at a built ${LIBRARY_FILE}`
+  // build-native.mjs refuses other platforms: it builds and loads a Linux .so.
+  if (process.platform !== 'linux') return `none on ${process.platform} yet: the quinn engine is built for Linux only`
+  if (prebuilt !== null && !prebuilt.ok && prebuilt.notInstalled) {
+    const version = platformPackageVersion()
+    return `npm install ${platformPackageName()}${version ? `@${version}` : ''} (the prebuilt library), or ${build}`
+  }
+  return build
 }
 
 let cached: QuinnLoadResult | null = null
@@ -187,27 +334,23 @@ export function abiInfo(native: QuinnNative): Record<string, number> {
   return JSON.parse(new TextDecoder().decode(buf)) as Record<string, number>
 }
 
-/** Load the native library once. Never throws: a failure carries its reason. */
-export function loadQuinn(): QuinnLoadResult {
-  if (cached !== null) return cached
-  const library = quinnLibraryPath()
-  if (!fs.existsSync(library)) {
-    const why = buildStatusReason()
-    cached = { ok: false, library: null, reason: `native library not built (${library} missing)${why ? `: ${why}` : ''}` }
-    return cached
-  }
-  let koffi: typeof import('koffi').default
-  try {
-    koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi').default
-  } catch (err) {
-    cached = { ok: false, library, reason: `koffi cannot be loaded: ${(err as Error).message}` }
-    return cached
-  }
-  try {
-    const lib = koffi.load(library)
+let koffiTypes: { configType: unknown } | null = null
+
+/** The named koffi types, declared once per process (koffi refuses a second declaration of a name). */
+function declareTypes(koffi: typeof import('koffi').default): { configType: unknown } {
+  if (koffiTypes === null) {
     koffi.opaque('StoqQuinnEngine')
+    koffiTypes = { configType: koffi.struct('StoqEngineConfig', Object.fromEntries(CONFIG_FIELDS)) }
+  }
+  return koffiTypes
+}
+
+/** Open one library file and bind its functions, checking its ABI. Never throws. */
+function openLibrary(koffi: typeof import('koffi').default, library: string): { ok: true; native: QuinnNative } | { ok: false; reason: string } {
+  try {
+    const configType = declareTypes(koffi).configType as Parameters<typeof koffi.sizeof>[0]
+    const lib = koffi.load(library)
     const E = 'StoqQuinnEngine *'
-    const configType = koffi.struct('StoqEngineConfig', Object.fromEntries(CONFIG_FIELDS))
     const f = (decl: string) => lib.func(decl)
     const native: QuinnNative = {
       abiVersion: f('uint32_t stoq_abi_version()'),
@@ -261,19 +404,70 @@ export function loadQuinn(): QuinnLoadResult {
       configOffsets: Object.fromEntries(CONFIG_FIELDS.map(([name]) => [name, koffi.offsetof(configType, name)])),
     } as unknown as QuinnNative
     const v = native.abiVersion()
-    if (v !== ABI_VERSION) {
-      cached = { ok: false, library, reason: `library ABI ${v}, this package speaks ${ABI_VERSION}: rebuild it (pnpm --filter @stoq/engine-quinn build)` }
-      return cached
-    }
+    if (v !== ABI_VERSION) return { ok: false, reason: `${library} has ABI ${v}, this package speaks ${ABI_VERSION} (a library of another version)` }
     const info = abiInfo(native)
     if (info.CONFIG_SIZE !== native.configSize) {
-      cached = { ok: false, library, reason: `library's EngineConfig has ${info.CONFIG_SIZE} bytes, this package's ${native.configSize}: rebuild it` }
+      return { ok: false, reason: `${library}'s EngineConfig has ${info.CONFIG_SIZE} bytes, this package's ${native.configSize} (a library of another version)` }
+    }
+    return { ok: true, native }
+  } catch (err) {
+    return { ok: false, reason: `cannot load ${library}: ${(err as Error).message}` }
+  }
+}
+
+/**
+ * Load the native library once. Never throws: a failure carries its reason and the fix.
+ *
+ * Where it is looked for: STOQ_QUINN_LIBRARY when set (and nowhere else then: an explicit path
+ * is not silently replaced); else the prebuilt package of this platform
+ * (`@stoq/engine-quinn-linux-x64-gnu`), if installed and this system's glibc is recent enough;
+ * else the local build of this package (native/libstoq_quinn.so, from scripts/build-native.mjs).
+ */
+export function loadQuinn(): QuinnLoadResult {
+  if (cached !== null) return cached
+  let koffi: typeof import('koffi').default
+  try {
+    koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi').default
+  } catch (err) {
+    cached = { ok: false, library: null, reason: `koffi cannot be loaded: ${(err as Error).message}`, fix: 'reinstall @stoq/engine-quinn (its dependency koffi is missing or broken)' }
+    return cached
+  }
+  const fromEnv = process.env.STOQ_QUINN_LIBRARY
+  if (fromEnv) {
+    const library = path.resolve(fromEnv)
+    const r = fs.existsSync(library) ? openLibrary(koffi, library) : { ok: false as const, reason: `${library} missing` }
+    cached = r.ok
+      ? { ok: true, native: r.native, library, source: 'STOQ_QUINN_LIBRARY' }
+      : { ok: false, library, reason: `STOQ_QUINN_LIBRARY: ${r.reason}`, fix: fixFor(true, null) }
+    if (cached.ok) tuneMalloc(koffi)
+    return cached
+  }
+  const failures: string[] = []
+  const prebuilt = findPrebuilt()
+  if (prebuilt.ok) {
+    const r = openLibrary(koffi, prebuilt.library)
+    if (r.ok) {
+      tuneMalloc(koffi)
+      cached = { ok: true, native: r.native, library: prebuilt.library, source: `${platformPackageName()} (built on ${prebuilt.info.builtOn ?? 'unknown'}, needs glibc >= ${prebuilt.info.glibc ?? '?'})` }
       return cached
     }
-    tuneMalloc(koffi)
-    cached = { ok: true, native, library }
-  } catch (err) {
-    cached = { ok: false, library, reason: `cannot load ${library}: ${(err as Error).message}` }
+    failures.push(`prebuilt: ${r.reason}`)
+  } else {
+    failures.push(`prebuilt: ${prebuilt.reason}`)
   }
+  const local = localLibraryPath()
+  if (fs.existsSync(local)) {
+    const r = openLibrary(koffi, local)
+    if (r.ok) {
+      tuneMalloc(koffi)
+      cached = { ok: true, native: r.native, library: local, source: 'local build' }
+      return cached
+    }
+    failures.push(`local build: ${r.reason}`)
+  } else {
+    const why = buildStatusReason()
+    failures.push(`local build: ${local} missing${why ? ` (last build: ${why})` : ' (not built from source)'}`)
+  }
+  cached = { ok: false, library: prebuilt.ok ? prebuilt.library : null, reason: failures.join('; '), fix: fixFor(false, prebuilt) }
   return cached
 }

@@ -36,6 +36,7 @@ const EXPECTED: Record<string, string[]> = {
   '@stoq/webtransport': ['hello over WebTransport'],
   '@stoq/sdk': ['hello, STOQ', 'hello from CommonJS'],
   '@stoq/compliance-tests': ['9 passed'],
+  '@stoq/engine-quinn-linux-x64-gnu': ['libstoq_quinn.so needs glibc >= 2.'],
 }
 
 function jsBlocks(markdown: string): string[] {

@@ -157,7 +157,28 @@ export function selectEngine(choice: EngineChoice): { factory: QuicEngineFactory
     return { factory: quinnEngine(), choice: 'engine quinn (asked for)' }
   }
   if (quinn.available) return { factory: quinnEngine(), choice: 'engine auto: quinn, the faster engine, loads here' }
+  warnQuinnUnavailable(quinn.detail, quinn.fix)
   return { factory: quicheEngine(), choice: `engine auto: quiche, because quinn is unavailable (${quinn.detail})` }
+}
+
+/** The code of the process warning `engine: 'auto'` emits when it falls back to quiche. */
+export const QUINN_UNAVAILABLE_WARNING = 'STOQ_QUINN_UNAVAILABLE'
+let warnedQuinnUnavailable = false
+
+/**
+ * Once per process, on stderr (process.emitWarning, so `--no-warnings` and a 'warning' listener
+ * work as usual): an `auto` endpoint runs on quiche because quinn cannot load, at about half the
+ * throughput and without engine workers. Not emitted when quiche was asked for.
+ */
+function warnQuinnUnavailable(detail: string, fix: string | null): void {
+  if (warnedQuinnUnavailable) return
+  warnedQuinnUnavailable = true
+  process.emitWarning(
+    `STOQ is using the quiche engine because the quinn engine cannot load (${detail}). quiche has about half of ` +
+      `quinn's throughput and no engine workers. To fix: ${fix ?? 'see `stoq doctor`'}. ` +
+      "To use quiche on purpose and silence this warning: engine: 'quiche' or STOQ_ENGINE=quiche.",
+    { code: QUINN_UNAVAILABLE_WARNING },
+  )
 }
 
 /**

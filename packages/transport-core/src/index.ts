@@ -1,4 +1,4 @@
-export { Endpoint, createEndpoint, selectEngine, type EndpointComponents, type EndpointEvents, type EndpointStats } from './endpoint.js'
+export { Endpoint, createEndpoint, selectEngine, QUINN_UNAVAILABLE_WARNING, type EndpointComponents, type EndpointEvents, type EndpointStats } from './endpoint.js'
 export { QuicConnection, type ConnectionStats, type ConnectionEvents, type SendSource, type ConnectionThroughput, type ThroughputRate } from './connection.js'
 export { QuicStream } from './stream.js'
 export { QuicheEngine, quicheEngine, CID_LEN, QUICHE_MAX_PACKET } from './engine/quiche-engine.js'

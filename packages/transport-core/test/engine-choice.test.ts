@@ -11,15 +11,26 @@ import { createEndpoint, StoqError } from '../src/index.js'
 const run = promisify(execFile)
 const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url))
 
-/** Start an endpoint in a fresh process with `env`, and return its engine fields. */
-async function engineIn(env: Record<string, string>, options = '{}'): Promise<{ engine?: string; engineChoice?: string; error?: string }> {
+interface Probe {
+  engine?: string
+  engineChoice?: string
+  error?: string
+  /** Everything the process wrote to stderr (where process warnings go). */
+  stderr: string
+}
+
+/** Start `endpoints` endpoints (one after another) in a fresh process with `env`, and return the last one's engine fields. */
+async function engineIn(env: Record<string, string>, options = '{}', endpoints = 1): Promise<Probe> {
   const script = `
     const { createEndpoint } = await import(${JSON.stringify(dist)})
     try {
-      const ep = await createEndpoint({ host: '127.0.0.1', ...${options} })
-      const s = ep.stats()
+      let s
+      for (let i = 0; i < ${endpoints}; i++) {
+        const ep = await createEndpoint({ host: '127.0.0.1', ...${options} })
+        s = ep.stats()
+        await ep.close()
+      }
       console.log(JSON.stringify({ engine: s.engine, engineChoice: s.engineChoice }))
-      await ep.close()
     } catch (err) {
       console.log(JSON.stringify({ error: err.code + ': ' + err.message }))
     }`
@@ -27,12 +38,16 @@ async function engineIn(env: Record<string, string>, options = '{}'): Promise<{ 
   const file = path.join(dir, 'probe.mjs')
   fs.writeFileSync(file, script)
   try {
-    const { stdout } = await run(process.execPath, [file], { env: { ...process.env, ...env } })
-    return JSON.parse(stdout.trim().split('\n').pop()!)
+    // NODE_OPTIONS from the test runner could carry --no-warnings: the child gets none.
+    const { stdout, stderr } = await run(process.execPath, [file], { env: { ...process.env, NODE_OPTIONS: '', ...env } })
+    return { ...JSON.parse(stdout.trim().split('\n').pop()!), stderr }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
 }
+
+/** The STOQ_QUINN_UNAVAILABLE warnings in a process's stderr. */
+const quinnWarnings = (stderr: string): string[] => stderr.split('\n').filter((l) => l.includes('[STOQ_QUINN_UNAVAILABLE]'))
 
 describe('engine choice', () => {
   it('auto takes quinn where its library loads, and says so', async () => {
@@ -49,6 +64,29 @@ describe('engine choice', () => {
     expect(r.engine).toBe('quiche')
     expect(r.engineChoice).toContain('quinn is unavailable')
     expect(r.engineChoice).toContain('/nonexistent/libstoq_quinn.so')
+  })
+
+  it('warns once per process on stderr when auto falls back to quiche, with the reason and the fix', async () => {
+    const r = await engineIn({ STOQ_QUINN_LIBRARY: '/nonexistent/libstoq_quinn.so', STOQ_ENGINE: '' }, '{}', 3)
+    expect(r.engine).toBe('quiche')
+    expect(r.engineChoice).toContain('quinn is unavailable')
+    const warnings = quinnWarnings(r.stderr)
+    expect(warnings, r.stderr).toHaveLength(1)
+    expect(warnings[0]).toContain('Warning: STOQ is using the quiche engine because the quinn engine cannot load')
+    expect(warnings[0]).toContain('/nonexistent/libstoq_quinn.so missing')
+    expect(warnings[0]).toContain('To fix: unset STOQ_QUINN_LIBRARY')
+  })
+
+  it('does not warn when quiche is asked for, nor when quinn loads', async () => {
+    const quiche = await engineIn({ STOQ_QUINN_LIBRARY: '/nonexistent/libstoq_quinn.so', STOQ_ENGINE: 'quiche' })
+    expect(quiche.engine).toBe('quiche')
+    expect(quinnWarnings(quiche.stderr)).toEqual([])
+    const explicit = await engineIn({ STOQ_QUINN_LIBRARY: '/nonexistent/libstoq_quinn.so', STOQ_ENGINE: '' }, "{ engine: 'quiche' }")
+    expect(explicit.engine).toBe('quiche')
+    expect(quinnWarnings(explicit.stderr)).toEqual([])
+    const quinn = await engineIn({ STOQ_ENGINE: '' })
+    expect(quinn.engine).toBe('quinn')
+    expect(quinnWarnings(quinn.stderr)).toEqual([])
   })
 
   it('refuses an explicit quinn that cannot load, with a typed error', async () => {
