@@ -30,8 +30,10 @@ afterAll(() => {
 interface PackageInfo {
   name: string
   dir: string
-  /** Has a `require` condition; the others are ESM only. */
+  /** Has a `require` condition; the others are ESM only, or CommonJS only (`commonjs`). */
   dual: boolean
+  /** A CommonJS package (the prebuilt library's platform package): import() loads the same module. */
+  commonjs: boolean
 }
 
 function readJson(file: string): Record<string, unknown> {
@@ -46,7 +48,8 @@ const publicPackages: PackageInfo[] = fs
   .filter(({ pkg }) => pkg.private !== true)
   .map(({ dir, pkg }) => {
     const dot = (pkg.exports as Record<string, Record<string, unknown>>)['.']!
-    return { name: pkg.name as string, dir, dual: 'require' in dot }
+    const commonjs = pkg.type === 'commonjs' && !('import' in dot)
+    return { name: pkg.name as string, dir, dual: 'require' in dot || commonjs, commonjs }
   })
   .sort((a, b) => a.name.localeCompare(b.name))
 
@@ -110,6 +113,12 @@ describe('CommonJS and ESM entries of every public package', () => {
         return
       }
       expect(r.requireError).toBeUndefined()
+      if (p.commonjs) {
+        // One module, reached both ways (Node's import of CommonJS finds its named exports).
+        expect(r.resolved).toBe(path.join(fs.realpathSync(p.dir), 'index.js'))
+        expect(r.cjs).toEqual(esm)
+        return
+      }
       expect(r.resolved).toBe(path.join(fs.realpathSync(p.dir), 'dist', 'index.cjs'))
       expect(r.cjs).toEqual(esm)
       // Two module instances: import() did not fall back to the CommonJS file.
