@@ -15,7 +15,15 @@
  *    them by default) and a client over loopback, 1 MiB echoed and compared by SHA-256; every
  *    endpoint must report the quinn engine, loaded from the prebuilt package. A CommonJS
  *    script must load the same library through require().
- * 4. With the platform package removed (an install that omitted optional dependencies), an
+ *    Then, in that project, what the issue lists: the README's quick start exactly as shown
+ *    (packages/sdk/examples/quickstart.mjs, copied in and run: it must print the echo and a
+ *    client on quinn), an echo through `require('@stoq/sdk')`, and `npx stoq doctor`, whose
+ *    text report must name quinn as the QUIC engine in use, loaded from the installed
+ *    platform package.
+ * 4. A selective install: @stoq/transport-core alone in a second fresh project (its
+ *    dependencies' tarballs through overrides; no sdk, h3, webtransport or monitoring may
+ *    come), a loopback echo with an openssl-made certificate, both endpoints on quinn.
+ * 5. With the platform package removed (an install that omitted optional dependencies), an
  *    endpoint runs on quiche and the process prints one STOQ_QUINN_UNAVAILABLE warning naming
  *    the fix.
  *
@@ -204,7 +212,116 @@ if (!cjs.quinn.available || fs.realpathSync(cjs.quinn.library) !== fs.realpathSy
   fail(`from CommonJS the prebuilt is not what loads: ${JSON.stringify(cjs)}`)
 }
 
-// 4. Without the optional dependency: quiche, one warning, and the fix named.
+// The README's quick start, exactly as shown: packages/sdk/examples/quickstart.mjs (a README test
+// keeps the two identical), copied into the fresh project and run there as a user would.
+const quickstart = path.join(root, 'packages', 'sdk', 'examples', 'quickstart.mjs')
+fs.copyFileSync(quickstart, path.join(project, 'quickstart.mjs'))
+t = Date.now()
+r = run(process.execPath, ['quickstart.mjs'], { cwd: project, env, timeout: 60_000 })
+if (r.status !== 0) fail(`the README quick start (quickstart.mjs) exited ${r.status ?? r.signal}:\n${r.stderr}${r.stdout}`)
+log(`README quick start: ${seconds(t)}; first line: ${r.stdout.split('\n')[0]}`)
+if (r.stdout.split('\n')[0] !== 'hello, STOQ') fail(`the quick start did not print the echo "hello, STOQ" first:\n${r.stdout}`)
+// It prints client.stats() with console.log (util.inspect): the engine is a quoted string.
+if (!/\bengine: 'quinn'/.test(r.stdout)) fail(`the quick start's client did not run on quinn:\n${r.stdout}`)
+if (r.stderr.trim() !== '') fail(`the quick start wrote to stderr:\n${r.stderr}`)
+
+// CommonJS, as a user of require() would write it: the sdk's .cjs build, an endpoint on quinn.
+fs.writeFileSync(
+  path.join(project, 'require-sdk.cjs'),
+  `const { Stoq } = require('@stoq/sdk')
+
+async function main() {
+  const server = await Stoq.create('packed-cjs-server')
+  const listening = await server.listen({ host: '127.0.0.1', port: 0 }, { onStream: (s) => void s.readable.pipeTo(s.writable) })
+  const client = await Stoq.create('packed-cjs-client')
+  const conn = await client.connect('127.0.0.1:' + listening.address.port, { pin: (await server.identity()).fingerprint, serverName: 'localhost' })
+  const stream = conn.openStream()
+  const writer = stream.writable.getWriter()
+  await writer.write(new TextEncoder().encode('from require'))
+  await writer.close()
+  let echo = ''
+  for await (const chunk of stream.readable) echo += new TextDecoder().decode(chunk)
+  console.log(JSON.stringify({ echo, client: client.stats().engine, server: listening.stats().engine }))
+  await client.close()
+  await server.close()
+}
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})
+`,
+)
+r = run(process.execPath, ['require-sdk.cjs'], { cwd: project, env, timeout: 60_000 })
+if (r.status !== 0) fail(`require-sdk.cjs exited ${r.status ?? r.signal}:\n${r.stderr}${r.stdout}`)
+const cjsSdk = JSON.parse(r.stdout.trim().split('\n').pop())
+log(`require('@stoq/sdk'): ${JSON.stringify(cjsSdk)}`)
+if (cjsSdk.echo !== 'from require' || cjsSdk.client !== 'quinn' || !/^quinn/.test(cjsSdk.server)) fail(`require('@stoq/sdk'): ${JSON.stringify(cjsSdk)}`)
+
+// `npx stoq doctor`, the bin the sdk installs: its text report must say quinn is the engine in use,
+// loaded from the installed platform package.
+t = Date.now()
+r = run('npx', ['--no-install', 'stoq', 'doctor'], { cwd: project, env, timeout: 120_000 })
+if (r.status !== 0) fail(`npx stoq doctor exited ${r.status ?? r.signal}:\n${r.stderr}${r.stdout}`)
+const engineInUse = /^\s*QUIC engine\s+(\S+?):/m.exec(r.stdout)?.[1]
+const quinnLine = /^\s*quinn\s+(available|unavailable): (.*)$/m.exec(r.stdout)
+log(`npx stoq doctor: ${seconds(t)}; QUIC engine in use: ${engineInUse}; quinn ${quinnLine?.[1]}`)
+if (engineInUse !== 'quinn') fail(`stoq doctor names ${engineInUse ?? 'no'} QUIC engine in use, not quinn:\n${r.stdout}`)
+if (quinnLine?.[1] !== 'available' || !quinnLine[2].includes(path.join(project, 'node_modules', PLATFORM_PACKAGE))) {
+  fail(`stoq doctor does not report quinn loaded from the installed ${PLATFORM_PACKAGE}:\n${r.stdout}`)
+}
+
+// 4. A selective install: @stoq/transport-core alone, in a second fresh project. Only its own
+// dependencies come (their tarballs through overrides); the sdk must not. A loopback connection
+// with a certificate made by openssl (transport-core has no certificate generator), and its engine.
+const selective = path.join(work, 'core-only')
+fs.mkdirSync(selective)
+fs.writeFileSync(
+  path.join(selective, 'package.json'),
+  `${JSON.stringify({ name: 'stoq-core-only-check', private: true, type: 'module', dependencies: { '@stoq/transport-core': overrides['@stoq/transport-core'] }, overrides }, null, 2)}\n`,
+)
+t = Date.now()
+must('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd: selective })
+const installedStoq = fs.readdirSync(path.join(selective, 'node_modules', '@stoq')).sort()
+log(`npm install @stoq/transport-core alone: ${seconds(t)}; @stoq packages: ${installedStoq.join(', ')}`)
+for (const unwanted of ['sdk', 'h3', 'webtransport', 'monitoring']) {
+  if (installedStoq.includes(unwanted)) fail(`installing @stoq/transport-core alone brought @stoq/${unwanted}`)
+}
+if (!installedStoq.includes(PLATFORM_PACKAGE.split('/')[1])) fail(`installing @stoq/transport-core alone did not bring ${PLATFORM_PACKAGE}`)
+must('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=localhost',
+  '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', 'key.pem', '-out', 'cert.pem'], { cwd: selective })
+fs.writeFileSync(
+  path.join(selective, 'loopback.mjs'),
+  `import fs from 'node:fs'
+import { createEndpoint, fingerprintPem } from '@stoq/transport-core'
+
+const cert = fs.readFileSync('cert.pem', 'utf8')
+const key = fs.readFileSync('key.pem', 'utf8')
+const server = await createEndpoint({ host: '127.0.0.1', port: 0, server: { cert, key } })
+server.on('connection', (conn) => conn.on('stream', (stream) => void stream.readable.pipeTo(stream.writable)))
+const client = await createEndpoint({ host: '127.0.0.1', port: 0 })
+const conn = await client.connect({ host: '127.0.0.1', port: server.address.port, pin: fingerprintPem(cert), serverName: 'localhost' })
+const stream = conn.openStream()
+const writer = stream.writable.getWriter()
+await writer.write(new TextEncoder().encode('core only'))
+await writer.close()
+let echo = ''
+for await (const chunk of stream.readable) echo += new TextDecoder().decode(chunk)
+console.log(JSON.stringify({ echo, client: client.stats().engine, server: server.stats().engine }))
+await conn.close()
+await client.close()
+await server.close()
+`,
+)
+t = Date.now()
+r = run(process.execPath, ['loopback.mjs'], { cwd: selective, env, timeout: 60_000 })
+if (r.status !== 0) fail(`loopback.mjs (transport-core alone) exited ${r.status ?? r.signal}:\n${r.stderr}${r.stdout}`)
+const core = JSON.parse(r.stdout.trim().split('\n').pop())
+log(`transport-core alone, loopback: ${seconds(t)}; ${JSON.stringify(core)}`)
+if (core.echo !== 'core only') fail(`transport-core alone: echo ${JSON.stringify(core.echo)}`)
+if (core.client !== 'quinn' || !/^quinn/.test(core.server)) fail(`transport-core alone does not run quinn: ${JSON.stringify(core)}`)
+if (/\[STOQ_QUINN_UNAVAILABLE\]/.test(r.stderr)) fail(`transport-core alone warned that quinn is unavailable:\n${r.stderr}`)
+
+// 5. Without the optional dependency: quiche, one warning, and the fix named.
 fs.rmSync(path.join(project, 'node_modules', PLATFORM_PACKAGE), { recursive: true, force: true })
 fs.writeFileSync(
   path.join(project, 'fallback.mjs'),

@@ -12,6 +12,12 @@ const ENGINE_NEUTRAL = ['test/engine-compliance.test.ts', 'test/quinn-panic.test
  * once per engine (about a minute on 2 CPUs); `pnpm test:wan` runs it alone. Needs root.
  */
 
+/**
+ * STOQ_SKIP_WAN=1 leaves the WAN suite out (scripts/test-all.mjs does for its Node 24 run: the
+ * suite's loss and delay recovery lives in the engines, not in Node, and it is the longest file).
+ */
+const SKIPPED = process.env.STOQ_SKIP_WAN === '1' ? ['test/wan.test.ts'] : []
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -20,8 +26,8 @@ export default defineConfig({
     pool: 'forks',
     maxWorkers: 2,
     projects: [
-      { extends: true, test: { name: 'quinn', env: { STOQ_ENGINE: 'quinn' }, exclude: ['**/node_modules/**'] } },
-      { extends: true, test: { name: 'quiche', env: { STOQ_ENGINE: 'quiche' }, exclude: ['**/node_modules/**', ...ENGINE_NEUTRAL] } },
+      { extends: true, test: { name: 'quinn', env: { STOQ_ENGINE: 'quinn' }, exclude: ['**/node_modules/**', ...SKIPPED] } },
+      { extends: true, test: { name: 'quiche', env: { STOQ_ENGINE: 'quiche' }, exclude: ['**/node_modules/**', ...ENGINE_NEUTRAL, ...SKIPPED] } },
     ],
   },
 })

@@ -47,15 +47,25 @@ const EXTERNAL_STEADY_BOUND = 2 * MiB
  */
 const MALLOC_BOUND = 32 * MiB
 /**
- * ... and grow this much over a second half: measured -4 to +2.3 MiB. 4 MiB is 800 bytes a
- * connection or 80 bytes a stream. The +2.3 MiB is the quinn engine's streams phase, on every
- * Node version, and doubles with twice the streams (+4.5 MiB for 100 000 at STOQ_SOAK_SCALE=2):
- * its per-connection send_done/recv_done sets keep every finished stream's id until the
- * connection closes (about 47 bytes a stream over both ends; freed at close, so `after` is back
- * at the baseline). quiche grows about half as much. A long-lived connection with millions of
- * streams would feel it. This bound lets it pass at the default scale; it wants a fix of its own.
+ * ... and grow this much over the second half of the connections: measured -4 to +2 MiB (quiche
+ * +1.9 MiB on Node 20). 4 MiB is 800 bytes a connection.
  */
 const MALLOC_STEADY_BOUND = 4 * MiB
+/**
+ * ... and over the second half of the streams (50 000 on one connection), by engine. This is the
+ * bound that catches a native leak of 49 bytes a stream (+2.3 MiB at least; glibc hands out 64).
+ * - quinn: measured +0.0 MiB on Node 20 and +7 KiB (0.1 byte a stream) on Node 24. It was
+ *   +2.3 MiB on every Node version, doubling with twice the streams, before the engine's
+ *   send_done/recv_done sets (every finished stream's id until the connection closed, about 47
+ *   bytes a stream over both ends) gave way to high-water marks (native/src/done.rs). With a
+ *   leak of 49 bytes a stream injected in stoq_open_stream (`Box::leak(Box::new([7u8; 49]))`,
+ *   Node 20): +3348 KiB (68.6 bytes a stream: glibc's 64-byte chunk), and the test fails
+ *   ("expected 3428832 to be less than 1048576"); the former 4 MiB bound would have let that pass.
+ * - quiche: measured +1.1 MiB (23.5 bytes a stream on Node 20, 23.3 on Node 24): quiche 0.18
+ *   itself keeps the id of every collected stream for the connection's life, which STOQ cannot
+ *   change. 2 MiB leaves room for that, and 49 bytes a stream more (+3.1 MiB at least) fails.
+ */
+const MALLOC_STREAMS_STEADY_BOUND: Record<string, number> = { quinn: 1 * MiB, quiche: 2 * MiB }
 /**
  * RSS (after a memory-reducing GC and malloc_trim) may end this far above its baseline: pages
  * the allocators keep from the peak (50 connections or streams at once, reached in the first
@@ -286,12 +296,20 @@ describe('soak', () => {
           row('RSS', (m) => m.rss),
         ].join('\n'),
     )
+    // Growth over each phase's second half, per cycle: what a leak would show as.
+    const perCycle = (label: string, f: (m: Memory) => number | null): string => {
+      if (f(base) === null) return `${label} n/a`
+      const c = f(connEnd)! - f(connMid)!
+      const s = f(streamEnd)! - f(streamMid)!
+      return `${label} ${(c / 1024).toFixed(0)} KiB (${(c / (CONNECTIONS / 2)).toFixed(1)} B/connection), ${(s / 1024).toFixed(0)} KiB (${(s / (STREAMS / 2)).toFixed(1)} B/stream)`
+    }
+    console.log(`[soak ${e}] second halves: ${perCycle('heap', (m) => m.heap)}; ${perCycle('malloc in use', (m) => m.malloc)}`)
     /** `measure` over each phase's second half, and each phase end and the end over the baseline. */
-    const check = (what: string, measure: (m: Memory) => number | null, steady: number, bound: number): void => {
+    const check = (what: string, measure: (m: Memory) => number | null, steady: number, bound: number, streamsSteady = steady): void => {
       const d = (a: Memory, b: Memory): number => measure(b)! - measure(a)!
       if (measure(base) === null) return
       expect(d(connMid, connEnd), `${what}: growth over the second half of the connections`).toBeLessThan(steady)
-      expect(d(streamMid, streamEnd), `${what}: growth over the second half of the streams`).toBeLessThan(steady)
+      expect(d(streamMid, streamEnd), `${what}: growth over the second half of the streams`).toBeLessThan(streamsSteady)
       expect(d(base, connEnd), `${what}: above the baseline after the connections`).toBeLessThan(bound)
       expect(d(base, streamEnd), `${what}: above the baseline after the streams`).toBeLessThan(bound)
       expect(d(base, after), `${what}: above the baseline at the end`).toBeLessThan(bound)
@@ -299,7 +317,7 @@ describe('soak', () => {
     check('heap', (m) => m.heap, HEAP_STEADY_BOUND, HEAP_BOUND)
     check('external', (m) => m.external, EXTERNAL_STEADY_BOUND, EXTERNAL_BOUND)
     check('ArrayBuffers', (m) => m.arrayBuffers, EXTERNAL_STEADY_BOUND, EXTERNAL_BOUND)
-    check('malloc in use', (m) => m.malloc, MALLOC_STEADY_BOUND, MALLOC_BOUND)
+    check('malloc in use', (m) => m.malloc, MALLOC_STEADY_BOUND, MALLOC_BOUND, MALLOC_STREAMS_STEADY_BOUND[e] ?? MALLOC_STEADY_BOUND)
     check('RSS', (m) => m.rss, RSS_STEADY_BOUND, RSS_BOUND)
     expect(listeners()).toEqual(listenersBefore)
     expect(server.connections.length + client.connections.length).toBe(0)

@@ -22,6 +22,7 @@ use crate::abi::{
 };
 use crate::addr::write_addr;
 use crate::config::{connection_transport_config, endpoint_config, random_secret, transport_config, CidFormat, CloseFlag, Params};
+use crate::done::StreamsDone;
 use crate::early::ZeroRtt;
 use crate::panic::{close_flags, recover, take_message, version_close_flags};
 use crate::tls;
@@ -47,8 +48,8 @@ pub struct Conn {
     pub next_ping: Option<Instant>,
     pub want_writable: HashSet<u64>,
     pub blocked: HashSet<u64>,
-    pub send_done: HashSet<u64>,
-    pub recv_done: HashSet<u64>,
+    /// Stream halves that are over (see done.rs): bounded by the streams open at once.
+    pub done: StreamsDone,
     pub stop_codes: HashMap<u64, u64>,
     datagram_pending: bool,
     /// `stoq_test_panic(PANIC_NEXT_DATAGRAM)`: panic while handling the next datagram.
@@ -82,6 +83,7 @@ impl Conn {
         Conn {
             path: conn.remote_address(),
             path_changes: 0,
+            done: StreamsDone::new(conn.side()),
             conn,
             queued: false,
             tx_queued: false,
@@ -92,8 +94,6 @@ impl Conn {
             next_ping: None,
             want_writable: HashSet::new(),
             blocked: HashSet::new(),
-            send_done: HashSet::new(),
-            recv_done: HashSet::new(),
             stop_codes: HashMap::new(),
             datagram_pending: false,
             panic_on_datagram: false,
@@ -123,8 +123,9 @@ impl Conn {
         for id in self.zero_rtt.settle(&mut self.conn) {
             // Could not be opened again: report it stopped (code 0) rather than lose it silently.
             self.stop_codes.insert(id, 0);
-            self.send_done.insert(id);
-            self.recv_done.insert(id);
+            let sid = StreamId::from(VarInt::from_u64(id).unwrap_or(VarInt::from_u32(0)));
+            self.done.send_done(sid);
+            self.done.recv_done(sid);
             self.zero_rtt.capped.insert(id);
         }
         for id in std::mem::take(&mut self.zero_rtt.capped) {
@@ -750,7 +751,7 @@ impl Engine {
                     }
                 }
                 Event::Stream(StreamEvent::Finished { id }) => {
-                    c.send_done.insert(sid_u64(id));
+                    c.done.send_done(id);
                 }
                 Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                     let sid = sid_u64(id);
@@ -761,7 +762,7 @@ impl Engine {
                     // the stream's credit back (MAX_STREAMS). Fails only for a stream already
                     // reset or finished and acknowledged: nothing left to do then.
                     let _ = c.conn.send_stream(id).reset(error_code);
-                    c.send_done.insert(sid);
+                    c.done.send_done(id);
                     c.blocked.remove(&sid);
                     if c.want_writable.remove(&sid) {
                         events.push_back([EV_WRITABLE as f64, chf, sid as f64, 0.0]);

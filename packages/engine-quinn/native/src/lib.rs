@@ -25,6 +25,7 @@
 pub mod abi;
 pub mod addr;
 pub mod config;
+pub mod done;
 pub mod early;
 pub mod engine;
 pub mod ffi;
@@ -621,7 +622,6 @@ pub unsafe extern "C" fn stoq_stream_recv(ep: *mut Engine, conn: u32, sid: f64, 
     unsafe {
         with_conn(ep, conn, ERR_BAD_HANDLE, ERR_PANIC, |c, _| {
             let Some(id) = stream_id(sid) else { return ERR_BAD_ARGUMENT };
-            let key = sid_u64(id);
             let mut rs = c.conn.recv_stream(id);
             let Ok(mut chunks) = rs.read(true) else { return 0 };
             let mut got = 0usize;
@@ -647,7 +647,7 @@ pub unsafe extern "C" fn stoq_stream_recv(ep: *mut Engine, conn: u32, sid: f64, 
             }
             let _ = chunks.finalize();
             if fin || reset.is_some() {
-                c.recv_done.insert(key);
+                c.done.recv_done(id);
             }
             if got == 0 && !fin && reset.is_none() {
                 return 0;
@@ -721,14 +721,8 @@ pub unsafe extern "C" fn stoq_stream_complete(ep: *mut Engine, conn: u32, sid: f
     unsafe {
         with_engine(ep, ERR_PANIC, |e| {
             let Some(id) = stream_id(sid) else { return ERR_BAD_ARGUMENT };
-            let key = sid_u64(id);
             let Some(c) = e.conn(conn as usize) else { return ERR_BAD_HANDLE };
-            let local = id.initiator() == c.conn.side();
-            let bidi = id.dir() == Dir::Bi;
-            let (sends, recvs) = (bidi || local, bidi || !local);
-            let send_ok = !sends || c.send_done.contains(&key);
-            let recv_ok = !recvs || c.recv_done.contains(&key);
-            (send_ok && recv_ok) as i32
+            c.done.complete(id) as i32
         })
     }
 }
@@ -772,11 +766,11 @@ pub unsafe extern "C" fn stoq_stream_shutdown(ep: *mut Engine, conn: u32, sid: f
             c.zero_rtt.shutdown(key, write != 0, code);
             let r = if write != 0 {
                 let r = c.conn.send_stream(id).reset(code);
-                c.send_done.insert(key);
+                c.done.send_done(id);
                 r
             } else {
                 let r = c.conn.recv_stream(id).stop(code);
-                c.recv_done.insert(key);
+                c.done.recv_done(id);
                 r
             };
             if r.is_ok() {
