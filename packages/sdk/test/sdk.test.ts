@@ -88,9 +88,10 @@ describe('stoq doctor', () => {
     expect(report.udp.detail).toContain('udpBackend auto')
     expect(typeof report.capabilities.gso.available).toBe('boolean')
     expect(formatDoctor(report)).toContain('STOQ will use:')
-    // Servers (listen) run engine workers where this machine can: one per CPU, or none and why.
-    if (report.capabilities.gro.available && os.availableParallelism() > 1) {
-      expect(report.workers.count).toBe(os.availableParallelism())
+    // Servers (listen) run engine workers where this machine can and it pays (one per two CPUs
+    // from 4 CPUs on), or none and why.
+    if (report.capabilities.gro.available && os.availableParallelism() >= 4) {
+      expect(report.workers.count).toBe(Math.floor(os.availableParallelism() / 2))
       expect(report.workers.detail).toMatch(/engine workers, each running quinn.*SO_REUSEPORT, steered by connection ID/)
     } else {
       expect(report.workers.count).toBe(0)

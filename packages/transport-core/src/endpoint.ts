@@ -145,6 +145,9 @@ export interface EndpointStats {
   sessionCache: { servers: number; tickets: number; capacity: number } | null
 }
 
+/** Fewest CPUs at which `workers: 'auto'` starts engine workers (see `Endpoint.create`). */
+const AUTO_WORKERS_MIN_CPUS = 4
+
 /** The engine factory for an `engine` option, with the reason for the choice. */
 export function selectEngine(choice: EngineChoice): { factory: QuicEngineFactory; choice: string } {
   if (choice !== 'auto' && choice !== 'quinn' && choice !== 'quiche') {
@@ -300,8 +303,6 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
         ep.workersNote = why
         return ep
       })
-    const n = auto ? os.availableParallelism() : resolved.workers
-    if (auto && n < 2) return single(`workers auto: ${n} CPU, connections stay on this thread`)
     const backend = resolved.udpBackend
     if (backend === 'gso' || backend === 'dgram') {
       const why = `engine workers need the gro or uring backend (SO_REUSEPORT is set through koffi before bind; Node 20's dgram cannot), udpBackend is ${backend}`
@@ -320,6 +321,15 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
       if (auto) return single(`workers auto: ${why}`)
       throw new StoqUnsupportedError('engine workers', why)
     }
+    // `auto`: each engine worker is two busy threads (its engine and its UDP socket thread), as
+    // is this thread with its socket thread. On 2 CPUs, 2 workers measured 0.71x, 0.78x and
+    // 0.91x of this thread's throughput with 1, 2 and 4 connections (bench:workers), so workers
+    // start at 4 CPUs, one per 2 CPUs. (Where the crossover lies above 2 CPUs was not measured.)
+    const cpus = os.availableParallelism()
+    if (auto && cpus < AUTO_WORKERS_MIN_CPUS) {
+      return single(`workers auto: ${cpus} CPU${cpus === 1 ? '' : 's'}, connections stay on this thread (engine workers pay off from ${AUTO_WORKERS_MIN_CPUS} CPUs)`)
+    }
+    const n = auto ? Math.floor(cpus / 2) : resolved.workers
     const workers = new WorkerEngine({
       workers: n,
       engine: 'quinn',

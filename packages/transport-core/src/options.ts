@@ -117,8 +117,9 @@ export interface EndpointOptions {
    * same port (SO_REUSEPORT, packets steered to the right worker by the first byte of
    * their connection ID); connections, streams and datagrams look exactly the same to
    * the application, their bytes cross through shared memory. `auto`: one worker per
-   * CPU where there is more than one CPU and this machine can run them (Linux, koffi),
-   * else 0 (`stats().engineChoice` says why). Needs the `gro` or `uring` backend
+   * two CPUs from 4 CPUs on, where this machine can run them (Linux, koffi), else 0
+   * (`stats().engineChoice` says why): each worker is two busy threads, and on 2 CPUs
+   * the single thread measured faster. Needs the `gro` or `uring` backend
    * (`auto` picks `gro`); `cpuAffinity` pins worker i to `cpuAffinity[i % length]`.
    */
   workers?: number | 'auto'

@@ -80,7 +80,7 @@ for (const engine of ['quinn', 'quiche'] as const) describe(`Chromium against th
       path: '/echo',
       onSession: (s) => {
         sessions.push(s)
-        groups.push(s.connection.stats().keyExchangeGroup)
+        groups.push(s.connection.stats().keyExchangeGroup ?? 'not reported')
         echoSession(s)
       },
     })
