@@ -44,3 +44,4 @@ export {
   type LaunchChromiumOptions,
 } from './chromium.js'
 export { boundedOutcome, type MisuseOutcome } from './misuse.js'
+export { buildQuicGoPeer, quicGoPeerBinary, runQuicGoClient, startQuicGoPeer } from './quic-go.js'

@@ -4,33 +4,22 @@
  * packages installed with apt) by interop/quic-go/build.sh; when that fails the
  * tests fail with its message, they are never skipped.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEndpoint, type Endpoint } from '../src/index.js'
-import { testPki, type TestPki } from '@stoq/compliance-tests'
+import { buildQuicGoPeer, runQuicGoClient, startQuicGoPeer, testPki, type TestPki } from '@stoq/compliance-tests'
 import { echoOnce, pattern, readAll, serveEcho, sha256 } from './fixtures/echo.js'
 
-const run = promisify(execFile)
-const here = path.dirname(fileURLToPath(import.meta.url))
-const peerDir = path.resolve(here, '../../../interop/quic-go')
-const peerBin = path.join(peerDir, 'bin', 'stoq-interop-peer')
 
 let pki: TestPki
 let dir: string
 const children: ChildProcess[] = []
 
 beforeAll(async () => {
-  try {
-    await run('bash', [path.join(peerDir, 'build.sh')], { timeout: 600_000 })
-  } catch (err) {
-    const e = err as { stderr?: string; message: string }
-    throw new Error(`Cannot build the quic-go interop peer (interop/quic-go/build.sh): ${e.stderr || e.message}`)
-  }
+  await buildQuicGoPeer()
   pki = await testPki()
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-interop-'))
   fs.writeFileSync(path.join(dir, 'cert.pem'), pki.server.cert)
@@ -44,38 +33,10 @@ afterAll(() => {
 })
 
 function startGoServer(listen: string): Promise<number> {
-  const child = spawn(
-    peerBin,
-    ['server', '--listen', listen, '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'), '--alpn', 'stoq/1'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  children.push(child)
-  return new Promise((resolve, reject) => {
-    let out = ''
-    let err = ''
-    const timer = setTimeout(() => reject(new Error(`quic-go server did not start: ${err}`)), 10_000)
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()))
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /LISTENING (\d+)/.exec(out)
-      if (m) {
-        clearTimeout(timer)
-        resolve(Number(m[1]))
-      }
-    })
-    child.once('exit', (code) => reject(new Error(`quic-go server exited with ${code}: ${err}`)))
-  })
+  return startQuicGoPeer('server', ['--listen', listen, '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'), '--alpn', 'stoq/1'], children)
 }
 
-async function runGoClient(args: string[]): Promise<Record<string, unknown>> {
-  try {
-    const { stdout } = await run(peerBin, ['client', ...args], { timeout: 90_000 })
-    return JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string; message: string }
-    throw new Error(`quic-go client failed: ${e.stdout ?? ''} ${e.stderr ?? ''} ${e.message}`)
-  }
-}
+const runGoClient = runQuicGoClient
 
 for (const family of ['127.0.0.1', '::1'] as const) {
   describe(`STOQ client against quic-go server over ${family}`, () => {

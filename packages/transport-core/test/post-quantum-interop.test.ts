@@ -12,10 +12,9 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { testPki, type TestPki } from '@stoq/compliance-tests'
+import { buildQuicGoPeer, quicGoPeerBinary, startQuicGoPeer, testPki, type TestPki } from '@stoq/compliance-tests'
 import { createEndpoint, type Endpoint, type QuicConnection } from '../src/index.js'
 import { serveEcho } from './fixtures/echo.js'
 import { handshakeRelay, type HandshakeRelay } from './fixtures/handshake-relay.js'
@@ -25,9 +24,6 @@ const ENGINE = process.env.STOQ_ENGINE
 const quinnOnly = ENGINE === 'quinn' ? describe : describe.skip
 
 const execFileP = promisify(execFile)
-const here = path.dirname(fileURLToPath(import.meta.url))
-const peerDir = path.resolve(here, '../../../interop/quic-go')
-const peerBin = path.join(peerDir, 'bin', 'stoq-interop-peer')
 
 let pki: TestPki
 let dir: string
@@ -147,36 +143,11 @@ quinnOnly("OpenSSL 3.5's QUIC client (Debian trixie) against a STOQ server", () 
 
 quinnOnly('quic-go 0.29 (no ML-KEM) and STOQ agree on X25519', () => {
   beforeAll(async () => {
-    try {
-      await execFileP('bash', [path.join(peerDir, 'build.sh')], { timeout: 600_000 })
-    } catch (err) {
-      const e = err as { stderr?: string; message: string }
-      throw new Error(`Cannot build the quic-go interop peer (interop/quic-go/build.sh): ${e.stderr || e.message}`)
-    }
+    await buildQuicGoPeer()
   }, 600_000)
 
   function startGoServer(): Promise<number> {
-    const child = spawn(
-      peerBin,
-      ['server', '--listen', '127.0.0.1:0', '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'), '--alpn', 'stoq/1'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    )
-    children.push(child)
-    return new Promise((resolve, reject) => {
-      let out = ''
-      let err = ''
-      const timer = setTimeout(() => reject(new Error(`quic-go server did not start: ${err}`)), 10_000)
-      child.stderr!.on('data', (d: Buffer) => (err += d.toString()))
-      child.stdout!.on('data', (d: Buffer) => {
-        out += d.toString()
-        const m = /LISTENING (\d+)/.exec(out)
-        if (m) {
-          clearTimeout(timer)
-          resolve(Number(m[1]))
-        }
-      })
-      child.once('exit', (code) => reject(new Error(`quic-go server exited with ${code}: ${err}`)))
-    })
+    return startQuicGoPeer('server', ['--listen', '127.0.0.1:0', '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'), '--alpn', 'stoq/1'], children)
   }
 
   it('the relay reads hellos on the wire: a P-256-only STOQ server forces a HelloRetryRequest, a default one does not', async () => {
@@ -237,7 +208,7 @@ quinnOnly('quic-go 0.29 (no ML-KEM) and STOQ agree on X25519', () => {
     const r = await relay(ep.address.port)
     let result: Record<string, unknown>
     try {
-      const { stdout } = await execFileP(peerBin, [
+      const { stdout } = await execFileP(quicGoPeerBinary, [
         'client', '--connect', `127.0.0.1:${r.port}`, '--alpn', 'stoq/1', '--ca', path.join(dir, 'ca.pem'), '--sni', 'localhost', '--bytes', '100000',
       ], { timeout: 60_000 })
       result = JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>

@@ -7,15 +7,13 @@
  * that were lost. The peer is built (its Debian packages installed with apt) by
  * interop/quic-go/build.sh; when that fails the tests fail with its message, never skipped.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import diagnostics from 'node:diagnostics_channel'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { testPki, type TestPki } from '@stoq/compliance-tests'
+import { buildQuicGoPeer, startQuicGoPeer, testPki, type TestPki } from '@stoq/compliance-tests'
 import {
   FrameParser,
   SETTINGS_ENABLE_CONNECT_PROTOCOL,
@@ -39,10 +37,6 @@ import { DIAGNOSTICS_CHANNELS, createEndpoint, type Endpoint, type QuicConnectio
 import { StoqWebTransportError, connectWebTransport } from '../src/index.js'
 import { pattern, sha256 } from './helpers.js'
 
-const run = promisify(execFile)
-const here = path.dirname(fileURLToPath(import.meta.url))
-const peerDir = path.resolve(here, '../../../interop/quic-go')
-const peerBin = path.join(peerDir, 'bin', 'stoq-interop-peer')
 
 /** The exact body quic-go's h3server answers GET /hello with (interop/quic-go/h3server.go). */
 const HELLO_BODY = 'hello from quic-go http3\n'
@@ -59,12 +53,7 @@ let dir: string
 const children: ChildProcess[] = []
 
 beforeAll(async () => {
-  try {
-    await run('bash', [path.join(peerDir, 'build.sh')], { timeout: 600_000 })
-  } catch (err) {
-    const e = err as { stderr?: string; message: string }
-    throw new Error(`Cannot build the quic-go interop peer (interop/quic-go/build.sh): ${e.stderr || e.message}`)
-  }
+  await buildQuicGoPeer()
   pki = await testPki()
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-h3-interop-'))
   fs.writeFileSync(path.join(dir, 'cert.pem'), pki.server.cert)
@@ -77,26 +66,8 @@ afterAll(() => {
 })
 
 function startH3Server(listen: string): Promise<number> {
-  const child = spawn(
-    peerBin,
-    [
-      'h3server', '--listen', listen, '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'),
-      '--h3-datagrams', '--setting', `${EXTRA_SETTING_ID}=${EXTRA_SETTING_VALUE}`,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  children.push(child)
-  return new Promise((resolve, reject) => {
-    let out = ''
-    let err = ''
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()))
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /LISTENING (\d+)/.exec(out)
-      if (m) resolve(Number(m[1]))
-    })
-    child.once('exit', (code) => reject(new Error(`quic-go h3server exited with ${code}: ${err}`)))
-  })
+  const args = ['--listen', listen, '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'), '--h3-datagrams', '--setting', `${EXTRA_SETTING_ID}=${EXTRA_SETTING_VALUE}`]
+  return startQuicGoPeer('h3server', args, children)
 }
 
 /** Peer streams STOQ accepted, per connection, as the diagnostics channel reports them. */
