@@ -890,11 +890,6 @@ impl Engine {
                 if room == 0 {
                     break;
                 }
-                if let Some(d) = dest {
-                    if c.conn.remote_address() != d {
-                        break;
-                    }
-                }
                 // quinn writes into a Vec it may grow, which foreign memory cannot be: it
                 // writes into our reused buffer, and one copy puts the run in the caller's.
                 tx_buf.clear();

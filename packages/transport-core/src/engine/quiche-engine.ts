@@ -1,4 +1,5 @@
 import crypto from 'node:crypto'
+import { toSocketAddress } from '@stoq/hwaccel'
 import {
   StoqDatagramTooLargeError,
   StoqDatagramUnsupportedError,
@@ -122,9 +123,7 @@ function toBigIntToken(bytes: Uint8Array): bigint {
 
 /** `to` as a SocketAddress, `known` itself when they are the same address. */
 function destination(to: HostPort, known: SocketAddress): SocketAddress {
-  if (to.host === known.address && to.port === known.port) return known
-  const host = to.host.startsWith('::ffff:') && to.host.includes('.') ? to.host.slice(7) : to.host
-  return { address: host, port: to.port, family: host.includes(':') ? 'IPv6' : 'IPv4' }
+  return to.host === known.address && to.port === known.port ? known : toSocketAddress(to.host, to.port)
 }
 
 function sameAddress(a: SocketAddress, b: SocketAddress): boolean {
