@@ -48,6 +48,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { privateApt } from './debian-apt.mjs'
 import { glibcRequirement } from './glibc-requirement.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -147,26 +148,7 @@ function debianRegistry() {
   log(`fetching Debian ${DEB_SUITE} crates into ${dir} (once)`)
   const work = `${dir}.tmp-${process.pid}`
   fs.rmSync(work, { recursive: true, force: true })
-  const lists = path.join(work, 'lists')
-  const cache = path.join(work, 'cache')
-  const debs = path.join(work, 'debs')
-  const unpacked = path.join(work, 'root')
-  for (const d of [path.join(lists, 'partial'), path.join(cache, 'archives', 'partial'), debs, unpacked]) fs.mkdirSync(d, { recursive: true })
-  const sources = path.join(work, 'sources.list')
-  fs.writeFileSync(sources, `deb ${mirror} ${DEB_SUITE} main\n`)
-  const status = path.join(work, 'status')
-  fs.writeFileSync(status, '')
-  const opts = [
-    '-o', `Dir::Etc::SourceList=${sources}`,
-    '-o', 'Dir::Etc::SourceParts=/dev/null',
-    '-o', `Dir::State::Lists=${lists}`,
-    '-o', `Dir::Cache=${cache}`,
-    // An empty dpkg status: resolve against the suite alone, not what this system has installed.
-    '-o', `Dir::State::status=${status}`,
-    '-o', 'Debug::NoLocking=1',
-  ]
-  // As root, apt drops to the _apt user, who cannot write into a home directory.
-  if (typeof process.getuid === 'function' && process.getuid() === 0) opts.push('-o', 'APT::Sandbox::User=root')
+  const { options: opts, debs, root: unpacked } = privateApt(work, DEB_SUITE, mirror)
   try {
     let r = run('apt-get', [...opts, 'update'], { stdio: 'pipe' })
     if (!r.ok) throw new Error(`apt-get update (${DEB_SUITE}) failed: ${tail(r.output, 5)}`)
