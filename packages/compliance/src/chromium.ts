@@ -268,6 +268,8 @@ export interface LaunchChromiumOptions {
   userDir?: string
   /** How long to wait for the DevTools URL (default 60 s). */
   timeoutMs?: number
+  /** More command-line switches, placed before the page URL. */
+  args?: readonly string[]
 }
 
 /** Whether any process of the group led by `pid` is alive. */
@@ -376,6 +378,7 @@ export async function launchChromium(options: LaunchChromiumOptions): Promise<{ 
       '--disable-sync',
       '--remote-debugging-port=0',
       `--user-data-dir=${userDir}`,
+      ...(options.args ?? []),
       options.pageUrl,
     ],
     { stdio: ['ignore', 'ignore', 'pipe'], detached: true },

@@ -3,6 +3,7 @@
  * apt when missing; an apt failure fails the test) driven over the DevTools
  * protocol against a STOQ WebTransport server.
  */
+import { X509Certificate, createHash } from 'node:crypto'
 import http from 'node:http'
 import { ensureChromium, launchChromium, type HeadlessChromium } from '@stoq/compliance-tests'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -129,6 +130,60 @@ for (const engine of ['quinn', 'quiche'] as const) describe(`Chromium against th
       const info: WebTransportCloseInfo = await sessions[0]!.closed
       expect(info).toEqual({ code: 42, reason: 'browser bye', remote: true })
       expect(sessions[0]!.origin).toBe(`http://localhost:${pagePort}`)
+    } finally {
+      cdp.close()
+    }
+  })
+})
+
+/**
+ * Chromium's HTTP/3 (its QUIC session pool, not WebTransport) offers X25519MLKEM768 first.
+ * The server requires a post-quantum group, so the page's fetch succeeds only if Chromium
+ * negotiates it. The origin is forced onto QUIC and the self-signed certificate is trusted by
+ * its key hash (`--ignore-certificate-errors-spki-list`), as a Chromium developer would.
+ */
+describe('Chromium over HTTP/3 against a post-quantum-only quinn server', () => {
+  let cert: WebTransportCertificate
+  let server: WebTransportServer
+  let browser: HeadlessChromium | null = null
+  const groups: string[] = []
+
+  beforeAll(async () => {
+    cert = await createWebTransportCertificate()
+    server = await serveWebTransport(
+      { host: '::', engine: 'quinn', postQuantum: 'require', server: { cert: cert.cert, key: cert.key } },
+      { path: '/echo', onSession: (s) => s.close() },
+    )
+    server.on('connection', (c) => groups.push(c.quic.stats().keyExchangeGroup ?? 'not reported'))
+  }, 1_000_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await server?.close()
+  })
+
+  it('negotiates X25519MLKEM768 for a page load', async () => {
+    const port = server.address.port
+    // A path the server does not serve: Chromium shows the 404 it got over HTTP/3.
+    const pageUrl = `https://localhost:${port}/not-here`
+    const spki = createHash('sha256').update(new X509Certificate(cert.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('base64')
+    browser = (
+      await launchChromium({
+        binary: ensureChromium(),
+        pageUrl,
+        args: [`--origin-to-force-quic-on=localhost:${port}`, `--ignore-certificate-errors-spki-list=${spki}`],
+      })
+    ).browser
+    const cdp = await browser.page()
+    try {
+      // Chromium's own error page shows the status and the address it was refused for.
+      const state = await cdp.waitFor<{ ready: string; text: string }>(
+        '({ ready: document.readyState, text: document.body ? document.body.innerText : "" })',
+        (s) => s.ready === 'complete' && /HTTP ERROR|ERR_/.test(s.text),
+      )
+      expect(state.text).toContain('HTTP ERROR 404')
+      expect(state.text).toContain(pageUrl)
+      expect(groups).toEqual(['X25519MLKEM768'])
     } finally {
       cdp.close()
     }
