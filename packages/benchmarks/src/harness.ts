@@ -215,7 +215,7 @@ function counterDelta(a: Record<string, number> | null, b: Record<string, number
 
 function execArgvFor(o: RunOptions, spec: CaseSpec, role: Role, run: number): string[] {
   if (o.cpuProfDir === null) return []
-  return ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`, `--cpu-prof-name=${spec.name}-run${run}-${role}.cpuprofile`]
+  return ['--cpu-prof', '--cpu-prof-interval=100', `--cpu-prof-dir=${o.cpuProfDir}`, `--cpu-prof-name=${spec.name}-run${run}-${role}.cpuprofile`]
 }
 
 function mib(bytes: number): string {

@@ -72,6 +72,14 @@ export const DEFAULT_WORKER_SEND_HIGH_WATER = 96
 /** Queued send slots at or below which `onDrain` fires: a quarter of the ring keeps the worker busy while the caller refills. */
 export const DEFAULT_WORKER_SEND_LOW_WATER = 32
 
+/**
+ * Time one drain of the receive ring may run, in microseconds, before the rest waits for the
+ * next event-loop turn: 128 full slots are 8 MiB of datagrams, tens of milliseconds of
+ * decryption in one turn, which would hold every timer and I/O callback of the process that
+ * long. 2 ms matches the batcher's flush deadline.
+ */
+export const DEFAULT_WORKER_DRAIN_DEADLINE_US = 2000
+
 /** poll() timeout of the worker: how long it may take to notice a stop request if the eventfd wake-up were lost. */
 export const DEFAULT_WORKER_POLL_TIMEOUT_MS = 50
 
@@ -122,6 +130,12 @@ export interface WorkerUdpIoOptions {
   pollTimeoutMs: number
   /** Messages per recvmmsg / sendmmsg call. */
   syscallBatch: number
+  /**
+   * Time one drain of the receive ring may take, in microseconds (from 100 to 1,000,000;
+   * default 2000): what is left is taken on the next event-loop turn, so timers and other
+   * I/O run in between. The slot in hand is always finished.
+   */
+  drainDeadlineUs: number
   /** Pin the network thread to these CPUs (default: not pinned). */
   cpus: number[]
 }
@@ -151,6 +165,8 @@ export interface WorkerUdpIoStats extends UdpIoStats {
   overflowSends: number
   /** Sends handed to the worker in place, without a copy (their data was in a `sendSlabs` slab). */
   zeroCopySends: number
+  /** Drains of the receive ring that stopped at `drainDeadlineUs` and left the rest for the next turn. */
+  drainDeferrals: number
   /** errno name of the latest failed send, or '' */
   lastSendError: string
   /** How the socket buffers were set (SO_*BUFFORCE or capped SO_*BUF). */
@@ -218,6 +234,8 @@ export class WorkerUdpIo implements UdpIo {
   private readonly socketBufferSize: number
   private readonly pollTimeoutMs: number
   private readonly syscallBatch: number
+  /** `drainDeadlineUs` in milliseconds. */
+  private readonly drainDeadlineMs: number
   private readonly cpus: number[]
 
   private state: State = 'idle'
@@ -294,6 +312,7 @@ export class WorkerUdpIo implements UdpIo {
     overflowSends: 0,
     /** Sends handed to the worker in place (their data was in a shared send slab). */
     zeroCopySends: 0,
+    drainDeferrals: 0,
   }
 
   constructor(options: Partial<WorkerUdpIoOptions> = {}) {
@@ -333,6 +352,11 @@ export class WorkerUdpIo implements UdpIo {
     if (!Number.isInteger(this.syscallBatch) || this.syscallBatch < 1 || this.syscallBatch > 1024) {
       throw new StoqInvalidArgumentError('syscallBatch', 'expected an integer from 1 to 1024')
     }
+    const drainUs = options.drainDeadlineUs ?? DEFAULT_WORKER_DRAIN_DEADLINE_US
+    if (typeof drainUs !== 'number' || !Number.isInteger(drainUs) || drainUs < 100 || drainUs > 1_000_000) {
+      throw new StoqInvalidArgumentError('drainDeadlineUs', `expected an integer from 100 to 1000000 (microseconds), got ${String(drainUs)}`)
+    }
+    this.drainDeadlineMs = drainUs / 1000
     if (options.pool !== undefined) {
       const pool = options.pool
       if (typeof pool !== 'object' || pool === null || typeof pool.tryAcquire !== 'function' || typeof pool.view !== 'function') {
@@ -783,7 +807,13 @@ export class WorkerUdpIo implements UdpIo {
     const c = this.counters
     let delivered = 0
     const freedFrom = this.rxTail
+    const started = performance.now()
     while (this.rxTail !== head) {
+      if (delivered > 0 && performance.now() - started > this.drainDeadlineMs) {
+        // The rest waits for the next turn (arm() sees it and schedules one at once).
+        c.drainDeferrals++
+        break
+      }
       const k = this.rxTail & mask
       const slot = rxBase + k * SLOT_WORDS
       const length = ctl[slot + RX_LENGTH]!

@@ -5,7 +5,7 @@ import { WorkerUdpIo, type WorkerUdpIoOptions } from '../src/index.js'
 import { formatIpv6, AddressCodec } from '../src/worker/address-codec.js'
 import { socketKit } from '../src/worker/socket-kit.js'
 import { udpWorkerMain } from '../src/worker/udp-worker.js'
-import { bindRecorded, closedAfterEach, expectSelfContained, payload, portBindable, probeByBinding, superBuffer, waitFor } from './helpers.js'
+import { bindRecorded, closedAfterEach, expectSelfContained, payload, plainSender, portBindable, probeByBinding, superBuffer, waitFor } from './helpers.js'
 import * as cases from './worker-cases.js'
 
 /** Whether this machine can run the backend at all (Linux, koffi, UDP_GRO): decided by one real bind. */
@@ -71,6 +71,33 @@ describe.skipIf(!support.ok)(`WorkerUdpIo on this machine (${support.detail})`, 
     expect(pool.stats().inUse).toBe(0)
     const index = pool.acquire() // still usable
     pool.release(index)
+  })
+
+  it('splits a long drain of the receive ring over event-loop turns (drainDeadlineUs) and still delivers everything in order', async () => {
+    const { io, rec, address } = await worker({ drainDeadlineUs: 100 })
+    const log: string[] = []
+    let first = true
+    rec.onPacketHook = (data) => {
+      log.push(`packet ${data.length}`)
+      if (!first) return
+      first = false
+      // Queued now, so it runs at the first turn boundary; then hold the main thread so the
+      // worker puts the whole burst in the ring, far past the 100 µs deadline.
+      setImmediate(() => log.push('other work'))
+      const until = Date.now() + 50
+      while (Date.now() < until);
+    }
+    const sender = await plainSender(opened)
+    // Growing sizes: GRO never coalesces them, so each is a slot of its own.
+    const sent = Array.from({ length: 30 }, (_, i) => payload(300 + i, i))
+    for (const d of sent) sender.send(d, address.port, '127.0.0.1')
+    await waitFor('30 datagrams', () => rec.datagrams().length >= 30, () => JSON.stringify(io.stats()))
+    expect(rec.datagrams()).toEqual(sent)
+    expect(io.stats().drainDeferrals).toBeGreaterThan(0)
+    // The other callback ran before the burst was through, not after it.
+    expect(log.indexOf('other work')).toBeGreaterThan(0)
+    expect(log.indexOf('other work')).toBeLessThan(log.length - 1)
+    expect(() => new WorkerUdpIo({ drainDeadlineUs: 50 })).toThrow(expect.objectContaining({ code: 'STOQ_ERR_INVALID_ARG' }) as Error)
   })
 
   it('stops reading when the receive ring is full and resumes when the main thread frees slots', () => cases.resumesAfterReceiveRingFull(worker, opened))
