@@ -141,7 +141,7 @@ function metricsComponents(spec: CaseSpec): { components: { metrics?: MetricsReg
 }
 
 function backendOption(spec: CaseSpec): { udpBackend?: 'dgram' | 'gso' | 'gro' | 'auto'; zeroCopySend?: boolean } {
-  return { ...(spec.udp ? { udpBackend: spec.udp } : {}), ...(spec.zeroCopy ? { zeroCopySend: true } : {}) }
+  return { ...(spec.udp ? { udpBackend: spec.udp } : {}), ...(spec.zeroCopy !== undefined ? { zeroCopySend: spec.zeroCopy } : {}) }
 }
 
 async function stoqReceiver(o: ReceiverStart): Promise<void> {

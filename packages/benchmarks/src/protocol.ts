@@ -19,7 +19,7 @@ export interface CaseSpec {
   udp?: 'dgram' | 'gso' | 'gro' | 'auto'
   /** STOQ only: QUIC engine of both endpoints (absent: the endpoint's default, `auto`). */
   engine?: 'quiche' | 'quinn'
-  /** STOQ only: `zeroCopySend` on both endpoints (packet buffers handed to the gro worker in place). */
+  /** STOQ only: `zeroCopySend` on both endpoints (default: the endpoint's, on for the gro worker). */
   zeroCopy?: boolean
   /** STOQ only: both endpoints report to a metrics registry, scraped as Prometheus text every second. */
   metrics?: boolean
@@ -41,8 +41,8 @@ export const CASES: Readonly<Record<string, CaseSpec>> = {
   quinn1350gro: { name: 'quinn1350gro', label: 'STOQ quinn 1350 B, worker GRO+GSO', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro' },
   quinn16383gro: { name: 'quinn16383gro', label: 'STOQ quinn 16383 B, worker GRO+GSO', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 16383, udp: 'gro' },
   quinn1350grometrics: { name: 'quinn1350grometrics', label: 'STOQ quinn 1350 B, worker GRO+GSO, metrics scraped every 1 s', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro', metrics: true },
-  quinn1350grozc: { name: 'quinn1350grozc', label: 'STOQ quinn 1350 B, worker GRO+GSO, zero-copy send', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro', zeroCopy: true },
-  quinnLargegrozc: { name: 'quinnLargegrozc', label: `STOQ quinn ${QUINN_LARGE_PACKET} B, worker GRO+GSO, zero-copy send`, transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: QUINN_LARGE_PACKET, udp: 'gro', zeroCopy: true },
+  quinn1350grocopy: { name: 'quinn1350grocopy', label: 'STOQ quinn 1350 B, worker GRO+GSO, copy into the send ring', transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: 1350, udp: 'gro', zeroCopy: false },
+  quinnLargegrocopy: { name: 'quinnLargegrocopy', label: `STOQ quinn ${QUINN_LARGE_PACKET} B, worker GRO+GSO, copy into the send ring`, transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: QUINN_LARGE_PACKET, udp: 'gro', zeroCopy: false },
   quinnLargegro: { name: 'quinnLargegro', label: `STOQ quinn ${QUINN_LARGE_PACKET} B, worker GRO+GSO`, transport: 'stoq', engine: 'quinn', maxUdpPayloadSize: QUINN_LARGE_PACKET, udp: 'gro' },
   /** Comparison: another QUIC stack for Node, with its own defaults (packet size, windows, socket buffers). */
   libp2pquic: { name: 'libp2pquic', label: '@chainsafe/libp2p-quic (quinn via napi)', transport: 'libp2p-quic' },

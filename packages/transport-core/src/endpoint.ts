@@ -248,12 +248,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
             this.numa.detail = r.detail
           }
     this.pool = components.pool ?? createBufferPool({ bufferSize: 65536, initialBuffers: 16, maxBuffers: options.poolMaxBuffers }, { onSlab })
-    // Zero-copy sends (opt-in): the batcher fills buffers of this pool, and a worker backend
-    // that maps its slabs sends them in place. share() reserves every slab up to the pool's
-    // limit. On 2 cores it showed no consistent gain over the copy into the send ring (see
-    // docs/ARCHITECTURE.md), so it is off by default.
+    // Zero-copy sends (default on): the batcher fills buffers of this pool, and the gro worker
+    // maps its slabs and sends them in place. share() reserves every slab up to the pool's
+    // limit (address space; pages are committed when used), so only for that backend.
+    const firstBackend = options.udpBackend === 'auto' ? AUTO_ORDER[0] : options.udpBackend
     this.sendSlabs =
-      options.zeroCopySend && this.ownsPool && typeof (this.pool as Partial<SharedBufferPool>).share === 'function'
+      options.zeroCopySend && firstBackend === 'gro' && !workers && !components.udp && this.ownsPool && typeof (this.pool as Partial<SharedBufferPool>).share === 'function'
         ? [...(this.pool as SharedBufferPool).share().slabs]
         : []
     this.io = workers
