@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Builds every package, checks the packed packages (scripts/check-packages.mjs), runs every
+// Builds every package, checks the packed packages (scripts/check-packages.mjs) and the API
+// reports (scripts/check-api.mjs), runs every
 // package's tests (one package at a time, so socket tests do not fight for 2 cores), installs the
 // packed packages with npm in a fresh project (scripts/packed-install.mjs), then the Node
 // matrix (runNodeMatrix below: the suite again on Node 24, a smoke set on Node 22 and 26), and
@@ -57,11 +58,35 @@ function checkPackages() {
   return { passed, failed: failed || (r.status === 0 ? 0 : 1) }
 }
 
+/**
+ * `check:api` on the fresh build: each public package's built declarations against its committed
+ * API report (packages/<dir>/api/<dir>.api.md, see scripts/check-api.mjs). One result per
+ * package; a few seconds.
+ */
+function checkApi() {
+  const report = path.join(os.tmpdir(), `stoq-check-api-${process.pid}.json`)
+  fs.rmSync(report, { force: true })
+  console.log('\n$ node scripts/check-api.mjs')
+  const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'check-api.mjs'), '--report', report], {
+    cwd: root,
+    stdio: 'inherit',
+    env,
+    timeout: 5 * 60_000,
+    killSignal: 'SIGKILL',
+  })
+  if (r.error) console.error(`check-api stopped: ${r.error.message}`)
+  if (!fs.existsSync(report)) return { passed: 0, failed: 1 }
+  const { passed, failed } = JSON.parse(fs.readFileSync(report, 'utf8'))
+  fs.rmSync(report, { force: true })
+  return { passed, failed: failed || (r.status === 0 ? 0 : 1) }
+}
+
 /** --matrix-only: only the Node matrix, on an existing build (a quick look at it). */
 const matrixOnly = process.argv.includes('--matrix-only')
 let rc = matrixOnly ? 0 : run(['run', 'build'])
 const built = rc === 0
 const packaging = built && !matrixOnly ? checkPackages() : null
+const api = built && !matrixOnly ? checkApi() : null
 if (built && !matrixOnly) rc = run(['run', 'test', '--concurrency=1', '--continue'])
 
 /**
@@ -177,6 +202,11 @@ if (packaging !== null) {
   console.log(`packed packages (check:packages): ${packaging.passed} passed, ${packaging.failed} failed`)
   passed += packaging.passed
   failed += packaging.failed
+}
+if (api !== null) {
+  console.log(`API reports (check:api): ${api.passed} passed, ${api.failed} failed`)
+  passed += api.passed
+  failed += api.failed
 }
 for (const { dir, name } of matrixOnly ? [] : withTests) {
   const file = path.join(dir, 'test-results.json')

@@ -4,240 +4,40 @@ import {
   StoqError,
   StoqCertificatePinError,
   StoqClosedError,
-  StoqConnectionClosedError,
-  StoqConnectionRefusedError,
-  StoqIdleTimeoutError,
   StoqInvalidArgumentError,
   StoqStreamLimitError,
   StoqStreamStateError,
-  StoqTlsError,
-  StoqVersionNegotiationError,
   isClientInitiated,
   type CloseInfo,
   type ConnectionStatsSnapshot,
-  type EarlyDataState,
   type EngineCloseInfo,
   type QuicEngine,
   type SocketAddress,
 } from '@stoq/interface'
-import { QuicStream, type StreamHost } from './stream.js'
+import { QuicStream } from './stream.js'
 import { fingerprintDer } from './pem.js'
 import { X509Certificate } from 'node:crypto'
 import { DEFAULT_CLOSE_TIMEOUT_MS } from './defaults.js'
-import { unlimitedGovernor, type Governor } from './limits.js'
+import { holdPeerStreamLimits, unlimitedGovernor, type Governor } from './limits.js'
+import { sendMessage, type SendSource } from './send-source.js'
+import { abortReason, parkWaiter, waitOptions, type Waiter } from './waiters.js'
+import { ALERT_CERTIFICATE_UNKNOWN, CA_LEAF_REASON, CRYPTO_ERROR_START, closeArgs, closeError, tlsError } from './close.js'
+import { ThroughputSampler, emptyStats, type ConnectionCounters, type ConnectionStats, type ConnectionThroughput } from './connection-stats.js'
+
+export type { SendSource } from './send-source.js'
+export { holdPeerStreamLimits } from './limits.js'
+export { emptyStats, type ConnectionCounters, type ConnectionStats, type ConnectionThroughput, type ThroughputRate } from './connection-stats.js'
 
 const decoder = new TextDecoder()
-
-/** What `send()` accepts: bytes, text, or any (async) iterable / Node or Web stream of those. */
-export type SendSource =
-  | Uint8Array
-  | ArrayBuffer
-  | string
-  | Iterable<Uint8Array | string>
-  | AsyncIterable<Uint8Array | string>
-
-async function* toChunks(data: SendSource): AsyncGenerator<Uint8Array> {
-  if (typeof data === 'string') {
-    yield encoder.encode(data)
-    return
-  }
-  if (data instanceof Uint8Array) {
-    yield data
-    return
-  }
-  if (data instanceof ArrayBuffer) {
-    yield new Uint8Array(data)
-    return
-  }
-  const iterable = data as Partial<AsyncIterable<unknown> & Iterable<unknown>> | null
-  if (iterable && (typeof iterable[Symbol.asyncIterator] === 'function' || typeof iterable[Symbol.iterator] === 'function')) {
-    for await (const chunk of data as AsyncIterable<unknown>) {
-      if (typeof chunk === 'string') yield encoder.encode(chunk)
-      else if (chunk instanceof Uint8Array) yield chunk
-      else throw new StoqInvalidArgumentError('data', 'stream chunks must be Uint8Array, Buffer or string')
-    }
-    return
-  }
-  throw new StoqInvalidArgumentError('data', 'expected a Uint8Array, Buffer, ArrayBuffer, string, or an (async) iterable or stream of them')
-}
 const encoder = new TextEncoder()
 const EMPTY = new Uint8Array(0)
 
-/** `{ signal, timeoutMs }` of a waiting call, checked. */
-function waitOptions(options: { signal?: unknown; timeoutMs?: unknown }): { signal?: AbortSignal; timeoutMs?: number } {
-  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { signal?, timeoutMs? }')
-  const { signal, timeoutMs } = options
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new StoqInvalidArgumentError('signal', 'expected an AbortSignal')
-  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) {
-    throw new StoqInvalidArgumentError('timeoutMs', 'expected an integer number of ms')
-  }
-  return { ...(signal !== undefined ? { signal: signal as AbortSignal } : {}), ...(timeoutMs !== undefined ? { timeoutMs: timeoutMs as number } : {}) }
-}
-
-/** A call waiting in a queue (accept, createStream): settled by whoever serves the queue. */
-interface Waiter<T> {
-  resolve: (value: T) => void
-  reject: (err: Error) => void
-}
-
-/**
- * Queue a waiting call: it settles when the queue's owner serves it, or leaves the queue when
- * `timeoutMs` passes (rejecting with `onTimeout()`) or `signal` aborts (with its reason).
- */
-function parkWaiter<T, X extends object>(
-  queue: (Waiter<T> & X)[],
-  extra: X,
-  signal: AbortSignal | undefined,
-  timeoutMs: number | undefined,
-  onTimeout: () => Error,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const done = (): void => {
-      if (timer) clearTimeout(timer)
-      signal?.removeEventListener('abort', onAbort)
-    }
-    const leave = (err: Error): void => {
-      const i = queue.indexOf(entry)
-      if (i >= 0) queue.splice(i, 1)
-      done()
-      reject(err)
-    }
-    const entry = Object.assign(extra, {
-      resolve: (v: T): void => {
-        done()
-        resolve(v)
-      },
-      reject: (err: Error): void => {
-        done()
-        reject(err)
-      },
-    }) as Waiter<T> & X
-    const onAbort = (): void => leave(abortReason(signal!))
-    const timer = timeoutMs === undefined ? null : setTimeout(() => leave(onTimeout()), timeoutMs)
-    if (signal?.aborted) {
-      leave(abortReason(signal))
-      return
-    }
-    signal?.addEventListener('abort', onAbort, { once: true })
-    queue.push(entry)
-  })
-}
-
-/**
- * Lean connections: start a peer at the engine's starting stream limits (or the configured ones,
- * when lower), for an engine whose limits the endpoint raises (`setPeerStreamLimit`). Returns
- * the limits [bidi, uni], or null when the engine manages them itself.
- */
-export function holdPeerStreamLimits(
-  engine: QuicEngine,
-  conn: number,
-  t: { initialMaxStreamsBidi: number; initialMaxStreamsUni: number },
-): [number, number] | null {
-  if (engine.setPeerStreamLimit === undefined) return null
-  const start = engine.initialPeerStreamLimit ?? 128
-  const limits: [number, number] = [Math.min(t.initialMaxStreamsBidi, start), Math.min(t.initialMaxStreamsUni, start)]
-  engine.setPeerStreamLimit(conn, true, limits[0])
-  engine.setPeerStreamLimit(conn, false, limits[1])
-  return limits
-}
-
-/** What an aborted wait rejects with: the signal's reason (an AbortError DOMException by default). */
-function abortReason(signal: AbortSignal): Error {
-  return signal.reason instanceof Error ? signal.reason : new DOMException('The operation was aborted', 'AbortError')
-}
-
-/** Transport error codes 0x100-0x1ff carry a TLS alert (RFC 9001 §4.8). */
-const CRYPTO_ERROR_START = 0x100
-const CRYPTO_ERROR_END = 0x1ff
-/** TLS alert certificate_unknown: what rustls sends for a CA certificate used as the server's. */
-const ALERT_CERTIFICATE_UNKNOWN = 46
-/** Reason of our close when the server's certificate is a CA certificate (quiche path). */
-const CA_LEAF_REASON = 'server certificate is a CA certificate'
-/**
- * Why a client refuses a server whose certificate is marked CA:TRUE, and what to do instead.
- * webpki (quinn) refuses it as CaUsedAsEndEntity; BoringSSL (quiche) accepts it, so the
- * connection checks the leaf itself (`onEstablished`) and both engines say the same.
- */
-const CA_LEAF_ADVICE =
-  "the server's certificate is a CA certificate (basicConstraints CA:TRUE); issue a leaf certificate from that CA, or connect with `pin` (its SHA-256 fingerprint)"
-
-/** The typed error of a connection closed by a TLS alert (a crypto transport error). */
-function tlsError(ci: CloseInfo): StoqTlsError {
-  const alert = ci.code - CRYPTO_ERROR_START
-  const caLeaf = !ci.remote && (ci.reason === CA_LEAF_REASON || ci.reason.includes('CaUsedAsEndEntity'))
-  const what = caLeaf ? `: ${CA_LEAF_ADVICE} (alert ${alert})` : ` alert ${alert}${ci.reason ? ` (${ci.reason})` : ''} ${ci.remote ? 'from the peer' : 'raised locally'}`
-  return new StoqTlsError(`TLS handshake failed${what}`, { ...ci, alert })
-}
-const CONNECTION_REFUSED = 0x2
-/** Application error codes must fit a QUIC varint (62 bits); we accept safe integers. */
-const MAX_CODE = Number.MAX_SAFE_INTEGER
-/** Reason phrases are sent in one CONNECTION_CLOSE frame: keep them short. */
-const MAX_REASON_BYTES = 1024
-/** Largest `close()` timeout accepted (10 minutes, like the endpoint's closeTimeoutMs). */
-const MAX_CLOSE_TIMEOUT_MS = 600_000
 /**
  * Finished streams whose acknowledgement is still unknown: the set is pruned (streams the
  * engine reports complete are dropped) whenever it reaches this size or twice its size after
  * the last pruning, so it stays proportional to the streams really in flight.
  */
 const FINISHED_PRUNE_MIN = 256
-
-export interface ConnectionStats extends ConnectionStatsSnapshot {
-  /** The handshake resumed a TLS session (no certificate exchanged): known once it completed. */
-  resumed: boolean
-  /**
-   * 0-RTT of this connection: `none`, `pending` (client: sent before the handshake, the
-   * server's verdict not known yet), `accepted`, or `rejected` (the engine sent the data again
-   * after the handshake; nothing was lost).
-   */
-  earlyData: EarlyDataState
-  /** Milliseconds since the connection was created. */
-  durationMs: number
-  /** Handshake duration in ms (-1 until established). */
-  handshakeMs: number
-  streamsOpen: number
-  /** Stream payload bytes delivered to readers (what the application received). */
-  streamBytesRead: number
-  /** Stream payload bytes the engine accepted from writers (what the application sent). */
-  streamBytesWritten: number
-  datagramsSent: number
-  datagramsReceived: number
-  datagramsDropped: number
-  /** Received datagrams dropped because the connection's or the endpoint's datagram queue was full. */
-  datagramsDroppedReceived: number
-  /** Peer streams waiting for the endpoint's stream budget (not announced yet). */
-  streamsWaiting: number
-  /** Stream bytes queued for this connection's readers, not yet read. */
-  readBufferBytes: number
-  /** Connection receive window now (0 when the engine tunes its own). */
-  receiveWindow: number
-}
-
-/** Payload rate in one direction, in Gbit/s (10^9 bits per second). */
-export interface ThroughputRate {
-  /** Payload bytes counted since the first sample. */
-  bytes: number
-  /** Rate over the latest sample interval (0 before the second sample). */
-  instantGbps: number
-  /** Rate from the first sample to the latest. */
-  averageGbps: number
-  /** Highest `instantGbps` of any interval so far. */
-  peakGbps: number
-}
-
-/**
- * `conn.throughput`: payload throughput of one connection (stream bytes the
- * application wrote and read), sampled by its endpoint's shared timer while
- * the connection lives. The top-level rates count both directions together.
- */
-export interface ConnectionThroughput extends ThroughputRate {
-  /** Samples taken; the first sets the origin, every later one closes an interval. */
-  samples: number
-  /** Seconds from the first sample to the latest. */
-  durationSec: number
-  sent: ThroughputRate
-  received: ThroughputRate
-}
 
 export interface ConnectionEvents {
   /** The peer opened a stream. */
@@ -272,8 +72,12 @@ export interface ConnectionOwner {
 /**
  * A QUIC connection. Create it with `endpoint.connect()` or receive it from the
  * endpoint's `connection` event.
+ *
+ * It is its streams' StreamHost (checked in `QuicStream.create(this, …)`); those members are internal
+ * (left out of the published declarations), so the class does not name the interface.
  */
-export class QuicConnection extends EventEmitter<ConnectionEvents> implements StreamHost {
+export class QuicConnection extends EventEmitter<ConnectionEvents> {
+  /** @internal The engine's handle of the connection. */
   readonly handle: number
   readonly side: 'client' | 'server'
   /** The peer's address, as last seen: a server follows a client whose address changes (`stats().pathChanges`). */
@@ -320,32 +124,23 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   /** Highest peer-initiated stream id seen per type (bidi, uni), and ids below it not yet seen. */
   private readonly peerMax = [-1, -1]
   private readonly peerGaps = new Set<number>()
-  /** Payload counters: stream bytes handed to readers and accepted from writers, datagrams. */
-  readonly counters = { streamBytesRead: 0, streamBytesWritten: 0, datagramsSent: 0, datagramsReceived: 0, datagramsDropped: 0, datagramsDroppedReceived: 0 }
-  /** Throughput samples: origin, latest sample and peaks (plain numbers, updated once per sample). */
-  private readonly tp = {
-    samples: 0,
-    originMs: 0,
-    originRead: 0,
-    originWritten: 0,
-    lastMs: 0,
-    lastRead: 0,
-    lastWritten: 0,
-    instantRead: 0,
-    instantWritten: 0,
-    peakRead: 0,
-    peakWritten: 0,
-    peakTotal: 0,
+  /** @internal Payload counters the connection and its streams add to (users read `counters`). */
+  readonly payload: ConnectionCounters = { streamBytesRead: 0, streamBytesWritten: 0, datagramsSent: 0, datagramsReceived: 0, datagramsDropped: 0, datagramsDroppedReceived: 0 }
+  /** Throughput samples (see connection-stats.ts). */
+  private readonly tp = new ThroughputSampler()
+  /** Payload counters: stream bytes handed to readers and accepted from writers, datagrams (read-only). */
+  get counters(): Readonly<ConnectionCounters> {
+    return this.payload
   }
-  /** Set by the endpoint: settles a pending `connect()`. */
+  /** @internal Set by the endpoint: settles a pending `connect()`. */
   onHandshakeSettled: ((err: Error | null) => void) | null = null
   private resolveHandshake!: () => void
   private rejectHandshake!: (err: Error) => void
   /** @internal the endpoint emitted `connection` for it (a server connection). */
   announced = false
-  /** Pinned SHA-256 fingerprints the server certificate must match (client side). */
+  /** @internal Pinned SHA-256 fingerprints the server certificate must match (client side). */
   pins: string[] = []
-  /** Client side: the server's chain was verified against the `ca` option. */
+  /** @internal Client side: the server's chain was verified against the `ca` option. */
   verifiedWithCa = false
 
   /** Budgets shared with the endpoint's other connections. */
@@ -359,7 +154,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   private workTurn = -1
   private streamsThisTurn = 0
   private datagramsThisTurn = 0
-  /** Stream bytes queued for this connection's readers, not yet read. */
+  /** @internal Stream bytes queued for this connection's readers, not yet read (users read `stats().readBufferBytes`). */
   readBufferBytes = 0
   /** Receive window: current size, what the budget holds for this connection, reads since the last check. */
   private window = 0
@@ -367,7 +162,12 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   private windowRead = 0
   private windowMarkAt = 0
 
-  constructor(owner: ConnectionOwner, handle: number, side: 'client' | 'server', remote: SocketAddress) {
+  /** @internal A connection of `owner` (its endpoint) for the engine's connection `handle`. */
+  static create(owner: ConnectionOwner, handle: number, side: 'client' | 'server', remote: SocketAddress): QuicConnection {
+    return new QuicConnection(owner, handle, side, remote)
+  }
+
+  private constructor(owner: ConnectionOwner, handle: number, side: 'client' | 'server', remote: SocketAddress) {
     super()
     this.owner = owner
     this.gov = owner.governor ?? unlimitedGovernor()
@@ -387,20 +187,24 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     if (channels.connectionCreate.hasSubscribers) channels.connectionCreate.publish({ connection: this })
   }
 
+  /** @internal */
   get engine(): QuicEngine {
     return this.owner.engine
   }
 
+  /** @internal */
   get readScratch(): Uint8Array {
     return this.owner.readScratch
   }
 
+  /** @internal Ask the endpoint to run its cycle soon. */
   schedule(): void {
     this.owner.schedule()
   }
 
   private readonly pendingStreams = new Set<QuicStream>()
 
+  /** @internal A stream holds a chunk to push at the end of the tick. */
   streamPending(stream: QuicStream): void {
     this.pendingStreams.add(stream)
     this.owner.connectionPending(this)
@@ -424,6 +228,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     for (const s of streams) s.flushPending()
   }
 
+  /** @internal The error of the connection once it ended, else null. */
   connectionError(): Error | null {
     return this.closeError
   }
@@ -434,53 +239,19 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   }
 
   /**
-   * Record one throughput sample at `nowMs` (a `performance.now()` time). The
+   * @internal Record one throughput sample at `nowMs` (a `performance.now()` time). The
    * endpoint calls this for every live connection from one shared timer; the
    * first sample sets the origin, a sample that does not move the clock
    * forward is ignored. No allocation.
    */
   sampleThroughput(nowMs: number): void {
     if (typeof nowMs !== 'number' || !Number.isFinite(nowMs)) throw new StoqInvalidArgumentError('nowMs', 'expected a time from performance.now()')
-    const t = this.tp
-    const read = this.counters.streamBytesRead
-    const written = this.counters.streamBytesWritten
-    if (t.samples === 0) {
-      t.originMs = t.lastMs = nowMs
-      t.originRead = t.lastRead = read
-      t.originWritten = t.lastWritten = written
-      t.samples = 1
-      return
-    }
-    if (!(nowMs > t.lastMs)) return
-    const bitsPerNs = 8 / ((nowMs - t.lastMs) * 1e6) // Gbit/s = bits per ns
-    t.instantRead = (read - t.lastRead) * bitsPerNs
-    t.instantWritten = (written - t.lastWritten) * bitsPerNs
-    if (t.instantRead > t.peakRead) t.peakRead = t.instantRead
-    if (t.instantWritten > t.peakWritten) t.peakWritten = t.instantWritten
-    if (t.instantRead + t.instantWritten > t.peakTotal) t.peakTotal = t.instantRead + t.instantWritten
-    t.lastMs = nowMs
-    t.lastRead = read
-    t.lastWritten = written
-    t.samples++
+    this.tp.sample(nowMs, this.payload.streamBytesRead, this.payload.streamBytesWritten)
   }
 
   /** Payload throughput from the endpoint's samples (zeros before the second sample). */
   get throughput(): ConnectionThroughput {
-    const t = this.tp
-    const spanMs = t.samples > 1 ? t.lastMs - t.originMs : 0
-    const avg = (bytes: number): number => (spanMs > 0 ? (bytes * 8) / (spanMs * 1e6) : 0)
-    const readBytes = t.lastRead - t.originRead
-    const writtenBytes = t.lastWritten - t.originWritten
-    return {
-      samples: t.samples,
-      durationSec: spanMs / 1000,
-      bytes: readBytes + writtenBytes,
-      instantGbps: t.instantRead + t.instantWritten,
-      averageGbps: avg(readBytes + writtenBytes),
-      peakGbps: t.peakTotal,
-      sent: { bytes: writtenBytes, instantGbps: t.instantWritten, averageGbps: avg(writtenBytes), peakGbps: t.peakWritten },
-      received: { bytes: readBytes, instantGbps: t.instantRead, averageGbps: avg(readBytes), peakGbps: t.peakRead },
-    }
+    return this.tp.value
   }
 
   /** True once the handshake completed and until the connection closes. */
@@ -525,7 +296,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     if (id < 0) throw new StoqStreamLimitError(bidi)
     // Creating the stream in the engine counts it against the peer's limit now.
     this.engine.streamSend(this.handle, id, EMPTY, false)
-    const stream = new QuicStream(this, id, true)
+    const stream = QuicStream.create(this, id, true)
     this.streams.set(id, stream)
     this.gov.streams++
     if (channels.streamOpen.hasSubscribers) channels.streamOpen.publish({ connection: this, stream, local: true })
@@ -536,6 +307,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     return this.streams.size
   }
 
+  /** @internal A stream is finished in both directions. */
   streamDone(stream: QuicStream): void {
     if (this.streams.get(stream.id) !== stream) return
     this.streams.delete(stream.id)
@@ -568,7 +340,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   }
 
   private acceptStream(id: number): QuicStream {
-    const stream = new QuicStream(this, id, false)
+    const stream = QuicStream.create(this, id, false)
     this.streams.set(id, stream)
     this.gov.streams++
     this.streamsThisTurn++
@@ -885,42 +657,9 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
    * the connection's typed error.
    */
   async send(data: SendSource, options: { confirm?: boolean; timeoutMs?: number } = {}): Promise<number> {
-    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { confirm?, timeoutMs? }')
-    const timeoutMs = options.timeoutMs ?? 30_000
-    if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new StoqInvalidArgumentError('timeoutMs', 'expected a positive integer (ms)')
-    const iterable = typeof data === 'object' && data !== null && (Symbol.asyncIterator in data || Symbol.iterator in data)
-    if (typeof data !== 'string' && !(data instanceof Uint8Array) && !(data instanceof ArrayBuffer) && !iterable) {
-      throw new StoqInvalidArgumentError('data', 'expected a Uint8Array, Buffer, ArrayBuffer, string, or an (async) iterable or stream of them')
-    }
-    const chunks = toChunks(data)
-    // The first chunk before the stream: a source that is wrong from the start leaves no stream.
-    const first = await chunks.next()
-    // Waits for the peer's stream credit (within timeoutMs), like the rest of send().
-    const stream = await this.createStream({ unidirectional: true, timeoutMs })
-    const writer = stream.writable!.getWriter()
-    try {
-      if (first.done !== true) await writer.write(first.value)
-      for await (const chunk of chunks) await writer.write(chunk)
-      await writer.close()
-    } catch (err) {
-      writer.abort(err).catch(() => {})
-      throw err
-    }
-    const sent = stream.bytesWritten
-    if (options.confirm !== true) return sent
-    // The engine forgets a send-only stream once the peer acknowledged all of it.
-    const deadline = performance.now() + timeoutMs
-    while (!this.engine.streamComplete(this.handle, stream.id)) {
-      const err = this.closeError
-      if (err) throw err
-      if (performance.now() > deadline) {
-        throw new StoqStreamStateError(stream.id, `Peer did not acknowledge stream ${stream.id} within ${timeoutMs} ms`)
-      }
-      const rtt = this.closeInfo ? 1 : Math.max(1, Math.min(50, this.engine.stats(this.handle).rttMs / 2))
-      await new Promise((resolve) => setTimeout(resolve, rtt))
-    }
-    return sent
+    return sendMessage(this, data, options)
   }
+
 
   // -------------------------------------------------------------------------
   // Datagrams
@@ -941,10 +680,10 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     if (!(bytes instanceof Uint8Array)) throw new StoqInvalidArgumentError('data', 'expected a Uint8Array or string')
     const ok = this.engine.datagramSend(this.handle, bytes)
     if (ok) {
-      this.counters.datagramsSent++
+      this.payload.datagramsSent++
       this.schedule()
     } else {
-      this.counters.datagramsDropped++
+      this.payload.datagramsDropped++
     }
     return ok
   }
@@ -963,7 +702,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       if (n < 0) break
       const queued = this.dgramQueue.length - this.dgramHead
       if (queued >= l.maxQueuedDatagramsPerConnection || this.gov.queuedDatagrams >= l.maxQueuedDatagrams) {
-        this.counters.datagramsDroppedReceived++
+        this.payload.datagramsDroppedReceived++
         this.gov.datagramsDropped++
         continue
       }
@@ -986,7 +725,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       this.dgramQueue[this.dgramHead++] = EMPTY
       gov.queuedDatagrams--
       this.datagramsThisTurn++
-      this.counters.datagramsReceived++
+      this.payload.datagramsReceived++
       const t = performance.now()
       this.emit('datagram', d)
       gov.handlerEndAt = performance.now()
@@ -1098,19 +837,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
    * Calling `close()` again returns the same promise (its arguments are ignored).
    */
   async close(code = 0, reason = '', options: { timeoutMs?: number } = {}): Promise<CloseInfo> {
-    if (!Number.isInteger(code) || code < 0 || code > MAX_CODE) {
-      throw new StoqInvalidArgumentError('code', `expected a non-negative integer, got ${String(code)}`)
-    }
-    if (typeof reason !== 'string') throw new StoqInvalidArgumentError('reason', 'expected a string')
-    const bytes = encoder.encode(reason)
-    if (bytes.length > MAX_REASON_BYTES) {
-      throw new StoqInvalidArgumentError('reason', `expected at most ${MAX_REASON_BYTES} bytes, got ${bytes.length}`)
-    }
-    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { timeoutMs? }')
-    const timeoutMs = options.timeoutMs ?? this.owner.options?.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS
-    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_CLOSE_TIMEOUT_MS) {
-      throw new StoqInvalidArgumentError('timeoutMs', `expected an integer from 0 to ${MAX_CLOSE_TIMEOUT_MS} (ms), got ${String(timeoutMs)}`)
-    }
+    const { bytes, timeoutMs } = closeArgs(code, reason, options, this.owner.options?.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS)
     if (this.closeInfo === null && !this.closing && this.gracefulClose === null) {
       const sendClose = (): void => {
         if (this.closeInfo !== null || this.closing) return
@@ -1199,12 +926,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       idleTimeout: info.idleTimeout,
     }
     this.closeInfo = ci
-    let err: Error
-    if (ci.idleTimeout) err = new StoqIdleTimeoutError(ci)
-    else if (info.offeredVersions !== undefined) err = new StoqVersionNegotiationError(info.offeredVersions, ci)
-    else if (!ci.app && ci.code >= CRYPTO_ERROR_START && ci.code <= CRYPTO_ERROR_END) err = tlsError(ci)
-    else if (!ci.app && ci.code === CONNECTION_REFUSED && ci.remote) err = new StoqConnectionRefusedError(ci)
-    else err = new StoqConnectionClosedError(ci)
+    const err = closeError(info, ci)
     this.closeError = err
     this.settleHandshake(err)
     for (const a of this.accepters.splice(0)) a.reject(err)
@@ -1241,7 +963,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
       durationMs: performance.now() - this.startedAt,
       handshakeMs: this.handshakeMs,
       streamsOpen: this.streams.size,
-      ...this.counters,
+      ...this.payload,
       streamsWaiting: this.waiting.size,
       readBufferBytes: this.readBufferBytes,
       receiveWindow: this.window,
@@ -1253,26 +975,5 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   /** @internal refresh the cached stats before the engine forgets the connection. */
   snapshotStats(): void {
     if (this.closeInfo === null) this.lastStats = this.engine.stats(this.handle)
-  }
-}
-
-/** A connection's statistics before the engine reported any. */
-export function emptyStats(): ConnectionStatsSnapshot {
-  return {
-    packetsSent: 0,
-    packetsReceived: 0,
-    packetsLost: 0,
-    packetsRetransmitted: 0,
-    bytesSent: 0,
-    bytesReceived: 0,
-    bytesLost: 0,
-    rttMs: 0,
-    cwndBytes: 0,
-    deliveryRateBps: 0,
-    pathMtu: 0,
-    peerMaxDatagramFrameSize: 0,
-    pathChanges: 0,
-    resumed: false,
-    earlyData: 'none',
   }
 }

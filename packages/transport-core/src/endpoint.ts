@@ -1,6 +1,4 @@
-import dns from 'node:dns/promises'
 import { EventEmitter } from 'node:events'
-import net from 'node:net'
 import {
   StoqClosedError,
   StoqEngineError,
@@ -12,73 +10,37 @@ import {
   StoqUnsupportedError,
   type BufferPool,
   type EngineCloseInfo,
-  type EngineEventSink,
-  type MetricHandle,
   type MetricsSink,
   type PacketBatcher,
-  type PacketBatcherFactory,
   type QuicEngine,
-  type QuicEngineFactory,
   type SocketAddress,
   type UdpIo,
-  type UdpIoFactory,
-  type UdpReceiver,
 } from '@stoq/interface'
 import { batching } from '@stoq/batching'
 import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
-import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo, bindToNumaNode, numaNodes, releaseFreeMemory } from '@stoq/hwaccel'
-import { QuicConnection, type ConnectionOwner } from './connection.js'
+import { bindToNumaNode, numaNodes, releaseFreeMemory } from '@stoq/hwaccel'
+import { QuicConnection } from './connection.js'
 import { checkAppCode, type QuicStream } from './stream.js'
-import { Governor, type LimitsUsage } from './limits.js'
-import { quicheEngine } from './engine/quiche-engine.js'
-import { quinnAvailability, quinnEngine } from '@stoq/engine-quinn'
+import { Governor } from './limits.js'
+import { quinnAvailability } from '@stoq/engine-quinn'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
 import { WorkerEngine, droppedWorkerFlags } from './workers/cluster.js'
-import type { WorkerLoad } from './workers/protocol.js'
 import os from 'node:os'
 import {
   resolveConnectOptions,
   resolveEndpointOptions,
   type ConnectOptions,
   type EndpointOptions,
-  type EngineChoice,
   type ResolvedEndpointOptions,
 } from './options.js'
+import { AUTO_ORDER, AUTO_WORKERS_MIN_CPUS, newUdpIo, selectEngine } from './choice.js'
+import { checkComponents, type EndpointComponents } from './components.js'
+import { addClosedTotals, newClosedTotals, reportMetrics, type ClosedTotals, type EndpointStats } from './endpoint-metrics.js'
+import { resolvePeer } from './resolve-peer.js'
 
-/**
- * What `udpBackend: 'auto'` tries, fastest first: the worker thread with GRO
- * receive and GSO send, then GSO send on the event loop, then plain dgram.
- */
-const AUTO_ORDER = ['gro', 'gso', 'dgram'] as const
-
-function newUdpIo(backend: 'gro' | 'uring' | 'gso' | 'dgram', cpus: number[], sendSlabs: SharedArrayBuffer[]): UdpIo {
-  if (backend === 'gro') return new WorkerUdpIo({ ...(cpus.length > 0 ? { cpus } : {}), sendSlabs })
-  if (backend === 'uring') return new UringUdpIo(cpus.length > 0 ? { cpus } : {})
-  if (backend === 'gso') return new GsoUdpIo()
-  return new DgramUdpIo()
-}
-
-/** Replaceable layers of an endpoint; each defaults to STOQ's own. */
-export interface EndpointComponents {
-  engine: QuicEngineFactory
-  udp: UdpIoFactory
-  /** Pool for transmit batches; must hold buffers of at least one max-size packet. */
-  pool: BufferPool
-  batcher: PacketBatcherFactory
-  /**
-   * Where the endpoint reports its counters. A sink with a `collect(fn)` hook
-   * (like @stoq/monitoring's registry) is read when scraped, at no cost on the
-   * data path; any other sink is updated once per second.
-   */
-  metrics: MetricsSink
-  /**
-   * Not a layer: milliseconds between the samples of every connection's
-   * `throughput`, taken by one timer shared by the endpoint's connections
-   * (runs only while a connection lives, does not keep the process alive).
-   * Default 1000; 0 disables the timer (call `sampleThroughput()` yourself).
-   */
-  throughputSampleMs: number
-}
+export { selectEngine, QUINN_UNAVAILABLE_WARNING } from './choice.js'
+export type { EndpointComponents } from './components.js'
+export type { EndpointStats } from './endpoint-metrics.js'
 
 /** Default interval of the shared per-connection throughput sampler. */
 const THROUGHPUT_SAMPLE_MS = 1000
@@ -89,26 +51,6 @@ const TRIM_DELAY_MS = 2000
 /** CONNECTION_REFUSED reason of a connection a budget did not admit. */
 const SERVER_BUSY = new TextEncoder().encode('server busy: receive budget full')
 
-/** Handshake duration buckets in seconds: loopback (~1 ms) to slow intercontinental paths (~5 s). */
-const HANDSHAKE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
-
-/** Per-connection figures of connections that have closed, kept so that the summed counters never go back. */
-interface ClosedTotals {
-  packetsSent: number
-  packetsReceived: number
-  packetsLost: number
-  packetsRetransmitted: number
-  bytesSent: number
-  bytesReceived: number
-  bytesLost: number
-  streamBytesRead: number
-  streamBytesWritten: number
-  datagramsSent: number
-  datagramsReceived: number
-  datagramsDropped: number
-  connections: number
-}
-
 export interface EndpointEvents {
   /** A peer connected (handshake complete). */
   connection: [QuicConnection]
@@ -117,79 +59,19 @@ export interface EndpointEvents {
   close: []
 }
 
-export interface EndpointStats {
-  connections: number
-  /** Packets dropped by the engine (malformed, unknown connection, refused). */
-  packetsDropped: number
-  udp: ReturnType<UdpIo['stats']>
-  /** Why the UDP backend in `udp.backend` was chosen. */
-  udpChoice: string
-  /** QUIC engine in use (`quinn`, `quiche`, or a caller's). */
-  engine: string
-  /** Why that engine was chosen (and why the faster one was not, when it could not load). */
-  engineChoice: string
-  /** Whether connections probe the path MTU (`transport.mtuDiscovery`), and why not when they do not. */
-  mtuDiscovery: string
-  /** NUMA placement of the packet pool (`numaNode` option): slabs and bytes bound, last result. */
-  numa: { node: number | null; slabs: number; bytes: number; detail: string }
-  batching: ReturnType<PacketBatcher['stats']>
-  pool: ReturnType<BufferPool['stats']>
-  /** Engine workers (`workers` option), as each last reported (once a second); empty on a single-thread endpoint. */
-  workers: WorkerLoad[]
-  /** The endpoint's budgets (`limits` option) and what is in use of each. */
-  limits: LimitsUsage
-  /**
-   * Session tickets kept for dialled connections (`sessionCacheSize`): servers with an entry,
-   * tickets held, most servers kept. Null when the engine keeps none (quiche, engine workers).
-   */
-  sessionCache: { servers: number; tickets: number; capacity: number } | null
-}
-
-/** Fewest CPUs at which `workers: 'auto'` starts engine workers (see `Endpoint.create`). */
-const AUTO_WORKERS_MIN_CPUS = 4
-
-/** The engine factory for an `engine` option, with the reason for the choice. */
-export function selectEngine(choice: EngineChoice): { factory: QuicEngineFactory; choice: string } {
-  if (choice !== 'auto' && choice !== 'quinn' && choice !== 'quiche') {
-    throw new StoqInvalidArgumentError('engine', `expected 'auto', 'quinn' or 'quiche', got ${typeof choice === 'string' ? JSON.stringify(choice) : typeof choice}`)
-  }
-  if (choice === 'quiche') return { factory: quicheEngine(), choice: 'engine quiche (asked for)' }
-  const quinn = quinnAvailability()
-  if (choice === 'quinn') {
-    if (!quinn.available) throw new StoqUnsupportedError('quinn engine', `engine quinn cannot run here: ${quinn.detail}`)
-    return { factory: quinnEngine(), choice: 'engine quinn (asked for)' }
-  }
-  if (quinn.available) return { factory: quinnEngine(), choice: 'engine auto: quinn, the faster engine, loads here' }
-  warnQuinnUnavailable(quinn.detail, quinn.fix)
-  return { factory: quicheEngine(), choice: `engine auto: quiche, because quinn is unavailable (${quinn.detail})` }
-}
-
-/** The code of the process warning `engine: 'auto'` emits when it falls back to quiche. */
-export const QUINN_UNAVAILABLE_WARNING = 'STOQ_QUINN_UNAVAILABLE'
-let warnedQuinnUnavailable = false
-
-/**
- * Once per process, on stderr (process.emitWarning, so `--no-warnings` and a 'warning' listener
- * work as usual): an `auto` endpoint runs on quiche because quinn cannot load, at about half the
- * throughput and without engine workers. Not emitted when quiche was asked for.
- */
-function warnQuinnUnavailable(detail: string, fix: string | null): void {
-  if (warnedQuinnUnavailable) return
-  warnedQuinnUnavailable = true
-  process.emitWarning(
-    `STOQ is using the quiche engine because the quinn engine cannot load (${detail}). quiche has about half of ` +
-      `quinn's throughput and no engine workers. To fix: ${fix ?? 'see `stoq doctor`'}. ` +
-      "To use quiche on purpose and silence this warning: engine: 'quiche' or STOQ_ENGINE=quiche.",
-    { code: QUINN_UNAVAILABLE_WARNING },
-  )
-}
-
 /**
  * A bound UDP socket that carries QUIC connections: it can accept connections
  * (when given a server identity) and dial out at the same time.
+ *
+ * It is its socket's UdpReceiver, its engine's EngineEventSink and its connections'
+ * ConnectionOwner (checked where it is handed over: `io.bind(…, this)`, `engine.drainEvents(this)`,
+ * `QuicConnection.create(this, …)`); those members are internal (left out of the published
+ * declarations), so the class does not name the interfaces.
  */
-export class Endpoint extends EventEmitter<EndpointEvents> implements ConnectionOwner, UdpReceiver, EngineEventSink {
+export class Endpoint extends EventEmitter<EndpointEvents> {
+  /** @internal The QUIC engine (tests and the implementation; users read `stats().engine`). */
   readonly engine: QuicEngine
+  /** @internal Scratch buffer shared by the connections' stream and datagram reads. */
   readonly readScratch = new Uint8Array(DEFAULT_STREAM_READ_CHUNK)
   readonly options: ResolvedEndpointOptions
 
@@ -274,21 +156,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   private throughputTimer: NodeJS.Timeout | null = null
   /** Handshake histogram of the metrics sink, observed once per established connection. */
   private handshakeHistogram: { observe(value: number): void } | null = null
-  private readonly closedTotals: ClosedTotals = {
-    packetsSent: 0,
-    packetsReceived: 0,
-    packetsLost: 0,
-    packetsRetransmitted: 0,
-    bytesSent: 0,
-    bytesReceived: 0,
-    bytesLost: 0,
-    streamBytesRead: 0,
-    streamBytesWritten: 0,
-    datagramsSent: 0,
-    datagramsReceived: 0,
-    datagramsDropped: 0,
-    connections: 0,
-  }
+  private readonly closedTotals: ClosedTotals = newClosedTotals()
   /** NUMA placement of the packet pool's slabs. */
   private readonly numa: { node: number | null; slabs: number; bytes: number; detail: string }
 
@@ -444,7 +312,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   async connect(options: ConnectOptions): Promise<QuicConnection> {
     if (this.state !== 'open') throw new StoqClosedError('endpoint')
     const o = resolveConnectOptions(options)
-    const peer = await this.resolvePeer(o.host, o.port)
+    const peer = await resolvePeer(o.host, o.port, this.local, this.options.ipv6Only)
     if (this.state !== 'open') throw new StoqClosedError('endpoint')
     const commit = this.windowCommitment()
     if (!this.governor.commitWindow(commit.committed)) {
@@ -497,38 +365,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     return established
   }
 
-  private async resolvePeer(host: string, port: number): Promise<SocketAddress> {
-    const v6Socket = this.local.family === 'IPv6'
-    let address = host
-    let family = net.isIP(host)
-    if (family === 0) {
-      let results: { address: string; family: number }[]
-      try {
-        results = await dns.lookup(host, { all: true, verbatim: true })
-      } catch (err) {
-        throw new StoqInvalidArgumentError('host', `cannot resolve ${JSON.stringify(host)}: ${(err as Error).message}`)
-      }
-      // IPv6 first, as the resolver orders them; skip families the socket cannot reach.
-      const usable = results.filter((r) =>
-        r.family === 6 ? v6Socket : !v6Socket || !this.options.ipv6Only,
-      )
-      const pick = usable.find((r) => r.family === 6) ?? usable[0]
-      if (pick === undefined) throw new StoqInvalidArgumentError('host', `${host} has no address this endpoint can reach`)
-      address = pick.address
-      family = pick.family
-    }
-    if (family === 6 && !v6Socket) {
-      throw new StoqInvalidArgumentError('host', `${address} is IPv6 but the endpoint is bound to IPv4 ${this.local.address}`)
-    }
-    if (family === 4 && v6Socket && this.options.ipv6Only) {
-      throw new StoqInvalidArgumentError('host', `${address} is IPv4 but the endpoint is IPv6-only`)
-    }
-    return Object.freeze({ address, port, family: family === 6 ? 'IPv6' : 'IPv4' })
-  }
-
   // -------------------------------------------------------------------------
   // The cycle: receive → events → transmit → timer
 
+  /** @internal Run the send/receive cycle soon (once per turn however often asked). */
   schedule(): void {
     if (this.scheduled || this.state === 'closed') return
     this.scheduled = true
@@ -542,6 +382,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   private readonly pendingConns = new Set<QuicConnection>()
 
+  /** @internal A connection holds stream data to push before the next transmit. */
   connectionPending(conn: QuicConnection): void {
     this.pendingConns.add(conn)
     this.schedule()
@@ -623,6 +464,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   // UdpReceiver ---------------------------------------------------------------
 
+  /** @internal UdpReceiver: a datagram (or a GRO batch of `segmentSize` segments) arrived. */
   onPacket(data: Uint8Array, segmentSize: number, from: SocketAddress): void {
     try {
       this.engine.receive(data, segmentSize, from, this.local)
@@ -632,18 +474,22 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     }
   }
 
+  /** @internal UdpReceiver */
   onBatchEnd(): void {
     this.process()
   }
 
+  /** @internal UdpReceiver */
   onSendComplete(token: number): void {
     this.batcher?.onSendComplete(token)
   }
 
+  /** @internal UdpReceiver */
   onDrain(): void {
     this.batcher?.onDrain()
   }
 
+  /** @internal UdpReceiver */
   onError(err: Error): void {
     // Typed errors (an engine worker that died, a socket error a backend already typed) pass as they are.
     this.report(StoqError.isInstance(err) ? err : new StoqSocketError(`UDP socket error: ${err.message}`, {}, { cause: err }))
@@ -651,6 +497,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   // EngineEventSink -------------------------------------------------------------
 
+  /** @internal EngineEventSink: a peer started a handshake. */
   onIncoming(handle: number, peer: SocketAddress): void {
     if (this.state !== 'open') {
       this.engine.close(handle, false, 0x2, new TextEncoder().encode('endpoint closing'))
@@ -677,7 +524,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   /** A connection admitted with `commit` of the receive budget, at its starting stream limits. */
   private newConnection(handle: number, side: 'client' | 'server', peer: SocketAddress, commit: { window: number; committed: number }): QuicConnection {
-    const conn = new QuicConnection(this, handle, side, peer)
+    const conn = QuicConnection.create(this, handle, side, peer)
     conn.setWindow(commit.window, commit.committed)
     conn.initPeerStreamLimits()
     this.conns.set(handle, conn)
@@ -698,6 +545,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   // Budgets: work held back from earlier turns, readers waiting for the read budget ----------
 
+  /** @internal The endpoint's budgets (users read `stats().limits`). */
   readonly governor: Governor
   /** Incoming connections refused by a budget, closed after their first flight. */
   private readonly refuse: number[] = []
@@ -706,11 +554,13 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   /** Read budget in use when starved readers were last retried. */
   private starvedAt = 0
 
+  /** @internal A connection has work left for a later turn. */
   connectionDeferred(conn: QuicConnection): void {
     this.deferred.add(conn)
     this.schedule()
   }
 
+  /** @internal A stream reader stopped because a read budget was full. */
   readStarved(stream: QuicStream): void {
     if (this.starved.size === 0) this.starvedAt = this.governor.readBufferBytes
     this.starved.add(stream)
@@ -760,6 +610,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     }
   }
 
+  /** @internal EngineEventSink */
   onEstablished(handle: number): void {
     const conn = this.conns.get(handle)
     if (!conn) return
@@ -804,6 +655,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     this.throughputTimer = null
   }
 
+  /** @internal EngineEventSink */
   onStreamReadable(handle: number, streamId: number): void {
     const conn = this.conns.get(handle)
     if (conn === undefined) return
@@ -816,37 +668,27 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     conn.onStreamReadable(streamId)
   }
 
+  /** @internal EngineEventSink */
   onStreamWritable(handle: number, streamId: number): void {
     this.conns.get(handle)?.onStreamWritable(streamId)
   }
 
+  /** @internal EngineEventSink */
   onDatagramReadable(handle: number): void {
     this.conns.get(handle)?.onDatagramReadable()
   }
 
+  /** @internal EngineEventSink */
   onClosed(handle: number, info: EngineCloseInfo): void {
     const conn = this.conns.get(handle)
     if (conn) conn.onClosed(info)
   }
 
+  /** @internal A connection ended: forget it, keep its figures in the totals. */
   connectionGone(conn: QuicConnection): void {
     if (this.conns.get(conn.handle) === conn) {
       // Its last figures stay in the endpoint's totals (counters must never go back).
-      const s = conn.stats()
-      const t = this.closedTotals
-      t.packetsSent += s.packetsSent
-      t.packetsReceived += s.packetsReceived
-      t.packetsLost += s.packetsLost
-      t.packetsRetransmitted += s.packetsRetransmitted
-      t.bytesSent += s.bytesSent
-      t.bytesReceived += s.bytesReceived
-      t.bytesLost += s.bytesLost
-      t.streamBytesRead += s.streamBytesRead
-      t.streamBytesWritten += s.streamBytesWritten
-      t.datagramsSent += s.datagramsSent
-      t.datagramsReceived += s.datagramsReceived
-      t.datagramsDropped += s.datagramsDropped
-      t.connections++
+      addClosedTotals(this.closedTotals, conn.stats())
     }
     this.conns.delete(conn.handle)
     this.pendingConns.delete(conn)
@@ -886,207 +728,33 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   // -------------------------------------------------------------------------
 
-  private metricsTimer: NodeJS.Timeout | null = null
-
   private stopMetrics(): void {
-    if (this.metricsTimer) clearInterval(this.metricsTimer)
-    this.metricsTimer = null
     this.stopThroughputTimer()
-    this.uncollect?.()
-    this.uncollect = null
+    this.stopReporting?.()
+    this.stopReporting = null
   }
 
-  private uncollect: (() => void) | null = null
+  /** Stops reporting to the metrics sink (see endpoint-metrics.ts). */
+  private stopReporting: (() => void) | null = null
 
   /**
-   * Mirror the endpoint's counters into a MetricsSink, labelled by local port and UDP backend.
-   * Per-connection figures are summed over live connections plus those that closed;
-   * RTT is averaged and the congestion window summed over live connections.
+   * Mirror the endpoint's counters into a MetricsSink, labelled by local port and UDP backend
+   * (see `reportMetrics`).
    */
   private reportTo(sink: MetricsSink): void {
-    const labels = { port: String(this.local.port), backend: this.io.backend }
-    const c = (name: string, help: string): MetricHandle => sink.counter(name, help, labels)
-    const g = (name: string, help: string): MetricHandle => sink.gauge(name, help, labels)
-    sink.gauge('stoq_endpoint_info', 'the endpoint\'s UDP backend and QUIC engine (always 1)', { ...labels, engine: this.engine.name }).set(1)
-    this.handshakeHistogram = sink.histogram(
-      'stoq_handshake_duration_seconds',
-      'QUIC handshake duration, observed once per established connection',
-      HANDSHAKE_BUCKETS_S,
-      labels,
-    )
-    const h = {
-      datagramsSent: c('stoq_udp_datagrams_sent_total', 'UDP datagrams sent'),
-      datagramsReceived: c('stoq_udp_datagrams_received_total', 'UDP datagrams received'),
-      bytesSent: c('stoq_udp_bytes_sent_total', 'UDP payload bytes sent'),
-      bytesReceived: c('stoq_udp_bytes_received_total', 'UDP payload bytes received'),
-      sendCalls: c('stoq_udp_send_calls_total', 'socket send calls made'),
-      receiveCalls: c('stoq_udp_receive_calls_total', 'socket receive callbacks (buffers handed up by the backend)'),
-      sendErrors: c('stoq_udp_send_errors_total', 'socket sends that failed'),
-      dropped: c('stoq_packets_dropped_total', 'packets the engine dropped (malformed, unknown connection, refused)'),
-      batched: c('stoq_batch_packets_total', 'packets moved by the batcher'),
-      batchSyscalls: c('stoq_batch_syscalls_total', 'socket send calls the batcher made'),
-      batchFlushes: c('stoq_batch_flushes_total', 'batches the batcher flushed'),
-      saved: c('stoq_batch_syscalls_saved_total', 'send calls saved by batching (packets - sends)'),
-      perSyscall: g('stoq_batch_packets_per_syscall', 'packets per socket send call of the batcher, since start'),
-      connections: g('stoq_connections', 'live connections'),
-      connectionsClosed: c('stoq_connections_closed_total', 'connections that have ended'),
-      poolInUse: g('stoq_pool_buffers_in_use', 'transmit pool buffers in use'),
-      poolHighWater: g('stoq_pool_buffers_in_use_high_water', 'highest number of transmit pool buffers in use at once'),
-      poolCapacity: g('stoq_pool_buffers', 'transmit pool buffers owned (all slabs)'),
-      poolHits: c('stoq_pool_hits_total', 'transmit pool acquisitions served from the free list'),
-      poolMisses: c('stoq_pool_misses_total', 'transmit pool acquisitions that found the free list empty'),
-      quicPacketsSent: c('stoq_quic_packets_sent_total', 'QUIC packets sent, over all connections'),
-      quicPacketsReceived: c('stoq_quic_packets_received_total', 'QUIC packets received, over all connections'),
-      quicPacketsLost: c('stoq_quic_packets_lost_total', 'QUIC packets declared lost, over all connections'),
-      quicPacketsRetransmitted: c('stoq_quic_packets_retransmitted_total', 'QUIC packets retransmitted, over all connections'),
-      quicBytesSent: c('stoq_quic_bytes_sent_total', 'QUIC bytes sent, over all connections'),
-      quicBytesReceived: c('stoq_quic_bytes_received_total', 'QUIC bytes received, over all connections'),
-      quicBytesLost: c('stoq_quic_bytes_lost_total', 'QUIC bytes declared lost, over all connections'),
-      streamBytesWritten: c('stoq_stream_bytes_written_total', 'stream payload bytes the application wrote (accepted by the engine)'),
-      streamBytesRead: c('stoq_stream_bytes_read_total', 'stream payload bytes delivered to the application'),
-      quicDatagramsSent: c('stoq_quic_datagrams_sent_total', 'QUIC DATAGRAM frames the application sent'),
-      quicDatagramsReceived: c('stoq_quic_datagrams_received_total', 'QUIC DATAGRAM frames delivered to the application'),
-      quicDatagramsDropped: c('stoq_quic_datagrams_dropped_total', 'QUIC DATAGRAM frames refused because the send queue was full'),
-      streamsOpen: g('stoq_streams_open', 'open streams over all live connections'),
-      rtt: g('stoq_rtt_seconds', 'smoothed RTT, mean over live connections (0 without one)'),
-      rttMax: g('stoq_rtt_max_seconds', 'smoothed RTT, highest over live connections (0 without one)'),
-      cwnd: g('stoq_congestion_window_bytes', 'congestion window, summed over live connections'),
-      throughput: g('stoq_payload_throughput_gbps', 'stream payload Gbit/s (both ways) over the latest sample interval, summed over live connections'),
-      throughputPeak: g('stoq_payload_throughput_peak_gbps', 'highest per-connection payload Gbit/s of a sample interval, over live connections'),
-      limitStreams: g('stoq_limit_streams', 'open streams counted against limits.maxStreams'),
-      limitStreamsMax: g('stoq_limit_streams_max', 'limits.maxStreams'),
-      limitStreamsWaiting: g('stoq_limit_streams_waiting', 'peer streams waiting for the stream budget'),
-      limitReadBuffer: g('stoq_limit_read_buffer_bytes', 'stream bytes queued for readers, not yet read'),
-      limitReadBufferMax: g('stoq_limit_read_buffer_bytes_max', 'limits.maxReadBufferBytes'),
-      limitWindow: g('stoq_limit_receive_window_bytes', 'flow-control credit committed to connections'),
-      limitWindowMax: g('stoq_limit_receive_window_bytes_max', 'limits.maxReceiveWindowBytes'),
-      limitDatagrams: g('stoq_limit_queued_datagrams', 'received datagrams waiting for listeners'),
-      limitDatagramsMax: g('stoq_limit_queued_datagrams_max', 'limits.maxQueuedDatagrams'),
-      limitRefused: c('stoq_limit_connections_refused_total', 'connections refused because a budget was full'),
-      limitDatagramsDropped: c('stoq_limit_datagrams_dropped_total', 'received datagrams dropped over the queue limits'),
-      limitReadsDeferred: c('stoq_limit_reads_deferred_total', 'times a reader stopped because a read budget was full'),
-    }
-    // Backend-specific counters, registered only when this backend reports them.
-    const udp0 = this.io.stats() as unknown as Record<string, unknown>
-    const optional = (key: string, name: string, help: string): { key: string; h: MetricHandle } | null =>
-      typeof udp0[key] === 'number' ? { key, h: c(name, help) } : null
-    const backendCounters = [
-      optional('gsoWrites', 'stoq_udp_gso_writes_total', 'socket writes that carried several segments (GSO)'),
-      optional('groBuffers', 'stoq_udp_gro_buffers_total', 'received buffers that held several datagrams (GRO)'),
-      optional('sendSyscalls', 'stoq_udp_send_syscalls_total', 'send system calls (sendmmsg / io_uring SENDMSG) of the backend'),
-      optional('receiveSyscalls', 'stoq_udp_receive_syscalls_total', 'receive system calls (recvmmsg / io_uring RECVMSG) of the backend'),
-      optional('zeroCopySends', 'stoq_zero_copy_sends_total', 'sends handed to the socket thread in place, without a copy'),
-      optional('receiveRingFull', 'stoq_udp_receive_ring_full_total', 'times the receive ring was full (datagrams left in the kernel)'),
-      optional('overflowSends', 'stoq_udp_overflow_sends_total', 'sends that waited in the overflow queue because the send ring was full'),
-    ].filter((x): x is { key: string; h: MetricHandle } => x !== null)
-    const update = (): void => {
-      if (this.state === 'closed') return
-      const s = this.stats()
-      h.datagramsSent.set(s.udp.packetsSent)
-      h.datagramsReceived.set(s.udp.packetsReceived)
-      h.bytesSent.set(s.udp.bytesSent)
-      h.bytesReceived.set(s.udp.bytesReceived)
-      h.sendCalls.set(s.udp.sendCalls)
-      h.receiveCalls.set(s.udp.receiveCalls)
-      h.sendErrors.set(s.udp.sendErrors)
-      h.dropped.set(s.packetsDropped)
-      h.batched.set(s.batching.packets)
-      h.batchSyscalls.set(s.batching.syscalls)
-      h.batchFlushes.set(s.batching.flushes)
-      h.saved.set(Math.max(0, s.batching.syscallsSaved))
-      h.perSyscall.set(s.batching.syscalls > 0 ? s.batching.packets / s.batching.syscalls : 0)
-      h.connections.set(s.connections)
-      const l = s.limits
-      h.limitStreams.set(l.streams)
-      h.limitStreamsMax.set(l.limits.maxStreams)
-      h.limitStreamsWaiting.set(l.streamsWaiting)
-      h.limitReadBuffer.set(l.readBufferBytes)
-      h.limitReadBufferMax.set(l.limits.maxReadBufferBytes)
-      h.limitWindow.set(l.receiveWindowBytes)
-      h.limitWindowMax.set(l.limits.maxReceiveWindowBytes)
-      h.limitDatagrams.set(l.queuedDatagrams)
-      h.limitDatagramsMax.set(l.limits.maxQueuedDatagrams)
-      h.limitRefused.set(l.connectionsRefused)
-      h.limitDatagramsDropped.set(l.datagramsDropped)
-      h.limitReadsDeferred.set(l.readsDeferred)
-      h.poolInUse.set(s.pool.inUse)
-      h.poolHighWater.set(s.pool.highWaterMark)
-      h.poolCapacity.set(s.pool.capacity)
-      h.poolHits.set(s.pool.hits)
-      h.poolMisses.set(s.pool.misses)
-      const udp = s.udp as unknown as Record<string, number>
-      for (const b of backendCounters) b.h.set(udp[b.key] ?? 0)
-      // Per-connection figures: closed connections' totals plus the live ones.
-      const t = this.closedTotals
-      let packetsSent = t.packetsSent
-      let packetsReceived = t.packetsReceived
-      let packetsLost = t.packetsLost
-      let packetsRetransmitted = t.packetsRetransmitted
-      let bytesSent = t.bytesSent
-      let bytesReceived = t.bytesReceived
-      let bytesLost = t.bytesLost
-      let streamBytesRead = t.streamBytesRead
-      let streamBytesWritten = t.streamBytesWritten
-      let dgSent = t.datagramsSent
-      let dgReceived = t.datagramsReceived
-      let dgDropped = t.datagramsDropped
-      let streamsOpen = 0
-      let rttSum = 0
-      let rttMax = 0
-      let cwnd = 0
-      let gbps = 0
-      let peakGbps = 0
-      for (const conn of this.conns.values()) {
-        const tp = conn.throughput
-        gbps += tp.instantGbps
-        if (tp.peakGbps > peakGbps) peakGbps = tp.peakGbps
-        const cs = conn.stats()
-        packetsSent += cs.packetsSent
-        packetsReceived += cs.packetsReceived
-        packetsLost += cs.packetsLost
-        packetsRetransmitted += cs.packetsRetransmitted
-        bytesSent += cs.bytesSent
-        bytesReceived += cs.bytesReceived
-        bytesLost += cs.bytesLost
-        streamBytesRead += cs.streamBytesRead
-        streamBytesWritten += cs.streamBytesWritten
-        dgSent += cs.datagramsSent
-        dgReceived += cs.datagramsReceived
-        dgDropped += cs.datagramsDropped
-        streamsOpen += cs.streamsOpen
-        rttSum += cs.rttMs
-        if (cs.rttMs > rttMax) rttMax = cs.rttMs
-        cwnd += cs.cwndBytes
-      }
-      h.connectionsClosed.set(t.connections)
-      h.quicPacketsSent.set(packetsSent)
-      h.quicPacketsReceived.set(packetsReceived)
-      h.quicPacketsLost.set(packetsLost)
-      h.quicPacketsRetransmitted.set(packetsRetransmitted)
-      h.quicBytesSent.set(bytesSent)
-      h.quicBytesReceived.set(bytesReceived)
-      h.quicBytesLost.set(bytesLost)
-      h.streamBytesRead.set(streamBytesRead)
-      h.streamBytesWritten.set(streamBytesWritten)
-      h.quicDatagramsSent.set(dgSent)
-      h.quicDatagramsReceived.set(dgReceived)
-      h.quicDatagramsDropped.set(dgDropped)
-      h.streamsOpen.set(streamsOpen)
-      h.rtt.set(this.conns.size > 0 ? rttSum / this.conns.size / 1000 : 0)
-      h.rttMax.set(rttMax / 1000)
-      h.cwnd.set(cwnd)
-      h.throughput.set(gbps)
-      h.throughputPeak.set(peakGbps)
-    }
-    const pull = (sink as { collect?: (fn: () => void) => (() => void) | void }).collect
-    if (typeof pull === 'function') {
-      const off = pull.call(sink, update)
-      this.uncollect = typeof off === 'function' ? off : null
-    } else {
-      this.metricsTimer = setInterval(update, 1000)
-      this.metricsTimer.unref()
-    }
+    const r = reportMetrics(sink, {
+      labels: { port: String(this.local.port), backend: this.io.backend },
+      engineName: this.engine.name,
+      udp: this.io.stats(),
+      isClosed: () => this.state === 'closed',
+      stats: () => this.stats(),
+      closedTotals: this.closedTotals,
+      conns: this.conns,
+    })
+    this.handshakeHistogram = r.handshakeHistogram
+    this.stopReporting = r.stop
   }
+
 
   stats(): EndpointStats {
     return {
@@ -1122,7 +790,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   /** Pool figures taken just before the endpoint closed its own pool. */
   private lastPoolStats: ReturnType<BufferPool['stats']> | null = null
 
-  /** Test hook of a multi-core endpoint: make engine worker `index` throw, as a bug would. */
+  /** @internal Test hook of a multi-core endpoint: make engine worker `index` throw, as a bug would. */
   crashWorkerForTest(index: number): void {
     if (!this.workerEngine) throw new StoqUnsupportedError('engine workers', 'this endpoint runs no engine workers')
     this.workerEngine.crashWorker(index)
@@ -1228,33 +896,6 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
-  }
-}
-
-/** Typed errors for components of the wrong shape (before anything is built). */
-function checkComponents(c: unknown): asserts c is Partial<EndpointComponents> {
-  if (typeof c !== 'object' || c === null || Array.isArray(c)) {
-    throw new StoqInvalidArgumentError('components', `expected an object, got ${c === null ? 'null' : Array.isArray(c) ? 'an array' : typeof c}`)
-  }
-  const o = c as Record<string, unknown>
-  const fn = (name: string): void => {
-    if (o[name] !== undefined && typeof o[name] !== 'function') throw new StoqInvalidArgumentError(name, `expected a factory function, got ${typeof o[name]}`)
-  }
-  fn('engine')
-  fn('udp')
-  fn('batcher')
-  const methods = (name: string, list: string[]): void => {
-    const v = o[name] as Record<string, unknown> | undefined
-    if (v === undefined) return
-    if (typeof v !== 'object' || v === null || list.some((m) => typeof v[m] !== 'function')) {
-      throw new StoqInvalidArgumentError(name, `expected an object with ${list.join(', ')} methods`)
-    }
-  }
-  methods('pool', ['acquire', 'tryAcquire', 'release', 'view', 'stats', 'close'])
-  methods('metrics', ['counter', 'gauge', 'histogram'])
-  const ms = o.throughputSampleMs
-  if (ms !== undefined && (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 0 || ms > 2 ** 31 - 1)) {
-    throw new StoqInvalidArgumentError('throughputSampleMs', `expected an integer number of ms >= 0, got ${typeof ms === 'number' ? ms : typeof ms}`)
   }
 }
 

@@ -1,5 +1,5 @@
 export { Endpoint, createEndpoint, selectEngine, QUINN_UNAVAILABLE_WARNING, type EndpointComponents, type EndpointEvents, type EndpointStats } from './endpoint.js'
-export { QuicConnection, type ConnectionStats, type ConnectionEvents, type SendSource, type ConnectionThroughput, type ThroughputRate } from './connection.js'
+export { QuicConnection, type ConnectionCounters, type ConnectionStats, type ConnectionEvents, type SendSource, type ConnectionThroughput, type ThroughputRate } from './connection.js'
 export { QuicStream } from './stream.js'
 export { QuicheEngine, quicheEngine, CID_LEN, QUICHE_MAX_PACKET } from './engine/quiche-engine.js'
 export { QUICHE_BINDING_PACKAGE } from './engine/quiche-binding.js'

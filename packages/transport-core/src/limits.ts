@@ -14,7 +14,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import { getHeapStatistics } from 'node:v8'
-import { StoqInvalidArgumentError, describeValue } from '@stoq/interface'
+import { StoqInvalidArgumentError, describeValue, type QuicEngine } from '@stoq/interface'
 
 export interface EndpointLimits {
   /**
@@ -250,4 +250,22 @@ export function unlimitedGovernor(): Governor {
     handlerMsPerTurn: big,
     workerStallMs: 600_000,
   })
+}
+
+/**
+ * Lean connections: start a peer at the engine's starting stream limits (or the configured ones,
+ * when lower), for an engine whose limits the endpoint raises (`setPeerStreamLimit`). Returns
+ * the limits [bidi, uni], or null when the engine manages them itself.
+ */
+export function holdPeerStreamLimits(
+  engine: QuicEngine,
+  conn: number,
+  t: { initialMaxStreamsBidi: number; initialMaxStreamsUni: number },
+): [number, number] | null {
+  if (engine.setPeerStreamLimit === undefined) return null
+  const start = engine.initialPeerStreamLimit ?? 128
+  const limits: [number, number] = [Math.min(t.initialMaxStreamsBidi, start), Math.min(t.initialMaxStreamsUni, start)]
+  engine.setPeerStreamLimit(conn, true, limits[0])
+  engine.setPeerStreamLimit(conn, false, limits[1])
+  return limits
 }

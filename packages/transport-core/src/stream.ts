@@ -32,7 +32,7 @@ export interface StreamHost {
   /** Error to use when the connection is gone, or null while it is alive. */
   connectionError(): Error | null
   /** Connection-wide payload counters the stream adds to. */
-  readonly counters: { streamBytesRead: number; streamBytesWritten: number }
+  readonly payload: { streamBytesRead: number; streamBytesWritten: number }
   /** Read budgets (see limits.ts): may the reader take more from the engine now? */
   readAllowed?(): boolean
   /** Bytes queued for readers changed by `delta`. */
@@ -112,9 +112,19 @@ export class QuicStream {
    * closed the connection: handed to the reader at its pace, then the end.
    */
   private salvaged: Uint8Array[] | null = null
-  /** Bytes handed to the reader and accepted from the writer (for tests and stats). */
-  bytesRead = 0
-  bytesWritten = 0
+  /** Bytes handed to the reader and accepted from the writer (`bytesRead`, `bytesWritten`). */
+  private readCount = 0
+  private writtenCount = 0
+
+  /** Bytes handed to the reader. */
+  get bytesRead(): number {
+    return this.readCount
+  }
+
+  /** Bytes the engine accepted from the writer. */
+  get bytesWritten(): number {
+    return this.writtenCount
+  }
 
   /** The readable queue's high-water mark: bytes queued = highWater - desiredSize. */
   private readonly readHighWater: number
@@ -123,7 +133,12 @@ export class QuicStream {
   /** The FIN was read from the engine; the readable side closes once its queue is empty. */
   private finQueued = false
 
-  constructor(host: StreamHost, id: number, local: boolean, readHighWater = DEFAULT_STREAM_READ_HIGH_WATER) {
+  /** @internal Stream `id` of `host` (its connection); `local` when this side opened it. */
+  static create(host: StreamHost, id: number, local: boolean, readHighWater = DEFAULT_STREAM_READ_HIGH_WATER): QuicStream {
+    return new QuicStream(host, id, local, readHighWater)
+  }
+
+  private constructor(host: StreamHost, id: number, local: boolean, readHighWater: number) {
     this.host = host
     this.readHighWater = readHighWater
     this.id = id
@@ -166,7 +181,7 @@ export class QuicStream {
   // -------------------------------------------------------------------------
   // Reading
 
-  /** Engine says data (or FIN/reset) is available. */
+  /** @internal Engine says data (or FIN/reset) is available. */
   onReadable(): void {
     this.pump()
   }
@@ -255,9 +270,9 @@ export class QuicStream {
           return
         }
         if (bytes > 0) {
-          this.bytesRead += bytes
+          this.readCount += bytes
           taken += bytes
-          this.host.counters.streamBytesRead += bytes
+          this.host.payload.streamBytesRead += bytes
           c.enqueue(chunk ?? readScratch.slice(0, bytes))
           this.account()
         }
@@ -308,8 +323,8 @@ export class QuicStream {
         if (r.fin) {
           let bytes = 0
           for (const c of chunks) bytes += c.length
-          this.bytesRead += bytes
-          this.host.counters.streamBytesRead += bytes
+          this.readCount += bytes
+          this.host.payload.streamBytesRead += bytes
           this.salvaged = chunks
           return true
         }
@@ -439,8 +454,8 @@ export class QuicStream {
       throw this.stoppedError()
     }
     if (n > 0) {
-      this.bytesWritten += n
-      this.host.counters.streamBytesWritten += n
+      this.writtenCount += n
+      this.host.payload.streamBytesWritten += n
       this.host.schedule()
     } else if (fin && n === 0) {
       this.host.schedule()
@@ -467,7 +482,7 @@ export class QuicStream {
     })
   }
 
-  /** Engine says the stream can take data again: continue whatever waits. */
+  /** @internal Engine says the stream can take data again: continue whatever waits. */
   onWritable(): void {
     if (this.waiter === null) {
       // Nobody waits: a held byte that could not go out at its tick.
@@ -488,7 +503,7 @@ export class QuicStream {
     else this.host.engine.streamWantWritable(this.host.handle, this.id)
   }
 
-  /** Called by the connection at the end of each tick: the held byte goes out at the second. */
+  /** @internal Called by the connection at the end of each tick: the held byte goes out at the second. */
   flushPending(): void {
     if (this.held === null || this.finRequested || this.rest !== null || this.waiter !== null) return
     if (++this.heldTicks < 2) {
@@ -568,7 +583,7 @@ export class QuicStream {
   }
 
   /**
-   * The connection ended: fail whatever is still open. With `salvage` (the
+   * @internal The connection ended: fail whatever is still open. With `salvage` (the
    * peer closed it), a readable side whose data and FIN all arrived still
    * delivers them to the reader and ends normally.
    */
@@ -586,7 +601,7 @@ export class QuicStream {
     this.maybeDone()
   }
 
-  /** True once the readable side is over (FIN read, reset, stopped or failed), or there is none. */
+  /** @internal True once the readable side is over (FIN read, reset, stopped or failed), or there is none. */
   get readEnded(): boolean {
     return this.readDone
   }

@@ -14,7 +14,7 @@ import {
 } from '@stoq/h3'
 import { StoqClosedError, StoqInvalidArgumentError } from '@stoq/interface'
 import type { QuicConnection, QuicStream } from '@stoq/transport-core'
-import { WebTransportStream, type ByteReader, type StreamOwner } from './stream.js'
+import { WebTransportStream, type ByteReader } from './stream.js'
 
 /** How a session ended. */
 export interface WebTransportCloseInfo {
@@ -60,8 +60,11 @@ const encoder = new TextEncoder()
  * datagrams bound to it. Its API mirrors a STOQ `QuicConnection` so that one
  * handler serves STOQ and WebTransport clients: `openStream`, 'stream',
  * `sendDatagram`, 'datagram', `close`, `closed`.
+ *
+ * It is its streams' StreamOwner (checked in `new WebTransportStream(…, this, …)`); those members
+ * are internal (left out of the published declarations), so the class does not name the interface.
  */
-export class WebTransportSession extends EventEmitter<SessionEvents> implements StreamOwner {
+export class WebTransportSession extends EventEmitter<SessionEvents> {
   /** The session ID: the CONNECT stream's ID. */
   readonly id: number
   readonly side: 'client' | 'server'
