@@ -300,7 +300,9 @@ function osDescription() {
   let name = `${os.type()} ${os.release()}`
   try {
     name = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(fs.readFileSync('/etc/os-release', 'utf8'))?.[1] ?? name
-  } catch {}
+  } catch {
+    // No /etc/os-release: the kernel's name and release above describe the system.
+  }
   const glibc = glibcVersion()
   return glibc ? `${name}, glibc ${glibc}` : name
 }
