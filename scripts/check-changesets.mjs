@@ -49,7 +49,9 @@ function baseline() {
     if (sha === undefined) fail('.changeset/baseline has no line `commit <40 hex digits>`')
     if (!git(['cat-file', '-e', `${sha}^{commit}`]).ok) {
       const shallow = git(['rev-parse', '--is-shallow-repository']).out === 'true'
-      fail(`the baseline commit ${sha} (.changeset/baseline) is not in this clone${shallow ? ': it is shallow, fetch the full history (git fetch --unshallow)' : ''}`)
+      fail(
+        `the baseline commit ${sha} (.changeset/baseline) is not in this clone${shallow ? ': it is shallow, fetch the full history (git fetch --unshallow)' : ''}`,
+      )
     }
     candidates.push({ sha, why: '.changeset/baseline' })
   }

@@ -40,8 +40,14 @@ describe('docs/ERRORS.md', () => {
     const codes = unionCodes(source)
     const rows = tableRows(table)
     expect(codes.length).toBeGreaterThan(20)
-    expect(codes.filter((c) => !rows.has(c)), 'codes missing from docs/ERRORS.md').toEqual([])
-    expect([...rows.keys()].filter((c) => !codes.includes(c)), 'rows for codes that src/errors.ts does not have').toEqual([])
+    expect(
+      codes.filter((c) => !rows.has(c)),
+      'codes missing from docs/ERRORS.md',
+    ).toEqual([])
+    expect(
+      [...rows.keys()].filter((c) => !codes.includes(c)),
+      'rows for codes that src/errors.ts does not have',
+    ).toEqual([])
     expect(new Set(codes).size).toBe(codes.length)
   })
 
