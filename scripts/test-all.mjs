@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Builds every package, checks the packed packages (scripts/check-packages.mjs) and the API
-// reports (scripts/check-api.mjs), runs every
+// Runs the static checks first (scripts/static-checks.mjs: Biome lint, cargo fmt and clippy,
+// changesets), then builds every package, checks the packed packages (scripts/check-packages.mjs)
+// and the API reports (scripts/check-api.mjs), runs every
 // package's tests (one package at a time, so socket tests do not fight for 2 cores), installs the
 // packed packages with npm in a fresh project (scripts/packed-install.mjs), then the Node
 // matrix (runNodeMatrix below: the suite again on Node 24, a smoke set on Node 22 and 26), and
@@ -12,6 +13,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { nodeBinary } from './node-versions.mjs'
+import { staticChecks } from './static-checks.mjs'
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const packagesDir = path.join(root, 'packages')
@@ -83,6 +85,8 @@ function checkApi() {
 
 /** --matrix-only: only the Node matrix, on an existing build (a quick look at it). */
 const matrixOnly = process.argv.includes('--matrix-only')
+/** Lint, format (once enforced), cargo fmt and clippy, changesets: scripts/static-checks.mjs. */
+const statics = matrixOnly ? [] : staticChecks({ env })
 let rc = matrixOnly ? 0 : run(['run', 'build'])
 const built = rc === 0
 const packaging = built && !matrixOnly ? checkPackages() : null
@@ -227,6 +231,11 @@ if (packed !== null) {
   console.log(`packed install: ${packed ? '1 passed, 0 failed' : '0 passed, 1 failed'}`)
   if (packed) passed++
   else failed++
+}
+for (const m of statics) {
+  console.log(`${m.label}: ${m.passed} passed, ${m.failed} failed`)
+  passed += m.passed
+  failed += m.failed
 }
 for (const m of matrix) {
   console.log(`${m.label}: ${m.passed} passed, ${m.failed} failed`)

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { inspect } from 'node:util'
-import { FakeQuicEngine, RecordingUdpIo, createFixedPool, boundedOutcome, type MisuseOutcome } from '@stoq/compliance-tests'
+import { FakeQuicEngine, RecordingUdpIo, createFixedPool, boundedOutcome, type MisuseOutcome, wrongValues } from '@stoq/compliance-tests'
 import { StoqError, type SocketAddress } from '@stoq/interface'
 import * as api from '../src/index.js'
 import { batching } from '../src/index.js'
@@ -15,22 +15,22 @@ const LIMIT_MS = 2000
 const PEER: SocketAddress = { address: '127.0.0.1', port: 9, family: 'IPv4' }
 
 /** Wrong values of every kind. */
-const WRONG: Array<[string, unknown]> = [
-  ['null', null],
-  ['NaN', NaN],
-  ['Infinity', Infinity],
-  ['-1', -1],
-  ['0', 0],
-  ['1.5', 1.5],
-  ['2^64', 2 ** 64],
-  ['a string', 'x'],
-  ['an object', {}],
-  ['an array', [1]],
-  ['a Symbol', Symbol('s')],
-  ['a function', () => 1],
-  ['a BigInt', 10n],
-  ['bytes', new Uint8Array(4)],
-]
+const WRONG = wrongValues(
+  'null',
+  'NaN',
+  'Infinity',
+  '-1',
+  '0',
+  '1.5',
+  '2^64',
+  'a string',
+  'an object',
+  'an array',
+  'a Symbol',
+  'a function',
+  'a BigInt',
+  'bytes',
+)
 /** For an option, `null` and `undefined` mean "the default". */
 const OPT = WRONG.filter(([n]) => n !== 'null')
 

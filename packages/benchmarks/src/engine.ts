@@ -85,7 +85,9 @@ class Sink implements EngineEventSink {
   onStreamWritable(): void {
     this.writable = true
   }
-  onDatagramReadable(): void {}
+  onDatagramReadable(): void {
+    // The benchmarks send no datagrams.
+  }
   onClosed(_conn: number, info: EngineCloseInfo): void {
     this.closed = info
   }

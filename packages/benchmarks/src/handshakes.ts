@@ -9,7 +9,7 @@
  * `connect()` resolved; TLS: 'secureConnect'), and the connection is then closed. Reports the
  * median of 3 runs of each and the STOQ/tls ratio.
  */
-import net from 'node:net'
+import type net from 'node:net'
 import tls from 'node:tls'
 import { createEndpoint } from '@stoq/transport-core'
 import { makeIdentity } from './pki.js'

@@ -74,7 +74,9 @@ export async function sendPattern(
     const chunk = n === BLOCK_SIZE ? block : block.subarray(0, n)
     const p = write(copyWrites ? Buffer.from(chunk) : chunk)
     // Seen when the slot comes round again (or at the end); never an unhandled rejection meanwhile.
-    p.catch(() => {})
+    p.catch(() => {
+      // Marks it handled; the rejection is seen when this slot is awaited.
+    })
     inflight[slot] = p
     sent += n
     onProgress?.(sent)

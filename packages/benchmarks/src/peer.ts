@@ -134,7 +134,7 @@ async function tcpReceiver(o: ReceiverStart): Promise<void> {
 /** The UDP backend a case asks for, as the endpoint's own option (so it wires it as in production). */
 /** A metrics registry for the endpoint, scraped as Prometheus text every second (the overhead case). */
 function metricsComponents(spec: CaseSpec): { components: { metrics?: MetricsRegistry }; stop: () => void } {
-  if (!spec.metrics) return { components: {}, stop: () => {} }
+  if (!spec.metrics) return { components: {}, stop: noLog }
   const registry = createMetricsRegistry()
   const timer = setInterval(() => void toPrometheusText(registry), 1000)
   return { components: { metrics: registry }, stop: () => clearInterval(timer) }
@@ -285,10 +285,15 @@ async function stoqSender(o: SenderStart): Promise<void> {
 // The packages are imported when a case asks for them, so other cases never
 // load them.
 
+/** Does nothing: the silent logger below, and stop() where there is nothing to stop. */
+function noLog(): void {
+  // Nothing, on purpose.
+}
+
 /** Logger for the transport: silent, as libp2p's default one is unless DEBUG is set. */
-const silentLog: Logger = Object.assign(() => {}, {
-  error: () => {},
-  trace: () => {},
+const silentLog: Logger = Object.assign(() => noLog(), {
+  error: noLog,
+  trace: noLog,
   enabled: false,
   newScope: (): Logger => silentLog,
 })

@@ -45,3 +45,4 @@ export {
 } from './chromium.js'
 export { boundedOutcome, type MisuseOutcome } from './misuse.js'
 export { buildQuicGoPeer, quicGoPeerBinary, runQuicGoClient, startQuicGoPeer } from './quic-go.js'
+export * from './kit/index.js'

@@ -39,6 +39,11 @@
  * dependencies that crates.io's do not (cargo adds cpufeatures 0.3, syn 3 and tinyvec to the
  * lock), so that build cannot be --locked: the committed Cargo.lock is restored afterwards.
  *
+ * `--cargo SUBCOMMAND [ARGS...]` runs that cargo command on the crate instead of building (CI's
+ * `clippy --release -- -D warnings`, from scripts/test-all.mjs), with the crates from the same
+ * sources in the same order and the same target directory; it exits with cargo's status (2 when
+ * cargo is missing) and writes no build status.
+ *
  * Environment: STOQ_SKIP_QUINN=1 skips the build (status says so); STOQ_CARGO_REGISTRY (above);
  * STOQ_DEB_MIRROR (default http://deb.debian.org/debian); CARGO_TARGET_DIR (where cargo builds).
  */
@@ -242,7 +247,15 @@ const cargoOutput = path.join(targetDir, 'release', LIBRARY_FILE)
 
 /** cargo build --release, from `registry` (a directory) or from crates.io (null, exactly the lock). */
 function cargoBuild(cargo, registry) {
-  const args = ['build', '--release', '--target-dir', targetDir]
+  return cargoRun(cargo, registry, ['build', '--release'])
+}
+
+/** `cargo SUBCOMMAND ...` (command[0] is the subcommand) with the crates from `registry`, as cargoBuild. */
+function cargoRun(cargo, registry, command) {
+  const separator = command.indexOf('--')
+  const own = separator === -1 ? command : command.slice(0, separator)
+  const passed = separator === -1 ? [] : command.slice(separator)
+  const args = [...own, '--target-dir', targetDir]
   if (registry !== null) {
     args.push(
       '--offline',
@@ -252,6 +265,7 @@ function cargoBuild(cargo, registry) {
   } else {
     args.push('--locked')
   }
+  args.push(...passed)
   const lockBefore = fs.readFileSync(lockFile)
   const started = Date.now()
   const r = run(cargo, args, { cwd: crate })
@@ -286,7 +300,9 @@ function osDescription() {
   let name = `${os.type()} ${os.release()}`
   try {
     name = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(fs.readFileSync('/etc/os-release', 'utf8'))?.[1] ?? name
-  } catch {}
+  } catch {
+    // No /etc/os-release: the kernel's name and release above describe the system.
+  }
   const glibc = glibcVersion()
   return glibc ? `${name}, glibc ${glibc}` : name
 }
@@ -337,7 +353,7 @@ function deliver(source, seconds) {
 }
 
 if (process.platform !== 'linux') finish(false, `unsupported platform ${process.platform} (the library is built for Linux)`)
-if (process.env.STOQ_SKIP_QUINN === '1') finish(false, 'STOQ_SKIP_QUINN=1: build skipped')
+if (process.env.STOQ_SKIP_QUINN === '1' && !process.argv.includes('--cargo')) finish(false, 'STOQ_SKIP_QUINN=1: build skipped')
 
 // cargo: PATH first, then rustup's default location.
 const cargoCandidates = ['cargo', path.join(os.homedir(), '.cargo', 'bin', 'cargo')]
@@ -347,6 +363,12 @@ for (const c of cargoCandidates) {
     cargo = c
     break
   }
+}
+const cargoModeAt = process.argv.indexOf('--cargo')
+const cargoCommand = cargoModeAt === -1 ? null : process.argv.slice(cargoModeAt + 1)
+if (cargoCommand !== null && cargo === null) {
+  log('cargo not found')
+  process.exit(2)
 }
 if (cargo === null) finish(false, 'cargo not found (install Rust with rustup, or cargo from apt)')
 const crate = crateDir()
@@ -370,6 +392,12 @@ for (const source of sources) {
     attempts.push(`${source.name}: ${err.message}`)
     log(`${source.name} unavailable: ${err.message}`)
     continue
+  }
+  if (cargoCommand !== null) {
+    log(`cargo ${cargoCommand.join(' ')} (${source.name})`)
+    const r = cargoRun(cargo, registry, cargoCommand)
+    if (!verbose) process.stdout.write(r.output)
+    process.exit(r.status ?? 1)
   }
   log(`cargo build --release (${source.name})`)
   const build = cargoBuild(cargo, registry)

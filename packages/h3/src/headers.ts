@@ -130,7 +130,7 @@ export function validateRequestHeaders(
   const path = pseudo.get(':path')
   const protocol = pseudo.get(':protocol')
   if (method === undefined || method === '') throw malformed('missing :method')
-  if (authority !== undefined && authority.includes('@')) throw malformed(':authority must not contain userinfo')
+  if (authority?.includes('@')) throw malformed(':authority must not contain userinfo')
 
   if (protocol !== undefined) {
     if (!(options.allowExtendedConnect ?? true)) throw malformed(':protocol without extended CONNECT support')

@@ -1,3 +1,4 @@
+import { wrongValues } from '@stoq/compliance-tests'
 import { afterEach, describe, expect, it } from 'vitest'
 import { inspect } from 'node:util'
 import { StoqError } from '@stoq/interface'
@@ -24,30 +25,30 @@ import {
 
 const LIMIT_MS = 2000
 
-const WRONG: Array<[string, unknown]> = [
-  ['null', null],
-  ['undefined', undefined],
-  ['NaN', NaN],
-  ['Infinity', Infinity],
-  ['-1', -1],
-  ['1.5', 1.5],
-  ['2^64', 2 ** 64],
-  ['2^62 as BigInt', 2n ** 62n],
-  ['-1n', -1n],
-  ['a string', 'x'],
-  ['an object', {}],
-  ['a null-prototype object', Object.create(null)],
-  ['an array', [1]],
-  ['an array of strings', ['a', 'b']],
-  ['a Symbol', Symbol('s')],
-  ['a function', () => 1],
-  ['a BigInt', 10n],
-  ['true', true],
-  ['an ArrayBuffer', new ArrayBuffer(4)],
-  ['a DataView', new DataView(new ArrayBuffer(4))],
-  ['a Uint16Array', new Uint16Array(4)],
-  ['a Buffer', Buffer.from([0x00, 0x01])],
-]
+const WRONG = wrongValues(
+  'null',
+  'undefined',
+  'NaN',
+  'Infinity',
+  '-1',
+  '1.5',
+  '2^64',
+  '2^62 as BigInt',
+  '-1n',
+  'a string',
+  'an object',
+  'a null-prototype object',
+  'an array',
+  'an array of strings',
+  'a Symbol',
+  'a function',
+  'a BigInt',
+  'true',
+  'an ArrayBuffer',
+  'a DataView',
+  'a Uint16Array',
+  'a Buffer',
+)
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown }
 

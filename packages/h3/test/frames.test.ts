@@ -70,7 +70,7 @@ function parseChunks(chunks: Uint8Array[], options: FrameParserOptions = {}): Fr
 function normalise(events: FrameParserEvent[]): unknown[] {
   const out: unknown[] = []
   let data: Uint8Array[] = []
-  let stream: Uint8Array[] = []
+  const stream: Uint8Array[] = []
   for (const e of events) {
     if (e.kind === 'data_chunk') {
       data.push(e.payload)

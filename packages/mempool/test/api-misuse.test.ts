@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { boundedOutcome, type MisuseOutcome } from '@stoq/compliance-tests'
+import { boundedOutcome, type MisuseOutcome, wrongValues } from '@stoq/compliance-tests'
 import { inspect } from 'node:util'
 import { StoqError } from '@stoq/interface'
 import * as api from '../src/index.js'
@@ -13,22 +13,22 @@ import { attachBufferPool, createBufferPool, type SharedBufferPool } from '../sr
 
 const LIMIT_MS = 2000
 
-const WRONG: Array<[string, unknown]> = [
-  ['null', null],
-  ['NaN', NaN],
-  ['Infinity', Infinity],
-  ['-1', -1],
-  ['1.5', 1.5],
-  ['2^64', 2 ** 64],
-  ['a string', 'x'],
-  ['an object', {}],
-  ['a null-prototype object', Object.create(null)],
-  ['an array', [1]],
-  ['a Symbol', Symbol('s')],
-  ['a function', () => 1],
-  ['a BigInt', 10n],
-  ['bytes', new Uint8Array(4)],
-]
+const WRONG = wrongValues(
+  'null',
+  'NaN',
+  'Infinity',
+  '-1',
+  '1.5',
+  '2^64',
+  'a string',
+  'an object',
+  'a null-prototype object',
+  'an array',
+  'a Symbol',
+  'a function',
+  'a BigInt',
+  'bytes',
+)
 /** For an option, `null` and `undefined` mean "the default". */
 const OPT = WRONG.filter(([n]) => n !== 'null')
 

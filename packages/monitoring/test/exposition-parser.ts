@@ -58,7 +58,7 @@ export function parseExposition(text: string): Map<string, ParsedFamily> {
       const family = familyFor(name)
       if (keyword === 'HELP') {
         if (family.help !== null) throw new Error(`${where}: second HELP for ${name}`)
-        family.help = unescape(rest, false, where)
+        family.help = unescapeText(rest, false, where)
       } else {
         if (family.type !== null) throw new Error(`${where}: second TYPE for ${name}`)
         if (family.samples.length > 0) throw new Error(`${where}: TYPE after samples of ${name}`)
@@ -97,7 +97,7 @@ export function parseExposition(text: string): Map<string, ParsedFamily> {
         }
         pos++ // closing quote
         if (Object.hasOwn(labels, labelName)) throw new Error(`${where}: duplicate label ${labelName}`)
-        labels[labelName] = unescape(raw, true, where)
+        labels[labelName] = unescapeText(raw, true, where)
         if (line[pos] === ',') {
           pos++
           if (line[pos] === '}') throw new Error(`${where}: trailing comma`)
@@ -127,7 +127,7 @@ export function parseExposition(text: string): Map<string, ParsedFamily> {
   return families
 }
 
-function unescape(raw: string, labelValue: boolean, where: string): string {
+function unescapeText(raw: string, labelValue: boolean, where: string): string {
   let out = ''
   for (let i = 0; i < raw.length; i++) {
     const c = raw[i]!

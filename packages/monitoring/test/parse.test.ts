@@ -37,7 +37,9 @@ describe('exposition accepted by parse-prometheus-text-format', () => {
         if (family.type === 'histogram') {
           const s = series as (typeof family.series)[number]
           const buckets: Record<string, string> = {}
-          family.buckets.forEach((bound, k) => (buckets[String(bound)] = String(s.counts[k])))
+          family.buckets.forEach((bound, k) => {
+            buckets[String(bound)] = String(s.counts[k])
+          })
           buckets['+Inf'] = String(s.count)
           expect(m.buckets).toEqual(buckets)
           expect(Number(m.count)).toBe(s.count)

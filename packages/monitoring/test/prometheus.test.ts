@@ -105,13 +105,17 @@ describe('exposition text', () => {
     ]
     const help = 'Help with a \\ backslash,\na newline and "quotes".'
     const registry = createMetricsRegistry()
-    values.forEach((value, i) => registry.gauge('escaped', help, { v: value }).set(i))
+    values.forEach((value, i) => {
+      registry.gauge('escaped', help, { v: value }).set(i)
+    })
     const text = toPrometheusText(registry)
     // Every sample stays on one line.
     expect(text.trimEnd().split('\n')).toHaveLength(2 + values.length)
     const families = parseExposition(text)
     expect(families.get('escaped')!.help).toBe(help)
-    values.forEach((value, i) => expect(sampleValue(families, 'escaped', { v: value })).toBe(i))
+    values.forEach((value, i) => {
+      expect(sampleValue(families, 'escaped', { v: value })).toBe(i)
+    })
   })
 
   it('runs collectors before writing', () => {

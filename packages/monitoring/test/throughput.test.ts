@@ -75,7 +75,7 @@ describe('ThroughputSeries math', () => {
     expect(json.points).toHaveLength(5)
     expect(json.dropped).toBe(6)
     expect(json.points.map((p) => p.tSec)).toEqual([7, 8, 9, 10, 11])
-    json.points.forEach((p) => expect(p.instantGbps).toBeCloseTo(p.tSec, 12))
+    for (const p of json.points) expect(p.instantGbps).toBeCloseTo(p.tSec, 12)
     // The peak point (t = 2 s) left the ring but is still the peak.
     expect(json.peakGbps).toBeCloseTo(40, 12)
     expect(json.peakTSec).toBe(2)

@@ -39,7 +39,7 @@ function decode(raw: string, where: number): string {
 
 /** Control characters other than tab, LF and CR are not allowed anywhere in an XML 1.0 document. */
 function checkChars(doc: string): void {
-  // eslint-disable-next-line no-control-regex
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: these control characters are exactly what XML 1.0 forbids
   const bad = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/.exec(doc)
   if (bad) throw new Error(`character U+${bad[0].charCodeAt(0).toString(16).padStart(4, '0')} not allowed in XML at ${bad.index}`)
 }

@@ -15,6 +15,7 @@ import type { TransportParameters } from '@stoq/interface'
 import { WebTransportConnection, resolveLimits, type WebTransportLimits } from './connection.js'
 import { H3_ALPN } from './server.js'
 import type { WebTransportSession } from './session.js'
+import { ignoreRejection } from './ignore.js'
 
 /** A certificate hash as browsers take it in `serverCertificateHashes`. */
 export interface WebTransportHash {
@@ -142,7 +143,9 @@ export class WebTransportClient {
       if (!Array.isArray(options.serverCertificateHashes) || options.serverCertificateHashes.length === 0) {
         throw new StoqInvalidArgumentError('serverCertificateHashes', 'expected a non-empty array')
       }
-      options.serverCertificateHashes.forEach((h, i) => pins.push(hashToHex(h, i)))
+      options.serverCertificateHashes.forEach((h, i) => {
+      pins.push(hashToHex(h, i))
+    })
     }
     if (options.pin !== undefined) pins.push(...(Array.isArray(options.pin) ? options.pin : [options.pin]))
     const connectOptions: ConnectOptions = {
@@ -167,12 +170,12 @@ export class WebTransportClient {
     try {
       quic = await endpoint.connect(connectOptions)
     } catch (err) {
-      if (owned) await endpoint.close().catch(() => {})
+      if (owned) await endpoint.close().catch(ignoreRejection) // the connect error is what the caller gets; failing to close our own endpoint adds nothing
       throw err
     }
     const connection = new WebTransportConnection(quic, 'client', limits)
     const client = new WebTransportClient(connection, endpoint, owned, target, options)
-    if (owned) quic.closed.then(() => client.close()).catch(() => {})
+    if (owned) quic.closed.then(() => client.close()).catch(ignoreRejection) // the connection has closed: a failed close has no one left to tell
     return client
   }
 
@@ -199,7 +202,7 @@ export class WebTransportClient {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.connection.close(0x100, '')
-      if (this.#owned) await this.endpoint.close().catch(() => {})
+      if (this.#owned) await this.endpoint.close().catch(ignoreRejection) // the connection is closed; failing to close our own endpoint leaves nothing to recover
     })()
     return this.#closing
   }
@@ -225,6 +228,6 @@ export async function connectWebTransport(url: string | URL, options: ConnectWeb
   session.closed
     .then(() => session.waitConnectEnd(2000))
     .then(() => client.close())
-    .catch(() => {})
+    .catch(ignoreRejection) // the session has ended: a failed close has no one left to tell
   return session
 }

@@ -51,6 +51,7 @@ import type { QuicConnection, QuicStream } from '@stoq/transport-core'
 import { StoqWebTransportError, type WebTransportMissingSetting } from './errors.js'
 import { WebTransportSession } from './session.js'
 import { drain, readPreface, type ByteReader } from './stream.js'
+import { ignoreRejection } from './ignore.js'
 
 /** Limits of one HTTP/3 connection carrying WebTransport. */
 export interface WebTransportLimits {
@@ -214,7 +215,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
       this.#resolveSettings = resolve
       this.#rejectSettings = reject
     })
-    this.peerSettings.catch(() => {})
+    this.peerSettings.catch(ignoreRejection) // marks it handled: whoever awaits peerSettings still sees the rejection
     this.#settingsTimer = setTimeout(() => {
       this.#settingsTimer = null
       if (this.#settings === null) {
@@ -273,7 +274,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     if (this.#goawaySent !== null) return this.#goawaySent
     const id = this.role === 'server' ? this.#maxPeerBidi + 4 : 0
     this.#goawaySent = id
-    if (!this.quic.isClosed && this.#control !== null) this.#control.write(encodeGoawayFrame(id)).catch(() => {})
+    if (!this.quic.isClosed && this.#control !== null) this.#control.write(encodeGoawayFrame(id)).catch(ignoreRejection) // GOAWAY is advisory; a failed write means the connection is closing, which quic.closed reports
     if (this.role === 'server') {
       // Streams waiting for a session that can no longer be accepted.
       for (const sessionId of [...this.#buffered.keys()]) if (sessionId >= id) for (const b of this.#takeBuffered(sessionId)) this.#refuse(b.qs, b.reader)
@@ -370,7 +371,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     for (const bytes of [first, encodeVarint(STREAM_TYPE_QPACK_ENCODER), encodeVarint(STREAM_TYPE_QPACK_DECODER)]) {
       const qs = this.quic.openStream({ unidirectional: true })
       const writer = qs.writable!.getWriter()
-      writer.write(bytes).catch(() => {})
+      writer.write(bytes).catch(ignoreRejection) // a failed preface write fails the connection, which quic.closed reports
       // Critical streams stay open for the connection's life.
       this.#keep.push(writer)
       this.#control ??= writer
@@ -380,15 +381,15 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
   #connectionError(code: number, reason: string): void {
     if (this.quic.isClosed || this.#closing) return
     this.#closing = true
-    this.quic.close(code, reason.slice(0, 200)).catch(() => {})
+    this.quic.close(code, reason.slice(0, 200)).catch(ignoreRejection) // closing on a connection error: its outcome is the connection's end, which quic.closed reports
   }
 
   /** Close the connection (and its sessions) with an HTTP/3 code. */
   async close(code = H3_NO_ERROR, reason = ''): Promise<void> {
-    for (const s of [...this.#sessions.values()]) await s.close({ code: 0, reason, timeoutMs: 0 }).catch(() => {})
+    for (const s of [...this.#sessions.values()]) await s.close({ code: 0, reason, timeoutMs: 0 }).catch(ignoreRejection) // sessions close with the connection; each one's own closed promise reports it
     if (this.quic.isClosed) return
     this.#closing = true
-    await this.quic.close(code, reason).catch(() => {})
+    await this.quic.close(code, reason).catch(ignoreRejection) // its outcome is the connection's end, which quic.closed reports
   }
 
   // --- peer streams --------------------------------------------------------------
@@ -529,7 +530,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
 
   #refuse(qs: QuicStream, reader: ByteReader): void {
     this.#stats.rejectedStreams++
-    reader.cancel(WT_BUFFERED_STREAM_REJECTED).catch(() => {})
+    reader.cancel(WT_BUFFERED_STREAM_REJECTED).catch(ignoreRejection) // the stream is refused; a peer that already reset it makes the cancel reject
     qs.reset(WT_BUFFERED_STREAM_REJECTED)
   }
 
@@ -609,7 +610,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
    * (refused), or the session; then DATA carries capsules to the session.
    */
   async #runConnectStream(
-    qs: QuicStream,
+    _qs: QuicStream,
     reader: ByteReader,
     rest: Uint8Array,
     onHead: (fieldSection: Uint8Array) => Promise<WebTransportSession | null | undefined>,
@@ -649,7 +650,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     const id = qs.id
     if (this.#goawaySent !== null && id >= this.#goawaySent) {
       // RFC 9114 §5.2: after GOAWAY, requests at or above its ID are rejected unprocessed.
-      reader.cancel(H3_REQUEST_REJECTED).catch(() => {})
+      reader.cancel(H3_REQUEST_REJECTED).catch(ignoreRejection) // the request is refused; a peer that already reset it makes the cancel reject
       qs.reset(H3_REQUEST_REJECTED)
       return
     }
@@ -658,10 +659,10 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     const respond = async (status: number): Promise<null> => {
       this.#forget(id)
       const fields = status === 200 ? webTransportResponseFields(200) : STATUS_ONLY(status)
-      writer.write(encodeHeadersFrame(encodeFieldSection(fields))).catch(() => {})
-      writer.close().catch(() => {})
+      writer.write(encodeHeadersFrame(encodeFieldSection(fields))).catch(ignoreRejection) // a best-effort answer: a peer that reset the request makes it reject
+      writer.close().catch(ignoreRejection) // a best-effort answer: a peer that reset the request makes it reject
       // We answered; the rest of the request is not needed.
-      await reader.cancel(H3_NO_ERROR).catch(() => {})
+      await reader.cancel(H3_NO_ERROR).catch(ignoreRejection) // a peer that reset the request makes the cancel reject; nothing is lost
       return null
     }
     const onHead = async (fieldSection: Uint8Array): Promise<WebTransportSession | null> => {
@@ -711,12 +712,12 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
         maxQueuedStreams: this.limits.maxQueuedStreams,
       })
       this.#startSession(session)
-      writer.write(encodeHeadersFrame(encodeFieldSection(webTransportResponseFields(200)))).catch(() => {})
+      writer.write(encodeHeadersFrame(encodeFieldSection(webTransportResponseFields(200)))).catch(ignoreRejection) // a failed write resets the CONNECT stream, which ends the session through its own path
       try {
         this.#router!.onSession(session)
       } catch {
         // The application's handler failed: end this session, keep the connection.
-        session.close({ code: 0, reason: 'internal error', timeoutMs: 0 }).catch(() => {})
+        session.close({ code: 0, reason: 'internal error', timeoutMs: 0 }).catch(ignoreRejection) // the handler already failed; this close is best-effort
         return session
       }
       this.emit('session', session)
@@ -780,7 +781,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
       [WEBTRANSPORT_DRAFT02_REQUEST_HEADER, '1'],
       ...extra,
     ]
-    writer.write(encodeHeadersFrame(encodeFieldSection(fields))).catch(() => {})
+    writer.write(encodeHeadersFrame(encodeFieldSection(fields))).catch(ignoreRejection) // a failed write shows as the CONNECT stream failing, which settles the request below
 
     return new Promise<WebTransportSession>((resolve, reject) => {
       let settled = false
@@ -796,13 +797,13 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
         settle(new StoqWebTransportError('timeout', `no answer to the WebTransport CONNECT within ${timeoutMs} ms`))
         this.#forget(id)
         qs.reset(H3_REQUEST_CANCELLED)
-        reader.cancel(H3_REQUEST_CANCELLED).catch(() => {})
+        reader.cancel(H3_REQUEST_CANCELLED).catch(ignoreRejection) // the request is abandoned and reset; the cancel may reject on the reset stream
       }, timeoutMs)
       this.#connectFailers.set(id, (err) => {
         settle(err)
         this.#forget(id)
         qs.reset(H3_REQUEST_CANCELLED)
-        reader.cancel(H3_REQUEST_CANCELLED).catch(() => {})
+        reader.cancel(H3_REQUEST_CANCELLED).catch(ignoreRejection) // the request is abandoned and reset; the cancel may reject on the reset stream
       })
       const onHead = async (fieldSection: Uint8Array): Promise<WebTransportSession | null | undefined> => {
         if (settled) return null
@@ -811,8 +812,8 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
         if (response.status >= 300) {
           this.#forget(id)
           settle(new StoqWebTransportError('refused', `the server refused the WebTransport session with status ${response.status}`, { status: response.status }))
-          writer.close().catch(() => {})
-          await reader.cancel(H3_NO_ERROR).catch(() => {})
+          writer.close().catch(ignoreRejection) // refused: the stream is done; a peer that reset it makes this reject
+          await reader.cancel(H3_NO_ERROR).catch(ignoreRejection) // refused: the stream is done; a peer that reset it makes this reject
           return null
         }
         const session = new WebTransportSession(this, {

@@ -12,6 +12,7 @@ import {
   type WebTransportLimits,
 } from './connection.js'
 import type { WebTransportSession } from './session.js'
+import { ignoreRejection } from './ignore.js'
 
 /** ALPN of HTTP/3. */
 export const H3_ALPN = 'h3'
@@ -144,7 +145,7 @@ export class WebTransportServer extends EventEmitter<{ session: [WebTransportSes
     })
     this.#connections.add(conn)
     // A connection arriving during a drain gets GOAWAY at once and the time left.
-    if (this.#draining !== null) conn.drain({ timeoutMs: this.#drainLeft() }).catch(() => {})
+    if (this.#draining !== null) conn.drain({ timeoutMs: this.#drainLeft() }).catch(ignoreRejection) // a drain rejects only when the connection closes, which its close event reports
     conn.on('close', () => {
       const s = conn.stats()
       this.#totals.sessionsOpened += s.sessionsOpened
@@ -205,7 +206,7 @@ export class WebTransportServer extends EventEmitter<{ session: [WebTransportSes
     if (this.#draining !== null) {
       if (deadline < this.#drainDeadline) {
         this.#drainDeadline = deadline
-        for (const c of this.#connections) c.drain({ timeoutMs }).catch(() => {})
+        for (const c of this.#connections) c.drain({ timeoutMs }).catch(ignoreRejection) // a drain rejects only when the connection closes, which its close event reports
       }
       return this.#draining
     }
@@ -216,7 +217,7 @@ export class WebTransportServer extends EventEmitter<{ session: [WebTransportSes
         const next = [...this.#connections].filter((c) => !done.has(c))
         if (next.length === 0) break
         for (const c of next) done.add(c)
-        await Promise.all(next.map((c) => c.drain({ timeoutMs: this.#drainLeft() }).catch(() => {})))
+        await Promise.all(next.map((c) => c.drain({ timeoutMs: this.#drainLeft() }).catch(ignoreRejection))) // a drain rejects only when the connection closes, which its close event reports
       }
       await this.close()
     })()

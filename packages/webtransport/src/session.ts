@@ -15,6 +15,7 @@ import {
 import { StoqClosedError, StoqInvalidArgumentError } from '@stoq/interface'
 import type { QuicConnection, QuicStream } from '@stoq/transport-core'
 import { WebTransportStream, type ByteReader } from './stream.js'
+import { ignoreRejection } from './ignore.js'
 
 /** How a session ended. */
 export interface WebTransportCloseInfo {
@@ -230,8 +231,8 @@ export class WebTransportSession extends EventEmitter<SessionEvents> {
     if (this.#sendClosed) return
     this.#sendClosed = true
     if (this.#host.quic.isClosed) return
-    if (capsule !== null) this.#writer.write(encodeDataFrame(capsule)).catch(() => {})
-    this.#writer.close().catch(() => {})
+    if (capsule !== null) this.#writer.write(encodeDataFrame(capsule)).catch(ignoreRejection) // the session is closing; a send side the peer already reset makes this reject
+    this.#writer.close().catch(ignoreRejection) // the session is closing; a send side the peer already reset makes this reject
   }
 
   /** @internal resolves once the peer finished the CONNECT stream (or the connection ended), or after `timeoutMs`. */

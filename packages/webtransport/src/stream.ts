@@ -3,6 +3,7 @@ import { show } from './args.js'
 import { http3ErrorToWebTransport, webTransportErrorToHttp3, WT_APPLICATION_ERROR_MAX } from '@stoq/h3'
 import { StoqError, StoqInvalidArgumentError, StoqStreamResetError, StoqStreamStoppedError } from '@stoq/interface'
 import type { QuicStream } from '@stoq/transport-core'
+import { ignoreRejection } from './ignore.js'
 
 export type ByteReader = ReadableStreamDefaultReader<Uint8Array>
 
@@ -147,7 +148,7 @@ export class WebTransportStream {
         },
         cancel: async (reason) => {
           this.#markRead()
-          await reader.cancel(toHttp3Code(reason)).catch(() => {})
+          await reader.cancel(toHttp3Code(reason)).catch(ignoreRejection) // the application cancelled; a stream the peer already reset makes this reject
         },
       },
       { highWaterMark: 0 },
@@ -158,7 +159,7 @@ export class WebTransportStream {
     const writer = qs.writable!.getWriter()
     if (preface !== null) {
       // Queued ahead of anything the application writes; a failure shows on the next write.
-      writer.write(preface).catch(() => {})
+      writer.write(preface).catch(ignoreRejection)
     }
     return new WritableStream<Uint8Array>(
       {
@@ -181,7 +182,7 @@ export class WebTransportStream {
         },
         abort: async (reason) => {
           this.#markWrite()
-          await writer.abort(toHttp3Code(reason)).catch(() => {})
+          await writer.abort(toHttp3Code(reason)).catch(ignoreRejection) // the application aborted; a stream the peer already reset makes this reject
         },
       },
       { highWaterMark: 1 },

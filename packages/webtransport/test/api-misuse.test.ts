@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { boundedOutcome, type MisuseOutcome } from '@stoq/compliance-tests'
+import { boundedOutcome, type MisuseOutcome, wrongValues, withoutWrongValues, type WrongValue, type WrongValueName } from '@stoq/compliance-tests'
 import { inspect } from 'node:util'
 import { StoqError } from '@stoq/interface'
 import * as api from '../src/index.js'
@@ -25,24 +25,24 @@ import { startEchoServer, urlFor } from './helpers.js'
 
 const LIMIT_MS = 5000
 
-const WRONG: Array<[string, unknown]> = [
-  ['null', null],
-  ['NaN', NaN],
-  ['Infinity', Infinity],
-  ['-1', -1],
-  ['1.5', 1.5],
-  ['2^64', 2 ** 64],
-  ['a string', 'x'],
-  ['an object', {}],
-  ['a null-prototype object', Object.create(null)],
-  ['an array', [1]],
-  ['a Symbol', Symbol('s')],
-  ['a function', () => 1],
-  ['a BigInt', 10n],
-  ['bytes', new Uint8Array(4)],
-  ['true', true],
-]
-const except = (...names: string[]): Array<[string, unknown]> => WRONG.filter(([n]) => !names.includes(n))
+const WRONG = wrongValues(
+  'null',
+  'NaN',
+  'Infinity',
+  '-1',
+  '1.5',
+  '2^64',
+  'a string',
+  'an object',
+  'a null-prototype object',
+  'an array',
+  'a Symbol',
+  'a function',
+  'a BigInt',
+  'bytes',
+  'true',
+)
+const except = (...names: WrongValueName[]): WrongValue[] => withoutWrongValues(WRONG, ...names)
 /** For an option, `undefined` means "the default". */
 const NOT_OBJECT = except('an object', 'a null-prototype object')
 

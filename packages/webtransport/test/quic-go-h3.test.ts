@@ -35,7 +35,7 @@ import {
 } from '@stoq/h3'
 import { DIAGNOSTICS_CHANNELS, createEndpoint, type Endpoint, type QuicConnection, type QuicStream } from '@stoq/transport-core'
 import { StoqWebTransportError, connectWebTransport } from '../src/index.js'
-import { pattern, sha256 } from './helpers.js'
+import { pattern, sha256Hex } from '@stoq/compliance-tests'
 
 
 /** The exact body quic-go's h3server answers GET /hello with (interop/quic-go/h3server.go). */
@@ -235,7 +235,7 @@ for (const engine of ['quinn', 'quiche'] as const) {
         const echo = await request(conn, authority, 'POST', '/echo', payload)
         expect(echo.status).toBe(200)
         expect(echo.body.length).toBe(payload.length)
-        expect(sha256(echo.body)).toBe(sha256(payload))
+        expect(sha256Hex(echo.body)).toBe(sha256Hex(payload))
 
         const missing = await request(conn, authority, 'GET', '/nothing-here')
         expect(missing.status).toBe(404)

@@ -7,7 +7,8 @@ import {
   type WebTransportServer,
   type WebTransportStream,
 } from '../src/index.js'
-import { readAll, urlFor } from './helpers.js'
+import { readAll } from '@stoq/compliance-tests'
+import { urlFor } from './helpers.js'
 
 /**
  * A server that speaks first (issue #16, item 2): streams it opens as the session starts reach

@@ -33,7 +33,8 @@ import {
   type WebTransportSession,
   type WebTransportStream,
 } from '../src/index.js'
-import { eventually, pattern, readAll, sha256, startEchoServer, urlFor } from './helpers.js'
+import { pattern, readAll, sha256Hex, waitFor } from '@stoq/compliance-tests'
+import { startEchoServer, urlFor } from './helpers.js'
 
 let cert: WebTransportCertificate
 
@@ -64,7 +65,7 @@ for (const engine of ENGINES) {
         const session = await connect()
         expect(session.path).toBe('/echo')
         expect(session.headers).toContainEqual(['sec-webtransport-http3-draft', 'draft02'])
-        await eventually(() => serverSessions.length === before + 1)
+        await waitFor(() => serverSessions.length === before + 1)
         const peer = serverSessions.at(-1)!
         expect(peer.path).toBe('/echo')
         expect(peer.origin).toBe('https://example.test')
@@ -85,7 +86,7 @@ for (const engine of ENGINES) {
         await w.close()
         const got = await echoed
         expect(got.length).toBe(data.length)
-        expect(sha256(got)).toBe(sha256(data))
+        expect(sha256Hex(got)).toBe(sha256Hex(data))
         await session.close()
       })
 
@@ -102,7 +103,7 @@ for (const engine of ENGINES) {
         expect(back.bidirectional).toBe(false)
         expect(back.writable).toBeNull()
         const got = await readAll(back.readable!)
-        expect(sha256(got)).toBe(sha256(data))
+        expect(sha256Hex(got)).toBe(sha256Hex(data))
         await session.close()
       })
 
@@ -127,7 +128,7 @@ for (const engine of ENGINES) {
 
       it('delivers the close code and reason to the peer (client closes)', async () => {
         const session = await connect()
-        await eventually(() => serverSessions.at(-1)?.id === session.id && !serverSessions.at(-1)!.isClosed)
+        await waitFor(() => serverSessions.at(-1)?.id === session.id && !serverSessions.at(-1)!.isClosed)
         const peer = serverSessions.at(-1)!
         const info = await session.close({ code: 4242, reason: 'done here ✓' })
         expect(info).toEqual({ code: 4242, reason: 'done here ✓', remote: false })
@@ -136,7 +137,7 @@ for (const engine of ENGINES) {
 
       it('delivers the close code and reason to the peer (server closes)', async () => {
         const session = await connect()
-        await eventually(() => serverSessions.at(-1)?.id === session.id && !serverSessions.at(-1)!.isClosed)
+        await waitFor(() => serverSessions.at(-1)?.id === session.id && !serverSessions.at(-1)!.isClosed)
         const peer = serverSessions.at(-1)!
         await peer.close({ code: 7, reason: 'server says bye' })
         expect(await session.closed).toEqual({ code: 7, reason: 'server says bye', remote: true })
@@ -158,7 +159,7 @@ for (const engine of ENGINES) {
             const got = readAll(st.readable!)
             await w.write(data)
             await w.close()
-            expect(sha256(await got)).toBe(sha256(data))
+            expect(sha256Hex(await got)).toBe(sha256Hex(data))
           }
           await Promise.all([echo(a, 11), echo(b, 12)])
           await a.close({ code: 1, reason: 'a' })
@@ -226,7 +227,7 @@ for (const engine of ENGINES) {
           const session = await client.openSession('/echo')
           const quic = client.connection.quic
           const serverConn = () => server.connections.find((c) => c.sessions.some((s) => s.id === session.id))
-          await eventually(() => serverConn() !== undefined)
+          await waitFor(() => serverConn() !== undefined)
           const conn = serverConn()!
           const before = conn.stats()
           const bogus = 4 * 1000
@@ -240,7 +241,7 @@ for (const engine of ENGINES) {
             w.releaseLock()
           }
           for (let i = 0; i < 10; i++) quic.sendDatagram(encodeHttpDatagram(bogus, new Uint8Array([1, 2, 3])))
-          await eventually(() => conn.stats().rejectedStreams - before.rejectedStreams >= n - limit)
+          await waitFor(() => conn.stats().rejectedStreams - before.rejectedStreams >= n - limit)
           expect(conn.stats().bufferedStreams).toBeLessThanOrEqual(limit)
           expect(conn.stats().rejectedStreams - before.rejectedStreams).toBe(n - limit)
           // The real session still works.
@@ -250,13 +251,13 @@ for (const engine of ENGINES) {
           const got = readAll(st.readable!)
           await w.write(data)
           await w.close()
-          expect(sha256(await got)).toBe(sha256(data))
+          expect(sha256Hex(await got)).toBe(sha256Hex(data))
           // Closing the connection releases the buffered streams.
           await session.close()
         } finally {
           await client.close()
         }
-        await eventually(() => server.stats().bufferedStreams === 0)
+        await waitFor(() => server.stats().bufferedStreams === 0)
       })
     })
   }
@@ -270,7 +271,7 @@ async function echoes(session: WebTransportSession, size: number, seed: number):
   const got = readAll(st.readable!)
   await w.write(data)
   await w.close()
-  return sha256(await got) === sha256(data)
+  return sha256Hex(await got) === sha256Hex(data)
 }
 
 function concat(chunks: Uint8Array[]): Uint8Array {
@@ -303,7 +304,7 @@ for (const engine of ENGINES) {
         const client = await clientFor(server)
         try {
           const session = await client.openSession('/echo')
-          await eventually(() => serverSessions.length === 1)
+          await waitFor(() => serverSessions.length === 1)
           const peer = serverSessions[0]!
           const serverConn = server.connections[0]!
           const goaway = new Promise<VarInt>((resolve) => client.connection.once('goaway', resolve))
@@ -355,7 +356,7 @@ for (const engine of ENGINES) {
         const client = await clientFor(server)
         try {
           const session = await client.openSession('/echo')
-          await eventually(() => serverSessions.length === 1)
+          await waitFor(() => serverSessions.length === 1)
           const peer = serverSessions[0]!
           const goaway = new Promise<VarInt>((resolve) => client.connection.once('goaway', resolve))
           await server.drain({ timeoutMs: 300 })
@@ -364,7 +365,7 @@ for (const engine of ENGINES) {
           expect(server.connections).toHaveLength(0)
           const clientInfo = await session.closed
           expect(clientInfo.remote).toBe(true)
-          await eventually(() => client.connection.isClosed)
+          await waitFor(() => client.connection.isClosed)
           expect(Number(await goaway) % 4).toBe(0)
         } finally {
           await client.close()
@@ -377,9 +378,9 @@ for (const engine of ENGINES) {
         const idle = await clientFor(server)
         try {
           await idle.connection.peerSettings
-          await eventually(() => server.connections.length === 1)
+          await waitFor(() => server.connections.length === 1)
           await server.drain({ timeoutMs: 60_000 })
-          await eventually(() => idle.connection.isClosed)
+          await waitFor(() => idle.connection.isClosed)
         } finally {
           await idle.close()
           await server.close()
@@ -404,7 +405,7 @@ for (const engine of ENGINES) {
         const client = await clientFor(server)
         try {
           const first = await client.openSession('/echo')
-          await eventually(() => server.connections.length === 1 && server.connections[0]!.sessions.length === 1)
+          await waitFor(() => server.connections.length === 1 && server.connections[0]!.sessions.length === 1)
           const serverConn = server.connections[0]!
           // GOAWAY without drain: the ID is fixed now, so this CONNECT is at or above it.
           const id = serverConn.goAway()
@@ -431,7 +432,7 @@ for (const engine of ENGINES) {
         const client = await clientFor(server)
         try {
           const a = await client.openSession('/echo')
-          await eventually(() => server.connections.length === 1)
+          await waitFor(() => server.connections.length === 1)
           const serverConn = server.connections[0]!
           const got = new Promise<VarInt>((resolve) => serverConn.once('goaway', resolve))
           expect(client.connection.goAway()).toBe(0)
@@ -521,10 +522,10 @@ for (const engine of ENGINES) {
           expect(first.status).toBe('200')
           const second = await sendConnect()
           expect(second.status).toBe('200')
-          await eventually(() => server.connections.length === 1 && server.connections[0]!.sessions.length === 2)
+          await waitFor(() => server.connections.length === 1 && server.connections[0]!.sessions.length === 2)
           const lastAccepted = Math.max(first.qs.id, second.qs.id)
           const drain = server.drain({ timeoutMs: 60_000 })
-          await eventually(() => controlFrames.some((f) => f.kind === 'goaway'))
+          await waitFor(() => controlFrames.some((f) => f.kind === 'goaway'))
           expect(controlFrames[0]!.kind).toBe('settings')
           const frame = controlFrames.find((f) => f.kind === 'goaway') as { kind: 'goaway'; id: VarInt }
           const id = Number(frame.id)

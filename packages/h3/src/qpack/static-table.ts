@@ -114,6 +114,8 @@ export const STATIC_NAME_INDEX: ReadonlyMap<string, number> = (() => {
 /** "name\0value" → static index of that exact entry. */
 export const STATIC_ENTRY_INDEX: ReadonlyMap<string, number> = (() => {
   const m = new Map<string, number>()
-  QPACK_STATIC_TABLE.forEach(([name, value], i) => m.set(`${name}\0${value}`, i))
+  QPACK_STATIC_TABLE.forEach(([name, value], i) => {
+    m.set(`${name}\0${value}`, i)
+  })
   return m
 })()
