@@ -97,7 +97,7 @@ function ownFiles(file, dir) {
       if (spec === null || !spec.startsWith('.')) continue
       const resolved = ts.resolveModuleName(spec, sf.fileName, program.getCompilerOptions(), ts.sys).resolvedModule
       const target = resolved?.resolvedFileName
-      if (target && target.startsWith(dir) && !seen.includes(target)) seen.push(target)
+      if (target?.startsWith(dir) && !seen.includes(target)) seen.push(target)
     }
   }
   return seen
