@@ -1,0 +1,109 @@
+//! The engine's transmit path: stateless packets first, then each connection's GSO runs.
+
+use super::*;
+
+impl Engine {
+    // -- transmit -------------------------------------------------------------
+
+    /// Fill `out` with packets for one peer: `lengths[i]` gets packet i's size, `peer_out` the
+    /// destination, `meta` [packets, bytes]. Returns the packet count.
+    pub fn poll_transmit(&mut self, out: &mut [u8], lengths: &mut [u32], peer_out: &mut [u8], meta: &mut [u32]) -> usize {
+        let max_packets = lengths.len();
+        if max_packets == 0 {
+            return 0;
+        }
+        // Stateless packets first: version negotiation, Retry, refusals, resets.
+        while let Some(t) = self.stateless.pop_front() {
+            if (t.reset && !self.stateless_reset) || t.data.len() > out.len() {
+                continue;
+            }
+            let len = t.data.len();
+            out[..len].copy_from_slice(&t.data);
+            lengths[0] = len as u32;
+            write_addr(peer_out, t.to);
+            meta[0] = 1;
+            meta[1] = len as u32;
+            return 1;
+        }
+        if let Some(h) = self.held.take() {
+            if h.data.len() <= out.len() {
+                let len = h.data.len();
+                out[..len].copy_from_slice(&h.data);
+                let count = split_segments(len, h.segment, lengths);
+                write_addr(peer_out, h.to);
+                meta[0] = count as u32;
+                meta[1] = len as u32;
+                self.enqueue(h.ch);
+                return count;
+            }
+        }
+        let now = Instant::now();
+        let mtu = self.params.max_payload as usize;
+        for _ in 0..self.tx.len() {
+            let Some(ch) = self.tx.pop_front() else { break };
+            let Engine { conns, tx_buf, current, held, .. } = self;
+            let Some(Some(c)) = conns.get_mut(ch) else { continue };
+            c.tx_queued = false;
+            *current = Some(ch);
+            if c.conn.is_closed() && !c.close_flag.is_set() {
+                // From now on only CONNECTION_CLOSE packets: past a full congestion window.
+                c.cwnd_at_close = Some(c.conn.congestion_state().window());
+                c.close_flag.set();
+            }
+            let mut count = 0usize;
+            let mut bytes = 0usize;
+            let mut dest: Option<SocketAddr> = None;
+            loop {
+                // Whole packets only: quinn never writes more than `room` packets of the path
+                // MTU, which is at most max_payload (MTU probes included).
+                let room = (max_packets - count).min((out.len() - bytes) / mtu);
+                if room == 0 {
+                    break;
+                }
+                // quinn writes into a Vec it may grow, which foreign memory cannot be: it
+                // writes into our reused buffer, and one copy puts the run in the caller's.
+                tx_buf.clear();
+                let Some(t) = c.conn.poll_transmit(now, room, tx_buf) else { break };
+                let len = t.size.min(tx_buf.len());
+                let seg = t.segment_size.unwrap_or(len).max(1);
+                if dest.is_some_and(|d| d != t.destination) {
+                    // Not for this run's destination: it goes next, alone.
+                    *held = Some(HeldTransmit { ch, data: tx_buf[..len].to_vec(), segment: seg, to: t.destination });
+                    break;
+                }
+                if bytes + len > out.len() {
+                    // Cannot happen (see `room`). Refuse rather than overflow.
+                    break;
+                }
+                out[bytes..bytes + len].copy_from_slice(&tx_buf[..len]);
+                count += split_segments(len, seg, &mut lengths[count..]);
+                bytes += len;
+                dest = Some(t.destination);
+            }
+            *current = None;
+            if let (true, Some(d)) = (count > 0, dest) {
+                // It may have more: back of the line, behind the others.
+                write_addr(peer_out, d);
+                meta[0] = count as u32;
+                meta[1] = bytes as u32;
+                self.enqueue(ch);
+                return count;
+            }
+        }
+        0
+    }
+}
+
+/// Lengths of the packets of a GSO run of `len` bytes in segments of `seg` (the last may be
+/// shorter), at most `lengths.len()` of them. Returns how many.
+fn split_segments(len: usize, seg: usize, lengths: &mut [u32]) -> usize {
+    let mut count = 0;
+    let mut off = 0;
+    while off < len && count < lengths.len() {
+        let l = seg.min(len - off);
+        lengths[count] = l as u32;
+        count += 1;
+        off += l;
+    }
+    count
+}
