@@ -12,7 +12,12 @@ import {
   StoqStreamStateError,
   StoqTlsError,
   StoqVersionNegotiationError,
+  StoqAbortedError,
+  checkOptions,
   isClientInitiated,
+  signalOption,
+  throwIfAborted,
+  whenAborted,
   type CloseInfo,
   type ConnectionStatsSnapshot,
   type EarlyDataState,
@@ -63,11 +68,14 @@ async function* toChunks(data: SendSource): AsyncGenerator<Uint8Array> {
 const encoder = new TextEncoder()
 const EMPTY = new Uint8Array(0)
 
+const WAIT_KEYS = ['signal', 'timeoutMs'] as const
+const CREATE_STREAM_KEYS = ['unidirectional', 'signal', 'timeoutMs'] as const
+const SEND_KEYS = ['confirm', 'signal', 'timeoutMs'] as const
+
 /** `{ signal, timeoutMs }` of a waiting call, checked. */
-function waitOptions(options: { signal?: unknown; timeoutMs?: unknown }): { signal?: AbortSignal; timeoutMs?: number } {
-  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { signal?, timeoutMs? }')
-  const { signal, timeoutMs } = options
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new StoqInvalidArgumentError('signal', 'expected an AbortSignal')
+function waitOptions(options: { signal?: unknown; timeoutMs?: unknown }, accepted: readonly string[] = WAIT_KEYS): { signal?: AbortSignal; timeoutMs?: number } {
+  const { signal: given, timeoutMs } = checkOptions(options, accepted) as { signal?: unknown; timeoutMs?: unknown }
+  const signal = signalOption('signal', given)
   if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) {
     throw new StoqInvalidArgumentError('timeoutMs', 'expected an integer number of ms')
   }
@@ -82,7 +90,8 @@ interface Waiter<T> {
 
 /**
  * Queue a waiting call: it settles when the queue's owner serves it, or leaves the queue when
- * `timeoutMs` passes (rejecting with `onTimeout()`) or `signal` aborts (with its reason).
+ * `timeoutMs` passes (rejecting with `onTimeout()`) or `signal` aborts (with StoqAbortedError,
+ * the signal's reason as `cause`). The abort listener goes when the call settles.
  */
 function parkWaiter<T, X extends object>(
   queue: (Waiter<T> & X)[],
@@ -90,6 +99,7 @@ function parkWaiter<T, X extends object>(
   signal: AbortSignal | undefined,
   timeoutMs: number | undefined,
   onTimeout: () => Error,
+  operation: string,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const done = (): void => {
@@ -112,10 +122,10 @@ function parkWaiter<T, X extends object>(
         reject(err)
       },
     }) as Waiter<T> & X
-    const onAbort = (): void => leave(abortReason(signal!))
+    const onAbort = (): void => leave(new StoqAbortedError(operation, signal!.reason))
     const timer = timeoutMs === undefined ? null : setTimeout(() => leave(onTimeout()), timeoutMs)
     if (signal?.aborted) {
-      leave(abortReason(signal))
+      leave(new StoqAbortedError(operation, signal.reason))
       return
     }
     signal?.addEventListener('abort', onAbort, { once: true })
@@ -142,9 +152,6 @@ export function holdPeerStreamLimits(
 }
 
 /** What an aborted wait rejects with: the signal's reason (an AbortError DOMException by default). */
-function abortReason(signal: AbortSignal): Error {
-  return signal.reason instanceof Error ? signal.reason : new DOMException('The operation was aborted', 'AbortError')
-}
 
 /** Transport error codes 0x100-0x1ff carry a TLS alert (RFC 9001 §4.8). */
 const CRYPTO_ERROR_START = 0x100
@@ -517,9 +524,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
    */
   openStream(options: { unidirectional?: boolean } = {}): QuicStream {
     this.assertOpen()
-    if (typeof options !== 'object' || options === null) {
-      throw new StoqInvalidArgumentError('options', 'expected { unidirectional?: boolean }')
-    }
+    checkOptions(options, ['unidirectional'])
     const bidi = options.unidirectional !== true
     const id = this.engine.openStream(this.handle, bidi)
     if (id < 0) throw new StoqStreamLimitError(bidi)
@@ -609,14 +614,14 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   /**
    * The next stream the peer opens (or one it opened before anyone was listening). Rejects
    * with the connection's error once it has ended, with STOQ_ERR_STREAM_STATE when
-   * `timeoutMs` passes, and with the signal's reason when `signal` aborts.
+   * `timeoutMs` passes, and with STOQ_ERR_ABORTED (the signal's reason as `cause`) when `signal` aborts.
    */
   accept(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<QuicStream> {
     const { signal, timeoutMs } = waitOptions(options)
     const waiting = this.unclaimed.shift()
     if (waiting !== undefined) return Promise.resolve(waiting)
     if (this.closeError) return Promise.reject(this.closeError)
-    return parkWaiter(this.accepters, {}, signal, timeoutMs, () => new StoqStreamStateError(-1, `No stream from the peer within ${timeoutMs} ms`))
+    return parkWaiter(this.accepters, {}, signal, timeoutMs, () => new StoqStreamStateError(-1, `No stream from the peer within ${timeoutMs} ms`), 'accept')
   }
 
   /** Every stream the peer opens, in order, until the connection ends: `for await (const s of conn.incomingStreams)`. */
@@ -642,28 +647,25 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
   /**
    * Open a stream, waiting for the peer's stream credit (MAX_STREAMS) when its limit is used
    * up, unlike `openStream()`, which throws StoqStreamLimitError at once. Waiting opens are
-   * served in order. Rejects with StoqStreamLimitError after `timeoutMs`, with the signal's
-   * reason when `signal` aborts, and with the connection's error when it ends.
+   * served in order. Rejects with StoqStreamLimitError after `timeoutMs`, with STOQ_ERR_ABORTED
+   * (the signal's reason as `cause`) when `signal` aborts, and with the connection's error when it ends.
    */
   createStream(options: { unidirectional?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<QuicStream> {
-    if (typeof options !== 'object' || options === null) {
-      return Promise.reject(new StoqInvalidArgumentError('options', 'expected { unidirectional?, signal?, timeoutMs? }'))
-    }
     let wait: { signal?: AbortSignal; timeoutMs?: number }
     try {
       this.assertOpen()
-      wait = waitOptions(options)
+      wait = waitOptions(options, CREATE_STREAM_KEYS)
     } catch (err) {
       return Promise.reject(err)
     }
     const bidi = options.unidirectional !== true
     const { signal, timeoutMs } = wait
-    if (signal?.aborted) return Promise.reject(abortReason(signal))
+    if (signal?.aborted) return Promise.reject(new StoqAbortedError('createStream', signal.reason))
     if (!this.openers.some((o) => o.bidi === bidi)) {
       const stream = this.tryOpen(bidi)
       if (stream !== null) return Promise.resolve(stream)
     }
-    const waiting = parkWaiter(this.openers, { bidi }, signal, timeoutMs, () => new StoqStreamLimitError(bidi))
+    const waiting = parkWaiter(this.openers, { bidi }, signal, timeoutMs, () => new StoqStreamLimitError(bidi), 'createStream')
     this.owner.connectionDeferred?.(this)
     return waiting
   }
@@ -882,44 +884,64 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
    * byte and the FIN were handed to the engine, within the peer's flow
    * control; with `{ confirm: true }`, only once the peer acknowledged them
    * all. Resolves with the number of bytes sent. Rejects with the stream's or
-   * the connection's typed error.
+   * the connection's typed error, or with STOQ_ERR_ABORTED when `signal` aborts
+   * (the stream, if opened, is reset).
    */
-  async send(data: SendSource, options: { confirm?: boolean; timeoutMs?: number } = {}): Promise<number> {
-    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { confirm?, timeoutMs? }')
+  async send(data: SendSource, options: { confirm?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<number> {
+    checkOptions(options, SEND_KEYS)
+    const signal = signalOption('signal', options.signal)
     const timeoutMs = options.timeoutMs ?? 30_000
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new StoqInvalidArgumentError('timeoutMs', 'expected a positive integer (ms)')
     const iterable = typeof data === 'object' && data !== null && (Symbol.asyncIterator in data || Symbol.iterator in data)
     if (typeof data !== 'string' && !(data instanceof Uint8Array) && !(data instanceof ArrayBuffer) && !iterable) {
       throw new StoqInvalidArgumentError('data', 'expected a Uint8Array, Buffer, ArrayBuffer, string, or an (async) iterable or stream of them')
     }
+    throwIfAborted(signal, 'send')
     const chunks = toChunks(data)
     // The first chunk before the stream: a source that is wrong from the start leaves no stream.
     const first = await chunks.next()
+    throwIfAborted(signal, 'send')
     // Waits for the peer's stream credit (within timeoutMs), like the rest of send().
-    const stream = await this.createStream({ unidirectional: true, timeoutMs })
-    const writer = stream.writable!.getWriter()
+    let stream: QuicStream
     try {
-      if (first.done !== true) await writer.write(first.value)
-      for await (const chunk of chunks) await writer.write(chunk)
-      await writer.close()
+      stream = await this.createStream({ unidirectional: true, timeoutMs, ...(signal !== undefined ? { signal } : {}) })
     } catch (err) {
+      throw err instanceof StoqAbortedError ? new StoqAbortedError('send', signal?.reason) : err
+    }
+    const writer = stream.writable!.getWriter()
+    // An abort resets the stream: a write waiting for credit rejects, nothing more goes out.
+    let aborted: StoqAbortedError | null = null
+    const stopListening = whenAborted(signal, 'send', (err) => {
+      aborted = err
       writer.abort(err).catch(() => {})
-      throw err
-    }
-    const sent = stream.bytesWritten
-    if (options.confirm !== true) return sent
-    // The engine forgets a send-only stream once the peer acknowledged all of it.
-    const deadline = performance.now() + timeoutMs
-    while (!this.engine.streamComplete(this.handle, stream.id)) {
-      const err = this.closeError
-      if (err) throw err
-      if (performance.now() > deadline) {
-        throw new StoqStreamStateError(stream.id, `Peer did not acknowledge stream ${stream.id} within ${timeoutMs} ms`)
+    })
+    try {
+      try {
+        if (first.done !== true) await writer.write(first.value)
+        for await (const chunk of chunks) await writer.write(chunk)
+        await writer.close()
+      } catch (err) {
+        writer.abort(err).catch(() => {})
+        throw aborted ?? err
       }
-      const rtt = this.closeInfo ? 1 : Math.max(1, Math.min(50, this.engine.stats(this.handle).rttMs / 2))
-      await new Promise((resolve) => setTimeout(resolve, rtt))
+      const sent = stream.bytesWritten
+      if (options.confirm !== true) return sent
+      // The engine forgets a send-only stream once the peer acknowledged all of it.
+      const deadline = performance.now() + timeoutMs
+      while (!this.engine.streamComplete(this.handle, stream.id)) {
+        if (aborted !== null) throw aborted
+        const err = this.closeError
+        if (err) throw err
+        if (performance.now() > deadline) {
+          throw new StoqStreamStateError(stream.id, `Peer did not acknowledge stream ${stream.id} within ${timeoutMs} ms`)
+        }
+        const rtt = this.closeInfo ? 1 : Math.max(1, Math.min(50, this.engine.stats(this.handle).rttMs / 2))
+        await new Promise((resolve) => setTimeout(resolve, rtt))
+      }
+      return sent
+    } finally {
+      stopListening()
     }
-    return sent
   }
 
   // -------------------------------------------------------------------------
@@ -1106,7 +1128,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> implements St
     if (bytes.length > MAX_REASON_BYTES) {
       throw new StoqInvalidArgumentError('reason', `expected at most ${MAX_REASON_BYTES} bytes, got ${bytes.length}`)
     }
-    if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { timeoutMs? }')
+    checkOptions(options, ['timeoutMs'])
     const timeoutMs = options.timeoutMs ?? this.owner.options?.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS
     if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_CLOSE_TIMEOUT_MS) {
       throw new StoqInvalidArgumentError('timeoutMs', `expected an integer from 0 to ${MAX_CLOSE_TIMEOUT_MS} (ms), got ${String(timeoutMs)}`)

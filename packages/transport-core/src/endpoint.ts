@@ -23,6 +23,10 @@ import {
   type UdpIo,
   type UdpIoFactory,
   type UdpReceiver,
+  checkOptions,
+  optionKeys,
+  throwIfAborted,
+  whenAborted,
 } from '@stoq/interface'
 import { batching } from '@stoq/batching'
 import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
@@ -444,8 +448,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   async connect(options: ConnectOptions): Promise<QuicConnection> {
     if (this.state !== 'open') throw new StoqClosedError('endpoint')
     const o = resolveConnectOptions(options)
+    throwIfAborted(o.signal, 'connect')
     const peer = await this.resolvePeer(o.host, o.port)
     if (this.state !== 'open') throw new StoqClosedError('endpoint')
+    throwIfAborted(o.signal, 'connect')
     const commit = this.windowCommitment()
     if (!this.governor.commitWindow(commit.committed)) {
       const g = this.governor
@@ -480,18 +486,32 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
     if (o.keepAliveMs > 0) this.engine.setKeepAlive(handle, o.keepAliveMs)
     const established = new Promise<QuicConnection>((resolve, reject) => {
       const timer = setTimeout(() => {
+        stopListening()
         conn.onHandshakeSettled = null
         conn.closeNow(0, 'handshake timeout')
         this.schedule()
         reject(new StoqHandshakeTimeoutError(o.handshakeTimeoutMs))
       }, o.handshakeTimeoutMs)
+      // An abort before `connect` settled closes the half-made connection; the listener goes
+      // when the connect settles, so a long-lived signal keeps none.
+      const stopListening = whenAborted(o.signal, 'connect', (err) => {
+        clearTimeout(timer)
+        conn.onHandshakeSettled = null
+        conn.closeNow(0, 'connect aborted')
+        this.schedule()
+        reject(err)
+      })
       conn.onHandshakeSettled = (err) => {
+        stopListening()
         clearTimeout(timer)
         if (err) reject(err)
         else resolve(conn)
       }
       // 0-RTT keys: the connection carries data now (the timer still bounds the handshake).
-      if (o.earlyData && this.engine.stats(handle).earlyData === 'pending') resolve(conn)
+      if (o.earlyData && this.engine.stats(handle).earlyData === 'pending') {
+        stopListening()
+        resolve(conn)
+      }
     })
     this.schedule()
     return established
@@ -1231,12 +1251,14 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   }
 }
 
+const COMPONENT_KEYS = optionKeys<EndpointComponents>({ engine: true, udp: true, pool: true, batcher: true, metrics: true, throughputSampleMs: true })
+
 /** Typed errors for components of the wrong shape (before anything is built). */
 function checkComponents(c: unknown): asserts c is Partial<EndpointComponents> {
   if (typeof c !== 'object' || c === null || Array.isArray(c)) {
     throw new StoqInvalidArgumentError('components', `expected an object, got ${c === null ? 'null' : Array.isArray(c) ? 'an array' : typeof c}`)
   }
-  const o = c as Record<string, unknown>
+  const o = checkOptions(c, COMPONENT_KEYS, 'components') as Record<string, unknown>
   const fn = (name: string): void => {
     if (o[name] !== undefined && typeof o[name] !== 'function') throw new StoqInvalidArgumentError(name, `expected a factory function, got ${typeof o[name]}`)
   }
