@@ -13,6 +13,15 @@ export function isOptionsObject(value: unknown): value is Record<string, unknown
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !ArrayBuffer.isView(value) && !(value instanceof ArrayBuffer)
 }
 
+/**
+ * The keys of an options type, listed once as a record so that the compiler refuses a list
+ * that misses an option (or names one the type does not have):
+ * `optionKeys<EndpointOptions>({ host: true, port: true, ... })`.
+ */
+export function optionKeys<T>(keys: { [K in keyof T & string]-?: true }): Array<keyof T & string> {
+  return Object.keys(keys) as Array<keyof T & string>
+}
+
 /** `prefix.key`, or `key` at the top level. */
 function joinPath(prefix: string | undefined, key: string): string {
   return prefix === undefined || prefix === '' ? key : `${prefix}.${key}`
