@@ -5,7 +5,10 @@ import {
   type PacketBatcherOptions,
   type PacketBatcherStats,
   type TransmitBatch,
+  checkOptions,
   describeValue,
+  integerOption,
+  optionKeys,
 } from '@stoq/interface'
 import {
   DEFAULT_FLUSH_DEADLINE_US,
@@ -193,11 +196,11 @@ class DefaultPacketBatcher implements PacketBatcher {
 const describe = describeValue
 
 function positiveInt(name: string, value: unknown, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
-    throw new StoqInvalidArgumentError(name, `expected an integer from 1 to ${max}, got ${describe(value)}`)
-  }
-  return value
+  return integerOption(name, value, 1, max)
 }
+
+/** Every key `batching()` accepts. */
+const OPTION_KEYS = optionKeys<BatcherOptions>({ maxPacketsPerBatch: true, maxSuperBufferBytes: true, maxBatchesPerFlush: true, flushDeadlineUs: true })
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !ArrayBuffer.isView(value)
@@ -232,7 +235,7 @@ function checkComponents(components: unknown): PacketBatcherComponents {
 
 /** Factory: `batching(options)(components)`. */
 export function batching(options: Partial<BatcherOptions> = {}): (components: PacketBatcherComponents) => PacketBatcher {
-  if (!isObject(options)) throw new StoqInvalidArgumentError('options', `expected an object, got ${describe(options)}`)
+  checkOptions(options, OPTION_KEYS)
   const resolved: BatcherOptions = {
     maxPacketsPerBatch: positiveInt('maxPacketsPerBatch', options.maxPacketsPerBatch ?? DEFAULT_MAX_PACKETS_PER_BATCH, 512),
     maxSuperBufferBytes: positiveInt('maxSuperBufferBytes', options.maxSuperBufferBytes ?? DEFAULT_MAX_SUPER_BUFFER_BYTES, 65535),

@@ -67,6 +67,24 @@ describe('batching: API misuse', () => {
     }
   })
 
+  it.each([
+    ['maxPacketPerBatch', 'maxPacketsPerBatch'],
+    ['flushDeadlineMs', 'flushDeadlineUs'],
+    ['maxBatchesPerFlsuh', 'maxBatchesPerFlush'],
+    ['segments', null],
+  ])('refuses the unknown key %s, naming it (closest: %s)', async (key, near) => {
+    await expectTyped(`batching({ ${key} })`, () => batching({ [key]: 8 } as never), 'STOQ_ERR_INVALID_ARG', key)
+    let err: Error | null = null
+    try {
+      batching({ [key]: 8 } as never)
+    } catch (e) {
+      err = e as Error
+    }
+    expect(err?.message).toContain('accepted: maxPacketsPerBatch, maxSuperBufferBytes, maxBatchesPerFlush, flushDeadlineUs')
+    if (near === null) expect(err?.message).not.toContain('did you mean')
+    else expect(err?.message).toContain(`did you mean \`${near}\`?`)
+  })
+
   it('refuses every option of the wrong type or out of range', async () => {
     const limits: Record<string, number> = {
       maxPacketsPerBatch: 512,

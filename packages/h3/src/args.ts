@@ -4,7 +4,7 @@
  * unchecked helpers.
  */
 
-import { StoqInvalidArgumentError, describeValue as show } from '@stoq/interface'
+import { StoqInvalidArgumentError, checkOptions, describeValue as show } from '@stoq/interface'
 
 /** A wrong value, described for an error message (the helper every package shares). */
 export { show }
@@ -26,11 +26,15 @@ export function offsetArg(value: unknown, buf: Uint8Array): asserts value is num
   intArg('offset', value, 0, Math.max(buf.length, 0) + 2 ** 31)
 }
 
-/** Throws unless `value` is a plain options object (or undefined, handled by the caller's default). */
-export function optionsArg(name: string, value: unknown): asserts value is object {
+/**
+ * Throws unless `value` is a plain options object (or undefined, handled by the caller's default);
+ * with `accepted`, an unknown key is refused too (the one policy of @stoq/interface's checkOptions).
+ */
+export function optionsArg(name: string, value: unknown, accepted?: readonly string[]): asserts value is object {
   if (typeof value !== 'object' || value === null || Array.isArray(value) || ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
     throw new StoqInvalidArgumentError(name, `expected an options object, got ${show(value)}`)
   }
+  if (accepted !== undefined) checkOptions(value, accepted)
 }
 
 /** Throws unless `value` is a string. */

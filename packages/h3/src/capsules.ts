@@ -174,7 +174,7 @@ export class CapsuleParser {
   #ended = false
 
   constructor(options: CapsuleParserOptions = {}) {
-    optionsArg('options', options)
+    optionsArg('options', options, ['maxCapsuleSize', 'reportUnknown'])
     const max = options.maxCapsuleSize ?? DEFAULT_MAX_CAPSULE_SIZE
     if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 0) {
       throw new StoqInvalidArgumentError('maxCapsuleSize', `must be a non-negative integer (got ${show(max)})`)

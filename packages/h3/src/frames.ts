@@ -487,7 +487,7 @@ export class FrameParser {
   #ended = false
 
   constructor(options: FrameParserOptions = {}) {
-    optionsArg('options', options)
+    optionsArg('options', options, ['maxFramePayloadSize', 'streamKind', 'receiver', 'webTransport', 'streamData', 'reportUnknown'])
     const max = options.maxFramePayloadSize ?? DEFAULT_MAX_FRAME_PAYLOAD_SIZE
     if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 0) {
       throw new StoqInvalidArgumentError('maxFramePayloadSize', `must be a non-negative integer (got ${show(max)})`)

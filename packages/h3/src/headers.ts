@@ -119,7 +119,7 @@ export function validateRequestHeaders(
   fields: Iterable<readonly [string, string]>,
   options: ValidateRequestOptions = {},
 ): RequestHead {
-  optionsArg('options', options)
+  optionsArg('options', options, ['allowExtendedConnect'])
   if (options.allowExtendedConnect !== undefined && typeof options.allowExtendedConnect !== 'boolean') {
     throw new StoqInvalidArgumentError('allowExtendedConnect', `expected a boolean, got ${show(options.allowExtendedConnect)}`)
   }

@@ -131,7 +131,7 @@ export interface DecodeSettingsOptions {
  */
 export function decodeSettings(payload: Uint8Array, options: DecodeSettingsOptions = {}): Settings {
   bytesArg('payload', payload)
-  optionsArg('options', options)
+  optionsArg('options', options, ['checkValues'])
   const checkValues = options.checkValues === undefined ? true : boolOption('checkValues', options.checkValues)
   const settings: Settings = new Map()
   let at = 0
@@ -233,7 +233,7 @@ export function peerWebTransportSupport(settings: Settings): PeerWebTransportSup
  * `maxFieldSectionSize` adds SETTINGS_MAX_FIELD_SECTION_SIZE when given.
  */
 export function webTransportServerSettings(options: { maxFieldSectionSize?: number } = {}): Array<[number, number]> {
-  optionsArg('options', options)
+  optionsArg('options', options, ['maxFieldSectionSize'])
   if (options.maxFieldSectionSize !== undefined) intArg('maxFieldSectionSize', options.maxFieldSectionSize, 0, Number.MAX_SAFE_INTEGER)
   const settings: Array<[number, number]> = [
     [SETTINGS_QPACK_MAX_TABLE_CAPACITY, 0],

@@ -348,3 +348,30 @@ describe('h3: API misuse', () => {
     for (const v of [0, 63, 64, 16383, 16384, 2 ** 30, 2 ** 53 - 1]) expect(decodeVarint(encodeVarint(v))!.value).toBe(v)
   })
 })
+
+describe('h3: unknown option keys', () => {
+  // One policy (@stoq/interface checkOptions): a misspelt key is refused, named, with the closest accepted key.
+  it.each([
+    ['FrameParser', 'reportUnkown', 'reportUnknown', () => new api.FrameParser({ reportUnkown: true } as never)],
+    ['decodeFrames', 'webtransport', 'webTransport', () => api.decodeFrames(new Uint8Array(0), { webtransport: true } as never)],
+    ['CapsuleParser', 'maxCapsuleSise', 'maxCapsuleSize', () => new api.CapsuleParser({ maxCapsuleSise: 1 } as never)],
+    ['decodeSettings', 'checkValue', 'checkValues', () => api.decodeSettings(new Uint8Array(0), { checkValue: true } as never)],
+    ['validateRequestHeaders', 'allowExtendedConect', 'allowExtendedConnect', () => api.validateRequestHeaders([], { allowExtendedConect: true } as never)],
+    ['encodeFieldSection', 'huffmann', 'huffman', () => api.encodeFieldSection([], { huffmann: true } as never)],
+    ['decodeFieldSection', 'maxFieldSectionSise', 'maxFieldSectionSize', () => api.decodeFieldSection(new Uint8Array([0, 0]), { maxFieldSectionSise: 1 } as never)],
+    ['webTransportServerSettings', 'maxFieldSection', null, () => api.webTransportServerSettings({ maxFieldSection: 1 } as never)],
+  ])('%s refuses %s', (_api, argument, near, call) => {
+    let err: unknown = null
+    try {
+      call()
+    } catch (e) {
+      err = e
+    }
+    expect(StoqError.isInstance(err)).toBe(true)
+    const e = err as StoqError
+    expect(e.code).toBe('STOQ_ERR_INVALID_ARG')
+    expect(e.data).toEqual({ argument })
+    if (near === null) expect(e.message).not.toContain('did you mean')
+    else expect(e.message).toContain(`did you mean \`${near}\`?`)
+  })
+})

@@ -2,9 +2,9 @@ import dgram from 'node:dgram'
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs'
 import { basename } from 'node:path'
 import os from 'node:os'
-import type { UdpIo, UdpIoFactory } from '@stoq/interface'
-import { type DgramUdpIoOptions, DgramUdpIo } from './dgram-io.js'
-import { DEFAULT_GSO_PROBE_SEGMENT_SIZE, DEFAULT_GSO_PROBE_TIMEOUT_MS, GsoUdpIo, type GsoUdpIoOptions } from './gso-io.js'
+import { type UdpIo, type UdpIoFactory, checkOptions } from '@stoq/interface'
+import { type DgramUdpIoOptions, DGRAM_OPTION_KEYS, DgramUdpIo } from './dgram-io.js'
+import { DEFAULT_GSO_PROBE_SEGMENT_SIZE, DEFAULT_GSO_PROBE_TIMEOUT_MS, GSO_OPTION_KEYS, GsoUdpIo, type GsoUdpIoOptions } from './gso-io.js'
 import {
   SO_SNDBUFFORCE,
   SOL_SOCKET,
@@ -113,9 +113,11 @@ export interface DetectOptions {
 /**
  * Report what this machine and process can do for UDP I/O, each entry proved
  * where it can be (a real loopback GSO write, a real setsockopt) rather than
- * inferred from a version number. Never throws or rejects.
+ * inferred from a version number. Never rejects for what it cannot prove; an unknown option key
+ * rejects with STOQ_ERR_INVALID_ARG.
  */
 export async function detectCapabilities(options: Partial<DetectOptions> = {}): Promise<CapabilityReport> {
+  checkOptions(options, ['probeSegmentSize', 'probeTimeoutMs'])
   const segmentSize = options.probeSegmentSize ?? DEFAULT_GSO_PROBE_SEGMENT_SIZE
   const timeoutMs = options.probeTimeoutMs ?? DEFAULT_GSO_PROBE_TIMEOUT_MS
   const linux = process.platform === 'linux'
@@ -564,8 +566,10 @@ export function probeGsoSupport(): Promise<{ ok: boolean; detail: string }> {
  * gets `StoqUnsupportedError` there should bind a `DgramUdpIo` instead.
  */
 export async function udpIoAuto(options: Partial<UdpIoAutoOptions> = {}): Promise<AutoUdpIoFactory> {
-  const dgramOptions = options.dgram ?? {}
-  const gsoOptions = options.gso ?? {}
+  checkOptions(options, ['gso', 'dgram', 'disableGso'])
+  // The nested options are checked now, not when the chosen backend is built.
+  const dgramOptions = checkOptions(options.dgram ?? {}, DGRAM_OPTION_KEYS, 'dgram') as Partial<DgramUdpIoOptions>
+  const gsoOptions = checkOptions(options.gso ?? {}, GSO_OPTION_KEYS, 'gso') as Partial<GsoUdpIoOptions>
   let backend: 'gso' | 'dgram' = 'dgram'
   let reason: string
   if (options.disableGso === true) {

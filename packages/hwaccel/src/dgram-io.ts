@@ -8,6 +8,8 @@ import {
   type UdpIo,
   type UdpIoStats,
   type UdpReceiver,
+  checkOptions,
+  optionKeys,
 } from '@stoq/interface'
 import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, refuseReusePort, sendQueueMarks } from './dgram-common.js'
 import { checkBindTarget, toSocketAddress, toWireHost } from './address.js'
@@ -21,6 +23,9 @@ export interface DgramUdpIoOptions {
   /** Pending sends below which `onDrain` fires again. */
   sendQueueLowWater: number
 }
+
+/** Every key `DgramUdpIo` accepts. */
+export const DGRAM_OPTION_KEYS = optionKeys<DgramUdpIoOptions>({ sendQueueHighWater: true, sendQueueLowWater: true })
 
 /**
  * The portable UdpIo backend over Node's `dgram`: one datagram per send call,
@@ -47,6 +52,7 @@ export class DgramUdpIo implements UdpIo {
   private readonly pump = new DgramReceivePump(this.counters, () => this.receiver)
 
   constructor(options: Partial<DgramUdpIoOptions> = {}) {
+    checkOptions(options, DGRAM_OPTION_KEYS)
     const marks = sendQueueMarks(options)
     this.highWater = marks.high
     this.lowWater = marks.low

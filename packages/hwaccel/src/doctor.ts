@@ -1,4 +1,5 @@
 import type { Capability, CapabilityReport } from './detect.js'
+import { checkOptions } from '@stoq/interface'
 
 /**
  * Human-readable form of a capability report: one row per entry (available
@@ -36,6 +37,7 @@ interface Row {
 }
 
 export function formatCapabilities(report: CapabilityReport, options: Partial<FormatCapabilitiesOptions> = {}): string {
+  checkOptions(options, ['width'])
   const width = Math.max(60, Math.floor(options.width ?? 120))
   const record = report as unknown as Record<string, unknown>
   const keys: string[] = [...ORDER.filter((k) => isCapability(record[k]))]

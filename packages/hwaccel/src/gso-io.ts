@@ -10,6 +10,8 @@ import {
   type UdpIo,
   type UdpIoStats,
   type UdpReceiver,
+  checkOptions,
+  optionKeys,
 } from '@stoq/interface'
 import { DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
 import { DgramReceivePump, SendTokenFifo, bindDgramSocket, dgramCounters, refuseReusePort, sendQueueMarks } from './dgram-common.js'
@@ -55,6 +57,15 @@ export interface GsoUdpIoOptions {
   /** How long the probe waits for its datagrams. */
   probeTimeoutMs: number
 }
+
+/** Every key `GsoUdpIo` accepts. */
+export const GSO_OPTION_KEYS = optionKeys<GsoUdpIoOptions>({
+  sendQueueHighWater: true,
+  sendQueueLowWater: true,
+  socketBufferSize: true,
+  probeSegmentSize: true,
+  probeTimeoutMs: true,
+})
 
 export interface GsoUdpIoStats extends UdpIoStats {
   /** Socket writes that carried more than one segment. */
@@ -133,6 +144,7 @@ export class GsoUdpIo implements UdpIo {
   private readonly pump = new DgramReceivePump(this.counters, () => this.receiver)
 
   constructor(options: Partial<GsoUdpIoOptions> = {}) {
+    checkOptions(options, GSO_OPTION_KEYS)
     const marks = sendQueueMarks(options)
     this.highWater = marks.high
     this.lowWater = marks.low

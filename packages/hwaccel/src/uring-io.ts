@@ -1,6 +1,6 @@
 import os from 'node:os'
 import { readFileSync } from 'node:fs'
-import { StoqInvalidArgumentError, type UdpIo } from '@stoq/interface'
+import { StoqInvalidArgumentError, type UdpIo, checkOptions, optionKeys } from '@stoq/interface'
 import { errnoName, errorMessage, loadLibc } from './koffi/libc.js'
 import { S_RECEIVE_RETRIES, S_RING_ENTERS, S_SEND_REORDERED, S_SEND_RETRIES, S_SENDS_LINKED } from './worker/protocol.js'
 import { type UringKit, uringKit } from './worker/uring-kit.js'
@@ -54,6 +54,21 @@ export interface UringUdpIoOptions extends WorkerUdpIoOptions {
   /** Here: the longest io_uring_enter waits for a completion (it is woken earlier by the eventfd). */
   pollTimeoutMs: number
 }
+
+/** Every key `UringUdpIo` accepts: the worker backend's and `receiveDepth`. */
+const URING_OPTION_KEYS: readonly string[] = optionKeys<UringUdpIoOptions>({
+  pool: true,
+  sendSlabs: true,
+  receiveSlots: true,
+  sendSlots: true,
+  sendQueueHighWater: true,
+  sendQueueLowWater: true,
+  socketBufferSize: true,
+  pollTimeoutMs: true,
+  syscallBatch: true,
+  cpus: true,
+  receiveDepth: true,
+})
 
 export interface UringUdpIoStats extends WorkerUdpIoStats {
   /**
@@ -130,6 +145,10 @@ export class UringUdpIo extends WorkerUdpIo {
       throw new StoqInvalidArgumentError('receiveDepth', `expected an integer from 1 to receiveSlots (${this.rxSlots}), got ${String(depth)}`)
     }
     this.receiveDepth = depth
+  }
+
+  protected override acceptedOptions(): readonly string[] {
+    return URING_OPTION_KEYS
   }
 
   protected override workerSource(): string {
@@ -226,6 +245,7 @@ let mainKit: UringKit | null = null
  * nothing waits). The ring is closed again. Never throws.
  */
 export function probeIoUring(options: Partial<IoUringProbeOptions> = {}): IoUringProbeResult {
+  checkOptions(options, ['setupFlags'])
   const disabled = readSysctl()
   const fail = (detail: string, errno = 0, features = 0): IoUringProbeResult => ({
     ok: false,

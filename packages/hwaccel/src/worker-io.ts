@@ -12,6 +12,8 @@ import {
   type UdpIo,
   type UdpIoStats,
   type UdpReceiver,
+  checkOptions,
+  optionKeys,
 } from '@stoq/interface'
 import { DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
 import { GSO_MAX_SEGMENTS, GSO_MAX_WRITE_BYTES_IPV4, GSO_MAX_WRITE_BYTES_IPV6 } from './gso-io.js'
@@ -139,6 +141,20 @@ export interface WorkerUdpIoOptions {
   /** Pin the network thread to these CPUs (default: not pinned). */
   cpus: number[]
 }
+
+/** Every key `WorkerUdpIo` accepts. */
+export const WORKER_OPTION_KEYS: readonly string[] = optionKeys<WorkerUdpIoOptions>({
+  pool: true,
+  sendSlabs: true,
+  receiveSlots: true,
+  sendSlots: true,
+  sendQueueHighWater: true,
+  sendQueueLowWater: true,
+  socketBufferSize: true,
+  pollTimeoutMs: true,
+  syscallBatch: true,
+  cpus: true,
+})
 
 export interface WorkerUdpIoStats extends UdpIoStats {
   /** Kernel thread id of the network worker thread (0 before bind). */
@@ -316,6 +332,7 @@ export class WorkerUdpIo implements UdpIo {
   }
 
   constructor(options: Partial<WorkerUdpIoOptions> = {}) {
+    checkOptions(options, this.acceptedOptions())
     this.rxSlots = powerOfTwo('receiveSlots', options.receiveSlots ?? DEFAULT_WORKER_RECEIVE_SLOTS)
     this.txSlots = powerOfTwo('sendSlots', options.sendSlots ?? DEFAULT_WORKER_SEND_SLOTS)
     const defaultHigh = options.sendSlots === undefined ? DEFAULT_WORKER_SEND_HIGH_WATER : Math.max(1, (this.txSlots * 3) >> 2)
@@ -397,6 +414,11 @@ export class WorkerUdpIo implements UdpIo {
   // Hooks for the backends that run another worker program over the same rings (uring-io.ts).
 
   /** Source text of the worker program, run with `workerData` and `require`. */
+  /** The option keys this backend accepts (a subclass adds its own). Called from the constructor. */
+  protected acceptedOptions(): readonly string[] {
+    return WORKER_OPTION_KEYS
+  }
+
   protected workerSource(): string {
     return source()
   }

@@ -32,6 +32,7 @@ export type StoqErrorCode =
   | 'STOQ_ERR_INTEGRITY'
   | 'STOQ_ERR_PROTOCOL'
   | 'STOQ_ERR_H3'
+  | 'STOQ_ERR_ABORTED'
 
 export class StoqError<D = unknown> extends Error {
   /** Stable machine-readable code, e.g. `STOQ_ERR_TLS`. */
@@ -244,6 +245,17 @@ export class StoqUnsupportedError extends StoqError<{ feature: string }> {
 export class StoqResourceLimitError extends StoqError<{ limit: string; used: number; max: number }> {
   constructor(limit: string, used: number, max: number, message: string) {
     super('STOQ_ERR_RESOURCE_LIMIT', message, { limit, used, max })
+  }
+}
+
+/**
+ * The caller's `AbortSignal` aborted the operation (`data.operation` names it, e.g. `connect`).
+ * `cause` is the signal's `reason` (an `AbortError` DOMException for a plain `abort()`, or
+ * whatever was passed to `abort(reason)`, e.g. a `TimeoutError` from `AbortSignal.timeout`).
+ */
+export class StoqAbortedError extends StoqError<{ operation: string }> {
+  constructor(operation: string, reason?: unknown) {
+    super('STOQ_ERR_ABORTED', `${operation} was aborted by its signal`, { operation }, { cause: reason })
   }
 }
 

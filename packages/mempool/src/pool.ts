@@ -44,7 +44,11 @@ import {
   type BufferPool,
   type BufferPoolStats,
   type PoolExhaustionPolicy,
+  booleanOption,
+  checkOptions,
   describeValue,
+  integerOption,
+  optionKeys,
 } from '@stoq/interface'
 import {
   DEFAULT_ALIGNMENT,
@@ -118,7 +122,7 @@ const HEADER_WORDS = 16
 const FREE = 0
 const IN_USE_STATE = 1
 
-const OPTION_NAMES: readonly string[] = ['bufferSize', 'initialBuffers', 'maxBuffers', 'exhaustion', 'debug', 'shared']
+const OPTION_NAMES = optionKeys<BufferPoolOptions>({ bufferSize: true, initialBuffers: true, maxBuffers: true, exhaustion: true, debug: true, shared: true })
 
 /** Create a buffer pool; see `BufferPoolOptions` for what each option does. */
 /** Hooks of the thread that creates a pool (not part of the shareable options). */
@@ -132,9 +136,7 @@ export interface BufferPoolHooks {
 
 export function createBufferPool(options: Partial<BufferPoolOptions> = {}, hooks: BufferPoolHooks = {}): SharedBufferPool {
   const resolved = resolveOptions(options)
-  if (typeof hooks !== 'object' || hooks === null || Array.isArray(hooks)) {
-    throw new StoqInvalidArgumentError('hooks', `expected an object with an optional onSlab function, got ${show(hooks)}`)
-  }
+  checkOptions(hooks, ['onSlab'], 'hooks')
   if (hooks.onSlab !== undefined && typeof hooks.onSlab !== 'function') throw new StoqInvalidArgumentError('onSlab', 'expected a function')
   const bytes = controlWords(resolved) * 4
   const control = resolved.shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes)
@@ -409,14 +411,7 @@ class SlabBufferPool implements SharedBufferPool {
 }
 
 function resolveOptions(options: Partial<BufferPoolOptions>): BufferPoolOptions {
-  if (typeof options !== 'object' || options === null || Array.isArray(options) || ArrayBuffer.isView(options)) {
-    throw new StoqInvalidArgumentError('options', `expected an object with any of ${OPTION_NAMES.join(', ')}`)
-  }
-  for (const key of Object.keys(options)) {
-    if (!OPTION_NAMES.includes(key)) {
-      throw new StoqInvalidArgumentError('options', `unknown option "${key}"; accepted: ${OPTION_NAMES.join(', ')}`)
-    }
-  }
+  checkOptions(options, OPTION_NAMES)
   const bufferSize = integerIn('bufferSize', options.bufferSize ?? DEFAULT_BUFFER_SIZE, DEFAULT_ALIGNMENT, MAX_BUFFER_SIZE)
   const maxBuffers = integerIn('maxBuffers', options.maxBuffers ?? DEFAULT_MAX_BUFFERS, 1, MAX_BUFFERS_LIMIT)
   const initialBuffers = integerIn(
@@ -439,17 +434,8 @@ function resolveOptions(options: Partial<BufferPoolOptions>): BufferPoolOptions 
   }
 }
 
-function integerIn(name: string, value: unknown, min: number, max: number): number {
-  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
-    throw new StoqInvalidArgumentError(name, `expected an integer from ${min} to ${max}, got ${show(value)}`)
-  }
-  return value as number
-}
-
-function boolean(name: string, value: unknown): boolean {
-  if (typeof value !== 'boolean') throw new StoqInvalidArgumentError(name, `expected true or false, got ${show(value)}`)
-  return value
-}
+const integerIn = integerOption
+const boolean = booleanOption
 
 const show = describeValue
 

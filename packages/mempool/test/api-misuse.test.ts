@@ -96,7 +96,15 @@ describe('mempool: API misuse', () => {
         await expectTyped(`${option} = ${label}`, () => createBufferPool({ [option]: v } as never), 'STOQ_ERR_INVALID_ARG', option)
       }
     }
-    await expectTyped('unknown option', () => createBufferPool({ size: 1 } as never), 'STOQ_ERR_INVALID_ARG', 'options')
+    // Unknown keys name themselves (the argument is the key, not "options").
+    for (const [options, hooks, argument] of [
+      [{ size: 1 }, {}, 'size'],
+      [{ bufferSise: 64 }, {}, 'bufferSise'],
+      [{ maxBuffer: 4 }, {}, 'maxBuffer'],
+      [{}, { onslab: () => {} }, 'hooks.onslab'],
+    ] as Array<[object, object, string]>) {
+      await expectTyped(`unknown option ${argument}`, () => createBufferPool(options as never, hooks as never), 'STOQ_ERR_INVALID_ARG', argument)
+    }
   })
 
   it('createBufferPool refuses hooks that are not an object with a function onSlab', async () => {

@@ -180,11 +180,11 @@ describe('option validation', () => {
     [{ shared: 1 as unknown as boolean }, 'Invalid shared: expected true or false, got 1'],
     [
       { bufferSise: 1024 } as Partial<BufferPoolOptions>,
-      'Invalid options: unknown option "bufferSise"; accepted: bufferSize, initialBuffers, maxBuffers, exhaustion, debug, shared',
+      'Invalid bufferSise: unknown option (did you mean `bufferSize`?); accepted: bufferSize, initialBuffers, maxBuffers, exhaustion, debug, shared',
     ],
     [
       null as unknown as Partial<BufferPoolOptions>,
-      'Invalid options: expected an object with any of bufferSize, initialBuffers, maxBuffers, exhaustion, debug, shared',
+      'Invalid options: expected an object with any of bufferSize, initialBuffers, maxBuffers, exhaustion, debug, shared, got null',
     ],
   ])('rejects %o', (options, message) => {
     expect(thrown(() => createBufferPool(options))).toEqual({ code: 'STOQ_ERR_INVALID_ARG', message })

@@ -5,7 +5,7 @@
  * any browser or SVG viewer opens.
  */
 
-import { StoqInvalidArgumentError } from '@stoq/interface'
+import { StoqInvalidArgumentError, checkOptions, optionKeys } from '@stoq/interface'
 import { show } from './args.js'
 import type { ThroughputPoint, ThroughputSeries, ThroughputSeriesJSON } from './throughput.js'
 
@@ -44,7 +44,7 @@ export const CHART_X_AXIS_TITLE = 'time (s)'
 export const CHART_Y_AXIS_TITLE = 'throughput (Gbit/s)'
 export const CHART_NO_DATA_TEXT = 'no data'
 
-const OPTION_NAMES = ['title', 'subtitle', 'width', 'height', 'peak']
+const OPTION_NAMES = optionKeys<ThroughputChartOptions>({ title: true, subtitle: true, width: true, height: true, peak: true })
 const MIN_WIDTH = 400
 const MIN_HEIGHT = 240
 const MAX_SIZE = 10_000
@@ -244,14 +244,7 @@ export function renderThroughputChart(
   options: Partial<ThroughputChartOptions> = {},
 ): string {
   if (!Array.isArray(samples)) throw new StoqInvalidArgumentError('samples', 'expected an array of { t, gbps, averageGbps }')
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new StoqInvalidArgumentError('options', `expected an object with any of ${OPTION_NAMES.join(', ')}`)
-  }
-  for (const key of Object.keys(options)) {
-    if (!OPTION_NAMES.includes(key)) {
-      throw new StoqInvalidArgumentError('options', `unknown option "${key}"; accepted: ${OPTION_NAMES.join(', ')}`)
-    }
-  }
+  checkOptions(options, OPTION_NAMES)
   const width = checkSize('width', options.width, MIN_WIDTH, CHART_DEFAULT_WIDTH)
   const height = checkSize('height', options.height, MIN_HEIGHT, CHART_DEFAULT_HEIGHT)
   const title = checkText('title', options.title) ?? CHART_DEFAULT_TITLE

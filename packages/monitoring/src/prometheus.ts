@@ -5,7 +5,7 @@
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { StoqInvalidArgumentError } from '@stoq/interface'
+import { StoqInvalidArgumentError, checkOptions } from '@stoq/interface'
 import { show } from './args.js'
 import { DEFAULT_METRICS_PATH, PROMETHEUS_CONTENT_TYPE } from './defaults.js'
 import type { MetricFamilySnapshot, MetricsSource } from './registry.js'
@@ -120,12 +120,7 @@ export function createMetricsHandler(
   options: Partial<MetricsHandlerOptions> = {},
 ): (req: IncomingMessage, res: ServerResponse) => void {
   checkSource(source)
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new StoqInvalidArgumentError('options', 'expected an object with any of path')
-  }
-  for (const key of Object.keys(options)) {
-    if (key !== 'path') throw new StoqInvalidArgumentError('options', `unknown option "${key}"; accepted: path`)
-  }
+  checkOptions(options, ['path'])
   const path = options.path ?? DEFAULT_METRICS_PATH
   if (typeof path !== 'string' || !path.startsWith('/') || /[?#\s]/.test(path)) {
     throw new StoqInvalidArgumentError('path', `expected a URL path starting with "/" (no query, fragment or spaces), got ${show(path)}`)

@@ -15,6 +15,8 @@
 
 import {
   StoqInvalidArgumentError,
+  checkOptions,
+  optionKeys,
   type MetricHandle,
   type MetricsSink,
   type SpecificationVersion,
@@ -155,7 +157,7 @@ export interface MetricsRegistry extends MetricsSink, MetricsSource {
 const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/
 const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/
 const HISTOGRAM_SUFFIXES = ['_bucket', '_sum', '_count'] as const
-const OPTION_NAMES = ['prefix', 'defaultLabels']
+const OPTION_NAMES = optionKeys<MetricsRegistryOptions>({ prefix: true, defaultLabels: true })
 
 class Counter implements CounterHandle {
   readonly type = 'counter'
@@ -432,14 +434,7 @@ export function createMetricsRegistry(options: Partial<MetricsRegistryOptions> =
 }
 
 function resolveOptions(options: Partial<MetricsRegistryOptions>): MetricsRegistryOptions {
-  if (typeof options !== 'object' || options === null) {
-    throw new StoqInvalidArgumentError('options', `expected an object with any of ${OPTION_NAMES.join(', ')}`)
-  }
-  for (const key of Object.keys(options)) {
-    if (!OPTION_NAMES.includes(key)) {
-      throw new StoqInvalidArgumentError('options', `unknown option "${key}"; accepted: ${OPTION_NAMES.join(', ')}`)
-    }
-  }
+  checkOptions(options, OPTION_NAMES)
   const prefix = options.prefix ?? DEFAULT_PREFIX
   if (typeof prefix !== 'string' || (prefix !== '' && !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix))) {
     throw new StoqInvalidArgumentError('prefix', `expected a metric name prefix matching [a-zA-Z_:][a-zA-Z0-9_:]*, got ${show(prefix)}`)

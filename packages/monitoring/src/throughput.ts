@@ -6,7 +6,7 @@
  * Rates are in Gbit/s: 10^9 bits per second (decimal, as link speeds are).
  */
 
-import { StoqInvalidArgumentError } from '@stoq/interface'
+import { StoqInvalidArgumentError, checkOptions, optionKeys } from '@stoq/interface'
 import { show } from './args.js'
 import { DEFAULT_SERIES_CAPACITY, MAX_SERIES_CAPACITY } from './defaults.js'
 
@@ -48,7 +48,7 @@ export interface ThroughputSeriesJSON {
   points: ThroughputPoint[]
 }
 
-const OPTION_NAMES = ['capacity', 'clock']
+const OPTION_NAMES = optionKeys<ThroughputSeriesOptions>({ capacity: true, clock: true })
 const MAX_INTERVAL_MS = 2 ** 31 - 1
 
 /**
@@ -83,14 +83,7 @@ export class ThroughputSeries {
   #timer: ReturnType<typeof setInterval> | null = null
 
   constructor(options: Partial<ThroughputSeriesOptions> = {}) {
-    if (typeof options !== 'object' || options === null) {
-      throw new StoqInvalidArgumentError('options', `expected an object with any of ${OPTION_NAMES.join(', ')}`)
-    }
-    for (const key of Object.keys(options)) {
-      if (!OPTION_NAMES.includes(key)) {
-        throw new StoqInvalidArgumentError('options', `unknown option "${key}"; accepted: ${OPTION_NAMES.join(', ')}`)
-      }
-    }
+    checkOptions(options, OPTION_NAMES)
     const capacity = options.capacity ?? DEFAULT_SERIES_CAPACITY
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_SERIES_CAPACITY) {
       throw new StoqInvalidArgumentError('capacity', `expected an integer from 1 to ${MAX_SERIES_CAPACITY}, got ${show(capacity)}`)

@@ -164,7 +164,7 @@ describe('monitoring: API misuse', () => {
       cases.push([`height = ${label}`, () => renderThroughputChart([], { height: v } as never), 'height'])
       if (typeof v !== 'string') cases.push([`title = ${label}`, () => renderThroughputChart([], { title: v } as never), 'title'])
     }
-    cases.push(['an unknown option', () => renderThroughputChart([], { colour: 'red' } as never), 'options'])
+    cases.push(['an unknown option', () => renderThroughputChart([], { colour: 'red' } as never), 'colour'])
     await table(cases)
   })
 
@@ -173,6 +173,7 @@ describe('monitoring: API misuse', () => {
     for (const [label, v] of except('an object', 'a null-prototype object', 'undefined')) {
       cases.push([`createMetricsRegistry(${label})`, () => createMetricsRegistry(v as never), 'options'])
     }
+    cases.push(['an unknown option', () => createMetricsRegistry({ defaultLabel: {} } as never), 'defaultLabel'])
     for (const [label, v] of OPT.filter(([, v]) => typeof v !== 'string')) {
       cases.push([`prefix = ${label}`, () => createMetricsRegistry({ prefix: v } as never), 'prefix'])
     }
@@ -251,6 +252,7 @@ describe('monitoring: API misuse', () => {
       cases.push([`createMetricsHandler(r, ${label})`, () => createMetricsHandler(r, v as never), 'options'])
     }
     for (const [label, v] of OPT) cases.push([`path = ${label}`, () => createMetricsHandler(r, { path: v } as never), 'path'])
+    cases.push(['an unknown option', () => createMetricsHandler(r, { pth: '/m' } as never), 'pth'])
     await table(cases)
   })
 
@@ -263,6 +265,7 @@ describe('monitoring: API misuse', () => {
     for (const [label, v] of except('an object', 'a null-prototype object', 'undefined')) {
       cases.push([`new ThroughputSeries(${label})`, () => new ThroughputSeries(v as never), 'options'])
     }
+    cases.push(['an unknown option', () => new ThroughputSeries({ capacty: 5 } as never), 'capacty'])
     for (const [label, v] of [...except('null', 'undefined', '1.5'), ['86401', 86_401] as [string, unknown]]) {
       if (v === 1) continue
       cases.push([`capacity = ${label}`, () => new ThroughputSeries({ capacity: v } as never), 'capacity'])

@@ -160,7 +160,9 @@ describe('validation', () => {
   })
 
   it('validates options eagerly', () => {
-    expect(thrown(() => createMetricsRegistry({ prefx: 'a' } as never)).message).toContain('unknown option "prefx"')
+    expect(thrown(() => createMetricsRegistry({ prefx: 'a' } as never)).message).toBe(
+      'Invalid prefx: unknown option (did you mean `prefix`?); accepted: prefix, defaultLabels',
+    )
     expect(thrown(() => createMetricsRegistry({ prefix: 'a-b' })).argument).toBe('prefix')
     expect(thrown(() => createMetricsRegistry({ defaultLabels: { '1x': 'a' } })).argument).toBe('defaultLabels')
     expect(thrown(() => createMetricsRegistry(null as never)).argument).toBe('options')

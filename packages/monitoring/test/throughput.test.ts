@@ -117,7 +117,7 @@ describe('ThroughputSeries math', () => {
       expect(thrownCode(() => new ThroughputSeries({ capacity })).argument).toBe('capacity')
     }
     expect(thrownCode(() => new ThroughputSeries({ clock: 5 as never })).argument).toBe('clock')
-    expect(thrownCode(() => new ThroughputSeries({ size: 5 } as never)).argument).toBe('options')
+    expect(thrownCode(() => new ThroughputSeries({ size: 5 } as never)).argument).toBe('size')
   })
 
   it('reset forgets points, origin and peak', () => {

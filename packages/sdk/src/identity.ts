@@ -5,6 +5,7 @@ import os from 'node:os'
 import path from 'node:path'
 import * as x509 from '@peculiar/x509'
 import { StoqCertificatePinError, StoqInvalidArgumentError } from '@stoq/transport-core'
+import { checkOptions, optionKeys } from '@stoq/interface'
 import { createWebTransportCertificate, MAX_WEBTRANSPORT_CERT_DAYS } from '@stoq/webtransport'
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
@@ -51,10 +52,7 @@ function checkAppName(appName: unknown): string {
 
 /** Validates identity options (typed errors), filling in the defaults except `dir`. */
 export function resolveIdentityOptions(options: unknown): Omit<IdentityOptions, 'dir'> & { dir: string | undefined } {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new StoqInvalidArgumentError('identity', 'expected an object')
-  }
-  const o = options as Partial<IdentityOptions>
+  const o = checkOptions(options, optionKeys<IdentityOptions>({ dir: true, validityDays: true, renewBeforeDays: true, names: true }), 'identity') as Partial<IdentityOptions>
   const validityDays = o.validityDays ?? DEFAULT_IDENTITY_VALIDITY_DAYS
   const renewBeforeDays = o.renewBeforeDays ?? DEFAULT_IDENTITY_RENEW_BEFORE_DAYS
   if (typeof validityDays !== 'number' || !Number.isInteger(validityDays) || validityDays < 1 || validityDays > 3650) {
@@ -185,10 +183,7 @@ export interface BrowserCertificate {
 
 /** Validates browser certificate options (typed errors), filling in the defaults except `dir`. */
 export function resolveBrowserCertificateOptions(options: unknown): Omit<BrowserCertificateOptions, 'dir'> & { dir: string | undefined } {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new StoqInvalidArgumentError('browserCertificate', 'expected an object')
-  }
-  const o = options as Partial<BrowserCertificateOptions>
+  const o = checkOptions(options, optionKeys<BrowserCertificateOptions>({ dir: true, validityDays: true, renewBeforeDays: true, names: true, ips: true }), 'browserCertificate') as Partial<BrowserCertificateOptions>
   const validityDays = o.validityDays ?? DEFAULT_BROWSER_CERT_VALIDITY_DAYS
   const renewBeforeDays = o.renewBeforeDays ?? DEFAULT_BROWSER_CERT_RENEW_BEFORE_DAYS
   if (typeof validityDays !== 'number' || !Number.isInteger(validityDays) || validityDays < 1 || validityDays > MAX_WEBTRANSPORT_CERT_DAYS) {

@@ -35,6 +35,7 @@ import {
   type QuicConnection,
   type QuicStream,
 } from '@stoq/transport-core'
+import { checkOptions, optionKeys } from '@stoq/interface'
 import { StoqIntegrityError, StoqProtocolError } from './cli-errors.js'
 
 export const CHUNK_MAGIC = Buffer.from('SQM1', 'latin1')
@@ -257,8 +258,7 @@ function intOption(value: unknown, name: string, min: number, max: number, fallb
 }
 
 export function validateTransferOptions(options: unknown): ResolvedTransferOptions {
-  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected an object')
-  const o = options as TransferOptions
+  const o = checkOptions(options, optionKeys<TransferOptions>({ chunkSize: true, id: true, depth: true, windowBytes: true, stallTimeoutMs: true, maxRetries: true })) as TransferOptions
   const chunkSize = intOption(o.chunkSize, 'chunkSize', MIN_TRANSFER_CHUNK_BYTES, MAX_TRANSFER_CHUNK_BYTES, DEFAULT_TRANSFER_CHUNK_BYTES)
   const depth = intOption(o.depth, 'depth', 1, MAX_TRANSFER_DEPTH, DEFAULT_TRANSFER_DEPTH)
   const windowBytes = intOption(o.windowBytes, 'windowBytes', chunkSize, MAX_TRANSFER_WINDOW_BYTES, Math.max(chunkSize, DEFAULT_TRANSFER_WINDOW_BYTES))
@@ -796,7 +796,10 @@ export interface TransferReceiver {
 }
 
 export function createTransferReceiver(options: TransferReceiverOptions): TransferReceiver {
-  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { onTransfer, ... }')
+  checkOptions(
+    options,
+    optionKeys<TransferReceiverOptions>({ onTransfer: true, onError: true, onChunk: true, windowBytes: true, maxChunkBytes: true, maxTransfers: true, idleTimeoutMs: true }),
+  )
   if (typeof options.onTransfer !== 'function') throw new StoqInvalidArgumentError('onTransfer', 'expected a function')
   if (options.onError !== undefined && typeof options.onError !== 'function') throw new StoqInvalidArgumentError('onError', 'expected a function')
   if (options.onChunk !== undefined && typeof options.onChunk !== 'function') throw new StoqInvalidArgumentError('onChunk', 'expected a function')

@@ -239,8 +239,8 @@ export class Multiplexer {
     return member
   }
 
-  /** Send one message on one member (see `QuicConnection.send`). */
-  async send(data: SendSource, options: { confirm?: boolean; timeoutMs?: number } = {}): Promise<number> {
+  /** Send one message on one member (see `QuicConnection.send`; `signal` aborts it with STOQ_ERR_ABORTED). */
+  async send(data: SendSource, options: { confirm?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<number> {
     const member = this.pick()
     try {
       const sent = await member.conn!.send(data, options)

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { StoqClosedError, StoqInvalidArgumentError, type QuicConnection } from '@stoq/transport-core'
+import { checkOptions, optionKeys } from '@stoq/interface'
 
 /** Pooled connections at most: enough for a service talking to many peers. */
 export const DEFAULT_POOL_MAX_CONNECTIONS = 50
@@ -63,7 +64,7 @@ export class ConnectionPool {
   private closed = false
 
   constructor(options: Partial<PoolOptions> = {}) {
-    if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new StoqInvalidArgumentError('pool', 'expected an object')
+    checkOptions(options, optionKeys<PoolOptions>({ maxConnections: true, idleTimeoutMs: true }), 'pool')
     const maxConnections = options.maxConnections ?? DEFAULT_POOL_MAX_CONNECTIONS
     const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_POOL_IDLE_TIMEOUT_MS
     if (!Number.isInteger(maxConnections) || maxConnections < 1 || maxConnections > 100_000) {

@@ -1,5 +1,8 @@
 import path from 'node:path'
 import {
+  CONNECT_OPTION_KEYS,
+  ENDPOINT_OPTION_KEYS,
+  TRANSPORT_OPTION_KEYS,
   createEndpoint,
   DEFAULT_ALPN,
   StoqClosedError,
@@ -13,6 +16,7 @@ import {
   type ServerOptions,
 } from '@stoq/transport-core'
 import { ThroughputSeries } from '@stoq/monitoring'
+import { checkOptions, optionKeys, raceAbort } from '@stoq/interface'
 import { parseTarget, type ConnectTarget } from './target.js'
 import {
   KnownHosts,
@@ -77,6 +81,12 @@ export interface StoqConnectOptions extends Omit<ConnectOptions, 'host' | 'port'
   trust?: 'tofu'
   /** Reuse a live pooled connection with the same peer and options (default true). */
   reuse?: boolean
+  /**
+   * Abort the connect (STOQ_ERR_ABORTED). With `reuse: false` the half-made connection is
+   * closed; a pooled connect (the default) stops waiting, and a handshake it started goes on
+   * for the pool (other callers may share it), bounded by `handshakeTimeoutMs`.
+   */
+  signal?: AbortSignal
 }
 
 /** WebTransport on a `listen` port: browsers (and `connectWebTransport`) reach it over HTTP/3. */
@@ -95,27 +105,41 @@ export interface ListenWebTransportOptions {
   limits?: WebTransportServerOptions['limits']
 }
 
-const WEBTRANSPORT_KEYS = new Set(['path', 'onSession', 'accept', 'limits'])
+const WEBTRANSPORT_KEYS = optionKeys<ListenWebTransportOptions>({ path: true, onSession: true, accept: true, limits: true })
+
+/** The keys of the connect options: the endpoint's (but host and port, which the target gives) and the SDK's own. */
+const CONNECT_KEYS = [...CONNECT_OPTION_KEYS.filter((k) => k !== 'host' && k !== 'port'), 'trust', 'reuse'] as const
+const PROBE_KEYS = [...CONNECT_KEYS, 'bytes'] as const
+const MULTIPLEX_KEYS = [...CONNECT_KEYS.filter((k) => k !== 'trust' && k !== 'reuse'), 'connections', 'strategy'] as const
+/** `endpoint` of `Stoq.create`: every endpoint option but `server` and `port` (given by `listen`). */
+const STOQ_ENDPOINT_KEYS = ENDPOINT_OPTION_KEYS.filter((k) => k !== 'server' && k !== 'port')
+const STOQ_KEYS = optionKeys<StoqOptions>({ endpoint: true, components: true, identity: true, browserCertificate: true, pool: true, tier: true })
+const COMPONENT_KEYS = optionKeys<EndpointComponents>({ engine: true, udp: true, pool: true, batcher: true, metrics: true, throughputSampleMs: true })
+const LISTEN_KEYS = optionKeys<ListenHandlers>({
+  cert: true,
+  key: true,
+  alpn: true,
+  retry: true,
+  maxConnections: true,
+  earlyData: true,
+  onConnection: true,
+  onStream: true,
+  onDatagram: true,
+  webtransport: true,
+})
 
 function isOptionsObject(v: unknown): boolean {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
-/** `options` of connect/probe/multiplex: undefined or a plain object. */
-function connectOptionsArg<T>(options: T | undefined): T {
+/** `options` of connect/probe/multiplex: undefined or a plain object of the accepted keys. */
+function connectOptionsArg<T>(options: T | undefined, accepted: readonly string[]): T {
   if (options === undefined) return {} as T
-  if (!isOptionsObject(options)) throw new StoqInvalidArgumentError('options', 'expected an object of connect options')
-  return options
+  return checkOptions(options, accepted) as T
 }
 
 function checkWebTransportOptions(wt: unknown): ListenWebTransportOptions {
-  if (typeof wt !== 'object' || wt === null || Array.isArray(wt)) {
-    throw new StoqInvalidArgumentError('handlers.webtransport', 'expected { onSession, path?, accept?, limits? }')
-  }
-  for (const k of Object.keys(wt)) {
-    if (!WEBTRANSPORT_KEYS.has(k)) throw new StoqInvalidArgumentError(`handlers.webtransport.${k}`, 'unknown option (expected onSession, path, accept or limits)')
-  }
-  const o = wt as ListenWebTransportOptions
+  const o = checkOptions(wt, WEBTRANSPORT_KEYS, 'handlers.webtransport') as ListenWebTransportOptions
   if (typeof o.onSession !== 'function') throw new StoqInvalidArgumentError('handlers.webtransport.onSession', 'expected a function')
   if (o.accept !== undefined && typeof o.accept !== 'function') throw new StoqInvalidArgumentError('handlers.webtransport.accept', 'expected a function')
   if (o.path !== undefined && !(o.path instanceof RegExp) && !(typeof o.path === 'string' && o.path.startsWith('/'))) {
@@ -241,7 +265,7 @@ export class Stoq {
    */
   async probe(target: ConnectTarget, options: StoqConnectOptions & { bytes?: number } = {}): Promise<{ gbps: number; tier: NetworkTier; profile: TierProfile }> {
     this.assertOpen()
-    const { bytes = 8 * 1024 * 1024, ...connectOptions } = connectOptionsArg(options)
+    const { bytes = 8 * 1024 * 1024, ...connectOptions } = connectOptionsArg(options, PROBE_KEYS)
     if (!Number.isInteger(bytes) || bytes < 64 * 1024 || bytes > 1024 * 1024 * 1024) {
       throw new StoqInvalidArgumentError('bytes', 'expected an integer from 65536 to 1073741824')
     }
@@ -261,10 +285,16 @@ export class Stoq {
     if (typeof name !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(name) || name === '.' || name === '..') {
       throw new StoqInvalidArgumentError('name', 'expected 1-64 characters of letters, digits, ".", "_" or "-"')
     }
-    if (!isOptionsObject(options)) throw new StoqInvalidArgumentError('options', 'expected an object')
+    checkOptions(options, STOQ_KEYS)
     for (const k of ['endpoint', 'components', 'identity', 'pool'] as const) {
       if (options[k] !== undefined && !isOptionsObject(options[k])) throw new StoqInvalidArgumentError(k, 'expected an object')
     }
+    // Checked now, not when the first endpoint is created: a misspelt key fails at create.
+    if (options.endpoint !== undefined) {
+      checkOptions(options.endpoint, STOQ_ENDPOINT_KEYS, 'endpoint')
+      if (options.endpoint.transport !== undefined) checkOptions(options.endpoint.transport, TRANSPORT_OPTION_KEYS, 'endpoint.transport')
+    }
+    if (options.components !== undefined) checkOptions(options.components, COMPONENT_KEYS, 'components')
     resolveIdentityOptions(options.identity ?? {})
     resolveBrowserCertificateOptions(options.browserCertificate ?? {})
     const tier = options.tier ?? 'auto'
@@ -298,7 +328,7 @@ export class Stoq {
    */
   async listen(port: number | { host: string; port: number }, handlers: ListenHandlers): Promise<Endpoint> {
     this.assertOpen()
-    if (!isOptionsObject(handlers)) throw new StoqInvalidArgumentError('handlers', 'expected an object with cert and key')
+    checkOptions(handlers, LISTEN_KEYS, 'handlers')
     if (typeof port !== 'number' && !isOptionsObject(port)) {
       throw new StoqInvalidArgumentError('port', `expected a port number or { host, port }, got ${typeof port === 'string' ? JSON.stringify(port) : typeof port}`)
     }
@@ -415,7 +445,7 @@ export class Stoq {
   async connect(target: ConnectTarget, options: StoqConnectOptions = {}): Promise<QuicConnection> {
     this.assertOpen()
     const { host, port } = parseTarget(target)
-    const { trust, ...rest } = connectOptionsArg(options)
+    const { trust, ...rest } = connectOptionsArg(options, CONNECT_KEYS)
     if (trust === 'tofu' && rest.ca === undefined && rest.pin === undefined && !rest.insecure) {
       const known = new KnownHosts(path.join(this.options.identity.dir ?? appConfigDir(this.name), 'known_hosts.json'))
       const peer = `${host}:${port}`
@@ -434,10 +464,13 @@ export class Stoq {
       return conn
     }
     if (trust !== undefined && trust !== 'tofu') throw new StoqInvalidArgumentError('trust', "expected 'tofu'")
-    const { reuse, ...connectOptions } = rest
-    if (reuse === false) return this.open(host, port, connectOptions)
-    return this.pool.acquire(poolKey(host, port, connectOptions as Record<string, unknown>), () =>
-      this.open(host, port, connectOptions),
+    const { reuse, signal, ...connectOptions } = rest
+    if (reuse === false) return this.open(host, port, signal !== undefined ? { ...connectOptions, signal } : connectOptions)
+    // Pooled: the signal is not part of the key, and a shared handshake is not aborted for one caller.
+    return raceAbort(
+      this.pool.acquire(poolKey(host, port, connectOptions as Record<string, unknown>), () => this.open(host, port, connectOptions)),
+      signal,
+      'connect',
     )
   }
 
@@ -474,11 +507,13 @@ export class Stoq {
     options: Omit<StoqConnectOptions, 'reuse' | 'trust'> & { connections?: number; strategy?: MultiplexStrategy } = {},
   ): Promise<Multiplexer> {
     this.assertOpen()
-    const { connections, strategy, ...connectOptions } = connectOptionsArg(options)
+    const { connections, strategy, signal, ...connectOptions } = connectOptionsArg(options, MULTIPLEX_KEYS)
     const checked = validateMultiplexOptions(connections, strategy)
-    const dial = (): Promise<QuicConnection> => this.connect(target, { ...connectOptions, reuse: false })
-    const conns = await Promise.all(Array.from({ length: checked.connections }, dial))
-    return new Multiplexer(dial, conns, checked.strategy)
+    // `signal` bounds the first connects only, not the replacements of failed members later.
+    const dial = (abort?: AbortSignal): Promise<QuicConnection> =>
+      this.connect(target, { ...connectOptions, reuse: false, ...(abort !== undefined ? { signal: abort } : {}) })
+    const conns = await Promise.all(Array.from({ length: checked.connections }, () => dial(signal)))
+    return new Multiplexer(() => dial(), conns, checked.strategy)
   }
 
   /** Count a connection's payload into the totals, now and after it closes. */

@@ -166,6 +166,47 @@ describe('Stoq methods', () => {
   })
 })
 
+describe('unknown option keys', () => {
+  // One policy (@stoq/interface checkOptions): a misspelt key is refused, named, with the closest accepted key.
+  it('every SDK entry point refuses an unknown key, naming it', async () => {
+    const c = await Stoq.create('misuse-keys', { identity: { dir: path.join(root, 'keys') } })
+    const id = { cert: pki.server.cert, key: pki.server.key }
+    const cases: Array<[string, string | null, () => unknown]> = [
+      ['tire', 'tier', () => Stoq.create('a', { tire: 'lan' } as never)],
+      ['endpoint.udpBackned', 'endpoint.udpBackend', () => Stoq.create('a', { endpoint: { udpBackned: 'gro' } } as never)],
+      // `port` and `server` come from listen, not from the shared endpoint options.
+      ['endpoint.port', null, () => Stoq.create('a', { endpoint: { port: 1 } } as never)],
+      ['endpoint.transport.pacng', 'endpoint.transport.pacing', () => Stoq.create('a', { endpoint: { transport: { pacng: true } } } as never)],
+      ['components.metric', 'components.metrics', () => Stoq.create('a', { components: { metric: {} } } as never)],
+      ['identity.validDays', null, () => Stoq.create('a', { identity: { validDays: 3 } } as never)],
+      ['browserCertificate.ip', 'browserCertificate.ips', () => Stoq.create('a', { browserCertificate: { ip: [] } } as never)],
+      ['pool.maxConnection', 'pool.maxConnections', () => Stoq.create('a', { pool: { maxConnection: 3 } } as never)],
+      ['handlers.onstream', 'handlers.onStream', () => c.listen({ host: '127.0.0.1', port: 0 }, { ...id, onstream: () => {} } as never)],
+      ['handlers.webtransport.onsession', 'handlers.webtransport.onSession', () => c.listen({ host: '127.0.0.1', port: 0 }, { ...id, webtransport: { onsession: () => {} } } as never)],
+      ['handshakeTimeout', 'handshakeTimeoutMs', () => c.connect(target(), { insecure: true, handshakeTimeout: 5 } as never)],
+      ['resuse', 'reuse', () => c.connect(target(), { insecure: true, resuse: false } as never)],
+      ['byte', 'bytes', () => c.probe(target(), { insecure: true, byte: 65536 } as never)],
+      ['connection', 'connections', () => c.multiplex(target(), { insecure: true, connection: 1 } as never)],
+      // Multiplexed members never come from the pool.
+      ['reuse', null, () => c.multiplex(target(), { insecure: true, reuse: true } as never)],
+      ['windowByte', 'windowBytes', () => createTransferReceiver({ onTransfer: () => {}, windowByte: 1 } as never)],
+      ['pool.idleTimeout', 'pool.idleTimeoutMs', () => new ConnectionPool({ idleTimeout: 5 } as never)],
+    ]
+    try {
+      for (const [argument, near, call] of cases) {
+        const err = await expectTyped(call, 'STOQ_ERR_INVALID_ARG', argument)
+        expect(err.data, argument).toEqual({ argument })
+        if (near === null) expect(err.message, argument).not.toContain('did you mean')
+        else expect(err.message, argument).toContain(`did you mean \`${near}\`?`)
+      }
+      // Refused before anything was bound or dialled.
+      expect(c.stats().endpoints).toBe(0)
+    } finally {
+      await c.close()
+    }
+  })
+})
+
 describe('closed objects', () => {
   it('a closed Stoq instance refuses listen, connect, probe and multiplex; close is idempotent; stats still answer', async () => {
     const s = await Stoq.create('misuse-closed', { identity: { dir: path.join(root, 'closed') } })

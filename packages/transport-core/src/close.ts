@@ -1,4 +1,5 @@
 import {
+  checkOptions,
   StoqConnectionClosedError,
   StoqInvalidArgumentError,
   StoqConnectionRefusedError,
@@ -61,7 +62,7 @@ export function closeArgs(code: number, reason: string, options: { timeoutMs?: n
   if (bytes.length > MAX_REASON_BYTES) {
     throw new StoqInvalidArgumentError('reason', `expected at most ${MAX_REASON_BYTES} bytes, got ${bytes.length}`)
   }
-  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { timeoutMs? }')
+  checkOptions(options, ['timeoutMs'])
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs
   if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_CLOSE_TIMEOUT_MS) {
     throw new StoqInvalidArgumentError('timeoutMs', `expected an integer from 0 to ${MAX_CLOSE_TIMEOUT_MS} (ms), got ${String(timeoutMs)}`)

@@ -1,4 +1,4 @@
-import { StoqInvalidArgumentError, type BufferPool, type MetricsSink, type PacketBatcherFactory, type QuicEngineFactory, type UdpIoFactory } from '@stoq/interface'
+import { StoqInvalidArgumentError, checkOptions, optionKeys, type BufferPool, type MetricsSink, type PacketBatcherFactory, type QuicEngineFactory, type UdpIoFactory } from '@stoq/interface'
 
 /** Replaceable layers of an endpoint; each defaults to STOQ's own. */
 export interface EndpointComponents {
@@ -22,12 +22,14 @@ export interface EndpointComponents {
   throughputSampleMs: number
 }
 
+const COMPONENT_KEYS = optionKeys<EndpointComponents>({ engine: true, udp: true, pool: true, batcher: true, metrics: true, throughputSampleMs: true })
+
 /** Typed errors for components of the wrong shape (before anything is built). */
 export function checkComponents(c: unknown): asserts c is Partial<EndpointComponents> {
   if (typeof c !== 'object' || c === null || Array.isArray(c)) {
     throw new StoqInvalidArgumentError('components', `expected an object, got ${c === null ? 'null' : Array.isArray(c) ? 'an array' : typeof c}`)
   }
-  const o = c as Record<string, unknown>
+  const o = checkOptions(c, COMPONENT_KEYS, 'components') as Record<string, unknown>
   const fn = (name: string): void => {
     if (o[name] !== undefined && typeof o[name] !== 'function') throw new StoqInvalidArgumentError(name, `expected a factory function, got ${typeof o[name]}`)
   }

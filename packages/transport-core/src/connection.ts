@@ -7,7 +7,12 @@ import {
   StoqInvalidArgumentError,
   StoqStreamLimitError,
   StoqStreamStateError,
+  StoqAbortedError,
+  checkOptions,
   isClientInitiated,
+  signalOption,
+  throwIfAborted,
+  whenAborted,
   type CloseInfo,
   type ConnectionStatsSnapshot,
   type EngineCloseInfo,
@@ -20,7 +25,7 @@ import { X509Certificate } from 'node:crypto'
 import { DEFAULT_CLOSE_TIMEOUT_MS } from './defaults.js'
 import { holdPeerStreamLimits, unlimitedGovernor, type Governor } from './limits.js'
 import { sendMessage, type SendSource } from './send-source.js'
-import { abortReason, parkWaiter, waitOptions, type Waiter } from './waiters.js'
+import { CREATE_STREAM_KEYS, parkWaiter, waitOptions, type Waiter } from './waiters.js'
 import { ALERT_CERTIFICATE_UNKNOWN, CA_LEAF_REASON, CRYPTO_ERROR_START, closeArgs, closeError, tlsError } from './close.js'
 import { ThroughputSampler, emptyStats, type ConnectionCounters, type ConnectionStats, type ConnectionThroughput } from './connection-stats.js'
 
@@ -288,9 +293,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
    */
   openStream(options: { unidirectional?: boolean } = {}): QuicStream {
     this.assertOpen()
-    if (typeof options !== 'object' || options === null) {
-      throw new StoqInvalidArgumentError('options', 'expected { unidirectional?: boolean }')
-    }
+    checkOptions(options, ['unidirectional'])
     const bidi = options.unidirectional !== true
     const id = this.engine.openStream(this.handle, bidi)
     if (id < 0) throw new StoqStreamLimitError(bidi)
@@ -381,14 +384,14 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
   /**
    * The next stream the peer opens (or one it opened before anyone was listening). Rejects
    * with the connection's error once it has ended, with STOQ_ERR_STREAM_STATE when
-   * `timeoutMs` passes, and with the signal's reason when `signal` aborts.
+   * `timeoutMs` passes, and with STOQ_ERR_ABORTED (the signal's reason as `cause`) when `signal` aborts.
    */
   accept(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<QuicStream> {
     const { signal, timeoutMs } = waitOptions(options)
     const waiting = this.unclaimed.shift()
     if (waiting !== undefined) return Promise.resolve(waiting)
     if (this.closeError) return Promise.reject(this.closeError)
-    return parkWaiter(this.accepters, {}, signal, timeoutMs, () => new StoqStreamStateError(-1, `No stream from the peer within ${timeoutMs} ms`))
+    return parkWaiter(this.accepters, {}, signal, timeoutMs, () => new StoqStreamStateError(-1, `No stream from the peer within ${timeoutMs} ms`), 'accept')
   }
 
   /** Every stream the peer opens, in order, until the connection ends: `for await (const s of conn.incomingStreams)`. */
@@ -414,28 +417,25 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
   /**
    * Open a stream, waiting for the peer's stream credit (MAX_STREAMS) when its limit is used
    * up, unlike `openStream()`, which throws StoqStreamLimitError at once. Waiting opens are
-   * served in order. Rejects with StoqStreamLimitError after `timeoutMs`, with the signal's
-   * reason when `signal` aborts, and with the connection's error when it ends.
+   * served in order. Rejects with StoqStreamLimitError after `timeoutMs`, with STOQ_ERR_ABORTED
+   * (the signal's reason as `cause`) when `signal` aborts, and with the connection's error when it ends.
    */
   createStream(options: { unidirectional?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<QuicStream> {
-    if (typeof options !== 'object' || options === null) {
-      return Promise.reject(new StoqInvalidArgumentError('options', 'expected { unidirectional?, signal?, timeoutMs? }'))
-    }
     let wait: { signal?: AbortSignal; timeoutMs?: number }
     try {
       this.assertOpen()
-      wait = waitOptions(options)
+      wait = waitOptions(options, CREATE_STREAM_KEYS)
     } catch (err) {
       return Promise.reject(err)
     }
     const bidi = options.unidirectional !== true
     const { signal, timeoutMs } = wait
-    if (signal?.aborted) return Promise.reject(abortReason(signal))
+    if (signal?.aborted) return Promise.reject(new StoqAbortedError('createStream', signal.reason))
     if (!this.openers.some((o) => o.bidi === bidi)) {
       const stream = this.tryOpen(bidi)
       if (stream !== null) return Promise.resolve(stream)
     }
-    const waiting = parkWaiter(this.openers, { bidi }, signal, timeoutMs, () => new StoqStreamLimitError(bidi))
+    const waiting = parkWaiter(this.openers, { bidi }, signal, timeoutMs, () => new StoqStreamLimitError(bidi), 'createStream')
     this.owner.connectionDeferred?.(this)
     return waiting
   }
@@ -654,9 +654,10 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
    * byte and the FIN were handed to the engine, within the peer's flow
    * control; with `{ confirm: true }`, only once the peer acknowledged them
    * all. Resolves with the number of bytes sent. Rejects with the stream's or
-   * the connection's typed error.
+   * the connection's typed error, or with STOQ_ERR_ABORTED when `signal` aborts
+   * (the stream, if opened, is reset).
    */
-  async send(data: SendSource, options: { confirm?: boolean; timeoutMs?: number } = {}): Promise<number> {
+  async send(data: SendSource, options: { confirm?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<number> {
     return sendMessage(this, data, options)
   }
 

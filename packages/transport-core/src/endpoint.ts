@@ -15,6 +15,8 @@ import {
   type QuicEngine,
   type SocketAddress,
   type UdpIo,
+  throwIfAborted,
+  whenAborted,
 } from '@stoq/interface'
 import { batching } from '@stoq/batching'
 import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
@@ -312,8 +314,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   async connect(options: ConnectOptions): Promise<QuicConnection> {
     if (this.state !== 'open') throw new StoqClosedError('endpoint')
     const o = resolveConnectOptions(options)
+    throwIfAborted(o.signal, 'connect')
     const peer = await resolvePeer(o.host, o.port, this.local, this.options.ipv6Only)
     if (this.state !== 'open') throw new StoqClosedError('endpoint')
+    throwIfAborted(o.signal, 'connect')
     const commit = this.windowCommitment()
     if (!this.governor.commitWindow(commit.committed)) {
       const g = this.governor
@@ -348,18 +352,32 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     if (o.keepAliveMs > 0) this.engine.setKeepAlive(handle, o.keepAliveMs)
     const established = new Promise<QuicConnection>((resolve, reject) => {
       const timer = setTimeout(() => {
+        stopListening()
         conn.onHandshakeSettled = null
         conn.closeNow(0, 'handshake timeout')
         this.schedule()
         reject(new StoqHandshakeTimeoutError(o.handshakeTimeoutMs))
       }, o.handshakeTimeoutMs)
+      // An abort before `connect` settled closes the half-made connection; the listener goes
+      // when the connect settles, so a long-lived signal keeps none.
+      const stopListening = whenAborted(o.signal, 'connect', (err) => {
+        clearTimeout(timer)
+        conn.onHandshakeSettled = null
+        conn.closeNow(0, 'connect aborted')
+        this.schedule()
+        reject(err)
+      })
       conn.onHandshakeSettled = (err) => {
+        stopListening()
         clearTimeout(timer)
         if (err) reject(err)
         else resolve(conn)
       }
       // 0-RTT keys: the connection carries data now (the timer still bounds the handshake).
-      if (o.earlyData && this.engine.stats(handle).earlyData === 'pending') resolve(conn)
+      if (o.earlyData && this.engine.stats(handle).earlyData === 'pending') {
+        stopListening()
+        resolve(conn)
+      }
     })
     this.schedule()
     return established

@@ -18,6 +18,7 @@ export type {
   EngineChoice,
 } from './options.js'
 export { resolveConnectOptions, resolveEndpointOptions, resolveTransport } from './options.js'
+export { CONNECT_OPTION_KEYS, ENDPOINT_OPTION_KEYS, TRANSPORT_OPTION_KEYS } from './options.js'
 export * from '@stoq/interface'
 export { DIAGNOSTICS_CHANNELS } from './diagnostics.js'
 export { defaultLimits, resolveLimits, memoryLimit, type EndpointLimits, type LimitsUsage } from './limits.js'

@@ -14,7 +14,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import { getHeapStatistics } from 'node:v8'
-import { StoqInvalidArgumentError, describeValue, type QuicEngine } from '@stoq/interface'
+import { StoqInvalidArgumentError, checkOptions, describeValue, type QuicEngine } from '@stoq/interface'
 
 export interface EndpointLimits {
   /**
@@ -147,13 +147,7 @@ const RANGES: Record<keyof EndpointLimits, [number, number]> = {
 export function resolveLimits(input: unknown): EndpointLimits {
   const limits = defaultLimits()
   if (input === undefined) return limits
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    throw new StoqInvalidArgumentError('limits', `expected an object, got ${describeValue(input)}`)
-  }
-  for (const [key, value] of Object.entries(input)) {
-    if (!KEYS.includes(key as keyof EndpointLimits)) {
-      throw new StoqInvalidArgumentError(`limits.${key}`, `unknown limit (known: ${KEYS.join(', ')})`)
-    }
+  for (const [key, value] of Object.entries(checkOptions(input, KEYS, 'limits'))) {
     if (value === undefined) continue
     const [lo, hi] = RANGES[key as keyof EndpointLimits]
     if (typeof value !== 'number' || !Number.isInteger(value) || value < lo || value > hi) {

@@ -6,7 +6,12 @@ import {
   type CongestionControl,
   type KeyExchangeGroup,
   type TransportParameters,
+  booleanOption,
+  checkOptions,
   describeValue,
+  integerOption,
+  optionKeys,
+  signalOption,
 } from '@stoq/interface'
 import {
   DEFAULT_ALPN,
@@ -193,6 +198,11 @@ export interface ConnectOptions {
   earlyData?: boolean
   /** Send a PING after this much idle time, keeping NAT bindings and idle timers alive. 0 disables. */
   keepAliveMs?: number
+  /**
+   * Abort the connect: `connect` rejects with STOQ_ERR_ABORTED (the signal's reason as `cause`)
+   * and the half-made connection is closed. An already-aborted signal rejects at once.
+   */
+  signal?: AbortSignal
 }
 
 export interface ResolvedServerOptions {
@@ -240,23 +250,85 @@ export interface ResolvedConnectOptions {
   handshakeTimeoutMs: number
   keepAliveMs: number
   earlyData: boolean
+  signal: AbortSignal | undefined
 }
+
+/** Every key `createEndpoint` accepts: any other is refused (a typo must not pass silently). */
+export const ENDPOINT_OPTION_KEYS = optionKeys<EndpointOptions>({
+  host: true,
+  port: true,
+  ipv6Only: true,
+  server: true,
+  transport: true,
+  socketBufferSize: true,
+  closeTimeoutMs: true,
+  udpBackend: true,
+  cpuAffinity: true,
+  engine: true,
+  poolMaxBuffers: true,
+  zeroCopySend: true,
+  numaNode: true,
+  workers: true,
+  limits: true,
+  sessionCacheSize: true,
+  keyExchange: true,
+  postQuantum: true,
+})
+
+/** Every key of `server`. */
+export const SERVER_OPTION_KEYS = optionKeys<ServerOptions>({
+  cert: true,
+  key: true,
+  alpn: true,
+  retry: true,
+  maxConnections: true,
+  statelessReset: true,
+  secret: true,
+  earlyData: true,
+})
+
+/** Every transport parameter (`transport` option). */
+export const TRANSPORT_OPTION_KEYS = optionKeys<TransportParameters>({
+  maxIdleTimeoutMs: true,
+  initialMaxData: true,
+  initialMaxStreamData: true,
+  maxStreamWindow: true,
+  maxConnectionWindow: true,
+  initialMaxStreamsBidi: true,
+  initialMaxStreamsUni: true,
+  maxUdpPayloadSize: true,
+  mtuDiscovery: true,
+  congestionControl: true,
+  datagrams: true,
+  datagramQueueLength: true,
+  pacing: true,
+  hystart: true,
+})
+
+/** Every key `endpoint.connect` accepts. */
+export const CONNECT_OPTION_KEYS = optionKeys<ConnectOptions>({
+  host: true,
+  port: true,
+  serverName: true,
+  alpn: true,
+  ca: true,
+  pin: true,
+  insecure: true,
+  cert: true,
+  key: true,
+  handshakeTimeoutMs: true,
+  earlyData: true,
+  keepAliveMs: true,
+  signal: true,
+})
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array)
 }
 
-export function intOption(name: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new StoqInvalidArgumentError(name, `expected an integer from ${min} to ${max}, got ${describe(value)}`)
-  }
-  return value
-}
+export const intOption = integerOption
 
-function boolOption(name: string, value: unknown): boolean {
-  if (typeof value !== 'boolean') throw new StoqInvalidArgumentError(name, `expected a boolean, got ${describe(value)}`)
-  return value
-}
+const boolOption = booleanOption
 
 /** A wrong value, described for an error message (the one shared by every package). */
 export const describe = describeValue
@@ -281,11 +353,12 @@ export function readPem(name: string, source: unknown, kind: keyof typeof PEM_BL
     ;(bytes as Buffer).write(source, 'utf8')
   }
   else if (source instanceof Uint8Array) bytes = source
-  else if (isPlainObject(source) && typeof source.file === 'string') {
+  else if (isPlainObject(source) && typeof checkOptions(source, ['file'], name).file === 'string') {
+    const file = source.file as string
     try {
-      bytes = fs.readFileSync(source.file)
+      bytes = fs.readFileSync(file)
     } catch (err) {
-      throw new StoqInvalidArgumentError(name, `cannot read PEM file ${source.file}: ${(err as Error).message}`)
+      throw new StoqInvalidArgumentError(name, `cannot read PEM file ${file}: ${(err as Error).message}`)
     }
   } else {
     throw new StoqInvalidArgumentError(name, `expected PEM text, PEM bytes or { file: path }, got ${describe(source)}`)
@@ -406,8 +479,7 @@ const CONGESTION: CongestionControl[] = ['cubic', 'reno', 'bbr']
 
 export function resolveTransport(input: unknown): TransportParameters {
   if (input === undefined) return { ...DEFAULT_TRANSPORT }
-  if (!isPlainObject(input)) throw new StoqInvalidArgumentError('transport', `expected an object, got ${describe(input)}`)
-  const t = { ...DEFAULT_TRANSPORT, ...(input as Partial<TransportParameters>) }
+  const t = { ...DEFAULT_TRANSPORT, ...(checkOptions(input, TRANSPORT_OPTION_KEYS, 'transport') as Partial<TransportParameters>) }
   const MiB = 1024 * 1024
   intOption('transport.maxIdleTimeoutMs', t.maxIdleTimeoutMs, 0, 24 * 3600 * 1000)
   intOption('transport.initialMaxData', t.initialMaxData, 0, 256 * MiB)
@@ -435,10 +507,7 @@ export function resolveTransport(input: unknown): TransportParameters {
 }
 
 export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions {
-  if (input !== undefined && !isPlainObject(input)) {
-    throw new StoqInvalidArgumentError('options', `expected an object, got ${describe(input)}`)
-  }
-  const o = (input ?? {}) as Partial<EndpointOptions>
+  const o = checkOptions(input === undefined ? {} : input, ENDPOINT_OPTION_KEYS) as Partial<EndpointOptions>
   const host = o.host ?? DEFAULT_HOST
   if (typeof host !== 'string' || net.isIP(host) === 0) {
     throw new StoqInvalidArgumentError('host', `expected an IP literal such as "::" or "127.0.0.1", got ${describe(host)}`)
@@ -450,8 +519,7 @@ export function resolveEndpointOptions(input: unknown): ResolvedEndpointOptions 
   }
   let server: ResolvedServerOptions | null = null
   if (o.server !== undefined) {
-    if (!isPlainObject(o.server)) throw new StoqInvalidArgumentError('server', `expected an object, got ${describe(o.server)}`)
-    const s = o.server as ServerOptions
+    const s = checkOptions(o.server, SERVER_OPTION_KEYS, 'server') as Partial<ServerOptions>
     server = {
       cert: readPem('server.cert', s.cert, 'certificate'),
       key: privateKeyBytes(readPem('server.key', s.key, 'key')),
@@ -498,8 +566,8 @@ function isServerName(name: string): boolean {
 }
 
 export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
-  if (!isPlainObject(input)) throw new StoqInvalidArgumentError('options', `expected an object, got ${describe(input)}`)
-  const o = input as Partial<ConnectOptions>
+  const o = checkOptions(input, CONNECT_OPTION_KEYS) as Partial<ConnectOptions>
+  const signal = signalOption('signal', o.signal)
   if (typeof o.host !== 'string' || o.host.length === 0 || o.host.length > 253) {
     throw new StoqInvalidArgumentError('host', `expected a host name or IP literal, got ${describe(o.host)}`)
   }
@@ -550,5 +618,6 @@ export function resolveConnectOptions(input: unknown): ResolvedConnectOptions {
     handshakeTimeoutMs: intOption('handshakeTimeoutMs', o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, 1, 600_000),
     keepAliveMs: intOption('keepAliveMs', o.keepAliveMs ?? 0, 0, 24 * 3600 * 1000),
     earlyData,
+    signal,
   }
 }

@@ -1,4 +1,4 @@
-import { StoqInvalidArgumentError, StoqStreamStateError } from '@stoq/interface'
+import { StoqAbortedError, StoqInvalidArgumentError, StoqStreamStateError, checkOptions, signalOption, throwIfAborted, whenAborted } from '@stoq/interface'
 import type { QuicEngine } from '@stoq/interface'
 import type { QuicStream } from './stream.js'
 
@@ -44,44 +44,69 @@ interface SendingConnection {
   readonly handle: number
   readonly isClosed: boolean
   connectionError(): Error | null
-  createStream(options: { unidirectional: boolean; timeoutMs: number }): Promise<QuicStream>
+  createStream(options: { unidirectional: boolean; timeoutMs: number; signal?: AbortSignal }): Promise<QuicStream>
 }
 
+const SEND_KEYS = ['confirm', 'signal', 'timeoutMs'] as const
+
 /** `conn.send()`: a whole message on a new unidirectional stream (see there). */
-export async function sendMessage(conn: SendingConnection, data: SendSource, options: { confirm?: boolean; timeoutMs?: number }): Promise<number> {
-  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { confirm?, timeoutMs? }')
+export async function sendMessage(
+  conn: SendingConnection,
+  data: SendSource,
+  options: { confirm?: boolean; signal?: AbortSignal; timeoutMs?: number },
+): Promise<number> {
+  checkOptions(options, SEND_KEYS)
+  const signal = signalOption('signal', options.signal)
   const timeoutMs = options.timeoutMs ?? 30_000
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new StoqInvalidArgumentError('timeoutMs', 'expected a positive integer (ms)')
   const iterable = typeof data === 'object' && data !== null && (Symbol.asyncIterator in data || Symbol.iterator in data)
   if (typeof data !== 'string' && !(data instanceof Uint8Array) && !(data instanceof ArrayBuffer) && !iterable) {
     throw new StoqInvalidArgumentError('data', 'expected a Uint8Array, Buffer, ArrayBuffer, string, or an (async) iterable or stream of them')
   }
+  throwIfAborted(signal, 'send')
   const chunks = toChunks(data)
   // The first chunk before the stream: a source that is wrong from the start leaves no stream.
   const first = await chunks.next()
+  throwIfAborted(signal, 'send')
   // Waits for the peer's stream credit (within timeoutMs), like the rest of send().
-  const stream = await conn.createStream({ unidirectional: true, timeoutMs })
-  const writer = stream.writable!.getWriter()
+  let stream: QuicStream
   try {
-    if (first.done !== true) await writer.write(first.value)
-    for await (const chunk of chunks) await writer.write(chunk)
-    await writer.close()
+    stream = await conn.createStream({ unidirectional: true, timeoutMs, ...(signal !== undefined ? { signal } : {}) })
   } catch (err) {
+    throw err instanceof StoqAbortedError ? new StoqAbortedError('send', signal?.reason) : err
+  }
+  const writer = stream.writable!.getWriter()
+  // An abort resets the stream: a write waiting for credit rejects, nothing more goes out.
+  let aborted: StoqAbortedError | null = null
+  const stopListening = whenAborted(signal, 'send', (err) => {
+    aborted = err
     writer.abort(err).catch(() => {})
-    throw err
-  }
-  const sent = stream.bytesWritten
-  if (options.confirm !== true) return sent
-  // The engine forgets a send-only stream once the peer acknowledged all of it.
-  const deadline = performance.now() + timeoutMs
-  while (!conn.engine.streamComplete(conn.handle, stream.id)) {
-    const err = conn.connectionError()
-    if (err) throw err
-    if (performance.now() > deadline) {
-      throw new StoqStreamStateError(stream.id, `Peer did not acknowledge stream ${stream.id} within ${timeoutMs} ms`)
+  })
+  try {
+    try {
+      if (first.done !== true) await writer.write(first.value)
+      for await (const chunk of chunks) await writer.write(chunk)
+      await writer.close()
+    } catch (err) {
+      writer.abort(err).catch(() => {})
+      throw aborted ?? err
     }
-    const rtt = conn.isClosed ? 1 : Math.max(1, Math.min(50, conn.engine.stats(conn.handle).rttMs / 2))
-    await new Promise((resolve) => setTimeout(resolve, rtt))
+    const sent = stream.bytesWritten
+    if (options.confirm !== true) return sent
+    // The engine forgets a send-only stream once the peer acknowledged all of it.
+    const deadline = performance.now() + timeoutMs
+    while (!conn.engine.streamComplete(conn.handle, stream.id)) {
+      if (aborted !== null) throw aborted
+      const err = conn.connectionError()
+      if (err) throw err
+      if (performance.now() > deadline) {
+        throw new StoqStreamStateError(stream.id, `Peer did not acknowledge stream ${stream.id} within ${timeoutMs} ms`)
+      }
+      const rtt = conn.isClosed ? 1 : Math.max(1, Math.min(50, conn.engine.stats(conn.handle).rttMs / 2))
+      await new Promise((resolve) => setTimeout(resolve, rtt))
+    }
+    return sent
+  } finally {
+    stopListening()
   }
-  return sent
 }

@@ -1,10 +1,12 @@
-import { StoqInvalidArgumentError } from '@stoq/interface'
+import { StoqAbortedError, StoqInvalidArgumentError, checkOptions, signalOption } from '@stoq/interface'
+
+export const WAIT_KEYS = ['signal', 'timeoutMs'] as const
+export const CREATE_STREAM_KEYS = ['unidirectional', 'signal', 'timeoutMs'] as const
 
 /** `{ signal, timeoutMs }` of a waiting call, checked. */
-export function waitOptions(options: { signal?: unknown; timeoutMs?: unknown }): { signal?: AbortSignal; timeoutMs?: number } {
-  if (typeof options !== 'object' || options === null) throw new StoqInvalidArgumentError('options', 'expected { signal?, timeoutMs? }')
-  const { signal, timeoutMs } = options
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new StoqInvalidArgumentError('signal', 'expected an AbortSignal')
+export function waitOptions(options: { signal?: unknown; timeoutMs?: unknown }, accepted: readonly string[] = WAIT_KEYS): { signal?: AbortSignal; timeoutMs?: number } {
+  const { signal: given, timeoutMs } = checkOptions(options, accepted) as { signal?: unknown; timeoutMs?: unknown }
+  const signal = signalOption('signal', given)
   if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) {
     throw new StoqInvalidArgumentError('timeoutMs', 'expected an integer number of ms')
   }
@@ -19,7 +21,8 @@ export interface Waiter<T> {
 
 /**
  * Queue a waiting call: it settles when the queue's owner serves it, or leaves the queue when
- * `timeoutMs` passes (rejecting with `onTimeout()`) or `signal` aborts (with its reason).
+ * `timeoutMs` passes (rejecting with `onTimeout()`) or `signal` aborts (with StoqAbortedError,
+ * the signal's reason as `cause`). The abort listener goes when the call settles.
  */
 export function parkWaiter<T, X extends object>(
   queue: (Waiter<T> & X)[],
@@ -27,6 +30,7 @@ export function parkWaiter<T, X extends object>(
   signal: AbortSignal | undefined,
   timeoutMs: number | undefined,
   onTimeout: () => Error,
+  operation: string,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const done = (): void => {
@@ -49,18 +53,13 @@ export function parkWaiter<T, X extends object>(
         reject(err)
       },
     }) as Waiter<T> & X
-    const onAbort = (): void => leave(abortReason(signal!))
+    const onAbort = (): void => leave(new StoqAbortedError(operation, signal!.reason))
     const timer = timeoutMs === undefined ? null : setTimeout(() => leave(onTimeout()), timeoutMs)
     if (signal?.aborted) {
-      leave(abortReason(signal))
+      leave(new StoqAbortedError(operation, signal.reason))
       return
     }
     signal?.addEventListener('abort', onAbort, { once: true })
     queue.push(entry)
   })
-}
-
-/** What an aborted wait rejects with: the signal's reason (an AbortError DOMException by default). */
-export function abortReason(signal: AbortSignal): Error {
-  return signal.reason instanceof Error ? signal.reason : new DOMException('The operation was aborted', 'AbortError')
 }

@@ -199,6 +199,38 @@ describe('createEndpoint options', () => {
   })
 })
 
+describe('unknown option keys', () => {
+  // A misspelt key is refused with its path named and the closest accepted key suggested.
+  const srv = (): Record<string, unknown> => ({ cert: pki.server.cert, key: pki.server.key })
+  const connectBase = (): Record<string, unknown> => ({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
+  const cases: Array<[string, string, string | null, () => unknown]> = [
+    ['createEndpoint', 'udpBackned', 'udpBackend', () => createEndpoint({ host: '127.0.0.1', udpBackned: 'gro' } as never)],
+    ['createEndpoint', 'wholly', null, () => createEndpoint({ host: '127.0.0.1', wholly: 1 } as never)],
+    ['createEndpoint server', 'server.maxConnection', 'server.maxConnections', () => createEndpoint({ host: '127.0.0.1', server: { ...srv(), maxConnection: 5 } } as never)],
+    ['createEndpoint transport', 'transport.maxStreamz', null, () => createEndpoint({ host: '127.0.0.1', transport: { maxStreamz: 5 } } as never)],
+    ['createEndpoint transport', 'transport.initialMaxDta', 'transport.initialMaxData', () => createEndpoint({ host: '127.0.0.1', transport: { initialMaxDta: 5 } } as never)],
+    ['createEndpoint limits', 'limits.maxStream', 'limits.maxStreams', () => createEndpoint({ host: '127.0.0.1', limits: { maxStream: 5 } } as never)],
+    ['createEndpoint server.cert file', 'server.cert.flie', 'server.cert.file', () => createEndpoint({ host: '127.0.0.1', server: { ...srv(), cert: { flie: '/x' } } } as never)],
+    ['createEndpoint components', 'components.udpp', 'components.udp', () => createEndpoint({ host: '127.0.0.1' }, { udpp: () => null } as never)],
+    ['resolveTransport', 'transport.pacin', 'transport.pacing', () => resolveTransport({ pacin: true })],
+    ['connect', 'handshakeTimeout', 'handshakeTimeoutMs', () => client.connect({ ...connectBase(), handshakeTimeout: 5 } as never)],
+    ['connect', 'singal', 'signal', () => client.connect({ ...connectBase(), singal: new AbortController().signal } as never)],
+    ['openStream', 'unidirectinal', 'unidirectional', () => conn.openStream({ unidirectinal: true } as never)],
+    ['createStream', 'timeout', 'timeoutMs', () => conn.createStream({ timeout: 5 } as never)],
+    ['accept', 'timeoutMS', 'timeoutMs', () => conn.accept({ timeoutMS: 5 } as never)],
+    ['send', 'confirmed', 'confirm', () => conn.send('x', { confirmed: true } as never)],
+    ['close', 'timeout', 'timeoutMs', () => conn.close(0, '', { timeout: 5 } as never)],
+  ]
+  it.each(cases.map(([api, argument, near, call]) => ({ api, argument, near, call })))('$api refuses $argument', async ({ argument, near, call }) => {
+    const err = await expectTyped(call, 'STOQ_ERR_INVALID_ARG', argument)
+    expect(err.message).toContain(`Invalid ${argument}: unknown option`)
+    if (near === null) expect(err.message).not.toContain('did you mean')
+    else expect(err.message).toContain(`did you mean \`${near}\`?`)
+    expect(err.message).toContain('accepted: ')
+    expect(conn.isClosed).toBe(false)
+  })
+})
+
 describe('pem helpers', () => {
   it('fingerprintPem, splitPemChain and normaliseFingerprint refuse wrong input with typed errors or null', async () => {
     for (const [, v] of WRONG) {

@@ -79,7 +79,8 @@ describe('incoming streams and waiting opens', () => {
     const ac = new AbortController()
     const waiting = conn.accept({ signal: ac.signal })
     ac.abort()
-    await expect(waiting).rejects.toMatchObject({ name: 'AbortError' })
+    // Typed, with the signal's reason (an AbortError) as cause.
+    await expect(waiting).rejects.toMatchObject({ code: 'STOQ_ERR_ABORTED', data: { operation: 'accept' }, cause: { name: 'AbortError' } })
     expect((await failure(() => conn.accept({ timeoutMs: -1 }))).code).toBe('STOQ_ERR_INVALID_ARG')
   })
 
@@ -214,8 +215,9 @@ describe('incoming streams and waiting opens', () => {
     expect((await failure(() => conn.createStream({ timeoutMs: 50 }))).code).toBe('STOQ_ERR_STREAM_LIMIT')
     const ac = new AbortController()
     const aborted = conn.createStream({ signal: ac.signal })
-    ac.abort(new Error('gave up'))
-    await expect(aborted).rejects.toThrow('gave up')
+    const reason = new Error('gave up')
+    ac.abort(reason)
+    await expect(aborted).rejects.toMatchObject({ code: 'STOQ_ERR_ABORTED', data: { operation: 'createStream' }, cause: reason })
     const pending = conn.createStream()
     conn.closeNow(0, 'bye')
     // Closing: the wait ends with the connection's closed state.

@@ -1,7 +1,7 @@
 import net from 'node:net'
-import { isOptions, optionsArg, show, timeoutArg } from './args.js'
+import { isOptions, show, timeoutArg } from './args.js'
 import type { FieldLine } from '@stoq/h3'
-import { StoqInvalidArgumentError } from '@stoq/interface'
+import { StoqInvalidArgumentError, checkOptions, optionKeys, signalOption, throwIfAborted } from '@stoq/interface'
 import {
   createEndpoint,
   type ConnectOptions,
@@ -50,7 +50,45 @@ export interface ConnectWebTransportOptions {
   /** Time to wait for the server's answer to the CONNECT. Default 10 s. */
   timeoutMs?: number
   limits?: Partial<WebTransportLimits>
+  /**
+   * Abort the connect (and, for `connectWebTransport`, the session's CONNECT): rejects with
+   * STOQ_ERR_ABORTED, the half-made connection and the client's own endpoint are closed.
+   * Not kept for later `openSession` calls (give them their own).
+   */
+  signal?: AbortSignal
 }
+
+/** Every key `connectWebTransport` and `WebTransportClient.connect` accept. */
+const CONNECT_OPTION_KEYS = optionKeys<ConnectWebTransportOptions>({
+  serverCertificateHashes: true,
+  ca: true,
+  pin: true,
+  insecure: true,
+  serverName: true,
+  origin: true,
+  headers: true,
+  endpoint: true,
+  engine: true,
+  transport: true,
+  handshakeTimeoutMs: true,
+  timeoutMs: true,
+  limits: true,
+  signal: true,
+})
+
+/** Options of `WebTransportClient.openSession`. */
+export interface OpenSessionOptions {
+  /** `origin` field sent with the CONNECT. Default: the client's. */
+  origin?: string
+  /** Extra request fields (lowercase names). Default: the client's. */
+  headers?: FieldLine[]
+  /** Time to wait for the server's answer. Default: the client's `timeoutMs`, else 10 s. */
+  timeoutMs?: number
+  /** Abort the wait: rejects with STOQ_ERR_ABORTED and cancels the CONNECT stream. */
+  signal?: AbortSignal
+}
+
+const OPEN_SESSION_KEYS = optionKeys<OpenSessionOptions>({ origin: true, headers: true, timeoutMs: true, signal: true })
 
 interface ParsedUrl {
   host: string
@@ -96,7 +134,8 @@ function hashToHex(h: unknown, i: number): string {
  * carry several sessions (`openSession`).
  */
 /** The session options shared by `connect` and `openSession`: `origin`, `headers`, `timeoutMs`. */
-function checkSessionOptions(options: { origin?: unknown; headers?: unknown; timeoutMs?: unknown }): void {
+function checkSessionOptions(options: { origin?: unknown; headers?: unknown; timeoutMs?: unknown; signal?: unknown }): void {
+  signalOption('signal', options.signal)
   if (options.origin !== undefined && typeof options.origin !== 'string') {
     throw new StoqInvalidArgumentError('origin', `expected a string, got ${show(options.origin)}`)
   }
@@ -127,7 +166,7 @@ export class WebTransportClient {
 
   /** Connect to the server of `url` (https://host:port/…), without opening a session yet. */
   static async connect(url: string | URL, options: ConnectWebTransportOptions = {}): Promise<WebTransportClient> {
-    optionsArg('options', options)
+    checkOptions(options, CONNECT_OPTION_KEYS)
     const target = parseUrl(url)
     // Checked before anything is bound or sent.
     checkSessionOptions(options)
@@ -157,7 +196,9 @@ export class WebTransportClient {
       ...(pins.length > 0 ? { pin: pins } : {}),
       ...(options.insecure !== undefined ? { insecure: options.insecure } : {}),
       ...(options.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: options.handshakeTimeoutMs } : {}),
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
     }
+    throwIfAborted(options.signal, 'connect')
     let endpoint = options.endpoint
     const owned = endpoint === undefined
     if (endpoint === undefined) {
@@ -183,9 +224,9 @@ export class WebTransportClient {
    * Open a session on this connection: `path` (default: the URL's) with an
    * extended CONNECT. Rejects with `StoqWebTransportError` when refused.
    */
-  openSession(path: string = this.#url.path, options: { origin?: string; headers?: FieldLine[]; timeoutMs?: number } = {}): Promise<WebTransportSession> {
+  openSession(path: string = this.#url.path, options: OpenSessionOptions = {}): Promise<WebTransportSession> {
     if (typeof path !== 'string' || !path.startsWith('/')) throw new StoqInvalidArgumentError('path', 'expected a path starting with "/"')
-    optionsArg('options', options, '{ origin?, headers?, timeoutMs? }')
+    checkOptions(options, OPEN_SESSION_KEYS)
     checkSessionOptions(options)
     const extra: FieldLine[] = []
     const origin = options.origin ?? this.#options.origin
@@ -195,7 +236,7 @@ export class WebTransportClient {
       extra.push([f[0], f[1]])
     }
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs ?? 10_000
-    return this.connection.openSession(this.#url.authority, path, extra, timeoutMs)
+    return this.connection.openSession(this.#url.authority, path, extra, timeoutMs, options.signal)
   }
 
   /** Close the connection (its sessions end), and the endpoint when the client created it. */
@@ -220,7 +261,7 @@ export async function connectWebTransport(url: string | URL, options: ConnectWeb
   const client = await WebTransportClient.connect(url, options)
   let session: WebTransportSession
   try {
-    session = await client.openSession()
+    session = await client.openSession(undefined, options.signal !== undefined ? { signal: options.signal } : {})
   } catch (err) {
     await client.close()
     throw err

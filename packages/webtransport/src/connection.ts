@@ -46,7 +46,7 @@ import {
   type VarInt,
   type WebTransportConnectRequest,
 } from '@stoq/h3'
-import { StoqError, StoqInvalidArgumentError, type CloseInfo } from '@stoq/interface'
+import { StoqError, StoqInvalidArgumentError, type CloseInfo, checkOptions, optionKeys, raceAbort, throwIfAborted, whenAborted } from '@stoq/interface'
 import type { QuicConnection, QuicStream } from '@stoq/transport-core'
 import { StoqWebTransportError, type WebTransportMissingSetting } from './errors.js'
 import { WebTransportSession } from './session.js'
@@ -75,10 +75,13 @@ export const DEFAULT_WEBTRANSPORT_LIMITS: Readonly<WebTransportLimits> = {
   maxFieldSectionSize: 16 * 1024,
 }
 
+/** Every key of `limits`. */
+const LIMIT_KEYS = optionKeys<WebTransportLimits>({ maxBufferedStreams: true, maxSessions: true, maxQueuedStreams: true, settingsTimeoutMs: true, maxFieldSectionSize: true })
+
 export function resolveLimits(input: Partial<WebTransportLimits> | undefined): WebTransportLimits {
   const out = { ...DEFAULT_WEBTRANSPORT_LIMITS }
   if (input === undefined) return out
-  optionsArg('limits', input, 'an object of limits')
+  checkOptions(input, LIMIT_KEYS, 'limits')
   const ranges: Record<keyof WebTransportLimits, [number, number]> = {
     maxBufferedStreams: [0, 1 << 16],
     maxSessions: [1, 1 << 16],
@@ -139,7 +142,7 @@ export interface DrainOptions {
 /** Validates `DrainOptions`; returns the timeout. */
 export function drainTimeout(options: DrainOptions | undefined): number {
   if (options === undefined) return DEFAULT_DRAIN_TIMEOUT_MS
-  optionsArg('options', options, '{ timeoutMs?: number }')
+  checkOptions(options, ['timeoutMs'])
   const t = options.timeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS
   if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t > MAX_TIMER_MS) {
     throw new StoqInvalidArgumentError('timeoutMs', `expected an integer from 0 to ${MAX_TIMER_MS}, got ${show(t)}`)
@@ -740,15 +743,17 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
   /**
    * Client: send an extended CONNECT for `path` and wait for the answer.
    * Rejects with `StoqWebTransportError` ('refused' with the status, 'unsupported',
-   * 'timeout', 'closed').
+   * 'timeout', 'closed'), and with STOQ_ERR_ABORTED when `signal` aborts (the CONNECT
+   * stream is then cancelled).
    */
-  async openSession(authority: string, path: string, extra: FieldLine[] = [], timeoutMs = 10_000): Promise<WebTransportSession> {
+  async openSession(authority: string, path: string, extra: FieldLine[] = [], timeoutMs = 10_000, signal?: AbortSignal): Promise<WebTransportSession> {
     if (this.role !== 'client') throw new StoqInvalidArgumentError('role', 'only a client opens sessions')
     if (typeof authority !== 'string') throw new StoqInvalidArgumentError('authority', `expected a string, got ${show(authority)}`)
     if (typeof path !== 'string' || !path.startsWith('/')) throw new StoqInvalidArgumentError('path', `expected a path starting with "/", got ${show(path)}`)
     if (!Array.isArray(extra)) throw new StoqInvalidArgumentError('headers', `expected [name, value] string pairs, got ${show(extra)}`)
     timeoutArg('timeoutMs', timeoutMs)
-    const settings = await this.peerSettings
+    throwIfAborted(signal, 'openSession')
+    const settings = await raceAbort(this.peerSettings, signal, 'openSession')
     const support = peerWebTransportSupport(settings)
     if (!support.draft02 || !support.extendedConnect) {
       // Name exactly what the server's SETTINGS lack: an HTTP/3 server without extended
@@ -767,6 +772,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     }
     if (this.#goaway !== null) throw new StoqWebTransportError('closed', `the server sent GOAWAY (${String(this.#goaway)}): no new sessions on this connection`)
     if (this.#draining !== null || this.#closing || this.quic.isClosed) throw new StoqWebTransportError('closed', 'the connection is closing')
+    throwIfAborted(signal, 'openSession')
     const qs = this.quic.openStream()
     const writer = qs.writable!.getWriter()
     const reader = qs.readable!.getReader()
@@ -785,11 +791,13 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
 
     return new Promise<WebTransportSession>((resolve, reject) => {
       let settled = false
+      let stopListening: (() => void) | undefined
       const settle = (err: Error | null, session?: WebTransportSession): void => {
         if (settled) return
         settled = true
         this.#connectFailers.delete(id)
         clearTimeout(timer)
+        stopListening?.()
         if (err) reject(err)
         else resolve(session!)
       }
@@ -799,6 +807,13 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
         qs.reset(H3_REQUEST_CANCELLED)
         reader.cancel(H3_REQUEST_CANCELLED).catch(ignoreRejection) // the request is abandoned and reset; the cancel may reject on the reset stream
       }, timeoutMs)
+      // An abort cancels the CONNECT like the timeout does; the listener goes when it settles.
+      stopListening = whenAborted(signal, 'openSession', (err) => {
+        settle(err)
+        this.#forget(id)
+        qs.reset(H3_REQUEST_CANCELLED)
+        reader.cancel(H3_REQUEST_CANCELLED).catch(() => {})
+      })
       this.#connectFailers.set(id, (err) => {
         settle(err)
         this.#forget(id)

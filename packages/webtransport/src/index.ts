@@ -22,4 +22,4 @@ export {
   type WebTransportLimits,
 } from './connection.js'
 export { WebTransportServer, serveWebTransport, H3_ALPN, type WebTransportServerOptions, type WebTransportServerStats } from './server.js'
-export { WebTransportClient, connectWebTransport, type ConnectWebTransportOptions, type WebTransportHash } from './client.js'
+export { WebTransportClient, connectWebTransport, type ConnectWebTransportOptions, type OpenSessionOptions, type WebTransportHash } from './client.js'

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
-import { optionsArg, show } from './args.js'
-import { StoqInvalidArgumentError, type SocketAddress } from '@stoq/interface'
+import { show } from './args.js'
+import { StoqInvalidArgumentError, type SocketAddress, checkOptions, optionKeys } from '@stoq/interface'
 import { Endpoint, createEndpoint, type EndpointOptions, type QuicConnection } from '@stoq/transport-core'
 import type { WebTransportConnectRequest } from '@stoq/h3'
 import {
@@ -31,6 +31,9 @@ export interface WebTransportServerOptions {
   /** Per-connection limits. */
   limits?: Partial<WebTransportLimits>
 }
+
+/** Every key `serveWebTransport` accepts. */
+const SERVER_OPTION_KEYS = optionKeys<WebTransportServerOptions>({ path: true, accept: true, onSession: true, limits: true })
 
 export interface WebTransportServerStats extends WebTransportConnectionStats {
   connections: number
@@ -91,7 +94,7 @@ export class WebTransportServer extends EventEmitter<{ session: [WebTransportSes
    * or on a new endpoint made from `options` (its `server.alpn` is set to `h3`).
    */
   static async create(endpointOrOptions: Endpoint | Partial<EndpointOptions>, options: WebTransportServerOptions = {}): Promise<WebTransportServer> {
-    optionsArg('options', options)
+    checkOptions(options, SERVER_OPTION_KEYS)
     // Validate before binding anything.
     if (options.accept !== undefined && typeof options.accept !== 'function') throw new StoqInvalidArgumentError('accept', 'expected a function')
     if (options.onSession !== undefined && typeof options.onSession !== 'function') throw new StoqInvalidArgumentError('onSession', 'expected a function')

@@ -12,7 +12,7 @@ import {
   type Capsule,
   type FieldLine,
 } from '@stoq/h3'
-import { StoqClosedError, StoqInvalidArgumentError } from '@stoq/interface'
+import { StoqClosedError, StoqInvalidArgumentError, checkOptions } from '@stoq/interface'
 import type { QuicConnection, QuicStream } from '@stoq/transport-core'
 import { WebTransportStream, type ByteReader } from './stream.js'
 import { ignoreRejection } from './ignore.js'
@@ -178,9 +178,7 @@ export class WebTransportSession extends EventEmitter<SessionEvents> {
    * written. Throws `StoqStreamLimitError` at the peer's stream limit.
    */
   openStream(options: { unidirectional?: boolean } = {}): WebTransportStream {
-    if (!isOptions(options)) {
-      throw new StoqInvalidArgumentError('options', 'expected { unidirectional?: boolean }')
-    }
+    checkOptions(options, ['unidirectional'])
     if (options.unidirectional !== undefined && typeof options.unidirectional !== 'boolean') {
       throw new StoqInvalidArgumentError('unidirectional', `expected a boolean, got ${show(options.unidirectional)}`)
     }
@@ -212,7 +210,7 @@ export class WebTransportSession extends EventEmitter<SessionEvents> {
    * peer finished the CONNECT stream too, or after `timeoutMs` (default 2 s).
    */
   async close(options: { code?: number; reason?: string; timeoutMs?: number } = {}): Promise<WebTransportCloseInfo> {
-    if (!isOptions(options)) throw new StoqInvalidArgumentError('options', 'expected { code?, reason? }')
+    checkOptions(options, ['code', 'reason', 'timeoutMs'])
     const code = options.code ?? 0
     const reason = options.reason ?? ''
     const timeoutMs = options.timeoutMs ?? 2000

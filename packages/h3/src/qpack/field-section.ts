@@ -185,7 +185,7 @@ export function encodeFieldSection(
   options: EncodeFieldSectionOptions = {},
 ): Uint8Array {
   iterableArg('fields', fields)
-  optionsArg('options', options)
+  optionsArg('options', options, ['huffman'])
   const huffman = boolOption('huffman', options.huffman)
   const w = new ByteWriter(128)
   w.byte(0x00).byte(0x00)
@@ -231,7 +231,7 @@ export interface DecodeFieldSectionOptions {
  */
 export function decodeFieldSection(bytes: Uint8Array, options: DecodeFieldSectionOptions = {}): FieldLine[] {
   bytesArg('bytes', bytes)
-  optionsArg('options', options)
+  optionsArg('options', options, ['maxFieldSectionSize'])
   const max = options.maxFieldSectionSize ?? DEFAULT_MAX_FIELD_SECTION_SIZE
   if (typeof max !== 'number' || !(max >= 0)) {
     throw new StoqInvalidArgumentError('maxFieldSectionSize', `must be a non-negative number (got ${show(max)})`)
