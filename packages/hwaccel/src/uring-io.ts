@@ -66,6 +66,7 @@ const URING_OPTION_KEYS: readonly string[] = optionKeys<UringUdpIoOptions>({
   socketBufferSize: true,
   pollTimeoutMs: true,
   syscallBatch: true,
+  drainDeadlineUs: true,
   cpus: true,
   receiveDepth: true,
 })

@@ -153,6 +153,7 @@ export const WORKER_OPTION_KEYS: readonly string[] = optionKeys<WorkerUdpIoOptio
   socketBufferSize: true,
   pollTimeoutMs: true,
   syscallBatch: true,
+  drainDeadlineUs: true,
   cpus: true,
 })
 

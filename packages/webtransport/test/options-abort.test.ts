@@ -11,7 +11,8 @@ import {
   type WebTransportCertificate,
   type WebTransportServer,
 } from '../src/index.js'
-import { eventually, startEchoServer, urlFor } from './helpers.js'
+import { waitFor } from '@stoq/compliance-tests'
+import { startEchoServer, urlFor } from './helpers.js'
 
 /**
  * One option policy (unknown keys refused, naming the key) and `signal` on the calls that
@@ -89,10 +90,10 @@ describe('signal', () => {
     cleanup.push(() => endpoint.close())
     const ac = new AbortController()
     const connecting = connectWebTransport(`https://127.0.0.1:${hole.address().port}/`, { insecure: true, endpoint, signal: ac.signal })
-    await eventually(() => endpoint.connections.length === 1)
+    await waitFor(() => endpoint.connections.length === 1)
     ac.abort()
     expect((await failure(() => connecting)).code).toBe('STOQ_ERR_ABORTED')
-    await eventually(() => endpoint.connections.length === 0)
+    await waitFor(() => endpoint.connections.length === 0)
     expect(listeners(ac.signal)).toBe(0)
   })
 
@@ -107,7 +108,7 @@ describe('signal', () => {
     await expect(client.openSession('/', { signal: before.signal })).rejects.toMatchObject({ code: 'STOQ_ERR_ABORTED', data: { operation: 'openSession' }, cause: 'early' })
     const during = new AbortController()
     const opening = client.openSession('/', { signal: during.signal })
-    await eventually(() => listeners(during.signal) === 1)
+    await waitFor(() => listeners(during.signal) === 1)
     during.abort('late')
     await expect(opening).rejects.toMatchObject({ code: 'STOQ_ERR_ABORTED', cause: 'late' })
     expect(listeners(during.signal)).toBe(0)
