@@ -149,7 +149,9 @@ export function whenAborted(signal: AbortSignal | undefined, operation: string, 
   return () => signal.removeEventListener('abort', listener)
 }
 
-function noop(): void {}
+function noop(): void {
+  // Nothing to undo: no signal, no listener.
+}
 
 /**
  * `promise`, or a rejection with `StoqAbortedError` as soon as `signal` aborts (at once when it

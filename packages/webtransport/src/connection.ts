@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { MAX_TIMER_MS, isOptions, optionsArg, show, timeoutArg } from './args.js'
+import { MAX_TIMER_MS, isOptions, show, timeoutArg } from './args.js'
 import type { WritableStreamDefaultWriter } from 'node:stream/web'
 import {
   CapsuleParser,
@@ -812,7 +812,7 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
         settle(err)
         this.#forget(id)
         qs.reset(H3_REQUEST_CANCELLED)
-        reader.cancel(H3_REQUEST_CANCELLED).catch(() => {})
+        reader.cancel(H3_REQUEST_CANCELLED).catch(ignoreRejection) // the CONNECT is being abandoned; a failed cancel changes nothing
       })
       this.#connectFailers.set(id, (err) => {
         settle(err)
