@@ -30,7 +30,7 @@ import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo, bindToNumaNode, numaNode
 import { QuicConnection, type ConnectionOwner } from './connection.js'
 import { checkAppCode, type QuicStream } from './stream.js'
 import { Governor, type LimitsUsage } from './limits.js'
-import { quicheEngine } from './engine/quiche-engine.js'
+import { preloadQuicheEngine, quicheEngineFactory } from './engine/quiche.js'
 import { quinnAvailability, quinnEngine } from '@stoq/engine-quinn'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
 import { WorkerEngine, droppedWorkerFlags } from './workers/cluster.js'
@@ -153,15 +153,16 @@ export function selectEngine(choice: EngineChoice): { factory: QuicEngineFactory
   if (choice !== 'auto' && choice !== 'quinn' && choice !== 'quiche') {
     throw new StoqInvalidArgumentError('engine', `expected 'auto', 'quinn' or 'quiche', got ${typeof choice === 'string' ? JSON.stringify(choice) : typeof choice}`)
   }
-  if (choice === 'quiche') return { factory: quicheEngine(), choice: 'engine quiche (asked for)' }
+  if (choice === 'quiche') return { factory: quicheEngineFactory('engine quiche was asked for'), choice: 'engine quiche (asked for)' }
   const quinn = quinnAvailability()
   if (choice === 'quinn') {
     if (!quinn.available) throw new StoqUnsupportedError('quinn engine', `engine quinn cannot run here: ${quinn.detail}`)
     return { factory: quinnEngine(), choice: 'engine quinn (asked for)' }
   }
   if (quinn.available) return { factory: quinnEngine(), choice: 'engine auto: quinn, the faster engine, loads here' }
+  const factory = quicheEngineFactory(`engine auto: quinn is unavailable (${quinn.detail}; to fix: ${quinn.fix ?? 'see `stoq doctor`'})`)
   warnQuinnUnavailable(quinn.detail, quinn.fix)
-  return { factory: quicheEngine(), choice: `engine auto: quiche, because quinn is unavailable (${quinn.detail})` }
+  return { factory, choice: `engine auto: quiche, because quinn is unavailable (${quinn.detail})` }
 }
 
 /** The code of the process warning `engine: 'auto'` emits when it falls back to quiche. */
@@ -296,6 +297,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> implements Connection
   static async create(options?: Partial<EndpointOptions>, components: Partial<EndpointComponents> = {}): Promise<Endpoint> {
     const resolved = resolveEndpointOptions(options)
     checkComponents(components)
+    await preloadQuicheEngine()
     if (resolved.workers === 0 || components.engine || components.udp) return Endpoint.open({ ...resolved, workers: 0 }, components, null)
     const auto = resolved.workers < 0
     const single = (why: string): Promise<Endpoint> =>
