@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Builds every package, checks the packed packages (scripts/check-packages.mjs), runs every
+// Builds every package, checks the packed packages (scripts/check-packages.mjs) and the layer
+// rule (scripts/check-layers.mjs), runs every
 // package's tests (one package at a time, so socket tests do not fight for 2 cores), installs the
 // packed packages with npm in a fresh project (scripts/packed-install.mjs), then the Node
 // matrix (runNodeMatrix below: the suite again on Node 24, a smoke set on Node 22 and 26), and
@@ -57,11 +58,30 @@ function checkPackages() {
   return { passed, failed: failed || (r.status === 0 ? 0 : 1) }
 }
 
+/**
+ * The layer rule (scripts/check-layers.mjs): its self-test on a fixture with planted violations,
+ * then every package's imports. One result per package, plus one for the self-test; needs no build.
+ */
+function checkLayers() {
+  const script = path.join(root, 'scripts', 'check-layers.mjs')
+  console.log('\n$ node scripts/check-layers.mjs --self-test && node scripts/check-layers.mjs')
+  const self = spawnSync(process.execPath, [script, '--self-test'], { cwd: root, stdio: 'inherit', env, timeout: 60_000, killSignal: 'SIGKILL' })
+  const report = path.join(os.tmpdir(), `stoq-check-layers-${process.pid}.json`)
+  fs.rmSync(report, { force: true })
+  const r = spawnSync(process.execPath, [script, '--report', report], { cwd: root, stdio: 'inherit', env, timeout: 60_000, killSignal: 'SIGKILL' })
+  const selfOk = self.status === 0
+  if (!fs.existsSync(report)) return { passed: selfOk ? 1 : 0, failed: selfOk ? 1 : 2 }
+  const { passed, failed } = JSON.parse(fs.readFileSync(report, 'utf8'))
+  fs.rmSync(report, { force: true })
+  return { passed: passed + (selfOk ? 1 : 0), failed: (failed || (r.status === 0 ? 0 : 1)) + (selfOk ? 0 : 1) }
+}
+
 /** --matrix-only: only the Node matrix, on an existing build (a quick look at it). */
 const matrixOnly = process.argv.includes('--matrix-only')
 let rc = matrixOnly ? 0 : run(['run', 'build'])
 const built = rc === 0
 const packaging = built && !matrixOnly ? checkPackages() : null
+const layers = matrixOnly ? null : checkLayers()
 if (built && !matrixOnly) rc = run(['run', 'test', '--concurrency=1', '--continue'])
 
 /**
@@ -177,6 +197,11 @@ if (packaging !== null) {
   console.log(`packed packages (check:packages): ${packaging.passed} passed, ${packaging.failed} failed`)
   passed += packaging.passed
   failed += packaging.failed
+}
+if (layers !== null) {
+  console.log(`layer rule (check-layers): ${layers.passed} passed, ${layers.failed} failed`)
+  passed += layers.passed
+  failed += layers.failed
 }
 for (const { dir, name } of matrixOnly ? [] : withTests) {
   const file = path.join(dir, 'test-results.json')
