@@ -22,10 +22,13 @@
  *    platform package.
  * 4. A selective install: @stoq/transport-core alone in a second fresh project (its
  *    dependencies' tarballs through overrides; no sdk, h3, webtransport or monitoring may
- *    come), a loopback echo with an openssl-made certificate, both endpoints on quinn.
+ *    come, nor the quiche engine: @stoq/engine-quiche is an optional peer dependency, so neither
+ *    it nor @matrixai/quic's binding arrives), a loopback echo with an openssl-made certificate,
+ *    both endpoints on quinn; `engine: 'quiche'` there fails with STOQ_ERR_UNSUPPORTED naming
+ *    the package to install.
  * 5. With the platform package removed (an install that omitted optional dependencies), an
- *    endpoint runs on quiche and the process prints one STOQ_QUINN_UNAVAILABLE warning naming
- *    the fix.
+ *    endpoint of the sdk project runs on quiche (@stoq/engine-quiche, which @stoq/sdk depends on)
+ *    and the process prints one STOQ_QUINN_UNAVAILABLE warning naming the fix.
  *
  * Prints what it does and "packed install: ok (N s)" or the failure; exit code 0 or 1.
  * Options: --keep keeps the temporary directories.
@@ -123,7 +126,7 @@ t = Date.now()
 // takes cached registry metadata without revalidating it.
 must('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd: project })
 log(`npm install in ${project}: ${seconds(t)}`)
-for (const name of ['@stoq/sdk', '@stoq/transport-core', '@stoq/engine-quinn', PLATFORM_PACKAGE]) {
+for (const name of ['@stoq/sdk', '@stoq/transport-core', '@stoq/engine-quinn', '@stoq/engine-quiche', '@matrixai/quic', PLATFORM_PACKAGE]) {
   if (!fs.existsSync(path.join(project, 'node_modules', name, 'package.json'))) fail(`${name} was not installed`)
 }
 const installedLib = path.join(project, 'node_modules', PLATFORM_PACKAGE, 'libstoq_quinn.so')
@@ -287,6 +290,8 @@ for (const unwanted of ['sdk', 'h3', 'webtransport', 'monitoring']) {
   if (installedStoq.includes(unwanted)) fail(`installing @stoq/transport-core alone brought @stoq/${unwanted}`)
 }
 if (!installedStoq.includes(PLATFORM_PACKAGE.split('/')[1])) fail(`installing @stoq/transport-core alone did not bring ${PLATFORM_PACKAGE}`)
+if (installedStoq.includes('engine-quiche')) fail('installing @stoq/transport-core alone brought @stoq/engine-quiche (an optional peer dependency)')
+if (fs.existsSync(path.join(selective, 'node_modules', '@matrixai', 'quic'))) fail("installing @stoq/transport-core alone brought quiche's binding (@matrixai/quic)")
 must('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=localhost',
   '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', 'key.pem', '-out', 'cert.pem'], { cwd: selective })
 fs.writeFileSync(
@@ -306,7 +311,14 @@ await writer.write(new TextEncoder().encode('core only'))
 await writer.close()
 let echo = ''
 for await (const chunk of stream.readable) echo += new TextDecoder().decode(chunk)
-console.log(JSON.stringify({ echo, client: client.stats().engine, server: server.stats().engine }))
+let quiche
+try {
+  await (await createEndpoint({ host: '127.0.0.1', port: 0, engine: 'quiche' })).close()
+  quiche = 'an endpoint on quiche'
+} catch (err) {
+  quiche = err.code + ': ' + err.message
+}
+console.log(JSON.stringify({ echo, client: client.stats().engine, server: server.stats().engine, quiche }))
 await conn.close()
 await client.close()
 await server.close()
@@ -320,6 +332,7 @@ log(`transport-core alone, loopback: ${seconds(t)}; ${JSON.stringify(core)}`)
 if (core.echo !== 'core only') fail(`transport-core alone: echo ${JSON.stringify(core.echo)}`)
 if (core.client !== 'quinn' || !/^quinn/.test(core.server)) fail(`transport-core alone does not run quinn: ${JSON.stringify(core)}`)
 if (/\[STOQ_QUINN_UNAVAILABLE\]/.test(r.stderr)) fail(`transport-core alone warned that quinn is unavailable:\n${r.stderr}`)
+if (!/^STOQ_ERR_UNSUPPORTED: .*npm install @stoq\/engine-quiche/.test(core.quiche)) fail(`transport-core alone, engine: 'quiche' did not name the package to install: ${core.quiche}`)
 
 // 5. Without the optional dependency: quiche, one warning, and the fix named.
 fs.rmSync(path.join(project, 'node_modules', PLATFORM_PACKAGE), { recursive: true, force: true })

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs the static checks first (scripts/static-checks.mjs: Biome lint, cargo fmt and clippy,
-// changesets), then builds every package, checks the packed packages (scripts/check-packages.mjs)
-// and the API reports (scripts/check-api.mjs), runs every
+// changesets), then builds every package, checks the packed packages (scripts/check-packages.mjs),
+// the API reports (scripts/check-api.mjs) and the layer rule (scripts/check-layers.mjs), runs every
 // package's tests (one package at a time, so socket tests do not fight for 2 cores), installs the
 // packed packages with npm in a fresh project (scripts/packed-install.mjs), then the Node
 // matrix (runNodeMatrix below: the suite again on Node 24, a smoke set on Node 22 and 26), and
@@ -83,6 +83,24 @@ function checkApi() {
   return { passed, failed: failed || (r.status === 0 ? 0 : 1) }
 }
 
+/**
+ * The layer rule (scripts/check-layers.mjs): its self-test on a fixture with planted violations,
+ * then every package's imports. One result per package, plus one for the self-test; needs no build.
+ */
+function checkLayers() {
+  const script = path.join(root, 'scripts', 'check-layers.mjs')
+  console.log('\n$ node scripts/check-layers.mjs --self-test && node scripts/check-layers.mjs')
+  const self = spawnSync(process.execPath, [script, '--self-test'], { cwd: root, stdio: 'inherit', env, timeout: 60_000, killSignal: 'SIGKILL' })
+  const report = path.join(os.tmpdir(), `stoq-check-layers-${process.pid}.json`)
+  fs.rmSync(report, { force: true })
+  const r = spawnSync(process.execPath, [script, '--report', report], { cwd: root, stdio: 'inherit', env, timeout: 60_000, killSignal: 'SIGKILL' })
+  const selfOk = self.status === 0
+  if (!fs.existsSync(report)) return { passed: selfOk ? 1 : 0, failed: selfOk ? 1 : 2 }
+  const { passed, failed } = JSON.parse(fs.readFileSync(report, 'utf8'))
+  fs.rmSync(report, { force: true })
+  return { passed: passed + (selfOk ? 1 : 0), failed: (failed || (r.status === 0 ? 0 : 1)) + (selfOk ? 0 : 1) }
+}
+
 /** --matrix-only: only the Node matrix, on an existing build (a quick look at it). */
 const matrixOnly = process.argv.includes('--matrix-only')
 /** Lint, format (once enforced), cargo fmt and clippy, changesets: scripts/static-checks.mjs. */
@@ -91,6 +109,7 @@ let rc = matrixOnly ? 0 : run(['run', 'build'])
 const built = rc === 0
 const packaging = built && !matrixOnly ? checkPackages() : null
 const api = built && !matrixOnly ? checkApi() : null
+const layers = matrixOnly ? null : checkLayers()
 if (built && !matrixOnly) rc = run(['run', 'test', '--concurrency=1', '--continue'])
 
 /**
@@ -211,6 +230,11 @@ if (api !== null) {
   console.log(`API reports (check:api): ${api.passed} passed, ${api.failed} failed`)
   passed += api.passed
   failed += api.failed
+}
+if (layers !== null) {
+  console.log(`layer rule (check-layers): ${layers.passed} passed, ${layers.failed} failed`)
+  passed += layers.passed
+  failed += layers.failed
 }
 for (const { dir, name } of matrixOnly ? [] : withTests) {
   const file = path.join(dir, 'test-results.json')

@@ -12,8 +12,8 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import { performance } from 'node:perf_hooks'
+import { QuicheEngine } from '@stoq/engine-quiche'
 import {
-  QuicheEngine,
   QuinnEngine,
   DEFAULT_TRANSPORT,
   type EngineCloseInfo,

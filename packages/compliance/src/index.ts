@@ -1,9 +1,9 @@
-export { bufferPoolTests, type BufferPoolTestFactory, type BufferPoolTestOptions } from './buffer-pool.js'
-export { udpIoTests, type UdpIoTestFactory } from './udp-io.js'
-export { packetBatcherTests, type PacketBatcherPoolOptions, type PacketBatcherTestFactory } from './packet-batcher.js'
-export { FakeQuicEngine, RecordingUdpIo, createFixedPool, type ScriptedPacket } from './packet-batcher-fakes.js'
-export { testPki, type TestPki, type TestIdentity } from './pki.js'
-export { quicEngineTests, type QuicEngineTestFactory } from './quic-engine.js'
+export { bufferPoolTests, type BufferPoolTestFactory, type BufferPoolTestOptions } from './suites/buffer-pool.js'
+export { udpIoTests, type UdpIoTestFactory } from './suites/udp-io.js'
+export { packetBatcherTests, type PacketBatcherPoolOptions, type PacketBatcherTestFactory } from './suites/packet-batcher.js'
+export { FakeQuicEngine, RecordingUdpIo, createFixedPool, type ScriptedPacket } from './fakes/packet-batcher.js'
+export { testPki, type TestPki, type TestIdentity } from './tools/pki.js'
+export { quicEngineTests, type QuicEngineTestFactory } from './suites/quic-engine.js'
 export {
   answerRetry,
   craftClientInitial,
@@ -31,7 +31,7 @@ export {
   type LongHeader,
   type LongPacketType,
   type TlsExtensionBytes,
-} from './hostile-initial.js'
+} from './tools/hostile-initial.js'
 export {
   CdpPage,
   HeadlessChromium,
@@ -42,7 +42,7 @@ export {
   type CdpEvaluateOptions,
   type CdpWaitForOptions,
   type LaunchChromiumOptions,
-} from './chromium.js'
-export { boundedOutcome, type MisuseOutcome } from './misuse.js'
-export { buildQuicGoPeer, quicGoPeerBinary, runQuicGoClient, startQuicGoPeer } from './quic-go.js'
+} from './tools/chromium.js'
+export { boundedOutcome, type MisuseOutcome } from './tools/misuse.js'
+export { buildQuicGoPeer, quicGoPeerBinary, runQuicGoClient, startQuicGoPeer } from './tools/quic-go.js'
 export * from './kit/index.js'

@@ -1,8 +1,8 @@
 import type { SocketAddress, TransmitBatch, UdpReceiver } from '@stoq/interface'
 import { describe, expect, it } from 'vitest'
 import { bufferPoolTests } from '../src/index.js'
-import { FakeQuicEngine, RecordingUdpIo, createFixedPool, decodePacket, writePacket } from '../src/packet-batcher-fakes.js'
-import { thrownCode } from '../src/util.js'
+import { FakeQuicEngine, RecordingUdpIo, createFixedPool, decodePacket, writePacket } from '../src/fakes/packet-batcher.js'
+import { thrownCode } from '../src/tools/util.js'
 
 const A: SocketAddress = { address: '10.0.0.1', port: 1, family: 'IPv4' }
 const B: SocketAddress = { address: '2001:db8::1', port: 2, family: 'IPv6' }

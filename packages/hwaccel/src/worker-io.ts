@@ -10,12 +10,20 @@ import {
   type SocketAddress,
   type UdpBindOptions,
   type UdpIo,
-  type UdpIoStats,
   type UdpReceiver,
   checkOptions,
-  optionKeys,
 } from '@stoq/interface'
-import { DEFAULT_SOCKET_BUFFER_SIZE } from './defaults.js'
+import {
+  DEFAULT_SOCKET_BUFFER_SIZE,
+  DEFAULT_WORKER_POLL_TIMEOUT_MS,
+  DEFAULT_WORKER_RECEIVE_SLOTS,
+  DEFAULT_WORKER_SEND_HIGH_WATER,
+  DEFAULT_WORKER_SEND_LOW_WATER,
+  DEFAULT_WORKER_SEND_SLOTS,
+  DEFAULT_WORKER_DRAIN_DEADLINE_US,
+  DEFAULT_WORKER_SYSCALL_BATCH,
+  WORKER_BUFFER_SIZE,
+} from './defaults.js'
 import { GSO_MAX_SEGMENTS, GSO_MAX_WRITE_BYTES_IPV4, GSO_MAX_WRITE_BYTES_IPV6 } from './gso-io.js'
 import { type EventFdCalls, bindEventFdCalls, errnoName, errorMessage, loadLibc } from './koffi/libc.js'
 import { checkBindTarget } from './address.js'
@@ -58,38 +66,10 @@ import {
   W_TX_TAIL,
   controlLayout,
 } from './worker/protocol.js'
+import { WORKER_OPTION_KEYS, powerOfTwo, type WorkerUdpIoOptions, type WorkerUdpIoStats } from './worker/options.js'
 import { createSlotPool } from './worker/slot-pool.js'
-import { socketKit } from './worker/socket-kit.js'
-import { type UdpWorkerData, type UdpWorkerMessage, udpWorkerMain } from './worker/udp-worker.js'
-
-/** Receive slots: 128 buffers of 64 KiB hold up to 8 MiB of GRO-coalesced data between two drains of the main thread. */
-export const DEFAULT_WORKER_RECEIVE_SLOTS = 128
-
-/** Send slots: 128 super-buffers of up to 64 KiB queued for the worker (8 MiB, a large loopback congestion window). */
-export const DEFAULT_WORKER_SEND_SLOTS = 128
-
-/** Queued send slots at which `send()` returns false: three quarters of the default ring, so callers pause before it overflows. */
-export const DEFAULT_WORKER_SEND_HIGH_WATER = 96
-
-/** Queued send slots at or below which `onDrain` fires: a quarter of the ring keeps the worker busy while the caller refills. */
-export const DEFAULT_WORKER_SEND_LOW_WATER = 32
-
-/**
- * Time one drain of the receive ring may run, in microseconds, before the rest waits for the
- * next event-loop turn: 128 full slots are 8 MiB of datagrams, tens of milliseconds of
- * decryption in one turn, which would hold every timer and I/O callback of the process that
- * long. 2 ms matches the batcher's flush deadline.
- */
-export const DEFAULT_WORKER_DRAIN_DEADLINE_US = 2000
-
-/** poll() timeout of the worker: how long it may take to notice a stop request if the eventfd wake-up were lost. */
-export const DEFAULT_WORKER_POLL_TIMEOUT_MS = 50
-
-/** Messages per recvmmsg / sendmmsg: 16 keeps one native call per burst without holding slots back from the main thread. */
-export const DEFAULT_WORKER_SYSCALL_BATCH = 16
-
-/** Bytes of every slot buffer: a GRO read returns up to 64 KiB. */
-export const WORKER_BUFFER_SIZE = 65536
+import { type UdpWorkerData, type UdpWorkerMessage } from './worker/udp-worker.js'
+import { source } from './worker/program.js'
 
 /**
  * Internal: `io[kUdpWorker]()` returns the worker thread of a bound socket, so
@@ -100,95 +80,18 @@ export const kUdpWorker = Symbol('stoq.hwaccel.udpWorker')
 /** How long close() waits for the worker to stop by itself before terminating it. */
 const STOP_TIMEOUT_MS = 5000
 
-export interface WorkerUdpIoOptions {
-  /**
-   * Where the slot buffers come from: a BufferPool whose buffers are
-   * SharedArrayBuffer memory of at least 64 KiB each, e.g. `@stoq/mempool`'s
-   * `createBufferPool({ shared: true, bufferSize: 65536 })`. The backend takes
-   * `receiveSlots + sendSlots` buffers at bind and gives them back at close;
-   * the caller keeps ownership of the pool. Default: a private pool of exactly
-   * that many buffers, closed with the socket.
-   */
-  pool: BufferPool
-  /**
-   * Shared memory that data given to `send()` may already live in, e.g. the slabs of the
-   * packet pool the batcher fills (`pool.share().slabs`). A send whose data lies in one of
-   * them is handed to the worker by position, without a copy (zero-copy); any other data
-   * is copied into a send slot as before. The caller keeps the data untouched until its
-   * `onSendComplete`, as the UdpIo contract already requires.
-   */
-  sendSlabs: SharedArrayBuffer[]
-  /** Receive ring slots (a power of two from 2 to 4096). */
-  receiveSlots: number
-  /** Send ring slots (a power of two from 2 to 4096). */
-  sendSlots: number
-  /** Queued send slots (ring plus overflow) at which `send()` returns false. */
-  sendQueueHighWater: number
-  /** Queued send slots at or below which `onDrain` fires after `send()` returned false. */
-  sendQueueLowWater: number
-  /** SO_SNDBUF / SO_RCVBUF requested when `UdpBindOptions` does not say (SO_*BUFFORCE first). */
-  socketBufferSize: number
-  /** The worker's poll() timeout in ms. */
-  pollTimeoutMs: number
-  /** Messages per recvmmsg / sendmmsg call. */
-  syscallBatch: number
-  /**
-   * Time one drain of the receive ring may take, in microseconds (from 100 to 1,000,000;
-   * default 2000): what is left is taken on the next event-loop turn, so timers and other
-   * I/O run in between. The slot in hand is always finished.
-   */
-  drainDeadlineUs: number
-  /** Pin the network thread to these CPUs (default: not pinned). */
-  cpus: number[]
-}
-
-/** Every key `WorkerUdpIo` accepts. */
-export const WORKER_OPTION_KEYS: readonly string[] = optionKeys<WorkerUdpIoOptions>({
-  pool: true,
-  sendSlabs: true,
-  receiveSlots: true,
-  sendSlots: true,
-  sendQueueHighWater: true,
-  sendQueueLowWater: true,
-  socketBufferSize: true,
-  pollTimeoutMs: true,
-  syscallBatch: true,
-  drainDeadlineUs: true,
-  cpus: true,
-})
-
-export interface WorkerUdpIoStats extends UdpIoStats {
-  /** Kernel thread id of the network worker thread (0 before bind). */
-  workerThreadId: number
-  /** Whether the worker thread was pinned to the `cpus` option, and to which CPUs. */
-  affinity: string
-  /** Sends that carried more than one segment (one UDP_SEGMENT cmsg each). */
-  gsoWrites: number
-  /** Received buffers that held more than one datagram (GRO-coalesced). */
-  groBuffers: number
-  /** recvmmsg / sendmmsg calls the worker made. */
-  receiveSyscalls: number
-  sendSyscalls: number
-  /** Times the worker found the receive ring full and left datagrams in the kernel buffer. */
-  receiveRingFull: number
-  /** Received messages dropped because they did not fit a buffer (MSG_TRUNC). */
-  receiveTruncated: number
-  /** Times the worker waited for the socket to become writable (EAGAIN). */
-  sendWaits: number
-  /** Blocking poll() calls of the worker, and eventfd wake-ups the main thread wrote. */
-  polls: number
-  wakeups: number
-  /** Send slots that waited in the main-thread overflow queue because the ring was full. */
-  overflowSends: number
-  /** Sends handed to the worker in place, without a copy (their data was in a `sendSlabs` slab). */
-  zeroCopySends: number
-  /** Drains of the receive ring that stopped at `drainDeadlineUs` and left the rest for the next turn. */
-  drainDeferrals: number
-  /** errno name of the latest failed send, or '' */
-  lastSendError: string
-  /** How the socket buffers were set (SO_*BUFFORCE or capped SO_*BUF). */
-  socketBuffers: string
-}
+export type { WorkerUdpIoOptions, WorkerUdpIoStats } from './worker/options.js'
+export { WORKER_OPTION_KEYS } from './worker/options.js'
+export {
+  DEFAULT_WORKER_DRAIN_DEADLINE_US,
+  DEFAULT_WORKER_POLL_TIMEOUT_MS,
+  DEFAULT_WORKER_RECEIVE_SLOTS,
+  DEFAULT_WORKER_SEND_HIGH_WATER,
+  DEFAULT_WORKER_SEND_LOW_WATER,
+  DEFAULT_WORKER_SEND_SLOTS,
+  DEFAULT_WORKER_SYSCALL_BATCH,
+  WORKER_BUFFER_SIZE,
+} from './defaults.js'
 
 type State = 'idle' | 'binding' | 'bound' | 'failed' | 'closed'
 
@@ -198,17 +101,6 @@ interface WaitAsyncResult {
 }
 type WaitAsync = (typedArray: Int32Array, index: number, value: number) => WaitAsyncResult
 const waitAsync = (Atomics as unknown as { waitAsync?: WaitAsync }).waitAsync
-
-let workerSource: string | null = null
-/**
- * The worker's program: `udpWorkerMain` with `socketKit`, both from their source text (see udp-worker.ts), run
- * with the workerData. The kit goes in as an argument (a function expression), so nothing depends on the name a
- * bundler gives it.
- */
-function source(): string {
-  workerSource ??= `(${udpWorkerMain.toString()})(require('node:worker_threads').workerData, require, ${socketKit.toString()})`
-  return workerSource
-}
 
 /**
  * UdpIo whose socket lives in a worker thread that talks to the kernel through
@@ -414,12 +306,12 @@ export class WorkerUdpIo implements UdpIo {
 
   // Hooks for the backends that run another worker program over the same rings (uring-io.ts).
 
-  /** Source text of the worker program, run with `workerData` and `require`. */
   /** The option keys this backend accepts (a subclass adds its own). Called from the constructor. */
   protected acceptedOptions(): readonly string[] {
     return WORKER_OPTION_KEYS
   }
 
+  /** Source text of the worker program, run with `workerData` and `require`. */
   protected workerSource(): string {
     return source()
   }
@@ -1058,13 +950,6 @@ export class WorkerUdpIo implements UdpIo {
     this.receiver = null
     if (this.ownsPool) this.sharedPool.close()
   }
-}
-
-function powerOfTwo(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 2 || value > 4096 || (value & (value - 1)) !== 0) {
-    throw new StoqInvalidArgumentError(name, `expected a power of two from 2 to 4096, got ${String(value)}`)
-  }
-  return value
 }
 
 /** Factory for the worker (GRO) backend. `bind` rejects with `StoqUnsupportedError` where it cannot work. */

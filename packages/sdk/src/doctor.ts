@@ -1,5 +1,6 @@
 import { detectCapabilities, formatCapabilities, type CapabilityReport } from '@stoq/hwaccel'
-import { createEndpoint, QUICHE_BINDING_PACKAGE, QuicheEngine, DEFAULT_TRANSPORT, quinnAvailability } from '@stoq/transport-core'
+import { QUICHE_BINDING_PACKAGE, QuicheEngine } from '@stoq/engine-quiche'
+import { createEndpoint, DEFAULT_TRANSPORT, quinnAvailability } from '@stoq/transport-core'
 
 export interface EngineAvailability {
   name: string

@@ -56,7 +56,7 @@ export {
   type IncomingTransferResult,
   type ChunkInfo,
 } from './multiplex-transfer.js'
-export { StoqIntegrityError, StoqProtocolError } from './cli-errors.js'
+export { StoqIntegrityError, StoqProtocolError } from './errors.js'
 // Browser reach: WebTransport over HTTP/3 (`listen({ webtransport })`, `browserCertificate()`).
 export type { ListenWebTransportOptions } from './stoq.js'
 export {
@@ -87,13 +87,3 @@ export {
   type WebTransportLimits,
   type WebTransportFailure,
 } from '@stoq/webtransport'
-export { renderBenchChart } from './bench.js'
-export {
-  scrapeMetrics,
-  summariseMetrics,
-  formatFigures,
-  STATS_EXIT_UNREACHABLE,
-  STATS_EXIT_NOT_METRICS,
-  type StatsFigures,
-  type StatsEndpoint,
-} from './stats-cli.js'

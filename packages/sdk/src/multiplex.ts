@@ -6,7 +6,7 @@ import {
   type SendSource,
 } from '@stoq/transport-core'
 import { ThroughputSeries } from '@stoq/monitoring'
-import { StoqProtocolError } from './cli-errors.js'
+import { StoqProtocolError } from './errors.js'
 import {
   CHUNK_STATUS,
   chunkStatusError,

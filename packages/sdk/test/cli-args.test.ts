@@ -5,7 +5,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { StoqError } from '../src/index.js'
-import { parseArgs, parseSize } from '../src/args.js'
+import { parseArgs, parseSize } from '../src/cli/args.js'
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
 const config = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-cli-args-'))

@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { chartPeakLabel } from '@stoq/monitoring'
-import type { BenchReport } from '../src/bench-client.js'
+import type { BenchReport } from '../src/cli/bench-client.js'
 import { CliRunner, type Run } from './cli-runner.js'
 
 const cli = new CliRunner('stoq-cli-chart-')

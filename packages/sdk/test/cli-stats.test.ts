@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testPki } from '@stoq/compliance-tests'
 import { createMetricsHandler, createMetricsRegistry } from '@stoq/monitoring'
 import { createEndpoint, type Endpoint, type QuicConnection } from '@stoq/transport-core'
-import { STATS_EXIT_NOT_METRICS, STATS_EXIT_UNREACHABLE, type StatsFigures } from '../src/index.js'
+import { STATS_EXIT_NOT_METRICS, STATS_EXIT_UNREACHABLE, type StatsFigures } from '../src/cli/stats.js'
 import { CliRunner, type Run } from './cli-runner.js'
 
 const cli = new CliRunner('stoq-cli-stats-')

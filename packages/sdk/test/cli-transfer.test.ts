@@ -17,8 +17,8 @@ import {
   parseTransferReply,
   validateTransferName,
   type TransferReply,
-} from '../src/transfer-protocol.js'
-import { LineSplitter } from '../src/bench-protocol.js'
+} from '../src/cli/transfer-protocol.js'
+import { LineSplitter } from '../src/cli/bench-protocol.js'
 import { CLI, CliRunner, type Run } from './cli-runner.js'
 
 const cli = new CliRunner('stoq-cli-transfer-config-')

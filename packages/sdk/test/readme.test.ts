@@ -33,6 +33,7 @@ const EXPECTED: Record<string, string[]> = {
   '@stoq/h3': [':authority'],
   '@stoq/monitoring': ['requests_total{route="/"} 1'],
   '@stoq/transport-core': ['ping'],
+  '@stoq/engine-quiche': ['quiche loads here, through @matrixai/quic@'],
   '@stoq/webtransport': ['hello over WebTransport'],
   '@stoq/sdk': ['hello, STOQ', 'hello from CommonJS'],
   '@stoq/compliance-tests': ['9 passed'],

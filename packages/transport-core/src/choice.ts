@@ -1,7 +1,7 @@
 import { StoqInvalidArgumentError, StoqUnsupportedError, type QuicEngineFactory, type UdpIo } from '@stoq/interface'
 import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo } from '@stoq/hwaccel'
 import { quinnAvailability, quinnEngine } from '@stoq/engine-quinn'
-import { quicheEngine } from './engine/quiche-engine.js'
+import { quicheEngineFactory } from './engine/quiche.js'
 import type { EngineChoice } from './options.js'
 
 /**
@@ -25,15 +25,16 @@ export function selectEngine(choice: EngineChoice): { factory: QuicEngineFactory
   if (choice !== 'auto' && choice !== 'quinn' && choice !== 'quiche') {
     throw new StoqInvalidArgumentError('engine', `expected 'auto', 'quinn' or 'quiche', got ${typeof choice === 'string' ? JSON.stringify(choice) : typeof choice}`)
   }
-  if (choice === 'quiche') return { factory: quicheEngine(), choice: 'engine quiche (asked for)' }
+  if (choice === 'quiche') return { factory: quicheEngineFactory('engine quiche was asked for'), choice: 'engine quiche (asked for)' }
   const quinn = quinnAvailability()
   if (choice === 'quinn') {
     if (!quinn.available) throw new StoqUnsupportedError('quinn engine', `engine quinn cannot run here: ${quinn.detail}`)
     return { factory: quinnEngine(), choice: 'engine quinn (asked for)' }
   }
   if (quinn.available) return { factory: quinnEngine(), choice: 'engine auto: quinn, the faster engine, loads here' }
+  const factory = quicheEngineFactory(`engine auto: quinn is unavailable (${quinn.detail}; to fix: ${quinn.fix ?? 'see `stoq doctor`'})`)
   warnQuinnUnavailable(quinn.detail, quinn.fix)
-  return { factory: quicheEngine(), choice: `engine auto: quiche, because quinn is unavailable (${quinn.detail})` }
+  return { factory, choice: `engine auto: quiche, because quinn is unavailable (${quinn.detail})` }
 }
 
 /** The code of the process warning `engine: 'auto'` emits when it falls back to quiche. */

@@ -24,6 +24,7 @@ import { bindToNumaNode, numaNodes, releaseFreeMemory } from '@stoq/hwaccel'
 import { QuicConnection } from './connection.js'
 import { checkAppCode, type QuicStream } from './stream.js'
 import { Governor } from './limits.js'
+import { preloadQuicheEngine } from './engine/quiche.js'
 import { quinnAvailability } from '@stoq/engine-quinn'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
 import { WorkerEngine, droppedWorkerFlags } from './workers/cluster.js'
@@ -166,6 +167,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   static async create(options?: Partial<EndpointOptions>, components: Partial<EndpointComponents> = {}): Promise<Endpoint> {
     const resolved = resolveEndpointOptions(options)
     checkComponents(components)
+    await preloadQuicheEngine()
     if (resolved.workers === 0 || components.engine || components.udp) return Endpoint.open({ ...resolved, workers: 0 }, components, null)
     const auto = resolved.workers < 0
     const single = (why: string): Promise<Endpoint> =>

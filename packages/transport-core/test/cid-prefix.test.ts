@@ -3,13 +3,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 import {
   createEndpoint,
-  quicheEngine,
   quinnEngine,
   type Endpoint,
   type QuicEngineFactory,
   type QuicConnection,
 } from '../src/index.js'
 import { echoOnce, pattern, serveEcho, sha256 } from './fixtures/echo.js'
+import { quicheEngine } from '@stoq/engine-quiche'
 
 /**
  * `QuicEngineOptions.cidPrefix`: every connection ID an engine issues starts with the

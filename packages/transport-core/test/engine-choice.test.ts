@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { createEndpoint, StoqError } from '../src/index.js'
@@ -92,6 +92,32 @@ describe('engine choice', () => {
   it('refuses an explicit quinn that cannot load, with a typed error', async () => {
     const r = await engineIn({ STOQ_QUINN_LIBRARY: '/nonexistent/libstoq_quinn.so', STOQ_ENGINE: '' }, "{ engine: 'quinn' }")
     expect(r.error).toMatch(/^STOQ_ERR_UNSUPPORTED: engine quinn cannot run here/)
+  })
+
+  it('names the package to install when quiche is needed and @stoq/engine-quiche is not installed', async () => {
+    // A resolve hook makes @stoq/engine-quiche unresolvable, as in a project that installed transport-core alone.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-no-quiche-'))
+    try {
+      fs.writeFileSync(
+        path.join(dir, 'hooks.mjs'),
+        `export async function resolve(specifier, context, next) {
+          if (specifier === '@stoq/engine-quiche') throw Object.assign(new Error("Cannot find package '@stoq/engine-quiche'"), { code: 'ERR_MODULE_NOT_FOUND' })
+          return next(specifier, context)
+        }`,
+      )
+      fs.writeFileSync(path.join(dir, 'register.mjs'), `import { register } from 'node:module'\nregister(${JSON.stringify(pathToFileURL(path.join(dir, 'hooks.mjs')).href)})\n`)
+      const env = { NODE_OPTIONS: `--import ${pathToFileURL(path.join(dir, 'register.mjs')).href}`, STOQ_ENGINE: '' }
+      const asked = await engineIn(env, "{ engine: 'quiche' }")
+      expect(asked.error).toMatch(/^STOQ_ERR_UNSUPPORTED: engine quiche was asked for, but @stoq\/engine-quiche is not installed\. To fix: npm install @stoq\/engine-quiche /)
+      const auto = await engineIn({ ...env, STOQ_QUINN_LIBRARY: '/nonexistent/libstoq_quinn.so' })
+      expect(auto.error).toMatch(/^STOQ_ERR_UNSUPPORTED: engine auto: quinn is unavailable \(.*\/nonexistent\/libstoq_quinn\.so.*\), but @stoq\/engine-quiche is not installed\. To fix: npm install @stoq\/engine-quiche /)
+      // No warning that quiche is in use: it is not.
+      expect(quinnWarnings(auto.stderr)).toEqual([])
+      // quinn alone still serves auto.
+      expect(await engineIn(env)).toMatchObject({ engine: 'quinn', engineChoice: 'engine auto: quinn, the faster engine, loads here' })
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it('honours STOQ_ENGINE and refuses unknown engine names', async () => {

@@ -1,5 +1,6 @@
 import { quicEngineTests, testPki } from '@stoq/compliance-tests'
-import { QuicheEngine, QuinnEngine, DEFAULT_TRANSPORT } from '../src/index.js'
+import { QuicheEngine } from '@stoq/engine-quiche'
+import { QuinnEngine, DEFAULT_TRANSPORT } from '../src/index.js'
 
 const pki = await testPki()
 const identity = { cert: pki.server.cert, key: pki.server.key, ca: pki.ca }

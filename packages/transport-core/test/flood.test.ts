@@ -34,7 +34,8 @@ import {
   type CraftedInitial,
   type TestPki,
 } from '@stoq/compliance-tests'
-import { createEndpoint, RETRY_TOKEN_LIFETIME_MS } from '../src/index.js'
+import { RETRY_TOKEN_LIFETIME_MS } from '@stoq/engine-quiche'
+import { createEndpoint } from '../src/index.js'
 import { echoOnce, pattern, sha256 } from './fixtures/echo.js'
 
 const ENGINE = process.env.STOQ_ENGINE

@@ -5,7 +5,6 @@ import { Readable, Writable, type Duplex } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   createEndpoint,
-  QuicheEngine,
   resolveTransport,
   StoqError,
   type Endpoint,
@@ -14,6 +13,7 @@ import {
   type TransmitBatch,
 } from '../src/index.js'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
+import { QuicheEngine } from '@stoq/engine-quiche'
 import { detectCapabilities } from '@stoq/hwaccel'
 import { echoOnce, pattern, serveEcho, sha256 } from './fixtures/echo.js'
 

@@ -7,8 +7,8 @@
 import { parsePrometheusText, type ParsedPrometheusFamily, type ParsedPrometheusSample } from '@stoq/monitoring'
 import { StoqSocketError } from '@stoq/transport-core'
 import { parseArgs } from './args.js'
-import { StoqProtocolError, StoqUsageError, describeError } from './cli-errors.js'
-import { formatBytes, formatGbps, round } from './cli-format.js'
+import { StoqProtocolError, StoqUsageError, describeError } from './errors.js'
+import { formatBytes, formatGbps, round } from './format.js'
 import type { CommandIo } from './bench.js'
 
 /** Exit code when the URL cannot be reached (refused, timed out, no such host). */

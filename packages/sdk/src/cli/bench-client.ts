@@ -18,12 +18,12 @@ import {
   type UdpBackendChoice,
 } from '@stoq/transport-core'
 import { ThroughputSeries } from '@stoq/monitoring'
-import { KnownHosts, appConfigDir } from './identity.js'
+import { KnownHosts, appConfigDir } from '../identity.js'
 import { PATTERN_BLOCK, newPatternBlock, patternKey, writeBlockHeader } from './bench-pattern.js'
 import { LineSplitter, encodeBenchHeader, parseBenchReply, type BenchDone, type BenchEngineInfo, type BenchTick } from './bench-protocol.js'
-import { StoqProtocolError, describeError, unlessStalled } from './cli-errors.js'
+import { StoqProtocolError, describeError, unlessStalled } from './errors.js'
 import { formatHostPort } from './args.js'
-import { gbpsOf, round } from './cli-format.js'
+import { gbpsOf, round } from './format.js'
 
 /** Writes each stream keeps in flight; a block buffer is restamped only after its previous write resolved. */
 const SEND_DEPTH = 8

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 import { fileURLToPath } from 'node:url'
-import { doctor, formatDoctor } from './doctor.js'
+import { doctor, formatDoctor } from '../doctor.js'
 import { parseArgs } from './args.js'
-import { StoqUsageError, describeError } from './cli-errors.js'
+import { StoqUsageError, describeError } from './errors.js'
 import { BENCH_HELP, benchCommand, type CommandIo } from './bench.js'
 import { SEND_HELP, SERVE_HELP, sendCommand, serveCommand } from './transfer.js'
-import { STATS_HELP, statsCommand } from './stats-cli.js'
+import { STATS_HELP, statsCommand } from './stats.js'
 
 const USAGE = `Usage: stoq <command> [options]
 

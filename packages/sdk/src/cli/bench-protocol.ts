@@ -9,7 +9,7 @@
  * all the streams of one client run; the server samples all of them at the
  * same instants (ticks), measured from the first pattern byte of the session.
  */
-import { StoqProtocolError } from './cli-errors.js'
+import { StoqProtocolError } from './errors.js'
 
 export const BENCH_MAGIC = Buffer.from('SQB1', 'latin1')
 export const BENCH_HEADER_MAX = 4096

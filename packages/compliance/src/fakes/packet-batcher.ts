@@ -16,7 +16,7 @@ import {
   type UdpIoStats,
   type UdpReceiver,
 } from '@stoq/interface'
-import { addressKey, prng } from './util.js'
+import { addressKey, prng } from '../tools/util.js'
 
 /** Bytes every scripted packet starts with: its id (u32) and its size (u16), little-endian. */
 export const PACKET_HEADER_BYTES = 6

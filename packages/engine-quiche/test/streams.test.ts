@@ -1,8 +1,6 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 import {
-  DEFAULT_TRANSPORT,
-  QuicheEngine,
   STREAM_BLOCKED,
   STREAM_STOPPED,
   type EngineCloseInfo,
@@ -12,7 +10,9 @@ import {
   type StreamRecvResult,
   type TransmitBatch,
   type TransportParameters,
-} from '../src/index.js'
+} from '@stoq/interface'
+import { QuicheEngine } from '../src/index.js'
+import { DEFAULT_TRANSPORT } from './transport.js'
 
 /**
  * quiche engine, stream edge cases, engine level: two QuicheEngines joined by an

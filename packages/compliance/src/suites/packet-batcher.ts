@@ -9,8 +9,8 @@ import {
   type RecordedSend,
   type RecordingUdpIoOptions,
   type ScriptedPacket,
-} from './packet-batcher-fakes.js'
-import { WAIT_LIMIT_MS, addressKey, nextTurn, prng, settle, splitSegments, waitUntil } from './util.js'
+} from '../fakes/packet-batcher.js'
+import { WAIT_LIMIT_MS, addressKey, nextTurn, prng, settle, splitSegments, waitUntil } from '../tools/util.js'
 
 /** What the suite asks `createPool` for. */
 export interface PacketBatcherPoolOptions {

@@ -29,150 +29,28 @@ import {
   type QuicheBinding,
   type QuicheConfig,
   type QuicheConnection,
-} from './quiche-binding.js'
-import { RetryTokens } from './retry-token.js'
-import { splitPemChain } from '../pem.js'
+} from './binding.js'
+import { CidCodec, CID_LEN } from './cid.js'
+import {
+  amplificationAllows,
+  countReceived,
+  FrontDoor,
+  isVersionNegotiation,
+  NO_COMMON_VERSION,
+  sameAddress,
+  versionList,
+  type AmplificationState,
+  type ControlPacket,
+} from './front-door.js'
+import { pemChainList } from './pem.js'
+import { connRecord, destination, hex, hostPort, peerKey, toBigIntToken, type ConnRecord } from './record.js'
 
-/**
- * Length of the connection IDs we issue: 4 bytes of (masked) handle + 8 random
- * bytes; with `cidPrefix`, the prefix byte, the 4 handle bytes and 7 random bytes. Not longer: quiche 0.18 encodes its transport parameters into a fixed
- * 128-byte buffer, and a server answering a 20-byte client DCID after a Retry
- * carries three CIDs in them (measured: 16-byte CIDs overflow it).
- */
-export const CID_LEN = 12
 /** quiche refuses to produce packets larger than this. */
 export const QUICHE_MAX_PACKET = 16383
-/** Largest number of control packets (Retry, version negotiation, stateless reset) waiting to be sent. */
-const MAX_CONTROL_QUEUE = 256
-/** Stateless resets sent per second at most (they answer unauthenticated packets). */
-const STATELESS_RESETS_PER_SECOND = 100
-/** Connections beyond the limit that we accept only to refuse them politely; past this we drop. */
-const REFUSE_BACKLOG = 64
-/** RFC 9000 §8.1: before its address is validated, a peer gets at most 3x the bytes it sent. */
-const AMPLIFICATION_FACTOR = 3
 /** QUIC transport error CONNECTION_REFUSED. */
 const CONNECTION_REFUSED = 0x2
 const REFUSED_REASON = new TextEncoder().encode('connection limit reached')
 const STATELESS_RESET_REASON = new TextEncoder().encode('stateless reset')
-
-interface ConnRecord {
-  handle: number
-  conn: QuicheConnection
-  scid: Uint8Array
-  peer: SocketAddress
-  recvInfo: { from: HostPort; to: HostPort }
-  server: boolean
-  /** Key in the Initial route table (client's original DCID), server side only. */
-  initialKey: string | null
-  incomingReported: boolean
-  establishedReported: boolean
-  /** Has something to send (or might). */
-  sendDirty: boolean
-  /** Events to look at in the next drain. */
-  eventDirty: boolean
-  /** Timer deadline (performance.now() ms) or -1. */
-  deadline: number
-  timerDirty: boolean
-  keepAliveMs: number
-  lastActivity: number
-  nextBidi: number
-  nextUni: number
-  wantWritable: Set<number>
-  /** Stream ids seen as stopped by the peer, with their codes. */
-  stopped: Map<number, number> | null
-  /**
-   * Readable streams the application left unread when last told (a stream waiting for the
-   * endpoint's stream budget, a reader whose queue is full): not reported again until the
-   * application reads them, since quiche lists every stream with unread data on each packet.
-   */
-  quiet: Set<number> | null
-  refused: boolean
-  /** onClosed was reported; the record lingers until quiche finishes draining. */
-  closeReported: boolean
-  /**
-   * Server without Retry, peer address not validated yet: what we send is held to
-   * AMPLIFICATION_FACTOR x `ampRecv` (quiche 0.18's PTO probes pass that limit).
-   */
-  ampLimited: boolean
-  /** Bytes received from the peer's address while `ampLimited`. */
-  ampRecv: number
-  /** Bytes sent to it while `ampLimited`. */
-  ampSent: number
-  /** Client: versions listed by a Version Negotiation packet from the server (null: none came). */
-  offeredVersions: number[] | null
-  /** A packet quiche wrote for another address than its batch's (a PATH_CHALLENGE to a new path): sent next, alone. */
-  held: ControlPacket | null
-  /** Times quiche moved the connection to a new peer address (PeerMigrated). */
-  pathChanges: number
-}
-
-interface ControlPacket {
-  data: Uint8Array
-  peer: SocketAddress
-}
-
-function hostPort(addr: SocketAddress): HostPort {
-  return { host: addr.address, port: addr.port }
-}
-
-function toBigIntToken(bytes: Uint8Array): bigint {
-  let v = 0n
-  for (let i = 0; i < 16; i++) v = (v << 8n) | BigInt(bytes[i]!)
-  return v
-}
-
-/** `to` as a SocketAddress, `known` itself when they are the same address. */
-function destination(to: HostPort, known: SocketAddress): SocketAddress {
-  return to.host === known.address && to.port === known.port ? known : toSocketAddress(to.host, to.port)
-}
-
-function sameAddress(a: SocketAddress, b: SocketAddress): boolean {
-  return a === b || (a.port === b.port && a.address === b.address)
-}
-
-function peerKey(addr: SocketAddress): string {
-  return `${addr.address}|${addr.port}`
-}
-
-/** A PEM chain as @matrixai/quic's `cert` list: one element, every certificate (leaf first); none if there are none. */
-function pemChainList(pem: Uint8Array): Uint8Array[] {
-  const blocks = splitPemChain(pem)
-  return blocks.length === 0 ? [] : [Buffer.concat(blocks)]
-}
-
-/** Whether the (first) packet of a datagram is addressed to `cid` (long or short header). */
-function carriesCid(pkt: Uint8Array, cid: Uint8Array): boolean {
-  let at = 1
-  if ((pkt[0]! & 0x80) !== 0) {
-    if (pkt.length < 6 || pkt[5] !== cid.length) return false
-    at = 6
-  }
-  if (pkt.length < at + cid.length) return false
-  for (let i = 0; i < cid.length; i++) if (pkt[at + i] !== cid[i]) return false
-  return true
-}
-
-const NO_COMMON_VERSION = new TextEncoder().encode('no common QUIC version')
-
-/** A Version Negotiation packet: long header, version 0 (RFC 9000 §17.2.1). */
-function isVersionNegotiation(pkt: Uint8Array): boolean {
-  return pkt.length >= 7 && (pkt[0]! & 0x80) !== 0 && pkt[1] === 0 && pkt[2] === 0 && pkt[3] === 0 && pkt[4] === 0
-}
-
-/** The versions a Version Negotiation packet lists (empty when malformed). */
-function versionList(pkt: Uint8Array): number[] {
-  const dcil = pkt[5]!
-  const scil = pkt[6 + dcil]
-  if (scil === undefined) return []
-  const out: number[] = []
-  const view = new DataView(pkt.buffer, pkt.byteOffset, pkt.byteLength)
-  for (let at = 7 + dcil + scil; at + 4 <= pkt.length; at += 4) out.push(view.getUint32(at))
-  return out
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
-}
 
 /** quiche as a QuicEngine: one endpoint's connections, driven from JS. */
 export class QuicheEngine implements QuicEngine {
@@ -190,20 +68,10 @@ export class QuicheEngine implements QuicEngine {
   private readonly eventQueue: ConnRecord[] = []
   /** Stream id whose readable event is being handled; -1 once the handler read it. */
   private probe = -1
-  private readonly control: ControlPacket[] = []
-  private readonly handleMask: number
-  /** `QuicEngineOptions.cidPrefix`, or -1: then byte 0 of every CID we issue. */
-  private readonly cidPrefix: number
-  /** Where the masked handle starts in our CIDs: 1 after a prefix byte, else 0. */
-  private readonly handleAt: number
+  private readonly cids: CidCodec
+  private readonly door: FrontDoor
   private nextHandle = 1
-  private server: EngineServerOptions | null = null
-  private serverConfig: QuicheConfig | null = null
   private readonly clientConfigs = new Map<string, QuicheConfig>()
-  private secret: Uint8Array = crypto.randomBytes(32)
-  private tokens: RetryTokens
-  private resetBudget = STATELESS_RESETS_PER_SECOND
-  private resetBudgetAt = 0
   private destroyed = false
   /** Packets quiche refused (undecryptable, malformed, unknown connection). */
   droppedPackets = 0
@@ -214,13 +82,13 @@ export class QuicheEngine implements QuicEngine {
     if (options.keyExchange !== undefined && !options.keyExchange.includes('X25519')) {
       throw new StoqUnsupportedError('keyExchange', `the quiche engine negotiates X25519, P-256 or P-384 (no X25519MLKEM768) and cannot restrict them to ${options.keyExchange.join(', ')}`)
     }
-    this.cidPrefix = checkCidPrefix(options.cidPrefix)
-    this.handleAt = this.cidPrefix >= 0 ? 1 : 0
+    this.cids = new CidCodec(options.cidPrefix)
     this.q = loadQuiche()
     this.tp = options.transport
     this.maxPacketSize = Math.min(this.tp.maxUdpPayloadSize, QUICHE_MAX_PACKET)
-    this.handleMask = crypto.randomBytes(4).readUInt32BE(0)
-    this.tokens = new RetryTokens(this.secret)
+    this.door = new FrontDoor(this.q, this.cids, () => {
+      this.droppedPackets++
+    })
   }
 
   get connectionCount(): number {
@@ -286,41 +154,15 @@ export class QuicheEngine implements QuicEngine {
 
   listen(options: EngineServerOptions): void {
     this.assertAlive()
-    this.serverConfig = this.buildConfig(false, undefined, options.identity, options.alpn)
-    if (options.secret !== undefined) {
-      if (options.secret.length !== 32) throw new StoqInvalidArgumentError('secret', `expected 32 bytes, got ${options.secret.length}`)
-      this.secret = Uint8Array.from(options.secret)
-      this.tokens = new RetryTokens(this.secret)
-    }
-    this.server = options
+    this.door.open(options, this.buildConfig(false, undefined, options.identity, options.alpn))
   }
 
   stopListening(): void {
-    this.server = null
+    this.door.server = null
   }
 
   // -------------------------------------------------------------------------
   // Connection IDs and records
-
-  private makeCid(handle: number): Uint8Array {
-    const cid = new Uint8Array(CID_LEN)
-    crypto.getRandomValues(cid)
-    const masked = (handle ^ this.handleMask) >>> 0
-    const at = this.handleAt
-    if (this.cidPrefix >= 0) cid[0] = this.cidPrefix
-    cid[at] = masked >>> 24
-    cid[at + 1] = (masked >>> 16) & 0xff
-    cid[at + 2] = (masked >>> 8) & 0xff
-    cid[at + 3] = masked & 0xff
-    return cid
-  }
-
-  /** The handle encoded in a CID of ours starting at `offset` of `bytes`. */
-  private cidHandle(bytes: Uint8Array, offset: number): number {
-    const at = offset + this.handleAt
-    const masked = ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>> 0
-    return (masked ^ this.handleMask) >>> 0
-  }
 
   private allocHandle(): number {
     for (;;) {
@@ -332,7 +174,7 @@ export class QuicheEngine implements QuicEngine {
 
   /** Find the connection whose CID starts at `offset` in `pkt` (no allocation). */
   private lookupCid(pkt: Uint8Array, offset: number): ConnRecord | undefined {
-    const rec = this.conns.get(this.cidHandle(pkt, offset))
+    const rec = this.conns.get(this.cids.handle(pkt, offset))
     if (rec === undefined) return undefined
     const scid = rec.scid
     // Every byte: the prefix, the handle (equal by construction) and the random part.
@@ -341,37 +183,7 @@ export class QuicheEngine implements QuicEngine {
   }
 
   private newRecord(handle: number, conn: QuicheConnection, scid: Uint8Array, peer: SocketAddress, local: SocketAddress, server: boolean): ConnRecord {
-    const rec: ConnRecord = {
-      handle,
-      conn,
-      scid,
-      peer,
-      recvInfo: { from: hostPort(peer), to: hostPort(local) },
-      server,
-      initialKey: null,
-      incomingReported: !server,
-      establishedReported: false,
-      sendDirty: false,
-      eventDirty: false,
-      deadline: -1,
-      timerDirty: true,
-      keepAliveMs: 0,
-      lastActivity: performance.now(),
-      // RFC 9000 §2.1: client-initiated ids end in 0b00/0b10, server-initiated in 0b01/0b11.
-      nextBidi: server ? 1 : 0,
-      nextUni: server ? 3 : 2,
-      wantWritable: new Set(),
-      stopped: null,
-      quiet: null,
-      refused: false,
-      closeReported: false,
-      ampLimited: false,
-      ampRecv: 0,
-      ampSent: 0,
-      offeredVersions: null,
-      held: null,
-      pathChanges: 0,
-    }
+    const rec = connRecord(handle, conn, scid, peer, local, server)
     this.conns.set(handle, rec)
     this.byPeer.set(peerKey(peer), rec)
     this.markSend(rec)
@@ -429,7 +241,7 @@ export class QuicheEngine implements QuicEngine {
         // this peer check the token (quiche does, RFC 9000 §10.3.1).
         const byPeer = len >= 21 ? this.byPeer.get(peerKey(from)) : undefined
         if (byPeer !== undefined) this.deliver(byPeer, pkt, from)
-        else this.maybeStatelessReset(pkt, from)
+        else this.door.maybeStatelessReset(pkt, from)
         return
       }
     } else {
@@ -461,12 +273,7 @@ export class QuicheEngine implements QuicEngine {
       // validate a NAT rebinding, so hand it the address this packet came from.
       rec.recvInfo = { from: hostPort(from), to: rec.recvInfo.to }
     }
-    if (rec.ampLimited && sameAddress(from, rec.peer)) {
-      // Only bytes from the address we answer count towards its budget.
-      rec.ampRecv += pkt.length
-      // A packet to our CID proves the peer receives what we send (RFC 9000 §8.1).
-      if (carriesCid(pkt, rec.scid)) rec.ampLimited = false
-    }
+    countReceived(rec, pkt, from)
     try {
       rec.conn.recv(pkt, rec.recvInfo)
     } catch {
@@ -502,90 +309,11 @@ export class QuicheEngine implements QuicEngine {
     }
   }
 
-  private queueControl(data: Uint8Array, peer: SocketAddress): void {
-    if (this.control.length >= MAX_CONTROL_QUEUE) {
-      this.droppedPackets++
-      return
-    }
-    this.control.push({ data, peer })
-  }
-
   private acceptNew(pkt: Uint8Array, from: SocketAddress, local: SocketAddress): void {
-    const server = this.server
-    const cfg = this.serverConfig
-    if (server === null || cfg === null) {
-      this.droppedPackets++
-      return
-    }
-    let hdr
-    try {
-      hdr = this.q.Header.fromSlice(pkt, CID_LEN)
-    } catch {
-      this.droppedPackets++
-      return
-    }
-    // RFC 9000 §14.1: answer only full-size client datagrams, to limit amplification.
-    if (pkt.length < this.q.MIN_CLIENT_INITIAL_LEN) {
-      this.droppedPackets++
-      return
-    }
-    if (!this.q.versionIsSupported(hdr.version)) {
-      const out = new Uint8Array(256)
-      try {
-        const n = this.q.negotiateVersion(hdr.scid, hdr.dcid, out)
-        this.queueControl(out.subarray(0, n), from)
-      } catch {
-        this.droppedPackets++
-      }
-      return
-    }
-    if (hdr.ty !== this.q.Type.Initial) {
-      this.droppedPackets++
-      return
-    }
-    const over = this.conns.size >= server.maxConnections
-    if (over && this.conns.size >= server.maxConnections + REFUSE_BACKLOG) {
-      this.droppedPackets++
-      return
-    }
-    let scid: Uint8Array
-    let odcid: Uint8Array | null = null
-    let handle: number
-    if (server.retry) {
-      const token = hdr.token ?? new Uint8Array(0)
-      if (token.length === 0) {
-        // The handle is only reserved by being encoded in the CID (allocHandle
-        // moved the counter past it): Retry stays stateless.
-        handle = this.allocHandle()
-        const newScid = this.makeCid(handle)
-        const minted = this.tokens.mint(hdr.dcid, newScid, from)
-        const out = new Uint8Array(512)
-        try {
-          const n = this.q.retry(hdr.scid, hdr.dcid, newScid, minted, hdr.version, out)
-          this.queueControl(out.subarray(0, n), from)
-        } catch {
-          this.droppedPackets++
-        }
-        return
-      }
-      const original = this.tokens.validate(token, hdr.dcid, from)
-      if (original === null || hdr.dcid.length !== CID_LEN) {
-        this.droppedPackets++
-        return
-      }
-      odcid = original
-      scid = Uint8Array.from(hdr.dcid)
-      handle = this.cidHandle(scid, 0)
-      if (this.conns.has(handle) || handle === 0 || (this.cidPrefix >= 0 && scid[0] !== this.cidPrefix)) {
-        // A replayed token for a live connection.
-        this.droppedPackets++
-        return
-      }
-    } else {
-      handle = this.allocHandle()
-      scid = this.makeCid(handle)
-    }
-    if (server.statelessReset) cfg.setStatelessResetToken(toBigIntToken(this.resetToken(scid)))
+    const admitted = this.door.admit(pkt, from, this.conns, () => this.allocHandle())
+    if (admitted === null) return
+    const { handle, scid, odcid, dcid, refused, server, config: cfg } = admitted
+    if (server.statelessReset) cfg.setStatelessResetToken(toBigIntToken(this.door.resetToken(scid)))
     let conn: QuicheConnection
     try {
       conn = this.q.Connection.accept(scid, odcid, hostPort(local), hostPort(from), cfg)
@@ -599,10 +327,10 @@ export class QuicheEngine implements QuicEngine {
       // No Retry token: the address is unvalidated (deliver() counts this first Initial).
       rec.ampLimited = true
       // Until the client learns our CID, its packets carry its own random DCID.
-      rec.initialKey = hex(hdr.dcid)
+      rec.initialKey = hex(dcid)
       this.initialRoutes.set(rec.initialKey, rec)
     }
-    if (over) {
+    if (refused) {
       // Refused after our first flight: a CONNECTION_CLOSE sent before it would
       // travel at a level the client cannot decrypt yet (quiche 0.18 sends it
       // in Handshake packets only).
@@ -612,39 +340,14 @@ export class QuicheEngine implements QuicEngine {
     this.deliver(rec, pkt, from)
   }
 
-  private resetToken(cid: Uint8Array): Uint8Array {
-    return crypto.createHmac('sha256', this.secret).update('reset').update(cid).digest().subarray(0, 16)
-  }
-
-  private maybeStatelessReset(pkt: Uint8Array, from: SocketAddress): void {
-    this.droppedPackets++
-    const server = this.server
-    if (server === null || !server.statelessReset) return
-    // RFC 9000 §10.3: a reset must be smaller than the packet that triggered
-    // it (no reset loops) and at least 21 bytes; we also rate-limit them.
-    if (pkt.length < 1 + CID_LEN + 22) return
-    const now = performance.now()
-    if (now - this.resetBudgetAt >= 1000) {
-      this.resetBudgetAt = now
-      this.resetBudget = STATELESS_RESETS_PER_SECOND
-    }
-    if (this.resetBudget <= 0) return
-    this.resetBudget--
-    const size = Math.min(pkt.length - 1, 43)
-    const out = crypto.randomBytes(size)
-    out[0] = 0x40 | (out[0]! & 0x3f)
-    out.set(this.resetToken(pkt.subarray(1, 1 + CID_LEN)), size - 16)
-    this.queueControl(out, from)
-  }
-
   // -------------------------------------------------------------------------
   // Transmit
 
   pollTransmit(batch: TransmitBatch, maxPackets: number): boolean {
     if (this.destroyed) return false
     const buffer = batch.buffer
-    if (this.control.length > 0) {
-      const c = this.control.shift()!
+    if (this.door.control.length > 0) {
+      const c = this.door.control.shift()!
       buffer.set(c.data, 0)
       batch.lengths[0] = c.data.length
       batch.count = 1
@@ -695,13 +398,10 @@ export class QuicheEngine implements QuicEngine {
           rec.held = { data: buffer.slice(offset, offset + n), peer: to }
           break
         }
-        if (rec.ampLimited) {
-          if (rec.ampSent + n > AMPLIFICATION_FACTOR * rec.ampRecv) {
-            // Over the budget: drop it (quiche counts it in flight, declares it lost and
-            // sends again later) and send nothing more until the peer sends or proves its address.
-            break
-          }
-          rec.ampSent += n
+        if (!amplificationAllows(rec, n)) {
+          // Over the budget: drop it (quiche counts it in flight, declares it lost and
+          // sends again later) and send nothing more until the peer sends or proves its address.
+          break
         }
         batch.lengths[count++] = n
         offset += n
@@ -901,7 +601,7 @@ export class QuicheEngine implements QuicEngine {
       this.clientConfigs.set(key, cfg)
     }
     const handle = this.allocHandle()
-    const scid = this.makeCid(handle)
+    const scid = this.cids.make(handle)
     let conn: QuicheConnection
     try {
       conn = this.q.Connection.connect(options.serverName, scid, hostPort(local), hostPort(options.peer), cfg)
@@ -1176,26 +876,12 @@ export class QuicheEngine implements QuicEngine {
     this.byPeer.clear()
     this.sendQueue.length = 0
     this.eventQueue.length = 0
-    this.control.length = 0
+    this.door.close()
     this.clientConfigs.clear()
-    this.serverConfig = null
-    this.server = null
   }
 }
 
 /** Factory for the quiche engine. */
-/**
- * `QuicEngineOptions.cidPrefix`: the byte, or -1 when absent. Anything but an integer
- * from 0 to 255 is STOQ_ERR_INVALID_ARG.
- */
-export function checkCidPrefix(value: unknown): number {
-  if (value === undefined) return -1
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 255) {
-    throw new StoqInvalidArgumentError('cidPrefix', `expected an integer from 0 to 255, got ${typeof value === 'string' ? `'${value}'` : String(value)}`)
-  }
-  return value
-}
-
 export function quicheEngine(): (options: QuicEngineOptions) => QuicEngine {
   return (options) => new QuicheEngine(options)
 }

@@ -9,9 +9,9 @@ import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { StoqSocketError, StoqUnsupportedError, type Endpoint } from '@stoq/transport-core'
 import type { WebTransportSession, WebTransportStream } from '@stoq/webtransport'
-import { Stoq, type StoqOptions } from './stoq.js'
+import { Stoq, type StoqOptions } from '../stoq.js'
 import { formatHostPort } from './args.js'
-import { describeError } from './cli-errors.js'
+import { describeError } from './errors.js'
 import type { CommandIo } from './bench.js'
 
 export const WEBTRANSPORT_DEFAULT_HTTP_PORT = 8080

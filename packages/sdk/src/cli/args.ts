@@ -1,7 +1,7 @@
 import net from 'node:net'
 import { normaliseFingerprint } from '@stoq/transport-core'
-import { parseTarget } from './target.js'
-import { StoqUsageError } from './cli-errors.js'
+import { parseTarget } from '../target.js'
+import { StoqUsageError } from './errors.js'
 
 /** How one option takes its value. */
 export type OptionKind =

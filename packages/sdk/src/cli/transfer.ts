@@ -15,10 +15,10 @@ import {
   type QuicStream,
   type UdpBackendChoice,
 } from '@stoq/transport-core'
-import { Stoq, type StoqConnectOptions } from './stoq.js'
+import { Stoq, type StoqConnectOptions } from '../stoq.js'
 import { formatHostPort, parseArgs, parseTargetArg, type OptionKind } from './args.js'
-import { StoqIntegrityError, StoqProtocolError, StoqRemoteError, StoqUsageError, describeError, unlessStalled } from './cli-errors.js'
-import { formatBytes, formatGbps, gbpsOf } from './cli-format.js'
+import { StoqIntegrityError, StoqProtocolError, StoqRemoteError, StoqUsageError, describeError, unlessStalled } from './errors.js'
+import { formatBytes, formatGbps, gbpsOf } from './format.js'
 import { LineSplitter } from './bench-protocol.js'
 import { CLI_APP_NAME, BENCH_DEFAULT_PACKET_SIZE, type CommandIo } from './bench.js'
 import {

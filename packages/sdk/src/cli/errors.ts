@@ -1,24 +1,8 @@
 import { StoqError, StoqInvalidArgumentError, type StoqErrorCode } from '@stoq/transport-core'
 
-/*
- * Errors of the `stoq` command's protocols (bench, serve/send): StoqErrors
- * (`StoqError.isInstance(err)` holds) with the codes STOQ_ERR_INTEGRITY and
- * STOQ_ERR_PROTOCOL.
- */
+import { StoqProtocolError } from '../errors.js'
 
-/** Received data differs from what the sender sent (pattern, SHA-256 or length mismatch). */
-export class StoqIntegrityError extends StoqError<{ what: string }> {
-  constructor(what: string, message: string) {
-    super('STOQ_ERR_INTEGRITY', message, { what })
-  }
-}
-
-/** The peer broke the wire format of a `stoq` protocol (bad frame, truncated stream, unreadable reply). */
-export class StoqProtocolError extends StoqError<{ protocol: string }> {
-  constructor(protocol: string, message: string) {
-    super('STOQ_ERR_PROTOCOL', message, { protocol })
-  }
-}
+export { StoqIntegrityError, StoqProtocolError } from '../errors.js'
 
 /** The remote side refused or failed an operation and said why (its error code is `code`). */
 export class StoqRemoteError extends StoqError<{ remoteCode: string; remote: true }> {

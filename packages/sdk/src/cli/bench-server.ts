@@ -6,7 +6,7 @@
 import { StoqError, type Endpoint, type QuicConnection, type QuicStream, type SocketAddress } from '@stoq/transport-core'
 import { BenchHeaderReader, type BenchDone, type BenchEngineInfo, type BenchReply, type BenchStreamHeader } from './bench-protocol.js'
 import { PatternChecker, patternKey } from './bench-pattern.js'
-import { describeError, StoqProtocolError } from './cli-errors.js'
+import { describeError, StoqProtocolError } from './errors.js'
 
 /** Sampling period of a session, in ms. */
 export const BENCH_TICK_MS = 1000

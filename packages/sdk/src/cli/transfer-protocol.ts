@@ -14,7 +14,7 @@
  */
 import { createHash, type Hash } from 'node:crypto'
 import { StoqInvalidArgumentError } from '@stoq/transport-core'
-import { StoqIntegrityError, StoqProtocolError } from './cli-errors.js'
+import { StoqIntegrityError, StoqProtocolError } from './errors.js'
 
 export const TRANSFER_MAGIC = Buffer.from('SQF1', 'latin1')
 export const FRAME_HEADER_BYTES = 5

@@ -1,7 +1,7 @@
 import dgram from 'node:dgram'
 import type { SocketAddress, UdpBindOptions, UdpIo, UdpReceiver } from '@stoq/interface'
 import { afterEach, describe, expect, it } from 'vitest'
-import { addressKey, rejectedCode, settle, splitSegments, thrownCode, waitUntil } from './util.js'
+import { addressKey, rejectedCode, settle, splitSegments, thrownCode, waitUntil } from '../tools/util.js'
 
 /** How the suite creates the backend under test: several fresh, unbound instances per test. */
 export interface UdpIoTestFactory {

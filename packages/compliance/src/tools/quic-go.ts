@@ -9,8 +9,10 @@ import { promisify } from 'node:util'
  */
 
 const execFileP = promisify(execFile)
-/** src/ and dist/ sit at the same depth, so one relative path serves both. */
-const PEER_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../interop/quic-go')
+/** The package root: this file is dist/index.js (the build) or src/tools/quic-go.ts (the sources). */
+const HERE = path.dirname(fileURLToPath(import.meta.url))
+const PACKAGE_ROOT = path.basename(HERE) === 'tools' ? path.resolve(HERE, '../..') : path.resolve(HERE, '..')
+const PEER_DIR = path.resolve(PACKAGE_ROOT, '../../interop/quic-go')
 
 /** The peer's binary (built by `buildQuicGoPeer`). */
 export const quicGoPeerBinary = path.join(PEER_DIR, 'bin', 'stoq-interop-peer')

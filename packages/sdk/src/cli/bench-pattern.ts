@@ -13,7 +13,7 @@
  * Checking costs two memcmp per block.
  */
 import { createHash } from 'node:crypto'
-import { StoqIntegrityError } from './cli-errors.js'
+import { StoqIntegrityError } from './errors.js'
 
 export const PATTERN_BLOCK = 64 * 1024
 export const PATTERN_BLOCK_HEADER = 16
