@@ -84,6 +84,9 @@ export interface CdpWaitForOptions {
   what?: string
 }
 
+/** CDP errors of a page between two documents: its execution context is gone or not there yet. */
+const TRANSIENT_CDP_ERROR = /execution context|Execution context was destroyed|Inspected target navigated/i
+
 /** A DevTools-protocol connection to one page target. */
 export class CdpPage {
   #socket: Duplex
@@ -246,9 +249,18 @@ export class CdpPage {
   async waitFor<T>(expression: string, until: (value: T) => boolean, { timeoutMs = 30_000, what = 'page did not load' }: CdpWaitForOptions = {}): Promise<T> {
     const deadline = Date.now() + timeoutMs
     for (;;) {
-      const value = await this.evaluate<T>(expression)
-      if (until(value)) return value
-      if (Date.now() > deadline) throw new Error(`${what}: ${JSON.stringify(value)}`)
+      let last: string
+      try {
+        const value = await this.evaluate<T>(expression)
+        if (until(value)) return value
+        last = JSON.stringify(value)
+      } catch (err) {
+        // While the page navigates (e.g. to Chromium's own error page) it has no execution
+        // context for a moment: not ready yet. Any other error is real.
+        if (!TRANSIENT_CDP_ERROR.test((err as Error).message)) throw err
+        last = (err as Error).message
+      }
+      if (Date.now() > deadline) throw new Error(`${what}: ${last}`)
       await sleep(100)
     }
   }
