@@ -1,5 +1,4 @@
 import crypto from 'node:crypto'
-import { toSocketAddress } from '@stoq/hwaccel'
 import {
   StoqDatagramTooLargeError,
   StoqDatagramUnsupportedError,
@@ -39,8 +38,6 @@ import {
   NO_COMMON_VERSION,
   sameAddress,
   versionList,
-  type AmplificationState,
-  type ControlPacket,
 } from './front-door.js'
 import { pemChainList } from './pem.js'
 import { connRecord, destination, hex, hostPort, peerKey, toBigIntToken, type ConnRecord } from './record.js'
@@ -520,7 +517,7 @@ export class QuicheEngine implements QuicEngine {
         let ids: number[] | null = null
         const quiet = rec.quiet
         for (const id of conn.readable()) {
-          if (quiet !== null && quiet.has(id)) continue
+          if (quiet?.has(id)) continue
           ;(ids ??= []).push(id)
           if ((id & 0x2) === 0) this.noteStopped(rec, id)
         }

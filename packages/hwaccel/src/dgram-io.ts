@@ -1,7 +1,6 @@
 import dgram from 'node:dgram'
 import {
   StoqClosedError,
-  StoqInvalidArgumentError,
   StoqSocketError,
   type SocketAddress,
   type UdpBindOptions,

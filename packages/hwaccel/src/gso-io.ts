@@ -256,7 +256,7 @@ export class GsoUdpIo implements UdpIo {
       const chunk = perWrite * segmentSize
       this.tokens.push(token, Math.ceil(length / chunk))
       for (let off = 0; off < length; off += chunk) {
-        const end = off + chunk < length ? off + chunk : length
+        const end = Math.min(off + chunk, length)
         const n = end - off
         const view = off === 0 && end === length ? data : data.subarray(off, end)
         if (n > segmentSize) {

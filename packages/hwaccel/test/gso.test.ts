@@ -119,7 +119,7 @@ describe.skipIf(!support.ok)('GsoUdpIo on this machine (GSO probe passed)', () =
     await waitFor('every completion', () => events.completions.length === cases.length)
     await new Promise((resolve) => setTimeout(resolve, 20))
     expect(rx.got.length).toBe(expected.length)
-    rx.got.forEach((d, i) => expect(new Uint8Array(d), `datagram ${i}`).toEqual(expected[i]))
+    for (const [i, d] of rx.got.entries()) expect(new Uint8Array(d), `datagram ${i}`).toEqual(expected[i])
     expect(events.completions).toEqual([0, 1, 2, 3, 4])
     const stats = io.stats()
     expect(stats).toMatchObject({
@@ -142,7 +142,7 @@ describe.skipIf(!support.ok)('GsoUdpIo on this machine (GSO probe passed)', () =
     expect(io.send(sb.data, 1200, rx.address, 42)).toBe(true)
     await waitFor('64 datagrams', () => rx.got.length >= 64)
     await waitFor('the completion', () => events.completions.length === 1)
-    rx.got.forEach((d, i) => expect(new Uint8Array(d), `datagram ${i}`).toEqual(sb.segments[i]))
+    for (const [i, d] of rx.got.entries()) expect(new Uint8Array(d), `datagram ${i}`).toEqual(sb.segments[i])
     expect(events.completions).toEqual([42])
     // 54 segments (64800 bytes) + 10.
     expect(io.stats()).toMatchObject({ sendCalls: 2, gsoWrites: 2, packetsSent: 64, bytesSent: 76800, sendErrors: 0 })
@@ -171,12 +171,12 @@ describe.skipIf(!support.ok)('GsoUdpIo on this machine (GSO probe passed)', () =
     add(5, 1000)
     single(9000, 65_000)
     add(2, 1200)
-    plan.forEach(([data, size], token) => io.send(data, size, rx.address, token))
+    for (const [token, [data, size]] of plan.entries()) io.send(data, size, rx.address, token)
     await waitFor(`${expected.length} datagrams`, () => rx.got.length >= expected.length)
     await waitFor('every completion', () => events.completions.length === plan.length)
     await new Promise((resolve) => setTimeout(resolve, 20))
     expect(rx.got.map((d) => d.length)).toEqual(expected.map((d) => d.length))
-    rx.got.forEach((d, i) => expect(new Uint8Array(d), `datagram ${i}`).toEqual(expected[i]))
+    for (const [i, d] of rx.got.entries()) expect(new Uint8Array(d), `datagram ${i}`).toEqual(expected[i])
     expect(events.completions).toEqual(plan.map((_, i) => i))
     const stats = io.stats()
     // 1000, 0, 700, (600 fits), 1000, 0, 1200: six changes.

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { StoqClosedError, StoqInvalidArgumentError, type QuicConnection } from '@stoq/transport-core'
 import { checkOptions, optionKeys } from '@stoq/interface'
+import { ignoreRejection } from './ignore.js'
 
 /** Pooled connections at most: enough for a service talking to many peers. */
 export const DEFAULT_POOL_MAX_CONNECTIONS = 50
@@ -131,7 +132,7 @@ export class ConnectionPool {
       if (entry.conn && entry.conn.streamsOpen === 0) {
         this.entries.delete(key)
         this.counters.evictions++
-        void entry.conn.close(0, 'pool eviction').catch(() => {})
+        void entry.conn.close(0, 'pool eviction').catch(ignoreRejection) // the entry is gone from the pool; a failed close has no one left to tell
         return true
       }
     }
@@ -154,7 +155,7 @@ export class ConnectionPool {
       else if (now - entry.lastUsed >= this.options.idleTimeoutMs) {
         this.entries.delete(key)
         this.counters.evictions++
-        void conn.close(0, 'pool idle timeout').catch(() => {})
+        void conn.close(0, 'pool idle timeout').catch(ignoreRejection) // the entry is gone from the pool; a failed close has no one left to tell
       }
     }
   }

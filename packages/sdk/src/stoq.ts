@@ -33,6 +33,7 @@ import {
 } from './identity.js'
 import { H3_ALPN, serveWebTransport, type WebTransportServer, type WebTransportServerOptions, type WebTransportSession } from '@stoq/webtransport'
 import { fingerprintDer } from '@stoq/transport-core'
+import { ignoreRejection } from './ignore.js'
 import { ConnectionPool, poolKey, type PoolOptions, type PoolStats } from './pool.js'
 import { batching } from '@stoq/batching'
 import { classifyTier, tierProfile, NETWORK_TIERS, type NetworkTier, type TierProfile } from './tiers.js'
@@ -363,7 +364,7 @@ export class Stoq {
     const ep = await createEndpoint({ workers: 'auto', ...setup.options, ...where, server }, setup.components)
     if (this.closed) {
       // close() ran while the endpoint was being bound: it would outlive the instance.
-      await ep.close().catch(() => {})
+      await ep.close().catch(ignoreRejection) // the instance is closed, which assertOpen() reports; a failed close adds nothing
       this.assertOpen()
     }
     this.endpoints.add(ep)
@@ -387,7 +388,7 @@ export class Stoq {
         ep.once('close', () => this.webTransportServers.delete(wts))
       } catch (err) {
         this.endpoints.delete(ep)
-        await ep.close().catch(() => {})
+        await ep.close().catch(ignoreRejection) // the WebTransport setup error is what the caller gets; a failed close adds nothing
         throw err
       }
     }
@@ -481,7 +482,7 @@ export class Stoq {
       this.client = createEndpoint(setup.options, setup.components).then(async (ep) => {
         if (this.closed) {
           // close() ran while the endpoint was being bound: it would outlive the instance.
-          await ep.close().catch(() => {})
+          await ep.close().catch(ignoreRejection) // the instance is closed, which assertOpen() reports; a failed close adds nothing
           this.assertOpen()
         }
         this.endpoints.add(ep)
@@ -590,7 +591,7 @@ export class Stoq {
     this.series.stop()
     this.pool.close()
     // WebTransport sessions end with a CLOSE_WEBTRANSPORT_SESSION first, then the endpoints go.
-    await Promise.all([...this.webTransportServers].map((s) => s.close().catch(() => {})))
+    await Promise.all([...this.webTransportServers].map((s) => s.close().catch(ignoreRejection))) // closing down: a WebTransport server that fails to close still has its endpoint closed next
     this.webTransportServers.clear()
     await Promise.all([...this.endpoints].map((ep) => ep.close()))
     this.endpoints.clear()

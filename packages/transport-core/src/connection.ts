@@ -10,9 +10,6 @@ import {
   StoqAbortedError,
   checkOptions,
   isClientInitiated,
-  signalOption,
-  throwIfAborted,
-  whenAborted,
   type CloseInfo,
   type ConnectionStatsSnapshot,
   type EngineCloseInfo,
@@ -21,6 +18,7 @@ import {
 } from '@stoq/interface'
 import { QuicStream } from './stream.js'
 import { fingerprintDer } from './pem.js'
+import { ignoreRejection } from './ignore.js'
 import { X509Certificate } from 'node:crypto'
 import { DEFAULT_CLOSE_TIMEOUT_MS } from './defaults.js'
 import { holdPeerStreamLimits, unlimitedGovernor, type Governor } from './limits.js'
@@ -188,7 +186,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
       this.rejectHandshake = reject
     })
     // Awaiting it is optional: a failed handshake also shows in `closed` and connect().
-    this.handshake.catch(() => {})
+    this.handshake.catch(ignoreRejection) // marks it handled: whoever awaits handshake still sees the rejection
     if (channels.connectionCreate.hasSubscribers) channels.connectionCreate.publish({ connection: this })
   }
 

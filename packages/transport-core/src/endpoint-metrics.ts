@@ -280,8 +280,10 @@ export function reportMetrics(sink: MetricsSink, ep: MetricsSource): { handshake
     h.throughput.set(gbps)
     h.throughputPeak.set(peakGbps)
   }
-  const pull = (sink as { collect?: (fn: () => void) => (() => void) | void }).collect
-  let stop = (): void => {}
+  const pull = (sink as { collect?: (fn: () => void) => (() => void) | undefined }).collect
+  let stop = (): void => {
+    // Replaced below by what stops the updates: the sink's unsubscribe or the timer's clear.
+  }
   if (typeof pull === 'function') {
     const off = pull.call(sink, update)
     if (typeof off === 'function') stop = off

@@ -40,6 +40,7 @@ import { AUTO_ORDER, AUTO_WORKERS_MIN_CPUS, newUdpIo, selectEngine } from './cho
 import { checkComponents, type EndpointComponents } from './components.js'
 import { addClosedTotals, newClosedTotals, reportMetrics, type ClosedTotals, type EndpointStats } from './endpoint-metrics.js'
 import { resolvePeer } from './resolve-peer.js'
+import { ignoreRejection } from './ignore.js'
 
 export { selectEngine, QUINN_UNAVAILABLE_WARNING } from './choice.js'
 export type { EndpointComponents } from './components.js'
@@ -228,7 +229,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     } catch (err) {
       ep.engine.destroy()
       if (ep.ownsPool) ep.pool.close()
-      await ep.io.close().catch(() => {})
+      await ep.io.close().catch(ignoreRejection) // the start error is what the caller gets; a failed close of the socket adds nothing
       throw err
     }
     return ep
@@ -256,7 +257,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       } catch (err) {
         const unsupported = StoqError.isInstance(err) && err.code === 'STOQ_ERR_UNSUPPORTED'
         if (components.udp || this.workerEngine || o.udpBackend !== 'auto' || !unsupported || next >= AUTO_ORDER.length) throw err
-        await this.io.close().catch(() => {})
+        await this.io.close().catch(ignoreRejection) // this backend failed to bind and is dropped for the next one; its close failing changes nothing
         skipped.push(`${this.io.backend}: ${(err as Error).message}`)
         this.io = newUdpIo(AUTO_ORDER[next]!, o.cpuAffinity, this.sendSlabs)
         this.udpChoice = `udpBackend auto: ${skipped.join('; ')}; using ${this.io.backend}`

@@ -1,6 +1,7 @@
 import { StoqAbortedError, StoqInvalidArgumentError, StoqStreamStateError, checkOptions, signalOption, throwIfAborted, whenAborted } from '@stoq/interface'
 import type { QuicEngine } from '@stoq/interface'
 import type { QuicStream } from './stream.js'
+import { ignoreRejection } from './ignore.js'
 
 const encoder = new TextEncoder()
 
@@ -80,7 +81,7 @@ export async function sendMessage(
   let aborted: StoqAbortedError | null = null
   const stopListening = whenAborted(signal, 'send', (err) => {
     aborted = err
-    writer.abort(err).catch(() => {})
+    writer.abort(err).catch(ignoreRejection) // the pending write rejects with the abort, which send() reports
   })
   try {
     try {
@@ -88,7 +89,7 @@ export async function sendMessage(
       for await (const chunk of chunks) await writer.write(chunk)
       await writer.close()
     } catch (err) {
-      writer.abort(err).catch(() => {})
+      writer.abort(err).catch(ignoreRejection) // the write error is what send() reports; a stream already reset makes the abort reject
       throw aborted ?? err
     }
     const sent = stream.bytesWritten

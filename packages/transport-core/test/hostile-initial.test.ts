@@ -125,8 +125,15 @@ function frames(payload: Buffer): Frames {
       v() // ack delay
       const ranges = v()
       v() // first range
-      for (let i = 0; i < ranges; i++) (v(), v())
-      if (t === 0x03) (v(), v(), v())
+      for (let i = 0; i < ranges; i++) {
+        v() // gap
+        v() // range length
+      }
+      if (t === 0x03) {
+        v() // ECT(0) count
+        v() // ECT(1) count
+        v() // ECN-CE count
+      }
       out.other.push(t)
     } else if (t === 0x06) {
       const offset = v()

@@ -6,7 +6,7 @@ import { testPki, type TestPki } from '@stoq/compliance-tests'
 import {
   createEndpoint,
   DEFAULT_STREAM_READ_HIGH_WATER,
-  StoqError,
+  type StoqError,
   type CloseInfo,
   type Endpoint,
   type QuicConnection,

@@ -13,7 +13,7 @@ import crypto from 'node:crypto'
 import dgram from 'node:dgram'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { craftClientInitial, encodeTransportParameter, TransportParameterId, testPki, type TestPki } from '@stoq/compliance-tests'
-import { createEndpoint, QuinnEngine, quinnAvailability, type Endpoint, type QuicConnection } from '../src/index.js'
+import { createEndpoint, type QuinnEngine, quinnAvailability, type Endpoint, type QuicConnection } from '../src/index.js'
 import { echoOnce, pattern, serveEcho, sha256 } from './fixtures/echo.js'
 
 let pki: TestPki

@@ -16,7 +16,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { createWan, type Wan } from './wan/netns.js'
-import { PeerProcess } from './wan/peer-process.js'
+import { PeerProcess, type PeerEvent } from './wan/peer-process.js'
 
 const MiB = 1024 * 1024
 const BULK = 64 * MiB
@@ -97,7 +97,10 @@ describe(`emulated WAN (netns + netem or userspace relay), engine ${ENGINE}`, ()
 
   afterAll(async () => {
     try {
-      const stats = await wan?.relayStats().catch((err) => (console.log(`[wan ${ENGINE}] relay stats failed: ${err}`), null))
+      const stats = await wan?.relayStats().catch((err) => {
+        console.log(`[wan ${ENGINE}] relay stats failed: ${err}`)
+        return null
+      })
       if (stats) {
         for (const dir of ['client→server', 'server→client'] as const) {
           const d = stats[dir]
@@ -266,7 +269,8 @@ describe(`emulated WAN (netns + netem or userspace relay), engine ${ENGINE}`, ()
     await new Promise((r) => setTimeout(r, 500))
     const t0 = Date.now()
     await wan!.blackout(true)
-    let clientClosed, serverClosed
+    let clientClosed: PeerEvent | undefined
+    let serverClosed: PeerEvent | undefined
     try {
       ;[clientClosed, serverClosed] = await Promise.all([
         client!.waitFor((e) => e.ev === 'closed' && e.conn === 'short', SHORT_IDLE_MS * 4, 'client idle close'),

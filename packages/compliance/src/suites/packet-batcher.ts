@@ -41,6 +41,11 @@ const PEER_C: SocketAddress = { address: '2001:db8::7', port: 4433, family: 'IPv
 
 const run = (peer: SocketAddress, size: number, count: number): ScriptedPacket[] => Array.from({ length: count }, () => ({ peer, size }))
 
+/** A receiver callback for an event the recording socket never produces. */
+function ignoreEvent(): void {
+  // See the bind() that uses it.
+}
+
 /**
  * A deterministic script like a busy endpoint's: runs of 1 to 60 packets per
  * peer, mostly full-size, some 1200-byte stretches, and odd sizes in between.
@@ -126,11 +131,12 @@ export function packetBatcherTests(name: string, factory: PacketBatcherTestFacto
       await socket.bind(
         { host: '127.0.0.1', port: 4433, ipv6Only: false },
         {
-          onPacket() {},
-          onBatchEnd() {},
+          // The recording socket only sends: it reports completions and drains, never packets or errors.
+          onPacket: ignoreEvent,
+          onBatchEnd: ignoreEvent,
           onSendComplete: (token) => batcher?.onSendComplete(token),
           onDrain: () => batcher?.onDrain(),
-          onError() {},
+          onError: ignoreEvent,
         },
       )
       batcher = factory.create({ engine, io: socket, pool })

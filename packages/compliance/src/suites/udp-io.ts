@@ -435,7 +435,9 @@ export function udpIoTests(name: string, factory: UdpIoTestFactory): void {
       const client = await bind('127.0.0.1', { sendBufferSize: 1 << 20 })
       const segments = client.io.maxSegments > 1 ? Math.min(4, client.io.maxSegments) : 4
       const singles = [10, 100, 1000, 1200, 1500]
-      singles.forEach((size, i) => client.io.send(payload(size, i), size, server.address, i))
+      singles.forEach((size, i) => {
+        client.io.send(payload(size, i), size, server.address, i)
+      })
       const sb = superBuffer(segments, 1100, 50)
       client.io.send(sb.data, 1100, server.address, 99)
       const packets = singles.length + segments
@@ -616,12 +618,21 @@ class BulkReceiver implements UdpReceiver {
   }
 
   private check(data: Uint8Array, off: number, length: number): void {
-    if (length !== BULK_SIZE) return this.problem(`datagram of ${length} bytes`)
+    if (length !== BULK_SIZE) {
+      this.problem(`datagram of ${length} bytes`)
+      return
+    }
     const seq = (data[off]! | (data[off + 1]! << 8) | (data[off + 2]! << 16) | (data[off + 3]! << 24)) >>> 0
-    if (seq >= BULK_PACKETS) return this.problem(`sequence number ${seq}`)
+    if (seq >= BULK_PACKETS) {
+      this.problem(`sequence number ${seq}`)
+      return
+    }
     const start = (seq % 251) - 4
     for (let i = 4; i < BULK_SIZE; i++) {
-      if (data[off + i] !== BULK_PATTERN[start + i]) return this.problem(`packet ${seq} differs at byte ${i}`)
+      if (data[off + i] !== BULK_PATTERN[start + i]) {
+        this.problem(`packet ${seq} differs at byte ${i}`)
+        return
+      }
     }
     if (this.seen[seq] === 1) {
       this.duplicates++
@@ -641,9 +652,15 @@ class BulkReceiver implements UdpReceiver {
     return this.seen.every((v) => v === 1)
   }
 
-  onBatchEnd(): void {}
-  onSendComplete(): void {}
-  onDrain(): void {}
+  onBatchEnd(): void {
+    // Each datagram is checked as it arrives: nothing to do per batch.
+  }
+  onSendComplete(): void {
+    // The receiving socket sends nothing.
+  }
+  onDrain(): void {
+    // The receiving socket sends nothing.
+  }
   onError(err: Error): void {
     this.errors.push(err)
   }
@@ -659,8 +676,12 @@ class BulkSenderEvents implements UdpReceiver {
 
   constructor(private readonly wakeup: Wakeup) {}
 
-  onPacket(): void {}
-  onBatchEnd(): void {}
+  onPacket(): void {
+    // The sender expects nothing back: the receiver side counts what arrives.
+  }
+  onBatchEnd(): void {
+    // Nothing is received, so no batch to end.
+  }
   onSendComplete(token: number): void {
     this.completions++
     this.onComplete(token)

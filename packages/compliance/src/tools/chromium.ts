@@ -407,7 +407,11 @@ export async function launchChromium(options: LaunchChromiumOptions): Promise<{ 
       })
     })
   } catch (e) {
-    await new HeadlessChromium(proc, '', userDir, options.pageUrl).close().catch(() => {})
+    await new HeadlessChromium(proc, '', userDir, options.pageUrl)
+      .close()
+      .catch(() => {
+        // The launch error is what the caller gets; a failed cleanup adds nothing.
+      })
     throw e
   }
   return { browser: new HeadlessChromium(proc, devtoolsUrl, userDir, options.pageUrl), devtoolsUrl }

@@ -110,7 +110,7 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>, name: string): Libc 
       if (rc !== 0) return -(koffi.errno() || 1)
       return value.readInt32LE(0)
     },
-    hasSymbol(symbol, prototype) {
+    hasSymbol(_symbol, prototype) {
       try {
         lib.func(prototype)
         return true

@@ -461,6 +461,11 @@ async function benchServer(host: string, port: number, common: CommonOptions, io
   return 0
 }
 
+/** benchChild's session callback: the local server prints nothing, the client in the parent process reports the run. */
+function ignoreSession(): void {
+  // Nothing to report from this side.
+}
+
 /** The local server: an ephemeral identity (nothing written to the user's config), reporting over IPC. */
 async function benchChild(host: string, port: number, common: CommonOptions): Promise<number> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-bench-'))
@@ -471,7 +476,7 @@ async function benchChild(host: string, port: number, common: CommonOptions): Pr
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
-  const srv = await listenBench(host, port, common, identity, () => {})
+  const srv = await listenBench(host, port, common, identity, ignoreSession)
   const stopped = new Promise<void>((resolve) => {
     process.once('disconnect', () => resolve())
     process.once('SIGTERM', () => resolve())

@@ -60,7 +60,7 @@ export function validateTransferName(name: unknown): string {
   if (Buffer.byteLength(name) > 255) throw new StoqInvalidArgumentError('name', 'file names are at most 255 bytes')
   if (name === '.' || name === '..') throw new StoqInvalidArgumentError('name', `${JSON.stringify(name)} is not a file name`)
   if (/[/\\]/.test(name)) throw new StoqInvalidArgumentError('name', `${JSON.stringify(name)} contains a path separator; only plain file names are accepted`)
-  // eslint-disable-next-line no-control-regex
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what a file name may not contain
   if (/[\u0000-\u001f\u007f]/.test(name)) throw new StoqInvalidArgumentError('name', 'file names may not contain control characters')
   return name
 }

@@ -19,6 +19,7 @@ import { Stoq, type StoqConnectOptions } from '../stoq.js'
 import { formatHostPort, parseArgs, parseTargetArg, type OptionKind } from './args.js'
 import { StoqIntegrityError, StoqProtocolError, StoqRemoteError, StoqUsageError, describeError, unlessStalled } from './errors.js'
 import { formatBytes, formatGbps, gbpsOf } from './format.js'
+import { ignoreRejection } from '../ignore.js'
 import { LineSplitter } from './bench-protocol.js'
 import { CLI_APP_NAME, BENCH_DEFAULT_PACKET_SIZE, type CommandIo } from './bench.js'
 import {
@@ -27,6 +28,7 @@ import {
   parseTransferReply,
   validateTransferName,
   type TransferReply,
+  type TransferTrailer,
 } from './transfer-protocol.js'
 import { WEBTRANSPORT_DEFAULT_HTTP_PORT, WEBTRANSPORT_DEFAULT_PATH, serveWebTransportCommand } from './serve-webtransport.js'
 
@@ -172,14 +174,14 @@ class FileSink implements Sink {
       await fsp.unlink(this.tmp)
       return this.target
     } catch (err) {
-      await fsp.unlink(this.tmp).catch(() => {})
+      await fsp.unlink(this.tmp).catch(ignoreRejection) // the commit error is what the caller gets; a temporary file already gone is fine
       throw err
     }
   }
 
   async abort(): Promise<void> {
-    await this.fh.close().catch(() => {})
-    await fsp.unlink(this.tmp).catch(() => {})
+    await this.fh.close().catch(ignoreRejection) // aborting: a handle that fails to close is dropped all the same
+    await fsp.unlink(this.tmp).catch(ignoreRejection) // aborting: a temporary file already gone is fine
   }
 }
 
@@ -204,7 +206,9 @@ class StdoutSink implements Sink {
     return 'stdout'
   }
 
-  async abort(): Promise<void> {}
+  async abort(): Promise<void> {
+    // What went to stdout cannot be taken back: nothing to undo.
+  }
 }
 
 /** Receiver-side duration and rate; a rate over less than 10 ms says nothing and is left out. */
@@ -299,8 +303,17 @@ export async function receiveTransfer(stream: QuicStream, conn: QuicConnection, 
   }
 }
 
+/** A promise that never settles: `stoq serve` without `--once` runs until a signal. */
+function never(): Promise<never> {
+  return new Promise<never>(() => {
+    // Never settles, by design.
+  })
+}
+
 function untilSignal(): { promise: Promise<void>; cancel: () => void } {
-  let cancel = (): void => {}
+  let cancel = (): void => {
+    // Replaced below, as soon as the listeners are on.
+  }
   const promise = new Promise<void>((resolve) => {
     const on = (): void => {
       cancel()
@@ -386,7 +399,7 @@ export async function serveCommand(argv: string[], io: CommandIo): Promise<numbe
               const w = stream.writable.getWriter()
               w.write(encoder.encode(`${JSON.stringify({ ok: false, code: 'STOQ_ERR_CLOSED', error: 'the receiver takes one transfer only and is busy' })}\n`))
                 .then(() => w.close())
-                .catch(() => {})
+                .catch(ignoreRejection) // a courtesy to a second sender: if its stream is gone, there is no one to tell
             }
             return
           }
@@ -417,7 +430,7 @@ export async function serveCommand(argv: string[], io: CommandIo): Promise<numbe
     log(`fingerprint ${id.fingerprint}\n`)
     log(`senders: stoq send FILE HOST:${ep.address.port} --pin ${id.fingerprint}\n`)
     const signal = untilSignal()
-    const ended = await Promise.race([signal.promise.then(() => null), once ? firstDone : new Promise<never>(() => {})])
+    const ended = await Promise.race([signal.promise.then(() => null), once ? firstDone : never()])
     signal.cancel()
     if (ended !== null) {
       // Closing now could drop the verdict still in flight: let the sender read it and close first.
@@ -510,7 +523,7 @@ async function readReply(stream: QuicStream): Promise<TransferReply> {
     if (done) break
     const got = lines.push(value)
     if (got.length > 0) {
-      reader.cancel().catch(() => {})
+      reader.cancel().catch(ignoreRejection) // the reply is read; a stream the receiver already closed makes this reject
       return parseTransferReply(got[0]!)
     }
   }
@@ -594,10 +607,10 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
     const conn = await stoq.connect(target, trust)
     const stream = conn.openStream()
     const replied = readReply(stream)
-    replied.catch(() => {})
+    replied.catch(ignoreRejection) // marks it handled: it is awaited below, after the file is sent
     const writer = stream.writable!.getWriter()
     const out = new OutgoingTransfer()
-    let trailer
+    let trailer: TransferTrailer
     // A receiver that stops reading would block a write for ever: reset the stream instead.
     const guarded = (p: Promise<void>): Promise<void> =>
       unlessStalled(p, SEND_STALL_MS, 'stoq send', 'sending', () => stream.reset(2))
@@ -613,7 +626,7 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
       await guarded(writer.close())
       bar.update(out.bytes, true)
     } catch (err) {
-      writer.abort(err).catch(() => {})
+      writer.abort(err).catch(ignoreRejection) // the send error (or the receiver's answer) is what the caller gets
       // The receiver may have stopped us on purpose: its answer says why.
       const answer = await timeout(replied, 5000, 'no answer').catch(() => null)
       if (answer !== null && !answer.ok) throw refusal(answer)

@@ -25,9 +25,9 @@ import {
   MIN_TRANSFER_CHUNK_BYTES,
   PROTOCOL,
   decodeChunkHeader,
-  sha256,
 } from './wire.js'
 import { intOption } from './sender.js'
+import { ignoreRejection } from '../ignore.js'
 
 // ---------------------------------------------------------------------------
 // Receiver side
@@ -137,7 +137,7 @@ export class IncomingTransfer implements AsyncIterable<Uint8Array> {
       this.#resolve = resolve
       this.#reject = reject
     })
-    this.result.catch(() => {})
+    this.result.catch(ignoreRejection) // marks it handled: whoever awaits result still sees the rejection
     this.#arm(idleMs)
   }
 
@@ -442,8 +442,13 @@ class StreamInput {
   }
 
   cancel(): void {
-    this.#reader.cancel(ABANDON_CODE).catch(() => {})
+    this.#reader.cancel(ABANDON_CODE).catch(ignoreRejection) // abandoning the stream; one the peer already reset makes this reject
   }
+}
+
+/** `StreamInput.take`'s sink for bytes read only to be dropped. */
+function dropPiece(): void {
+  // Dropped: the chunk is refused, a duplicate or malformed.
 }
 
 function asStoqError(err: unknown): StoqError {
@@ -518,7 +523,7 @@ export function createTransferReceiver(options: TransferReceiverOptions): Transf
   const answer = async (input: StreamInput, stream: QuicStream, conn: QuicConnection, h: ChunkHeader, status: ChunkStatus): Promise<void> => {
     let whole: boolean
     try {
-      whole = (await input.take(h.length, () => {})) && (await input.atEnd())
+      whole = (await input.take(h.length, dropPiece)) && (await input.atEnd())
     } catch (err) {
       // Reset, or the connection is gone: nobody to answer.
       report(err, h.transferId, stream, conn)

@@ -3,7 +3,7 @@ import { checkOptions, optionKeys } from '@stoq/interface'
 import { randomBytes } from 'node:crypto'
 import type { ReadableStream as WebReadableStream } from 'node:stream/web'
 import {
-  StoqError,
+  type StoqError,
   StoqInvalidArgumentError,
 } from '@stoq/transport-core'
 import { StoqIntegrityError, StoqProtocolError } from '../errors.js'

@@ -14,7 +14,6 @@ import {
   type ConnectionStatsSnapshot,
   type EngineCloseInfo,
   type EngineEventSink,
-  type QuicEngine,
   type SocketAddress,
   type TransportParameters,
   type UdpBindOptions,
@@ -425,7 +424,7 @@ export class WorkerSupervisor {
     if (!live) return
     const table = Array.from({ length: this.opts.workers }, (_, p) => {
       const s = this.slots[p]
-      return s && s.alive && s.socketIndex >= 0 ? s.socketIndex : -1
+      return s?.alive && s.socketIndex >= 0 ? s.socketIndex : -1
     })
     attachCidSteering(live.fd, table)
   }
@@ -522,7 +521,7 @@ export class WorkerSupervisor {
 
   protected rec(w: number, op: number, id: number, sid = 0, a = 0, b = 0, c = 0, d = 0): void {
     const slot = this.slots[w]
-    if (!slot || !slot.alive) return
+    if (!slot?.alive) return
     slot.out.push(op, id, sid, a, b, c, d)
     this.queueFlush()
   }
