@@ -456,7 +456,8 @@ export class WorkerUdpIo implements UdpIo {
       if (outcome instanceof Error) throw new StoqSocketError(`UDP worker failed during bind: ${outcome.message}`, { syscall: 'bind' }, { cause: outcome })
       const where = `${options.host} port ${options.port}`
       const errno = outcome.errno > 0 ? errnoName(outcome.errno) : ''
-      if (outcome.type === 'bind-error' && outcome.kind === 'unsupported') throw new StoqUnsupportedError(feature, `${outcome.message}${errno ? ` (${errno})` : ''}`)
+      if (outcome.type === 'bind-error' && outcome.kind === 'unsupported')
+        throw new StoqUnsupportedError(feature, `${outcome.message}${errno ? ` (${errno})` : ''}`)
       throw new StoqSocketError(`Cannot bind UDP socket to ${where}: ${outcome.syscall} ${errno || outcome.message}`, {
         syscall: outcome.syscall,
         errno,

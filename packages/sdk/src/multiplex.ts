@@ -1,10 +1,4 @@
-import {
-  StoqClosedError,
-  StoqInvalidArgumentError,
-  type QuicConnection,
-  type QuicStream,
-  type SendSource,
-} from '@stoq/transport-core'
+import { StoqClosedError, StoqInvalidArgumentError, type QuicConnection, type QuicStream, type SendSource } from '@stoq/transport-core'
 import { ThroughputSeries } from '@stoq/monitoring'
 import { StoqProtocolError } from './errors.js'
 import { ignoreRejection } from './ignore.js'

@@ -31,7 +31,8 @@ interface Entry {
 /** A pool key: the peer plus every option that changes who we would be talking to. */
 export function poolKey(host: string, port: number, options: Record<string, unknown>): string {
   if (typeof host !== 'string' || host.length === 0) throw new StoqInvalidArgumentError('host', 'expected a host name or IP literal')
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) throw new StoqInvalidArgumentError('port', 'expected an integer from 0 to 65535')
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new StoqInvalidArgumentError('port', 'expected an integer from 0 to 65535')
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new StoqInvalidArgumentError('options', 'expected an object')
   const parts: string[] = [host.toLowerCase(), String(port)]
   for (const name of Object.keys(options).sort()) {

@@ -264,7 +264,10 @@ export class Stoq {
    * stream and time it until the peer acknowledged every byte. The peer sees that stream
    * (a STOQ server may simply cancel it). In `auto` mode the result sets the tier.
    */
-  async probe(target: ConnectTarget, options: StoqConnectOptions & { bytes?: number } = {}): Promise<{ gbps: number; tier: NetworkTier; profile: TierProfile }> {
+  async probe(
+    target: ConnectTarget,
+    options: StoqConnectOptions & { bytes?: number } = {},
+  ): Promise<{ gbps: number; tier: NetworkTier; profile: TierProfile }> {
     this.assertOpen()
     const { bytes = 8 * 1024 * 1024, ...connectOptions } = connectOptionsArg(options, PROBE_KEYS)
     if (!Number.isInteger(bytes) || bytes < 64 * 1024 || bytes > 1024 * 1024 * 1024) {
@@ -300,7 +303,10 @@ export class Stoq {
     resolveBrowserCertificateOptions(options.browserCertificate ?? {})
     const tier = options.tier ?? 'auto'
     if (tier !== 'auto' && !NETWORK_TIERS.includes(tier)) {
-      throw new StoqInvalidArgumentError('tier', `expected 'auto' or one of ${NETWORK_TIERS.join(', ')}, got ${typeof tier === 'string' ? JSON.stringify(tier) : typeof tier}`)
+      throw new StoqInvalidArgumentError(
+        'tier',
+        `expected 'auto' or one of ${NETWORK_TIERS.join(', ')}, got ${typeof tier === 'string' ? JSON.stringify(tier) : typeof tier}`,
+      )
     }
     return new Stoq(name, {
       endpoint: options.endpoint ?? {},
@@ -331,7 +337,10 @@ export class Stoq {
     this.assertOpen()
     checkOptions(handlers, LISTEN_KEYS, 'handlers')
     if (typeof port !== 'number' && !isOptionsObject(port)) {
-      throw new StoqInvalidArgumentError('port', `expected a port number or { host, port }, got ${typeof port === 'string' ? JSON.stringify(port) : typeof port}`)
+      throw new StoqInvalidArgumentError(
+        'port',
+        `expected a port number or { host, port }, got ${typeof port === 'string' ? JSON.stringify(port) : typeof port}`,
+      )
     }
     for (const k of ['onConnection', 'onStream', 'onDatagram'] as const) {
       if (handlers[k] !== undefined && typeof handlers[k] !== 'function') throw new StoqInvalidArgumentError(`handlers.${k}`, 'expected a function')

@@ -109,7 +109,7 @@ export function reportMetrics(sink: MetricsSink, ep: MetricsSource): { handshake
   const labels = ep.labels
   const c = (name: string, help: string): MetricHandle => sink.counter(name, help, labels)
   const g = (name: string, help: string): MetricHandle => sink.gauge(name, help, labels)
-  sink.gauge('stoq_endpoint_info', 'the endpoint\'s UDP backend and QUIC engine (always 1)', { ...labels, engine: ep.engineName }).set(1)
+  sink.gauge('stoq_endpoint_info', "the endpoint's UDP backend and QUIC engine (always 1)", { ...labels, engine: ep.engineName }).set(1)
   const handshakeHistogram = sink.histogram(
     'stoq_handshake_duration_seconds',
     'QUIC handshake duration, observed once per established connection',

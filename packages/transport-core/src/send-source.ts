@@ -6,12 +6,7 @@ import { ignoreRejection } from './ignore.js'
 const encoder = new TextEncoder()
 
 /** What `send()` accepts: bytes, text, or any (async) iterable / Node or Web stream of those. */
-export type SendSource =
-  | Uint8Array
-  | ArrayBuffer
-  | string
-  | Iterable<Uint8Array | string>
-  | AsyncIterable<Uint8Array | string>
+export type SendSource = Uint8Array | ArrayBuffer | string | Iterable<Uint8Array | string> | AsyncIterable<Uint8Array | string>
 
 /** The chunks of a `send()` source, as bytes; a wrong chunk throws StoqInvalidArgumentError. */
 export async function* toChunks(data: SendSource): AsyncGenerator<Uint8Array> {

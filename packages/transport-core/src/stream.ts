@@ -468,9 +468,7 @@ export class QuicStream {
     const code = this.host.engine.streamStopCode(this.host.handle, this.id)
     this.writeDone = true
     const err =
-      code >= 0
-        ? new StoqStreamStoppedError(this.id, code)
-        : new StoqStreamStateError(this.id, `Stream ${this.id} cannot be written (finished or reset)`)
+      code >= 0 ? new StoqStreamStoppedError(this.id, code) : new StoqStreamStateError(this.id, `Stream ${this.id} cannot be written (finished or reset)`)
     this.writeError = err
     this.maybeDone()
     return err

@@ -440,4 +440,3 @@ export async function runBenchClient(o: BenchClientOptions): Promise<BenchReport
     await ep.close().catch(ignoreRejection) // the bench is over and its result made; failing to close the endpoint changes nothing
   }
 }
-

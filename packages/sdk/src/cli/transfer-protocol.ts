@@ -40,14 +40,9 @@ export interface TransferTrailer {
   sha256: string
 }
 
-export type TransferReply =
-  | { ok: true; name: string; bytes: number; sha256: string; ms: number }
-  | { ok: false; code: string; error: string }
+export type TransferReply = { ok: true; name: string; bytes: number; sha256: string; ms: number } | { ok: false; code: string; error: string }
 
-export type TransferEvent =
-  | { kind: 'header'; header: TransferHeader }
-  | { kind: 'data'; data: Uint8Array }
-  | { kind: 'end'; trailer: TransferTrailer }
+export type TransferEvent = { kind: 'header'; header: TransferHeader } | { kind: 'data'; data: Uint8Array } | { kind: 'end'; trailer: TransferTrailer }
 
 const PROTOCOL = 'stoq send'
 

@@ -7,14 +7,7 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
-import {
-  StoqError,
-  StoqInvalidArgumentError,
-  type EngineChoice,
-  type QuicConnection,
-  type QuicStream,
-  type UdpBackendChoice,
-} from '@stoq/transport-core'
+import { StoqError, StoqInvalidArgumentError, type EngineChoice, type QuicConnection, type QuicStream, type UdpBackendChoice } from '@stoq/transport-core'
 import { Stoq, type StoqConnectOptions } from '../stoq.js'
 import { formatHostPort, parseArgs, parseTargetArg, type OptionKind } from './args.js'
 import { StoqIntegrityError, StoqProtocolError, StoqRemoteError, StoqUsageError, describeError, unlessStalled } from './errors.js'
@@ -22,14 +15,7 @@ import { formatBytes, formatGbps, gbpsOf } from './format.js'
 import { ignoreRejection } from '../ignore.js'
 import { LineSplitter } from './bench-protocol.js'
 import { CLI_APP_NAME, BENCH_DEFAULT_PACKET_SIZE, type CommandIo } from './bench.js'
-import {
-  IncomingTransfer,
-  OutgoingTransfer,
-  parseTransferReply,
-  validateTransferName,
-  type TransferReply,
-  type TransferTrailer,
-} from './transfer-protocol.js'
+import { IncomingTransfer, OutgoingTransfer, parseTransferReply, validateTransferName, type TransferReply, type TransferTrailer } from './transfer-protocol.js'
 import { WEBTRANSPORT_DEFAULT_HTTP_PORT, WEBTRANSPORT_DEFAULT_PATH, serveWebTransportCommand } from './serve-webtransport.js'
 
 export const SERVE_DEFAULT_PORT = 4433
@@ -137,7 +123,10 @@ class FileSink implements Sink {
   static async open(dir: string, name: string, force: boolean): Promise<FileSink> {
     const target = path.join(dir, name)
     if (!force && fs.existsSync(target)) {
-      throw new StoqInvalidArgumentError('name', `${JSON.stringify(name)} already exists in the receiver's directory (the receiver can allow replacing with --force)`)
+      throw new StoqInvalidArgumentError(
+        'name',
+        `${JSON.stringify(name)} already exists in the receiver's directory (the receiver can allow replacing with --force)`,
+      )
     }
     const tmp = path.join(dir, `.stoq-partial-${randomBytes(6).toString('hex')}`)
     const fh = await fsp.open(tmp, 'wx', 0o644)
@@ -165,9 +154,11 @@ class FileSink implements Sink {
         await fsp.link(this.tmp, this.target)
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
-        if (code === 'EEXIST') throw new StoqInvalidArgumentError('name', `${JSON.stringify(path.basename(this.target))} already exists in the receiver's directory`)
+        if (code === 'EEXIST')
+          throw new StoqInvalidArgumentError('name', `${JSON.stringify(path.basename(this.target))} already exists in the receiver's directory`)
         // A file system without hard links: check, then rename.
-        if (fs.existsSync(this.target)) throw new StoqInvalidArgumentError('name', `${JSON.stringify(path.basename(this.target))} already exists in the receiver's directory`)
+        if (fs.existsSync(this.target))
+          throw new StoqInvalidArgumentError('name', `${JSON.stringify(path.basename(this.target))} already exists in the receiver's directory`)
         await fsp.rename(this.tmp, this.target)
         return this.target
       }
@@ -336,7 +327,8 @@ export async function serveCommand(argv: string[], io: CommandIo): Promise<numbe
     return 0
   }
   if (v.webtransport === true) {
-    if (positionals.length > 0) throw new StoqUsageError('serve', positionals[0]!, `unexpected argument ${JSON.stringify(positionals[0])}: --webtransport takes no DIR`)
+    if (positionals.length > 0)
+      throw new StoqUsageError('serve', positionals[0]!, `unexpected argument ${JSON.stringify(positionals[0])}: --webtransport takes no DIR`)
     for (const o of ['force', 'once'] as const) {
       if (v[o] === true) throw new StoqUsageError('serve', `--${o}`, `--${o} is for receiving files, not for --webtransport`)
     }
@@ -553,7 +545,11 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
     return 0
   }
   if (positionals.length < 2) {
-    throw new StoqUsageError('send', positionals.length === 0 ? 'FILE' : 'HOST:PORT', `missing ${positionals.length === 0 ? 'FILE (or - for stdin) and HOST:PORT' : 'HOST:PORT'}`)
+    throw new StoqUsageError(
+      'send',
+      positionals.length === 0 ? 'FILE' : 'HOST:PORT',
+      `missing ${positionals.length === 0 ? 'FILE (or - for stdin) and HOST:PORT' : 'HOST:PORT'}`,
+    )
   }
   if (positionals.length > 2) throw new StoqUsageError('send', positionals[2]!, `unexpected argument ${JSON.stringify(positionals[2])}`)
   const [file, targetText] = positionals as [string, string]
@@ -588,9 +584,7 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
       throw new StoqUsageError('send', 'FILE', `cannot read ${JSON.stringify(file)}: ${(err as Error).message}`)
     }
   }
-  const source: AsyncIterable<Uint8Array> = fromStdin
-    ? process.stdin
-    : fs.createReadStream('', { fd: fd!, highWaterMark: READ_CHUNK })
+  const source: AsyncIterable<Uint8Array> = fromStdin ? process.stdin : fs.createReadStream('', { fd: fd!, highWaterMark: READ_CHUNK })
   const trust: StoqConnectOptions = {
     reuse: false,
     ...(typeof v['server-name'] === 'string' ? { serverName: v['server-name'] } : {}),
@@ -612,8 +606,7 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
     const out = new OutgoingTransfer()
     let trailer: TransferTrailer
     // A receiver that stops reading would block a write for ever: reset the stream instead.
-    const guarded = (p: Promise<void>): Promise<void> =>
-      unlessStalled(p, SEND_STALL_MS, 'stoq send', 'sending', () => stream.reset(2))
+    const guarded = (p: Promise<void>): Promise<void> => unlessStalled(p, SEND_STALL_MS, 'stoq send', 'sending', () => stream.reset(2))
     try {
       await guarded(writer.write(out.start({ name, size })))
       for await (const chunk of source) {
@@ -638,7 +631,10 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
     if (!answer.ok) throw refusal(answer)
     // Belt and braces: the receiver's figures must be ours.
     if (answer.bytes !== trailer.bytes || answer.sha256 !== trailer.sha256) {
-      throw new StoqIntegrityError('receiver', `the receiver acknowledged ${answer.bytes} bytes with SHA-256 ${answer.sha256}, but ${trailer.bytes} bytes with SHA-256 ${trailer.sha256} were sent`)
+      throw new StoqIntegrityError(
+        'receiver',
+        `the receiver acknowledged ${answer.bytes} bytes with SHA-256 ${answer.sha256}, but ${trailer.bytes} bytes with SHA-256 ${trailer.sha256} were sent`,
+      )
     }
     const label = name ?? 'stdin'
     io.out(`sent ${label} to ${formatHostPort(target.host, target.port)}: ${trailer.bytes} bytes (${formatBytes(trailer.bytes)}), SHA-256 ${trailer.sha256}\n`)

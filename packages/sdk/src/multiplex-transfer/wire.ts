@@ -3,10 +3,7 @@
  * limits both sides share, and `sendChunk`, one chunk on one stream.
  */
 import { createHash } from 'node:crypto'
-import type {
-  QuicConnection,
-  QuicStream,
-} from '@stoq/transport-core'
+import type { QuicConnection, QuicStream } from '@stoq/transport-core'
 import { StoqProtocolError } from '../errors.js'
 import { ignoreRejection } from '../ignore.js'
 

@@ -122,7 +122,12 @@ function newWorker(script: URL, init: P.WorkerInit): Worker {
     first = err as Error
   }
   // "Initiated Worker with invalid execArgv flags: --a, --b=1"
-  const bad = new Set((first.message.split('flags:')[1] ?? '').split(',').map((f) => f.trim()).filter((f) => f.length > 0))
+  const bad = new Set(
+    (first.message.split('flags:')[1] ?? '')
+      .split(',')
+      .map((f) => f.trim())
+      .filter((f) => f.length > 0),
+  )
   const kept = argv.filter((a) => !bad.has(a))
   const heap = [...bad].map((f) => /^--max[-_]old[-_]space[-_]size=(\d+)$/.exec(f)).find((m) => m !== null)
   let worker: Worker
