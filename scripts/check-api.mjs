@@ -93,7 +93,10 @@ function ownFiles(file, dir) {
     const sf = program.getSourceFile(seen[i])
     if (sf === undefined) continue
     for (const stmt of sf.statements) {
-      const spec = (ts.isImportDeclaration(stmt) || ts.isExportDeclaration(stmt)) && stmt.moduleSpecifier && ts.isStringLiteral(stmt.moduleSpecifier) ? stmt.moduleSpecifier.text : null
+      const spec =
+        (ts.isImportDeclaration(stmt) || ts.isExportDeclaration(stmt)) && stmt.moduleSpecifier && ts.isStringLiteral(stmt.moduleSpecifier)
+          ? stmt.moduleSpecifier.text
+          : null
       if (spec === null || !spec.startsWith('.')) continue
       const resolved = ts.resolveModuleName(spec, sf.fileName, program.getCompilerOptions(), ts.sys).resolvedModule
       const target = resolved?.resolvedFileName
@@ -113,7 +116,14 @@ function withoutPrivate(file) {
     ((m.name !== undefined && ts.isPrivateIdentifier(m.name)) || (ts.getCombinedModifierFlags(m) & ts.ModifierFlags.Private) !== 0)
   const visit = (node) => {
     if (ts.isClassDeclaration(node)) {
-      return ts.factory.updateClassDeclaration(node, node.modifiers, node.name, node.typeParameters, node.heritageClauses, node.members.filter((m) => !isPrivate(m)))
+      return ts.factory.updateClassDeclaration(
+        node,
+        node.modifiers,
+        node.name,
+        node.typeParameters,
+        node.heritageClauses,
+        node.members.filter((m) => !isPrivate(m)),
+      )
     }
     return ts.visitEachChild(node, visit, undefined)
   }

@@ -93,8 +93,10 @@ function importsOf(file) {
       let names = null
       if (ts.isImportDeclaration(node)) {
         const clause = node.importClause
-        if (clause === undefined) names = [] // side-effect import
-        else if (clause.name) names = null // default import: the whole module
+        if (clause === undefined)
+          names = [] // side-effect import
+        else if (clause.name)
+          names = null // default import: the whole module
         else if (clause.namedBindings && ts.isNamedImports(clause.namedBindings)) {
           names = clause.namedBindings.elements.map((e) => (e.propertyName ?? e.name).text)
         }
@@ -108,7 +110,11 @@ function importsOf(file) {
       const required = ts.isIdentifier(callee) && callee.text === 'require'
       if (dynamic || required) out.push({ spec: node.arguments[0].text, names: null, line: line(node) })
     } else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument) && ts.isStringLiteral(node.argument.literal)) {
-      out.push({ spec: node.argument.literal.text, names: node.qualifier ? [ts.isIdentifier(node.qualifier) ? node.qualifier.text : node.qualifier.right.text] : null, line: line(node) })
+      out.push({
+        spec: node.argument.literal.text,
+        names: node.qualifier ? [ts.isIdentifier(node.qualifier) ? node.qualifier.text : node.qualifier.right.text] : null,
+        line: line(node),
+      })
     }
     ts.forEachChild(node, visit)
   }
@@ -215,7 +221,10 @@ function selfTest() {
     const expected = [
       ['@stoq/mempool', /packages\/mempool\/src\/bad\.ts:1: import '@stoq\/hwaccel': @stoq\/mempool may not depend on @stoq\/hwaccel/],
       ['@stoq/hwaccel', /packages\/hwaccel\/src\/index\.ts:1: import '\.\.\/\.\.\/transport-core\/src\/pem\.js' reaches into packages\/transport-core/],
-      ['@stoq/transport-core', /src\/index\.ts:1: import '@stoq\/hwaccel': @stoq\/transport-core may import only .* of @stoq\/hwaccel, not detectCapabilities$/],
+      [
+        '@stoq/transport-core',
+        /src\/index\.ts:1: import '@stoq\/hwaccel': @stoq\/transport-core may import only .* of @stoq\/hwaccel, not detectCapabilities$/,
+      ],
       ['@stoq/transport-core', /src\/deep\.ts:1: import '@stoq\/mempool\/src\/pool\.js' deep-imports the internals of @stoq\/mempool/],
       ['@stoq/transport-core', /src\/lazy\.ts:1: import '@stoq\/batching': @stoq\/transport-core may import only batching of @stoq\/batching, not \*/],
       ['@stoq/batching', /packages\/batching\/src\/index\.ts:1: import '@stoq\/monitoring': @stoq\/batching may not depend on @stoq\/monitoring/],
@@ -226,7 +235,9 @@ function selfTest() {
     const clean = ['@stoq/interface', '@stoq/monitoring'].filter((n) => (byName[n] ?? ['missing']).length > 0)
     const count = Object.values(byName).reduce((n, p) => n + p.length, 0)
     if (missed.length > 0 || clean.length > 0 || count !== expected.length) {
-      console.error(`[check-layers] self-test FAILED: missed ${missed.map(([n, re]) => `${n} ${re}`).join('; ') || 'none'}; not clean: ${clean.join(', ') || 'none'}; ${count} problems for ${expected.length} violations:`)
+      console.error(
+        `[check-layers] self-test FAILED: missed ${missed.map(([n, re]) => `${n} ${re}`).join('; ') || 'none'}; not clean: ${clean.join(', ') || 'none'}; ${count} problems for ${expected.length} violations:`,
+      )
       for (const r of results) for (const p of r.problems) console.error(`  ${p}`)
       return false
     }

@@ -197,7 +197,8 @@ if (!result.echoOk) fail(`echo of 1 MiB: received ${result.received} bytes, or t
 // A worker endpoint's engine reads "quinn×2".
 if (result.client.engine !== 'quinn') fail(`client engine: ${JSON.stringify(result.client)}`)
 if (!/^quinn/.test(result.server.engine)) fail(`server engine: ${JSON.stringify(result.server)}`)
-if (result.twoWorkers.workers !== 2 || result.twoWorkers.engine !== 'quinn×2') fail(`workers: 2 did not run 2 quinn workers: ${JSON.stringify(result.twoWorkers)}`)
+if (result.twoWorkers.workers !== 2 || result.twoWorkers.engine !== 'quinn×2')
+  fail(`workers: 2 did not run 2 quinn workers: ${JSON.stringify(result.twoWorkers)}`)
 if (/\[STOQ_QUINN_UNAVAILABLE\]/.test(r.stderr)) fail(`a STOQ_QUINN_UNAVAILABLE warning although quinn loaded:\n${r.stderr}`)
 
 // The same library from CommonJS: require() of the packages' .cjs builds.
@@ -291,9 +292,31 @@ for (const unwanted of ['sdk', 'h3', 'webtransport', 'monitoring']) {
 }
 if (!installedStoq.includes(PLATFORM_PACKAGE.split('/')[1])) fail(`installing @stoq/transport-core alone did not bring ${PLATFORM_PACKAGE}`)
 if (installedStoq.includes('engine-quiche')) fail('installing @stoq/transport-core alone brought @stoq/engine-quiche (an optional peer dependency)')
-if (fs.existsSync(path.join(selective, 'node_modules', '@matrixai', 'quic'))) fail("installing @stoq/transport-core alone brought quiche's binding (@matrixai/quic)")
-must('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=localhost',
-  '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', 'key.pem', '-out', 'cert.pem'], { cwd: selective })
+if (fs.existsSync(path.join(selective, 'node_modules', '@matrixai', 'quic')))
+  fail("installing @stoq/transport-core alone brought quiche's binding (@matrixai/quic)")
+must(
+  'openssl',
+  [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout',
+    'key.pem',
+    '-out',
+    'cert.pem',
+  ],
+  { cwd: selective },
+)
 fs.writeFileSync(
   path.join(selective, 'loopback.mjs'),
   `import fs from 'node:fs'
@@ -332,7 +355,8 @@ log(`transport-core alone, loopback: ${seconds(t)}; ${JSON.stringify(core)}`)
 if (core.echo !== 'core only') fail(`transport-core alone: echo ${JSON.stringify(core.echo)}`)
 if (core.client !== 'quinn' || !/^quinn/.test(core.server)) fail(`transport-core alone does not run quinn: ${JSON.stringify(core)}`)
 if (/\[STOQ_QUINN_UNAVAILABLE\]/.test(r.stderr)) fail(`transport-core alone warned that quinn is unavailable:\n${r.stderr}`)
-if (!/^STOQ_ERR_UNSUPPORTED: .*npm install @stoq\/engine-quiche/.test(core.quiche)) fail(`transport-core alone, engine: 'quiche' did not name the package to install: ${core.quiche}`)
+if (!/^STOQ_ERR_UNSUPPORTED: .*npm install @stoq\/engine-quiche/.test(core.quiche))
+  fail(`transport-core alone, engine: 'quiche' did not name the package to install: ${core.quiche}`)
 
 // 5. Without the optional dependency: quiche, one warning, and the fix named.
 fs.rmSync(path.join(project, 'node_modules', PLATFORM_PACKAGE), { recursive: true, force: true })

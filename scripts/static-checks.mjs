@@ -19,13 +19,6 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
  */
 export const FORMAT_MARKER = '.format-enforced'
 
-/**
- * Packages whose lint findings are not fixed yet (they were being restructured when the linter
- * came in): linted and counted, but not failing. Remove a package once `pnpm run lint` is clean
- * for it.
- */
-export const LINT_PENDING = ['transport-core', 'hwaccel', 'sdk', 'compliance']
-
 const nativeDir = path.join(root, 'packages', 'engine-quinn', 'native')
 
 function has(cmd, args) {
@@ -57,23 +50,9 @@ export function staticChecks({ env = process.env } = {}) {
   }
   const biome = path.join(root, 'node_modules', '.bin', 'biome')
 
-  // Lint fails on any finding, in every package but those of LINT_PENDING (counted, not failing).
+  // Lint fails on any finding (warnings included), in every package and the root scripts.
   const packages = fs.readdirSync(path.join(root, 'packages')).filter((d) => fs.existsSync(path.join(root, 'packages', d, 'package.json')))
-  const strict = packages.filter((d) => !LINT_PENDING.includes(d)).map((d) => `packages/${d}`)
-  check('lint (biome)', biome, ['lint', '--error-on-warnings', ...strict, 'scripts'])
-  const pending = LINT_PENDING.filter((d) => packages.includes(d))
-  if (pending.length > 0) {
-    const r = spawnSync(biome, ['lint', '--reporter=summary', '--max-diagnostics=0', ...pending.map((d) => `packages/${d}`)], {
-      cwd: root,
-      encoding: 'utf8',
-      env,
-    })
-    const found = /Found (\d+) (error|warning)s?/g
-    const counts = [...`${r.stdout}${r.stderr}`.matchAll(found)].map((m) => `${m[1]} ${m[2]}s`).join(', ')
-    console.log(
-      `lint (biome): not yet enforced in ${pending.join(', ')} (LINT_PENDING in scripts/static-checks.mjs): ${counts || 'clean: remove them from LINT_PENDING'}`,
-    )
-  }
+  check('lint (biome)', biome, ['lint', '--error-on-warnings', ...packages.map((d) => `packages/${d}`), 'scripts'])
   if (fs.existsSync(path.join(root, FORMAT_MARKER))) check('format (biome)', biome, ['format'])
   else console.log(`format (biome): not enforced yet (it is once ${FORMAT_MARKER} exists at the root, after the reformat commit)`)
 

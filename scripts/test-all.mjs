@@ -120,7 +120,13 @@ if (built && !matrixOnly) rc = run(['run', 'test', '--concurrency=1', '--continu
 let packed = null
 if (built && !matrixOnly) {
   console.log('\n$ node scripts/packed-install.mjs')
-  const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'packed-install.mjs')], { cwd: root, stdio: 'inherit', env, timeout: 10 * 60_000, killSignal: 'SIGKILL' })
+  const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'packed-install.mjs')], {
+    cwd: root,
+    stdio: 'inherit',
+    env,
+    timeout: 10 * 60_000,
+    killSignal: 'SIGKILL',
+  })
   if (r.error) console.error(`packed-install stopped: ${r.error.message}`)
   packed = r.status === 0
 }

@@ -4,7 +4,13 @@ import { defineConfig } from 'vitest/config'
  * The real-socket suites run once per engine: quinn (the default where its library
  * loads) and quiche (the portable engine). Engine-specific files run once.
  */
-const ENGINE_NEUTRAL = ['test/engine-compliance.test.ts', 'test/quinn-panic.test.ts', 'test/quinn-large.test.ts', 'test/engine-choice.test.ts', 'test/workers.test.ts']
+const ENGINE_NEUTRAL = [
+  'test/engine-compliance.test.ts',
+  'test/quinn-panic.test.ts',
+  'test/quinn-large.test.ts',
+  'test/engine-choice.test.ts',
+  'test/workers.test.ts',
+]
 
 /**
  * The emulated-WAN suite (test/wan.test.ts: network namespaces, shaped by netem or, on

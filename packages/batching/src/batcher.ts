@@ -10,12 +10,7 @@ import {
   integerOption,
   optionKeys,
 } from '@stoq/interface'
-import {
-  DEFAULT_FLUSH_DEADLINE_US,
-  DEFAULT_MAX_BATCHES_PER_FLUSH,
-  DEFAULT_MAX_PACKETS_PER_BATCH,
-  DEFAULT_MAX_SUPER_BUFFER_BYTES,
-} from './defaults.js'
+import { DEFAULT_FLUSH_DEADLINE_US, DEFAULT_MAX_BATCHES_PER_FLUSH, DEFAULT_MAX_PACKETS_PER_BATCH, DEFAULT_MAX_SUPER_BUFFER_BYTES } from './defaults.js'
 
 export interface BatcherOptions extends PacketBatcherOptions {
   /** Batches sent per `flush()` before the rest is deferred to the next event-loop turn. */
@@ -57,10 +52,7 @@ class DefaultPacketBatcher implements PacketBatcher {
     const byBytes = Math.max(1, Math.floor(Math.min(options.maxSuperBufferBytes, components.pool.bufferSize) / packetSize))
     this.maxPackets = Math.max(1, Math.min(options.maxPacketsPerBatch, byBytes, components.io.maxSegments > 1 ? components.io.maxSegments : byBytes))
     if (components.pool.bufferSize < packetSize) {
-      throw new StoqInvalidArgumentError(
-        'pool.bufferSize',
-        `pool buffers of ${components.pool.bufferSize} bytes cannot hold one ${packetSize}-byte packet`,
-      )
+      throw new StoqInvalidArgumentError('pool.bufferSize', `pool buffers of ${components.pool.bufferSize} bytes cannot hold one ${packetSize}-byte packet`)
     }
     this.maxBatches = options.maxBatchesPerFlush
     this.deadlineMs = options.flushDeadlineUs / 1000

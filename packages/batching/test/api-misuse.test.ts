@@ -124,7 +124,12 @@ describe('batching: API misuse', () => {
     }
     for (const [label, v] of OPT.concat([['65536', 65536]])) {
       const engine = { maxPacketSize: v, pollTransmit: () => false }
-      await expectTyped(`maxPacketSize = ${label}`, () => factory({ ...components(), engine } as never), 'STOQ_ERR_INVALID_ARG', 'components.engine.maxPacketSize')
+      await expectTyped(
+        `maxPacketSize = ${label}`,
+        () => factory({ ...components(), engine } as never),
+        'STOQ_ERR_INVALID_ARG',
+        'components.engine.maxPacketSize',
+      )
     }
     for (const [label, v] of OPT.filter(([n]) => n !== 'a function')) {
       const io = { maxSegments: v, send: () => true }

@@ -113,7 +113,13 @@ async function runOnce(name: 'quiche' | 'quinn', size: number, bytes: number, id
   const server = makeEngine(name, size)
   const client = makeEngine(name, size)
   try {
-    server.listen({ identity: { cert: enc.encode(id.cert), key: enc.encode(id.key) }, alpn: ['stoq/1'], retry: false, maxConnections: 10, statelessReset: true })
+    server.listen({
+      identity: { cert: enc.encode(id.cert), key: enc.encode(id.key) },
+      alpn: ['stoq/1'],
+      retry: false,
+      maxConnections: 10,
+      statelessReset: true,
+    })
     const cc = client.connect({ peer: SERVER, serverName: 'localhost', alpn: ['stoq/1'], verifyPeer: false }, CLIENT)
     const s = new Sink()
     const c = new Sink()
@@ -191,7 +197,7 @@ async function runOnce(name: 'quiche' | 'quinn', size: number, bytes: number, id
       for (const id of s.readable) {
         while (server.streamRecv(s.incoming, id, out, res)) {
           for (let k = 0; k < res.bytes; k += 4096) {
-            if (out[k] !== (((received + k) % 65536) * 7 & 0xff)) throw new Error(`${name}: byte ${received + k} corrupt`)
+            if (out[k] !== ((((received + k) % 65536) * 7) & 0xff)) throw new Error(`${name}: byte ${received + k} corrupt`)
           }
           received += res.bytes
           if (res.fin) fin = true
@@ -278,6 +284,8 @@ for (const size of o.sizes) {
     )
   }
 }
-console.log(`\n${(o.bytes / 2 ** 20).toFixed(0)} MiB on one stream, in memory (no sockets), median of ${o.runs}; ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`)
+console.log(
+  `\n${(o.bytes / 2 ** 20).toFixed(0)} MiB on one stream, in memory (no sockets), median of ${o.runs}; ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`,
+)
 console.log(rows.join('\n'))
 if (o.json) fs.writeFileSync(o.json, JSON.stringify({ options: o, results, summary }, null, 2))

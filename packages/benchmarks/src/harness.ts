@@ -56,7 +56,11 @@ class Peer {
   private expectExit = false
   readonly exited: Promise<number | null>
 
-  constructor(role: Role, execArgv: string[], private readonly onFailure: (err: Error) => void) {
+  constructor(
+    role: Role,
+    execArgv: string[],
+    private readonly onFailure: (err: Error) => void,
+  ) {
     this.role = role
     this.child = fork(PEER_SCRIPT, [role], { execArgv, stdio: ['ignore', 'inherit', 'pipe', 'ipc'] })
     live.add(this.child)
@@ -70,9 +74,7 @@ class Peer {
         live.delete(this.child)
         if (!this.expectExit) {
           this.onFailure(
-            new Error(
-              `${role} exited unexpectedly (${signal ?? `code ${String(code)}`})${this.stderr ? `; its stderr ends with:\n${this.stderr}` : ''}`,
-            ),
+            new Error(`${role} exited unexpectedly (${signal ?? `code ${String(code)}`})${this.stderr ? `; its stderr ends with:\n${this.stderr}` : ''}`),
           )
         }
         resolve(code)
@@ -190,7 +192,10 @@ export interface RunResult {
  */
 function kernelUdpCounters(): Record<string, number> | null {
   try {
-    const lines = fs.readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp:'))
+    const lines = fs
+      .readFileSync('/proc/net/snmp', 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('Udp:'))
     const names = lines[0]?.split(/\s+/).slice(1) ?? []
     const values = lines[1]?.split(/\s+/).slice(1).map(Number) ?? []
     const counters: Record<string, number> = Object.fromEntries(names.map((n, i) => [n, values[i] ?? 0]))
@@ -244,9 +249,7 @@ export async function runOnce(spec: CaseSpec, o: RunOptions, identity: BenchIden
       )
     }
     if (sender) {
-      parts.push(
-        `sender had handed ${mib(sender.progressBytes)} to the transport (last progress ${((now - sender.progressAt) / 1000).toFixed(1)} s ago)`,
-      )
+      parts.push(`sender had handed ${mib(sender.progressBytes)} to the transport (last progress ${((now - sender.progressAt) / 1000).toFixed(1)} s ago)`)
     } else {
       parts.push('the sender had not started (receiver never listened)')
     }
@@ -436,7 +439,9 @@ function describeRun(r: RunResult): string {
   if (r.packetsPerSendCall !== null) parts.push(`${r.packetsPerSendCall.toFixed(2)} pkts/send call`)
   const c = r.senderConnection as { packetsSent?: number; packetsLost?: number; rttMs?: number } | undefined
   if (c?.packetsSent) {
-    parts.push(`${c.packetsSent} pkts sent, ${c.packetsLost ?? 0} lost (${(((c.packetsLost ?? 0) / c.packetsSent) * 100).toFixed(2)}%), rtt ${c.rttMs?.toFixed(2)} ms`)
+    parts.push(
+      `${c.packetsSent} pkts sent, ${c.packetsLost ?? 0} lost (${(((c.packetsLost ?? 0) / c.packetsSent) * 100).toFixed(2)}%), rtt ${c.rttMs?.toFixed(2)} ms`,
+    )
     if (r.kernelUdp) {
       const drops = (r.kernelUdp.RcvbufErrors ?? 0) + (r.kernelUdp.Udp6RcvbufErrors ?? 0)
       parts.push(`kernel UDP RcvbufErrors +${drops} (system-wide)`)
@@ -538,8 +543,7 @@ export function formatTable(result: SuiteResult): string {
         ],
   )
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-  const line = (cells: string[]): string =>
-    `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`
   const sep = `|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`
   const m = result.machine
   const core = result.transportCore
@@ -614,7 +618,7 @@ export function usage(script: string, d: CliDefaults): string {
     `  --cases LIST        comma-separated, from ${Object.keys(CASES).join(', ')} (default ${d.cases.join(',')})`,
     `  --host ADDR         ${HOSTS.join(' or ')} (default ${d.host})`,
     `  --timeout-ms MS     a run that takes longer fails (default ${d.timeoutMs})`,
-    '  --socket-buffer SIZE  STOQ: socketBufferSize of both endpoints (default: the transport\'s own)',
+    "  --socket-buffer SIZE  STOQ: socketBufferSize of both endpoints (default: the transport's own)",
     '  --copy-writes       sender gives each write a fresh buffer instead of reusing one (diagnostic)',
     '  --json FILE         also write the results as JSON',
     '  --cpu-prof DIR      run both peers under node --cpu-prof, profiles in DIR (see dist/profile-top.js)',
@@ -648,7 +652,13 @@ export function parseCli(argv: string[], d: CliDefaults): CliOptions | null {
     throw new UsageError((err as Error).message)
   }
   if (values.help) return null
-  const names = values.cases === undefined ? d.cases : values.cases.split(',').map((s) => s.trim()).filter(Boolean)
+  const names =
+    values.cases === undefined
+      ? d.cases
+      : values.cases
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
   if (names.length === 0) throw new UsageError(`--cases: expected a list from ${Object.keys(CASES).join(', ')}`)
   const cases = names.map((n) => {
     const spec = CASES[n]

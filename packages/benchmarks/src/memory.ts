@@ -36,7 +36,9 @@ async function server(): Promise<void> {
   process.stdout.write(`${JSON.stringify({ port: ep.address.port })}\n`)
   process.stdin.on('data', () => {
     const m = process.memoryUsage()
-    process.stdout.write(`${JSON.stringify({ rss: m.rss, heap: m.heapTotal, external: m.external, connections: ep.stats().connections, engineConnections: (ep as unknown as { engine: { connectionCount?: number } }).engine.connectionCount ?? -1 })}\n`)
+    process.stdout.write(
+      `${JSON.stringify({ rss: m.rss, heap: m.heapTotal, external: m.external, connections: ep.stats().connections, engineConnections: (ep as unknown as { engine: { connectionCount?: number } }).engine.connectionCount ?? -1 })}\n`,
+    )
   })
 }
 

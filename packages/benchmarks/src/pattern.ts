@@ -108,9 +108,7 @@ export class PatternVerifier {
   /** Verify the next chunk of the stream; throws PatternMismatchError at the first wrong byte. */
   update(chunk: Uint8Array): void {
     if (this.offset + chunk.length > this.total) {
-      throw new PatternMismatchError(
-        `received more than the ${this.total} bytes sent: a chunk of ${chunk.length} bytes arrived at offset ${this.offset}`,
-      )
+      throw new PatternMismatchError(`received more than the ${this.total} bytes sent: a chunk of ${chunk.length} bytes arrived at offset ${this.offset}`)
     }
     let i = 0
     while (i < chunk.length) {

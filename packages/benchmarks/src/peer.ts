@@ -146,15 +146,18 @@ function backendOption(spec: CaseSpec): { udpBackend?: 'dgram' | 'gso' | 'gro' |
 
 async function stoqReceiver(o: ReceiverStart): Promise<void> {
   const metrics = metricsComponents(o.spec)
-  const server = await createEndpoint({
-    host: o.host,
-    port: 0,
-    server: { cert: o.cert, key: o.key },
-    transport: { maxUdpPayloadSize: o.spec.maxUdpPayloadSize! },
-    ...(o.spec.engine ? { engine: o.spec.engine } : {}),
-    ...backendOption(o.spec),
-    ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
-  }, metrics.components)
+  const server = await createEndpoint(
+    {
+      host: o.host,
+      port: 0,
+      server: { cert: o.cert, key: o.key },
+      transport: { maxUdpPayloadSize: o.spec.maxUdpPayloadSize! },
+      ...(o.spec.engine ? { engine: o.spec.engine } : {}),
+      ...backendOption(o.spec),
+      ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
+    },
+    metrics.components,
+  )
   server.on('error', (err) => void fail(err))
   let conn: QuicConnection | null = null
   server.on('connection', (c) => {
@@ -246,14 +249,17 @@ async function tcpSender(o: SenderStart): Promise<void> {
 async function stoqSender(o: SenderStart): Promise<void> {
   const transport = { maxUdpPayloadSize: o.spec.maxUdpPayloadSize! }
   const metrics = metricsComponents(o.spec)
-  const client: Endpoint = await createEndpoint({
-    host: o.host,
-    port: 0,
-    transport,
-    ...(o.spec.engine ? { engine: o.spec.engine } : {}),
-    ...backendOption(o.spec),
-    ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
-  }, metrics.components)
+  const client: Endpoint = await createEndpoint(
+    {
+      host: o.host,
+      port: 0,
+      transport,
+      ...(o.spec.engine ? { engine: o.spec.engine } : {}),
+      ...backendOption(o.spec),
+      ...(o.socketBufferSize !== null ? { socketBufferSize: o.socketBufferSize } : {}),
+    },
+    metrics.components,
+  )
   client.on('error', (err) => void fail(err))
   const conn = await client.connect({ host: o.host, port: o.port, pin: o.pin, serverName: 'localhost' })
   const stream = conn.openStream()

@@ -74,10 +74,7 @@ function summarise(file: string, top: number): string {
   }
   const fmt = (m: Map<string, number>, title: string, n: number): string[] => {
     const rows = [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, n)
-    return [
-      title,
-      ...rows.map(([k, v]) => `  ${((v / sum) * 100).toFixed(1).padStart(5)}%  ${(v / 1000).toFixed(0).padStart(7)} ms  ${k}`),
-    ]
+    return [title, ...rows.map(([k, v]) => `  ${((v / sum) * 100).toFixed(1).padStart(5)}%  ${(v / 1000).toFixed(0).padStart(7)} ms  ${k}`)]
   }
   return [
     `${path.basename(file)}: ${(sum / 1e6).toFixed(2)} s sampled`,

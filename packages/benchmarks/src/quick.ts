@@ -12,7 +12,13 @@ import { fmtGbps, formatTable, main } from './harness.js'
 
 await main(
   'quick',
-  { bytes: 256 * 1024 * 1024, runs: 1, cases: ['tcp', 'tls', 'quinn1350gro', 'quinnLargegro', 'stoq1350gro', 'stoq1350'], host: '127.0.0.1', timeoutMs: 60_000 },
+  {
+    bytes: 256 * 1024 * 1024,
+    runs: 1,
+    cases: ['tcp', 'tls', 'quinn1350gro', 'quinnLargegro', 'stoq1350gro', 'stoq1350'],
+    host: '127.0.0.1',
+    timeoutMs: 60_000,
+  },
   (result) => {
     console.log(formatTable(result))
     const tcp = result.cases.find((c) => c.case === 'tcp')

@@ -10,6 +10,26 @@ import { formatTable, main } from './harness.js'
 
 await main(
   'throughput',
-  { bytes: 1073741824, runs: 3, cases: ['tcp', 'tls', 'libp2pquic', 'stoq1350', 'stoq16383', 'stoq1350gso', 'stoq16383gso', 'stoq1350gro', 'stoq16383gro', 'quinn1350', 'quinn1350gro', 'quinn16383gro', 'quinnLargegro'], host: '127.0.0.1', timeoutMs: 120_000 },
+  {
+    bytes: 1073741824,
+    runs: 3,
+    cases: [
+      'tcp',
+      'tls',
+      'libp2pquic',
+      'stoq1350',
+      'stoq16383',
+      'stoq1350gso',
+      'stoq16383gso',
+      'stoq1350gro',
+      'stoq16383gro',
+      'quinn1350',
+      'quinn1350gro',
+      'quinn16383gro',
+      'quinnLargegro',
+    ],
+    host: '127.0.0.1',
+    timeoutMs: 120_000,
+  },
   (result) => console.log(formatTable(result)),
 )

@@ -34,9 +34,7 @@ async function sender(): Promise<void> {
     try {
       ep = await createEndpoint({ host: '127.0.0.1' })
       const conns = await Promise.all(
-        Array.from({ length: job.connections }, () =>
-          ep!.connect({ host: '127.0.0.1', port: job.port, serverName: 'localhost', pin: job.identity.pin }),
-        ),
+        Array.from({ length: job.connections }, () => ep!.connect({ host: '127.0.0.1', port: job.port, serverName: 'localhost', pin: job.identity.pin })),
       )
       const cpu0 = process.cpuUsage()
       const t0 = performance.now()
@@ -197,7 +195,9 @@ async function main(): Promise<void> {
   await single.close()
   await one.close()
   await multi.close()
-  console.log(`\n| connections | main thread Gbit/s (server CPU) | 1 worker Gbit/s (server CPU) | ${n} workers Gbit/s (server CPU) | ${n} workers / 1 worker | ${n} workers / main thread |`)
+  console.log(
+    `\n| connections | main thread Gbit/s (server CPU) | 1 worker Gbit/s (server CPU) | ${n} workers Gbit/s (server CPU) | ${n} workers / 1 worker | ${n} workers / main thread |`,
+  )
   console.log('|---|---|---|---|---|---|')
   for (const connections of [1, 2, 4]) {
     const cell = (w: number): { g: number; text: string } => {

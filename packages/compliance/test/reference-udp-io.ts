@@ -96,7 +96,7 @@ export class ReferenceUdpIo implements UdpIo {
     const socket = this.socket
     if (socket === null) throw new StoqClosedError('UDP socket')
     const host = this.v6 && to.family === 'IPv4' ? MAPPED + to.address : to.address
-    const step = segmentSize >= data.length ? data.length : segmentSize
+    const step = Math.min(segmentSize, data.length)
     for (let off = 0; off < data.length; off += step) {
       const end = Math.min(off + step, data.length)
       this.queue.push(end === data.length ? token : null)

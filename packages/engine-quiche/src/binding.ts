@@ -71,7 +71,7 @@ export interface QuicheConnection {
   streamPriority(id: number, urgency: number, incremental: boolean): void
   /** The next path event; throws (Done) or returns null when there is none. */
   pathEventNext(): PathEvent | null
-  streamShutdown(id: number, direction: number, code: number): void | null
+  streamShutdown(id: number, direction: number, code: number): undefined | null
   streamCapacity(id: number): number
   streamFinished(id: number): boolean
   peerStreamsLeftBidi(): number
@@ -79,12 +79,12 @@ export interface QuicheConnection {
   readable(): Iterable<number>
   dgramRecv(out: Uint8Array): number | null
   dgramRecvQueueLen(): number
-  dgramSend(data: Uint8Array): void | null
+  dgramSend(data: Uint8Array): undefined | null
   isDgramSendQueueFull(): boolean
   dgramMaxWritableLen(): number | null
   timeout(): number | null
   onTimeout(): void
-  close(app: boolean, code: number, reason: Uint8Array): void | null
+  close(app: boolean, code: number, reason: Uint8Array): undefined | null
   applicationProto(): Uint8Array
   serverName(): string | null
   peerCertChain(): Uint8Array[] | null

@@ -1,5 +1,4 @@
 import crypto from 'node:crypto'
-import { toSocketAddress } from '@stoq/hwaccel'
 import {
   StoqDatagramTooLargeError,
   StoqDatagramUnsupportedError,
@@ -21,27 +20,9 @@ import {
   type TransmitBatch,
   type TransportParameters,
 } from '@stoq/interface'
-import {
-  loadQuiche,
-  parseQuicheError,
-  type HostPort,
-  type PathEvent,
-  type QuicheBinding,
-  type QuicheConfig,
-  type QuicheConnection,
-} from './binding.js'
+import { loadQuiche, parseQuicheError, type HostPort, type PathEvent, type QuicheBinding, type QuicheConfig, type QuicheConnection } from './binding.js'
 import { CidCodec, CID_LEN } from './cid.js'
-import {
-  amplificationAllows,
-  countReceived,
-  FrontDoor,
-  isVersionNegotiation,
-  NO_COMMON_VERSION,
-  sameAddress,
-  versionList,
-  type AmplificationState,
-  type ControlPacket,
-} from './front-door.js'
+import { amplificationAllows, countReceived, FrontDoor, isVersionNegotiation, NO_COMMON_VERSION, sameAddress, versionList } from './front-door.js'
 import { pemChainList } from './pem.js'
 import { connRecord, destination, hex, hostPort, peerKey, toBigIntToken, type ConnRecord } from './record.js'
 
@@ -80,7 +61,10 @@ export class QuicheEngine implements QuicEngine {
     // quiche 0.18 (BoringSSL) offers X25519, P-256 and P-384, no ML-KEM, and its binding
     // cannot change the list: a list without X25519 (e.g. post-quantum only) cannot be met.
     if (options.keyExchange !== undefined && !options.keyExchange.includes('X25519')) {
-      throw new StoqUnsupportedError('keyExchange', `the quiche engine negotiates X25519, P-256 or P-384 (no X25519MLKEM768) and cannot restrict them to ${options.keyExchange.join(', ')}`)
+      throw new StoqUnsupportedError(
+        'keyExchange',
+        `the quiche engine negotiates X25519, P-256 or P-384 (no X25519MLKEM768) and cannot restrict them to ${options.keyExchange.join(', ')}`,
+      )
     }
     this.cids = new CidCodec(options.cidPrefix)
     this.q = loadQuiche()
@@ -145,10 +129,7 @@ export class QuicheEngine implements QuicEngine {
       )
       return this.applyTransport(cfg, alpn)
     } catch (err) {
-      throw new StoqInvalidArgumentError(
-        'tls',
-        `quiche refused the TLS configuration (certificate, key or CA PEM): ${(err as Error).message}`,
-      )
+      throw new StoqInvalidArgumentError('tls', `quiche refused the TLS configuration (certificate, key or CA PEM): ${(err as Error).message}`)
     }
   }
 
@@ -520,7 +501,7 @@ export class QuicheEngine implements QuicEngine {
         let ids: number[] | null = null
         const quiet = rec.quiet
         for (const id of conn.readable()) {
-          if (quiet !== null && quiet.has(id)) continue
+          if (quiet?.has(id)) continue
           ;(ids ??= []).push(id)
           if ((id & 0x2) === 0) this.noteStopped(rec, id)
         }

@@ -1,6 +1,6 @@
 import crypto from 'node:crypto'
 import { StoqInvalidArgumentError, type EngineServerOptions, type SocketAddress } from '@stoq/interface'
-import type { QuicheBinding, QuicheConfig } from './binding.js'
+import type { QuicheBinding, QuicheConfig, QuicheHeader } from './binding.js'
 import { carriesCid, CID_LEN, type CidCodec } from './cid.js'
 import { RetryTokens } from './retry-token.js'
 
@@ -142,7 +142,7 @@ export class FrontDoor {
       this.drop()
       return null
     }
-    let hdr
+    let hdr: QuicheHeader
     try {
       hdr = this.q.Header.fromSlice(pkt, CID_LEN)
     } catch {

@@ -139,7 +139,11 @@ function cacheRoot() {
  */
 function debianRegistry() {
   const mirror = process.env.STOQ_DEB_MIRROR || 'http://deb.debian.org/debian'
-  const key = crypto.createHash('sha256').update(JSON.stringify([DEB_SUITE, mirror, DEB_ROOTS])).digest('hex').slice(0, 16)
+  const key = crypto
+    .createHash('sha256')
+    .update(JSON.stringify([DEB_SUITE, mirror, DEB_ROOTS]))
+    .digest('hex')
+    .slice(0, 16)
   const dir = path.join(cacheRoot(), `deb-registry-${key}`)
   const registry = path.join(dir, 'usr', 'share', 'cargo', 'registry')
   const marker = path.join(dir, 'complete.json')
@@ -157,7 +161,11 @@ function debianRegistry() {
   try {
     let r = run('apt-get', [...opts, 'update'], { stdio: 'pipe' })
     if (!r.ok) throw new Error(`apt-get update (${DEB_SUITE}) failed: ${tail(r.output, 5)}`)
-    r = run('apt-cache', [...opts, 'depends', '--recurse', '--no-recommends', '--no-suggests', '--no-conflicts', '--no-breaks', '--no-replaces', '--no-enhances', ...DEB_ROOTS], { stdio: 'pipe' })
+    r = run(
+      'apt-cache',
+      [...opts, 'depends', '--recurse', '--no-recommends', '--no-suggests', '--no-conflicts', '--no-breaks', '--no-replaces', '--no-enhances', ...DEB_ROOTS],
+      { stdio: 'pipe' },
+    )
     if (!r.ok) throw new Error(`apt-cache depends failed: ${tail(r.output, 5)}`)
     // Top-level lines are package names; keep the crate packages (feature packages, with a
     // '+', are provided by them).
@@ -174,7 +182,10 @@ function debianRegistry() {
     fs.rmSync(dir, { recursive: true, force: true })
     fs.mkdirSync(dir, { recursive: true })
     fs.renameSync(path.join(unpacked, 'usr'), path.join(dir, 'usr'))
-    fs.writeFileSync(marker, `${JSON.stringify({ suite: DEB_SUITE, mirror, roots: DEB_ROOTS, debs: files.sort(), fetchedAt: new Date().toISOString() }, null, 2)}\n`)
+    fs.writeFileSync(
+      marker,
+      `${JSON.stringify({ suite: DEB_SUITE, mirror, roots: DEB_ROOTS, debs: files.sort(), fetchedAt: new Date().toISOString() }, null, 2)}\n`,
+    )
   } finally {
     fs.rmSync(work, { recursive: true, force: true })
   }
@@ -259,8 +270,10 @@ function cargoRun(cargo, registry, command) {
   if (registry !== null) {
     args.push(
       '--offline',
-      '--config', 'source.crates-io.replace-with="stoq-vendored"',
-      '--config', `source.stoq-vendored.directory=${JSON.stringify(checksumOverlay(registry))}`,
+      '--config',
+      'source.crates-io.replace-with="stoq-vendored"',
+      '--config',
+      `source.stoq-vendored.directory=${JSON.stringify(checksumOverlay(registry))}`,
     )
   } else {
     args.push('--locked')

@@ -22,13 +22,19 @@ export function privateApt(work, suite, mirror) {
   const status = path.join(work, 'status')
   fs.writeFileSync(status, '')
   const options = [
-    '-o', `Dir::Etc::SourceList=${sources}`,
-    '-o', 'Dir::Etc::SourceParts=/dev/null',
-    '-o', `Dir::State::Lists=${lists}`,
-    '-o', `Dir::Cache=${cache}`,
+    '-o',
+    `Dir::Etc::SourceList=${sources}`,
+    '-o',
+    'Dir::Etc::SourceParts=/dev/null',
+    '-o',
+    `Dir::State::Lists=${lists}`,
+    '-o',
+    `Dir::Cache=${cache}`,
     // An empty dpkg status: resolve against the suite alone, not what this system has installed.
-    '-o', `Dir::State::status=${status}`,
-    '-o', 'Debug::NoLocking=1',
+    '-o',
+    `Dir::State::status=${status}`,
+    '-o',
+    'Debug::NoLocking=1',
   ]
   // As root, apt drops to the _apt user, who cannot write into a home directory.
   if (typeof process.getuid === 'function' && process.getuid() === 0) options.push('-o', 'APT::Sandbox::User=root')

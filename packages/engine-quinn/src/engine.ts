@@ -765,4 +765,3 @@ export class QuinnEngine implements QuicEngine {
 export function quinnEngine(): (options: QuicEngineOptions) => QuicEngine {
   return (options) => new QuinnEngine(options)
 }
-

@@ -117,8 +117,8 @@ export function cidPrefixParam(value: unknown): number {
 }
 
 export type QuinnLoadResult =
-  | { ok: true; native: QuinnNative; library: string; /** Where it came from: STOQ_QUINN_LIBRARY, the platform package, the local build. */ source: string }
-  | { ok: false; reason: string; library: string | null; /** What to run to get the quinn engine here. */ fix: string }
+  | { ok: true; native: QuinnNative; library: string /** Where it came from: STOQ_QUINN_LIBRARY, the platform package, the local build. */; source: string }
+  | { ok: false; reason: string; library: string | null /** What to run to get the quinn engine here. */; fix: string }
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 /** Package root: `dist/` and `src/` are both one level below it. */
@@ -250,7 +250,7 @@ export function glibcTooOld(info: Pick<PrebuiltInfo, 'glibc' | 'builtOn'>, runni
 
 type Prebuilt =
   | { ok: true; library: string; info: PrebuiltInfo }
-  | { ok: false; reason: string; /** The platform has a prebuilt package, but it is not installed. */ notInstalled: boolean }
+  | { ok: false; reason: string /** The platform has a prebuilt package, but it is not installed. */; notInstalled: boolean }
 
 /** The prebuilt library of this platform's package, checked against the running glibc (not loaded). */
 function findPrebuilt(): Prebuilt {
@@ -269,7 +269,11 @@ function findPrebuilt(): Prebuilt {
   try {
     info = JSON.parse(fs.readFileSync(path.join(dir, 'library.json'), 'utf8')) as PrebuiltInfo
   } catch (err) {
-    return { ok: false, notInstalled: false, reason: `${name} has no library.json in ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}: not built)` }
+    return {
+      ok: false,
+      notInstalled: false,
+      reason: `${name} has no library.json in ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}: not built)`,
+    }
   }
   const library = path.join(dir, info.file || LIBRARY_FILE)
   if (!fs.existsSync(library)) return { ok: false, notInstalled: false, reason: `${name}: ${library} missing` }
@@ -407,7 +411,10 @@ function openLibrary(koffi: typeof import('koffi').default, library: string): { 
     if (v !== ABI_VERSION) return { ok: false, reason: `${library} has ABI ${v}, this package speaks ${ABI_VERSION} (a library of another version)` }
     const info = abiInfo(native)
     if (info.CONFIG_SIZE !== native.configSize) {
-      return { ok: false, reason: `${library}'s EngineConfig has ${info.CONFIG_SIZE} bytes, this package's ${native.configSize} (a library of another version)` }
+      return {
+        ok: false,
+        reason: `${library}'s EngineConfig has ${info.CONFIG_SIZE} bytes, this package's ${native.configSize} (a library of another version)`,
+      }
     }
     return { ok: true, native }
   } catch (err) {
@@ -429,7 +436,12 @@ export function loadQuinn(): QuinnLoadResult {
   try {
     koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi').default
   } catch (err) {
-    cached = { ok: false, library: null, reason: `koffi cannot be loaded: ${(err as Error).message}`, fix: 'reinstall @stoq/engine-quinn (its dependency koffi is missing or broken)' }
+    cached = {
+      ok: false,
+      library: null,
+      reason: `koffi cannot be loaded: ${(err as Error).message}`,
+      fix: 'reinstall @stoq/engine-quinn (its dependency koffi is missing or broken)',
+    }
     return cached
   }
   const fromEnv = process.env.STOQ_QUINN_LIBRARY
@@ -448,7 +460,12 @@ export function loadQuinn(): QuinnLoadResult {
     const r = openLibrary(koffi, prebuilt.library)
     if (r.ok) {
       tuneMalloc(koffi)
-      cached = { ok: true, native: r.native, library: prebuilt.library, source: `${platformPackageName()} (built on ${prebuilt.info.builtOn ?? 'unknown'}, needs glibc >= ${prebuilt.info.glibc ?? '?'})` }
+      cached = {
+        ok: true,
+        native: r.native,
+        library: prebuilt.library,
+        source: `${platformPackageName()} (built on ${prebuilt.info.builtOn ?? 'unknown'}, needs glibc >= ${prebuilt.info.glibc ?? '?'})`,
+      }
       return cached
     }
     failures.push(`prebuilt: ${r.reason}`)

@@ -27,7 +27,11 @@ describe('C ABI: TypeScript and Rust agree', () => {
     if (!loaded.ok) return
     const info = abiInfo(loaded.native)
     expect(info.CONFIG_SIZE).toBe(loaded.native.configSize)
-    const offsets = Object.fromEntries(Object.entries(info).filter(([k]) => k.startsWith('CONFIG_OFFSET.')).map(([k, v]) => [k.slice('CONFIG_OFFSET.'.length), v]))
+    const offsets = Object.fromEntries(
+      Object.entries(info)
+        .filter(([k]) => k.startsWith('CONFIG_OFFSET.'))
+        .map(([k, v]) => [k.slice('CONFIG_OFFSET.'.length), v]),
+    )
     expect(Object.keys(offsets)).toEqual(CONFIG_FIELDS.map(([name]) => name))
     expect(offsets).toEqual(loaded.native.configOffsets)
   })

@@ -94,7 +94,7 @@ describe.runIf(onLinuxX64Glibc)('the prebuilt package of this machine (linux-x64
 })
 
 describe('building from source', () => {
-  it('is one command naming this package\'s build script', () => {
+  it("is one command naming this package's build script", () => {
     const command = buildFromSourceCommand()
     expect(command).toBe(`node ${path.join(root, 'scripts', 'build-native.mjs')} --strict`)
     expect(fs.existsSync(path.join(root, 'scripts', 'build-native.mjs'))).toBe(true)

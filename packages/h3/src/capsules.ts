@@ -283,10 +283,7 @@ export function decodeCapsules(bytes: Uint8Array, options: CapsuleParserOptions 
 
 function checkDatagramStreamId(streamId: VarInt): bigint {
   if (!isVarInt(streamId) || (varintToBigInt(streamId) & 3n) !== 0n) {
-    throw new StoqInvalidArgumentError(
-      'streamId',
-      `HTTP/3 datagrams belong to client-initiated bidirectional streams (ID % 4 == 0), got ${show(streamId)}`,
-    )
+    throw new StoqInvalidArgumentError('streamId', `HTTP/3 datagrams belong to client-initiated bidirectional streams (ID % 4 == 0), got ${show(streamId)}`)
   }
   return varintToBigInt(streamId)
 }

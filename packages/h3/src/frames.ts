@@ -24,16 +24,7 @@ import {
   reservedCodepoint,
 } from './errors.js'
 import { decodeSettings, encodeSettings, type Settings, type SettingsInput } from './settings.js'
-import {
-  VarintAccumulator,
-  readVarint,
-  encodeVarint,
-  isVarInt,
-  varintLength,
-  varintToBigInt,
-  writeVarint,
-  type VarInt,
-} from './varint.js'
+import { VarintAccumulator, readVarint, encodeVarint, isVarInt, varintLength, varintToBigInt, writeVarint, type VarInt } from './varint.js'
 
 export const FRAME_DATA = 0x00
 export const FRAME_HEADERS = 0x01
@@ -84,14 +75,7 @@ export interface MaxPushIdFrame {
 }
 
 /** A complete, known HTTP/3 frame. */
-export type H3Frame =
-  | DataFrame
-  | HeadersFrame
-  | CancelPushFrame
-  | SettingsFrame
-  | PushPromiseFrame
-  | GoawayFrame
-  | MaxPushIdFrame
+export type H3Frame = DataFrame | HeadersFrame | CancelPushFrame | SettingsFrame | PushPromiseFrame | GoawayFrame | MaxPushIdFrame
 
 /** Part of a DATA frame's payload (with `FrameParser({ streamData: true })`). */
 export interface DataChunkEvent {
@@ -341,8 +325,7 @@ export function isFrameAllowed(streamKind: StreamKind, type: VarInt, receiver?: 
 /** Throws `StoqH3Error` H3_FRAME_UNEXPECTED when `isFrameAllowed` is false. */
 export function checkFrameAllowed(streamKind: StreamKind, type: VarInt, receiver?: Role): void {
   if (!isFrameAllowed(streamKind, type, receiver)) {
-    const where =
-      receiver === undefined ? `a ${streamKind} stream` : `a ${streamKind} stream received by a ${receiver}`
+    const where = receiver === undefined ? `a ${streamKind} stream` : `a ${streamKind} stream received by a ${receiver}`
     throw unexpected(type, where)
   }
 }
@@ -631,10 +614,7 @@ export class FrameParser {
       return
     }
     if (typeof value !== 'number' || value > this.#max) {
-      throw new StoqH3Error(
-        H3_EXCESSIVE_LOAD,
-        `${frameTypeName(type)} frame of ${value} bytes exceeds the limit of ${this.#max} bytes`,
-      )
+      throw new StoqH3Error(H3_EXCESSIVE_LOAD, `${frameTypeName(type)} frame of ${value} bytes exceeds the limit of ${this.#max} bytes`)
     }
     this.#payload = new Uint8Array(value)
     this.#filled = 0

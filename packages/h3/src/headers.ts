@@ -56,10 +56,7 @@ function checkValue(name: string, value: string): void {
 }
 
 /** Splits pseudo-header fields (which must all come first) from regular fields. */
-function splitFields(
-  fields: Iterable<readonly [string, string]>,
-  allowed: ReadonlySet<string>,
-): { pseudo: Map<string, string>; regular: FieldLine[] } {
+function splitFields(fields: Iterable<readonly [string, string]>, allowed: ReadonlySet<string>): { pseudo: Map<string, string>; regular: FieldLine[] } {
   iterableArg('fields', fields)
   const pseudo = new Map<string, string>()
   const regular: FieldLine[] = []
@@ -115,10 +112,7 @@ export interface ValidateRequestOptions {
  *
  * Throws `StoqH3Error` H3_MESSAGE_ERROR when the request is malformed.
  */
-export function validateRequestHeaders(
-  fields: Iterable<readonly [string, string]>,
-  options: ValidateRequestOptions = {},
-): RequestHead {
+export function validateRequestHeaders(fields: Iterable<readonly [string, string]>, options: ValidateRequestOptions = {}): RequestHead {
   optionsArg('options', options, ['allowExtendedConnect'])
   if (options.allowExtendedConnect !== undefined && typeof options.allowExtendedConnect !== 'boolean') {
     throw new StoqInvalidArgumentError('allowExtendedConnect', `expected a boolean, got ${show(options.allowExtendedConnect)}`)

@@ -151,10 +151,7 @@ export function decodeSettings(payload: Uint8Array, options: DecodeSettingsOptio
       throw new StoqH3Error(H3_SETTINGS_ERROR, `duplicate setting 0x${id.value.toString(16)}`)
     }
     if (checkValues && typeof id.value === 'number' && BOOLEAN_SETTINGS.has(id.value) && value.value !== 0 && value.value !== 1) {
-      throw new StoqH3Error(
-        H3_SETTINGS_ERROR,
-        `${SETTINGS_NAMES.get(id.value)} must be 0 or 1, got ${value.value.toString()}`,
-      )
+      throw new StoqH3Error(H3_SETTINGS_ERROR, `${SETTINGS_NAMES.get(id.value)} must be 0 or 1, got ${value.value.toString()}`)
     }
     settings.set(id.value, value.value)
   }

@@ -163,14 +163,12 @@ export function readVarint(buf: Uint8Array, offset: number): DecodedVarint<VarIn
       return { value: ((first & 0x3f) << 8) | buf[offset + 1]!, length }
     case 4:
       return {
-        value: ((first & 0x3f) * 0x1000000 + (buf[offset + 1]! << 16)) + ((buf[offset + 2]! << 8) | buf[offset + 3]!),
+        value: (first & 0x3f) * 0x1000000 + (buf[offset + 1]! << 16) + ((buf[offset + 2]! << 8) | buf[offset + 3]!),
         length,
       }
     default: {
-      const hi =
-        (first & 0x3f) * 0x1000000 + ((buf[offset + 1]! << 16) | (buf[offset + 2]! << 8) | buf[offset + 3]!)
-      const lo =
-        buf[offset + 4]! * 0x1000000 + ((buf[offset + 5]! << 16) | (buf[offset + 6]! << 8) | buf[offset + 7]!)
+      const hi = (first & 0x3f) * 0x1000000 + ((buf[offset + 1]! << 16) | (buf[offset + 2]! << 8) | buf[offset + 3]!)
+      const lo = buf[offset + 4]! * 0x1000000 + ((buf[offset + 5]! << 16) | (buf[offset + 6]! << 8) | buf[offset + 7]!)
       // hi < 2^21 means hi * 2^32 + lo < 2^53: exact as a double.
       if (hi < 0x200000) return { value: hi * 0x100000000 + lo, length }
       return { value: (BigInt(hi) << 32n) | BigInt(lo), length }

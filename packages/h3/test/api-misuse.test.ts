@@ -78,7 +78,8 @@ afterEach(() => {
 /** The call returns, or throws a StoqError (of any code): never anything else. */
 function expectNoCrash(label: string, fn: () => unknown): Outcome {
   const r = outcome(fn)
-  if (!r.ok && !StoqError.isInstance(r.error)) problems.push(`${label}: threw a non-STOQ error: ${String((r.error as Error)?.message ?? r.error).split('\n')[0]}`)
+  if (!r.ok && !StoqError.isInstance(r.error))
+    problems.push(`${label}: threw a non-STOQ error: ${String((r.error as Error)?.message ?? r.error).split('\n')[0]}`)
   if (r.ok && r.value instanceof Promise) problems.push(`${label}: a codec returned a promise`)
   return r
 }
@@ -87,7 +88,8 @@ function expectNoCrash(label: string, fn: () => unknown): Outcome {
 function expectTyped(label: string, fn: () => unknown, code = 'STOQ_ERR_INVALID_ARG'): void {
   const r = outcome(fn)
   if (r.ok) problems.push(`${label}: expected ${code}, got a result: ${inspect(r.value, { depth: 1, breakLength: Infinity })}`)
-  else if (!StoqError.isInstance(r.error)) problems.push(`${label}: expected ${code}, threw a non-STOQ error: ${String((r.error as Error)?.message ?? r.error).split('\n')[0]}`)
+  else if (!StoqError.isInstance(r.error))
+    problems.push(`${label}: expected ${code}, threw a non-STOQ error: ${String((r.error as Error)?.message ?? r.error).split('\n')[0]}`)
   else if (r.error.code !== code) problems.push(`${label}: expected ${code}, got ${r.error.code}: ${r.error.message}`)
 }
 
@@ -154,9 +156,25 @@ const VALID: Record<string, unknown[]> = {
   encodeQpackInteger: [10, 5, 0],
   fieldSectionSize: [[[':method', 'GET']]],
   isWebTransportConnect: [{ method: 'CONNECT', protocol: 'webtransport', scheme: 'https', authority: 'a', path: '/', headers: [] }],
-  validateRequestHeaders: [[[':method', 'GET'], [':scheme', 'https'], [':authority', 'a'], [':path', '/']], {}],
+  validateRequestHeaders: [
+    [
+      [':method', 'GET'],
+      [':scheme', 'https'],
+      [':authority', 'a'],
+      [':path', '/'],
+    ],
+    {},
+  ],
   validateResponseHeaders: [[[':status', '200']]],
-  validateWebTransportConnect: [[[':method', 'CONNECT'], [':protocol', 'webtransport'], [':scheme', 'https'], [':authority', 'a'], [':path', '/']]],
+  validateWebTransportConnect: [
+    [
+      [':method', 'CONNECT'],
+      [':protocol', 'webtransport'],
+      [':scheme', 'https'],
+      [':authority', 'a'],
+      [':path', '/'],
+    ],
+  ],
   webTransportResponseFields: [200, [['x', 'y']]],
   CapsuleParser: [{ maxCapsuleSize: 1024 }],
   decodeCapsuleValue: [0, bytes(1)],
@@ -276,7 +294,16 @@ describe('h3: API misuse', () => {
   })
 
   it('refuses what is not a varint where a varint is expected', () => {
-    const bad: Array<[string, unknown]> = [...WRONG.filter(([, v]) => typeof v !== 'number' && typeof v !== 'bigint' && v !== undefined), ['NaN', NaN], ['-1', -1], ['1.5', 1.5], ['2^62', 2 ** 62], ['2^62n', 2n ** 62n], ['-1n', -1n], ['Infinity', Infinity]]
+    const bad: Array<[string, unknown]> = [
+      ...WRONG.filter(([, v]) => typeof v !== 'number' && typeof v !== 'bigint' && v !== undefined),
+      ['NaN', NaN],
+      ['-1', -1],
+      ['1.5', 1.5],
+      ['2^62', 2 ** 62],
+      ['2^62n', 2n ** 62n],
+      ['-1n', -1n],
+      ['Infinity', Infinity],
+    ]
     for (const [name, position] of VARINT_ARGS) {
       for (const [label, v] of bad) {
         const a = VALID[name]!.slice()
@@ -358,7 +385,12 @@ describe('h3: unknown option keys', () => {
     ['decodeSettings', 'checkValue', 'checkValues', () => api.decodeSettings(new Uint8Array(0), { checkValue: true } as never)],
     ['validateRequestHeaders', 'allowExtendedConect', 'allowExtendedConnect', () => api.validateRequestHeaders([], { allowExtendedConect: true } as never)],
     ['encodeFieldSection', 'huffmann', 'huffman', () => api.encodeFieldSection([], { huffmann: true } as never)],
-    ['decodeFieldSection', 'maxFieldSectionSise', 'maxFieldSectionSize', () => api.decodeFieldSection(new Uint8Array([0, 0]), { maxFieldSectionSise: 1 } as never)],
+    [
+      'decodeFieldSection',
+      'maxFieldSectionSise',
+      'maxFieldSectionSize',
+      () => api.decodeFieldSection(new Uint8Array([0, 0]), { maxFieldSectionSise: 1 } as never),
+    ],
     ['webTransportServerSettings', 'maxFieldSection', null, () => api.webTransportServerSettings({ maxFieldSection: 1 } as never)],
   ])('%s refuses %s', (_api, argument, near, call) => {
     let err: unknown = null

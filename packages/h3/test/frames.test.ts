@@ -40,7 +40,14 @@ import {
 import { byteChunks, concat, expectH3Error, hex, randomBytes, randomChunks, rng, toHex } from './helpers.js'
 
 const SAMPLE_FRAMES: H3Frame[] = [
-  { kind: 'settings', settings: new Map([[SETTINGS_H3_DATAGRAM, 1], [SETTINGS_ENABLE_WEBTRANSPORT, 1], [0x1f * 7 + 0x21, 99]]) },
+  {
+    kind: 'settings',
+    settings: new Map([
+      [SETTINGS_H3_DATAGRAM, 1],
+      [SETTINGS_ENABLE_WEBTRANSPORT, 1],
+      [0x1f * 7 + 0x21, 99],
+    ]),
+  },
   { kind: 'data', payload: Uint8Array.of(1, 2, 3) },
   { kind: 'data', payload: new Uint8Array(0) },
   { kind: 'headers', fieldSection: hex('0000 510b 2f69 6e64 6578 2e68 746d 6c') },
@@ -94,7 +101,14 @@ describe('frame encoders', () => {
     expect(toHex(encodeDataFrameHeader(300))).toBe('00412c')
     expect(toHex(encodeHeadersFrame(hex('0000c1')))).toBe('01030000c1')
     expect(toHex(encodeCancelPushFrame(3))).toBe('030103')
-    expect(toHex(encodeSettingsFrame([[0x33, 1], [0x08, 1]]))).toBe('0404' + '3301' + '0801')
+    expect(
+      toHex(
+        encodeSettingsFrame([
+          [0x33, 1],
+          [0x08, 1],
+        ]),
+      ),
+    ).toBe('0404' + '3301' + '0801')
     expect(toHex(encodePushPromiseFrame(1, hex('0000c1')))).toBe('0504' + '01' + '0000c1')
     expect(toHex(encodeGoawayFrame(64))).toBe('07024040')
     expect(toHex(encodeMaxPushIdFrame(0))).toBe('0d0100')
@@ -216,18 +230,13 @@ describe('FrameParser', () => {
     expect(normalise(parseChunks([bytes], { webTransport: true, streamKind: 'request', receiver: 'server' }))).toEqual(expected)
     expect(normalise(parseChunks(byteChunks(bytes), { webTransport: true }))).toEqual(expected)
     // Preface only, then FIN: fine.
-    expect(parseChunks([encodeWebTransportBidiPreface(0)], { webTransport: true })).toEqual([
-      { kind: 'webtransport_stream', sessionId: 0 },
-    ])
+    expect(parseChunks([encodeWebTransportBidiPreface(0)], { webTransport: true })).toEqual([{ kind: 'webtransport_stream', sessionId: 0 }])
     // Ending inside the preface is a truncated frame.
     expectH3Error(() => decodeFrames(hex('4041'), { webTransport: true }), H3_FRAME_ERROR)
     // A session ID that is not a client-initiated bidirectional stream.
     expectH3Error(() => decodeFrames(hex('4041 01'), { webTransport: true }), H3_ID_ERROR)
     // 0x41 after other frames.
-    expectH3Error(
-      () => decodeFrames(concat(encodeHeadersFrame(hex('0000c1')), hex('4041 00')), { webTransport: true }),
-      H3_FRAME_ERROR,
-    )
+    expectH3Error(() => decodeFrames(concat(encodeHeadersFrame(hex('0000c1')), hex('4041 00')), { webTransport: true }), H3_FRAME_ERROR)
     // Without webTransport, 0x41 is an unknown frame with a length.
     expect(decodeFrames(hex('4041 01 00'), { reportUnknown: true })).toEqual([{ kind: 'unknown', type: 0x41, length: 1 }])
   })
@@ -276,10 +285,7 @@ describe('per-stream frame rules (RFC 9114 §7.2)', () => {
     expectH3Error(() => new FrameParser(opts).push(concat(settings, settings)), H3_FRAME_UNEXPECTED)
     expectH3Error(() => new FrameParser(opts).push(concat(settings, encodeDataFrame(new Uint8Array(1)))), H3_FRAME_UNEXPECTED)
     expectH3Error(() => new FrameParser(opts).push(concat(settings, encodeHeadersFrame(hex('0000')))), H3_FRAME_UNEXPECTED)
-    expectH3Error(
-      () => new FrameParser({ streamKind: 'control', receiver: 'client' }).push(concat(settings, encodeMaxPushIdFrame(1))),
-      H3_FRAME_UNEXPECTED,
-    )
+    expectH3Error(() => new FrameParser({ streamKind: 'control', receiver: 'client' }).push(concat(settings, encodeMaxPushIdFrame(1))), H3_FRAME_UNEXPECTED)
   })
 
   it('control stream: GOAWAY and MAX_PUSH_ID ID rules (H3_ID_ERROR)', () => {

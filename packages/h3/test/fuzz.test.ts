@@ -68,12 +68,32 @@ function mutate(next: () => number, bytes: Uint8Array): Uint8Array {
 const SEEDS: Uint8Array[] = [
   concat(encodeSettingsFrame(webTransportServerSettings()), encodeGoawayFrame(8), encodeReservedFrame(2, Uint8Array.of(1))),
   concat(
-    encodeHeadersFrame(encodeFieldSection([[':method', 'CONNECT'], [':protocol', 'webtransport'], ['origin', 'https://a.b']], { huffman: true })),
+    encodeHeadersFrame(
+      encodeFieldSection(
+        [
+          [':method', 'CONNECT'],
+          [':protocol', 'webtransport'],
+          ['origin', 'https://a.b'],
+        ],
+        { huffman: true },
+      ),
+    ),
     encodeDataFrame(encodeCloseWebTransportSession(3, 'done')),
   ),
   concat(encodeWebTransportBidiPreface(4), Uint8Array.of(1, 2, 3)),
-  encodeFieldSection([[':path', '/index.html'], ['user-agent', 'Chrome'], ['x-a', 'b']], { huffman: true }),
-  encodeSettings([[0x33, 1], [0x2b603742, 1], [0x21, 5]]),
+  encodeFieldSection(
+    [
+      [':path', '/index.html'],
+      ['user-agent', 'Chrome'],
+      ['x-a', 'b'],
+    ],
+    { huffman: true },
+  ),
+  encodeSettings([
+    [0x33, 1],
+    [0x2b603742, 1],
+    [0x21, 5],
+  ]),
   encodeCapsuleObject({ kind: 'close_webtransport_session', code: 9, reason: 'r' }),
   huffmanEncode(latin1Bytes('www.example.com')),
 ]

@@ -85,13 +85,41 @@ describe('validateRequestHeaders (RFC 9114 §4.2, §4.3)', () => {
     })
     expect(isWebTransportConnect(head)).toBe(false)
     // host instead of :authority
-    expect(validateRequestHeaders([[':method', 'GET'], [':scheme', 'https'], [':path', '/'], ['host', 'h']]).authority).toBeUndefined()
+    expect(
+      validateRequestHeaders([
+        [':method', 'GET'],
+        [':scheme', 'https'],
+        [':path', '/'],
+        ['host', 'h'],
+      ]).authority,
+    ).toBeUndefined()
   })
 
   it('accepts a classic CONNECT with :authority only', () => {
-    expect(validateRequestHeaders([[':method', 'CONNECT'], [':authority', 'proxy:443']]).method).toBe('CONNECT')
-    expectH3Error(() => validateRequestHeaders([[':method', 'CONNECT'], [':authority', 'a'], [':path', '/']]), H3_MESSAGE_ERROR)
-    expectH3Error(() => validateRequestHeaders([[':method', 'CONNECT'], [':authority', 'a'], [':scheme', 'https']]), H3_MESSAGE_ERROR)
+    expect(
+      validateRequestHeaders([
+        [':method', 'CONNECT'],
+        [':authority', 'proxy:443'],
+      ]).method,
+    ).toBe('CONNECT')
+    expectH3Error(
+      () =>
+        validateRequestHeaders([
+          [':method', 'CONNECT'],
+          [':authority', 'a'],
+          [':path', '/'],
+        ]),
+      H3_MESSAGE_ERROR,
+    )
+    expectH3Error(
+      () =>
+        validateRequestHeaders([
+          [':method', 'CONNECT'],
+          [':authority', 'a'],
+          [':scheme', 'https'],
+        ]),
+      H3_MESSAGE_ERROR,
+    )
     expectH3Error(() => validateRequestHeaders([[':method', 'CONNECT']]), H3_MESSAGE_ERROR)
   })
 
@@ -131,11 +159,51 @@ describe('validateRequestHeaders (RFC 9114 §4.2, §4.3)', () => {
   })
 
   it('refuses requests missing required pseudo-headers', () => {
-    expectH3Error(() => validateRequestHeaders([[':scheme', 'https'], [':path', '/']]), H3_MESSAGE_ERROR)
-    expectH3Error(() => validateRequestHeaders([[':method', 'GET'], [':path', '/'], [':authority', 'a']]), H3_MESSAGE_ERROR)
-    expectH3Error(() => validateRequestHeaders([[':method', 'GET'], [':scheme', 'https'], [':authority', 'a']]), H3_MESSAGE_ERROR)
-    expectH3Error(() => validateRequestHeaders([[':method', 'GET'], [':scheme', 'https'], [':authority', 'a'], [':path', '']]), H3_MESSAGE_ERROR)
-    expectH3Error(() => validateRequestHeaders([[':method', 'GET'], [':scheme', 'https'], [':path', '/']]), H3_MESSAGE_ERROR)
+    expectH3Error(
+      () =>
+        validateRequestHeaders([
+          [':scheme', 'https'],
+          [':path', '/'],
+        ]),
+      H3_MESSAGE_ERROR,
+    )
+    expectH3Error(
+      () =>
+        validateRequestHeaders([
+          [':method', 'GET'],
+          [':path', '/'],
+          [':authority', 'a'],
+        ]),
+      H3_MESSAGE_ERROR,
+    )
+    expectH3Error(
+      () =>
+        validateRequestHeaders([
+          [':method', 'GET'],
+          [':scheme', 'https'],
+          [':authority', 'a'],
+        ]),
+      H3_MESSAGE_ERROR,
+    )
+    expectH3Error(
+      () =>
+        validateRequestHeaders([
+          [':method', 'GET'],
+          [':scheme', 'https'],
+          [':authority', 'a'],
+          [':path', ''],
+        ]),
+      H3_MESSAGE_ERROR,
+    )
+    expectH3Error(
+      () =>
+        validateRequestHeaders([
+          [':method', 'GET'],
+          [':scheme', 'https'],
+          [':path', '/'],
+        ]),
+      H3_MESSAGE_ERROR,
+    )
   })
 })
 
@@ -157,8 +225,29 @@ describe('responses', () => {
     expectH3Error(() => validateResponseHeaders([['server', 'x']]), H3_MESSAGE_ERROR)
     expectH3Error(() => validateResponseHeaders([[':status', '20']]), H3_MESSAGE_ERROR)
     expectH3Error(() => validateResponseHeaders([[':status', '099']]), H3_MESSAGE_ERROR)
-    expectH3Error(() => validateResponseHeaders([[':status', '200'], [':status', '200']]), H3_MESSAGE_ERROR)
-    expectH3Error(() => validateResponseHeaders([[':status', '200'], [':path', '/']]), H3_MESSAGE_ERROR)
-    expectH3Error(() => validateResponseHeaders([['server', 'x'], [':status', '200']]), H3_MESSAGE_ERROR)
+    expectH3Error(
+      () =>
+        validateResponseHeaders([
+          [':status', '200'],
+          [':status', '200'],
+        ]),
+      H3_MESSAGE_ERROR,
+    )
+    expectH3Error(
+      () =>
+        validateResponseHeaders([
+          [':status', '200'],
+          [':path', '/'],
+        ]),
+      H3_MESSAGE_ERROR,
+    )
+    expectH3Error(
+      () =>
+        validateResponseHeaders([
+          ['server', 'x'],
+          [':status', '200'],
+        ]),
+      H3_MESSAGE_ERROR,
+    )
   })
 })

@@ -1,12 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import {
-  HUFFMAN_EOS,
-  HUFFMAN_TABLE,
-  QPACK_DECOMPRESSION_FAILED,
-  huffmanDecode,
-  huffmanEncode,
-  huffmanEncodedLength,
-} from '../src/index.js'
+import { HUFFMAN_EOS, HUFFMAN_TABLE, QPACK_DECOMPRESSION_FAILED, huffmanDecode, huffmanEncode, huffmanEncodedLength } from '../src/index.js'
 import { expectH3Error, hex, latin1Bytes, randomBytes, rng, toHex } from './helpers.js'
 
 /** RFC 7541 Appendix C.4 and C.6 Huffman-coded strings. */

@@ -36,10 +36,7 @@ describe('QPACK static table (RFC 9204 Appendix A)', () => {
     expect(QPACK_STATIC_TABLE[25]).toEqual([':status', '200'])
     expect(QPACK_STATIC_TABLE[31]).toEqual(['accept-encoding', 'gzip, deflate, br'])
     expect(QPACK_STATIC_TABLE[72]).toEqual(['accept-language', ''])
-    expect(QPACK_STATIC_TABLE[85]).toEqual([
-      'content-security-policy',
-      "script-src 'none'; object-src 'none'; base-uri 'none'",
-    ])
+    expect(QPACK_STATIC_TABLE[85]).toEqual(['content-security-policy', "script-src 'none'; object-src 'none'; base-uri 'none'"])
     expect(QPACK_STATIC_TABLE[90]).toEqual(['origin', ''])
     expect(QPACK_STATIC_TABLE[98]).toEqual(['x-frame-options', 'sameorigin'])
   })
@@ -122,9 +119,7 @@ describe('QPACK field sections', () => {
       const bytes = encodeFieldSection(CHROMIUM_CONNECT, { huffman })
       expect(decodeFieldSection(bytes)).toEqual(CHROMIUM_CONNECT)
     }
-    expect(encodeFieldSection(CHROMIUM_CONNECT, { huffman: true }).length).toBeLessThan(
-      encodeFieldSection(CHROMIUM_CONNECT).length,
-    )
+    expect(encodeFieldSection(CHROMIUM_CONNECT, { huffman: true }).length).toBeLessThan(encodeFieldSection(CHROMIUM_CONNECT).length)
   })
 
   it('uses Huffman only when shorter, and decodes Huffman names and values', () => {
@@ -201,10 +196,7 @@ describe('QPACK field sections', () => {
   it('refuses static indexes 99 and above', () => {
     expectH3Error(() => decodeFieldSection(concat(hex('0000'), encodeQpackInteger(99, 6, 0xc0))), QPACK_DECOMPRESSION_FAILED)
     expectH3Error(() => decodeFieldSection(concat(hex('0000'), encodeQpackInteger(1000, 6, 0xc0))), QPACK_DECOMPRESSION_FAILED)
-    expectH3Error(
-      () => decodeFieldSection(concat(hex('0000'), encodeQpackInteger(99, 4, 0x50), hex('0161'))),
-      QPACK_DECOMPRESSION_FAILED,
-    )
+    expectH3Error(() => decodeFieldSection(concat(hex('0000'), encodeQpackInteger(99, 4, 0x50), hex('0161'))), QPACK_DECOMPRESSION_FAILED)
   })
 
   it('refuses truncated sections', () => {

@@ -72,7 +72,16 @@ describe('SETTINGS', () => {
       webTransportMaxSessionsDraft07: null,
     })
     expect(peerWebTransportSupport(s)).toEqual({ draft02: true, draft07: false, datagrams: 'rfc9297', extendedConnect: false })
-    expect(peerWebTransportSupport(decodeSettings(encodeSettings([[0xffd277, 1], [0xc671706a, 16]])))).toEqual({
+    expect(
+      peerWebTransportSupport(
+        decodeSettings(
+          encodeSettings([
+            [0xffd277, 1],
+            [0xc671706a, 16],
+          ]),
+        ),
+      ),
+    ).toEqual({
       draft02: false,
       draft07: true,
       datagrams: 'draft04',
@@ -121,7 +130,10 @@ describe('SETTINGS', () => {
 
   it('refuses to encode what it would refuse to decode', () => {
     for (const bad of [
-      [[0x33, 1], [0x33, 1]],
+      [
+        [0x33, 1],
+        [0x33, 1],
+      ],
       [[0x04, 1]],
       [[0x33, 2]],
       [[-1, 0]],

@@ -5,17 +5,7 @@ import os from 'node:os'
 import { type UdpIo, type UdpIoFactory, checkOptions } from '@stoq/interface'
 import { type DgramUdpIoOptions, DGRAM_OPTION_KEYS, DgramUdpIo } from './dgram-io.js'
 import { DEFAULT_GSO_PROBE_SEGMENT_SIZE, DEFAULT_GSO_PROBE_TIMEOUT_MS, GSO_OPTION_KEYS, GsoUdpIo, type GsoUdpIoOptions } from './gso-io.js'
-import {
-  SO_SNDBUFFORCE,
-  SOL_SOCKET,
-  SOL_UDP,
-  UDP_GRO,
-  errnoName,
-  errorMessage,
-  type Koffi,
-  loadKoffi,
-  loadLibc,
-} from './koffi/libc.js'
+import { SO_SNDBUFFORCE, SOL_SOCKET, SOL_UDP, UDP_GRO, errnoName, errorMessage, type Koffi, loadKoffi, loadLibc } from './koffi/libc.js'
 import { socketFd } from './koffi/socket-fd.js'
 import { probeIoUring } from './uring-io.js'
 import { literalLookup, probeGso } from './koffi/sockets.js'
@@ -153,9 +143,7 @@ export async function detectCapabilities(options: Partial<DetectOptions> = {}): 
 
   const libcResult = loadLibc()
   const libc = libcResult.ok ? libcResult.libc : null
-  report.libc = libcResult.ok
-    ? { available: true, detail: `${libcResult.libc.name} loaded through koffi` }
-    : { available: false, detail: libcResult.reason }
+  report.libc = libcResult.ok ? { available: true, detail: `${libcResult.libc.name} loaded through koffi` } : { available: false, detail: libcResult.reason }
   const noLibc = libcResult.ok ? '' : `unknown: ${libcResult.reason}`
 
   for (const [key, proto] of [
@@ -242,7 +230,9 @@ export async function detectCapabilities(options: Partial<DetectOptions> = {}): 
       wmemMax,
       force,
       detail: `${limitsText(rmemMax, wmemMax)}; ${
-        force ? 'SO_SNDBUFFORCE/SO_RCVBUFFORCE allowed (CAP_NET_ADMIN): sizes above the limits can be set' : `SO_SNDBUFFORCE refused (${errnoName(forceErr)}): sizes are capped at the limits`
+        force
+          ? 'SO_SNDBUFFORCE/SO_RCVBUFFORCE allowed (CAP_NET_ADMIN): sizes above the limits can be set'
+          : `SO_SNDBUFFORCE refused (${errnoName(forceErr)}): sizes are capped at the limits`
       }`,
     }
   } catch (err) {
@@ -250,7 +240,13 @@ export async function detectCapabilities(options: Partial<DetectOptions> = {}): 
     if (report.gso.detail === '') report.gso = { available: false, detail: why }
     if (report.gro.detail === '') report.gro = { available: false, detail: why }
     if (report.socketBuffers.detail === '') {
-      report.socketBuffers = { available: rmemMax !== null && wmemMax !== null, rmemMax, wmemMax, force: false, detail: `${limitsText(rmemMax, wmemMax)}; ${why}` }
+      report.socketBuffers = {
+        available: rmemMax !== null && wmemMax !== null,
+        rmemMax,
+        wmemMax,
+        force: false,
+        detail: `${limitsText(rmemMax, wmemMax)}; ${why}`,
+      }
     }
   } finally {
     const s = sender
@@ -262,8 +258,7 @@ export async function detectCapabilities(options: Partial<DetectOptions> = {}): 
 function detectIoUring(): Capability {
   const probe = probeIoUring()
   const disabled = probe.disabledSysctl
-  const sysctl =
-    disabled === null ? 'kernel.io_uring_disabled not present' : `kernel.io_uring_disabled=${disabled}${disabled === 0 ? '' : ' (restricted)'}`
+  const sysctl = disabled === null ? 'kernel.io_uring_disabled not present' : `kernel.io_uring_disabled=${disabled}${disabled === 0 ? '' : ' (restricted)'}`
   return probe.ok
     ? {
         available: true,
@@ -454,7 +449,14 @@ function detectDpdk(linux: boolean): CapabilityReport['dpdk'] {
       for (const addr of entries.filter((e) => PCI_ADDRESS.test(e)).sort()) {
         const attr = (name: string): string | null => safe(() => readFileSync(`/sys/bus/pci/devices/${addr}/${name}`, 'utf8').trim(), null)
         const pciClass = attr('class')
-        devices.push({ pciAddress: addr, driver, vendor: attr('vendor'), device: attr('device'), pciClass, network: pciClass !== null && /^0x02/i.test(pciClass) })
+        devices.push({
+          pciAddress: addr,
+          driver,
+          vendor: attr('vendor'),
+          device: attr('device'),
+          pciClass,
+          network: pciClass !== null && /^0x02/i.test(pciClass),
+        })
       }
     }
     const nics = devices.filter((d) => d.network)
@@ -493,7 +495,9 @@ function deviceText(d: DpdkDevice): string {
 function hugepageText(total: number | null, free: number | null, sizeKb: number | null): string {
   if (total === null) return 'hugepages unknown (/proc/meminfo has no HugePages_Total)'
   const size = sizeKb === null ? '' : ` of ${sizeKb} kB`
-  return total > 0 ? `${total} hugepage(s)${size} configured, ${free ?? '?'} free` : `no hugepages configured (HugePages_Total 0${size ? `, Hugepagesize ${sizeKb} kB` : ''})`
+  return total > 0
+    ? `${total} hugepage(s)${size} configured, ${free ?? '?'} free`
+    : `no hugepages configured (HugePages_Total 0${size ? `, Hugepagesize ${sizeKb} kB` : ''})`
 }
 
 /** `eth0 -> virtio_net @ 0000:00:03.0` for each interface with a device, bifurcated drivers flagged. */
@@ -504,7 +508,10 @@ function kernelNicText(): string {
     const driver = safe(() => basename(readlinkSync(`/sys/class/net/${name}/device/driver`)), null)
     if (driver === null) continue
     const path = safe(() => realpathSync(`/sys/class/net/${name}/device`), '')
-    const pci = path.split('/').filter((p) => PCI_ADDRESS.test(p)).pop()
+    const pci = path
+      .split('/')
+      .filter((p) => PCI_ADDRESS.test(p))
+      .pop()
     const bifurcated = /^mlx[45]_core$/.test(driver) ? ', usable by the DPDK mlx PMD without rebinding' : ''
     out.push(`${name} -> ${driver}${pci === undefined ? '' : ` @ ${pci}`}${bifurcated}`)
   }

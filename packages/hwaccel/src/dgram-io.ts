@@ -1,7 +1,6 @@
 import dgram from 'node:dgram'
 import {
   StoqClosedError,
-  StoqInvalidArgumentError,
   StoqSocketError,
   type SocketAddress,
   type UdpBindOptions,
@@ -97,7 +96,10 @@ export class DgramUdpIo implements UdpIo {
     // without native help; without DF the endpoint does not probe the path MTU).
     const libc = loadLibc()
     const fd = libc.ok ? socketFd(socket) : -1
-    this.df = fd >= 0 && libc.ok && setDontFragment((f, level, name, value) => libc.libc.setIntOption(f, level, name, value), fd, this.v6, this.v6 && options.ipv6Only).ok
+    this.df =
+      fd >= 0 &&
+      libc.ok &&
+      setDontFragment((f, level, name, value) => libc.libc.setIntOption(f, level, name, value), fd, this.v6, this.v6 && options.ipv6Only).ok
     socket.on('message', this.pump.onMessage)
     socket.on('error', (err) => this.receiver?.onError(err))
     this.socket = socket

@@ -14,21 +14,7 @@ export interface FormatCapabilitiesOptions {
 }
 
 /** Report entries in display order; entries not listed here follow, in key order. */
-const ORDER = [
-  'kernel',
-  'koffi',
-  'libc',
-  'gso',
-  'gro',
-  'sendmmsg',
-  'recvmmsg',
-  'ioUring',
-  'socketBuffers',
-  'numa',
-  'affinity',
-  'nicOffloads',
-  'dpdk',
-] as const
+const ORDER = ['kernel', 'koffi', 'libc', 'gso', 'gro', 'sendmmsg', 'recvmmsg', 'ioUring', 'socketBuffers', 'numa', 'affinity', 'nicOffloads', 'dpdk'] as const
 
 interface Row {
   entry: string
@@ -83,12 +69,7 @@ export function formatCapabilities(report: CapabilityReport, options: Partial<Fo
 }
 
 function isCapability(value: unknown): value is Capability {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as Capability).available === 'boolean' &&
-    typeof (value as Capability).detail === 'string'
-  )
+  return typeof value === 'object' && value !== null && typeof (value as Capability).available === 'boolean' && typeof (value as Capability).detail === 'string'
 }
 
 /** Greedy word wrap; a word longer than the width gets a line of its own. */

@@ -200,12 +200,7 @@ export class GsoUdpIo implements UdpIo {
     const fd = socketFd(socket)
     if (fd < 0) await refuse('UDP GSO backend unavailable: the file descriptor of the dgram socket cannot be read on this Node version')
 
-    const buffers = applySocketBuffers(
-      libc,
-      fd,
-      options.sendBufferSize ?? this.socketBufferSize,
-      options.receiveBufferSize ?? this.socketBufferSize,
-    )
+    const buffers = applySocketBuffers(libc, fd, options.sendBufferSize ?? this.socketBufferSize, options.receiveBufferSize ?? this.socketBufferSize)
     const df = setDontFragment((f, level, name, value) => libc.setIntOption(f, level, name, value), fd, this.v6, this.v6 && options.ipv6Only)
     this.df = df.ok
     this.buffersDetail = `${buffers.detail}; ${df.ok ? "Don't Fragment set" : df.detail}`
@@ -256,7 +251,7 @@ export class GsoUdpIo implements UdpIo {
       const chunk = perWrite * segmentSize
       this.tokens.push(token, Math.ceil(length / chunk))
       for (let off = 0; off < length; off += chunk) {
-        const end = off + chunk < length ? off + chunk : length
+        const end = Math.min(off + chunk, length)
         const n = end - off
         const view = off === 0 && end === length ? data : data.subarray(off, end)
         if (n > segmentSize) {

@@ -22,11 +22,11 @@ export {
   type UdpIoAutoOptions,
   type AutoUdpIoFactory,
 } from './detect.js'
-export {
-  type LibnumaInfo,
-  type NicInterfaceReport,
-  type DpdkDevice,
-  type DpdkInfo,
+export type {
+  LibnumaInfo,
+  NicInterfaceReport,
+  DpdkDevice,
+  DpdkInfo,
 } from './detect.js'
 export type { NicOffloads, NicOffloadName, EthtoolInterfaceResult } from './koffi/ethtool.js'
 export {

@@ -114,7 +114,9 @@ export function bindToNumaNode(memory: Uint8Array, node: number): NumaPlacement 
   }
   const mask = new BigUint64Array(16) // 1024 nodes
   mask[node >> 6] = 1n << BigInt(node & 63)
-  const rc = Number(c.syscall(SYS_MBIND[process.arch]!, 'uint64_t', address, 'uint64_t', bytes, 'int', MPOL_BIND, 'void *', mask, 'uint64_t', 1024, 'uint32_t', MPOL_MF_MOVE))
+  const rc = Number(
+    c.syscall(SYS_MBIND[process.arch]!, 'uint64_t', address, 'uint64_t', bytes, 'int', MPOL_BIND, 'void *', mask, 'uint64_t', 1024, 'uint32_t', MPOL_MF_MOVE),
+  )
   if (rc !== 0) {
     const e = c.errno()
     return { ok: false, node, bytes: 0, via: 'mbind', detail: `mbind failed: ${errnoName(e)} (libnuma.so.1 absent)` }
@@ -131,6 +133,20 @@ export function numaNodeOf(memory: Uint8Array, offset = 0): number {
   // A page has no node before it is touched: read-modify-write one byte.
   memory[offset] = memory[offset]!
   const out = new Int32Array(1)
-  const rc = Number(c.syscall(SYS_GET_MEMPOLICY[process.arch]!, 'void *', out, 'void *', null, 'uint64_t', 0, 'uint64_t', c.address(memory) + offset, 'uint64_t', MPOL_F_NODE | MPOL_F_ADDR))
+  const rc = Number(
+    c.syscall(
+      SYS_GET_MEMPOLICY[process.arch]!,
+      'void *',
+      out,
+      'void *',
+      null,
+      'uint64_t',
+      0,
+      'uint64_t',
+      c.address(memory) + offset,
+      'uint64_t',
+      MPOL_F_NODE | MPOL_F_ADDR,
+    ),
+  )
   return rc === 0 ? out[0]! : -1
 }

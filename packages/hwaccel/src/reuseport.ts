@@ -185,8 +185,7 @@ export function attachCidSteering(fd: number, table: readonly number[]): void {
   if (err !== 0) {
     const name = errnoName(err)
     throw new StoqSocketError(
-      `setsockopt(SO_ATTACH_REUSEPORT_CBPF) on fd ${fd} failed: ${name}` +
-        (name === 'EINVAL' ? ' (is the socket bound with reusePort?)' : ''),
+      `setsockopt(SO_ATTACH_REUSEPORT_CBPF) on fd ${fd} failed: ${name}` + (name === 'EINVAL' ? ' (is the socket bound with reusePort?)' : ''),
       { syscall: 'setsockopt', errno: name },
     )
   }

@@ -68,7 +68,7 @@ import {
 } from './worker/protocol.js'
 import { WORKER_OPTION_KEYS, powerOfTwo, type WorkerUdpIoOptions, type WorkerUdpIoStats } from './worker/options.js'
 import { createSlotPool } from './worker/slot-pool.js'
-import { type UdpWorkerData, type UdpWorkerMessage } from './worker/udp-worker.js'
+import type { UdpWorkerData, UdpWorkerMessage } from './worker/udp-worker.js'
 import { source } from './worker/program.js'
 
 /**
@@ -101,6 +101,17 @@ interface WaitAsyncResult {
 }
 type WaitAsync = (typedArray: Int32Array, index: number, value: number) => WaitAsyncResult
 const waitAsync = (Atomics as unknown as { waitAsync?: WaitAsync }).waitAsync
+
+/**
+ * The drain that follows a waitAsync wake runs in a promise reaction, where an exception thrown by
+ * the receiver would become an unhandled rejection. Rethrown on the next tick, it is an uncaught
+ * exception, exactly as when the drain runs from setImmediate.
+ */
+function throwUncaught(err: unknown): void {
+  process.nextTick(() => {
+    throw err
+  })
+}
 
 /**
  * UdpIo whose socket lives in a worker thread that talks to the kernel through
@@ -243,7 +254,7 @@ export class WorkerUdpIo implements UdpIo {
       throw new StoqInvalidArgumentError('sendSlabs', 'expected an array of SharedArrayBuffer')
     }
     this.sendSlabs = this.zeroCopySupported() ? slabs.slice() : []
-    this.sendSlabs.forEach((sab, i) => this.slabIds.set(sab, i))
+    for (const [i, sab] of this.sendSlabs.entries()) this.slabIds.set(sab, i)
     this.socketBufferSize = options.socketBufferSize ?? DEFAULT_SOCKET_BUFFER_SIZE
     if (!Number.isInteger(this.socketBufferSize) || this.socketBufferSize < 1024) {
       throw new StoqInvalidArgumentError('socketBufferSize', 'expected an integer of at least 1024 (bytes)')
@@ -445,7 +456,8 @@ export class WorkerUdpIo implements UdpIo {
       if (outcome instanceof Error) throw new StoqSocketError(`UDP worker failed during bind: ${outcome.message}`, { syscall: 'bind' }, { cause: outcome })
       const where = `${options.host} port ${options.port}`
       const errno = outcome.errno > 0 ? errnoName(outcome.errno) : ''
-      if (outcome.type === 'bind-error' && outcome.kind === 'unsupported') throw new StoqUnsupportedError(feature, `${outcome.message}${errno ? ` (${errno})` : ''}`)
+      if (outcome.type === 'bind-error' && outcome.kind === 'unsupported')
+        throw new StoqUnsupportedError(feature, `${outcome.message}${errno ? ` (${errno})` : ''}`)
       throw new StoqSocketError(`Cannot bind UDP socket to ${where}: ${outcome.syscall} ${errno || outcome.message}`, {
         syscall: outcome.syscall,
         errno,
@@ -545,7 +557,7 @@ export class WorkerUdpIo implements UdpIo {
       const perWrite = Math.max(1, Math.min(GSO_MAX_SEGMENTS, Math.floor(maxBytes / segmentSize)))
       const chunk = perWrite * segmentSize
       for (let off = 0; off < length; off += chunk) {
-        const end = off + chunk < length ? off + chunk : length
+        const end = Math.min(off + chunk, length)
         const n = end - off
         const gso = n > segmentSize
         this.enqueue(data, off, n, gso ? segmentSize : 0, end === length ? token : -1)
@@ -697,7 +709,7 @@ export class WorkerUdpIo implements UdpIo {
       return
     }
     const result = waitAsync!(ctl, W_SIGNAL, seen)
-    if (result.async) (result.value as Promise<unknown>).then(this.onSignal)
+    if (result.async) (result.value as Promise<unknown>).then(this.onSignal).catch(throwUncaught)
     else setImmediate(this.onSignal)
   }
 

@@ -2,15 +2,7 @@ import { existsSync, readFileSync, readlinkSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { StoqError } from '@stoq/interface'
 import { afterAll, describe, expect, it } from 'vitest'
-import {
-  StoqAffinityError,
-  currentThreadId,
-  formatCpuList,
-  getCpuAffinity,
-  getOnlineCpus,
-  parseCpuList,
-  setCpuAffinity,
-} from '../src/index.js'
+import { StoqAffinityError, currentThreadId, formatCpuList, getCpuAffinity, getOnlineCpus, parseCpuList, setCpuAffinity } from '../src/index.js'
 
 const linux = process.platform === 'linux'
 
@@ -63,7 +55,10 @@ describe.runIf(linux)('CPU affinity of the calling thread', () => {
     const online = getOnlineCpus()
     const beyond = Math.max(...online) + 1
     for (const bad of [[], [1.5], [-1], [beyond], [1024], [Number.NaN], ['0'], [0, 'x'], null, '0', 0] as unknown[]) {
-      expect(codeOf(() => setCpuAffinity(bad as number[])), JSON.stringify(bad)).toBe('STOQ_ERR_INVALID_ARG')
+      expect(
+        codeOf(() => setCpuAffinity(bad as number[])),
+        JSON.stringify(bad),
+      ).toBe('STOQ_ERR_INVALID_ARG')
     }
     expect(procAllowed('/proc/thread-self/status')).toEqual(mainBefore)
   })

@@ -128,16 +128,21 @@ describe('detectCapabilities', () => {
   it('reports gso only as the real probe found it, and GsoUdpIo agrees with it', async () => {
     const report = await detectCapabilities()
     const io = new GsoUdpIo()
-    const outcome = await io.bind({ host: '127.0.0.1', port: 0, ipv6Only: false }, {
-      onPacket() {},
-      onBatchEnd() {},
-      onSendComplete() {},
-      onDrain() {},
-      onError() {},
-    }).then(
-      () => 'bound',
-      (err: unknown) => (StoqError.isInstance(err) ? err.code : String(err)),
-    )
+    const outcome = await io
+      .bind(
+        { host: '127.0.0.1', port: 0, ipv6Only: false },
+        {
+          onPacket() {},
+          onBatchEnd() {},
+          onSendComplete() {},
+          onDrain() {},
+          onError() {},
+        },
+      )
+      .then(
+        () => 'bound',
+        (err: unknown) => (StoqError.isInstance(err) ? err.code : String(err)),
+      )
     await io.close()
     if (report.gso.available) {
       expect(report.gso.detail).toMatch(/arrived as 2 datagrams with the right contents/)
@@ -193,7 +198,11 @@ describe.runIf(process.platform === 'linux')('detectCapabilities: the new entrie
       if (nic.offloads.rxChecksum !== null) expect(nic.offloads.rxChecksum, `${nic.name} rx-csum`).toBe(on('rx-checksum'))
       if (nic.offloads.sg !== null) expect(nic.offloads.sg, `${nic.name} sg`).toBe(on('tx-scatter-gather') || on('tx-scatter-gather-fraglist'))
       if (nic.offloads.txChecksum !== null) expect(nic.offloads.txChecksum, `${nic.name} tx-csum`).toBe(active.some((f) => f.startsWith('tx-checksum-')))
-      if (nic.offloads.tso === true) expect(active.some((f) => /^tx-tcp.*-segmentation$/.test(f)), `${nic.name} tso`).toBe(true)
+      if (nic.offloads.tso === true)
+        expect(
+          active.some((f) => /^tx-tcp.*-segmentation$/.test(f)),
+          `${nic.name} tso`,
+        ).toBe(true)
       if (nic.offloads.tso === false) expect(on('tx-tcp-segmentation') || on('tx-tcp6-segmentation'), `${nic.name} tso`).toBe(false)
       if (nic.offloads.udpSegmentation !== null) expect(nic.offloads.udpSegmentation).toBe(on('tx-udp-segmentation'))
     }
@@ -290,7 +299,10 @@ describe('formatCapabilities', () => {
       expect(row).toMatch(new RegExp(`^${name}\\s+${report[name].available ? 'yes' : 'no'}\\s+\\S`))
     }
     for (const nic of report.nicOffloads.interfaces) {
-      expect(lines.some((l) => new RegExp(`^  ${nic.name}\\s+${nic.answered ? 'yes' : 'no'}\\s`).test(l)), nic.name).toBe(true)
+      expect(
+        lines.some((l) => new RegExp(`^  ${nic.name}\\s+${nic.answered ? 'yes' : 'no'}\\s`).test(l)),
+        nic.name,
+      ).toBe(true)
     }
     // Every word of every detail is in the table (wrapping only moves words to continuation lines).
     const words = new Set(text.split(/\s+/))

@@ -4,15 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { udpIoTests } from '@stoq/compliance-tests'
 import { StoqError, type SocketAddress, type UdpReceiver } from '@stoq/interface'
 import { afterEach, describe, expect, it } from 'vitest'
-import {
-  DgramUdpIo,
-  GSO_MAX_SEGMENTS,
-  GSO_MAX_WRITE_BYTES_IPV4,
-  GsoUdpIo,
-  type GsoUdpIoOptions,
-  probeGsoSupport,
-  udpIoAuto,
-} from '../src/index.js'
+import { DgramUdpIo, GSO_MAX_SEGMENTS, GSO_MAX_WRITE_BYTES_IPV4, GsoUdpIo, type GsoUdpIoOptions, probeGsoSupport, udpIoAuto } from '../src/index.js'
 
 /** The machine-wide probe decides what this file can expect; nothing below assumes GSO without it. */
 const support = await probeGsoSupport()
@@ -119,7 +111,7 @@ describe.skipIf(!support.ok)('GsoUdpIo on this machine (GSO probe passed)', () =
     await waitFor('every completion', () => events.completions.length === cases.length)
     await new Promise((resolve) => setTimeout(resolve, 20))
     expect(rx.got.length).toBe(expected.length)
-    rx.got.forEach((d, i) => expect(new Uint8Array(d), `datagram ${i}`).toEqual(expected[i]))
+    for (const [i, d] of rx.got.entries()) expect(new Uint8Array(d), `datagram ${i}`).toEqual(expected[i])
     expect(events.completions).toEqual([0, 1, 2, 3, 4])
     const stats = io.stats()
     expect(stats).toMatchObject({
@@ -142,7 +134,7 @@ describe.skipIf(!support.ok)('GsoUdpIo on this machine (GSO probe passed)', () =
     expect(io.send(sb.data, 1200, rx.address, 42)).toBe(true)
     await waitFor('64 datagrams', () => rx.got.length >= 64)
     await waitFor('the completion', () => events.completions.length === 1)
-    rx.got.forEach((d, i) => expect(new Uint8Array(d), `datagram ${i}`).toEqual(sb.segments[i]))
+    for (const [i, d] of rx.got.entries()) expect(new Uint8Array(d), `datagram ${i}`).toEqual(sb.segments[i])
     expect(events.completions).toEqual([42])
     // 54 segments (64800 bytes) + 10.
     expect(io.stats()).toMatchObject({ sendCalls: 2, gsoWrites: 2, packetsSent: 64, bytesSent: 76800, sendErrors: 0 })
@@ -171,12 +163,12 @@ describe.skipIf(!support.ok)('GsoUdpIo on this machine (GSO probe passed)', () =
     add(5, 1000)
     single(9000, 65_000)
     add(2, 1200)
-    plan.forEach(([data, size], token) => io.send(data, size, rx.address, token))
+    for (const [token, [data, size]] of plan.entries()) io.send(data, size, rx.address, token)
     await waitFor(`${expected.length} datagrams`, () => rx.got.length >= expected.length)
     await waitFor('every completion', () => events.completions.length === plan.length)
     await new Promise((resolve) => setTimeout(resolve, 20))
     expect(rx.got.map((d) => d.length)).toEqual(expected.map((d) => d.length))
-    rx.got.forEach((d, i) => expect(new Uint8Array(d), `datagram ${i}`).toEqual(expected[i]))
+    for (const [i, d] of rx.got.entries()) expect(new Uint8Array(d), `datagram ${i}`).toEqual(expected[i])
     expect(events.completions).toEqual(plan.map((_, i) => i))
     const stats = io.stats()
     // 1000, 0, 700, (600 fits), 1000, 0, 1200: six changes.
@@ -189,7 +181,8 @@ describe.skipIf(!support.ok)('GsoUdpIo on this machine (GSO probe passed)', () =
     const { io, events } = await gso()
     const tokens = [5, 0, 2 ** 31 - 1, 17, 65_536, 3, 3.5e9]
     tokens.forEach((token, i) => {
-      if (i % 3 === 0) io.send(superBuffer(64, 1200).data, 1200, rx.address, token) // two writes, one token
+      if (i % 3 === 0)
+        io.send(superBuffer(64, 1200).data, 1200, rx.address, token) // two writes, one token
       else if (i % 3 === 1) io.send(superBuffer(3, 500).data, 500, rx.address, token)
       else io.send(payload(800, i), 800, rx.address, token)
     })
@@ -238,21 +231,17 @@ describe.skipIf(!support.ok)('GsoUdpIo on this machine (GSO probe passed)', () =
     expect(io.pendingSends).toBe(0)
   })
 
-  it(
-    'holds writes that need another UDP_SEGMENT while libuv has queued writes (node --test-udp-no-try-send)',
-    async () => {
-      // With this Node test flag every dgram write goes through libuv's queue,
-      // which on loopback otherwise happens only when the kernel says EAGAIN.
-      const result = await runChild(DEFERRAL_SCENARIO)
-      expect(result.errors).toEqual([])
-      expect(result.lengths).toEqual(result.expectedLengths)
-      expect(result.contentOk).toBe(true)
-      expect(result.completions).toEqual([0, 1, 2, 3, 4])
-      expect(result.deferredWrites).toBeGreaterThanOrEqual(4)
-      expect(result.sendErrors).toBe(0)
-    },
-    30_000,
-  )
+  it('holds writes that need another UDP_SEGMENT while libuv has queued writes (node --test-udp-no-try-send)', async () => {
+    // With this Node test flag every dgram write goes through libuv's queue,
+    // which on loopback otherwise happens only when the kernel says EAGAIN.
+    const result = await runChild(DEFERRAL_SCENARIO)
+    expect(result.errors).toEqual([])
+    expect(result.lengths).toEqual(result.expectedLengths)
+    expect(result.contentOk).toBe(true)
+    expect(result.completions).toEqual([0, 1, 2, 3, 4])
+    expect(result.deferredWrites).toBeGreaterThanOrEqual(4)
+    expect(result.sendErrors).toBe(0)
+  }, 30_000)
 })
 
 describe('fallback', () => {
@@ -335,9 +324,7 @@ export async function load(url, context, next) {
   return { format: 'module', source: out.outputText, shortCircuit: true }
 }
 `
-const REGISTER = `import { register } from 'node:module'; register(${JSON.stringify(
-  `data:text/javascript,${encodeURIComponent(HOOKS)}`,
-)});`
+const REGISTER = `import { register } from 'node:module'; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(HOOKS)}`)});`
 
 const DEFERRAL_SCENARIO = `
 import dgram from 'node:dgram'
@@ -398,15 +385,7 @@ function runChild(script: string): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
-      [
-        '--test-udp-no-try-send',
-        '--no-warnings',
-        '--import',
-        `data:text/javascript,${encodeURIComponent(REGISTER)}`,
-        '--input-type=module',
-        '-e',
-        script,
-      ],
+      ['--test-udp-no-try-send', '--no-warnings', '--import', `data:text/javascript,${encodeURIComponent(REGISTER)}`, '--input-type=module', '-e', script],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     )
     let out = ''

@@ -47,7 +47,7 @@ export function payload(length: number, seed: number): Uint8Array {
 export function superBuffer(count: number, segmentSize: number): { data: Uint8Array; segments: Uint8Array[] } {
   const segments = Array.from({ length: count }, (_, i) => payload(segmentSize, 1000 + i))
   const data = new Uint8Array(count * segmentSize)
-  segments.forEach((s, i) => data.set(s, i * segmentSize))
+  for (const [i, s] of segments.entries()) data.set(s, i * segmentSize)
   return { data, segments }
 }
 

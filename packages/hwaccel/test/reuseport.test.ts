@@ -2,16 +2,7 @@ import dgram from 'node:dgram'
 import { createRequire } from 'node:module'
 import { StoqError } from '@stoq/interface'
 import { describe, expect, it } from 'vitest'
-import {
-  DgramUdpIo,
-  GsoUdpIo,
-  UringUdpIo,
-  WorkerUdpIo,
-  attachCidSteering,
-  cidSteeringProgram,
-  closeSocketFd,
-  detachCidSteering,
-} from '../src/index.js'
+import { DgramUdpIo, GsoUdpIo, UringUdpIo, WorkerUdpIo, attachCidSteering, cidSteeringProgram, closeSocketFd, detachCidSteering } from '../src/index.js'
 import { Recorder, closedAfterEach, probeByBinding, waitFor } from './helpers.js'
 
 const support = await probeByBinding(new WorkerUdpIo(), () => 'bound')
@@ -61,12 +52,7 @@ const dcid0 = (d: Uint8Array): number => ((d[0]! & 0x80) !== 0 ? d[6]! : d[1]!)
  * From every client, send one short- and one long-header datagram per first DCID byte in `bytes`;
  * wait until all arrived (between the two sockets), and return what each received.
  */
-async function exchange(
-  from: dgram.Socket[],
-  port: number,
-  group: { rec: Recorder }[],
-  bytes: number[],
-): Promise<number[][]> {
+async function exchange(from: dgram.Socket[], port: number, group: { rec: Recorder }[], bytes: number[]): Promise<number[][]> {
   for (const m of group) m.rec.packets.length = 0
   let seq = 0
   const sends: Promise<void>[] = []
@@ -80,7 +66,11 @@ async function exchange(
   }
   await Promise.all(sends)
   const total = (): number => group.reduce((n, m) => n + m.rec.datagrams().length, 0)
-  await waitFor(`${seq} datagrams`, () => total() >= seq, () => `(got ${total()})`)
+  await waitFor(
+    `${seq} datagrams`,
+    () => total() >= seq,
+    () => `(got ${total()})`,
+  )
   await new Promise((resolve) => setTimeout(resolve, 20))
   expect(total()).toBe(seq)
   return group.map((m) => m.rec.datagrams().map(dcid0))
@@ -125,7 +115,9 @@ describe.skipIf(!support.ok)(`reuseport steering by connection ID (${support.det
 
     // Detached: back to hashing; detaching twice is ENOENT.
     detachCidSteering(first.io.fd)
-    expect(() => detachCidSteering(first.io.fd)).toThrow(expect.objectContaining({ code: 'STOQ_ERR_SOCKET', data: expect.objectContaining({ errno: 'ENOENT' }) }))
+    expect(() => detachCidSteering(first.io.fd)).toThrow(
+      expect.objectContaining({ code: 'STOQ_ERR_SOCKET', data: expect.objectContaining({ errno: 'ENOENT' }) }),
+    )
     ;[a, b] = await exchange(from, first.port, [first, second], [0, 1])
     expect(a!.length + b!.length).toBe(32)
     // Hashing keeps each client port on one socket, so whichever socket gets a client gets both DCIDs.
@@ -145,13 +137,17 @@ describe.skipIf(!support.ok)(`reuseport steering by connection ID (${support.det
     expect(err).toMatchObject({ code: 'STOQ_ERR_SOCKET', data: { syscall: 'bind', errno: 'EADDRINUSE' } })
     // And a first socket bound without it keeps the port for itself.
     const alone = await member(0, false)
-    const err2 = await new WorkerUdpIo(small).bind({ host: '127.0.0.1', port: alone.port, ipv6Only: false, reusePort: true }, new Recorder()).catch((e: unknown) => e)
+    const err2 = await new WorkerUdpIo(small)
+      .bind({ host: '127.0.0.1', port: alone.port, ipv6Only: false, reusePort: true }, new Recorder())
+      .catch((e: unknown) => e)
     expect(err2).toMatchObject({ code: 'STOQ_ERR_SOCKET', data: { errno: 'EADDRINUSE' } })
   })
 
   it('refuses to attach to a socket without a reuseport group, and validates its arguments', async () => {
     const alone = await member(0, false)
-    expect(() => attachCidSteering(alone.io.fd, [0])).toThrow(expect.objectContaining({ code: 'STOQ_ERR_SOCKET', data: expect.objectContaining({ syscall: 'setsockopt' }) }))
+    expect(() => attachCidSteering(alone.io.fd, [0])).toThrow(
+      expect.objectContaining({ code: 'STOQ_ERR_SOCKET', data: expect.objectContaining({ syscall: 'setsockopt' }) }),
+    )
     const bad: [unknown, unknown][] = [
       [-1, [0]],
       [1.5, [0]],
@@ -244,7 +240,9 @@ describe('the dgram-based backends refuse reusePort', () => {
       // reusePort: false is the default behaviour.
       const ok = make()
       opened.push(ok)
-      await expect(ok.bind({ host: '127.0.0.1', port: 0, ipv6Only: false, reusePort: false }, new Recorder())).resolves.toMatchObject({ port: expect.any(Number) })
+      await expect(ok.bind({ host: '127.0.0.1', port: 0, ipv6Only: false, reusePort: false }, new Recorder())).resolves.toMatchObject({
+        port: expect.any(Number),
+      })
     })
   }
 })

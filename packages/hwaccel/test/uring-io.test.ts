@@ -6,7 +6,18 @@ import { kUringSetupFlags } from '../src/uring-io.js'
 import { socketKit } from '../src/worker/socket-kit.js'
 import { uringKit } from '../src/worker/uring-kit.js'
 import { uringWorkerMain } from '../src/worker/uring-worker.js'
-import { Recorder, bindRecorded, closedAfterEach, expectSelfContained, payload, plainSender, portBindable, probeByBinding, superBuffer, waitFor } from './helpers.js'
+import {
+  Recorder,
+  bindRecorded,
+  closedAfterEach,
+  expectSelfContained,
+  payload,
+  plainSender,
+  portBindable,
+  probeByBinding,
+  superBuffer,
+  waitFor,
+} from './helpers.js'
 import * as cases from './worker-cases.js'
 
 /** A setup flag the kernel does not know: io_uring_setup refuses it with EINVAL. */
@@ -58,7 +69,11 @@ describe.skipIf(!support.ok)(`UringUdpIo on this machine (${support.detail})`, (
     const sent = Array.from({ length: 600 }, (_, i) => payload(1 + ((i * 97) % 1400), i))
     for (let i = 0; i < sent.length; i += 20) {
       for (const d of sent.slice(i, i + 20)) sender.send(d, address.port, '127.0.0.1')
-      await waitFor(`${i + 20} datagrams`, () => rec.datagrams().length >= i + 20, () => JSON.stringify(io.stats()))
+      await waitFor(
+        `${i + 20} datagrams`,
+        () => rec.datagrams().length >= i + 20,
+        () => JSON.stringify(io.stats()),
+      )
     }
     expect(rec.datagrams()).toEqual(sent)
     expect(io.stats()).toMatchObject({ packetsReceived: 600, receiveTruncated: 0 })
@@ -86,7 +101,8 @@ describe.skipIf(!support.ok)(`UringUdpIo on this machine (${support.detail})`, (
     expect(['EACCES', 'ENETUNREACH']).toContain(stats.lastSendError)
   })
 
-  it('counts a datagram larger than a buffer as a send error without a syscall, and still completes it', () => cases.failsTooLargeDatagram(uring, { sendSyscalls: 1 }))
+  it('counts a datagram larger than a buffer as a send error without a syscall, and still completes it', () =>
+    cases.failsTooLargeDatagram(uring, { sendSyscalls: 1 }))
 
   it('reports a dead worker with onError (STOQ_ERR_SOCKET), completes pending sends, and frees the port held by the ring', async () => {
     const { tx, port } = await cases.killWorkerWithSendsPending(uring)

@@ -23,7 +23,11 @@ export async function receivesGsoSuperBuffer(ctx: TestContext, bind: BindBackend
   const from = await sender.bind({ host: '127.0.0.1', port: 0, ipv6Only: false }, new Recorder())
   const sb = superBuffer(40, 1200)
   sender.send(sb.data, 1200, address, 1)
-  await waitFor('40 datagrams', () => rec.datagrams().length >= 40, () => `got ${rec.datagrams().length}`)
+  await waitFor(
+    '40 datagrams',
+    () => rec.datagrams().length >= 40,
+    () => `got ${rec.datagrams().length}`,
+  )
   expect(rec.datagrams()).toEqual(sb.segments)
   for (const p of rec.packets) {
     expect(p.from).toEqual(from)
@@ -73,7 +77,11 @@ export async function resumesAfterReceiveRingFull(bind: BindBackend, opened: Clo
   const sender = await plainSender(opened)
   const sent = Array.from({ length: 30 }, (_, i) => payload(300, i))
   for (const d of sent) sender.send(d, address.port, '127.0.0.1')
-  await waitFor('30 datagrams', () => rec.datagrams().length >= 30, () => JSON.stringify(io.stats()))
+  await waitFor(
+    '30 datagrams',
+    () => rec.datagrams().length >= 30,
+    () => JSON.stringify(io.stats()),
+  )
   expect(rec.datagrams()).toEqual(sent)
   expect(io.stats().receiveRingFull).toBeGreaterThan(0)
 }
@@ -110,7 +118,9 @@ export async function failsTooLargeDatagram(bind: BindBackend, stats: Record<str
  * Queue 50 sends, terminate the worker: onError reports STOQ_ERR_SOCKET once and every
  * pending send completes. Returns the sender (not closed yet) and the port it had bound.
  */
-export async function killWorkerWithSendsPending(bind: BindBackend): Promise<{ rx: Awaited<ReturnType<BindBackend>>; tx: Awaited<ReturnType<BindBackend>>; port: number }> {
+export async function killWorkerWithSendsPending(
+  bind: BindBackend,
+): Promise<{ rx: Awaited<ReturnType<BindBackend>>; tx: Awaited<ReturnType<BindBackend>>; port: number }> {
   const rx = await bind()
   const tx = await bind({ sendSlots: 4, sendQueueHighWater: 100, sendQueueLowWater: 1 })
   const port = tx.address.port

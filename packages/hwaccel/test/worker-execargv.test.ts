@@ -21,7 +21,7 @@ describe('worker backends under node --input-type=module', () => {
         console.log('failed ' + err.code + ' ' + err.message)
       }`
     const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { timeout: 30_000 })
-    const line = stdout.trim().split("\n").pop()!
+    const line = stdout.trim().split('\n').pop()!
     // Only a machine without the backend may refuse it, and then with a typed STOQ_ERR_UNSUPPORTED.
     if (line.startsWith('failed')) expect(line).toMatch(/^failed STOQ_ERR_UNSUPPORTED /)
     else expect(line).toMatch(/^bound (gro|uring) \d+$/)

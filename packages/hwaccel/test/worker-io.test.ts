@@ -91,7 +91,11 @@ describe.skipIf(!support.ok)(`WorkerUdpIo on this machine (${support.detail})`, 
     // Growing sizes: GRO never coalesces them, so each is a slot of its own.
     const sent = Array.from({ length: 30 }, (_, i) => payload(300 + i, i))
     for (const d of sent) sender.send(d, address.port, '127.0.0.1')
-    await waitFor('30 datagrams', () => rec.datagrams().length >= 30, () => JSON.stringify(io.stats()))
+    await waitFor(
+      '30 datagrams',
+      () => rec.datagrams().length >= 30,
+      () => JSON.stringify(io.stats()),
+    )
     expect(rec.datagrams()).toEqual(sent)
     expect(io.stats().drainDeferrals).toBeGreaterThan(0)
     // The other callback ran before the burst was through, not after it.
@@ -117,9 +121,7 @@ describe.skipIf(!support.ok)(`WorkerUdpIo on this machine (${support.detail})`, 
 
   it('rejects options it cannot use', () => {
     expect(() => new WorkerUdpIo({ receiveSlots: 100 })).toThrow(expect.objectContaining({ code: 'STOQ_ERR_INVALID_ARG' }) as Error)
-    expect(() => new WorkerUdpIo({ sendQueueHighWater: 4, sendQueueLowWater: 4 })).toThrow(
-      expect.objectContaining({ code: 'STOQ_ERR_INVALID_ARG' }) as Error,
-    )
+    expect(() => new WorkerUdpIo({ sendQueueHighWater: 4, sendQueueLowWater: 4 })).toThrow(expect.objectContaining({ code: 'STOQ_ERR_INVALID_ARG' }) as Error)
     const small = { ...fakePool(), bufferSize: 2048 }
     expect(() => new WorkerUdpIo({ pool: small })).toThrow(expect.objectContaining({ code: 'STOQ_ERR_INVALID_ARG' }) as Error)
   })
@@ -135,7 +137,17 @@ describe('worker program', () => {
 describe('AddressCodec', () => {
   it('formats IPv6 as Node does and round-trips through the ring words', () => {
     const codec = new AddressCodec()
-    const cases = ['::', '::1', '2001:db8::1', '2001:db8:0:1:1:1:1:1', 'fe80::1:2', '2001:0:0:1::1', '1::', '1:0:0:2:0:0:0:3', 'abcd:ef01:2345:6789:abcd:ef01:2345:6789']
+    const cases = [
+      '::',
+      '::1',
+      '2001:db8::1',
+      '2001:db8:0:1:1:1:1:1',
+      'fe80::1:2',
+      '2001:0:0:1::1',
+      '1::',
+      '1:0:0:2:0:0:0:3',
+      'abcd:ef01:2345:6789:abcd:ef01:2345:6789',
+    ]
     for (const text of cases) {
       const w = codec.parse(text)
       const back = codec.decode(w[0]!, w[1]!, w[2]!, w[3]!, 443, 0)

@@ -109,11 +109,7 @@ export class StoqTlsError extends StoqError<CloseInfo & { alert?: number }> {
 /** The peer's certificate did not match the pinned SHA-256 fingerprint. */
 export class StoqCertificatePinError extends StoqError<{ expected: string[]; actual: string | null }> {
   constructor(expected: string[], actual: string | null) {
-    super(
-      'STOQ_ERR_CERT_PIN',
-      `Peer certificate fingerprint ${actual ?? '(none)'} matches none of the pinned fingerprints`,
-      { expected, actual },
-    )
+    super('STOQ_ERR_CERT_PIN', `Peer certificate fingerprint ${actual ?? '(none)'} matches none of the pinned fingerprints`, { expected, actual })
   }
 }
 
@@ -171,11 +167,7 @@ export class StoqConnectionRefusedError extends StoqError<CloseInfo> {
 /** No more streams may be opened now: the peer's stream limit is reached. */
 export class StoqStreamLimitError extends StoqError<{ bidirectional: boolean }> {
   constructor(bidirectional: boolean) {
-    super(
-      'STOQ_ERR_STREAM_LIMIT',
-      `Peer's limit of concurrent ${bidirectional ? 'bidirectional' : 'unidirectional'} streams is reached`,
-      { bidirectional },
-    )
+    super('STOQ_ERR_STREAM_LIMIT', `Peer's limit of concurrent ${bidirectional ? 'bidirectional' : 'unidirectional'} streams is reached`, { bidirectional })
   }
 }
 

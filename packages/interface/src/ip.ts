@@ -43,7 +43,6 @@ export function writeIpv6(text: string, out: Uint8Array): void {
   }
 }
 
-
 /**
  * Text of an IPv6 address as libuv's inet_ntop (and so Node's dgram) writes
  * it: lowercase hex, the first longest run of two or more zero groups as `::`,
@@ -84,11 +83,7 @@ export function formatIpv6(bytes: Uint8Array): string {
       continue
     }
     if (i !== 0) out += ':'
-    if (
-      i === 6 &&
-      bestBase === 0 &&
-      (bestLen === 6 || (bestLen === 7 && words[7] !== 0x0001) || (bestLen === 5 && words[5] === 0xffff))
-    ) {
+    if (i === 6 && bestBase === 0 && (bestLen === 6 || (bestLen === 7 && words[7] !== 0x0001) || (bestLen === 5 && words[5] === 0xffff))) {
       out += `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`
       break
     }

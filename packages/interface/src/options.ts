@@ -72,13 +72,12 @@ export function closestKey(key: string, accepted: readonly string[]): string | n
  * `'transport'` for a nested one, so that a refused key reads `transport.maxStreamz`. A key
  * given as `undefined` counts as given: a typo is a typo whatever its value.
  */
-export function checkOptions<K extends string>(
-  value: unknown,
-  accepted: readonly K[],
-  path?: string,
-): Partial<Record<K, unknown>> {
+export function checkOptions<K extends string>(value: unknown, accepted: readonly K[], path?: string): Partial<Record<K, unknown>> {
   if (!isOptionsObject(value)) {
-    throw new StoqInvalidArgumentError(path === undefined || path === '' ? 'options' : path, `expected an object with any of ${accepted.join(', ')}, got ${describeValue(value)}`)
+    throw new StoqInvalidArgumentError(
+      path === undefined || path === '' ? 'options' : path,
+      `expected an object with any of ${accepted.join(', ')}, got ${describeValue(value)}`,
+    )
   }
   for (const key of Object.keys(value)) {
     if ((accepted as readonly string[]).includes(key)) continue

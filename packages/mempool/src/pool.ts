@@ -210,8 +210,7 @@ class SlabBufferPool implements SharedBufferPool {
     if (initialize) {
       Atomics.store(this.#header, MODE, MODE_INITIALIZED | (options.debug ? MODE_DEBUG : 0))
       this.#push(this.#grow(), 1)
-    }
-    else this.#map(Atomics.load(this.#header, CAPACITY))
+    } else this.#map(Atomics.load(this.#header, CAPACITY))
   }
 
   acquire(): number {
@@ -414,12 +413,7 @@ function resolveOptions(options: Partial<BufferPoolOptions>): BufferPoolOptions 
   checkOptions(options, OPTION_NAMES)
   const bufferSize = integerIn('bufferSize', options.bufferSize ?? DEFAULT_BUFFER_SIZE, DEFAULT_ALIGNMENT, MAX_BUFFER_SIZE)
   const maxBuffers = integerIn('maxBuffers', options.maxBuffers ?? DEFAULT_MAX_BUFFERS, 1, MAX_BUFFERS_LIMIT)
-  const initialBuffers = integerIn(
-    'initialBuffers',
-    options.initialBuffers ?? Math.min(DEFAULT_INITIAL_BUFFERS, maxBuffers),
-    1,
-    maxBuffers,
-  )
+  const initialBuffers = integerIn('initialBuffers', options.initialBuffers ?? Math.min(DEFAULT_INITIAL_BUFFERS, maxBuffers), 1, maxBuffers)
   const exhaustion = options.exhaustion ?? DEFAULT_EXHAUSTION
   if (exhaustion !== 'grow' && exhaustion !== 'error') {
     throw new StoqInvalidArgumentError('exhaustion', `expected 'grow' or 'error', got ${show(exhaustion)}`)

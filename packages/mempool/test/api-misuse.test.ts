@@ -56,15 +56,7 @@ function expectIntact(pool: SharedBufferPool): void {
 }
 
 /** Index values that are not a buffer of a 4-buffer pool. */
-const BAD_INDEX: Array<[string, unknown]> = [
-  ...WRONG,
-  ['4 (= capacity)', 4],
-  ['1e9', 1e9],
-  ['-0.5', -0.5],
-  ['"0"', '0'],
-  ['0n', 0n],
-  ['undefined', undefined],
-]
+const BAD_INDEX: Array<[string, unknown]> = [...WRONG, ['4 (= capacity)', 4], ['1e9', 1e9], ['-0.5', -0.5], ['"0"', '0'], ['0n', 0n], ['undefined', undefined]]
 
 describe('mempool: API misuse', () => {
   it('covers every export of src/index.ts', () => {
@@ -88,7 +80,12 @@ describe('mempool: API misuse', () => {
     const numeric: Record<string, [number, number]> = { bufferSize: [64, 16 * 1024 * 1024], maxBuffers: [1, 2 ** 20 - 1], initialBuffers: [1, 64] }
     for (const [option, [min, max]] of Object.entries(numeric)) {
       for (const [label, v] of [...OPT, ['min - 1', min - 1], ['max + 1', max + 1]] as Array<[string, unknown]>) {
-        await expectTyped(`${option} = ${label}`, () => createBufferPool({ [option]: v, ...(option === 'initialBuffers' ? { maxBuffers: 64 } : {}) } as never), 'STOQ_ERR_INVALID_ARG', option)
+        await expectTyped(
+          `${option} = ${label}`,
+          () => createBufferPool({ [option]: v, ...(option === 'initialBuffers' ? { maxBuffers: 64 } : {}) } as never),
+          'STOQ_ERR_INVALID_ARG',
+          option,
+        )
       }
     }
     for (const option of ['exhaustion', 'debug', 'shared']) {
@@ -112,7 +109,12 @@ describe('mempool: API misuse', () => {
       await expectTyped(`hooks = ${label}`, () => createBufferPool({ initialBuffers: 1, maxBuffers: 1 }, v as never), 'STOQ_ERR_INVALID_ARG', 'hooks')
     }
     for (const [label, v] of OPT.filter(([n]) => n !== 'a function')) {
-      await expectTyped(`onSlab = ${label}`, () => createBufferPool({ initialBuffers: 1, maxBuffers: 1 }, { onSlab: v } as never), 'STOQ_ERR_INVALID_ARG', 'onSlab')
+      await expectTyped(
+        `onSlab = ${label}`,
+        () => createBufferPool({ initialBuffers: 1, maxBuffers: 1 }, { onSlab: v } as never),
+        'STOQ_ERR_INVALID_ARG',
+        'onSlab',
+      )
     }
   })
 

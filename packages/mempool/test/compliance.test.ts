@@ -10,8 +10,7 @@ const variants: [string, Partial<BufferPoolOptions>][] = [
 
 for (const [name, options] of variants) {
   bufferPoolTests(`createBufferPool (${name})`, {
-    setup: ({ capacity, bufferSize }) =>
-      createBufferPool({ ...options, bufferSize, initialBuffers: capacity, maxBuffers: capacity * 4 }),
+    setup: ({ capacity, bufferSize }) => createBufferPool({ ...options, bufferSize, initialBuffers: capacity, maxBuffers: capacity * 4 }),
     teardown: (pool) => pool.close(),
   })
 }

@@ -24,8 +24,7 @@ function thrown(call: () => unknown): { code: string; message: string } {
   throw new Error('expected a StoqError, nothing was thrown')
 }
 
-const acquireMany = (pool: SharedBufferPool, count: number): number[] =>
-  Array.from({ length: count }, () => pool.acquire())
+const acquireMany = (pool: SharedBufferPool, count: number): number[] => Array.from({ length: count }, () => pool.acquire())
 
 describe('defaults', () => {
   it('creates 64 buffers of 64 KiB, shared', () => {

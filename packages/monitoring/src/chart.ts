@@ -63,9 +63,7 @@ const CHAR_WIDTH = 7
  * Chart input from a `ThroughputSeries`, its `toJSON()` or its `points()`:
  * `tSec` → `t`, `instantGbps` → `gbps`, `averageGbps` as is.
  */
-export function throughputChartSamples(
-  source: ThroughputSeries | ThroughputSeriesJSON | readonly ThroughputPoint[],
-): ThroughputChartSample[] {
+export function throughputChartSamples(source: ThroughputSeries | ThroughputSeriesJSON | readonly ThroughputPoint[]): ThroughputChartSample[] {
   const expected = 'expected a ThroughputSeries, its toJSON() or an array of its points'
   if (typeof source !== 'object' || source === null) throw new StoqInvalidArgumentError('source', `${expected}, got ${show(source)}`)
   const points: readonly ThroughputPoint[] = Array.isArray(source)
@@ -93,7 +91,11 @@ export function formatChartGbps(gbps: number): string {
   checkNumber('gbps', gbps)
   const a = Math.abs(gbps)
   if (a === 0) return '0'
-  if (a >= 1e6) return gbps.toPrecision(4).replace(/\.?0+e/, 'e').replace('e+', 'e')
+  if (a >= 1e6)
+    return gbps
+      .toPrecision(4)
+      .replace(/\.?0+e/, 'e')
+      .replace('e+', 'e')
   if (a >= 100) return gbps.toFixed(1)
   if (a >= 0.1) return gbps.toFixed(2)
   if (a >= 0.001) return gbps.toFixed(4)
@@ -239,10 +241,7 @@ function checkText(name: string, v: unknown): string | undefined {
  *
  * Throws `StoqInvalidArgumentError` for a non-finite number or a bad option.
  */
-export function renderThroughputChart(
-  samples: readonly ThroughputChartSample[],
-  options: Partial<ThroughputChartOptions> = {},
-): string {
+export function renderThroughputChart(samples: readonly ThroughputChartSample[], options: Partial<ThroughputChartOptions> = {}): string {
   if (!Array.isArray(samples)) throw new StoqInvalidArgumentError('samples', 'expected an array of { t, gbps, averageGbps }')
   checkOptions(options, OPTION_NAMES)
   const width = checkSize('width', options.width, MIN_WIDTH, CHART_DEFAULT_WIDTH)
@@ -313,7 +312,9 @@ export function renderThroughputChart(
   )
   out.push(`<title>${escapeXml(subtitle !== undefined ? `${title} (${subtitle})` : title)}</title>`)
   out.push(`<rect class="background" x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`)
-  out.push(`<text class="title" x="${n(width / 2)}" y="24" text-anchor="middle" font-size="16" font-weight="bold" fill="${COLOR_AXIS}">${escapeXml(title)}</text>`)
+  out.push(
+    `<text class="title" x="${n(width / 2)}" y="24" text-anchor="middle" font-size="16" font-weight="bold" fill="${COLOR_AXIS}">${escapeXml(title)}</text>`,
+  )
   if (subtitle !== undefined) {
     out.push(`<text class="subtitle" x="${n(width / 2)}" y="44" text-anchor="middle" fill="#555555">${escapeXml(subtitle)}</text>`)
   }
@@ -347,7 +348,9 @@ export function renderThroughputChart(
   out.push('</g>')
 
   if (data.length === 0) {
-    out.push(`<text class="no-data" x="${n((x0 + x1) / 2)}" y="${n((y0 + y1) / 2)}" text-anchor="middle" font-size="16" fill="#777777">${escapeXml(CHART_NO_DATA_TEXT)}</text>`)
+    out.push(
+      `<text class="no-data" x="${n((x0 + x1) / 2)}" y="${n((y0 + y1) / 2)}" text-anchor="middle" font-size="16" fill="#777777">${escapeXml(CHART_NO_DATA_TEXT)}</text>`,
+    )
     out.push('</svg>')
     return `${out.join('\n')}\n`
   }
@@ -389,7 +392,13 @@ export function renderThroughputChart(
   const ly = top - 14
   out.push(`<g class="legend" fill="${COLOR_AXIS}">`)
   for (const e of entries) {
-    out.push(e.mark.replaceAll('{x}', n(lx)).replaceAll('{x2}', n(lx + 26)).replaceAll('{xm}', n(lx + 13)).replaceAll('{y}', n(ly)))
+    out.push(
+      e.mark
+        .replaceAll('{x}', n(lx))
+        .replaceAll('{x2}', n(lx + 26))
+        .replaceAll('{xm}', n(lx + 13))
+        .replaceAll('{y}', n(ly)),
+    )
     out.push(`<text x="${n(lx + 32)}" y="${n(ly + 4)}">${escapeXml(e.label)}</text>`)
     lx += e.width
   }

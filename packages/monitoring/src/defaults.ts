@@ -2,9 +2,7 @@
  * RTT histogram bounds in milliseconds, from loopback (~0.05 ms) through LAN (~0.5 ms) to
  * intercontinental paths (~300 ms); anything slower lands in `+Inf`.
  */
-export const DEFAULT_RTT_BUCKETS_MS: readonly number[] = Object.freeze([
-  0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000,
-])
+export const DEFAULT_RTT_BUCKETS_MS: readonly number[] = Object.freeze([0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000])
 
 /** 3600 points: one hour at one point per second, about 115 KiB of Float64 storage. */
 export const DEFAULT_SERIES_CAPACITY = 3600

@@ -109,7 +109,10 @@ export function parsePrometheusText(text: string): ParsedPrometheusFamily[] {
         else if (line[pos] !== '}') fail('expected , or } after a label')
       }
     }
-    const fields = line.slice(pos).trim().split(/[ \t]+/)
+    const fields = line
+      .slice(pos)
+      .trim()
+      .split(/[ \t]+/)
     if (pos < line.length && line[pos] !== ' ' && line[pos] !== '\t') fail('no space before the value')
     if (fields.length < 1 || fields.length > 2 || fields[0] === '') fail('expected a value and an optional timestamp')
     if (!FLOAT.test(fields[0]!)) fail(`bad value ${JSON.stringify(fields[0])}`)
@@ -125,11 +128,7 @@ export function parsePrometheusText(text: string): ParsedPrometheusFamily[] {
 }
 
 /** The family a sample belongs to: its own name, or the histogram/summary its suffix points to. */
-function familyOf(
-  families: Map<string, ParsedPrometheusFamily>,
-  name: string,
-  family: (name: string) => ParsedPrometheusFamily,
-): ParsedPrometheusFamily {
+function familyOf(families: Map<string, ParsedPrometheusFamily>, name: string, family: (name: string) => ParsedPrometheusFamily): ParsedPrometheusFamily {
   for (const type of ['histogram', 'summary']) {
     for (const suffix of SUFFIXES[type]!) {
       if (!name.endsWith(suffix)) continue

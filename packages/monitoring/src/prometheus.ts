@@ -115,10 +115,7 @@ export interface MetricsHandlerOptions {
  *
  * `http.createServer(createMetricsHandler(registry)).listen(9464)`
  */
-export function createMetricsHandler(
-  source: MetricsSource,
-  options: Partial<MetricsHandlerOptions> = {},
-): (req: IncomingMessage, res: ServerResponse) => void {
+export function createMetricsHandler(source: MetricsSource, options: Partial<MetricsHandlerOptions> = {}): (req: IncomingMessage, res: ServerResponse) => void {
   checkSource(source)
   checkOptions(options, ['path'])
   const path = options.path ?? DEFAULT_METRICS_PATH

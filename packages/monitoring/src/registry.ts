@@ -13,14 +13,7 @@
  * the family with its own handle.
  */
 
-import {
-  StoqInvalidArgumentError,
-  checkOptions,
-  optionKeys,
-  type MetricHandle,
-  type MetricsSink,
-  type SpecificationVersion,
-} from '@stoq/interface'
+import { StoqInvalidArgumentError, checkOptions, optionKeys, type MetricHandle, type MetricsSink, type SpecificationVersion } from '@stoq/interface'
 import { show } from './args.js'
 import { DEFAULT_PREFIX } from './defaults.js'
 
@@ -335,13 +328,7 @@ class Registry implements MetricsRegistry {
     return { metrics }
   }
 
-  #register(
-    type: MetricType,
-    rawName: string,
-    help: string,
-    rawLabels: Record<string, string> | undefined,
-    buckets: number[] | null,
-  ): Series {
+  #register(type: MetricType, rawName: string, help: string, rawLabels: Record<string, string> | undefined, buckets: number[] | null): Series {
     if (typeof rawName !== 'string') throw new StoqInvalidArgumentError('name', `expected a string, got ${show(rawName)}`)
     const name = this.#prefix + rawName
     validateMetricName(name)
@@ -489,27 +476,15 @@ function validateBuckets(buckets: readonly number[]): number[] {
   return bounds
 }
 
-function checkSameFamily(
-  family: Family,
-  type: MetricType,
-  help: string,
-  labelNames: string,
-  buckets: number[] | null,
-): void {
+function checkSameFamily(family: Family, type: MetricType, help: string, labelNames: string, buckets: number[] | null): void {
   if (family.type !== type) {
     throw new StoqInvalidArgumentError('name', `${family.name} is already registered as a ${family.type}, not a ${type}`)
   }
   if (family.help !== help) {
-    throw new StoqInvalidArgumentError(
-      'help',
-      `${family.name} is already registered with help ${JSON.stringify(family.help)}, got ${JSON.stringify(help)}`,
-    )
+    throw new StoqInvalidArgumentError('help', `${family.name} is already registered with help ${JSON.stringify(family.help)}, got ${JSON.stringify(help)}`)
   }
   if (family.labelNames !== labelNames) {
-    throw new StoqInvalidArgumentError(
-      'labels',
-      `every series of ${family.name} has the label names [${family.labelNames}], got [${labelNames}]`,
-    )
+    throw new StoqInvalidArgumentError('labels', `every series of ${family.name} has the label names [${family.labelNames}], got [${labelNames}]`)
   }
   if (buckets !== null) {
     const known = family.buckets!
@@ -551,10 +526,5 @@ function badGauge(name: string, method: 'add' | 'set', value: unknown): StoqInva
 }
 
 function isThenable(value: unknown): boolean {
-  return (
-    (typeof value === 'object' || typeof value === 'function') &&
-    value !== null &&
-    typeof (value as { then?: unknown }).then === 'function'
-  )
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as { then?: unknown }).then === 'function'
 }
-

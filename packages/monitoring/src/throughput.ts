@@ -144,10 +144,7 @@ export class ThroughputSeries {
       throw new StoqInvalidArgumentError('nowMs', `time went backwards: ${nowMs} ms after ${this.#lastMs} ms`)
     }
     if (totalBytes < this.#lastBytes) {
-      throw new StoqInvalidArgumentError(
-        'totalBytes',
-        `the byte counter is cumulative and went down from ${this.#lastBytes} to ${totalBytes}`,
-      )
+      throw new StoqInvalidArgumentError('totalBytes', `the byte counter is cumulative and went down from ${this.#lastBytes} to ${totalBytes}`)
     }
     if (nowMs === this.#lastMs) return null
 

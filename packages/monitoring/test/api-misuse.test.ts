@@ -199,7 +199,7 @@ describe('monitoring: API misuse', () => {
     }
     cases.push(['buckets not increasing', () => r.histogram('h', 'h', [2, 1]), 'buckets'])
     // biome-ignore lint/suspicious/noSparseArray: the hole is the wrong value under test
-  cases.push(['a sparse bucket array', () => r.histogram('h', 'h', [, 1] as never), 'buckets'])
+    cases.push(['a sparse bucket array', () => r.histogram('h', 'h', [, 1] as never), 'buckets'])
     for (const [label, v] of except('a function')) cases.push([`collect(${label})`, () => r.collect(v as never), 'collector'])
     await table(cases)
   })
@@ -279,7 +279,10 @@ describe('monitoring: API misuse', () => {
     for (const [label, v] of except('undefined', '-1', '0', '1.5', '2^64')) cases.push([`sample(0, ${label})`, () => series.sample(0, v as never), 'nowMs'])
     const badClock = new ThroughputSeries({ clock: () => 'soon' as never })
     cases.push(['a clock that returns a string', () => badClock.sample(0), 'nowMs'])
-    for (const [label, v] of except('1.5' /* listed below */).concat([['1.5', 1.5], ['2^31', 2 ** 31]])) {
+    for (const [label, v] of except('1.5' /* listed below */).concat([
+      ['1.5', 1.5],
+      ['2^31', 2 ** 31],
+    ])) {
       if (v === 1) continue
       cases.push([`start(${label})`, () => series.start(v as never, () => 0), 'intervalMs'])
     }

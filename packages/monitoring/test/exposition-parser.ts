@@ -182,11 +182,7 @@ function checkHistogram(family: ParsedFamily): void {
 }
 
 /** The value of the one sample named `name` with exactly `labels`. */
-export function sampleValue(
-  families: Map<string, ParsedFamily>,
-  name: string,
-  labels: Record<string, string> = {},
-): number | undefined {
+export function sampleValue(families: Map<string, ParsedFamily>, name: string, labels: Record<string, string> = {}): number | undefined {
   const want = JSON.stringify(Object.entries(labels).sort())
   for (const family of families.values()) {
     for (const sample of family.samples) {

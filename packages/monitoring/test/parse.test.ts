@@ -58,9 +58,7 @@ describe('exposition accepted by parse-prometheus-text-format', () => {
     const ours = parsePrometheusText(text)
     expect(ours.map((f) => [f.name, f.type.toUpperCase(), f.help])).toEqual(theirs.map((f) => [f.name, f.type, f.help]))
     const counter = ours.find((f) => f.name === 'stoq_bytes_sent_total')!
-    expect(counter.samples.map((s) => [s.labels, s.value])).toEqual(
-      theirs[0]!.metrics.map((m) => [m.labels, Number(m.value)]),
-    )
+    expect(counter.samples.map((s) => [s.labels, s.value])).toEqual(theirs[0]!.metrics.map((m) => [m.labels, Number(m.value)]))
     const hist = ours.find((f) => f.name === 'stoq_handshake_duration_seconds')!
     expect(hist.samples.map((s) => s.name)).toEqual([
       ...Array(4).fill('stoq_handshake_duration_seconds_bucket'),

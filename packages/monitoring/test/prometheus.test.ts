@@ -3,13 +3,7 @@ import { createServer, request, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { StoqError } from '@stoq/interface'
 import { afterEach, describe, expect, it } from 'vitest'
-import {
-  DEFAULT_RTT_BUCKETS_MS,
-  PROMETHEUS_CONTENT_TYPE,
-  createMetricsHandler,
-  createMetricsRegistry,
-  toPrometheusText,
-} from '../src/index.js'
+import { DEFAULT_RTT_BUCKETS_MS, PROMETHEUS_CONTENT_TYPE, createMetricsHandler, createMetricsRegistry, toPrometheusText } from '../src/index.js'
 import { parseExposition, sampleValue } from './exposition-parser.js'
 
 describe('exposition text', () => {
@@ -81,9 +75,7 @@ describe('exposition text', () => {
     const labels = { instance: 'edge-1', peer: '[::1]:4433' }
     expect(families.get('stoq_rtt_ms')!.type).toBe('histogram')
     for (const le of DEFAULT_RTT_BUCKETS_MS) {
-      expect(sampleValue(families, 'stoq_rtt_ms_bucket', { ...labels, le: String(le) })).toBe(
-        observed.filter((v) => v <= le).length,
-      )
+      expect(sampleValue(families, 'stoq_rtt_ms_bucket', { ...labels, le: String(le) })).toBe(observed.filter((v) => v <= le).length)
     }
     expect(sampleValue(families, 'stoq_rtt_ms_bucket', { ...labels, le: '+Inf' })).toBe(6)
     expect(sampleValue(families, 'stoq_rtt_ms_count', labels)).toBe(6)

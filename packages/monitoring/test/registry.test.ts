@@ -184,7 +184,10 @@ describe('histograms', () => {
     const values = [0.2, 1, 1.0001, 4, 5, 7, 10, 10.5, 100, -3]
     for (const v of values) rtt.observe(v)
     expect(rtt.count).toBe(10)
-    expect(rtt.sum).toBeCloseTo(values.reduce((a, b) => a + b, 0), 10)
+    expect(rtt.sum).toBeCloseTo(
+      values.reduce((a, b) => a + b, 0),
+      10,
+    )
     const [family] = registry.snapshot().metrics
     expect(family).toEqual({
       name: 'rtt_ms',

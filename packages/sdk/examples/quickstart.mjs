@@ -6,10 +6,7 @@ const { cert, key, sha256Hex } = await createWebTransportCertificate()
 
 // Server: echo every stream back.
 const server = await Stoq.create('echo-server')
-const listening = await server.listen(
-  { host: '::', port: 0 },
-  { cert, key, onStream: (stream) => void stream.readable.pipeTo(stream.writable) },
-)
+const listening = await server.listen({ host: '::', port: 0 }, { cert, key, onStream: (stream) => void stream.readable.pipeTo(stream.writable) })
 
 // Client: connect (the server's certificate pinned by its SHA-256), send, read the echo.
 const client = await Stoq.create('my-app')

@@ -32,10 +32,20 @@ export async function doctor(): Promise<DoctorReport> {
   const capabilities = await detectCapabilities()
   const engines: EngineAvailability[] = []
   const quinn = quinnAvailability()
-  engines.push({ name: 'quinn', available: quinn.available, detail: quinn.available ? `quinn-proto 0.11 + rustls 0.23 in ${quinn.library}; TLS key exchange X25519MLKEM768 (post-quantum hybrid) first, then X25519, P-256, P-384` : `${quinn.detail}. Fix: ${quinn.fix}` })
+  engines.push({
+    name: 'quinn',
+    available: quinn.available,
+    detail: quinn.available
+      ? `quinn-proto 0.11 + rustls 0.23 in ${quinn.library}; TLS key exchange X25519MLKEM768 (post-quantum hybrid) first, then X25519, P-256, P-384`
+      : `${quinn.detail}. Fix: ${quinn.fix}`,
+  })
   try {
     new QuicheEngine({ transport: DEFAULT_TRANSPORT }).destroy()
-    engines.push({ name: 'quiche', available: true, detail: `quiche through the napi binding of ${QUICHE_BINDING_PACKAGE}; TLS key exchange X25519, P-256, P-384 (no post-quantum group)` })
+    engines.push({
+      name: 'quiche',
+      available: true,
+      detail: `quiche through the napi binding of ${QUICHE_BINDING_PACKAGE}; TLS key exchange X25519, P-256, P-384 (no post-quantum group)`,
+    })
   } catch (err) {
     engines.push({ name: 'quiche', available: false, detail: (err as Error).message })
   }

@@ -52,7 +52,11 @@ function checkAppName(appName: unknown): string {
 
 /** Validates identity options (typed errors), filling in the defaults except `dir`. */
 export function resolveIdentityOptions(options: unknown): Omit<IdentityOptions, 'dir'> & { dir: string | undefined } {
-  const o = checkOptions(options, optionKeys<IdentityOptions>({ dir: true, validityDays: true, renewBeforeDays: true, names: true }), 'identity') as Partial<IdentityOptions>
+  const o = checkOptions(
+    options,
+    optionKeys<IdentityOptions>({ dir: true, validityDays: true, renewBeforeDays: true, names: true }),
+    'identity',
+  ) as Partial<IdentityOptions>
   const validityDays = o.validityDays ?? DEFAULT_IDENTITY_VALIDITY_DAYS
   const renewBeforeDays = o.renewBeforeDays ?? DEFAULT_IDENTITY_RENEW_BEFORE_DAYS
   if (typeof validityDays !== 'number' || !Number.isInteger(validityDays) || validityDays < 1 || validityDays > 3650) {
@@ -74,9 +78,7 @@ export function resolveIdentityOptions(options: unknown): Omit<IdentityOptions, 
 /** The per-app config directory (XDG on Linux). */
 export function appConfigDir(appName: string): string {
   checkAppName(appName)
-  const base = process.env.XDG_CONFIG_HOME && path.isAbsolute(process.env.XDG_CONFIG_HOME)
-    ? process.env.XDG_CONFIG_HOME
-    : path.join(os.homedir(), '.config')
+  const base = process.env.XDG_CONFIG_HOME && path.isAbsolute(process.env.XDG_CONFIG_HOME) ? process.env.XDG_CONFIG_HOME : path.join(os.homedir(), '.config')
   return path.join(base, 'stoq', appName)
 }
 
@@ -114,7 +116,9 @@ export async function loadOrCreateIdentity(appName: string, options: Partial<Ide
   const notAfter = new Date(Date.now() + validityDays * DAY)
   const names = ['localhost', ...extraNames]
   const certificate = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex').replace(/^[89a-f]/, '1'),
+    serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(8)))
+      .toString('hex')
+      .replace(/^[89a-f]/, '1'),
     name: `CN=${appName}`,
     notBefore,
     notAfter,
@@ -183,7 +187,11 @@ export interface BrowserCertificate {
 
 /** Validates browser certificate options (typed errors), filling in the defaults except `dir`. */
 export function resolveBrowserCertificateOptions(options: unknown): Omit<BrowserCertificateOptions, 'dir'> & { dir: string | undefined } {
-  const o = checkOptions(options, optionKeys<BrowserCertificateOptions>({ dir: true, validityDays: true, renewBeforeDays: true, names: true, ips: true }), 'browserCertificate') as Partial<BrowserCertificateOptions>
+  const o = checkOptions(
+    options,
+    optionKeys<BrowserCertificateOptions>({ dir: true, validityDays: true, renewBeforeDays: true, names: true, ips: true }),
+    'browserCertificate',
+  ) as Partial<BrowserCertificateOptions>
   const validityDays = o.validityDays ?? DEFAULT_BROWSER_CERT_VALIDITY_DAYS
   const renewBeforeDays = o.renewBeforeDays ?? DEFAULT_BROWSER_CERT_RENEW_BEFORE_DAYS
   if (typeof validityDays !== 'number' || !Number.isInteger(validityDays) || validityDays < 1 || validityDays > MAX_WEBTRANSPORT_CERT_DAYS) {

@@ -1,12 +1,7 @@
-import {
-  StoqClosedError,
-  StoqInvalidArgumentError,
-  type QuicConnection,
-  type QuicStream,
-  type SendSource,
-} from '@stoq/transport-core'
+import { StoqClosedError, StoqInvalidArgumentError, type QuicConnection, type QuicStream, type SendSource } from '@stoq/transport-core'
 import { ThroughputSeries } from '@stoq/monitoring'
 import { StoqProtocolError } from './errors.js'
+import { ignoreRejection } from './ignore.js'
 import {
   CHUNK_STATUS,
   chunkStatusError,
@@ -118,7 +113,7 @@ export class Multiplexer {
       retries: 0,
       series: new ThroughputSeries({ capacity: SERIES_POINTS }),
     }))
-    conns.forEach((conn, i) => this.attach(i, conn))
+    for (const [i, conn] of conns.entries()) this.attach(i, conn)
     this.sample()
     this.sampler = setInterval(() => this.sample(), MULTIPLEX_SAMPLE_INTERVAL_MS)
     this.sampler.unref()
@@ -193,7 +188,7 @@ export class Multiplexer {
   }
 
   private static alive(m: Member): boolean {
-    return m.conn !== null && m.conn.established
+    return m.conn?.established === true
   }
 
   /** A live member with fewer than `depth` transfer chunks in flight, by strategy; null when none. */
@@ -227,7 +222,7 @@ export class Multiplexer {
   /** The member that takes the next message or stream. */
   private pick(): Member {
     if (this.closed) throw new StoqClosedError('multiplexer')
-    const alive = this.members.filter((m) => m.conn !== null && m.conn.established)
+    const alive = this.members.filter((m) => m.conn?.established)
     if (alive.length === 0) throw new StoqClosedError('multiplexer', 'No member connection is alive')
     if (this.strategy === 'least-loaded') {
       let best = alive[0]!
@@ -392,7 +387,7 @@ export class Multiplexer {
             timer = setTimeout(() => resolve('stalled'), Math.max(1, opts.stallTimeoutMs - (performance.now() - lastProgress)))
           })
           const next = chunks.next()
-          next.catch(() => {})
+          next.catch(ignoreRejection) // marks it handled: the race below rethrows it, unless the stall wins and the source is abandoned
           const got = await Promise.race([next, stalled]).finally(() => clearTimeout(timer))
           if (got === 'stalled') {
             failure = new StoqProtocolError('multiplex transfer', `the source gave no data for ${opts.stallTimeoutMs} ms`)
@@ -423,7 +418,7 @@ export class Multiplexer {
           stream.reset(1)
           stream.stopSending(1)
         }
-        if (!sourceDone) void chunks.return(undefined).catch(() => {})
+        if (!sourceDone) void chunks.return(undefined).catch(ignoreRejection) // the transfer has failed with its own error; a source that fails to stop adds nothing
       }
       await Promise.allSettled([...inflight])
     }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { StoqClosedError, StoqInvalidArgumentError, type QuicConnection } from '@stoq/transport-core'
 import { checkOptions, optionKeys } from '@stoq/interface'
+import { ignoreRejection } from './ignore.js'
 
 /** Pooled connections at most: enough for a service talking to many peers. */
 export const DEFAULT_POOL_MAX_CONNECTIONS = 50
@@ -30,7 +31,8 @@ interface Entry {
 /** A pool key: the peer plus every option that changes who we would be talking to. */
 export function poolKey(host: string, port: number, options: Record<string, unknown>): string {
   if (typeof host !== 'string' || host.length === 0) throw new StoqInvalidArgumentError('host', 'expected a host name or IP literal')
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) throw new StoqInvalidArgumentError('port', 'expected an integer from 0 to 65535')
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new StoqInvalidArgumentError('port', 'expected an integer from 0 to 65535')
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new StoqInvalidArgumentError('options', 'expected an object')
   const parts: string[] = [host.toLowerCase(), String(port)]
   for (const name of Object.keys(options).sort()) {
@@ -131,7 +133,7 @@ export class ConnectionPool {
       if (entry.conn && entry.conn.streamsOpen === 0) {
         this.entries.delete(key)
         this.counters.evictions++
-        void entry.conn.close(0, 'pool eviction').catch(() => {})
+        void entry.conn.close(0, 'pool eviction').catch(ignoreRejection) // the entry is gone from the pool; a failed close has no one left to tell
         return true
       }
     }
@@ -154,7 +156,7 @@ export class ConnectionPool {
       else if (now - entry.lastUsed >= this.options.idleTimeoutMs) {
         this.entries.delete(key)
         this.counters.evictions++
-        void conn.close(0, 'pool idle timeout').catch(() => {})
+        void conn.close(0, 'pool idle timeout').catch(ignoreRejection) // the entry is gone from the pool; a failed close has no one left to tell
       }
     }
   }

@@ -33,6 +33,7 @@ import {
 } from './identity.js'
 import { H3_ALPN, serveWebTransport, type WebTransportServer, type WebTransportServerOptions, type WebTransportSession } from '@stoq/webtransport'
 import { fingerprintDer } from '@stoq/transport-core'
+import { ignoreRejection } from './ignore.js'
 import { ConnectionPool, poolKey, type PoolOptions, type PoolStats } from './pool.js'
 import { batching } from '@stoq/batching'
 import { classifyTier, tierProfile, NETWORK_TIERS, type NetworkTier, type TierProfile } from './tiers.js'
@@ -263,7 +264,10 @@ export class Stoq {
    * stream and time it until the peer acknowledged every byte. The peer sees that stream
    * (a STOQ server may simply cancel it). In `auto` mode the result sets the tier.
    */
-  async probe(target: ConnectTarget, options: StoqConnectOptions & { bytes?: number } = {}): Promise<{ gbps: number; tier: NetworkTier; profile: TierProfile }> {
+  async probe(
+    target: ConnectTarget,
+    options: StoqConnectOptions & { bytes?: number } = {},
+  ): Promise<{ gbps: number; tier: NetworkTier; profile: TierProfile }> {
     this.assertOpen()
     const { bytes = 8 * 1024 * 1024, ...connectOptions } = connectOptionsArg(options, PROBE_KEYS)
     if (!Number.isInteger(bytes) || bytes < 64 * 1024 || bytes > 1024 * 1024 * 1024) {
@@ -299,7 +303,10 @@ export class Stoq {
     resolveBrowserCertificateOptions(options.browserCertificate ?? {})
     const tier = options.tier ?? 'auto'
     if (tier !== 'auto' && !NETWORK_TIERS.includes(tier)) {
-      throw new StoqInvalidArgumentError('tier', `expected 'auto' or one of ${NETWORK_TIERS.join(', ')}, got ${typeof tier === 'string' ? JSON.stringify(tier) : typeof tier}`)
+      throw new StoqInvalidArgumentError(
+        'tier',
+        `expected 'auto' or one of ${NETWORK_TIERS.join(', ')}, got ${typeof tier === 'string' ? JSON.stringify(tier) : typeof tier}`,
+      )
     }
     return new Stoq(name, {
       endpoint: options.endpoint ?? {},
@@ -330,7 +337,10 @@ export class Stoq {
     this.assertOpen()
     checkOptions(handlers, LISTEN_KEYS, 'handlers')
     if (typeof port !== 'number' && !isOptionsObject(port)) {
-      throw new StoqInvalidArgumentError('port', `expected a port number or { host, port }, got ${typeof port === 'string' ? JSON.stringify(port) : typeof port}`)
+      throw new StoqInvalidArgumentError(
+        'port',
+        `expected a port number or { host, port }, got ${typeof port === 'string' ? JSON.stringify(port) : typeof port}`,
+      )
     }
     for (const k of ['onConnection', 'onStream', 'onDatagram'] as const) {
       if (handlers[k] !== undefined && typeof handlers[k] !== 'function') throw new StoqInvalidArgumentError(`handlers.${k}`, 'expected a function')
@@ -363,7 +373,7 @@ export class Stoq {
     const ep = await createEndpoint({ workers: 'auto', ...setup.options, ...where, server }, setup.components)
     if (this.closed) {
       // close() ran while the endpoint was being bound: it would outlive the instance.
-      await ep.close().catch(() => {})
+      await ep.close().catch(ignoreRejection) // the instance is closed, which assertOpen() reports; a failed close adds nothing
       this.assertOpen()
     }
     this.endpoints.add(ep)
@@ -387,7 +397,7 @@ export class Stoq {
         ep.once('close', () => this.webTransportServers.delete(wts))
       } catch (err) {
         this.endpoints.delete(ep)
-        await ep.close().catch(() => {})
+        await ep.close().catch(ignoreRejection) // the WebTransport setup error is what the caller gets; a failed close adds nothing
         throw err
       }
     }
@@ -481,7 +491,7 @@ export class Stoq {
       this.client = createEndpoint(setup.options, setup.components).then(async (ep) => {
         if (this.closed) {
           // close() ran while the endpoint was being bound: it would outlive the instance.
-          await ep.close().catch(() => {})
+          await ep.close().catch(ignoreRejection) // the instance is closed, which assertOpen() reports; a failed close adds nothing
           this.assertOpen()
         }
         this.endpoints.add(ep)
@@ -590,7 +600,7 @@ export class Stoq {
     this.series.stop()
     this.pool.close()
     // WebTransport sessions end with a CLOSE_WEBTRANSPORT_SESSION first, then the endpoints go.
-    await Promise.all([...this.webTransportServers].map((s) => s.close().catch(() => {})))
+    await Promise.all([...this.webTransportServers].map((s) => s.close().catch(ignoreRejection))) // closing down: a WebTransport server that fails to close still has its endpoint closed next
     this.webTransportServers.clear()
     await Promise.all([...this.endpoints].map((ep) => ep.close()))
     this.endpoints.clear()

@@ -79,7 +79,9 @@ afterAll(async () => {
 
 describe('Stoq.create', () => {
   it('refuses a bad name, options that are not objects, and bad sub-options', async () => {
-    for (const [label, v] of [...not('a string'), ['an empty name', ''], ['a path', '../x'], ['..', '..'], ['65 characters', 'a'.repeat(65)]] as Array<[string, unknown]>) {
+    for (const [label, v] of [...not('a string'), ['an empty name', ''], ['a path', '../x'], ['..', '..'], ['65 characters', 'a'.repeat(65)]] as Array<
+      [string, unknown]
+    >) {
       await expectTyped(() => Stoq.create(v as never), 'STOQ_ERR_INVALID_ARG', `name ${label}`)
     }
     for (const [label, v] of not('an object', 'a function')) await expectTyped(() => Stoq.create('a', v as never), 'STOQ_ERR_INVALID_ARG', `options ${label}`)
@@ -94,7 +96,11 @@ describe('Stoq.create', () => {
     for (const [label, v] of not('null')) {
       await expectTyped(() => Stoq.create('a', { pool: { maxConnections: v } } as never), 'STOQ_ERR_INVALID_ARG', `pool.maxConnections ${label}`)
       await expectTyped(() => Stoq.create('a', { identity: { validityDays: v } } as never), 'STOQ_ERR_INVALID_ARG', `identity.validityDays ${label}`)
-      await expectTyped(() => Stoq.create('a', { browserCertificate: { validityDays: v } } as never), 'STOQ_ERR_INVALID_ARG', `browserCertificate.validityDays ${label}`)
+      await expectTyped(
+        () => Stoq.create('a', { browserCertificate: { validityDays: v } } as never),
+        'STOQ_ERR_INVALID_ARG',
+        `browserCertificate.validityDays ${label}`,
+      )
     }
     for (const [label, v] of not('null', 'a string')) {
       await expectTyped(() => Stoq.create('a', { identity: { dir: v } } as never), 'STOQ_ERR_INVALID_ARG', `identity.dir ${label}`)
@@ -123,7 +129,11 @@ describe('Stoq methods', () => {
         await expectTyped(() => s.listen({ host: '127.0.0.1', port: 0 }, { ...id, webtransport: v } as never), 'STOQ_ERR_INVALID_ARG', `webtransport ${label}`)
       }
       await expectTyped(() => s.listen({ host: '127.0.0.1', port: 0 }, { ...id, webtransport: { onSession: 5 } } as never), 'STOQ_ERR_INVALID_ARG', 'onSession')
-      await expectTyped(() => s.listen({ host: '127.0.0.1', port: 0 }, { ...id, webtransport: { onSession: () => {}, path: 'x' } }), 'STOQ_ERR_INVALID_ARG', 'path')
+      await expectTyped(
+        () => s.listen({ host: '127.0.0.1', port: 0 }, { ...id, webtransport: { onSession: () => {}, path: 'x' } }),
+        'STOQ_ERR_INVALID_ARG',
+        'path',
+      )
       for (const [label, v] of not('null', 'a string')) {
         await expectTyped(() => s.listen({ host: '127.0.0.1', port: 0 }, { cert: v, key: pki.server.key } as never), 'STOQ_ERR_INVALID_ARG', `cert ${label}`)
       }
@@ -136,7 +146,12 @@ describe('Stoq methods', () => {
   it('connect, probe and multiplex refuse bad targets and options', async () => {
     const c = await Stoq.create('misuse-client', { identity: { dir: path.join(root, 'client') } })
     try {
-      for (const [label, v] of [...not('a string', 'an object'), ['{ host, port: 0 }', { host: 'h', port: 0 }], ['{ host, port: 70000 }', { host: 'h', port: 70000 }], ['an empty host', { host: '', port: 1 }]] as Array<[string, unknown]>) {
+      for (const [label, v] of [
+        ...not('a string', 'an object'),
+        ['{ host, port: 0 }', { host: 'h', port: 0 }],
+        ['{ host, port: 70000 }', { host: 'h', port: 70000 }],
+        ['an empty host', { host: '', port: 1 }],
+      ] as Array<[string, unknown]>) {
         await expectTyped(() => c.connect(v as never, { insecure: true }), 'STOQ_ERR_INVALID_ARG', `target ${label}`)
         await expectTyped(() => c.probe(v as never, { insecure: true }), 'STOQ_ERR_INVALID_ARG', `probe target ${label}`)
         await expectTyped(() => c.multiplex(v as never, { insecure: true, connections: 1 }), 'STOQ_ERR_INVALID_ARG', `multiplex target ${label}`)
@@ -182,7 +197,11 @@ describe('unknown option keys', () => {
       ['browserCertificate.ip', 'browserCertificate.ips', () => Stoq.create('a', { browserCertificate: { ip: [] } } as never)],
       ['pool.maxConnection', 'pool.maxConnections', () => Stoq.create('a', { pool: { maxConnection: 3 } } as never)],
       ['handlers.onstream', 'handlers.onStream', () => c.listen({ host: '127.0.0.1', port: 0 }, { ...id, onstream: () => {} } as never)],
-      ['handlers.webtransport.onsession', 'handlers.webtransport.onSession', () => c.listen({ host: '127.0.0.1', port: 0 }, { ...id, webtransport: { onsession: () => {} } } as never)],
+      [
+        'handlers.webtransport.onsession',
+        'handlers.webtransport.onSession',
+        () => c.listen({ host: '127.0.0.1', port: 0 }, { ...id, webtransport: { onsession: () => {} } } as never),
+      ],
       ['handshakeTimeout', 'handshakeTimeoutMs', () => c.connect(target(), { insecure: true, handshakeTimeout: 5 } as never)],
       ['resuse', 'reuse', () => c.connect(target(), { insecure: true, resuse: false } as never)],
       ['byte', 'bytes', () => c.probe(target(), { insecure: true, byte: 65536 } as never)],
@@ -264,25 +283,33 @@ describe('closed objects', () => {
 
 describe('helpers', () => {
   it('ConnectionPool and poolKey refuse wrong arguments', async () => {
-    for (const [label, v] of not('an object', 'a function')) await expectTyped(() => new ConnectionPool(v as never), 'STOQ_ERR_INVALID_ARG', `pool options ${label}`)
+    for (const [label, v] of not('an object', 'a function'))
+      await expectTyped(() => new ConnectionPool(v as never), 'STOQ_ERR_INVALID_ARG', `pool options ${label}`)
     for (const [label, v] of not('null')) {
       await expectTyped(() => new ConnectionPool({ maxConnections: v } as never), 'STOQ_ERR_INVALID_ARG', `maxConnections ${label}`)
       await expectTyped(() => new ConnectionPool({ idleTimeoutMs: v } as never), 'STOQ_ERR_INVALID_ARG', `idleTimeoutMs ${label}`)
     }
     const pool = new ConnectionPool()
-    for (const [label, v] of not('a string')) await expectTyped(() => pool.acquire(v as never, () => Promise.reject(new Error('x'))), 'STOQ_ERR_INVALID_ARG', `key ${label}`)
+    for (const [label, v] of not('a string'))
+      await expectTyped(() => pool.acquire(v as never, () => Promise.reject(new Error('x'))), 'STOQ_ERR_INVALID_ARG', `key ${label}`)
     for (const [label, v] of not('a function')) await expectTyped(() => pool.acquire('k', v as never), 'STOQ_ERR_INVALID_ARG', `open ${label}`)
     pool.close()
     for (const [label, v] of not('a string')) await expectTyped(() => poolKey(v as never, 1, {}), 'STOQ_ERR_INVALID_ARG', `poolKey host ${label}`)
-    for (const [label, v] of not('-1').filter(([, x]) => !Number.isInteger(x))) await expectTyped(() => poolKey('h', v as never, {}), 'STOQ_ERR_INVALID_ARG', `poolKey port ${label}`)
-    for (const [label, v] of not('an object', 'a function')) await expectTyped(() => poolKey('h', 1, v as never), 'STOQ_ERR_INVALID_ARG', `poolKey options ${label}`)
+    for (const [label, v] of not('-1').filter(([, x]) => !Number.isInteger(x)))
+      await expectTyped(() => poolKey('h', v as never, {}), 'STOQ_ERR_INVALID_ARG', `poolKey port ${label}`)
+    for (const [label, v] of not('an object', 'a function'))
+      await expectTyped(() => poolKey('h', 1, v as never), 'STOQ_ERR_INVALID_ARG', `poolKey options ${label}`)
     await expectTyped(() => poolKey('h', 1, { x: 10n }), 'STOQ_ERR_INVALID_ARG', 'BigInt option')
     await expectTyped(() => poolKey('h', 1, { x: Symbol('s') }), 'STOQ_ERR_INVALID_ARG', 'Symbol option')
   })
 
   it('parseTarget, classifyTier and tierProfile refuse wrong arguments', async () => {
     for (const [label, v] of not('a string', 'an object')) await expectTyped(() => parseTarget(v as never), 'STOQ_ERR_INVALID_ARG', `target ${label}`)
-    for (const [label, v] of [['{}', {}], ['port 70000', { host: 'h', port: 70000 }], ['empty host', { host: '', port: 1 }]] as Array<[string, unknown]>) {
+    for (const [label, v] of [
+      ['{}', {}],
+      ['port 70000', { host: 'h', port: 70000 }],
+      ['empty host', { host: '', port: 1 }],
+    ] as Array<[string, unknown]>) {
       await expectTyped(() => parseTarget(v as never), 'STOQ_ERR_INVALID_ARG', `target ${label}`)
     }
     for (const [label, v] of WRONG.filter(([, x]) => typeof x !== 'number' || !Number.isFinite(x) || x < 0)) {
@@ -304,7 +331,11 @@ describe('helpers', () => {
     }
     for (const [label, v] of not('null')) {
       await expectTyped(() => loadOrCreateIdentity('a', { dir: path.join(root, 'never'), names: v } as never), 'STOQ_ERR_INVALID_ARG', `names ${label}`)
-      await expectTyped(() => loadOrCreateIdentity('a', { dir: path.join(root, 'never'), renewBeforeDays: v } as never), 'STOQ_ERR_INVALID_ARG', `renewBeforeDays ${label}`)
+      await expectTyped(
+        () => loadOrCreateIdentity('a', { dir: path.join(root, 'never'), renewBeforeDays: v } as never),
+        'STOQ_ERR_INVALID_ARG',
+        `renewBeforeDays ${label}`,
+      )
     }
     expect(fs.existsSync(path.join(root, 'never'))).toBe(false)
     for (const [label, v] of [...not('a string'), ['an empty path', '']] as Array<[string, unknown]>) {
@@ -321,7 +352,8 @@ describe('helpers', () => {
   })
 
   it('createTransferReceiver refuses wrong options', async () => {
-    for (const [label, v] of not('an object', 'a function')) await expectTyped(() => createTransferReceiver(v as never), 'STOQ_ERR_INVALID_ARG', `options ${label}`)
+    for (const [label, v] of not('an object', 'a function'))
+      await expectTyped(() => createTransferReceiver(v as never), 'STOQ_ERR_INVALID_ARG', `options ${label}`)
     for (const [label, v] of not('a function', 'null')) {
       await expectTyped(() => createTransferReceiver({ onTransfer: v } as never), 'STOQ_ERR_INVALID_ARG', `onTransfer ${label}`)
       await expectTyped(() => createTransferReceiver({ onTransfer: () => {}, windowBytes: v } as never), 'STOQ_ERR_INVALID_ARG', `windowBytes ${label}`)

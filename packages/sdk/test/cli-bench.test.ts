@@ -14,10 +14,12 @@ const { config, children } = cli
 const runCli = (args: string[], timeoutMs?: number): Promise<Run> => cli.run(args, { timeoutMs })
 afterAll(() => cli.cleanup())
 
-
-
 /** A long-running CLI process whose stdout lines can be awaited. */
-function startCli(args: string[]): { child: ChildProcess; nextLine: (match: (line: string) => boolean, timeoutMs?: number) => Promise<string>; exited: Promise<number | null> } {
+function startCli(args: string[]): {
+  child: ChildProcess
+  nextLine: (match: (line: string) => boolean, timeoutMs?: number) => Promise<string>
+  exited: Promise<number | null>
+} {
   const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, XDG_CONFIG_HOME: config }, stdio: ['ignore', 'pipe', 'pipe'] })
   children.add(child)
   const lines: string[] = []
@@ -35,7 +37,10 @@ function startCli(args: string[]): { child: ChildProcess; nextLine: (match: (lin
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
   const nextLine = (match: (line: string) => boolean, timeoutMs = 20_000): Promise<string> =>
     new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching line within ${timeoutMs} ms; stdout so far:\n${lines.join('\n')}\nstderr: ${stderr}`)), timeoutMs)
+      const timer = setTimeout(
+        () => reject(new Error(`no matching line within ${timeoutMs} ms; stdout so far:\n${lines.join('\n')}\nstderr: ${stderr}`)),
+        timeoutMs,
+      )
       const check = (): void => {
         const i = lines.findIndex(match)
         if (i >= 0) {
@@ -128,7 +133,12 @@ describe('stoq bench (local: server in a child process)', () => {
 describe('stoq bench --server and stoq bench HOST:PORT', () => {
   it('serves remote clients; the server and the client report the same verified total', async () => {
     const srv = startCli(['bench', '--server', '--port', '0', '--host', '127.0.0.1', '--json'])
-    const listening = JSON.parse(await srv.nextLine((l) => l.includes('"listening"'))) as { port: number; fingerprint: string; engine: string; udpBackend: string }
+    const listening = JSON.parse(await srv.nextLine((l) => l.includes('"listening"'))) as {
+      port: number
+      fingerprint: string
+      engine: string
+      udpBackend: string
+    }
     expect(listening.port).toBeGreaterThan(0)
     expect(listening.fingerprint).toMatch(/^[0-9a-f]{64}$/)
 

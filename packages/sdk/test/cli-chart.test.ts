@@ -14,8 +14,6 @@ afterAll(() => {
   fs.rmSync(out, { recursive: true, force: true })
 })
 
-
-
 // ---------------------------------------------------------------------------
 // A strict, minimal XML reader: well-formedness (one root, balanced tags, quoted
 // unique attributes, known entities only, no bare < or &) and the element tree.
@@ -86,8 +84,7 @@ function parseXml(doc: string): El {
 }
 
 const all = (el: El): El[] => [el, ...el.children.flatMap(all)]
-const byClass = (root: El, name: string, cls: string): El[] =>
-  all(root).filter((e) => e.name === name && (e.attrs.class ?? '').split(/\s+/).includes(cls))
+const byClass = (root: El, name: string, cls: string): El[] => all(root).filter((e) => e.name === name && (e.attrs.class ?? '').split(/\s+/).includes(cls))
 const points = (el: El): string[] => (el.attrs.points ?? '').trim().split(/\s+/).filter(Boolean)
 
 /** Checks the chart of a bench run and returns its parsed tree. */

@@ -11,8 +11,6 @@ import { CliRunner, type Run } from './cli-runner.js'
 const cli = new CliRunner('stoq-cli-stats-')
 const runCli = (args: string[], timeoutMs?: number): Promise<Run> => cli.run(args, { timeoutMs: timeoutMs ?? 30_000 })
 
-
-
 async function listen(handler: Parameters<typeof createServer>[1]): Promise<{ server: Server; url: string }> {
   const server = createServer(handler!)
   server.listen(0, '127.0.0.1')
@@ -97,7 +95,10 @@ describe('stoq stats', () => {
     expect(watch.stdout).not.toContain('\x1b[')
 
     const json = await runCli(['stats', `${metrics.url}/metrics`, '--watch', '--json', '--interval', '0.05', '--count', '2'])
-    const docs = json.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as StatsFigures)
+    const docs = json.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as StatsFigures)
     expect(docs).toHaveLength(2)
     expect(docs[0]!.scrapeRateGbps).toBeNull()
     expect(docs[1]!.scrapeRateGbps).toBe(0) // nothing moved between the scrapes

@@ -255,7 +255,10 @@ describe('transfer protocol', () => {
   it('checkTrailer accepts equal figures and rejects a wrong hash or length with STOQ_ERR_INTEGRITY', () => {
     const good = { bytes: 3, sha256: sha256(Buffer.from('abc')) }
     expect(() => checkTrailer(good, { ...good })).not.toThrow()
-    for (const bad of [{ ...good, sha256: sha256(Buffer.from('abd')) }, { ...good, bytes: 4 }]) {
+    for (const bad of [
+      { ...good, sha256: sha256(Buffer.from('abd')) },
+      { ...good, bytes: 4 },
+    ]) {
       const err = errorOf(() => checkTrailer(good, bad))
       expect(StoqError.isInstance(err) && err.code).toBe('STOQ_ERR_INTEGRITY')
     }

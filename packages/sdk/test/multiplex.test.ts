@@ -70,7 +70,9 @@ describe('multiplexing', () => {
   it('validates its options', async () => {
     const client = await Stoq.create('mux-client')
     await expect(client.multiplex(`127.0.0.1:${ep.address.port}`, { connections: 0, insecure: true })).rejects.toMatchObject({ code: 'STOQ_ERR_INVALID_ARG' })
-    await expect(client.multiplex(`127.0.0.1:${ep.address.port}`, { strategy: 'random' as never, insecure: true })).rejects.toMatchObject({ code: 'STOQ_ERR_INVALID_ARG' })
+    await expect(client.multiplex(`127.0.0.1:${ep.address.port}`, { strategy: 'random' as never, insecure: true })).rejects.toMatchObject({
+      code: 'STOQ_ERR_INVALID_ARG',
+    })
     await client.close()
   })
 })

@@ -26,7 +26,10 @@ function leaksOf(keyPem: string, text: string): string[] {
   const found: string[] = []
   if (/PRIVATE KEY/.test(text)) found.push('a "PRIVATE KEY" PEM header')
   const d = Buffer.from(createPrivateKey(keyPem).export({ format: 'jwk' }).d!, 'base64url')
-  const body = keyPem.split('\n').filter((l) => l && !l.startsWith('-----')).join('')
+  const body = keyPem
+    .split('\n')
+    .filter((l) => l && !l.startsWith('-----'))
+    .join('')
   const der = Buffer.from(body, 'base64')
   const end = der.indexOf(d) + d.length
   if (end < d.length) throw new Error('private scalar not found in the key encoding')
@@ -40,7 +43,7 @@ function leaksOf(keyPem: string, text: string): string[] {
   }
   for (let i = 0; i + 8 <= d.length; i += 4) {
     const w = d.subarray(i, i + 8)
-    if (compact.includes(w.toString('hex')) || text.includes(w.toString('base64url').slice(0, 8)) && text.includes(d.toString('base64url'))) {
+    if (compact.includes(w.toString('hex')) || (text.includes(w.toString('base64url').slice(0, 8)) && text.includes(d.toString('base64url')))) {
       found.push('the private scalar (hex or JWK)')
       break
     }
@@ -86,7 +89,10 @@ describe('the detector', () => {
     expect(leaksOf(key, inspect(Buffer.from(key)).replace(/PRIVATE KEY/g, ''))).toContain('PEM bytes of the key (hex)')
     expect(leaksOf(key, inspect(new Uint8Array(Buffer.from(key)), { maxArrayLength: Infinity }))).toContain('PEM bytes of the key (decimal)')
     expect(leaksOf(key, JSON.stringify(Buffer.from(key)))).toContain('PEM bytes of the key (decimal)')
-    const body = key.split('\n').filter((l) => l && !l.startsWith('-----')).join('')
+    const body = key
+      .split('\n')
+      .filter((l) => l && !l.startsWith('-----'))
+      .join('')
     expect(leaksOf(key, Buffer.from(body, 'base64').toString('hex'))).toContain('the private scalar (hex or JWK)')
     expect(leaksOf(key, body.slice(8, 40))).toContain('base64 of the key')
     expect(leaksOf(key, inspect(pki.server.cert))).toEqual([])
@@ -99,7 +105,14 @@ describe.each(['quinn', 'quiche'] as EngineChoice[])('objects and errors (%s)', 
     const client = await createEndpoint({ host: '127.0.0.1', engine })
     try {
       // A client identity too: its key must not show either.
-      const conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost', cert: pki.rogue.cert, key: pki.rogue.key })
+      const conn = await client.connect({
+        host: '127.0.0.1',
+        port: server.address.port,
+        ca: pki.ca,
+        serverName: 'localhost',
+        cert: pki.rogue.cert,
+        key: pki.rogue.key,
+      })
       const accepted = server.connections[0]!
       for (const [what, v] of [
         ['server endpoint', server],
@@ -132,14 +145,20 @@ describe.each(['quinn', 'quiche'] as EngineChoice[])('objects and errors (%s)', 
       ['cert and key swapped', () => createEndpoint({ host: '127.0.0.1', engine, server: { cert: key, key: pki.server.cert } })],
       ['key given as cert', () => createEndpoint({ host: '127.0.0.1', engine, server: { cert: key, key } })],
       ['key of another certificate', () => createEndpoint({ host: '127.0.0.1', engine, server: { cert: pki.rogue.cert, key } })],
-      ['corrupted key', () => createEndpoint({ host: '127.0.0.1', engine, server: { cert: pki.server.cert, key: key.replace(/\n[A-Za-z0-9+/]{8}/, '\n!!!!!!!!') } })],
+      [
+        'corrupted key',
+        () => createEndpoint({ host: '127.0.0.1', engine, server: { cert: pki.server.cert, key: key.replace(/\n[A-Za-z0-9+/]{8}/, '\n!!!!!!!!') } }),
+      ],
       ['key as host', () => createEndpoint({ host: key, engine })],
       ['key as alpn', () => createEndpoint({ host: '127.0.0.1', engine, server: { cert: pki.server.cert, key, alpn: [key] } })],
       ['key as ca', () => client.connect({ host: '127.0.0.1', port, ca: key, serverName: 'localhost', handshakeTimeoutMs: 3000 })],
       ['key as pin', () => client.connect({ host: '127.0.0.1', port, pin: key })],
       ['key as serverName', () => client.connect({ host: '127.0.0.1', port, ca: pki.ca, serverName: key, handshakeTimeoutMs: 3000 })],
       ['key as host to connect', () => client.connect({ host: key, port, insecure: true })],
-      ['client cert and key swapped', () => client.connect({ host: '127.0.0.1', port, ca: pki.ca, serverName: 'localhost', cert: key, key: pki.server.cert, handshakeTimeoutMs: 3000 })],
+      [
+        'client cert and key swapped',
+        () => client.connect({ host: '127.0.0.1', port, ca: pki.ca, serverName: 'localhost', cert: key, key: pki.server.cert, handshakeTimeoutMs: 3000 }),
+      ],
     ]
     try {
       for (const [what, attempt] of attempts) {
@@ -199,7 +218,16 @@ describe('CLI output', () => {
   const keyFile = (): string => path.join(cli.config, 'stoq', 'cli', 'identity-key.pem')
 
   it('help texts, doctor, serve and send (also refused sends) print no key', async () => {
-    for (const args of [['help'], ['--help'], ['serve', '--help'], ['send', '--help'], ['doctor', '--help'], ['bench', '--help'], ['stats', '--help'], ['doctor', '--json']]) {
+    for (const args of [
+      ['help'],
+      ['--help'],
+      ['serve', '--help'],
+      ['send', '--help'],
+      ['doctor', '--help'],
+      ['bench', '--help'],
+      ['stats', '--help'],
+      ['doctor', '--json'],
+    ]) {
       const r = await cli.run(args, { timeoutMs: 30_000 })
       expect(r.code, args.join(' ')).toBe(0)
       outputs.push(r.stdout, r.stderr)

@@ -20,7 +20,10 @@ describe('connection pooling', () => {
   it('reuses a live connection for the same peer and options, and shares a handshake under way', async () => {
     const client = await Stoq.create('pool-client')
     const target = `127.0.0.1:${ep.address.port}`
-    const [a, b] = await Promise.all([client.connect(target, { ca: pki.ca, serverName: 'localhost' }), client.connect(target, { ca: pki.ca, serverName: 'localhost' })])
+    const [a, b] = await Promise.all([
+      client.connect(target, { ca: pki.ca, serverName: 'localhost' }),
+      client.connect(target, { ca: pki.ca, serverName: 'localhost' }),
+    ])
     expect(a).toBe(b)
     const c = await client.connect(target, { ca: pki.ca, serverName: 'localhost' })
     expect(c).toBe(a)

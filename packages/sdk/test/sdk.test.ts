@@ -124,15 +124,18 @@ describe('Stoq stats', () => {
     let received = 0
     const done = new Promise<void>((resolve) => {
       void server
-        .listen({ host: '127.0.0.1', port: 0 }, {
-          cert: pki.server.cert,
-          key: pki.server.key,
-          onStream: (stream) =>
-            void (async () => {
-              for await (const chunk of stream.readable!) received += chunk.length
-              resolve()
-            })(),
-        })
+        .listen(
+          { host: '127.0.0.1', port: 0 },
+          {
+            cert: pki.server.cert,
+            key: pki.server.key,
+            onStream: (stream) =>
+              void (async () => {
+                for await (const chunk of stream.readable!) received += chunk.length
+                resolve()
+              })(),
+          },
+        )
         .then((ep) => {
           port = ep.address.port
           ready()

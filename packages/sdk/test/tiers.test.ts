@@ -78,13 +78,16 @@ describe('network tiers', () => {
 
   it('classifies the path by an explicit probe in auto mode and tunes later endpoints', async () => {
     const server = await stoq('tier-server')
-    const ep = await server.listen({ host: '127.0.0.1', port: 0 }, {
-      cert: pki.server.cert,
-      key: pki.server.key,
-      // Read and drop (a probe's bytes are only counted): a server that cancelled at once stopped
-      // the probe's stream with STOP_SENDING once its 4 MiB no longer fitted the first window.
-      onStream: (s) => void s.readable?.pipeTo(new WritableStream()).catch(() => {}),
-    })
+    const ep = await server.listen(
+      { host: '127.0.0.1', port: 0 },
+      {
+        cert: pki.server.cert,
+        key: pki.server.key,
+        // Read and drop (a probe's bytes are only counted): a server that cancelled at once stopped
+        // the probe's stream with STOP_SENDING once its 4 MiB no longer fitted the first window.
+        onStream: (s) => void s.readable?.pipeTo(new WritableStream()).catch(() => {}),
+      },
+    )
     const client = await stoq('tier-client')
     expect(client.stats().tier).toMatchObject({ tier: null, source: null, profile: null })
     const result = await client.probe(`127.0.0.1:${ep.address.port}`, { pin: pki.server.fingerprint, bytes: 4 * 1024 * 1024 })
@@ -97,11 +100,14 @@ describe('network tiers', () => {
 
   it('classifies the path from live throughput in auto mode', async () => {
     const server = await stoq('live-server')
-    const ep = await server.listen({ host: '127.0.0.1', port: 0 }, {
-      cert: pki.server.cert,
-      key: pki.server.key,
-      onStream: (s) => void s.readable?.pipeTo(new WritableStream()).catch(() => {}),
-    })
+    const ep = await server.listen(
+      { host: '127.0.0.1', port: 0 },
+      {
+        cert: pki.server.cert,
+        key: pki.server.key,
+        onStream: (s) => void s.readable?.pipeTo(new WritableStream()).catch(() => {}),
+      },
+    )
     const client = await stoq('live-client')
     const conn = await client.connect(`127.0.0.1:${ep.address.port}`, { pin: pki.server.fingerprint })
     // Keep data flowing across two one-second samples of the throughput series.

@@ -203,7 +203,10 @@ describe('one port for both with the quiche engine', () => {
       )
       expect(ep.stats().engine).toBe('quiche')
       const cert = await server.browserCertificate()
-      const session = await connectWebTransport(`https://127.0.0.1:${ep.address.port}/`, { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quiche' })
+      const session = await connectWebTransport(`https://127.0.0.1:${ep.address.port}/`, {
+        serverCertificateHashes: cert.serverCertificateHashes,
+        engine: 'quiche',
+      })
       const ws = session.openStream()
       const ww = ws.writable!.getWriter()
       const wEcho = readAll(ws.readable!)
@@ -336,7 +339,13 @@ describe('typed errors for bad options', () => {
   })
 
   it('refuses bad browser certificate options', async () => {
-    for (const browserCertificate of [{ validityDays: 15 }, { validityDays: 0 }, { validityDays: 5, renewBeforeDays: 5 }, { renewBeforeDays: -1 }, { names: 'x' }]) {
+    for (const browserCertificate of [
+      { validityDays: 15 },
+      { validityDays: 0 },
+      { validityDays: 5, renewBeforeDays: 5 },
+      { renewBeforeDays: -1 },
+      { names: 'x' },
+    ]) {
       const err = await rejection(Stoq.create('wt-bad-cert', { browserCertificate } as never))
       expect(StoqError.isInstance(err) && err.code, JSON.stringify(browserCertificate)).toBe('STOQ_ERR_INVALID_ARG')
     }

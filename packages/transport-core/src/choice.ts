@@ -23,7 +23,10 @@ export const AUTO_WORKERS_MIN_CPUS = 4
 /** The engine factory for an `engine` option, with the reason for the choice. */
 export function selectEngine(choice: EngineChoice): { factory: QuicEngineFactory; choice: string } {
   if (choice !== 'auto' && choice !== 'quinn' && choice !== 'quiche') {
-    throw new StoqInvalidArgumentError('engine', `expected 'auto', 'quinn' or 'quiche', got ${typeof choice === 'string' ? JSON.stringify(choice) : typeof choice}`)
+    throw new StoqInvalidArgumentError(
+      'engine',
+      `expected 'auto', 'quinn' or 'quiche', got ${typeof choice === 'string' ? JSON.stringify(choice) : typeof choice}`,
+    )
   }
   if (choice === 'quiche') return { factory: quicheEngineFactory('engine quiche was asked for'), choice: 'engine quiche (asked for)' }
   const quinn = quinnAvailability()

@@ -29,7 +29,9 @@ const CA_LEAF_ADVICE =
 export function tlsError(ci: CloseInfo): StoqTlsError {
   const alert = ci.code - CRYPTO_ERROR_START
   const caLeaf = !ci.remote && (ci.reason === CA_LEAF_REASON || ci.reason.includes('CaUsedAsEndEntity'))
-  const what = caLeaf ? `: ${CA_LEAF_ADVICE} (alert ${alert})` : ` alert ${alert}${ci.reason ? ` (${ci.reason})` : ''} ${ci.remote ? 'from the peer' : 'raised locally'}`
+  const what = caLeaf
+    ? `: ${CA_LEAF_ADVICE} (alert ${alert})`
+    : ` alert ${alert}${ci.reason ? ` (${ci.reason})` : ''} ${ci.remote ? 'from the peer' : 'raised locally'}`
   return new StoqTlsError(`TLS handshake failed${what}`, { ...ci, alert })
 }
 const CONNECTION_REFUSED = 0x2

@@ -1,4 +1,13 @@
-import { StoqInvalidArgumentError, checkOptions, optionKeys, type BufferPool, type MetricsSink, type PacketBatcherFactory, type QuicEngineFactory, type UdpIoFactory } from '@stoq/interface'
+import {
+  StoqInvalidArgumentError,
+  checkOptions,
+  optionKeys,
+  type BufferPool,
+  type MetricsSink,
+  type PacketBatcherFactory,
+  type QuicEngineFactory,
+  type UdpIoFactory,
+} from '@stoq/interface'
 
 /** Replaceable layers of an endpoint; each defaults to STOQ's own. */
 export interface EndpointComponents {

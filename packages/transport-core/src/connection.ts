@@ -10,9 +10,6 @@ import {
   StoqAbortedError,
   checkOptions,
   isClientInitiated,
-  signalOption,
-  throwIfAborted,
-  whenAborted,
   type CloseInfo,
   type ConnectionStatsSnapshot,
   type EngineCloseInfo,
@@ -21,6 +18,7 @@ import {
 } from '@stoq/interface'
 import { QuicStream } from './stream.js'
 import { fingerprintDer } from './pem.js'
+import { ignoreRejection } from './ignore.js'
 import { X509Certificate } from 'node:crypto'
 import { DEFAULT_CLOSE_TIMEOUT_MS } from './defaults.js'
 import { holdPeerStreamLimits, unlimitedGovernor, type Governor } from './limits.js'
@@ -130,7 +128,14 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
   private readonly peerMax = [-1, -1]
   private readonly peerGaps = new Set<number>()
   /** @internal Payload counters the connection and its streams add to (users read `counters`). */
-  readonly payload: ConnectionCounters = { streamBytesRead: 0, streamBytesWritten: 0, datagramsSent: 0, datagramsReceived: 0, datagramsDropped: 0, datagramsDroppedReceived: 0 }
+  readonly payload: ConnectionCounters = {
+    streamBytesRead: 0,
+    streamBytesWritten: 0,
+    datagramsSent: 0,
+    datagramsReceived: 0,
+    datagramsDropped: 0,
+    datagramsDroppedReceived: 0,
+  }
   /** Throughput samples (see connection-stats.ts). */
   private readonly tp = new ThroughputSampler()
   /** Payload counters: stream bytes handed to readers and accepted from writers, datagrams (read-only). */
@@ -188,7 +193,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
       this.rejectHandshake = reject
     })
     // Awaiting it is optional: a failed handshake also shows in `closed` and connect().
-    this.handshake.catch(() => {})
+    this.handshake.catch(ignoreRejection) // marks it handled: whoever awaits handshake still sees the rejection
     if (channels.connectionCreate.hasSubscribers) channels.connectionCreate.publish({ connection: this })
   }
 
@@ -599,7 +604,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
     const max = this.peerMax[type]!
     if (id > max) {
       // Ids skipped over are implicitly opened (RFC 9000 §3.2); remember them.
-      const first = max < 0 ? (id & 0x3) : max + 4
+      const first = max < 0 ? id & 0x3 : max + 4
       for (let gap = first; gap < id; gap += 4) this.peerGaps.add(gap)
       this.peerMax[type] = id
       this.peerOpen[type]! += (id - first) / 4 + 1
@@ -660,7 +665,6 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
   async send(data: SendSource, options: { confirm?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<number> {
     return sendMessage(this, data, options)
   }
-
 
   // -------------------------------------------------------------------------
   // Datagrams
@@ -954,9 +958,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
   }
 
   stats(): ConnectionStats {
-    const base: ConnectionStatsSnapshot = this.closeInfo
-      ? (this.lastStats ?? emptyStats())
-      : (this.lastStats = this.engine.stats(this.handle))
+    const base: ConnectionStatsSnapshot = this.closeInfo ? (this.lastStats ?? emptyStats()) : (this.lastStats = this.engine.stats(this.handle))
     return {
       ...base,
       resumed: base.resumed ?? false,

@@ -109,7 +109,7 @@ export function reportMetrics(sink: MetricsSink, ep: MetricsSource): { handshake
   const labels = ep.labels
   const c = (name: string, help: string): MetricHandle => sink.counter(name, help, labels)
   const g = (name: string, help: string): MetricHandle => sink.gauge(name, help, labels)
-  sink.gauge('stoq_endpoint_info', 'the endpoint\'s UDP backend and QUIC engine (always 1)', { ...labels, engine: ep.engineName }).set(1)
+  sink.gauge('stoq_endpoint_info', "the endpoint's UDP backend and QUIC engine (always 1)", { ...labels, engine: ep.engineName }).set(1)
   const handshakeHistogram = sink.histogram(
     'stoq_handshake_duration_seconds',
     'QUIC handshake duration, observed once per established connection',
@@ -280,8 +280,10 @@ export function reportMetrics(sink: MetricsSink, ep: MetricsSource): { handshake
     h.throughput.set(gbps)
     h.throughputPeak.set(peakGbps)
   }
-  const pull = (sink as { collect?: (fn: () => void) => (() => void) | void }).collect
-  let stop = (): void => {}
+  const pull = (sink as { collect?: (fn: () => void) => (() => void) | undefined }).collect
+  let stop = (): void => {
+    // Replaced below by what stops the updates: the sink's unsubscribe or the timer's clear.
+  }
   if (typeof pull === 'function') {
     const off = pull.call(sink, update)
     if (typeof off === 'function') stop = off

@@ -29,17 +29,12 @@ import { quinnAvailability } from '@stoq/engine-quinn'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
 import { WorkerEngine, droppedWorkerFlags } from './workers/cluster.js'
 import os from 'node:os'
-import {
-  resolveConnectOptions,
-  resolveEndpointOptions,
-  type ConnectOptions,
-  type EndpointOptions,
-  type ResolvedEndpointOptions,
-} from './options.js'
+import { resolveConnectOptions, resolveEndpointOptions, type ConnectOptions, type EndpointOptions, type ResolvedEndpointOptions } from './options.js'
 import { AUTO_ORDER, AUTO_WORKERS_MIN_CPUS, newUdpIo, selectEngine } from './choice.js'
 import { checkComponents, type EndpointComponents } from './components.js'
 import { addClosedTotals, newClosedTotals, reportMetrics, type ClosedTotals, type EndpointStats } from './endpoint-metrics.js'
 import { resolvePeer } from './resolve-peer.js'
+import { ignoreRejection } from './ignore.js'
 
 export { selectEngine, QUINN_UNAVAILABLE_WARNING } from './choice.js'
 export type { EndpointComponents } from './components.js'
@@ -101,7 +96,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     this.workerEngine = workers
     const sampleMs = components.throughputSampleMs ?? THROUGHPUT_SAMPLE_MS
     if (typeof sampleMs !== 'number' || !Number.isInteger(sampleMs) || sampleMs < 0 || sampleMs > 2 ** 31 - 1) {
-      throw new StoqInvalidArgumentError('throughputSampleMs', `expected an integer number of ms >= 0, got ${typeof sampleMs === 'number' ? sampleMs : typeof sampleMs}`)
+      throw new StoqInvalidArgumentError(
+        'throughputSampleMs',
+        `expected an integer number of ms >= 0, got ${typeof sampleMs === 'number' ? sampleMs : typeof sampleMs}`,
+      )
     }
     this.throughputSampleMs = sampleMs
     const engine = workers
@@ -138,14 +136,19 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     // limit (address space; pages are committed when used), so only for that backend.
     const firstBackend = options.udpBackend === 'auto' ? AUTO_ORDER[0] : options.udpBackend
     this.sendSlabs =
-      options.zeroCopySend && firstBackend === 'gro' && !workers && !components.udp && this.ownsPool && typeof (this.pool as Partial<SharedBufferPool>).share === 'function'
+      options.zeroCopySend &&
+      firstBackend === 'gro' &&
+      !workers &&
+      !components.udp &&
+      this.ownsPool &&
+      typeof (this.pool as Partial<SharedBufferPool>).share === 'function'
         ? [...(this.pool as SharedBufferPool).share().slabs]
         : []
     this.io = workers
       ? workers.io
       : components.udp
-      ? components.udp()
-      : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend, options.cpuAffinity, this.sendSlabs)
+        ? components.udp()
+        : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend, options.cpuAffinity, this.sendSlabs)
     this.udpChoice = workers ? workers.io.choice : components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
   }
 
@@ -199,7 +202,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     // start at 4 CPUs, one per 2 CPUs. (Where the crossover lies above 2 CPUs was not measured.)
     const cpus = os.availableParallelism()
     if (auto && cpus < AUTO_WORKERS_MIN_CPUS) {
-      return single(`workers auto: ${cpus} CPU${cpus === 1 ? '' : 's'}, connections stay on this thread (engine workers pay off from ${AUTO_WORKERS_MIN_CPUS} CPUs)`)
+      return single(
+        `workers auto: ${cpus} CPU${cpus === 1 ? '' : 's'}, connections stay on this thread (engine workers pay off from ${AUTO_WORKERS_MIN_CPUS} CPUs)`,
+      )
     }
     const n = auto ? Math.floor(cpus / 2) : resolved.workers
     const workers = new WorkerEngine({
@@ -228,7 +233,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     } catch (err) {
       ep.engine.destroy()
       if (ep.ownsPool) ep.pool.close()
-      await ep.io.close().catch(() => {})
+      await ep.io.close().catch(ignoreRejection) // the start error is what the caller gets; a failed close of the socket adds nothing
       throw err
     }
     return ep
@@ -256,7 +261,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       } catch (err) {
         const unsupported = StoqError.isInstance(err) && err.code === 'STOQ_ERR_UNSUPPORTED'
         if (components.udp || this.workerEngine || o.udpBackend !== 'auto' || !unsupported || next >= AUTO_ORDER.length) throw err
-        await this.io.close().catch(() => {})
+        await this.io.close().catch(ignoreRejection) // this backend failed to bind and is dropped for the next one; its close failing changes nothing
         skipped.push(`${this.io.backend}: ${(err as Error).message}`)
         this.io = newUdpIo(AUTO_ORDER[next]!, o.cpuAffinity, this.sendSlabs)
         this.udpChoice = `udpBackend auto: ${skipped.join('; ')}; using ${this.io.backend}`
@@ -271,10 +276,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       : this.workerEngine
         ? "decided by each engine worker's own socket: on where it sets Don't Fragment"
         : this.engine.setPathMtuDiscovery === undefined
-        ? `off: engine ${this.engine.name} has no path MTU discovery; every packet is maxUdpPayloadSize`
-        : !df
-          ? `off: the ${this.io.backend} socket cannot set Don't Fragment; every packet is maxUdpPayloadSize`
-          : `on: packets start at 1200 bytes and probe up to ${o.transport.maxUdpPayloadSize} (the socket sets Don't Fragment)`
+          ? `off: engine ${this.engine.name} has no path MTU discovery; every packet is maxUdpPayloadSize`
+          : !df
+            ? `off: the ${this.io.backend} socket cannot set Don't Fragment; every packet is maxUdpPayloadSize`
+            : `on: packets start at 1200 bytes and probe up to ${o.transport.maxUdpPayloadSize} (the socket sets Don't Fragment)`
     this.batcher = (components.batcher ?? batching())({ engine: this.engine, io: this.io, pool: this.pool })
     if (components.metrics) this.reportTo(components.metrics)
     if (o.server) {
@@ -333,16 +338,16 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     let handle: number
     try {
       handle = this.engine.connect(
-      {
-        peer,
-        serverName: o.serverName,
-        alpn: o.alpn,
-        ...(o.ca !== undefined ? { ca: o.ca } : {}),
-        verifyPeer: !o.insecure && o.ca !== undefined,
-        ...(o.identity !== undefined ? { identity: o.identity } : {}),
-        ...(o.earlyData ? { earlyData: true } : {}),
-      },
-      this.local,
+        {
+          peer,
+          serverName: o.serverName,
+          alpn: o.alpn,
+          ...(o.ca !== undefined ? { ca: o.ca } : {}),
+          verifyPeer: !o.insecure && o.ca !== undefined,
+          ...(o.identity !== undefined ? { identity: o.identity } : {}),
+          ...(o.earlyData ? { earlyData: true } : {}),
+        },
+        this.local,
       )
     } catch (err) {
       this.governor.receiveWindowBytes -= commit.committed
@@ -774,7 +779,6 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     this.handshakeHistogram = r.handshakeHistogram
     this.stopReporting = r.stop
   }
-
 
   stats(): EndpointStats {
     return {

@@ -1,5 +1,21 @@
-export { Endpoint, createEndpoint, selectEngine, QUINN_UNAVAILABLE_WARNING, type EndpointComponents, type EndpointEvents, type EndpointStats } from './endpoint.js'
-export { QuicConnection, type ConnectionCounters, type ConnectionStats, type ConnectionEvents, type SendSource, type ConnectionThroughput, type ThroughputRate } from './connection.js'
+export {
+  Endpoint,
+  createEndpoint,
+  selectEngine,
+  QUINN_UNAVAILABLE_WARNING,
+  type EndpointComponents,
+  type EndpointEvents,
+  type EndpointStats,
+} from './endpoint.js'
+export {
+  QuicConnection,
+  type ConnectionCounters,
+  type ConnectionStats,
+  type ConnectionEvents,
+  type SendSource,
+  type ConnectionThroughput,
+  type ThroughputRate,
+} from './connection.js'
 export { QuicStream } from './stream.js'
 export { QUICHE_ENGINE_PACKAGE } from './engine/quiche.js'
 export { fingerprintDer, fingerprintPem, normaliseFingerprint, splitPemChain } from './pem.js'

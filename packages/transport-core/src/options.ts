@@ -351,8 +351,7 @@ export function readPem(name: string, source: unknown, kind: keyof typeof PEM_BL
   if (typeof source === 'string') {
     bytes = Buffer.alloc(Buffer.byteLength(source, 'utf8'))
     ;(bytes as Buffer).write(source, 'utf8')
-  }
-  else if (source instanceof Uint8Array) bytes = source
+  } else if (source instanceof Uint8Array) bytes = source
   else if (isPlainObject(source) && typeof checkOptions(source, ['file'], name).file === 'string') {
     const file = source.file as string
     try {
@@ -491,10 +490,7 @@ export function resolveTransport(input: unknown): TransportParameters {
   intOption('transport.maxUdpPayloadSize', t.maxUdpPayloadSize, 1200, 65527)
   intOption('transport.datagramQueueLength', t.datagramQueueLength, 1, 1 << 16)
   if (!CONGESTION.includes(t.congestionControl)) {
-    throw new StoqInvalidArgumentError(
-      'transport.congestionControl',
-      `expected one of ${CONGESTION.join(', ')}, got ${describe(t.congestionControl)}`,
-    )
+    throw new StoqInvalidArgumentError('transport.congestionControl', `expected one of ${CONGESTION.join(', ')}, got ${describe(t.congestionControl)}`)
   }
   boolOption('transport.datagrams', t.datagrams)
   boolOption('transport.pacing', t.pacing)

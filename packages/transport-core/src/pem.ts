@@ -24,7 +24,11 @@ export function fingerprintDer(der: Uint8Array): string {
 /** Normalise a user-given fingerprint: accepts hex with or without colons, any case, optional `sha256/` prefix. */
 export function normaliseFingerprint(input: string): string | null {
   if (typeof input !== 'string') return null
-  const s = input.trim().replace(/^sha256[:/]/i, '').replace(/:/g, '').toLowerCase()
+  const s = input
+    .trim()
+    .replace(/^sha256[:/]/i, '')
+    .replace(/:/g, '')
+    .toLowerCase()
   return /^[0-9a-f]{64}$/.test(s) ? s : null
 }
 

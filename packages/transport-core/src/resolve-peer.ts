@@ -18,9 +18,7 @@ export async function resolvePeer(host: string, port: number, local: SocketAddre
       throw new StoqInvalidArgumentError('host', `cannot resolve ${JSON.stringify(host)}: ${(err as Error).message}`)
     }
     // IPv6 first, as the resolver orders them; skip families the socket cannot reach.
-    const usable = results.filter((r) =>
-      r.family === 6 ? v6Socket : !v6Socket || !ipv6Only,
-    )
+    const usable = results.filter((r) => (r.family === 6 ? v6Socket : !v6Socket || !ipv6Only))
     const pick = usable.find((r) => r.family === 6) ?? usable[0]
     if (pick === undefined) throw new StoqInvalidArgumentError('host', `${host} has no address this endpoint can reach`)
     address = pick.address

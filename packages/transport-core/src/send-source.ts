@@ -1,16 +1,12 @@
 import { StoqAbortedError, StoqInvalidArgumentError, StoqStreamStateError, checkOptions, signalOption, throwIfAborted, whenAborted } from '@stoq/interface'
 import type { QuicEngine } from '@stoq/interface'
 import type { QuicStream } from './stream.js'
+import { ignoreRejection } from './ignore.js'
 
 const encoder = new TextEncoder()
 
 /** What `send()` accepts: bytes, text, or any (async) iterable / Node or Web stream of those. */
-export type SendSource =
-  | Uint8Array
-  | ArrayBuffer
-  | string
-  | Iterable<Uint8Array | string>
-  | AsyncIterable<Uint8Array | string>
+export type SendSource = Uint8Array | ArrayBuffer | string | Iterable<Uint8Array | string> | AsyncIterable<Uint8Array | string>
 
 /** The chunks of a `send()` source, as bytes; a wrong chunk throws StoqInvalidArgumentError. */
 export async function* toChunks(data: SendSource): AsyncGenerator<Uint8Array> {
@@ -80,7 +76,7 @@ export async function sendMessage(
   let aborted: StoqAbortedError | null = null
   const stopListening = whenAborted(signal, 'send', (err) => {
     aborted = err
-    writer.abort(err).catch(() => {})
+    writer.abort(err).catch(ignoreRejection) // the pending write rejects with the abort, which send() reports
   })
   try {
     try {
@@ -88,7 +84,7 @@ export async function sendMessage(
       for await (const chunk of chunks) await writer.write(chunk)
       await writer.close()
     } catch (err) {
-      writer.abort(err).catch(() => {})
+      writer.abort(err).catch(ignoreRejection) // the write error is what send() reports; a stream already reset makes the abort reject
       throw aborted ?? err
     }
     const sent = stream.bytesWritten

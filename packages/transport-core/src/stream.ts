@@ -14,6 +14,7 @@ import {
   type StreamRecvResult,
 } from '@stoq/interface'
 import { DEFAULT_STREAM_READ_HIGH_WATER } from './defaults.js'
+import { ignoreRejection } from './ignore.js'
 
 /** What a stream needs from its connection (kept narrow so streams are testable alone). */
 export interface StreamHost {
@@ -467,9 +468,7 @@ export class QuicStream {
     const code = this.host.engine.streamStopCode(this.host.handle, this.id)
     this.writeDone = true
     const err =
-      code >= 0
-        ? new StoqStreamStoppedError(this.id, code)
-        : new StoqStreamStateError(this.id, `Stream ${this.id} cannot be written (finished or reset)`)
+      code >= 0 ? new StoqStreamStoppedError(this.id, code) : new StoqStreamStateError(this.id, `Stream ${this.id} cannot be written (finished or reset)`)
     this.writeError = err
     this.maybeDone()
     return err
@@ -557,7 +556,7 @@ export class QuicStream {
     checkAppCode(code)
     if (this.writable === null || this.writeDone) return
     this.resetWriting(code)
-    this.writable.abort(code).catch(() => {})
+    this.writable.abort(code).catch(ignoreRejection) // the reset is already queued to the engine; the abort only errors the writable side
   }
 
   /** Ask the peer to stop sending, with an application error code. */

@@ -4,7 +4,10 @@ export const WAIT_KEYS = ['signal', 'timeoutMs'] as const
 export const CREATE_STREAM_KEYS = ['unidirectional', 'signal', 'timeoutMs'] as const
 
 /** `{ signal, timeoutMs }` of a waiting call, checked. */
-export function waitOptions(options: { signal?: unknown; timeoutMs?: unknown }, accepted: readonly string[] = WAIT_KEYS): { signal?: AbortSignal; timeoutMs?: number } {
+export function waitOptions(
+  options: { signal?: unknown; timeoutMs?: unknown },
+  accepted: readonly string[] = WAIT_KEYS,
+): { signal?: AbortSignal; timeoutMs?: number } {
   const { signal: given, timeoutMs } = checkOptions(options, accepted) as { signal?: unknown; timeoutMs?: unknown }
   const signal = signalOption('signal', given)
   if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 2 ** 31 - 1)) {

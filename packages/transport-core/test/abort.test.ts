@@ -89,7 +89,9 @@ describe('AbortSignal on waiting calls', () => {
         expect(conn.established).toBe(true)
       }
       expect(listeners(ac.signal)).toBe(0)
-      expect((await failure(() => ep.connect({ host: '127.0.0.1', port: s.address.port, insecure: true, signal: 'x' as never }))).data).toEqual({ argument: 'signal' })
+      expect((await failure(() => ep.connect({ host: '127.0.0.1', port: s.address.port, insecure: true, signal: 'x' as never }))).data).toEqual({
+        argument: 'signal',
+      })
     })
   })
 

@@ -55,9 +55,7 @@ describe('anti-amplification limit before address validation (RFC 9000 §8.1)', 
       const initial = craftClientInitial({ minDatagramSize: 1200 })
       expect(initial.packet.length).toBe(1200)
       const before = server.stats().udp
-      await new Promise<void>((resolve, reject) =>
-        sock.send(initial.packet, server.address.port, '127.0.0.1', (err) => (err ? reject(err) : resolve())),
-      )
+      await new Promise<void>((resolve, reject) => sock.send(initial.packet, server.address.port, '127.0.0.1', (err) => (err ? reject(err) : resolve())))
 
       // Wait for the server to take the connection, then to give it up; bounded.
       const deadline = Date.now() + IDLE_TIMEOUT_MS + 15_000

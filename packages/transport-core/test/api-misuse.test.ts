@@ -46,7 +46,14 @@ const WRONG: Array<[string, unknown]> = [
 const OPT = WRONG.filter(([n]) => n !== 'null')
 const NOT_BOOLEAN = OPT
 const NOT_STRING = OPT.filter(([, v]) => typeof v !== 'string')
-const BAD_CODE: Array<[string, unknown]> = [...WRONG.filter(([, v]) => typeof v !== 'number'), ['-1', -1], ['NaN', NaN], ['1.5', 1.5], ['2^62', 2 ** 62], ['Infinity', Infinity]]
+const BAD_CODE: Array<[string, unknown]> = [
+  ...WRONG.filter(([, v]) => typeof v !== 'number'),
+  ['-1', -1],
+  ['NaN', NaN],
+  ['1.5', 1.5],
+  ['2^62', 2 ** 62],
+  ['Infinity', Infinity],
+]
 
 type Outcome = MisuseOutcome
 
@@ -106,7 +113,11 @@ describe('createEndpoint options', () => {
     ['server', (v) => ({ server: v }), OPT.filter(([n]) => n !== 'an object' && n !== 'a function')],
     ['server.cert', (v) => ({ server: { cert: v, key: pki.server.key } }), [...OPT.filter(([n]) => n !== 'a string'), ['non-PEM text', 'x']]],
     ['server.key', (v) => ({ server: { cert: pki.server.cert, key: v } }), [...OPT.filter(([n]) => n !== 'a string'), ['non-PEM text', 'x']]],
-    ['alpn', (v) => ({ server: { cert: pki.server.cert, key: pki.server.key, alpn: v } }), [...OPT, ['an empty array', []], ['an empty name', ['']], ['a 256-byte name', ['a'.repeat(256)]]]],
+    [
+      'alpn',
+      (v) => ({ server: { cert: pki.server.cert, key: pki.server.key, alpn: v } }),
+      [...OPT, ['an empty array', []], ['an empty name', ['']], ['a 256-byte name', ['a'.repeat(256)]]],
+    ],
     ['server.retry', (v) => ({ server: { cert: pki.server.cert, key: pki.server.key, retry: v } }), NOT_BOOLEAN],
     ['server.maxConnections', (v) => ({ server: { cert: pki.server.cert, key: pki.server.key, maxConnections: v } }), [...OPT, ['0', 0]]],
     ['server.statelessReset', (v) => ({ server: { cert: pki.server.cert, key: pki.server.key, statelessReset: v } }), NOT_BOOLEAN],
@@ -129,7 +140,14 @@ describe('createEndpoint options', () => {
     ['closeTimeoutMs', (v) => ({ closeTimeoutMs: v }), OPT],
     ['limits', (v) => ({ limits: v }), OPT.filter(([n]) => n !== 'an object' && n !== 'a function')],
     // An unknown key (a misspelt maxStreams) is refused, whatever its value.
-    ['limits.maxStream', (v) => ({ limits: { maxStream: v } }), [['10', 10], ['a string', '10']]],
+    [
+      'limits.maxStream',
+      (v) => ({ limits: { maxStream: v } }),
+      [
+        ['10', 10],
+        ['a string', '10'],
+      ],
+    ],
     ['limits.maxStreams', (v) => ({ limits: { maxStreams: v } }), [...OPT, ['0', 0]]],
     ['limits.maxReceiveWindowBytes', (v) => ({ limits: { maxReceiveWindowBytes: v } }), [...OPT, ['1 KiB', 1024]]],
     ['limits.handlerMsPerTurn', (v) => ({ limits: { handlerMsPerTurn: v } }), [...OPT, ['0', 0]]],
@@ -141,16 +159,19 @@ describe('createEndpoint options', () => {
     ['zeroCopySend', (v) => ({ zeroCopySend: v }), NOT_BOOLEAN],
     ['numaNode', (v) => ({ numaNode: v }), [...OPT, ['1024', 1024]]],
   ]
-  it.each(cases.map(([argument, make, values]) => ({ argument, make, values })))('$argument: every wrong value gives STOQ_ERR_INVALID_ARG', async ({ argument, make, values }) => {
-    for (const [label, v] of values) {
-      const options = { host: '127.0.0.1', ...(make(v) as object) }
-      try {
-        await expectTyped(() => createEndpoint(options as never), 'STOQ_ERR_INVALID_ARG', argument)
-      } catch (err) {
-        throw new Error(`${argument} = ${label}: ${(err as Error).message}`)
+  it.each(cases.map(([argument, make, values]) => ({ argument, make, values })))(
+    '$argument: every wrong value gives STOQ_ERR_INVALID_ARG',
+    async ({ argument, make, values }) => {
+      for (const [label, v] of values) {
+        const options = { host: '127.0.0.1', ...(make(v) as object) }
+        try {
+          await expectTyped(() => createEndpoint(options as never), 'STOQ_ERR_INVALID_ARG', argument)
+        } catch (err) {
+          throw new Error(`${argument} = ${label}: ${(err as Error).message}`)
+        }
       }
-    }
-  })
+    },
+  )
 
   it('refuses options that are not an object, and the resolvers do the same', async () => {
     for (const [, v] of WRONG.filter(([n]) => n !== 'an object' && n !== 'a function')) {
@@ -169,7 +190,11 @@ describe('createEndpoint options', () => {
     await expectTyped(() => createEndpoint({ host: '127.0.0.1', server: { cert, key: cert } }), 'STOQ_ERR_INVALID_ARG', 'server.key')
     await expectTyped(() => client.connect({ host: '127.0.0.1', port: server.address.port, ca: key, serverName: 'localhost' }), 'STOQ_ERR_INVALID_ARG', 'ca')
     await expectTyped(() => client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, cert: key, key: cert }), 'STOQ_ERR_INVALID_ARG', 'cert')
-    await expectTyped(() => client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'a b\nc' }), 'STOQ_ERR_INVALID_ARG', 'serverName')
+    await expectTyped(
+      () => client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'a b\nc' }),
+      'STOQ_ERR_INVALID_ARG',
+      'serverName',
+    )
   })
 
   it('selectEngine refuses unknown names with a typed error', async () => {
@@ -206,11 +231,26 @@ describe('unknown option keys', () => {
   const cases: Array<[string, string, string | null, () => unknown]> = [
     ['createEndpoint', 'udpBackned', 'udpBackend', () => createEndpoint({ host: '127.0.0.1', udpBackned: 'gro' } as never)],
     ['createEndpoint', 'wholly', null, () => createEndpoint({ host: '127.0.0.1', wholly: 1 } as never)],
-    ['createEndpoint server', 'server.maxConnection', 'server.maxConnections', () => createEndpoint({ host: '127.0.0.1', server: { ...srv(), maxConnection: 5 } } as never)],
+    [
+      'createEndpoint server',
+      'server.maxConnection',
+      'server.maxConnections',
+      () => createEndpoint({ host: '127.0.0.1', server: { ...srv(), maxConnection: 5 } } as never),
+    ],
     ['createEndpoint transport', 'transport.maxStreamz', null, () => createEndpoint({ host: '127.0.0.1', transport: { maxStreamz: 5 } } as never)],
-    ['createEndpoint transport', 'transport.initialMaxDta', 'transport.initialMaxData', () => createEndpoint({ host: '127.0.0.1', transport: { initialMaxDta: 5 } } as never)],
+    [
+      'createEndpoint transport',
+      'transport.initialMaxDta',
+      'transport.initialMaxData',
+      () => createEndpoint({ host: '127.0.0.1', transport: { initialMaxDta: 5 } } as never),
+    ],
     ['createEndpoint limits', 'limits.maxStream', 'limits.maxStreams', () => createEndpoint({ host: '127.0.0.1', limits: { maxStream: 5 } } as never)],
-    ['createEndpoint server.cert file', 'server.cert.flie', 'server.cert.file', () => createEndpoint({ host: '127.0.0.1', server: { ...srv(), cert: { flie: '/x' } } } as never)],
+    [
+      'createEndpoint server.cert file',
+      'server.cert.flie',
+      'server.cert.file',
+      () => createEndpoint({ host: '127.0.0.1', server: { ...srv(), cert: { flie: '/x' } } } as never),
+    ],
     ['createEndpoint components', 'components.udpp', 'components.udp', () => createEndpoint({ host: '127.0.0.1' }, { udpp: () => null } as never)],
     ['resolveTransport', 'transport.pacin', 'transport.pacing', () => resolveTransport({ pacin: true })],
     ['connect', 'handshakeTimeout', 'handshakeTimeoutMs', () => client.connect({ ...connectBase(), handshakeTimeout: 5 } as never)],
@@ -255,15 +295,18 @@ describe('connect options', () => {
     ['handshakeTimeoutMs', 'handshakeTimeoutMs', [...OPT, ['0', 0], ['600001', 600_001]]],
     ['keepAliveMs', 'keepAliveMs', OPT],
   ]
-  it.each(cases.map(([option, argument, values]) => ({ option, argument, values })))('$option: every wrong value gives STOQ_ERR_INVALID_ARG', async ({ option, argument, values }) => {
-    for (const [label, v] of values) {
-      try {
-        await expectTyped(() => client.connect({ ...base(), [option]: v } as never), 'STOQ_ERR_INVALID_ARG', argument)
-      } catch (err) {
-        throw new Error(`${option} = ${label}: ${(err as Error).message}`)
+  it.each(cases.map(([option, argument, values]) => ({ option, argument, values })))(
+    '$option: every wrong value gives STOQ_ERR_INVALID_ARG',
+    async ({ option, argument, values }) => {
+      for (const [label, v] of values) {
+        try {
+          await expectTyped(() => client.connect({ ...base(), [option]: v } as never), 'STOQ_ERR_INVALID_ARG', argument)
+        } catch (err) {
+          throw new Error(`${option} = ${label}: ${(err as Error).message}`)
+        }
       }
-    }
-  })
+    },
+  )
 
   it('refuses cert without key, key without cert, and non-PEM client identities', async () => {
     await expectTyped(() => client.connect({ ...base(), cert: pki.server.cert } as never), 'STOQ_ERR_INVALID_ARG', 'cert')

@@ -1,13 +1,7 @@
 import dgram from 'node:dgram'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
-import {
-  createEndpoint,
-  quinnEngine,
-  type Endpoint,
-  type QuicEngineFactory,
-  type QuicConnection,
-} from '../src/index.js'
+import { createEndpoint, quinnEngine, type Endpoint, type QuicEngineFactory, type QuicConnection } from '../src/index.js'
 import { echoOnce, pattern, serveEcho, sha256 } from './fixtures/echo.js'
 import { quicheEngine } from '@stoq/engine-quiche'
 
@@ -17,7 +11,10 @@ import { quicheEngine } from '@stoq/engine-quiche'
  */
 const engineName = process.env.STOQ_ENGINE === 'quiche' ? 'quiche' : 'quinn'
 const base: QuicEngineFactory = engineName === 'quiche' ? quicheEngine() : quinnEngine()
-const withPrefix = (cidPrefix: unknown): QuicEngineFactory => (o) => base({ ...o, cidPrefix: cidPrefix as number })
+const withPrefix =
+  (cidPrefix: unknown): QuicEngineFactory =>
+  (o) =>
+    base({ ...o, cidPrefix: cidPrefix as number })
 
 const SERVER_PREFIX = 7
 const CLIENT_PREFIX = 9
@@ -93,61 +90,59 @@ async function relay(serverPort: number): Promise<{ port: number; toServer: Uint
   }
 }
 
-for (const retry of [true, false]) describe(`connection-ID prefix (engine ${engineName}, ${retry ? 'with' : 'without'} Retry)`, () => {
-  let pki: TestPki
-  let server: Endpoint
-  let client: Endpoint
-  let wire: Awaited<ReturnType<typeof relay>>
-  let conn: QuicConnection
+for (const retry of [true, false])
+  describe(`connection-ID prefix (engine ${engineName}, ${retry ? 'with' : 'without'} Retry)`, () => {
+    let pki: TestPki
+    let server: Endpoint
+    let client: Endpoint
+    let wire: Awaited<ReturnType<typeof relay>>
+    let conn: QuicConnection
 
-  beforeAll(async () => {
-    pki = await testPki()
-    server = await createEndpoint(
-      { host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key, retry } },
-      { engine: withPrefix(SERVER_PREFIX) },
-    )
-    server.on('connection', serveEcho)
-    client = await createEndpoint({ host: '127.0.0.1' }, { engine: withPrefix(CLIENT_PREFIX) })
-    wire = await relay(server.address.port)
-    conn = await client.connect({ host: '127.0.0.1', port: wire.port, ca: pki.ca, serverName: 'localhost' })
+    beforeAll(async () => {
+      pki = await testPki()
+      server = await createEndpoint({ host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key, retry } }, { engine: withPrefix(SERVER_PREFIX) })
+      server.on('connection', serveEcho)
+      client = await createEndpoint({ host: '127.0.0.1' }, { engine: withPrefix(CLIENT_PREFIX) })
+      wire = await relay(server.address.port)
+      conn = await client.connect({ host: '127.0.0.1', port: wire.port, ca: pki.ca, serverName: 'localhost' })
+    })
+
+    afterAll(async () => {
+      await client?.close()
+      await server?.close()
+      await wire?.close()
+    })
+
+    it('echoes 1 MiB through the relay', async () => {
+      expect(conn.established).toBe(true)
+      const data = pattern(1024 * 1024, 3)
+      const back = await echoOnce(conn.openStream(), data)
+      expect(sha256(back)).toBe(sha256(data))
+    })
+
+    it('starts every DCID with the receiver’s prefix: 9 towards the client, 7 towards the server', () => {
+      // Towards the client: every packet, long or short, carries a CID the client issued.
+      const toClient = wire.toClient.flatMap(packets)
+      expect(toClient.filter((p) => !p.long).length).toBeGreaterThan(10)
+      expect(toClient.filter((p) => p.long).length).toBeGreaterThan(0)
+      // The Retry (type 3) too: the server addresses it to the client's SCID.
+      expect(toClient.some((p) => p.long && p.type === 3)).toBe(retry)
+      const badClient = toClient.filter((p) => p.dcid[0] !== CLIENT_PREFIX)
+      expect(badClient).toEqual([])
+
+      // Towards the server: all but the client's first Initials, whose DCID the client picked at random
+      // (RFC 9000 §7.2) before it learnt one of the server's.
+      const toServer = wire.toServer.flatMap(packets)
+      const first = toServer[0]!
+      expect(first).toMatchObject({ long: true, type: 0 })
+      const randomDcid = Buffer.from(first.dcid).toString('hex')
+      const rest = toServer.filter((p) => !(p.long && p.type === 0 && Buffer.from(p.dcid).toString('hex') === randomDcid))
+      expect(rest.filter((p) => !p.long).length).toBeGreaterThan(10)
+      expect(rest.filter((p) => p.long).length).toBeGreaterThan(0)
+      const badServer = rest.filter((p) => p.dcid[0] !== SERVER_PREFIX)
+      expect(badServer).toEqual([])
+    })
   })
-
-  afterAll(async () => {
-    await client?.close()
-    await server?.close()
-    await wire?.close()
-  })
-
-  it('echoes 1 MiB through the relay', async () => {
-    expect(conn.established).toBe(true)
-    const data = pattern(1024 * 1024, 3)
-    const back = await echoOnce(conn.openStream(), data)
-    expect(sha256(back)).toBe(sha256(data))
-  })
-
-  it('starts every DCID with the receiver’s prefix: 9 towards the client, 7 towards the server', () => {
-    // Towards the client: every packet, long or short, carries a CID the client issued.
-    const toClient = wire.toClient.flatMap(packets)
-    expect(toClient.filter((p) => !p.long).length).toBeGreaterThan(10)
-    expect(toClient.filter((p) => p.long).length).toBeGreaterThan(0)
-    // The Retry (type 3) too: the server addresses it to the client's SCID.
-    expect(toClient.some((p) => p.long && p.type === 3)).toBe(retry)
-    const badClient = toClient.filter((p) => p.dcid[0] !== CLIENT_PREFIX)
-    expect(badClient).toEqual([])
-
-    // Towards the server: all but the client's first Initials, whose DCID the client picked at random
-    // (RFC 9000 §7.2) before it learnt one of the server's.
-    const toServer = wire.toServer.flatMap(packets)
-    const first = toServer[0]!
-    expect(first).toMatchObject({ long: true, type: 0 })
-    const randomDcid = Buffer.from(first.dcid).toString('hex')
-    const rest = toServer.filter((p) => !(p.long && p.type === 0 && Buffer.from(p.dcid).toString('hex') === randomDcid))
-    expect(rest.filter((p) => !p.long).length).toBeGreaterThan(10)
-    expect(rest.filter((p) => p.long).length).toBeGreaterThan(0)
-    const badServer = rest.filter((p) => p.dcid[0] !== SERVER_PREFIX)
-    expect(badServer).toEqual([])
-  })
-})
 
 describe(`connection-ID prefix (engine ${engineName}): validation`, () => {
   it('refuses a prefix that is not an integer from 0 to 255 (STOQ_ERR_INVALID_ARG)', async () => {

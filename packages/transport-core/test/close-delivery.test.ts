@@ -59,10 +59,7 @@ let relay: Relay | undefined
 async function startRelay(): Promise<Relay> {
   const front = createSocket('udp4')
   const back = createSocket('udp4')
-  await Promise.all([
-    new Promise<void>((r) => front.bind(0, '127.0.0.1', r)),
-    new Promise<void>((r) => back.bind(0, '127.0.0.1', r)),
-  ])
+  await Promise.all([new Promise<void>((r) => front.bind(0, '127.0.0.1', r)), new Promise<void>((r) => back.bind(0, '127.0.0.1', r))])
   const r: Relay = { front, back, dropToClient: false }
   let clientAddr: { port: number; address: string } | null = null
   front.on('message', (msg, rinfo) => {
@@ -110,17 +107,22 @@ describe('a close with stream data queued reaches the peer', () => {
       await conn.closed
     }
     const delivered = results.filter((r) => r === 'ok').length
-    expect(results.filter((r) => r !== 'ok'), `${delivered} of 24 closes delivered`).toEqual([])
+    expect(
+      results.filter((r) => r !== 'ok'),
+      `${delivered} of 24 closes delivered`,
+    ).toEqual([])
   }, 120_000)
 
-  it('closeNow() with a full congestion window (the peer\'s ACKs held back): the close still goes out', async () => {
+  it("closeNow() with a full congestion window (the peer's ACKs held back): the close still goes out", async () => {
     relay ??= await startRelay()
     const results: string[] = []
     for (let round = 0; round < 6; round++) {
       relay.dropToClient = false
       const { conn, peer } = await dial(relay.front.address().port)
       const s = conn.openStream({ unidirectional: true })
-      s.writable!.getWriter().write(upload).catch(() => {})
+      s.writable!.getWriter()
+        .write(upload)
+        .catch(() => {})
       await sleep(30)
       // No more ACKs: whatever the window allows goes out, then the sender is blocked.
       relay.dropToClient = true
@@ -148,7 +150,9 @@ describe('a close with stream data queued reaches the peer', () => {
         } catch {
           break // the peer's stream limit
         }
-        s.writable!.getWriter().write(chunk).catch(() => {})
+        s.writable!.getWriter()
+          .write(chunk)
+          .catch(() => {})
       }
       const code = 77 + round
       const reason = `streams ${round}`

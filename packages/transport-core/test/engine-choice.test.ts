@@ -105,12 +105,19 @@ describe('engine choice', () => {
           return next(specifier, context)
         }`,
       )
-      fs.writeFileSync(path.join(dir, 'register.mjs'), `import { register } from 'node:module'\nregister(${JSON.stringify(pathToFileURL(path.join(dir, 'hooks.mjs')).href)})\n`)
+      fs.writeFileSync(
+        path.join(dir, 'register.mjs'),
+        `import { register } from 'node:module'\nregister(${JSON.stringify(pathToFileURL(path.join(dir, 'hooks.mjs')).href)})\n`,
+      )
       const env = { NODE_OPTIONS: `--import ${pathToFileURL(path.join(dir, 'register.mjs')).href}`, STOQ_ENGINE: '' }
       const asked = await engineIn(env, "{ engine: 'quiche' }")
-      expect(asked.error).toMatch(/^STOQ_ERR_UNSUPPORTED: engine quiche was asked for, but @stoq\/engine-quiche is not installed\. To fix: npm install @stoq\/engine-quiche /)
+      expect(asked.error).toMatch(
+        /^STOQ_ERR_UNSUPPORTED: engine quiche was asked for, but @stoq\/engine-quiche is not installed\. To fix: npm install @stoq\/engine-quiche /,
+      )
       const auto = await engineIn({ ...env, STOQ_QUINN_LIBRARY: '/nonexistent/libstoq_quinn.so' })
-      expect(auto.error).toMatch(/^STOQ_ERR_UNSUPPORTED: engine auto: quinn is unavailable \(.*\/nonexistent\/libstoq_quinn\.so.*\), but @stoq\/engine-quiche is not installed\. To fix: npm install @stoq\/engine-quiche /)
+      expect(auto.error).toMatch(
+        /^STOQ_ERR_UNSUPPORTED: engine auto: quinn is unavailable \(.*\/nonexistent\/libstoq_quinn\.so.*\), but @stoq\/engine-quiche is not installed\. To fix: npm install @stoq\/engine-quiche /,
+      )
       // No warning that quiche is in use: it is not.
       expect(quinnWarnings(auto.stderr)).toEqual([])
       // quinn alone still serves auto.

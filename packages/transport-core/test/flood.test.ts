@@ -26,14 +26,7 @@ import path from 'node:path'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  answerRetry,
-  craftClientInitial,
-  parseLongHeader,
-  testPki,
-  type CraftedInitial,
-  type TestPki,
-} from '@stoq/compliance-tests'
+import { answerRetry, craftClientInitial, parseLongHeader, testPki, type CraftedInitial, type TestPki } from '@stoq/compliance-tests'
 import { RETRY_TOKEN_LIFETIME_MS } from '@stoq/engine-quiche'
 import { createEndpoint } from '../src/index.js'
 import { echoOnce, pattern, sha256 } from './fixtures/echo.js'
@@ -579,9 +572,7 @@ describe('floods against a running server (server in a child process, memory mea
       expect(settled.engineConnections).toBe(0)
       const after = await server.memory()
       const problems = await server.cmd<string[]>('problems')
-      const replies = Object.fromEntries(
-        Object.entries(flood.replies).map(([k, v]) => [k, v - repliesBefore[k as keyof typeof repliesBefore]]),
-      )
+      const replies = Object.fromEntries(Object.entries(flood.replies).map(([k, v]) => [k, v - repliesBefore[k as keyof typeof repliesBefore]]))
       console.log(
         `[flood] engine ${floodEngine}: sent ${sent} datagrams, server read ${received}, dropped ${afterFlood.packetsDropped - statsBefore.packetsDropped}; ` +
           `replies ${JSON.stringify(replies)}; heap ${mib(before.heapUsed)} -> ${mib(after.heapUsed)}, ` +

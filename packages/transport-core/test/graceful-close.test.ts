@@ -1,12 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
-import {
-  createEndpoint,
-  type CloseInfo,
-  type Endpoint,
-  type QuicConnection,
-  type QuicStream,
-} from '../src/index.js'
+import { createEndpoint, type CloseInfo, type Endpoint, type QuicConnection, type QuicStream } from '../src/index.js'
 import { pattern, readAll, sha256 } from './fixtures/echo.js'
 import { failure, waitFor } from './fixtures/peers.js'
 

@@ -29,7 +29,12 @@ function expandLabelIndependent(secret: Uint8Array, label: string, length: numbe
   const full = Buffer.from(`tls13 ${label}`)
   const info = Buffer.concat([Buffer.from([length >> 8, length & 0xff, full.length]), full, Buffer.from([0])])
   // length <= 32: HKDF-Expand is a single HMAC block T(1) = HMAC(PRK, info | 0x01).
-  return crypto.createHmac('sha256', secret).update(info).update(Buffer.from([1])).digest().subarray(0, length)
+  return crypto
+    .createHmac('sha256', secret)
+    .update(info)
+    .update(Buffer.from([1]))
+    .digest()
+    .subarray(0, length)
 }
 
 function keysIndependent(dcid: Uint8Array, side: 'client' | 'server'): { key: Buffer; iv: Buffer; hp: Buffer } {
@@ -125,8 +130,15 @@ function frames(payload: Buffer): Frames {
       v() // ack delay
       const ranges = v()
       v() // first range
-      for (let i = 0; i < ranges; i++) (v(), v())
-      if (t === 0x03) (v(), v(), v())
+      for (let i = 0; i < ranges; i++) {
+        v() // gap
+        v() // range length
+      }
+      if (t === 0x03) {
+        v() // ECT(0) count
+        v() // ECT(1) count
+        v() // ECN-CE count
+      }
       out.other.push(t)
     } else if (t === 0x06) {
       const offset = v()
@@ -183,12 +195,7 @@ function udpClient(): Promise<dgram.Socket> {
  * or the time runs out: callers assert on what arrived, never on how long it
  * took.
  */
-function collect(
-  sock: dgram.Socket,
-  done: (msgs: Buffer[]) => boolean,
-  settled: () => boolean = () => false,
-  timeoutMs = 10_000,
-): Promise<Buffer[]> {
+function collect(sock: dgram.Socket, done: (msgs: Buffer[]) => boolean, settled: () => boolean = () => false, timeoutMs = 10_000): Promise<Buffer[]> {
   const msgs: Buffer[] = []
   return new Promise((resolve) => {
     const finish = (): void => {
@@ -238,11 +245,7 @@ interface Exchange {
  * the server's answers to the last Initial, once `until` is satisfied or the
  * server has dropped the packet.
  */
-async function exchange(
-  ep: Endpoint,
-  opts: CraftInitialOptions,
-  until = (m: Buffer[]) => m.some(isInitialOrHandshake),
-): Promise<Exchange> {
+async function exchange(ep: Endpoint, opts: CraftInitialOptions, until = (m: Buffer[]) => m.some(isInitialOrHandshake)): Promise<Exchange> {
   const sock = await udpClient()
   const port = ep.address.port
   const droppedSince = (base: number) => () => ep.stats().packetsDropped > base
@@ -465,16 +468,20 @@ describe('crafted Initials against a STOQ server', () => {
   it.each([
     ['no Retry', () => noRetry],
     ['Retry', () => server],
-  ])('accepts a well-formed max_datagram_frame_size placed last (control, %s)', async (_name, ep) => {
-    const scid = crypto.randomBytes(8)
-    const base = craftClientInitial({ scid }).transportParameters!
-    const tp = Uint8Array.from([...base, ...encodeIntegerTransportParameter(TransportParameterId.maxDatagramFrameSize, 65535)])
-    const ex = await exchange(ep(), { scid, transportParameters: tp })
-    const hello = serverInitialFrames(ex)
-      .flatMap((f) => f.crypto)
-      .find((c) => c.offset === 0)
-    expect(hello?.data[0]).toBe(0x02)
-  }, 20_000)
+  ])(
+    'accepts a well-formed max_datagram_frame_size placed last (control, %s)',
+    async (_name, ep) => {
+      const scid = crypto.randomBytes(8)
+      const base = craftClientInitial({ scid }).transportParameters!
+      const tp = Uint8Array.from([...base, ...encodeIntegerTransportParameter(TransportParameterId.maxDatagramFrameSize, 65535)])
+      const ex = await exchange(ep(), { scid, transportParameters: tp })
+      const hello = serverInitialFrames(ex)
+        .flatMap((f) => f.crypto)
+        .find((c) => c.offset === 0)
+      expect(hello?.data[0]).toBe(0x02)
+    },
+    20_000,
+  )
 
   it.each([
     ['no Retry', () => noRetry],
@@ -522,7 +529,11 @@ describe('crafted Initials against a STOQ server', () => {
       ['max_datagram_frame_size, truncated varint', cat(valid, encodeTransportParameter(T.maxDatagramFrameSize, Uint8Array.of(0x44))), 'refused'],
       ['max_datagram_frame_size, trailing byte', cat(valid, encodeTransportParameter(T.maxDatagramFrameSize, Uint8Array.of(0x01, 0x02))), 'either'],
       ['duplicate initial_max_data', cat(valid, encodeIntegerTransportParameter(T.initialMaxData, 1)), 'refused'],
-      ['original_destination_connection_id from a client', cat(valid, encodeTransportParameter(T.originalDestinationConnectionId, crypto.randomBytes(8))), 'refused'],
+      [
+        'original_destination_connection_id from a client',
+        cat(valid, encodeTransportParameter(T.originalDestinationConnectionId, crypto.randomBytes(8))),
+        'refused',
+      ],
       ['stateless_reset_token from a client', cat(valid, encodeTransportParameter(T.statelessResetToken, crypto.randomBytes(16))), 'refused'],
       ['max_udp_payload_size 1000', cat(valid, encodeIntegerTransportParameter(T.maxUdpPayloadSize, 1000)), 'refused'],
       ['ack_delay_exponent 21', cat(valid, encodeIntegerTransportParameter(T.ackDelayExponent, 21)), 'refused'],

@@ -392,7 +392,10 @@ describe.runIf(ENGINE === 'quinn')('hostile peers against engine workers', () =>
       console.log(JSON.stringify({ workers: ep.stats().workers.length, choice: ep.stats().engineChoice, gc: typeof gc }))
       await ep.close()
     `
-    const r = spawnSync(process.execPath, ['--expose-gc', '--max-old-space-size=256', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 })
+    const r = spawnSync(process.execPath, ['--expose-gc', '--max-old-space-size=256', '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    })
     expect(r.status, r.stderr).toBe(0)
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { workers: number; choice: string; gc: string }
     expect(out.workers).toBe(2)

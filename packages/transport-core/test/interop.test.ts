@@ -13,7 +13,6 @@ import { createEndpoint, type Endpoint } from '../src/index.js'
 import { buildQuicGoPeer, runQuicGoClient, startQuicGoPeer, testPki, type TestPki } from '@stoq/compliance-tests'
 import { echoOnce, pattern, readAll, serveEcho, sha256 } from './fixtures/echo.js'
 
-
 let pki: TestPki
 let dir: string
 const children: ChildProcess[] = []
@@ -130,8 +129,21 @@ for (const family of ['127.0.0.1', '::1'] as const) {
     it('echoes 10 MiB, 100 concurrent streams, a uni stream and datagrams', async () => {
       const host = family === '::1' ? `[::1]:${server.address.port}` : `127.0.0.1:${server.address.port}`
       const result = await runGoClient([
-        '--connect', host, '--alpn', 'stoq/1', '--ca', path.join(dir, 'ca.pem'), '--sni', 'localhost',
-        '--bytes', String(10 * 1024 * 1024), '--streams', '100', '--datagrams', '20', '--uni',
+        '--connect',
+        host,
+        '--alpn',
+        'stoq/1',
+        '--ca',
+        path.join(dir, 'ca.pem'),
+        '--sni',
+        'localhost',
+        '--bytes',
+        String(10 * 1024 * 1024),
+        '--streams',
+        '100',
+        '--datagrams',
+        '20',
+        '--uni',
       ])
       expect(result).toMatchObject({
         ok: true,

@@ -14,10 +14,7 @@ describe('endpoint metrics', () => {
   it('reports exact counters through a MetricsSink, read when scraped', async () => {
     const pki = await testPki()
     const registry = createMetricsRegistry()
-    const server = await createEndpoint(
-      { host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key } },
-      { metrics: registry },
-    )
+    const server = await createEndpoint({ host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key } }, { metrics: registry })
     server.on('connection', serveEcho)
     const client = await createEndpoint({ host: '127.0.0.1' }, { metrics: registry })
     const conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
@@ -51,10 +48,7 @@ describe('endpoint metrics', () => {
   it('counts application bytes exactly both ways, keeps them after close, and exposes every layer', async () => {
     const pki = await testPki()
     const registry = createMetricsRegistry()
-    const server = await createEndpoint(
-      { host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key } },
-      { metrics: registry },
-    )
+    const server = await createEndpoint({ host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key } }, { metrics: registry })
     server.on('connection', serveEcho)
     const client = await createEndpoint({ host: '127.0.0.1' }, { metrics: registry })
     const conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
@@ -112,9 +106,7 @@ describe('endpoint metrics', () => {
     expect(sample(liveText, 'stoq_batch_syscalls_total', cPort)).toBe(st.batching.syscalls)
     expect(sample(liveText, 'stoq_batch_packets_per_syscall', cPort)).toBe(st.batching.packets / st.batching.syscalls)
     // The backend and the engine as labels of an info-style gauge.
-    expect(liveText).toContain(
-      `stoq_endpoint_info{backend="${st.udp.backend}",engine="${st.engine}",port="${cPort}"} 1`,
-    )
+    expect(liveText).toContain(`stoq_endpoint_info{backend="${st.udp.backend}",engine="${st.engine}",port="${cPort}"} 1`)
     // Backend counters appear when the backend has them, zero-copy sends included.
     const udp = st.udp as unknown as Record<string, unknown>
     if (typeof udp.zeroCopySends === 'number') expect(liveText).toContain('stoq_zero_copy_sends_total{')
@@ -136,10 +128,7 @@ describe('endpoint metrics', () => {
 describe('per-connection throughput', () => {
   it('samples payload Gbps per connection from explicit sample times', async () => {
     const pki = await testPki()
-    const server = await createEndpoint(
-      { host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key } },
-      { throughputSampleMs: 0 },
-    )
+    const server = await createEndpoint({ host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key } }, { throughputSampleMs: 0 })
     server.on('connection', serveEcho)
     const client = await createEndpoint({ host: '127.0.0.1' }, { throughputSampleMs: 0 })
     const conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
@@ -179,10 +168,7 @@ describe('per-connection throughput', () => {
 
   it('runs one shared timer per endpoint, only while connections live', async () => {
     const pki = await testPki()
-    const server = await createEndpoint(
-      { host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key } },
-      { throughputSampleMs: 10 },
-    )
+    const server = await createEndpoint({ host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key } }, { throughputSampleMs: 10 })
     server.on('connection', serveEcho)
     const client = await createEndpoint({ host: '127.0.0.1' }, { throughputSampleMs: 10 })
     expect(client.throughputSampling).toBe(false)
@@ -192,13 +178,16 @@ describe('per-connection throughput', () => {
     const data = pattern(200_000, 9)
     await Promise.all([echoOnce(a.openStream(), data), echoOnce(b.openStream(), data)])
     // Both connections are sampled by the endpoint's timer until each has a full interval after the transfer.
-    await vi.waitFor(() => {
-      for (const conn of [a, b]) {
-        expect(conn.throughput.sent.bytes).toBe(data.length)
-        expect(conn.throughput.peakGbps).toBeGreaterThan(0)
-        expect(conn.throughput.averageGbps).toBeGreaterThan(0)
-      }
-    }, { timeout: 20_000 })
+    await vi.waitFor(
+      () => {
+        for (const conn of [a, b]) {
+          expect(conn.throughput.sent.bytes).toBe(data.length)
+          expect(conn.throughput.peakGbps).toBeGreaterThan(0)
+          expect(conn.throughput.averageGbps).toBeGreaterThan(0)
+        }
+      },
+      { timeout: 20_000 },
+    )
     await a.close()
     expect(client.throughputSampling).toBe(true)
     await b.close()

@@ -6,7 +6,7 @@ import { testPki, type TestPki } from '@stoq/compliance-tests'
 import {
   createEndpoint,
   DEFAULT_STREAM_READ_HIGH_WATER,
-  StoqError,
+  type StoqError,
   type CloseInfo,
   type Endpoint,
   type QuicConnection,
@@ -115,7 +115,10 @@ describe('a peer that never reads', () => {
     expect(engineAccepted).toBeLessThanOrEqual(bound)
     // The last write is still waiting for credit.
     let resolved = false
-    void pendingWrite!.then(() => (resolved = true), () => (resolved = true))
+    void pendingWrite!.then(
+      () => (resolved = true),
+      () => (resolved = true),
+    )
     await sleep(200)
     expect(resolved).toBe(false)
     // Reset it: the pending write fails with a typed error and the stream is gone on our side.
@@ -209,7 +212,7 @@ describe('a peer that resets or stops streams mid-transfer', () => {
     await server?.close()
   })
 
-  it('gives the writer StoqStreamStoppedError and the reader StoqStreamResetError, each with the peer\'s code', async () => {
+  it("gives the writer StoqStreamStoppedError and the reader StoqStreamResetError, each with the peer's code", async () => {
     let remoteGot = 0
     const remote = new Promise<QuicStream>((resolve) => {
       onStream = (s) => {

@@ -89,9 +89,23 @@ quinnOnly("OpenSSL 3.5's QUIC client (Debian trixie) against a STOQ server", () 
   /** Runs s_client until the handshake is done (stdin closed: it then says goodbye). */
   async function sClient(port: number, groups: string): Promise<string> {
     const args = [
-      ...openssl.prefix, 's_client', '-quic', '-alpn', 'stoq/1', '-connect', `127.0.0.1:${port}`,
-      '-servername', 'localhost', '-verify_hostname', 'localhost', '-verify_return_error', '-trace',
-      '-groups', groups, '-CAfile', path.join(dir, 'ca.pem'),
+      ...openssl.prefix,
+      's_client',
+      '-quic',
+      '-alpn',
+      'stoq/1',
+      '-connect',
+      `127.0.0.1:${port}`,
+      '-servername',
+      'localhost',
+      '-verify_hostname',
+      'localhost',
+      '-verify_return_error',
+      '-trace',
+      '-groups',
+      groups,
+      '-CAfile',
+      path.join(dir, 'ca.pem'),
     ]
     return new Promise((resolve, reject) => {
       const child = spawn(openssl.command, args, { stdio: ['pipe', 'pipe', 'pipe'] })
@@ -147,7 +161,11 @@ quinnOnly('quic-go 0.29 (no ML-KEM) and STOQ agree on X25519', () => {
   }, 600_000)
 
   function startGoServer(): Promise<number> {
-    return startQuicGoPeer('server', ['--listen', '127.0.0.1:0', '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'), '--alpn', 'stoq/1'], children)
+    return startQuicGoPeer(
+      'server',
+      ['--listen', '127.0.0.1:0', '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'), '--alpn', 'stoq/1'],
+      children,
+    )
   }
 
   it('the relay reads hellos on the wire: a P-256-only STOQ server forces a HelloRetryRequest, a default one does not', async () => {
@@ -208,9 +226,11 @@ quinnOnly('quic-go 0.29 (no ML-KEM) and STOQ agree on X25519', () => {
     const r = await relay(ep.address.port)
     let result: Record<string, unknown>
     try {
-      const { stdout } = await execFileP(quicGoPeerBinary, [
-        'client', '--connect', `127.0.0.1:${r.port}`, '--alpn', 'stoq/1', '--ca', path.join(dir, 'ca.pem'), '--sni', 'localhost', '--bytes', '100000',
-      ], { timeout: 60_000 })
+      const { stdout } = await execFileP(
+        quicGoPeerBinary,
+        ['client', '--connect', `127.0.0.1:${r.port}`, '--alpn', 'stoq/1', '--ca', path.join(dir, 'ca.pem'), '--sni', 'localhost', '--bytes', '100000'],
+        { timeout: 60_000 },
+      )
       result = JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>
     } catch (err) {
       const e = err as { stdout?: string; stderr?: string; message: string }

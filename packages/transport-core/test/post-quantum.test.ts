@@ -144,7 +144,7 @@ quinnOnly('X25519MLKEM768 (quinn engine)', () => {
     let clientDatagrams = 0
     const isValidating = (msg: Buffer): boolean => {
       if ((msg[0]! & 0x80) === 0) return true
-      return ((msg[0]! & 0x30) >> 4) === 2
+      return (msg[0]! & 0x30) >> 4 === 2
     }
     relay.on('message', (msg, rinfo) => {
       if (rinfo.port === ep.address.port) {

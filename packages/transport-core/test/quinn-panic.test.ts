@@ -13,7 +13,7 @@ import crypto from 'node:crypto'
 import dgram from 'node:dgram'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { craftClientInitial, encodeTransportParameter, TransportParameterId, testPki, type TestPki } from '@stoq/compliance-tests'
-import { createEndpoint, QuinnEngine, quinnAvailability, type Endpoint, type QuicConnection } from '../src/index.js'
+import { createEndpoint, type QuinnEngine, quinnAvailability, type Endpoint, type QuicConnection } from '../src/index.js'
 import { echoOnce, pattern, serveEcho, sha256 } from './fixtures/echo.js'
 
 let pki: TestPki
@@ -85,7 +85,7 @@ describe('quinn engine: RUSTSEC-2026-0037 and the panic boundary', () => {
     await echoes(server)
   }, 30_000)
 
-  it('a panic while handling one connection\'s datagram closes that connection alone (INTERNAL_ERROR); the process and the endpoint go on', async () => {
+  it("a panic while handling one connection's datagram closes that connection alone (INTERNAL_ERROR); the process and the endpoint go on", async () => {
     const engine = server.engine as QuinnEngine
     const panicsBefore = engine.panics
     const client = await createEndpoint({ host: '127.0.0.1' })
@@ -97,7 +97,11 @@ describe('quinn engine: RUSTSEC-2026-0037 and the panic boundary', () => {
       const closed = serverSide.closed
       // The next datagram quinn routes to this connection panics inside the library.
       engine.injectPanic(serverSide.handle, 'next-datagram')
-      victim.openStream().writable!.getWriter().write(pattern(1000, 1)).catch(() => {})
+      victim
+        .openStream()
+        .writable!.getWriter()
+        .write(pattern(1000, 1))
+        .catch(() => {})
       const info = await closed
       expect(info.code).toBe(0x1) // INTERNAL_ERROR
       expect(info.reason).toMatch(/^engine panic: injected test panic/)

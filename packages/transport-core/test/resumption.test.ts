@@ -122,7 +122,9 @@ describe.runIf(engine === 'quinn')('resumption and 0-RTT (quinn)', () => {
     // post-quantum key share (1.1 KB, X25519MLKEM768 by default), so both take two datagrams
     // and the saving shows as about 800 bytes, not the whole chain.
     expect(full.bytesReceived - resumed.bytesReceived).toBeGreaterThan(600)
-    console.log(`[resumption] server flight to the end of the handshake: full ${full.packetsReceived} packets / ${full.bytesReceived} bytes, resumed ${resumed.packetsReceived} packets / ${resumed.bytesReceived} bytes`)
+    console.log(
+      `[resumption] server flight to the end of the handshake: full ${full.packetsReceived} packets / ${full.bytesReceived} bytes, resumed ${resumed.packetsReceived} packets / ${resumed.bytesReceived} bytes`,
+    )
     // The resumed connection still knows the server's chain (from the session), and works.
     expect(second.peerCertificates.length).toBe(4)
     expect(Buffer.from((await echo(second, enc.encode('after resumption'))).back).toString()).toBe('after resumption')
@@ -359,9 +361,9 @@ describe('resumption options', () => {
     for (const bad of [-1, 1.5, '8', 1 << 21]) {
       expect(await code(createEndpoint({ host: '127.0.0.1', sessionCacheSize: bad as number }))).toMatch(/^STOQ_ERR_INVALID_ARG/)
     }
-    expect(await code(createEndpoint({ host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key, earlyData: 'yes' as unknown as boolean } }))).toMatch(
-      /^STOQ_ERR_INVALID_ARG/,
-    )
+    expect(
+      await code(createEndpoint({ host: '127.0.0.1', server: { cert: pki.server.cert, key: pki.server.key, earlyData: 'yes' as unknown as boolean } })),
+    ).toMatch(/^STOQ_ERR_INVALID_ARG/)
     const client = await endpoint()
     const base = { host: '127.0.0.1', port: 4433, serverName: 'localhost' }
     expect(await code(client.connect({ ...base, ca: pki.ca, earlyData: 1 as unknown as boolean }))).toMatch(/^STOQ_ERR_INVALID_ARG/)

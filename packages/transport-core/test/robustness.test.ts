@@ -3,15 +3,7 @@ import crypto from 'node:crypto'
 import { pipeline } from 'node:stream/promises'
 import { Readable, Writable, type Duplex } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  createEndpoint,
-  resolveTransport,
-  StoqError,
-  type Endpoint,
-  type QuicConnection,
-  type QuicStream,
-  type TransmitBatch,
-} from '../src/index.js'
+import { createEndpoint, resolveTransport, StoqError, type Endpoint, type QuicConnection, type QuicStream, type TransmitBatch } from '../src/index.js'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { QuicheEngine } from '@stoq/engine-quiche'
 import { detectCapabilities } from '@stoq/hwaccel'
@@ -81,8 +73,7 @@ describe('hostile and malformed input', () => {
   it('survives 10 000 random, truncated and replayed packets and still serves a new client', async () => {
     const sock = await udpClient()
     const initial = clientInitial(server.address.port)
-    const send = (buf: Uint8Array): Promise<void> =>
-      new Promise((resolve) => sock.send(buf, server.address.port, '127.0.0.1', () => resolve()))
+    const send = (buf: Uint8Array): Promise<void> => new Promise((resolve) => sock.send(buf, server.address.port, '127.0.0.1', () => resolve()))
     for (let i = 0; i < 10_000; i++) {
       let pkt: Uint8Array
       switch (i % 5) {
@@ -461,41 +452,42 @@ describe('stateless reset', () => {
   })
 
   it('rejects a secret of the wrong size', async () => {
-    const err = await failure(() =>
-      createEndpoint({ server: { cert: pki.server.cert, key: pki.server.key, secret: new Uint8Array(16) } }),
-    )
+    const err = await failure(() => createEndpoint({ server: { cert: pki.server.cert, key: pki.server.key, secret: new Uint8Array(16) } }))
     expect(err.code).toBe('STOQ_ERR_INVALID_ARG')
   })
 })
 
 describe('UDP backend choice', () => {
-  it.each(['dgram', 'gso', 'gro', 'uring', 'auto'] as const)('carries a verified transfer with udpBackend %s and says which backend runs', async (udpBackend) => {
-    let server: Endpoint
-    try {
-      server = await createEndpoint({ host: '127.0.0.1', udpBackend, server: { cert: pki.server.cert, key: pki.server.key } })
-    } catch (err) {
-      // An explicit accelerated backend may only be refused where the machine lacks it.
-      expect(StoqError.isInstance(err) && err.code).toBe('STOQ_ERR_UNSUPPORTED')
-      const caps = await detectCapabilities()
-      if (udpBackend === 'uring') expect(caps.ioUring.available).toBe(false)
-      else expect(udpBackend === 'gso' ? caps.gso.available : caps.gso.available && caps.gro.available).toBe(false)
-      return
-    }
-    server.on('connection', serveEcho)
-    const client = await createEndpoint({ host: '127.0.0.1', udpBackend })
-    const conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
-    const data = pattern(2 * 1024 * 1024, 17)
-    expect(sha256(await echoOnce(conn.openStream(), data))).toBe(sha256(data))
-    const stats = client.stats()
-    if (udpBackend === 'auto') expect(['gro', 'gso', 'dgram']).toContain(stats.udp.backend)
-    else expect(stats.udp.backend).toBe(udpBackend)
-    expect(stats.udpChoice).toContain(`udpBackend ${udpBackend}`)
-    expect(stats.batching.packets).toBeGreaterThan(0)
-    // With GSO, equal-size packets share sends: fewer syscalls than packets.
-    if (stats.udp.backend !== 'dgram') expect(stats.batching.syscalls).toBeLessThan(stats.batching.packets)
-    await client.close()
-    await server.close()
-  })
+  it.each(['dgram', 'gso', 'gro', 'uring', 'auto'] as const)(
+    'carries a verified transfer with udpBackend %s and says which backend runs',
+    async (udpBackend) => {
+      let server: Endpoint
+      try {
+        server = await createEndpoint({ host: '127.0.0.1', udpBackend, server: { cert: pki.server.cert, key: pki.server.key } })
+      } catch (err) {
+        // An explicit accelerated backend may only be refused where the machine lacks it.
+        expect(StoqError.isInstance(err) && err.code).toBe('STOQ_ERR_UNSUPPORTED')
+        const caps = await detectCapabilities()
+        if (udpBackend === 'uring') expect(caps.ioUring.available).toBe(false)
+        else expect(udpBackend === 'gso' ? caps.gso.available : caps.gso.available && caps.gro.available).toBe(false)
+        return
+      }
+      server.on('connection', serveEcho)
+      const client = await createEndpoint({ host: '127.0.0.1', udpBackend })
+      const conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
+      const data = pattern(2 * 1024 * 1024, 17)
+      expect(sha256(await echoOnce(conn.openStream(), data))).toBe(sha256(data))
+      const stats = client.stats()
+      if (udpBackend === 'auto') expect(['gro', 'gso', 'dgram']).toContain(stats.udp.backend)
+      else expect(stats.udp.backend).toBe(udpBackend)
+      expect(stats.udpChoice).toContain(`udpBackend ${udpBackend}`)
+      expect(stats.batching.packets).toBeGreaterThan(0)
+      // With GSO, equal-size packets share sends: fewer syscalls than packets.
+      if (stats.udp.backend !== 'dgram') expect(stats.batching.syscalls).toBeLessThan(stats.batching.packets)
+      await client.close()
+      await server.close()
+    },
+  )
 
   it('pins the network thread when asked (gro backend)', async () => {
     const ep = await createEndpoint({ host: '127.0.0.1', udpBackend: 'gro', cpuAffinity: [0] })

@@ -66,9 +66,7 @@ describe('certificate validity', () => {
 
   it('refuses an expired server certificate with STOQ_ERR_TLS', async () => {
     const ep = await serve(pki.expired)
-    const err = await refusal(
-      client.connect({ host: '127.0.0.1', port: ep.address.port, ca: pki.ca, serverName: 'localhost', handshakeTimeoutMs: 5000 }),
-    )
+    const err = await refusal(client.connect({ host: '127.0.0.1', port: ep.address.port, ca: pki.ca, serverName: 'localhost', handshakeTimeoutMs: 5000 }))
     expect(err.code).toBe('STOQ_ERR_TLS')
     expect((err.data as { remote: boolean }).remote).toBe(false)
     expect(ep.connections.filter((c) => c.established && !c.isClosed)).toHaveLength(0)
@@ -76,9 +74,7 @@ describe('certificate validity', () => {
 
   it('refuses a server certificate that is not valid yet with STOQ_ERR_TLS', async () => {
     const ep = await serve(pki.notYetValid)
-    const err = await refusal(
-      client.connect({ host: '127.0.0.1', port: ep.address.port, ca: pki.ca, serverName: 'localhost', handshakeTimeoutMs: 5000 }),
-    )
+    const err = await refusal(client.connect({ host: '127.0.0.1', port: ep.address.port, ca: pki.ca, serverName: 'localhost', handshakeTimeoutMs: 5000 }))
     expect(err.code).toBe('STOQ_ERR_TLS')
     expect((err.data as { remote: boolean }).remote).toBe(false)
   })

@@ -44,9 +44,7 @@ describe('certificate verification', () => {
   })
 
   it('refuses a certificate that does not name the server', async () => {
-    const err = await failure(
-      client.connect({ host: '::1', port: server.address.port, ca: pki.ca, serverName: 'not-the-server.example' }),
-    )
+    const err = await failure(client.connect({ host: '::1', port: server.address.port, ca: pki.ca, serverName: 'not-the-server.example' }))
     expect(err.code).toBe('STOQ_ERR_TLS')
   })
 
@@ -64,9 +62,7 @@ describe('certificate verification', () => {
   })
 
   it('refuses a peer with no common ALPN', async () => {
-    const err = await failure(
-      client.connect({ host: '::1', port: server.address.port, ca: pki.ca, serverName: 'localhost', alpn: ['h3'] }),
-    )
+    const err = await failure(client.connect({ host: '::1', port: server.address.port, ca: pki.ca, serverName: 'localhost', alpn: ['h3'] }))
     expect(err.code).toBe('STOQ_ERR_TLS')
   })
 

@@ -1,11 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  createEndpoint,
-  StoqError,
-  type Endpoint,
-  type QuicConnection,
-  type CloseInfo,
-} from '../src/index.js'
+import { createEndpoint, StoqError, type Endpoint, type QuicConnection, type CloseInfo } from '../src/index.js'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { echoOnce, pattern, readAll, serveEcho, sha256 } from './fixtures/echo.js'
 

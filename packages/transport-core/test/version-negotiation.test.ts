@@ -23,7 +23,7 @@ function versionNegotiation(initial: Buffer): Buffer | null {
   const scil = initial[6 + dcil]!
   const scid = initial.subarray(7 + dcil, 7 + dcil + scil)
   const versions = Buffer.alloc(4 * OFFERED.length)
-  OFFERED.forEach((v, i) => versions.writeUInt32BE(v, 4 * i))
+  for (const [i, v] of OFFERED.entries()) versions.writeUInt32BE(v, 4 * i)
   // Destination: the client's source CID; source: the client's destination CID.
   return Buffer.concat([Buffer.from([0x80 | 0x3f, 0, 0, 0, 0, scid.length]), scid, Buffer.from([dcid.length]), dcid, versions])
 }

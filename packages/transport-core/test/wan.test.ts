@@ -16,7 +16,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { createWan, type Wan } from './wan/netns.js'
-import { PeerProcess } from './wan/peer-process.js'
+import { PeerProcess, type PeerEvent } from './wan/peer-process.js'
 
 const MiB = 1024 * 1024
 const BULK = 64 * MiB
@@ -97,7 +97,10 @@ describe(`emulated WAN (netns + netem or userspace relay), engine ${ENGINE}`, ()
 
   afterAll(async () => {
     try {
-      const stats = await wan?.relayStats().catch((err) => (console.log(`[wan ${ENGINE}] relay stats failed: ${err}`), null))
+      const stats = await wan?.relayStats().catch((err) => {
+        console.log(`[wan ${ENGINE}] relay stats failed: ${err}`)
+        return null
+      })
       if (stats) {
         for (const dir of ['client→server', 'server→client'] as const) {
           const d = stats[dir]
@@ -110,7 +113,9 @@ describe(`emulated WAN (netns + netem or userspace relay), engine ${ENGINE}`, ()
           summary.push(`relay ${dir} delay error mean ${l.meanMs} ms, p99 ${l.p99Ms} ms, max ${l.maxMs} ms`)
         }
         const lag = stats.eventLoopLag
-        console.log(`[wan ${ENGINE}] relay event-loop lag (10 ms probe): mean ${lag.meanMs} p99 ${lag.p99Ms} max ${lag.maxMs} ms; relay namespace kernel UDP ${JSON.stringify(stats.kernelUdp)}`)
+        console.log(
+          `[wan ${ENGINE}] relay event-loop lag (10 ms probe): mean ${lag.meanMs} p99 ${lag.p99Ms} max ${lag.maxMs} ms; relay namespace kernel UDP ${JSON.stringify(stats.kernelUdp)}`,
+        )
       }
       await Promise.all([server?.stop(), client?.stop()])
     } finally {
@@ -169,7 +174,9 @@ describe(`emulated WAN (netns + netem or userspace relay), engine ${ENGINE}`, ()
     const atServer = await server!.cmd<{ valid: number; corrupt: number; duplicate: number }>('datagramStats', { conn: 'main' })
     const atClient = await client!.cmd<{ valid: number; corrupt: number; duplicate: number }>('datagramStats', { conn: 'main' })
     summary.push(`datagrams c→s ${atServer.valid}/${sent.accepted} s→c ${atClient.valid}/${back.accepted}`)
-    console.log(`[wan ${ENGINE}] datagrams: client→server ${atServer.valid}/200 (accepted ${sent.accepted}), server→client ${atClient.valid}/200 (accepted ${back.accepted})`)
+    console.log(
+      `[wan ${ENGINE}] datagrams: client→server ${atServer.valid}/200 (accepted ${sent.accepted}), server→client ${atClient.valid}/200 (accepted ${back.accepted})`,
+    )
     expect(atServer.corrupt).toBe(0)
     expect(atClient.corrupt).toBe(0)
     expect(atServer.duplicate).toBe(0)
@@ -231,7 +238,10 @@ describe(`emulated WAN (netns + netem or userspace relay), engine ${ENGINE}`, ()
     // Each size the link drops is tried 3 times, one PTO (~150 ms here) apart, so the search
     // may still run after the transfers: wait (bounded) for both sides to get past 1200.
     for (let i = 0; i < 60; i++) {
-      const [a, b] = await Promise.all([client!.cmd<{ pathMtu: number }>('status', { conn: 'mtu' }), server!.cmd<{ pathMtu: number }>('status', { conn: 'mtu' })])
+      const [a, b] = await Promise.all([
+        client!.cmd<{ pathMtu: number }>('status', { conn: 'mtu' }),
+        server!.cmd<{ pathMtu: number }>('status', { conn: 'mtu' }),
+      ])
       if (a.pathMtu > 1200 && b.pathMtu > 1200) break
       await new Promise((r) => setTimeout(r, 500))
     }
@@ -266,7 +276,8 @@ describe(`emulated WAN (netns + netem or userspace relay), engine ${ENGINE}`, ()
     await new Promise((r) => setTimeout(r, 500))
     const t0 = Date.now()
     await wan!.blackout(true)
-    let clientClosed, serverClosed
+    let clientClosed: PeerEvent | undefined
+    let serverClosed: PeerEvent | undefined
     try {
       ;[clientClosed, serverClosed] = await Promise.all([
         client!.waitFor((e) => e.ev === 'closed' && e.conn === 'short', SHORT_IDLE_MS * 4, 'client idle close'),

@@ -105,7 +105,10 @@ describe('engine workers (multi-core endpoints)', () => {
     const multi = await server(2)
     multi.on('connection', serveEcho)
     const client = await endpoint({ host: '127.0.0.1', workers: 2 })
-    const conns = [...(await Promise.all(Array.from({ length: 6 }, () => dial(client, plain)))), ...(await Promise.all(Array.from({ length: 6 }, () => dial(client, multi))))]
+    const conns = [
+      ...(await Promise.all(Array.from({ length: 6 }, () => dial(client, plain)))),
+      ...(await Promise.all(Array.from({ length: 6 }, () => dial(client, multi)))),
+    ]
     const data = randomBytes(1 << 20, 7)
     const hashes = await Promise.all(conns.map((c) => echo(c, data)))
     expect(new Set(hashes)).toEqual(new Set([sha256(data)]))
@@ -247,7 +250,9 @@ describe('engine workers (multi-core endpoints)', () => {
 
   it('keeps backpressure across the boundary: a peer that never reads stops the writer', async (ctx) => {
     if (!canRun) ctx.skip()
-    const srv = await server(2, { transport: { initialMaxStreamData: 256 * 1024, maxStreamWindow: 256 * 1024, initialMaxData: 1 << 20, maxConnectionWindow: 1 << 20 } })
+    const srv = await server(2, {
+      transport: { initialMaxStreamData: 256 * 1024, maxStreamWindow: 256 * 1024, initialMaxData: 1 << 20, maxConnectionWindow: 1 << 20 },
+    })
     srv.on('connection', () => {}) // accepts streams, never reads them
     const client = await endpoint({ host: '127.0.0.1', workers: 2 })
     const conn = await dial(client, srv)
@@ -298,7 +303,10 @@ describe('engine workers (multi-core endpoints)', () => {
     const loads = srv.stats().workers
     console.log(
       `[workers soak] 2000 cycles in ${seconds.toFixed(1)} s; per worker: ${loads
-        .map((w) => `connections ${w.connections}, pool buffers in use ${w.poolBuffersInUse}, send refs ${w.sendBuffersHeld}, heap ${(w.heapUsedBytes / 2 ** 20).toFixed(1)} MiB`)
+        .map(
+          (w) =>
+            `connections ${w.connections}, pool buffers in use ${w.poolBuffersInUse}, send refs ${w.sendBuffersHeld}, heap ${(w.heapUsedBytes / 2 ** 20).toFixed(1)} MiB`,
+        )
         .join('; ')}`,
     )
     for (const w of loads) {

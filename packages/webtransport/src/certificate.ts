@@ -65,7 +65,9 @@ export async function createWebTransportCertificate(options: WebTransportCertifi
   const now = Date.now()
   const notBefore = new Date(now - 60_000)
   const notAfter = new Date(now - 60_000 + days * DAY)
-  const serial = Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex').replace(/^[89a-f]/, '1')
+  const serial = Buffer.from(webcrypto.getRandomValues(new Uint8Array(8)))
+    .toString('hex')
+    .replace(/^[89a-f]/, '1')
   const certificate = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial,
     name: `CN=${commonName}`,

@@ -142,7 +142,8 @@ function checkSessionOptions(options: { origin?: unknown; headers?: unknown; tim
   if (options.headers !== undefined) {
     if (!Array.isArray(options.headers)) throw new StoqInvalidArgumentError('headers', `expected [name, value] string pairs, got ${show(options.headers)}`)
     for (const f of options.headers) {
-      if (!Array.isArray(f) || typeof f[0] !== 'string' || typeof f[1] !== 'string') throw new StoqInvalidArgumentError('headers', 'expected [name, value] string pairs')
+      if (!Array.isArray(f) || typeof f[0] !== 'string' || typeof f[1] !== 'string')
+        throw new StoqInvalidArgumentError('headers', 'expected [name, value] string pairs')
     }
   }
   if (options.timeoutMs !== undefined) timeoutArg('timeoutMs', options.timeoutMs)
@@ -170,7 +171,12 @@ export class WebTransportClient {
     const target = parseUrl(url)
     // Checked before anything is bound or sent.
     checkSessionOptions(options)
-    if (options.endpoint !== undefined && (!isOptions(options.endpoint as unknown) || typeof (options.endpoint as Partial<Endpoint>).connect !== 'function' || typeof (options.endpoint as Partial<Endpoint>).close !== 'function')) {
+    if (
+      options.endpoint !== undefined &&
+      (!isOptions(options.endpoint as unknown) ||
+        typeof (options.endpoint as Partial<Endpoint>).connect !== 'function' ||
+        typeof (options.endpoint as Partial<Endpoint>).close !== 'function')
+    ) {
       throw new StoqInvalidArgumentError('endpoint', `expected a STOQ Endpoint, got ${show(options.endpoint)}`)
     }
     if (options.pin !== undefined && typeof options.pin !== 'string' && !Array.isArray(options.pin)) {
@@ -183,8 +189,8 @@ export class WebTransportClient {
         throw new StoqInvalidArgumentError('serverCertificateHashes', 'expected a non-empty array')
       }
       options.serverCertificateHashes.forEach((h, i) => {
-      pins.push(hashToHex(h, i))
-    })
+        pins.push(hashToHex(h, i))
+      })
     }
     if (options.pin !== undefined) pins.push(...(Array.isArray(options.pin) ? options.pin : [options.pin]))
     const connectOptions: ConnectOptions = {
@@ -232,7 +238,8 @@ export class WebTransportClient {
     const origin = options.origin ?? this.#options.origin
     if (origin !== undefined) extra.push(['origin', origin])
     for (const f of options.headers ?? this.#options.headers ?? []) {
-      if (!Array.isArray(f) || typeof f[0] !== 'string' || typeof f[1] !== 'string') throw new StoqInvalidArgumentError('headers', 'expected [name, value] string pairs')
+      if (!Array.isArray(f) || typeof f[0] !== 'string' || typeof f[1] !== 'string')
+        throw new StoqInvalidArgumentError('headers', 'expected [name, value] string pairs')
       extra.push([f[0], f[1]])
     }
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs ?? 10_000

@@ -76,7 +76,13 @@ export const DEFAULT_WEBTRANSPORT_LIMITS: Readonly<WebTransportLimits> = {
 }
 
 /** Every key of `limits`. */
-const LIMIT_KEYS = optionKeys<WebTransportLimits>({ maxBufferedStreams: true, maxSessions: true, maxQueuedStreams: true, settingsTimeoutMs: true, maxFieldSectionSize: true })
+const LIMIT_KEYS = optionKeys<WebTransportLimits>({
+  maxBufferedStreams: true,
+  maxSessions: true,
+  maxQueuedStreams: true,
+  settingsTimeoutMs: true,
+  maxFieldSectionSize: true,
+})
 
 export function resolveLimits(input: Partial<WebTransportLimits> | undefined): WebTransportLimits {
   const out = { ...DEFAULT_WEBTRANSPORT_LIMITS }
@@ -222,7 +228,9 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     this.#settingsTimer = setTimeout(() => {
       this.#settingsTimer = null
       if (this.#settings === null) {
-        this.#rejectSettings(new StoqWebTransportError('timeout', `the peer sent no HTTP/3 SETTINGS within ${limits.settingsTimeoutMs} ms`, { h3Code: H3_MISSING_SETTINGS }))
+        this.#rejectSettings(
+          new StoqWebTransportError('timeout', `the peer sent no HTTP/3 SETTINGS within ${limits.settingsTimeoutMs} ms`, { h3Code: H3_MISSING_SETTINGS }),
+        )
         this.#connectionError(H3_MISSING_SETTINGS, 'no SETTINGS received')
       }
     }, limits.settingsTimeoutMs)
@@ -359,13 +367,13 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     const settings =
       this.role === 'server'
         ? webTransportServerSettings({ maxFieldSectionSize: this.limits.maxFieldSectionSize })
-        : [
+        : ([
             [SETTINGS_QPACK_MAX_TABLE_CAPACITY, 0],
             [SETTINGS_QPACK_BLOCKED_STREAMS, 0],
             [SETTINGS_H3_DATAGRAM, 1],
             [SETTINGS_H3_DATAGRAM_DRAFT04, 1],
             [SETTINGS_ENABLE_WEBTRANSPORT, 1],
-          ] as Array<[number, number]>
+          ] as Array<[number, number]>)
     const control = encodeVarint(STREAM_TYPE_CONTROL)
     const frame = encodeSettingsFrame(settings)
     const first = new Uint8Array(control.length + frame.length)
@@ -502,7 +510,8 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
   /** Client: the server will not process CONNECTs at or above `id`: fail them now (they may be retried elsewhere). */
   #peerGoaway(id: number): void {
     for (const [streamId, fail] of [...this.#connectFailers]) {
-      if (streamId >= id) fail(new StoqWebTransportError('closed', `the server sent GOAWAY (${id}): it will not process the WebTransport CONNECT on stream ${streamId}`))
+      if (streamId >= id)
+        fail(new StoqWebTransportError('closed', `the server sent GOAWAY (${id}): it will not process the WebTransport CONNECT on stream ${streamId}`))
     }
   }
 
@@ -768,7 +777,9 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
         missingSettings.push('SETTINGS_ENABLE_WEBTRANSPORT')
         what.push('SETTINGS_ENABLE_WEBTRANSPORT (WebTransport draft-02)')
       }
-      throw new StoqWebTransportError('unsupported', `the server does not support WebTransport: its HTTP/3 SETTINGS lack ${what.join(' and ')}`, { missingSettings })
+      throw new StoqWebTransportError('unsupported', `the server does not support WebTransport: its HTTP/3 SETTINGS lack ${what.join(' and ')}`, {
+        missingSettings,
+      })
     }
     if (this.#goaway !== null) throw new StoqWebTransportError('closed', `the server sent GOAWAY (${String(this.#goaway)}): no new sessions on this connection`)
     if (this.#draining !== null || this.#closing || this.quic.isClosed) throw new StoqWebTransportError('closed', 'the connection is closing')
@@ -826,7 +837,9 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
         if (response.status < 200) return undefined
         if (response.status >= 300) {
           this.#forget(id)
-          settle(new StoqWebTransportError('refused', `the server refused the WebTransport session with status ${response.status}`, { status: response.status }))
+          settle(
+            new StoqWebTransportError('refused', `the server refused the WebTransport session with status ${response.status}`, { status: response.status }),
+          )
           writer.close().catch(ignoreRejection) // refused: the stream is done; a peer that reset it makes this reject
           await reader.cancel(H3_NO_ERROR).catch(ignoreRejection) // refused: the stream is done; a peer that reset it makes this reject
           return null
@@ -857,10 +870,15 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
           if (!settled) {
             settle(
               isResetWith(err, H3_REQUEST_REJECTED)
-                ? new StoqWebTransportError('closed', 'the server rejected the WebTransport CONNECT unprocessed (H3_REQUEST_REJECTED, after GOAWAY); it may be retried on a new connection', { h3Code: H3_REQUEST_REJECTED }, { cause: err })
+                ? new StoqWebTransportError(
+                    'closed',
+                    'the server rejected the WebTransport CONNECT unprocessed (H3_REQUEST_REJECTED, after GOAWAY); it may be retried on a new connection',
+                    { h3Code: H3_REQUEST_REJECTED },
+                    { cause: err },
+                  )
                 : h3 !== null
-                ? new StoqWebTransportError('protocol', `bad response to the WebTransport CONNECT: ${(err as Error).message}`, { h3Code: h3 }, { cause: err })
-                : new StoqWebTransportError('closed', `the WebTransport CONNECT failed: ${(err as Error).message}`, {}, { cause: err }),
+                  ? new StoqWebTransportError('protocol', `bad response to the WebTransport CONNECT: ${(err as Error).message}`, { h3Code: h3 }, { cause: err })
+                  : new StoqWebTransportError('closed', `the WebTransport CONNECT failed: ${(err as Error).message}`, {}, { cause: err }),
             )
           }
           if (h3 !== null && h3 !== H3_REQUEST_INCOMPLETE) this.#connectionError(h3, (err as Error).message)
@@ -869,4 +887,3 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
     })
   }
 }
-

@@ -52,7 +52,14 @@ function matcher(path: string | RegExp | undefined): (p: string) => boolean {
 }
 
 function isEndpoint(value: unknown): value is Endpoint {
-  return value instanceof Endpoint || (typeof value === 'object' && value !== null && typeof (value as Endpoint).connect === 'function' && typeof (value as Endpoint).on === 'function' && 'address' in value)
+  return (
+    value instanceof Endpoint ||
+    (typeof value === 'object' &&
+      value !== null &&
+      typeof (value as Endpoint).connect === 'function' &&
+      typeof (value as Endpoint).on === 'function' &&
+      'address' in value)
+  )
 }
 
 /**
@@ -237,6 +244,9 @@ export class WebTransportServer extends EventEmitter<{ session: [WebTransportSes
 }
 
 /** `WebTransportServer.create` as a function. */
-export function serveWebTransport(endpointOrOptions: Endpoint | Partial<EndpointOptions>, options: WebTransportServerOptions = {}): Promise<WebTransportServer> {
+export function serveWebTransport(
+  endpointOrOptions: Endpoint | Partial<EndpointOptions>,
+  options: WebTransportServerOptions = {},
+): Promise<WebTransportServer> {
   return WebTransportServer.create(endpointOrOptions, options)
 }

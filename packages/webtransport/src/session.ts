@@ -102,7 +102,8 @@ export class WebTransportSession extends EventEmitter<SessionEvents> {
 
   constructor(host: SessionHost, init: SessionInit) {
     // Built by WebTransportConnection; checked for direct callers.
-    if (!isOptions(host) || !isOptions(host.quic)) throw new StoqInvalidArgumentError('host', `expected the session's WebTransportConnection, got ${show(host)}`)
+    if (!isOptions(host) || !isOptions(host.quic))
+      throw new StoqInvalidArgumentError('host', `expected the session's WebTransportConnection, got ${show(host)}`)
     if (!isOptions(init) || !isOptions(init.connectStream) || !isOptions(init.writer)) {
       throw new StoqInvalidArgumentError('init', `expected { connectStream, writer, side, path, ... }, got ${show(init)}`)
     }

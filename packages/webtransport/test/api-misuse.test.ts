@@ -136,27 +136,44 @@ describe('webtransport: API misuse', () => {
   it('connectWebTransport refuses wrong URLs and options before connecting', async () => {
     const url = 'https://127.0.0.1:9/echo'
     const cases: Array<[string, () => unknown, string?, string?]> = []
-    for (const [label, v] of [...WRONG, ['http://', 'http://127.0.0.1:9/'], ['credentials', 'https://u:p@127.0.0.1:9/'], ['not a URL', 'https://']] as Array<[string, unknown]>) {
+    for (const [label, v] of [...WRONG, ['http://', 'http://127.0.0.1:9/'], ['credentials', 'https://u:p@127.0.0.1:9/'], ['not a URL', 'https://']] as Array<
+      [string, unknown]
+    >) {
       cases.push([`url = ${label}`, () => connectWebTransport(v as never), undefined, 'url'])
       cases.push([`WebTransportClient.connect(${label})`, () => WebTransportClient.connect(v as never), undefined, 'url'])
     }
     for (const [label, v] of NOT_OBJECT) cases.push([`options = ${label}`, () => connectWebTransport(url, v as never), undefined, 'options'])
     for (const [label, v] of [...except('null', 'an array'), ['[]', []]] as Array<[string, unknown]>) {
-      cases.push([`serverCertificateHashes = ${label}`, () => connectWebTransport(url, { serverCertificateHashes: v as never }), undefined, 'serverCertificateHashes'])
+      cases.push([
+        `serverCertificateHashes = ${label}`,
+        () => connectWebTransport(url, { serverCertificateHashes: v as never }),
+        undefined,
+        'serverCertificateHashes',
+      ])
     }
     for (const [label, v] of WRONG) {
       cases.push([`serverCertificateHashes[0] = ${label}`, () => connectWebTransport(url, { serverCertificateHashes: [v as never] })])
-      cases.push([`serverCertificateHashes[0].value = ${label}`, () => connectWebTransport(url, { serverCertificateHashes: [{ algorithm: 'sha-256', value: v as never }] })])
-      cases.push([`serverCertificateHashes[0].algorithm = ${label}`, () => connectWebTransport(url, { serverCertificateHashes: [{ algorithm: v as never, value: cert.sha256 }] })])
+      cases.push([
+        `serverCertificateHashes[0].value = ${label}`,
+        () => connectWebTransport(url, { serverCertificateHashes: [{ algorithm: 'sha-256', value: v as never }] }),
+      ])
+      cases.push([
+        `serverCertificateHashes[0].algorithm = ${label}`,
+        () => connectWebTransport(url, { serverCertificateHashes: [{ algorithm: v as never, value: cert.sha256 }] }),
+      ])
     }
-    for (const [label, v] of except('null', 'a string')) cases.push([`origin = ${label}`, () => connectWebTransport(url, { origin: v as never }), undefined, 'origin'])
+    for (const [label, v] of except('null', 'a string'))
+      cases.push([`origin = ${label}`, () => connectWebTransport(url, { origin: v as never }), undefined, 'origin'])
     for (const [label, v] of [...except('null', 'an array'), ['[[1, 2]]', [[1, 2]]], ['["a"]', ['a']]] as Array<[string, unknown]>) {
       cases.push([`headers = ${label}`, () => connectWebTransport(url, { headers: v as never }), undefined, 'headers'])
     }
-    for (const [label, v] of except('null')) cases.push([`timeoutMs = ${label}`, () => connectWebTransport(url, { timeoutMs: v as never }), undefined, 'timeoutMs'])
+    for (const [label, v] of except('null'))
+      cases.push([`timeoutMs = ${label}`, () => connectWebTransport(url, { timeoutMs: v as never }), undefined, 'timeoutMs'])
     for (const [label, v] of NOT_OBJECT) cases.push([`limits = ${label}`, () => connectWebTransport(url, { limits: v as never }), undefined, 'limits'])
-    for (const [label, v] of except('null', 'a string', 'an array')) cases.push([`pin = ${label}`, () => connectWebTransport(url, { pin: v as never }), undefined, 'pin'])
-    for (const [label, v] of except('null')) cases.push([`endpoint = ${label}`, () => connectWebTransport(url, { endpoint: v as never }), undefined, 'endpoint'])
+    for (const [label, v] of except('null', 'a string', 'an array'))
+      cases.push([`pin = ${label}`, () => connectWebTransport(url, { pin: v as never }), undefined, 'pin'])
+    for (const [label, v] of except('null'))
+      cases.push([`endpoint = ${label}`, () => connectWebTransport(url, { endpoint: v as never }), undefined, 'endpoint'])
     // Passed on to transport-core, which refuses them with its own typed errors.
     cases.push(['insecure = "yes"', () => connectWebTransport(url, { insecure: 'yes' as never })])
     cases.push(['handshakeTimeoutMs = -1', () => connectWebTransport(url, { handshakeTimeoutMs: -1 })])
@@ -169,7 +186,12 @@ describe('webtransport: API misuse', () => {
     for (const [label, v] of WRONG) {
       cases.push([`new WebTransportConnection(${label})`, () => new WebTransportConnection(v as never, 'client', {} as never), undefined, 'quic'])
       cases.push([`new WebTransportSession(${label})`, () => new WebTransportSession(v as never, {} as never), undefined, 'host'])
-      cases.push([`new WebTransportStream(${label})`, () => new WebTransportStream(v as never, null as never, null, new Uint8Array(0), null), undefined, 'quicStream'])
+      cases.push([
+        `new WebTransportStream(${label})`,
+        () => new WebTransportStream(v as never, null as never, null, new Uint8Array(0), null),
+        undefined,
+        'quicStream',
+      ])
     }
     await table(cases)
   })
@@ -191,20 +213,23 @@ describe('webtransport: API misuse', () => {
         cases.push([`openSession(${label})`, () => client.openSession(v as never), undefined, 'path'])
       }
       for (const [label, v] of NOT_OBJECT) cases.push([`openSession("/echo", ${label})`, () => client.openSession('/echo', v as never), undefined, 'options'])
-      for (const [label, v] of except('null')) cases.push([`openSession timeoutMs = ${label}`, () => client.openSession('/echo', { timeoutMs: v as never }), undefined, 'timeoutMs'])
+      for (const [label, v] of except('null'))
+        cases.push([`openSession timeoutMs = ${label}`, () => client.openSession('/echo', { timeoutMs: v as never }), undefined, 'timeoutMs'])
       await table(cases)
 
       const session = await client.openSession('/echo')
       const open: Array<[string, () => unknown, string?, string?]> = []
       for (const [label, v] of NOT_OBJECT) open.push([`openStream(${label})`, () => session.openStream(v as never), undefined, 'options'])
-      for (const [label, v] of except('null', 'true')) open.push([`openStream unidirectional = ${label}`, () => session.openStream({ unidirectional: v as never }), undefined, 'unidirectional'])
+      for (const [label, v] of except('null', 'true'))
+        open.push([`openStream unidirectional = ${label}`, () => session.openStream({ unidirectional: v as never }), undefined, 'unidirectional'])
       for (const [label, v] of except('a string', 'bytes')) open.push([`sendDatagram(${label})`, () => session.sendDatagram(v as never), undefined, 'data'])
       for (const [label, v] of NOT_OBJECT) open.push([`close(${label})`, () => session.close(v as never), undefined, 'options'])
       for (const [label, v] of except('null')) {
         open.push([`close code = ${label}`, () => session.close({ code: v as never }), undefined, 'code'])
         open.push([`close timeoutMs = ${label}`, () => session.close({ timeoutMs: v as never }), undefined, 'timeoutMs'])
       }
-      for (const [label, v] of except('null', 'a string')) open.push([`close reason = ${label}`, () => session.close({ reason: v as never }), undefined, 'reason'])
+      for (const [label, v] of except('null', 'a string'))
+        open.push([`close reason = ${label}`, () => session.close({ reason: v as never }), undefined, 'reason'])
       open.push(['close reason > 1024 bytes', () => session.close({ reason: 'x'.repeat(1025) }), undefined, 'reason'])
       await table(open)
 
@@ -238,7 +263,9 @@ describe('webtransport: API misuse', () => {
       for (const answer of [Object.create(null), 'x', 1.5, 42, 1000, Symbol('s')]) {
         const own = await serveWebTransport({ host: '127.0.0.1', engine: 'quinn', server: { cert: cert.cert, key: cert.key } }, { accept: () => answer })
         try {
-          const r = await outcome(() => connectWebTransport(urlFor(own, '127.0.0.1'), { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quinn' }))
+          const r = await outcome(() =>
+            connectWebTransport(urlFor(own, '127.0.0.1'), { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quinn' }),
+          )
           expect(r.ok).toBe(false)
           const error = (r as { error: StoqError }).error
           expect(StoqError.isInstance(error)).toBe(true)
@@ -260,7 +287,14 @@ describe('webtransport: API misuse', () => {
       await own.close()
       // A drain after close resolves at once (nothing left to drain), without a hang.
       expect((await outcome(() => own.drain({ timeoutMs: 1000 }))).ok).toBe(true)
-      await table([['connect to a closed server', () => connectWebTransport(urlFor(own, '127.0.0.1'), { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quinn', handshakeTimeoutMs: 1000 }), 'STOQ_ERR_HANDSHAKE_TIMEOUT']])
+      await table([
+        [
+          'connect to a closed server',
+          () =>
+            connectWebTransport(urlFor(own, '127.0.0.1'), { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quinn', handshakeTimeoutMs: 1000 }),
+          'STOQ_ERR_HANDSHAKE_TIMEOUT',
+        ],
+      ])
     })
   })
 })

@@ -7,7 +7,14 @@ import { X509Certificate, createHash } from 'node:crypto'
 import http from 'node:http'
 import { ensureChromium, launchChromium, type HeadlessChromium } from '@stoq/compliance-tests'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createWebTransportCertificate, serveWebTransport, type WebTransportCertificate, type WebTransportCloseInfo, type WebTransportServer, type WebTransportSession } from '../src/index.js'
+import {
+  createWebTransportCertificate,
+  serveWebTransport,
+  type WebTransportCertificate,
+  type WebTransportCloseInfo,
+  type WebTransportServer,
+  type WebTransportSession,
+} from '../src/index.js'
 import { echoSession } from './helpers.js'
 
 /** The page-side checks; runs in Chromium. Returns a JSON report. */
@@ -63,78 +70,82 @@ function pageScript(url: string, hash: number[], badHash: number[]): string {
   })()`
 }
 
-for (const engine of ['quinn', 'quiche'] as const) describe(`Chromium against the ${engine} engine`, () => {
-  let chromium: string
-  let cert: WebTransportCertificate
-  let server: WebTransportServer
-  let page: http.Server
-  let browser: HeadlessChromium | null = null
-  const sessions: WebTransportSession[] = []
-  /** The key exchange group of each session's QUIC connection, read as the session arrives. */
-  const groups: string[] = []
+for (const engine of ['quinn', 'quiche'] as const)
+  describe(`Chromium against the ${engine} engine`, () => {
+    let chromium: string
+    let cert: WebTransportCertificate
+    let server: WebTransportServer
+    let page: http.Server
+    let browser: HeadlessChromium | null = null
+    const sessions: WebTransportSession[] = []
+    /** The key exchange group of each session's QUIC connection, read as the session arrives. */
+    const groups: string[] = []
 
-  beforeAll(async () => {
-    chromium = ensureChromium()
-    cert = await createWebTransportCertificate()
-    // Chromium resolves localhost to ::1 first: listen dual-stack.
-    server = await serveWebTransport({ host: '::', engine, server: { cert: cert.cert, key: cert.key } }, {
-      path: '/echo',
-      onSession: (s) => {
-        sessions.push(s)
-        groups.push(s.connection.stats().keyExchangeGroup ?? 'not reported')
-        echoSession(s)
-      },
-    })
-    page = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/html' })
-      res.end('<!doctype html><title>stoq webtransport</title>')
-    })
-    await new Promise<void>((resolve) => page.listen(0, '::', resolve))
-  }, 1_000_000)
-
-  afterAll(async () => {
-    // Kills Chromium's process group, waits for it, then removes its profile directory.
-    await browser?.close()
-    await server?.close()
-    await new Promise<void>((resolve) => (page ? page.close(() => resolve()) : resolve()))
-  })
-
-  it('echoes streams and datagrams, closes cleanly and refuses a wrong certificate hash', async () => {
-    const pagePort = (page.address() as { port: number }).port
-    const pageUrl = `http://localhost:${pagePort}/`
-    browser = (await launchChromium({ binary: chromium, pageUrl })).browser
-    const cdp = await browser.page()
-    try {
-      // Wait for the page's own document (the target can show its URL before the navigation commits).
-      const state = await cdp.waitFor<{ href: string; ready: string; secure: boolean; wt: boolean }>(
-        '({ href: location.href, ready: document.readyState, secure: isSecureContext, wt: typeof WebTransport === "function" })',
-        (s) => s.href === pageUrl && s.ready === 'complete',
+    beforeAll(async () => {
+      chromium = ensureChromium()
+      cert = await createWebTransportCertificate()
+      // Chromium resolves localhost to ::1 first: listen dual-stack.
+      server = await serveWebTransport(
+        { host: '::', engine, server: { cert: cert.cert, key: cert.key } },
+        {
+          path: '/echo',
+          onSession: (s) => {
+            sessions.push(s)
+            groups.push(s.connection.stats().keyExchangeGroup ?? 'not reported')
+            echoSession(s)
+          },
+        },
       )
-      expect(state.secure).toBe(true)
-      expect(state.wt).toBe(true)
-      const url = `https://localhost:${server.address.port}/echo`
-      const badHash = Array.from(cert.sha256, (b) => b ^ 0xff)
-      const report = await cdp.evaluate<Record<string, unknown>>(pageScript(url, Array.from(cert.sha256), badHash))
-      expect(report.ready).toBe(true)
-      expect(report.bidiLength).toBe(1024 * 1024)
-      expect(report.bidiSame).toBe(true)
-      expect(report.uniSame).toBe(true)
-      expect(report.datagrams).toEqual([0, 1, 2, 3, 4].map((i) => `browser-datagram-${i}`))
-      expect(report.closed).toEqual({ closeCode: 42, reason: 'browser bye' })
-      expect(report.badHashRefused).toBe(true)
-      expect(sessions.length).toBe(1)
-      // Measured (Debian's Chromium 150): its WebTransport ClientHello carries one key share,
-      // X25519, so the quinn server takes it (no HelloRetryRequest); X25519MLKEM768 is NOT
-      // negotiated with Chromium over WebTransport. quiche reports no group.
-      expect(groups).toEqual([engine === 'quinn' ? 'X25519' : 'unknown'])
-      const info: WebTransportCloseInfo = await sessions[0]!.closed
-      expect(info).toEqual({ code: 42, reason: 'browser bye', remote: true })
-      expect(sessions[0]!.origin).toBe(`http://localhost:${pagePort}`)
-    } finally {
-      cdp.close()
-    }
+      page = http.createServer((_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/html' })
+        res.end('<!doctype html><title>stoq webtransport</title>')
+      })
+      await new Promise<void>((resolve) => page.listen(0, '::', resolve))
+    }, 1_000_000)
+
+    afterAll(async () => {
+      // Kills Chromium's process group, waits for it, then removes its profile directory.
+      await browser?.close()
+      await server?.close()
+      await new Promise<void>((resolve) => (page ? page.close(() => resolve()) : resolve()))
+    })
+
+    it('echoes streams and datagrams, closes cleanly and refuses a wrong certificate hash', async () => {
+      const pagePort = (page.address() as { port: number }).port
+      const pageUrl = `http://localhost:${pagePort}/`
+      browser = (await launchChromium({ binary: chromium, pageUrl })).browser
+      const cdp = await browser.page()
+      try {
+        // Wait for the page's own document (the target can show its URL before the navigation commits).
+        const state = await cdp.waitFor<{ href: string; ready: string; secure: boolean; wt: boolean }>(
+          '({ href: location.href, ready: document.readyState, secure: isSecureContext, wt: typeof WebTransport === "function" })',
+          (s) => s.href === pageUrl && s.ready === 'complete',
+        )
+        expect(state.secure).toBe(true)
+        expect(state.wt).toBe(true)
+        const url = `https://localhost:${server.address.port}/echo`
+        const badHash = Array.from(cert.sha256, (b) => b ^ 0xff)
+        const report = await cdp.evaluate<Record<string, unknown>>(pageScript(url, Array.from(cert.sha256), badHash))
+        expect(report.ready).toBe(true)
+        expect(report.bidiLength).toBe(1024 * 1024)
+        expect(report.bidiSame).toBe(true)
+        expect(report.uniSame).toBe(true)
+        expect(report.datagrams).toEqual([0, 1, 2, 3, 4].map((i) => `browser-datagram-${i}`))
+        expect(report.closed).toEqual({ closeCode: 42, reason: 'browser bye' })
+        expect(report.badHashRefused).toBe(true)
+        expect(sessions.length).toBe(1)
+        // Measured (Debian's Chromium 150): its WebTransport ClientHello carries one key share,
+        // X25519, so the quinn server takes it (no HelloRetryRequest); X25519MLKEM768 is NOT
+        // negotiated with Chromium over WebTransport. quiche reports no group.
+        expect(groups).toEqual([engine === 'quinn' ? 'X25519' : 'unknown'])
+        const info: WebTransportCloseInfo = await sessions[0]!.closed
+        expect(info).toEqual({ code: 42, reason: 'browser bye', remote: true })
+        expect(sessions[0]!.origin).toBe(`http://localhost:${pagePort}`)
+      } finally {
+        cdp.close()
+      }
+    })
   })
-})
 
 /**
  * Chromium's HTTP/3 (its QUIC session pool, not WebTransport) offers X25519MLKEM768 first.
@@ -166,7 +177,9 @@ describe('Chromium over HTTP/3 against a post-quantum-only quinn server', () => 
     const port = server.address.port
     // A path the server does not serve: Chromium shows the 404 it got over HTTP/3.
     const pageUrl = `https://localhost:${port}/not-here`
-    const spki = createHash('sha256').update(new X509Certificate(cert.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('base64')
+    const spki = createHash('sha256')
+      .update(new X509Certificate(cert.cert).publicKey.export({ type: 'spki', format: 'der' }))
+      .digest('base64')
     browser = (
       await launchChromium({
         binary: ensureChromium(),

@@ -49,9 +49,19 @@ describe('unknown option keys', () => {
   it.each([
     ['connectWebTransport', 'timeout', 'timeoutMs', () => connectWebTransport(urlFor(server, '127.0.0.1'), { timeout: 5 } as never)],
     ['WebTransportClient.connect', 'singal', 'signal', () => WebTransportClient.connect(urlFor(server, '127.0.0.1'), { singal: null } as never)],
-    ['connectWebTransport limits', 'limits.maxSession', 'limits.maxSessions', () => connectWebTransport(urlFor(server, '127.0.0.1'), { limits: { maxSession: 1 } } as never)],
+    [
+      'connectWebTransport limits',
+      'limits.maxSession',
+      'limits.maxSessions',
+      () => connectWebTransport(urlFor(server, '127.0.0.1'), { limits: { maxSession: 1 } } as never),
+    ],
     ['serveWebTransport', 'onsession', 'onSession', () => serveWebTransport(server.endpoint, { onsession: () => {} } as never)],
-    ['serveWebTransport limits', 'limits.settingsTimeout', 'limits.settingsTimeoutMs', () => serveWebTransport(server.endpoint, { limits: { settingsTimeout: 5 } } as never)],
+    [
+      'serveWebTransport limits',
+      'limits.settingsTimeout',
+      'limits.settingsTimeoutMs',
+      () => serveWebTransport(server.endpoint, { limits: { settingsTimeout: 5 } } as never),
+    ],
     ['server.drain', 'timeout', 'timeoutMs', () => server.drain({ timeout: 5 } as never)],
   ])('%s refuses %s (did you mean %s)', async (_api, argument, near, call) => {
     const err = await failure(call)
@@ -76,7 +86,9 @@ describe('signal', () => {
   it('connectWebTransport: an already-aborted signal rejects at once', async () => {
     const ac = new AbortController()
     ac.abort('not now')
-    const err = await failure(() => connectWebTransport(urlFor(server, '127.0.0.1'), { serverCertificateHashes: cert.serverCertificateHashes, signal: ac.signal }))
+    const err = await failure(() =>
+      connectWebTransport(urlFor(server, '127.0.0.1'), { serverCertificateHashes: cert.serverCertificateHashes, signal: ac.signal }),
+    )
     expect(err).toMatchObject({ code: 'STOQ_ERR_ABORTED', cause: 'not now' })
     expect(listeners(ac.signal)).toBe(0)
   })
@@ -101,11 +113,18 @@ describe('signal', () => {
     // A QUIC server that speaks ALPN h3 but never sends HTTP/3 SETTINGS.
     const mute = await createEndpoint({ host: '127.0.0.1', engine: 'quinn', server: { cert: cert.cert, key: cert.key, alpn: ['h3'] } })
     cleanup.push(() => mute.close())
-    const client = await WebTransportClient.connect(`https://127.0.0.1:${mute.address.port}/`, { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quinn' })
+    const client = await WebTransportClient.connect(`https://127.0.0.1:${mute.address.port}/`, {
+      serverCertificateHashes: cert.serverCertificateHashes,
+      engine: 'quinn',
+    })
     cleanup.push(() => client.close())
     const before = new AbortController()
     before.abort('early')
-    await expect(client.openSession('/', { signal: before.signal })).rejects.toMatchObject({ code: 'STOQ_ERR_ABORTED', data: { operation: 'openSession' }, cause: 'early' })
+    await expect(client.openSession('/', { signal: before.signal })).rejects.toMatchObject({
+      code: 'STOQ_ERR_ABORTED',
+      data: { operation: 'openSession' },
+      cause: 'early',
+    })
     const during = new AbortController()
     const opening = client.openSession('/', { signal: during.signal })
     await waitFor(() => listeners(during.signal) === 1)
@@ -116,10 +135,18 @@ describe('signal', () => {
 
   it('a signal that never aborts leaves no listener after connect and openSession', async () => {
     const ac = new AbortController()
-    const session = await connectWebTransport(urlFor(server, '127.0.0.1'), { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quinn', signal: ac.signal })
+    const session = await connectWebTransport(urlFor(server, '127.0.0.1'), {
+      serverCertificateHashes: cert.serverCertificateHashes,
+      engine: 'quinn',
+      signal: ac.signal,
+    })
     expect(listeners(ac.signal)).toBe(0)
     await session.close()
-    const client = await WebTransportClient.connect(urlFor(server, '127.0.0.1'), { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quinn', signal: ac.signal })
+    const client = await WebTransportClient.connect(urlFor(server, '127.0.0.1'), {
+      serverCertificateHashes: cert.serverCertificateHashes,
+      engine: 'quinn',
+      signal: ac.signal,
+    })
     cleanup.push(() => client.close())
     const second = await client.openSession('/echo', { signal: ac.signal })
     expect(listeners(ac.signal)).toBe(0)

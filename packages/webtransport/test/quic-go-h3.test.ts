@@ -37,7 +37,6 @@ import { DIAGNOSTICS_CHANNELS, createEndpoint, type Endpoint, type QuicConnectio
 import { StoqWebTransportError, connectWebTransport } from '../src/index.js'
 import { pattern, sha256Hex } from '@stoq/compliance-tests'
 
-
 /** The exact body quic-go's h3server answers GET /hello with (interop/quic-go/h3server.go). */
 const HELLO_BODY = 'hello from quic-go http3\n'
 /** An extra setting the test asks the server to advertise, to check the SETTINGS decode exactly. */
@@ -66,7 +65,17 @@ afterAll(() => {
 })
 
 function startH3Server(listen: string): Promise<number> {
-  const args = ['--listen', listen, '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem'), '--h3-datagrams', '--setting', `${EXTRA_SETTING_ID}=${EXTRA_SETTING_VALUE}`]
+  const args = [
+    '--listen',
+    listen,
+    '--cert',
+    path.join(dir, 'cert.pem'),
+    '--key',
+    path.join(dir, 'key.pem'),
+    '--h3-datagrams',
+    '--setting',
+    `${EXTRA_SETTING_ID}=${EXTRA_SETTING_VALUE}`,
+  ]
   return startQuicGoPeer('h3server', args, children)
 }
 

@@ -210,9 +210,20 @@ for (const engine of ENGINES) {
           // A plain GET is answered too, without breaking the connection.
           const get = client.connection.quic.openStream()
           const gw = get.writable!.getWriter()
-          await gw.write(encodeHeadersFrame(encodeFieldSection([[':method', 'GET'], [':scheme', 'https'], [':authority', 'localhost'], [':path', '/']])))
+          await gw.write(
+            encodeHeadersFrame(
+              encodeFieldSection([
+                [':method', 'GET'],
+                [':scheme', 'https'],
+                [':authority', 'localhost'],
+                [':path', '/'],
+              ]),
+            ),
+          )
           await gw.close()
-          const getFields = decodeFieldSection((new FrameParser().push(await readAll(get.readable!)).find((f) => f.kind === 'headers') as { fieldSection: Uint8Array }).fieldSection)
+          const getFields = decodeFieldSection(
+            (new FrameParser().push(await readAll(get.readable!)).find((f) => f.kind === 'headers') as { fieldSection: Uint8Array }).fieldSection,
+          )
           expect(getFields).toContainEqual([':status', '404'])
           const s = await client.openSession('/echo')
           await s.close()
@@ -588,7 +599,10 @@ describe('certificates and arguments', () => {
       w.write(Buffer.concat([encodeVarint(STREAM_TYPE_CONTROL), encodeSettingsFrame([[SETTINGS_ENABLE_CONNECT_PROTOCOL, 1]])])).catch(() => {})
     })
     try {
-      const err = await connectWebTransport(`https://127.0.0.1:${server.address.port}/`, { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quiche' }).then(
+      const err = await connectWebTransport(`https://127.0.0.1:${server.address.port}/`, {
+        serverCertificateHashes: cert.serverCertificateHashes,
+        engine: 'quiche',
+      }).then(
         () => null,
         (e: unknown) => e,
       )

@@ -134,13 +134,7 @@ export function bufferPoolTests(name: string, factory: BufferPoolTestFactory): v
       const index = pool.acquire()
       pool.close()
       pool.close()
-      const calls = [
-        () => pool.acquire(),
-        () => pool.tryAcquire(),
-        () => pool.release(index),
-        () => pool.view(index),
-        () => pool.stats(),
-      ]
+      const calls = [() => pool.acquire(), () => pool.tryAcquire(), () => pool.release(index), () => pool.view(index), () => pool.stats()]
       for (const call of calls) expect(errorCode(call)).toBe('STOQ_ERR_CLOSED')
     })
   })

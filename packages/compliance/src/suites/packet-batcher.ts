@@ -41,6 +41,11 @@ const PEER_C: SocketAddress = { address: '2001:db8::7', port: 4433, family: 'IPv
 
 const run = (peer: SocketAddress, size: number, count: number): ScriptedPacket[] => Array.from({ length: count }, () => ({ peer, size }))
 
+/** A receiver callback for an event the recording socket never produces. */
+function ignoreEvent(): void {
+  // See the bind() that uses it.
+}
+
 /**
  * A deterministic script like a busy endpoint's: runs of 1 to 60 packets per
  * peer, mostly full-size, some 1200-byte stretches, and odd sizes in between.
@@ -54,8 +59,7 @@ function randomScript(count: number, seed: number): ScriptedPacket[] {
     const length = 1 + Math.floor(random() * 60)
     for (let i = 0; i < length && out.length < count; i++) {
       const r = random()
-      const size =
-        r < 0.65 ? MAX_PACKET : r < 0.85 ? 1200 : PACKET_HEADER_BYTES + Math.floor(random() * (MAX_PACKET - PACKET_HEADER_BYTES))
+      const size = r < 0.65 ? MAX_PACKET : r < 0.85 ? 1200 : PACKET_HEADER_BYTES + Math.floor(random() * (MAX_PACKET - PACKET_HEADER_BYTES))
       out.push({ peer, size })
     }
   }
@@ -126,19 +130,18 @@ export function packetBatcherTests(name: string, factory: PacketBatcherTestFacto
       await socket.bind(
         { host: '127.0.0.1', port: 4433, ipv6Only: false },
         {
-          onPacket() {},
-          onBatchEnd() {},
+          // The recording socket only sends: it reports completions and drains, never packets or errors.
+          onPacket: ignoreEvent,
+          onBatchEnd: ignoreEvent,
           onSendComplete: (token) => batcher?.onSendComplete(token),
           onDrain: () => batcher?.onDrain(),
-          onError() {},
+          onError: ignoreEvent,
         },
       )
       batcher = factory.create({ engine, io: socket, pool })
       engine.onPoll = () => {
         if (socket.full) {
-          engine.violations.push(
-            `pollTransmit after send ${socket.sends.findLastIndex((s) => !s.accepted)} returned false, before the socket drained`,
-          )
+          engine.violations.push(`pollTransmit after send ${socket.sends.findLastIndex((s) => !s.accepted)} returned false, before the socket drained`)
         }
       }
       const h = { engine, io: socket, pool, batcher }
@@ -154,7 +157,12 @@ export function packetBatcherTests(name: string, factory: PacketBatcherTestFacto
 
     /** Wait until the batcher sent everything and every send completed (the socket completes them by itself). */
     const runToEnd = async (h: Harness, limitMs = WAIT_LIMIT_MS): Promise<void> => {
-      await waitUntil('every scripted packet to be sent and completed', () => done(h), () => progress(h), limitMs)
+      await waitUntil(
+        'every scripted packet to be sent and completed',
+        () => done(h),
+        () => progress(h),
+        limitMs,
+      )
       await settle()
     }
 
@@ -211,170 +219,218 @@ export function packetBatcherTests(name: string, factory: PacketBatcherTestFacto
           expectClean(h)
         })
 
-        it('hands every packet to the socket exactly once, in order, intact, to its peer', async () => {
-          const h = await setup({ maxSegments })
-          h.engine.enqueue(randomScript(3000, 1))
-          h.batcher.flush()
-          await runToEnd(h)
-          expectDelivered(h)
-          expectClean(h)
-        }, TEST_MS)
+        it(
+          'hands every packet to the socket exactly once, in order, intact, to its peer',
+          async () => {
+            const h = await setup({ maxSegments })
+            h.engine.enqueue(randomScript(3000, 1))
+            h.batcher.flush()
+            await runToEnd(h)
+            expectDelivered(h)
+            expectClean(h)
+          },
+          TEST_MS,
+        )
 
-        it('tolerates send completions in any order', async () => {
-          const h = await setup({ maxSegments, order: 'shuffled' })
-          h.engine.enqueue(randomScript(3000, 2))
-          h.batcher.flush()
-          await runToEnd(h)
-          expectDelivered(h)
-          expectClean(h)
-        }, TEST_MS)
+        it(
+          'tolerates send completions in any order',
+          async () => {
+            const h = await setup({ maxSegments, order: 'shuffled' })
+            h.engine.enqueue(randomScript(3000, 2))
+            h.batcher.flush()
+            await runToEnd(h)
+            expectDelivered(h)
+            expectClean(h)
+          },
+          TEST_MS,
+        )
 
-        it('never puts more than io.maxSegments datagrams in one send', async () => {
-          const h = await setup({ maxSegments })
-          h.engine.enqueue(randomScript(3000, 3))
-          h.batcher.flush()
-          await runToEnd(h)
-          const oversized = h.io.sends
-            .map((send, i) => ({ i, segments: splitSegments(send.data, send.segmentSize).length, send }))
-            .filter((s) => s.segments > maxSegments)
-          expect(
-            oversized.slice(0, 3).map((s) => `send ${s.i}: ${s.segments} datagrams (${sendText(s.send)})`),
-            `${oversized.length} of ${h.io.sends.length} sends carry more than ${maxSegments} datagram(s)`,
-          ).toEqual([])
-          for (const send of h.io.sends) expect(send.data.length).toBeLessThanOrEqual(65_507 * maxSegments)
-        }, TEST_MS)
+        it(
+          'never puts more than io.maxSegments datagrams in one send',
+          async () => {
+            const h = await setup({ maxSegments })
+            h.engine.enqueue(randomScript(3000, 3))
+            h.batcher.flush()
+            await runToEnd(h)
+            const oversized = h.io.sends
+              .map((send, i) => ({ i, segments: splitSegments(send.data, send.segmentSize).length, send }))
+              .filter((s) => s.segments > maxSegments)
+            expect(
+              oversized.slice(0, 3).map((s) => `send ${s.i}: ${s.segments} datagrams (${sendText(s.send)})`),
+              `${oversized.length} of ${h.io.sends.length} sends carry more than ${maxSegments} datagram(s)`,
+            ).toEqual([])
+            for (const send of h.io.sends) expect(send.data.length).toBeLessThanOrEqual(65_507 * maxSegments)
+          },
+          TEST_MS,
+        )
 
         if (maxSegments > 1) {
-          it('groups each run of equal-size packets to one peer into one send; a longer packet starts a new one', async () => {
-            const h = await setup({ maxSegments })
-            const script = [
-              ...run(PEER_A, 1200, 10),
-              ...run(PEER_A, 1300, 3), // longer: a new send
-              ...run(PEER_A, 1350, 2), // longer again
-              ...run(PEER_B, 1200, 4), // another peer
-              ...run(PEER_A, 1200, 2), // back to the first peer
-            ]
-            h.engine.enqueue(script)
-            h.batcher.flush()
-            await runToEnd(h)
-            expect(h.io.sends.map(sendText)).toEqual(groupsText(greedyGroups(script, maxSegments)))
-            expectDelivered(h)
-            expectClean(h)
-          }, TEST_MS)
+          it(
+            'groups each run of equal-size packets to one peer into one send; a longer packet starts a new one',
+            async () => {
+              const h = await setup({ maxSegments })
+              const script = [
+                ...run(PEER_A, 1200, 10),
+                ...run(PEER_A, 1300, 3), // longer: a new send
+                ...run(PEER_A, 1350, 2), // longer again
+                ...run(PEER_B, 1200, 4), // another peer
+                ...run(PEER_A, 1200, 2), // back to the first peer
+              ]
+              h.engine.enqueue(script)
+              h.batcher.flush()
+              await runToEnd(h)
+              expect(h.io.sends.map(sendText)).toEqual(groupsText(greedyGroups(script, maxSegments)))
+              expectDelivered(h)
+              expectClean(h)
+            },
+            TEST_MS,
+          )
 
-          it('lets a shorter packet end a run; the next packet starts a new send', async () => {
-            const h = await setup({ maxSegments })
-            h.engine.enqueue([...run(PEER_A, 1200, 6), ...run(PEER_A, 700, 1), ...run(PEER_A, 1200, 3), ...run(PEER_B, 1200, 1)])
-            h.batcher.flush()
-            await runToEnd(h)
-            const shorterEnds = groupsText([
-              [PEER_A, [...Array(6).fill(1200), 700]],
-              [PEER_A, [1200, 1200, 1200]],
-              [PEER_B, [1200]],
-            ])
-            const shorterAlone = groupsText([
-              [PEER_A, Array(6).fill(1200)],
-              [PEER_A, [700]],
-              [PEER_A, [1200, 1200, 1200]],
-              [PEER_B, [1200]],
-            ])
-            expect([shorterEnds, shorterAlone]).toContainEqual(h.io.sends.map(sendText))
-            expectDelivered(h)
-            expectClean(h)
-          }, TEST_MS)
+          it(
+            'lets a shorter packet end a run; the next packet starts a new send',
+            async () => {
+              const h = await setup({ maxSegments })
+              h.engine.enqueue([...run(PEER_A, 1200, 6), ...run(PEER_A, 700, 1), ...run(PEER_A, 1200, 3), ...run(PEER_B, 1200, 1)])
+              h.batcher.flush()
+              await runToEnd(h)
+              const shorterEnds = groupsText([
+                [PEER_A, [...Array(6).fill(1200), 700]],
+                [PEER_A, [1200, 1200, 1200]],
+                [PEER_B, [1200]],
+              ])
+              const shorterAlone = groupsText([
+                [PEER_A, Array(6).fill(1200)],
+                [PEER_A, [700]],
+                [PEER_A, [1200, 1200, 1200]],
+                [PEER_B, [1200]],
+              ])
+              expect([shorterEnds, shorterAlone]).toContainEqual(h.io.sends.map(sendText))
+              expectDelivered(h)
+              expectClean(h)
+            },
+            TEST_MS,
+          )
         } else {
-          it('sends one packet per send', async () => {
-            const h = await setup({ maxSegments })
-            const script = [...run(PEER_A, 1200, 10), ...run(PEER_A, 700, 1), ...run(PEER_B, 1300, 3)]
-            h.engine.enqueue(script)
-            h.batcher.flush()
-            await runToEnd(h)
-            expect(h.io.sends.map(sendText)).toEqual(groupsText(script.map((p) => [p.peer, [p.size]])))
-            expectDelivered(h)
-            expectClean(h)
-          }, TEST_MS)
+          it(
+            'sends one packet per send',
+            async () => {
+              const h = await setup({ maxSegments })
+              const script = [...run(PEER_A, 1200, 10), ...run(PEER_A, 700, 1), ...run(PEER_B, 1300, 3)]
+              h.engine.enqueue(script)
+              h.batcher.flush()
+              await runToEnd(h)
+              expect(h.io.sends.map(sendText)).toEqual(groupsText(script.map((p) => [p.peer, [p.size]])))
+              expectDelivered(h)
+              expectClean(h)
+            },
+            TEST_MS,
+          )
         }
 
-        it('leaves the memory of a send alone until it completes, then releases every pool buffer', async () => {
-          const h = await setup({ maxSegments, completion: 'manual' })
-          h.engine.enqueue(randomScript(2000, 4))
-          h.batcher.flush()
-          await settle()
-          expect(h.io.sends.length).toBeGreaterThan(0)
-          await driveManually(h)
-          expectDelivered(h)
-          expectClean(h)
-        }, TEST_MS)
+        it(
+          'leaves the memory of a send alone until it completes, then releases every pool buffer',
+          async () => {
+            const h = await setup({ maxSegments, completion: 'manual' })
+            h.engine.enqueue(randomScript(2000, 4))
+            h.batcher.flush()
+            await settle()
+            expect(h.io.sends.length).toBeGreaterThan(0)
+            await driveManually(h)
+            expectDelivered(h)
+            expectClean(h)
+          },
+          TEST_MS,
+        )
 
-        it('stops polling the engine while send() reports a full socket, resumes on onDrain, and loses nothing', async () => {
-          const h = await setup({ maxSegments, completion: 'manual', highWater: 3, lowWater: 1 })
-          h.engine.enqueue(randomScript(400, 5))
-          h.batcher.flush()
-          expect(h.io.full, 'the socket reported backpressure').toBe(true)
-          expect(h.batcher.blocked).toBe(true)
-          const polls = h.engine.pollCalls
-          const sends = h.io.sends.length
-          h.batcher.flush() // held back while blocked
-          await settle()
-          expect(h.engine.pollCalls).toBe(polls)
-          expect(h.io.sends.length).toBe(sends)
-          expect(h.engine.remaining).toBeGreaterThan(0)
-          await driveManually(h)
-          expect(h.io.drains).toBeGreaterThan(0)
-          expectDelivered(h)
-          expectClean(h)
-        }, TEST_MS)
+        it(
+          'stops polling the engine while send() reports a full socket, resumes on onDrain, and loses nothing',
+          async () => {
+            const h = await setup({ maxSegments, completion: 'manual', highWater: 3, lowWater: 1 })
+            h.engine.enqueue(randomScript(400, 5))
+            h.batcher.flush()
+            expect(h.io.full, 'the socket reported backpressure').toBe(true)
+            expect(h.batcher.blocked).toBe(true)
+            const polls = h.engine.pollCalls
+            const sends = h.io.sends.length
+            h.batcher.flush() // held back while blocked
+            await settle()
+            expect(h.engine.pollCalls).toBe(polls)
+            expect(h.io.sends.length).toBe(sends)
+            expect(h.engine.remaining).toBeGreaterThan(0)
+            await driveManually(h)
+            expect(h.io.drains).toBeGreaterThan(0)
+            expectDelivered(h)
+            expectClean(h)
+          },
+          TEST_MS,
+        )
 
-        it('keeps going when the socket completes sends asynchronously and reports backpressure often', async () => {
-          const h = await setup({ maxSegments, highWater: 2, lowWater: 0 })
-          h.engine.enqueue(randomScript(5000, 6))
-          h.batcher.flush()
-          await runToEnd(h)
-          expect(h.io.sends.some((s) => !s.accepted)).toBe(true)
-          expectDelivered(h)
-          expectClean(h)
-        }, TEST_MS)
+        it(
+          'keeps going when the socket completes sends asynchronously and reports backpressure often',
+          async () => {
+            const h = await setup({ maxSegments, highWater: 2, lowWater: 0 })
+            h.engine.enqueue(randomScript(5000, 6))
+            h.batcher.flush()
+            await runToEnd(h)
+            expect(h.io.sends.some((s) => !s.accepted)).toBe(true)
+            expectDelivered(h)
+            expectClean(h)
+          },
+          TEST_MS,
+        )
 
-        it('waits for pool buffers held by its own sends and loses nothing', async () => {
-          const h = await setup({ maxSegments, completion: 'manual' }, 2)
-          h.engine.enqueue(randomScript(400, 7))
-          h.batcher.flush()
-          await settle()
-          expect(h.engine.remaining).toBeGreaterThan(0)
-          expect(h.engine.violations).toEqual([])
-          await driveManually(h)
-          expectDelivered(h)
-          expectClean(h)
-        }, TEST_MS)
+        it(
+          'waits for pool buffers held by its own sends and loses nothing',
+          async () => {
+            const h = await setup({ maxSegments, completion: 'manual' }, 2)
+            h.engine.enqueue(randomScript(400, 7))
+            h.batcher.flush()
+            await settle()
+            expect(h.engine.remaining).toBeGreaterThan(0)
+            expect(h.engine.violations).toEqual([])
+            await driveManually(h)
+            expectDelivered(h)
+            expectClean(h)
+          },
+          TEST_MS,
+        )
 
-        it('sends on the next flush() once pool buffers held elsewhere are released', async () => {
-          const h = await setup({ maxSegments }, 2)
-          const held = [h.pool.acquire(), h.pool.acquire()]
-          h.engine.enqueue(randomScript(200, 8))
-          h.batcher.flush()
-          await settle()
-          expect(h.io.sends).toEqual([])
-          for (const index of held) h.pool.release(index)
-          h.batcher.flush()
-          await runToEnd(h, 3_000)
-          expectDelivered(h)
-          expectClean(h)
-        }, TEST_MS)
+        it(
+          'sends on the next flush() once pool buffers held elsewhere are released',
+          async () => {
+            const h = await setup({ maxSegments }, 2)
+            const held = [h.pool.acquire(), h.pool.acquire()]
+            h.engine.enqueue(randomScript(200, 8))
+            h.batcher.flush()
+            await settle()
+            expect(h.io.sends).toEqual([])
+            for (const index of held) h.pool.release(index)
+            h.batcher.flush()
+            await runToEnd(h, 3_000)
+            expectDelivered(h)
+            expectClean(h)
+          },
+          TEST_MS,
+        )
 
-        it('counts packets, syscalls (sends) and syscallsSaved in stats()', async () => {
-          const h = await setup({ maxSegments })
-          h.engine.enqueue(randomScript(3000, 9))
-          h.batcher.flush()
-          await runToEnd(h)
-          const stats = h.batcher.stats()
-          expect(stats.packets).toBe(h.engine.script.length)
-          expect(stats.syscalls).toBe(h.io.sends.length)
-          expect(stats.syscallsSaved).toBe(stats.packets - stats.syscalls)
-          expect(stats.flushes).toBeGreaterThanOrEqual(1)
-          expect(stats.flushes).toBeLessThanOrEqual(h.io.sends.length)
-          if (maxSegments > 1) expect(stats.syscallsSaved).toBeGreaterThan(0)
-          expectClean(h)
-        }, TEST_MS)
+        it(
+          'counts packets, syscalls (sends) and syscallsSaved in stats()',
+          async () => {
+            const h = await setup({ maxSegments })
+            h.engine.enqueue(randomScript(3000, 9))
+            h.batcher.flush()
+            await runToEnd(h)
+            const stats = h.batcher.stats()
+            expect(stats.packets).toBe(h.engine.script.length)
+            expect(stats.syscalls).toBe(h.io.sends.length)
+            expect(stats.syscallsSaved).toBe(stats.packets - stats.syscalls)
+            expect(stats.flushes).toBeGreaterThanOrEqual(1)
+            expect(stats.flushes).toBeLessThanOrEqual(h.io.sends.length)
+            if (maxSegments > 1) expect(stats.syscallsSaved).toBeGreaterThan(0)
+            expectClean(h)
+          },
+          TEST_MS,
+        )
       })
     }
   })

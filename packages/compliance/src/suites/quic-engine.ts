@@ -129,10 +129,7 @@ export function quicEngineTests(name: string, factory: QuicEngineTestFactory): v
         maxConnections: 100,
         statelessReset: true,
       })
-      const cc = client.connect(
-        { peer: SERVER, serverName: 'localhost', alpn: ['stoq/1'], ca: encoder.encode(factory.identity.ca), verifyPeer: true },
-        CLIENT,
-      )
+      const cc = client.connect({ peer: SERVER, serverName: 'localhost', alpn: ['stoq/1'], ca: encoder.encode(factory.identity.ca), verifyPeer: true }, CLIENT)
       const s = new Recorder()
       const c = new Recorder()
       const p: Pair = {

@@ -193,114 +193,138 @@ export function udpIoTests(name: string, factory: UdpIoTestFactory): void {
       expect(io.stats().backend).toBe(io.backend)
     })
 
-    it('binds 127.0.0.1 port 0 and reports the actual IPv4 address and port', async () => {
-      const { io, receiver, address } = await bind('127.0.0.1')
-      expect(plain(address)).toEqual({ address: '127.0.0.1', port: address.port, family: 'IPv4' })
-      expect(Number.isInteger(address.port) && address.port > 0 && address.port < 65536).toBe(true)
-      expect(plain(io.localAddress!)).toEqual(plain(address))
-      await expectProbeArrives(receiver, address.port, 'udp4', '127.0.0.1')
-      expect(receiver.errors).toEqual([])
-    }, TEST_MS)
+    it(
+      'binds 127.0.0.1 port 0 and reports the actual IPv4 address and port',
+      async () => {
+        const { io, receiver, address } = await bind('127.0.0.1')
+        expect(plain(address)).toEqual({ address: '127.0.0.1', port: address.port, family: 'IPv4' })
+        expect(Number.isInteger(address.port) && address.port > 0 && address.port < 65536).toBe(true)
+        expect(plain(io.localAddress!)).toEqual(plain(address))
+        await expectProbeArrives(receiver, address.port, 'udp4', '127.0.0.1')
+        expect(receiver.errors).toEqual([])
+      },
+      TEST_MS,
+    )
 
-    it('binds ::1 port 0 and reports the actual IPv6 address and port', async (ctx) => {
-      if (!(await ipv6Loopback())) ctx.skip('this host cannot bind ::1')
-      const { io, receiver, address } = await bind('::1')
-      expect(plain(address)).toEqual({ address: '::1', port: address.port, family: 'IPv6' })
-      expect(Number.isInteger(address.port) && address.port > 0 && address.port < 65536).toBe(true)
-      expect(plain(io.localAddress!)).toEqual(plain(address))
-      await expectProbeArrives(receiver, address.port, 'udp6', '::1')
-      expect(receiver.errors).toEqual([])
-    }, TEST_MS)
+    it(
+      'binds ::1 port 0 and reports the actual IPv6 address and port',
+      async (ctx) => {
+        if (!(await ipv6Loopback())) ctx.skip('this host cannot bind ::1')
+        const { io, receiver, address } = await bind('::1')
+        expect(plain(address)).toEqual({ address: '::1', port: address.port, family: 'IPv6' })
+        expect(Number.isInteger(address.port) && address.port > 0 && address.port < 65536).toBe(true)
+        expect(plain(io.localAddress!)).toEqual(plain(address))
+        await expectProbeArrives(receiver, address.port, 'udp6', '::1')
+        expect(receiver.errors).toEqual([])
+      },
+      TEST_MS,
+    )
 
-    it('binds :: dual-stack, receives from an IPv4 sender reported as plain IPv4, and replies to it', async (ctx) => {
-      if (!(await ipv6Loopback())) ctx.skip('this host has no IPv6')
-      const server = await bind('::', { ipv6Only: false })
-      expect(server.address.family).toBe('IPv6')
-      expect(server.address.address).toBe('::')
-      const client = await bind('127.0.0.1')
+    it(
+      'binds :: dual-stack, receives from an IPv4 sender reported as plain IPv4, and replies to it',
+      async (ctx) => {
+        if (!(await ipv6Loopback())) ctx.skip('this host has no IPv6')
+        const server = await bind('::', { ipv6Only: false })
+        expect(server.address.family).toBe('IPv6')
+        expect(server.address.address).toBe('::')
+        const client = await bind('127.0.0.1')
 
-      const hello = payload(300, 2)
-      client.io.send(hello, hello.length, { address: '127.0.0.1', port: server.address.port, family: 'IPv4' }, 1)
-      await waitUntil('the IPv4 datagram at the dual-stack socket', () => server.receiver.datagramCount() >= 1)
-      const [got] = server.receiver.datagrams()
-      expect(got!.data).toEqual(hello)
-      expect(got!.from).toEqual({ address: '127.0.0.1', port: client.address.port, family: 'IPv4' })
+        const hello = payload(300, 2)
+        client.io.send(hello, hello.length, { address: '127.0.0.1', port: server.address.port, family: 'IPv4' }, 1)
+        await waitUntil('the IPv4 datagram at the dual-stack socket', () => server.receiver.datagramCount() >= 1)
+        const [got] = server.receiver.datagrams()
+        expect(got!.data).toEqual(hello)
+        expect(got!.from).toEqual({ address: '127.0.0.1', port: client.address.port, family: 'IPv4' })
 
-      // Reply to the address exactly as reported: the backend must map it back itself.
-      const reply = payload(200, 3)
-      server.io.send(reply, reply.length, server.receiver.packets[0]!.from, 2)
-      await waitUntil('the reply at the IPv4 socket', () => client.receiver.datagramCount() >= 1)
-      const [back] = client.receiver.datagrams()
-      expect(back!.data).toEqual(reply)
-      expect(back!.from).toEqual({ address: '127.0.0.1', port: server.address.port, family: 'IPv4' })
-      expect([...server.receiver.errors, ...client.receiver.errors]).toEqual([])
-    }, TEST_MS)
+        // Reply to the address exactly as reported: the backend must map it back itself.
+        const reply = payload(200, 3)
+        server.io.send(reply, reply.length, server.receiver.packets[0]!.from, 2)
+        await waitUntil('the reply at the IPv4 socket', () => client.receiver.datagramCount() >= 1)
+        const [back] = client.receiver.datagrams()
+        expect(back!.data).toEqual(reply)
+        expect(back!.from).toEqual({ address: '127.0.0.1', port: server.address.port, family: 'IPv4' })
+        expect([...server.receiver.errors, ...client.receiver.errors]).toEqual([])
+      },
+      TEST_MS,
+    )
 
-    it('with ipv6Only on :: leaves IPv4 traffic to others and still receives IPv6', async (ctx) => {
-      if (!(await ipv6Loopback())) ctx.skip('this host has no IPv6')
-      const server = await bind('::', { ipv6Only: true })
-      const port = server.address.port
-      // A dual-stack socket would hold the IPv4 port too (EADDRINUSE here).
-      const v4 = await plainSocket('udp4', '127.0.0.1', port).catch((err: Error) => {
-        throw new Error(`IPv4 port ${port} is taken although the socket was bound with ipv6Only: ${err.message}`)
-      })
-      const v4Received = plainReceived(v4)
+    it(
+      'with ipv6Only on :: leaves IPv4 traffic to others and still receives IPv6',
+      async (ctx) => {
+        if (!(await ipv6Loopback())) ctx.skip('this host has no IPv6')
+        const server = await bind('::', { ipv6Only: true })
+        const port = server.address.port
+        // A dual-stack socket would hold the IPv4 port too (EADDRINUSE here).
+        const v4 = await plainSocket('udp4', '127.0.0.1', port).catch((err: Error) => {
+          throw new Error(`IPv4 port ${port} is taken although the socket was bound with ipv6Only: ${err.message}`)
+        })
+        const v4Received = plainReceived(v4)
 
-      const v4Sender = await plainSocket('udp4', '127.0.0.1')
-      const v6Sender = await plainSocket('udp6', '::1')
-      await plainSend(v4Sender, payload(64, 4), port, '127.0.0.1')
-      await plainSend(v6Sender, payload(64, 6), port, '::1')
-      await waitUntil('the IPv4 datagram at the IPv4 socket', () => v4Received.length >= 1)
-      await waitUntil('the IPv6 datagram at the ipv6Only socket', () => server.receiver.datagramCount() >= 1)
-      await settle()
-      const got = server.receiver.datagrams()
-      expect(got.map((d) => d.from)).toEqual([{ address: '::1', port: v6Sender.address().port, family: 'IPv6' }])
-      expect(got[0]!.data).toEqual(payload(64, 6))
-      expect(new Uint8Array(v4Received[0]!)).toEqual(payload(64, 4))
-    }, TEST_MS)
+        const v4Sender = await plainSocket('udp4', '127.0.0.1')
+        const v6Sender = await plainSocket('udp6', '::1')
+        await plainSend(v4Sender, payload(64, 4), port, '127.0.0.1')
+        await plainSend(v6Sender, payload(64, 6), port, '::1')
+        await waitUntil('the IPv4 datagram at the IPv4 socket', () => v4Received.length >= 1)
+        await waitUntil('the IPv6 datagram at the ipv6Only socket', () => server.receiver.datagramCount() >= 1)
+        await settle()
+        const got = server.receiver.datagrams()
+        expect(got.map((d) => d.from)).toEqual([{ address: '::1', port: v6Sender.address().port, family: 'IPv6' }])
+        expect(got[0]!.data).toEqual(payload(64, 6))
+        expect(new Uint8Array(v4Received[0]!)).toEqual(payload(64, 4))
+      },
+      TEST_MS,
+    )
 
-    it('sends single datagrams (segmentSize >= length) intact', async () => {
-      const server = await bind('127.0.0.1')
-      const client = await bind('127.0.0.1')
-      const sizes = [1, 1200, 9000]
-      const sent = sizes.flatMap((size, i) => [payload(size, 10 + i), payload(size, 20 + i)])
-      sent.forEach((data, i) => {
-        // Even: segmentSize equal to the length; odd: larger than it.
-        client.io.send(data, i % 2 === 0 ? data.length : 65_000, server.address, i)
-      })
-      await waitUntil(
-        `${sent.length} datagrams`,
-        () => server.receiver.datagramCount() >= sent.length,
-        () => `got ${server.receiver.datagramCount()}`,
-      )
-      const got = server.receiver.datagrams()
-      expect(got.map((d) => d.data)).toEqual(sent)
-      for (const d of got) expect(d.from).toEqual(plain(client.address))
-      expect([...server.receiver.errors, ...client.receiver.errors]).toEqual([])
-    }, TEST_MS)
+    it(
+      'sends single datagrams (segmentSize >= length) intact',
+      async () => {
+        const server = await bind('127.0.0.1')
+        const client = await bind('127.0.0.1')
+        const sizes = [1, 1200, 9000]
+        const sent = sizes.flatMap((size, i) => [payload(size, 10 + i), payload(size, 20 + i)])
+        sent.forEach((data, i) => {
+          // Even: segmentSize equal to the length; odd: larger than it.
+          client.io.send(data, i % 2 === 0 ? data.length : 65_000, server.address, i)
+        })
+        await waitUntil(
+          `${sent.length} datagrams`,
+          () => server.receiver.datagramCount() >= sent.length,
+          () => `got ${server.receiver.datagramCount()}`,
+        )
+        const got = server.receiver.datagrams()
+        expect(got.map((d) => d.data)).toEqual(sent)
+        for (const d of got) expect(d.from).toEqual(plain(client.address))
+        expect([...server.receiver.errors, ...client.receiver.errors]).toEqual([])
+      },
+      TEST_MS,
+    )
 
-    it('sends a super-buffer (segmentSize < length) as exactly its datagrams, in order', async () => {
-      const server = await bind('127.0.0.1')
-      const client = await bind('127.0.0.1')
-      // k full segments and a shorter last one; then one with all segments equal.
-      const count = client.io.maxSegments > 1 ? Math.min(5, client.io.maxSegments) : 5
-      const ragged = superBuffer(count, 1000, 337)
-      const even = superBuffer(count, 800, 800)
-      expect(client.io.send(ragged.data, 1000, server.address, 7)).toBeTypeOf('boolean')
-      client.io.send(even.data, 800, server.address, 8)
-      const expected = [...ragged.segments, ...even.segments]
-      await waitUntil(
-        `${expected.length} datagrams`,
-        () => server.receiver.datagramCount() >= expected.length,
-        () => `got ${server.receiver.datagramCount()}`,
-      )
-      await settle()
-      const got = server.receiver.datagrams()
-      expect(got.map((d) => d.data.length)).toEqual(expected.map((s) => s.length))
-      expect(got.map((d) => d.data)).toEqual(expected)
-      await waitUntil('both sends to complete', () => client.receiver.completionCount() >= 2)
-      expect(Object.fromEntries(client.receiver.completions)).toEqual({ 7: 1, 8: 1 })
-    }, TEST_MS)
+    it(
+      'sends a super-buffer (segmentSize < length) as exactly its datagrams, in order',
+      async () => {
+        const server = await bind('127.0.0.1')
+        const client = await bind('127.0.0.1')
+        // k full segments and a shorter last one; then one with all segments equal.
+        const count = client.io.maxSegments > 1 ? Math.min(5, client.io.maxSegments) : 5
+        const ragged = superBuffer(count, 1000, 337)
+        const even = superBuffer(count, 800, 800)
+        expect(client.io.send(ragged.data, 1000, server.address, 7)).toBeTypeOf('boolean')
+        client.io.send(even.data, 800, server.address, 8)
+        const expected = [...ragged.segments, ...even.segments]
+        await waitUntil(
+          `${expected.length} datagrams`,
+          () => server.receiver.datagramCount() >= expected.length,
+          () => `got ${server.receiver.datagramCount()}`,
+        )
+        await settle()
+        const got = server.receiver.datagrams()
+        expect(got.map((d) => d.data.length)).toEqual(expected.map((s) => s.length))
+        expect(got.map((d) => d.data)).toEqual(expected)
+        await waitUntil('both sends to complete', () => client.receiver.completionCount() >= 2)
+        expect(Object.fromEntries(client.receiver.completions)).toEqual({ 7: 1, 8: 1 })
+      },
+      TEST_MS,
+    )
 
     it(
       `transfers ${BULK_PACKETS} datagrams of ${BULK_SIZE} bytes without loss, duplication or corruption`,
@@ -395,147 +419,179 @@ export function udpIoTests(name: string, factory: UdpIoTestFactory): void {
       BULK_TEST_MS,
     )
 
-    it("calls onSendComplete exactly once per send, with the caller's token", async () => {
-      const server = await bind('127.0.0.1')
-      const client = await bind('127.0.0.1')
-      const segments = client.io.maxSegments > 1 ? Math.min(3, client.io.maxSegments) : 3
-      const tokens = [0, 1, 2, 3, 17, 4095, 65_536, 2 ** 31 - 1]
-      tokens.forEach((token, i) => {
-        if (i % 2 === 0) client.io.send(payload(500, i), 500, server.address, token)
-        else client.io.send(superBuffer(segments, 400, 100).data, 400, server.address, token)
-      })
-      await waitUntil(
-        'a completion for every send',
-        () => client.receiver.completionCount() >= tokens.length && client.io.pendingSends === 0,
-        () => `completions ${JSON.stringify(Object.fromEntries(client.receiver.completions))}, pendingSends ${client.io.pendingSends}`,
-      )
-      await settle() // a duplicate completion would show up here
-      expect(Object.fromEntries(client.receiver.completions)).toEqual(Object.fromEntries(tokens.map((t) => [t, 1])))
-      expect(server.receiver.completions.size).toBe(0)
-    }, TEST_MS)
-
-    it('calls onBatchEnd after the packets of a batch', async () => {
-      const server = await bind('127.0.0.1')
-      const client = await bind('127.0.0.1')
-      for (let i = 0; i < 20; i++) client.io.send(payload(600, i), 600, server.address, i)
-      await waitUntil(
-        'onBatchEnd after the last of 20 datagrams',
-        () => server.receiver.datagramCount() >= 20 && server.receiver.events.at(-1) === 'batch-end',
-        () => `events ${server.receiver.events.join(',')}`,
-      )
-      await settle()
-      const events = server.receiver.events
-      expect(events[0]).toBe('packet')
-      expect(events.at(-1)).toBe('batch-end')
-      expect(events.filter((e) => e === 'batch-end').length).toBeLessThanOrEqual(events.filter((e) => e === 'packet').length)
-    }, TEST_MS)
-
-    it('counts what was sent and received in stats()', async () => {
-      const server = await bind('127.0.0.1', { receiveBufferSize: 1 << 20 })
-      const client = await bind('127.0.0.1', { sendBufferSize: 1 << 20 })
-      const segments = client.io.maxSegments > 1 ? Math.min(4, client.io.maxSegments) : 4
-      const singles = [10, 100, 1000, 1200, 1500]
-      singles.forEach((size, i) => client.io.send(payload(size, i), size, server.address, i))
-      const sb = superBuffer(segments, 1100, 50)
-      client.io.send(sb.data, 1100, server.address, 99)
-      const packets = singles.length + segments
-      const bytes = singles.reduce((a, b) => a + b, 0) + sb.data.length
-      await waitUntil(`${packets} datagrams`, () => server.receiver.datagramCount() >= packets)
-      await waitUntil('every send to complete', () => client.receiver.completionCount() >= singles.length + 1)
-      await settle()
-
-      const tx = client.io.stats()
-      expect(tx).toMatchObject({ backend: client.io.backend, packetsSent: packets, bytesSent: bytes, sendErrors: 0 })
-      expect(tx.sendCalls).toBeGreaterThanOrEqual(1)
-      expect(tx.sendCalls).toBeLessThanOrEqual(packets)
-      expect(tx.sendBufferSize).toBeGreaterThan(0)
-      expect(tx.receiveBufferSize).toBeGreaterThan(0)
-      const rx = server.io.stats()
-      expect(rx).toMatchObject({ backend: server.io.backend, packetsReceived: packets, bytesReceived: bytes, sendErrors: 0 })
-      expect(rx.receiveCalls).toBeGreaterThanOrEqual(1)
-      expect(rx).toMatchObject({ sendCalls: 0, packetsSent: 0, bytesSent: 0 })
-      expect(tx).toMatchObject({ packetsReceived: 0, bytesReceived: 0 })
-    }, TEST_MS)
-
-    it('close() is idempotent, completes every pending send, and send() then throws STOQ_ERR_CLOSED', async () => {
-      const server = await bind('127.0.0.1')
-      const client = await bind('127.0.0.1')
-      const count = 300
-      for (let i = 0; i < count; i++) client.io.send(payload(1200, i), 1200, server.address, i)
-      // Close at once: some sends are likely still queued.
-      const first = client.io.close()
-      const second = client.io.close()
-      await Promise.all([first, second])
-      await client.io.close()
-      expect(client.receiver.completionCount()).toBe(count)
-      expect(client.io.pendingSends).toBe(0)
-      await settle() // late completions of cancelled sends must not be reported twice
-      expect([...client.receiver.completions.values()].every((n) => n === 1)).toBe(true)
-      expect(client.receiver.completions.size).toBe(count)
-      expect(thrownCode(() => client.io.send(payload(10, 1), 10, server.address, 1))).toBe('STOQ_ERR_CLOSED')
-    }, TEST_MS)
-
-    it('close() resolves for a socket that was never bound, also twice', async () => {
-      const io = await create()
-      await io.close()
-      await io.close()
-      expect(io.pendingSends).toBe(0)
-    }, TEST_MS)
-
-    it('close() during a pending bind() leaves no socket open', async () => {
-      const io = await create()
-      const binding = io.bind({ host: '127.0.0.1', port: 0, ipv6Only: false }, new Recorder())
-      await io.close()
-      const outcome = await binding.then(
-        (address) => ({ address: plain(address), code: 'none' }),
-        (err: unknown) => ({ address: null, code: (err as { code?: string }).code ?? String(err) }),
-      )
-      expect(thrownCode(() => io.send(payload(10, 1), 10, { address: '127.0.0.1', port: 9, family: 'IPv4' }, 1))).toBe(
-        'STOQ_ERR_CLOSED',
-      )
-      if (outcome.address !== null) {
-        // bind() resolved: the port it reported must have been released by close().
-        await plainSocket('udp4', '127.0.0.1', outcome.address.port).catch((err: Error) => {
-          throw new Error(`port ${outcome.address!.port} is still bound after close(): ${err.message}`)
+    it(
+      "calls onSendComplete exactly once per send, with the caller's token",
+      async () => {
+        const server = await bind('127.0.0.1')
+        const client = await bind('127.0.0.1')
+        const segments = client.io.maxSegments > 1 ? Math.min(3, client.io.maxSegments) : 3
+        const tokens = [0, 1, 2, 3, 17, 4095, 65_536, 2 ** 31 - 1]
+        tokens.forEach((token, i) => {
+          if (i % 2 === 0) client.io.send(payload(500, i), 500, server.address, token)
+          else client.io.send(superBuffer(segments, 400, 100).data, 400, server.address, token)
         })
-      } else {
-        expect(outcome.code).toBe('STOQ_ERR_CLOSED')
-      }
-    }, TEST_MS)
+        await waitUntil(
+          'a completion for every send',
+          () => client.receiver.completionCount() >= tokens.length && client.io.pendingSends === 0,
+          () => `completions ${JSON.stringify(Object.fromEntries(client.receiver.completions))}, pendingSends ${client.io.pendingSends}`,
+        )
+        await settle() // a duplicate completion would show up here
+        expect(Object.fromEntries(client.receiver.completions)).toEqual(Object.fromEntries(tokens.map((t) => [t, 1])))
+        expect(server.receiver.completions.size).toBe(0)
+      },
+      TEST_MS,
+    )
 
-    it('rejects bind() on a port in use with STOQ_ERR_SOCKET', async () => {
-      const holder = await plainSocket('udp4', '127.0.0.1')
-      const io = await create()
-      const code = await rejectedCode(
-        io.bind({ host: '127.0.0.1', port: holder.address().port, ipv6Only: false }, new Recorder()),
-      )
-      expect(code).toBe('STOQ_ERR_SOCKET')
-      expect(io.localAddress).toBeNull()
+    it(
+      'calls onBatchEnd after the packets of a batch',
+      async () => {
+        const server = await bind('127.0.0.1')
+        const client = await bind('127.0.0.1')
+        for (let i = 0; i < 20; i++) client.io.send(payload(600, i), 600, server.address, i)
+        await waitUntil(
+          'onBatchEnd after the last of 20 datagrams',
+          () => server.receiver.datagramCount() >= 20 && server.receiver.events.at(-1) === 'batch-end',
+          () => `events ${server.receiver.events.join(',')}`,
+        )
+        await settle()
+        const events = server.receiver.events
+        expect(events[0]).toBe('packet')
+        expect(events.at(-1)).toBe('batch-end')
+        expect(events.filter((e) => e === 'batch-end').length).toBeLessThanOrEqual(events.filter((e) => e === 'packet').length)
+      },
+      TEST_MS,
+    )
 
-      const first = await bind('127.0.0.1')
-      const second = await create()
-      expect(await rejectedCode(second.bind({ host: '127.0.0.1', port: first.address.port, ipv6Only: false }, new Recorder()))).toBe(
-        'STOQ_ERR_SOCKET',
-      )
-    }, TEST_MS)
+    it(
+      'counts what was sent and received in stats()',
+      async () => {
+        const server = await bind('127.0.0.1', { receiveBufferSize: 1 << 20 })
+        const client = await bind('127.0.0.1', { sendBufferSize: 1 << 20 })
+        const segments = client.io.maxSegments > 1 ? Math.min(4, client.io.maxSegments) : 4
+        const singles = [10, 100, 1000, 1200, 1500]
+        singles.forEach((size, i) => {
+          client.io.send(payload(size, i), size, server.address, i)
+        })
+        const sb = superBuffer(segments, 1100, 50)
+        client.io.send(sb.data, 1100, server.address, 99)
+        const packets = singles.length + segments
+        const bytes = singles.reduce((a, b) => a + b, 0) + sb.data.length
+        await waitUntil(`${packets} datagrams`, () => server.receiver.datagramCount() >= packets)
+        await waitUntil('every send to complete', () => client.receiver.completionCount() >= singles.length + 1)
+        await settle()
 
-    it('rejects bind() to a host that is not an IP literal with STOQ_ERR_INVALID_ARG', async () => {
-      for (const host of ['localhost', 'example.invalid', '', '127.0.0.256', '1.2.3', '::g', ' 127.0.0.1']) {
+        const tx = client.io.stats()
+        expect(tx).toMatchObject({ backend: client.io.backend, packetsSent: packets, bytesSent: bytes, sendErrors: 0 })
+        expect(tx.sendCalls).toBeGreaterThanOrEqual(1)
+        expect(tx.sendCalls).toBeLessThanOrEqual(packets)
+        expect(tx.sendBufferSize).toBeGreaterThan(0)
+        expect(tx.receiveBufferSize).toBeGreaterThan(0)
+        const rx = server.io.stats()
+        expect(rx).toMatchObject({ backend: server.io.backend, packetsReceived: packets, bytesReceived: bytes, sendErrors: 0 })
+        expect(rx.receiveCalls).toBeGreaterThanOrEqual(1)
+        expect(rx).toMatchObject({ sendCalls: 0, packetsSent: 0, bytesSent: 0 })
+        expect(tx).toMatchObject({ packetsReceived: 0, bytesReceived: 0 })
+      },
+      TEST_MS,
+    )
+
+    it(
+      'close() is idempotent, completes every pending send, and send() then throws STOQ_ERR_CLOSED',
+      async () => {
+        const server = await bind('127.0.0.1')
+        const client = await bind('127.0.0.1')
+        const count = 300
+        for (let i = 0; i < count; i++) client.io.send(payload(1200, i), 1200, server.address, i)
+        // Close at once: some sends are likely still queued.
+        const first = client.io.close()
+        const second = client.io.close()
+        await Promise.all([first, second])
+        await client.io.close()
+        expect(client.receiver.completionCount()).toBe(count)
+        expect(client.io.pendingSends).toBe(0)
+        await settle() // late completions of cancelled sends must not be reported twice
+        expect([...client.receiver.completions.values()].every((n) => n === 1)).toBe(true)
+        expect(client.receiver.completions.size).toBe(count)
+        expect(thrownCode(() => client.io.send(payload(10, 1), 10, server.address, 1))).toBe('STOQ_ERR_CLOSED')
+      },
+      TEST_MS,
+    )
+
+    it(
+      'close() resolves for a socket that was never bound, also twice',
+      async () => {
         const io = await create()
-        const code = await rejectedCode(io.bind({ host, port: 0, ipv6Only: false }, new Recorder()))
-        expect(code, `host ${JSON.stringify(host)}`).toBe('STOQ_ERR_INVALID_ARG')
-        expect(io.localAddress).toBeNull()
-      }
-    }, TEST_MS)
+        await io.close()
+        await io.close()
+        expect(io.pendingSends).toBe(0)
+      },
+      TEST_MS,
+    )
 
-    it('rejects bind() to a port outside 0..65535 with STOQ_ERR_INVALID_ARG', async () => {
-      for (const port of [-1, 65_536, 1.5, Number.NaN]) {
+    it(
+      'close() during a pending bind() leaves no socket open',
+      async () => {
         const io = await create()
-        const code = await rejectedCode(io.bind({ host: '127.0.0.1', port, ipv6Only: false }, new Recorder()))
-        expect(code, `port ${port}`).toBe('STOQ_ERR_INVALID_ARG')
+        const binding = io.bind({ host: '127.0.0.1', port: 0, ipv6Only: false }, new Recorder())
+        await io.close()
+        const outcome = await binding.then(
+          (address) => ({ address: plain(address), code: 'none' }),
+          (err: unknown) => ({ address: null, code: (err as { code?: string }).code ?? String(err) }),
+        )
+        expect(thrownCode(() => io.send(payload(10, 1), 10, { address: '127.0.0.1', port: 9, family: 'IPv4' }, 1))).toBe('STOQ_ERR_CLOSED')
+        if (outcome.address !== null) {
+          // bind() resolved: the port it reported must have been released by close().
+          await plainSocket('udp4', '127.0.0.1', outcome.address.port).catch((err: Error) => {
+            throw new Error(`port ${outcome.address!.port} is still bound after close(): ${err.message}`)
+          })
+        } else {
+          expect(outcome.code).toBe('STOQ_ERR_CLOSED')
+        }
+      },
+      TEST_MS,
+    )
+
+    it(
+      'rejects bind() on a port in use with STOQ_ERR_SOCKET',
+      async () => {
+        const holder = await plainSocket('udp4', '127.0.0.1')
+        const io = await create()
+        const code = await rejectedCode(io.bind({ host: '127.0.0.1', port: holder.address().port, ipv6Only: false }, new Recorder()))
+        expect(code).toBe('STOQ_ERR_SOCKET')
         expect(io.localAddress).toBeNull()
-      }
-    }, TEST_MS)
+
+        const first = await bind('127.0.0.1')
+        const second = await create()
+        expect(await rejectedCode(second.bind({ host: '127.0.0.1', port: first.address.port, ipv6Only: false }, new Recorder()))).toBe('STOQ_ERR_SOCKET')
+      },
+      TEST_MS,
+    )
+
+    it(
+      'rejects bind() to a host that is not an IP literal with STOQ_ERR_INVALID_ARG',
+      async () => {
+        for (const host of ['localhost', 'example.invalid', '', '127.0.0.256', '1.2.3', '::g', ' 127.0.0.1']) {
+          const io = await create()
+          const code = await rejectedCode(io.bind({ host, port: 0, ipv6Only: false }, new Recorder()))
+          expect(code, `host ${JSON.stringify(host)}`).toBe('STOQ_ERR_INVALID_ARG')
+          expect(io.localAddress).toBeNull()
+        }
+      },
+      TEST_MS,
+    )
+
+    it(
+      'rejects bind() to a port outside 0..65535 with STOQ_ERR_INVALID_ARG',
+      async () => {
+        for (const port of [-1, 65_536, 1.5, Number.NaN]) {
+          const io = await create()
+          const code = await rejectedCode(io.bind({ host: '127.0.0.1', port, ipv6Only: false }, new Recorder()))
+          expect(code, `port ${port}`).toBe('STOQ_ERR_INVALID_ARG')
+          expect(io.localAddress).toBeNull()
+        }
+      },
+      TEST_MS,
+    )
   })
 }
 
@@ -616,12 +672,21 @@ class BulkReceiver implements UdpReceiver {
   }
 
   private check(data: Uint8Array, off: number, length: number): void {
-    if (length !== BULK_SIZE) return this.problem(`datagram of ${length} bytes`)
+    if (length !== BULK_SIZE) {
+      this.problem(`datagram of ${length} bytes`)
+      return
+    }
     const seq = (data[off]! | (data[off + 1]! << 8) | (data[off + 2]! << 16) | (data[off + 3]! << 24)) >>> 0
-    if (seq >= BULK_PACKETS) return this.problem(`sequence number ${seq}`)
+    if (seq >= BULK_PACKETS) {
+      this.problem(`sequence number ${seq}`)
+      return
+    }
     const start = (seq % 251) - 4
     for (let i = 4; i < BULK_SIZE; i++) {
-      if (data[off + i] !== BULK_PATTERN[start + i]) return this.problem(`packet ${seq} differs at byte ${i}`)
+      if (data[off + i] !== BULK_PATTERN[start + i]) {
+        this.problem(`packet ${seq} differs at byte ${i}`)
+        return
+      }
     }
     if (this.seen[seq] === 1) {
       this.duplicates++
@@ -641,9 +706,15 @@ class BulkReceiver implements UdpReceiver {
     return this.seen.every((v) => v === 1)
   }
 
-  onBatchEnd(): void {}
-  onSendComplete(): void {}
-  onDrain(): void {}
+  onBatchEnd(): void {
+    // Each datagram is checked as it arrives: nothing to do per batch.
+  }
+  onSendComplete(): void {
+    // The receiving socket sends nothing.
+  }
+  onDrain(): void {
+    // The receiving socket sends nothing.
+  }
   onError(err: Error): void {
     this.errors.push(err)
   }
@@ -659,8 +730,12 @@ class BulkSenderEvents implements UdpReceiver {
 
   constructor(private readonly wakeup: Wakeup) {}
 
-  onPacket(): void {}
-  onBatchEnd(): void {}
+  onPacket(): void {
+    // The sender expects nothing back: the receiver side counts what arrives.
+  }
+  onBatchEnd(): void {
+    // Nothing is received, so no batch to end.
+  }
   onSendComplete(token: number): void {
     this.completions++
     this.onComplete(token)

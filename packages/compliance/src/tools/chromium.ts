@@ -45,7 +45,9 @@ export function ensureChromium(): string {
     r = install()
   }
   if (r.status !== 0) {
-    throw new Error(`apt-get install -y chromium failed (status ${r.status}${r.error ? `, ${r.error.message}` : ''}):\n${(r.stderr || r.stdout || '').slice(-4000)}`)
+    throw new Error(
+      `apt-get install -y chromium failed (status ${r.status}${r.error ? `, ${r.error.message}` : ''}):\n${(r.stderr || r.stdout || '').slice(-4000)}`,
+    )
   }
   const after = findChromium()
   if (!after) throw new Error('apt-get installed chromium but no chromium binary is on PATH')
@@ -234,10 +236,11 @@ export class CdpPage {
 
   /** Evaluates an expression in the page (awaiting it when it is a promise) and returns its JSON value. */
   async evaluate<T>(expression: string, { awaitPromise = true }: CdpEvaluateOptions = {}): Promise<T> {
-    const r = await this.call<{ result: { value?: unknown }; exceptionDetails?: { text: string; exception?: { description?: string } } }>(
-      'Runtime.evaluate',
-      { expression, awaitPromise, returnByValue: true },
-    )
+    const r = await this.call<{ result: { value?: unknown }; exceptionDetails?: { text: string; exception?: { description?: string } } }>('Runtime.evaluate', {
+      expression,
+      awaitPromise,
+      returnByValue: true,
+    })
     if (r.exceptionDetails) throw new Error(`page threw: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`)
     return r.result.value as T
   }
@@ -419,7 +422,9 @@ export async function launchChromium(options: LaunchChromiumOptions): Promise<{ 
       })
     })
   } catch (e) {
-    await new HeadlessChromium(proc, '', userDir, options.pageUrl).close().catch(() => {})
+    await new HeadlessChromium(proc, '', userDir, options.pageUrl).close().catch(() => {
+      // The launch error is what the caller gets; a failed cleanup adds nothing.
+    })
     throw e
   }
   return { browser: new HeadlessChromium(proc, devtoolsUrl, userDir, options.pageUrl), devtoolsUrl }

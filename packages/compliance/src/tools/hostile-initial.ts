@@ -19,9 +19,7 @@ import './pki.js'
 export const QUIC_V1 = 0x00000001
 
 /** Salt for the version 1 Initial secrets (RFC 9001 §5.2). */
-export const QUIC_V1_INITIAL_SALT: Uint8Array = Uint8Array.from(
-  Buffer.from('38762cf7f55934b34d179ae6a4c80cadccbb7f0a', 'hex'),
-)
+export const QUIC_V1_INITIAL_SALT: Uint8Array = Uint8Array.from(Buffer.from('38762cf7f55934b34d179ae6a4c80cadccbb7f0a', 'hex'))
 
 /** TLS extension carrying the QUIC transport parameters (RFC 9001 §8.2). */
 export const QUIC_TRANSPORT_PARAMETERS_EXTENSION = 0x39
@@ -356,8 +354,7 @@ export function craftClientInitial(opts: CraftInitialOptions = {}): CraftedIniti
   const pn = opts.packetNumber ?? 0
   if (!Number.isSafeInteger(pn) || pn < 0) throw new RangeError(`packetNumber must be a non-negative integer, got ${pn}`)
   const minSize = opts.minDatagramSize ?? MIN_INITIAL_DATAGRAM_SIZE
-  const transportParameters =
-    opts.transportParameters === undefined ? defaultTransportParameters(scid) : opts.transportParameters
+  const transportParameters = opts.transportParameters === undefined ? defaultTransportParameters(scid) : opts.transportParameters
 
   const hello = clientHello({
     serverName: opts.serverName === undefined ? 'localhost' : opts.serverName,
@@ -542,8 +539,7 @@ export async function largeCertificateChain(opts: LargeChainOptions = {}): Promi
   if (!Number.isInteger(intermediates) || intermediates < 0 || intermediates > 10) throw new RangeError('intermediates must be 0..10')
   if (!Number.isInteger(padding) || padding < 0 || padding > 60_000) throw new RangeError('padding must be 0..60000 bytes')
   const subtle = crypto.webcrypto.subtle
-  const pad = (): x509.Extension[] =>
-    padding > 0 ? [new x509.Extension(PADDING_EXTENSION_OID, false, crypto.randomBytes(padding))] : []
+  const pad = (): x509.Extension[] => (padding > 0 ? [new x509.Extension(PADDING_EXTENSION_OID, false, crypto.randomBytes(padding))] : [])
   const validity = { notBefore: new Date(Date.now() - 3600_000), notAfter: new Date(Date.now() + 7 * 86400_000) }
   const newKeys = async (): Promise<crypto.webcrypto.CryptoKeyPair> =>
     (await subtle.generateKey(chainAlg, true, ['sign', 'verify'])) as crypto.webcrypto.CryptoKeyPair

@@ -7,12 +7,7 @@ export const WAIT_LIMIT_MS = 10_000
  * Resolve once `condition()` holds, checking on every event-loop turn; reject
  * with what was awaited and `detail()` after `limitMs`. Bounds every wait.
  */
-export async function waitUntil(
-  what: string,
-  condition: () => boolean,
-  detail: () => string = () => '',
-  limitMs = WAIT_LIMIT_MS,
-): Promise<void> {
+export async function waitUntil(what: string, condition: () => boolean, detail: () => string = () => '', limitMs = WAIT_LIMIT_MS): Promise<void> {
   const deadline = Date.now() + limitMs
   let turns = 0
   while (!condition()) {

@@ -180,10 +180,7 @@ export interface EncodeFieldSectionOptions {
  * with a static name reference when it has the name, else a literal with a
  * literal name. Fields are encoded as given: validate them first.
  */
-export function encodeFieldSection(
-  fields: Iterable<readonly [string, string]>,
-  options: EncodeFieldSectionOptions = {},
-): Uint8Array {
+export function encodeFieldSection(fields: Iterable<readonly [string, string]>, options: EncodeFieldSectionOptions = {}): Uint8Array {
   iterableArg('fields', fields)
   optionsArg('options', options, ['huffman'])
   const huffman = boolOption('huffman', options.huffman)
@@ -244,10 +241,7 @@ export function decodeFieldSection(bytes: Uint8Array, options: DecodeFieldSectio
   const sign = (bytes[afterRic]! & 0x80) !== 0
   const [deltaBase, first] = readInt(bytes, afterRic, 7)
   if (sign || deltaBase !== 0) {
-    throw new StoqH3Error(
-      QPACK_DECOMPRESSION_FAILED,
-      `Base must be 0 without a dynamic table (sign ${sign ? 1 : 0}, delta ${deltaBase})`,
-    )
+    throw new StoqH3Error(QPACK_DECOMPRESSION_FAILED, `Base must be 0 without a dynamic table (sign ${sign ? 1 : 0}, delta ${deltaBase})`)
   }
 
   const fields: FieldLine[] = []

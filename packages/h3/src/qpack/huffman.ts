@@ -367,11 +367,7 @@ export function huffmanEncode(bytes: Uint8Array): Uint8Array {
  * 7 bits or not all ones; with `overLimitCode` (default the same) when the
  * result would be longer than `maxLength`.
  */
-export function huffmanDecode(
-  bytes: Uint8Array,
-  maxLength = Infinity,
-  overLimitCode: number = QPACK_DECOMPRESSION_FAILED,
-): Uint8Array {
+export function huffmanDecode(bytes: Uint8Array, maxLength = Infinity, overLimitCode: number = QPACK_DECOMPRESSION_FAILED): Uint8Array {
   bytesArg('bytes', bytes)
   if (typeof maxLength !== 'number' || !(maxLength >= 0)) {
     throw new StoqInvalidArgumentError('maxLength', `expected a number >= 0 (Infinity allowed), got ${show(maxLength)}`)

@@ -85,12 +85,8 @@ export function loadLibc(): LibcResult {
 }
 
 function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>, name: string): Libc {
-  const setsockopt: KoffiFunction = lib.func(
-    'int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)',
-  )
-  const getsockopt: KoffiFunction = lib.func(
-    'int getsockopt(int fd, int level, int optname, _Inout_ void *optval, _Inout_ uint32_t *optlen)',
-  )
+  const setsockopt: KoffiFunction = lib.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)')
+  const getsockopt: KoffiFunction = lib.func('int getsockopt(int fd, int level, int optname, _Inout_ void *optval, _Inout_ uint32_t *optlen)')
   // Buffers handed to koffi are module-owned and live as long as the bindings:
   // the calls are synchronous, so one pair serves every call.
   const value = Buffer.alloc(4)
@@ -110,7 +106,7 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>, name: string): Libc 
       if (rc !== 0) return -(koffi.errno() || 1)
       return value.readInt32LE(0)
     },
-    hasSymbol(symbol, prototype) {
+    hasSymbol(_symbol, prototype) {
       try {
         lib.func(prototype)
         return true

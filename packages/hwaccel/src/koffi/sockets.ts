@@ -1,17 +1,6 @@
 import dgram from 'node:dgram'
 import net from 'node:net'
-import {
-  type Libc,
-  SO_RCVBUF,
-  SO_RCVBUFFORCE,
-  SO_SNDBUF,
-  SO_SNDBUFFORCE,
-  SOL_SOCKET,
-  SOL_UDP,
-  UDP_SEGMENT,
-  errnoName,
-  errorMessage,
-} from './libc.js'
+import { type Libc, SO_RCVBUF, SO_RCVBUFFORCE, SO_SNDBUF, SO_SNDBUFFORCE, SOL_SOCKET, SOL_UDP, UDP_SEGMENT, errnoName, errorMessage } from './libc.js'
 
 /**
  * `dgram` lookup for IP literals that answers synchronously. With the default

@@ -202,4 +202,3 @@ function readInterfaceIndex(name: string): number {
     return 0
   }
 }
-

@@ -1,11 +1,4 @@
-import {
-  StoqClosedError,
-  StoqInvalidArgumentError,
-  StoqPoolExhaustedError,
-  StoqPoolMisuseError,
-  type BufferPool,
-  type BufferPoolStats,
-} from '@stoq/interface'
+import { StoqClosedError, StoqInvalidArgumentError, StoqPoolExhaustedError, StoqPoolMisuseError, type BufferPool, type BufferPoolStats } from '@stoq/interface'
 
 /**
  * A fixed set of buffers in one SharedArrayBuffer, for a `WorkerUdpIo` that

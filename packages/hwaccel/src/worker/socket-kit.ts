@@ -154,7 +154,13 @@ export function socketKit(d: UdpWorkerData, load: (id: string) => unknown): Sock
     koffi = load(d.koffiPath) as Koffi
     lib = koffi.load(d.libcName)
   } catch (err) {
-    post({ type: 'bind-error', kind: 'unsupported', syscall: 'dlopen', errno: 0, message: `koffi or ${d.libcName} cannot be loaded in the worker: ${String(err)}` })
+    post({
+      type: 'bind-error',
+      kind: 'unsupported',
+      syscall: 'dlopen',
+      errno: 0,
+      message: `koffi or ${d.libcName} cannot be loaded in the worker: ${String(err)}`,
+    })
     return null
   }
   const socket = lib.func('int socket(int domain, int type, int protocol)')
@@ -173,9 +179,7 @@ export function socketKit(d: UdpWorkerData, load: (id: string) => unknown): Sock
     const mask = new Uint8Array(128) // cpu_set_t: 1024 bits
     for (const cpu of d.cpus) mask[cpu >> 3] = mask[cpu >> 3]! | (1 << (cpu & 7))
     affinityDetail =
-      (schedSetaffinity(0, 128, mask) as number) === 0
-        ? `pinned to CPU ${d.cpus.join(',')}`
-        : `sched_setaffinity failed (errno ${koffi.errno()}): not pinned`
+      (schedSetaffinity(0, 128, mask) as number) === 0 ? `pinned to CPU ${d.cpus.join(',')}` : `sched_setaffinity failed (errno ${koffi.errno()}): not pinned`
   }
 
   // Native-side memory, laid out as

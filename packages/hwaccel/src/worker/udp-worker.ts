@@ -224,11 +224,7 @@ export function udpWorkerMain(d: UdpWorkerData, load: (id: string) => unknown, m
       const rxFull = got < 0
       if (rxFull) stats[L.stats.rxRingFull]!++
       Atomics.store(ctl, L.sleep, rxFull ? L.sleepStates.rxFull : L.sleepStates.polling)
-      if (
-        (!txBlocked && Atomics.load(ctl, L.txHead) !== txTail) ||
-        (rxFull && Atomics.load(ctl, L.rxTail) !== lastRxTail) ||
-        Atomics.load(ctl, L.stop) !== 0
-      ) {
+      if ((!txBlocked && Atomics.load(ctl, L.txHead) !== txTail) || (rxFull && Atomics.load(ctl, L.rxTail) !== lastRxTail) || Atomics.load(ctl, L.stop) !== 0) {
         Atomics.store(ctl, L.sleep, L.sleepStates.awake)
         continue
       }

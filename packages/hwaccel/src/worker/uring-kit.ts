@@ -69,9 +69,7 @@ export interface UringRing {
   mappings(): { address: number; length: number }[]
 }
 
-export type UringSetupResult =
-  | { ok: true; ring: UringRing; tried: string }
-  | { ok: false; errno: number; syscall: string; message: string }
+export type UringSetupResult = { ok: true; ring: UringRing; tried: string } | { ok: false; errno: number; syscall: string; message: string }
 
 /** What the probes found (one line each, for reports). */
 export interface UringProbeResult {
@@ -239,7 +237,7 @@ export function uringKit(koffi: Koffi, lib: Library): UringKit {
     const waitMem = new SharedArrayBuffer(64)
     const waitArg = new Int32Array(waitMem)
     const waitBase = Number(koffi.address(new Uint8Array(waitMem)))
-    waitArg[4] = (waitBase + 32) % 0x100000000 | 0 // ts pointer (low, high)
+    waitArg[4] = ((waitBase + 32) % 0x100000000) | 0 // ts pointer (low, high)
     waitArg[5] = Math.floor((waitBase + 32) / 0x100000000)
     keep.push(params, waitMem, sqMem, cqMem, sqeMem)
     let enterCount = 0
@@ -269,9 +267,9 @@ export function uringKit(koffi: Koffi, lib: Library): UringKit {
         const w = (sqTail & sqMask) << 4
         sqes[w] = (opcode & 0xff) | ((sqeFlags & 0xff) << 8) // opcode, flags, ioprio 0
         sqes[w + 1] = sqeFd
-        sqes[w + 2] = off % 0x100000000 | 0 // off / addr2
+        sqes[w + 2] = (off % 0x100000000) | 0 // off / addr2
         sqes[w + 3] = Math.floor(off / 0x100000000)
-        sqes[w + 4] = addr % 0x100000000 | 0 // addr
+        sqes[w + 4] = (addr % 0x100000000) | 0 // addr
         sqes[w + 5] = Math.floor(addr / 0x100000000)
         sqes[w + 6] = len
         sqes[w + 7] = opFlags // msg_flags / poll32_events / cancel_flags
@@ -300,7 +298,9 @@ export function uringKit(koffi: Koffi, lib: Library): UringKit {
           waitArg[9] = 0
           waitArg[10] = (timeoutMs % 1000) * 1000000 // tv_nsec
           waitArg[11] = 0
-          rc = Number(syscall(SYS_IO_URING_ENTER, 'int', fd, 'uint32_t', toSubmit, 'uint32_t', minComplete, 'uint32_t', flagsIn, 'void *', waitBase, 'size_t', 24))
+          rc = Number(
+            syscall(SYS_IO_URING_ENTER, 'int', fd, 'uint32_t', toSubmit, 'uint32_t', minComplete, 'uint32_t', flagsIn, 'void *', waitBase, 'size_t', 24),
+          )
         } else {
           rc = Number(syscall(SYS_IO_URING_ENTER, 'int', fd, 'uint32_t', toSubmit, 'uint32_t', minComplete, 'uint32_t', flagsIn, 'void *', null, 'size_t', 8))
         }
@@ -412,7 +412,13 @@ export function uringKit(koffi: Koffi, lib: Library): UringKit {
     const dv = new DataView(mem)
     const base = Number(koffi.address(u8))
     const ptr = (at: number, value: number): void => dv.setBigUint64(at, BigInt(value), true)
-    const fail = (errno: number, syscall: string, detail: string): UringProbeResult & { skipped: boolean } => ({ ok: false, errno, syscall, detail, skipped: false })
+    const fail = (errno: number, syscall: string, detail: string): UringProbeResult & { skipped: boolean } => ({
+      ok: false,
+      errno,
+      syscall,
+      detail,
+      skipped: false,
+    })
     const fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number
     if (fd < 0) return { ok: true, errno: errno(), syscall: 'socket', detail: 'loopback check skipped: no UDP socket', skipped: true }
     try {
@@ -452,12 +458,19 @@ export function uringKit(koffi: Koffi, lib: Library): UringKit {
       const recvTag = 0x7e00_0003
       if (!ring.prep(OP_SENDMSG, 0, fd, base + 64, 1, 0, 0, sendTag)) return fail(0, 'io_uring_enter', 'the SQ ring is full')
       const sent = await1(ring, sendTag, waitMs)
-      if (!('res' in sent)) return fail(sent.errno, 'io_uring_enter', sent.timedOut ? `SENDMSG did not complete within ${waitMs} ms` : `io_uring_enter failed (errno ${sent.errno})`)
+      if (!('res' in sent))
+        return fail(
+          sent.errno,
+          'io_uring_enter',
+          sent.timedOut ? `SENDMSG did not complete within ${waitMs} ms` : `io_uring_enter failed (errno ${sent.errno})`,
+        )
       if (sent.res !== 200) return fail(sent.res < 0 ? -sent.res : 0, 'sendmsg', `SENDMSG of a 2 x 100 byte GSO message completed with res ${sent.res}`)
       if (!ring.prep(OP_RECVMSG, 0, fd, base + 128, 1, 0, 0, recvTag)) return fail(0, 'io_uring_enter', 'the SQ ring is full')
       const got = await1(ring, recvTag, waitMs)
-      if (!('res' in got)) return fail(got.errno, 'io_uring_enter', got.timedOut ? `RECVMSG did not complete within ${waitMs} ms` : `io_uring_enter failed (errno ${got.errno})`)
-      if (got.res !== 200 && got.res !== 100) return fail(got.res < 0 ? -got.res : 0, 'recvmsg', `RECVMSG completed with res ${got.res}, expected 200 or 100 bytes`)
+      if (!('res' in got))
+        return fail(got.errno, 'io_uring_enter', got.timedOut ? `RECVMSG did not complete within ${waitMs} ms` : `io_uring_enter failed (errno ${got.errno})`)
+      if (got.res !== 200 && got.res !== 100)
+        return fail(got.res < 0 ? -got.res : 0, 'recvmsg', `RECVMSG completed with res ${got.res}, expected 200 or 100 bytes`)
       for (let i = 0; i < got.res; i++) if (u8[640 + i] !== u8[384 + i]) return fail(0, 'recvmsg', `RECVMSG returned different bytes (offset ${i})`)
       // The kernel writes msg_controllen back: look for the UDP_GRO cmsg.
       const controlLength = i32[(128 + 40) >> 2]!

@@ -96,7 +96,8 @@ function convert(command: string, option: string, kind: OptionKind, raw: string)
       }
       return raw
     case 'ip':
-      if (net.isIP(raw) === 0) throw new StoqUsageError(command, flag, `${flag} expects an IP address such as 0.0.0.0, :: or 127.0.0.1, got ${JSON.stringify(raw)}`)
+      if (net.isIP(raw) === 0)
+        throw new StoqUsageError(command, flag, `${flag} expects an IP address such as 0.0.0.0, :: or 127.0.0.1, got ${JSON.stringify(raw)}`)
       return raw
     case 'fingerprint': {
       const hex = normaliseFingerprint(raw)

@@ -19,6 +19,7 @@ import {
 } from '@stoq/transport-core'
 import { ThroughputSeries } from '@stoq/monitoring'
 import { KnownHosts, appConfigDir } from '../identity.js'
+import { ignoreRejection } from '../ignore.js'
 import { PATTERN_BLOCK, newPatternBlock, patternKey, writeBlockHeader } from './bench-pattern.js'
 import { LineSplitter, encodeBenchHeader, parseBenchReply, type BenchDone, type BenchEngineInfo, type BenchTick } from './bench-protocol.js'
 import { StoqProtocolError, describeError, unlessStalled } from './errors.js'
@@ -284,15 +285,14 @@ async function sendPattern(stream: QuicStream, track: Track, key: Uint8Array, he
       writeBlockHeader(block, index, key)
       const n = Math.min(PATTERN_BLOCK, left)
       const p = writer.write(n === PATTERN_BLOCK ? block : block.subarray(0, n))
-      // Awaited when the slot comes round again or at the end; never an unhandled rejection meanwhile.
-      p.catch(() => {})
+      p.catch(ignoreRejection) // awaited when the slot comes round again or at the end; never an unhandled rejection meanwhile
       pending[slot] = p
       track.sent += n
     }
     const rest = Promise.all(pending.filter((p): p is Promise<void> => p !== null)).then(() => writer.close())
     await unlessStalled(rest, BENCH_STALL_MS, 'bench', '', stalled)
   } catch (err) {
-    writer.abort(err).catch(() => {})
+    writer.abort(err).catch(ignoreRejection) // the write error is what the caller gets; a stream already reset makes the abort reject
     throw err
   }
 }
@@ -437,7 +437,6 @@ export async function runBenchClient(o: BenchClientOptions): Promise<BenchReport
     }
   } finally {
     await Promise.allSettled(conns.map((c) => c.close(0, 'bench done')))
-    await ep.close().catch(() => {})
+    await ep.close().catch(ignoreRejection) // the bench is over and its result made; failing to close the endpoint changes nothing
   }
 }
-

@@ -74,7 +74,8 @@ function isCount(v: unknown, max: number): v is number {
 export function validateBenchHeader(raw: unknown): BenchStreamHeader {
   const h = raw as Partial<BenchStreamHeader> | null
   if (typeof h !== 'object' || h === null || h.v !== 1) throw new StoqProtocolError('bench', 'stream header: unsupported version (expected v 1)')
-  if (typeof h.session !== 'string' || !/^[0-9a-f]{16,64}$/.test(h.session)) throw new StoqProtocolError('bench', 'stream header: session must be 16-64 hex digits')
+  if (typeof h.session !== 'string' || !/^[0-9a-f]{16,64}$/.test(h.session))
+    throw new StoqProtocolError('bench', 'stream header: session must be 16-64 hex digits')
   if (!isCount(h.connection, 1 << 16) || !isCount(h.stream, 1 << 16)) throw new StoqProtocolError('bench', 'stream header: bad connection or stream number')
   if (!isCount(h.streams, 1 << 20) || h.streams < 1) throw new StoqProtocolError('bench', 'stream header: bad stream count')
   return { v: 1, session: h.session, connection: h.connection, stream: h.stream, streams: h.streams }
@@ -112,7 +113,10 @@ export class LineSplitter {
   private readonly decoder = new TextDecoder()
   private partial = ''
 
-  constructor(private readonly protocol: string, private readonly max = BENCH_LINE_MAX) {}
+  constructor(
+    private readonly protocol: string,
+    private readonly max = BENCH_LINE_MAX,
+  ) {}
 
   push(chunk: Uint8Array): string[] {
     const text = this.partial + this.decoder.decode(chunk, { stream: true })
@@ -137,7 +141,14 @@ export function parseBenchReply(line: string): BenchReply {
   }
   const r = m as Record<string, unknown> | null
   if (typeof r === 'object' && r !== null) {
-    if (r.type === 'tick' && isCount(r.i, 2 ** 31) && typeof r.t === 'number' && r.t >= 0 && Number.isFinite(r.t) && isCount(r.bytes, Number.MAX_SAFE_INTEGER)) {
+    if (
+      r.type === 'tick' &&
+      isCount(r.i, 2 ** 31) &&
+      typeof r.t === 'number' &&
+      r.t >= 0 &&
+      Number.isFinite(r.t) &&
+      isCount(r.bytes, Number.MAX_SAFE_INTEGER)
+    ) {
       return { type: 'tick', i: r.i, t: r.t, bytes: r.bytes }
     }
     if (r.type === 'done' && typeof r.ok === 'boolean' && isCount(r.bytes, Number.MAX_SAFE_INTEGER)) {

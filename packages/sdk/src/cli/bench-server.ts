@@ -7,6 +7,7 @@ import { StoqError, type Endpoint, type QuicConnection, type QuicStream, type So
 import { BenchHeaderReader, type BenchDone, type BenchEngineInfo, type BenchReply, type BenchStreamHeader } from './bench-protocol.js'
 import { PatternChecker, patternKey } from './bench-pattern.js'
 import { describeError, StoqProtocolError } from './errors.js'
+import { ignoreRejection } from '../ignore.js'
 
 /** Sampling period of a session, in ms. */
 export const BENCH_TICK_MS = 1000
@@ -175,7 +176,7 @@ export class BenchReceiver {
     const reader = stream.readable.getReader()
     const writer = stream.writable.getWriter()
     const write = (msg: BenchReply): void => {
-      writer.write(encoder.encode(`${JSON.stringify(msg)}\n`)).catch(() => {})
+      writer.write(encoder.encode(`${JSON.stringify(msg)}\n`)).catch(ignoreRejection) // a reply to a client that reset its stream has no one to reach
     }
     const headerReader = new BenchHeaderReader()
     let state: ServerStream | null = null
@@ -220,7 +221,7 @@ export class BenchReceiver {
         // Already finished.
       }
     } finally {
-      writer.close().catch(() => {})
+      writer.close().catch(ignoreRejection) // the session is over; a stream the client already reset makes this reject
       session?.streamEnded()
     }
   }

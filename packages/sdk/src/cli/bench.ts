@@ -119,7 +119,8 @@ export async function benchCommand(argv: string[], io: CommandIo): Promise<numbe
     json: v.json === true,
   }
   if (v.server === true) {
-    if (positionals.length > 0) throw new StoqUsageError('bench', 'HOST:PORT', `--server takes no HOST:PORT (got ${JSON.stringify(positionals[0])}); use --host and --port`)
+    if (positionals.length > 0)
+      throw new StoqUsageError('bench', 'HOST:PORT', `--server takes no HOST:PORT (got ${JSON.stringify(positionals[0])}); use --host and --port`)
     const clientOnly = CLIENT_ONLY.find((k) => k in v)
     if (clientOnly) throw new StoqUsageError('bench', `--${clientOnly}`, `--${clientOnly} is a client option; it cannot be used with --server`)
     const host = (v.host as string | undefined) ?? '::'
@@ -144,10 +145,10 @@ export async function benchCommand(argv: string[], io: CommandIo): Promise<numbe
   const target = positionals.length === 1 ? parseTargetArg('bench', positionals[0]!) : null
   if (target === null) {
     const trust = TRUST.find((k) => k in v)
-    if (trust) throw new StoqUsageError('bench', `--${trust}`, `--${trust} is for a remote server (stoq bench HOST:PORT); the local server is pinned automatically`)
+    if (trust)
+      throw new StoqUsageError('bench', `--${trust}`, `--${trust} is for a remote server (stoq bench HOST:PORT); the local server is pinned automatically`)
   }
-  const limit =
-    v.bytes !== undefined ? { bytes: v.bytes as number } : { durationSec: (v.duration as number | undefined) ?? BENCH_DEFAULT_DURATION_SEC }
+  const limit = v.bytes !== undefined ? { bytes: v.bytes as number } : { durationSec: (v.duration as number | undefined) ?? BENCH_DEFAULT_DURATION_SEC }
   const client = {
     connections: (v.connections as number | undefined) ?? 1,
     streams: (v.streams as number | undefined) ?? 1,
@@ -194,7 +195,11 @@ function checkChartPath(raw: string): string {
     if (!fs.statSync(dir).isDirectory()) throw new Error('not a directory')
     fs.accessSync(dir, fs.constants.W_OK)
   } catch (err) {
-    throw new StoqUsageError('bench', '--chart', `cannot write --chart file ${JSON.stringify(raw)}: directory ${JSON.stringify(dir)}: ${(err as Error).message}`)
+    throw new StoqUsageError(
+      'bench',
+      '--chart',
+      `cannot write --chart file ${JSON.stringify(raw)}: directory ${JSON.stringify(dir)}: ${(err as Error).message}`,
+    )
   }
   return file
 }
@@ -316,9 +321,7 @@ export function formatSummary(r: BenchReport): string {
     `  transferred  ${formatBytes(s.bytes)} (${s.bytes} bytes) in ${s.durationSec.toFixed(3)} s`,
     `  average      ${formatGbps(s.averageGbps)} Gbps`,
     `  peak         ${formatGbps(s.peakGbps)} Gbps ${s.peakFrom === 'interval' ? '(best interval of at least 0.5 s)' : '(no interval of 0.5 s or more: the average)'}`,
-    s.verified
-      ? `  verified     yes: every byte matched the pattern, and the server verified all ${s.sentBytes} bytes sent`
-      : `  verified     NO`,
+    s.verified ? `  verified     yes: every byte matched the pattern, and the server verified all ${s.sentBytes} bytes sent` : `  verified     NO`,
     `  client       engine ${s.client.engine}, UDP backend ${s.client.udpBackend}`,
     `  server       ${s.server ? `engine ${s.server.engine}, UDP backend ${s.server.udpBackend}` : 'unknown (no report)'}`,
   ]
@@ -330,7 +333,20 @@ export function formatSummary(r: BenchReport): string {
 // Local mode: the server in a child process
 
 async function benchLocal(c: ClientShape, common: CommonOptions, io: CommandIo): Promise<number> {
-  const args = ['bench', '--server', '--host', '127.0.0.1', '--port', '0', '--packet-size', String(common.packetSize), '--engine', common.engine, '--udp-backend', common.udpBackend]
+  const args = [
+    'bench',
+    '--server',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--packet-size',
+    String(common.packetSize),
+    '--engine',
+    common.engine,
+    '--udp-backend',
+    common.udpBackend,
+  ]
   const child = fork(io.cliPath, args, {
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     env: { ...process.env, [CHILD_ENV]: '1' },
@@ -461,6 +477,11 @@ async function benchServer(host: string, port: number, common: CommonOptions, io
   return 0
 }
 
+/** benchChild's session callback: the local server prints nothing, the client in the parent process reports the run. */
+function ignoreSession(): void {
+  // Nothing to report from this side.
+}
+
 /** The local server: an ephemeral identity (nothing written to the user's config), reporting over IPC. */
 async function benchChild(host: string, port: number, common: CommonOptions): Promise<number> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stoq-bench-'))
@@ -471,7 +492,7 @@ async function benchChild(host: string, port: number, common: CommonOptions): Pr
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
-  const srv = await listenBench(host, port, common, identity, () => {})
+  const srv = await listenBench(host, port, common, identity, ignoreSession)
   const stopped = new Promise<void>((resolve) => {
     process.once('disconnect', () => resolve())
     process.once('SIGTERM', () => resolve())
@@ -483,4 +504,3 @@ async function benchChild(host: string, port: number, common: CommonOptions): Pr
   await srv.stoq.close()
   return 0
 }
-

@@ -96,10 +96,14 @@ function listenHttp(server: http.Server, host: string, port: number): Promise<nu
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(
-        new StoqSocketError(`cannot serve the page on TCP ${formatHostPort(host, port)}: ${err.message}`, {
-          ...(err.syscall !== undefined ? { syscall: err.syscall } : {}),
-          ...(err.code !== undefined ? { errno: err.code } : {}),
-        }, { cause: err }),
+        new StoqSocketError(
+          `cannot serve the page on TCP ${formatHostPort(host, port)}: ${err.message}`,
+          {
+            ...(err.syscall !== undefined ? { syscall: err.syscall } : {}),
+            ...(err.code !== undefined ? { errno: err.code } : {}),
+          },
+          { cause: err },
+        ),
       )
     }
     server.once('error', onError)
@@ -123,16 +127,15 @@ function waitForSignal(): Promise<NodeJS.Signals> {
 }
 
 /** Runs until SIGINT/SIGTERM; returns the exit status. */
-export async function serveWebTransportCommand(
-  appName: string,
-  o: ServeWebTransportOptions,
-  io: CommandIo,
-): Promise<number> {
+export async function serveWebTransportCommand(appName: string, o: ServeWebTransportOptions, io: CommandIo): Promise<number> {
   let page: string
   try {
     page = fs.readFileSync(WEBTRANSPORT_PAGE, 'utf8')
   } catch (err) {
-    throw new StoqUnsupportedError('webtransport example page', `the example page ${WEBTRANSPORT_PAGE} is missing from this installation: ${(err as Error).message}`)
+    throw new StoqUnsupportedError(
+      'webtransport example page',
+      `the example page ${WEBTRANSPORT_PAGE} is missing from this installation: ${(err as Error).message}`,
+    )
   }
   const stoq = await Stoq.create(appName, { endpoint: o.endpoint })
   const httpServer = http.createServer()
@@ -162,7 +165,10 @@ export async function serveWebTransportCommand(
     // The certificate this listener serves (rotation only happens at listen time).
     const cert = await stoq.browserCertificate()
     const port = ep.address.port
-    const hashes: WebTransportPageConfig['serverCertificateHashes'] = cert.serverCertificateHashes.map((h) => ({ algorithm: h.algorithm, value: Array.from(h.value) }))
+    const hashes: WebTransportPageConfig['serverCertificateHashes'] = cert.serverCertificateHashes.map((h) => ({
+      algorithm: h.algorithm,
+      value: Array.from(h.value),
+    }))
 
     httpServer.on('request', (req, res) => {
       const url = new URL(req.url ?? '/', 'http://localhost')

@@ -40,14 +40,9 @@ export interface TransferTrailer {
   sha256: string
 }
 
-export type TransferReply =
-  | { ok: true; name: string; bytes: number; sha256: string; ms: number }
-  | { ok: false; code: string; error: string }
+export type TransferReply = { ok: true; name: string; bytes: number; sha256: string; ms: number } | { ok: false; code: string; error: string }
 
-export type TransferEvent =
-  | { kind: 'header'; header: TransferHeader }
-  | { kind: 'data'; data: Uint8Array }
-  | { kind: 'end'; trailer: TransferTrailer }
+export type TransferEvent = { kind: 'header'; header: TransferHeader } | { kind: 'data'; data: Uint8Array } | { kind: 'end'; trailer: TransferTrailer }
 
 const PROTOCOL = 'stoq send'
 
@@ -60,7 +55,7 @@ export function validateTransferName(name: unknown): string {
   if (Buffer.byteLength(name) > 255) throw new StoqInvalidArgumentError('name', 'file names are at most 255 bytes')
   if (name === '.' || name === '..') throw new StoqInvalidArgumentError('name', `${JSON.stringify(name)} is not a file name`)
   if (/[/\\]/.test(name)) throw new StoqInvalidArgumentError('name', `${JSON.stringify(name)} contains a path separator; only plain file names are accepted`)
-  // eslint-disable-next-line no-control-regex
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what a file name may not contain
   if (/[\u0000-\u001f\u007f]/.test(name)) throw new StoqInvalidArgumentError('name', 'file names may not contain control characters')
   return name
 }

@@ -7,27 +7,15 @@ import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
-import {
-  StoqError,
-  StoqInvalidArgumentError,
-  type EngineChoice,
-  type QuicConnection,
-  type QuicStream,
-  type UdpBackendChoice,
-} from '@stoq/transport-core'
+import { StoqError, StoqInvalidArgumentError, type EngineChoice, type QuicConnection, type QuicStream, type UdpBackendChoice } from '@stoq/transport-core'
 import { Stoq, type StoqConnectOptions } from '../stoq.js'
 import { formatHostPort, parseArgs, parseTargetArg, type OptionKind } from './args.js'
 import { StoqIntegrityError, StoqProtocolError, StoqRemoteError, StoqUsageError, describeError, unlessStalled } from './errors.js'
 import { formatBytes, formatGbps, gbpsOf } from './format.js'
+import { ignoreRejection } from '../ignore.js'
 import { LineSplitter } from './bench-protocol.js'
 import { CLI_APP_NAME, BENCH_DEFAULT_PACKET_SIZE, type CommandIo } from './bench.js'
-import {
-  IncomingTransfer,
-  OutgoingTransfer,
-  parseTransferReply,
-  validateTransferName,
-  type TransferReply,
-} from './transfer-protocol.js'
+import { IncomingTransfer, OutgoingTransfer, parseTransferReply, validateTransferName, type TransferReply, type TransferTrailer } from './transfer-protocol.js'
 import { WEBTRANSPORT_DEFAULT_HTTP_PORT, WEBTRANSPORT_DEFAULT_PATH, serveWebTransportCommand } from './serve-webtransport.js'
 
 export const SERVE_DEFAULT_PORT = 4433
@@ -135,7 +123,10 @@ class FileSink implements Sink {
   static async open(dir: string, name: string, force: boolean): Promise<FileSink> {
     const target = path.join(dir, name)
     if (!force && fs.existsSync(target)) {
-      throw new StoqInvalidArgumentError('name', `${JSON.stringify(name)} already exists in the receiver's directory (the receiver can allow replacing with --force)`)
+      throw new StoqInvalidArgumentError(
+        'name',
+        `${JSON.stringify(name)} already exists in the receiver's directory (the receiver can allow replacing with --force)`,
+      )
     }
     const tmp = path.join(dir, `.stoq-partial-${randomBytes(6).toString('hex')}`)
     const fh = await fsp.open(tmp, 'wx', 0o644)
@@ -163,23 +154,25 @@ class FileSink implements Sink {
         await fsp.link(this.tmp, this.target)
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
-        if (code === 'EEXIST') throw new StoqInvalidArgumentError('name', `${JSON.stringify(path.basename(this.target))} already exists in the receiver's directory`)
+        if (code === 'EEXIST')
+          throw new StoqInvalidArgumentError('name', `${JSON.stringify(path.basename(this.target))} already exists in the receiver's directory`)
         // A file system without hard links: check, then rename.
-        if (fs.existsSync(this.target)) throw new StoqInvalidArgumentError('name', `${JSON.stringify(path.basename(this.target))} already exists in the receiver's directory`)
+        if (fs.existsSync(this.target))
+          throw new StoqInvalidArgumentError('name', `${JSON.stringify(path.basename(this.target))} already exists in the receiver's directory`)
         await fsp.rename(this.tmp, this.target)
         return this.target
       }
       await fsp.unlink(this.tmp)
       return this.target
     } catch (err) {
-      await fsp.unlink(this.tmp).catch(() => {})
+      await fsp.unlink(this.tmp).catch(ignoreRejection) // the commit error is what the caller gets; a temporary file already gone is fine
       throw err
     }
   }
 
   async abort(): Promise<void> {
-    await this.fh.close().catch(() => {})
-    await fsp.unlink(this.tmp).catch(() => {})
+    await this.fh.close().catch(ignoreRejection) // aborting: a handle that fails to close is dropped all the same
+    await fsp.unlink(this.tmp).catch(ignoreRejection) // aborting: a temporary file already gone is fine
   }
 }
 
@@ -204,7 +197,9 @@ class StdoutSink implements Sink {
     return 'stdout'
   }
 
-  async abort(): Promise<void> {}
+  async abort(): Promise<void> {
+    // What went to stdout cannot be taken back: nothing to undo.
+  }
 }
 
 /** Receiver-side duration and rate; a rate over less than 10 ms says nothing and is left out. */
@@ -299,8 +294,17 @@ export async function receiveTransfer(stream: QuicStream, conn: QuicConnection, 
   }
 }
 
+/** A promise that never settles: `stoq serve` without `--once` runs until a signal. */
+function never(): Promise<never> {
+  return new Promise<never>(() => {
+    // Never settles, by design.
+  })
+}
+
 function untilSignal(): { promise: Promise<void>; cancel: () => void } {
-  let cancel = (): void => {}
+  let cancel = (): void => {
+    // Replaced below, as soon as the listeners are on.
+  }
   const promise = new Promise<void>((resolve) => {
     const on = (): void => {
       cancel()
@@ -323,7 +327,8 @@ export async function serveCommand(argv: string[], io: CommandIo): Promise<numbe
     return 0
   }
   if (v.webtransport === true) {
-    if (positionals.length > 0) throw new StoqUsageError('serve', positionals[0]!, `unexpected argument ${JSON.stringify(positionals[0])}: --webtransport takes no DIR`)
+    if (positionals.length > 0)
+      throw new StoqUsageError('serve', positionals[0]!, `unexpected argument ${JSON.stringify(positionals[0])}: --webtransport takes no DIR`)
     for (const o of ['force', 'once'] as const) {
       if (v[o] === true) throw new StoqUsageError('serve', `--${o}`, `--${o} is for receiving files, not for --webtransport`)
     }
@@ -386,7 +391,7 @@ export async function serveCommand(argv: string[], io: CommandIo): Promise<numbe
               const w = stream.writable.getWriter()
               w.write(encoder.encode(`${JSON.stringify({ ok: false, code: 'STOQ_ERR_CLOSED', error: 'the receiver takes one transfer only and is busy' })}\n`))
                 .then(() => w.close())
-                .catch(() => {})
+                .catch(ignoreRejection) // a courtesy to a second sender: if its stream is gone, there is no one to tell
             }
             return
           }
@@ -417,7 +422,7 @@ export async function serveCommand(argv: string[], io: CommandIo): Promise<numbe
     log(`fingerprint ${id.fingerprint}\n`)
     log(`senders: stoq send FILE HOST:${ep.address.port} --pin ${id.fingerprint}\n`)
     const signal = untilSignal()
-    const ended = await Promise.race([signal.promise.then(() => null), once ? firstDone : new Promise<never>(() => {})])
+    const ended = await Promise.race([signal.promise.then(() => null), once ? firstDone : never()])
     signal.cancel()
     if (ended !== null) {
       // Closing now could drop the verdict still in flight: let the sender read it and close first.
@@ -510,7 +515,7 @@ async function readReply(stream: QuicStream): Promise<TransferReply> {
     if (done) break
     const got = lines.push(value)
     if (got.length > 0) {
-      reader.cancel().catch(() => {})
+      reader.cancel().catch(ignoreRejection) // the reply is read; a stream the receiver already closed makes this reject
       return parseTransferReply(got[0]!)
     }
   }
@@ -540,7 +545,11 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
     return 0
   }
   if (positionals.length < 2) {
-    throw new StoqUsageError('send', positionals.length === 0 ? 'FILE' : 'HOST:PORT', `missing ${positionals.length === 0 ? 'FILE (or - for stdin) and HOST:PORT' : 'HOST:PORT'}`)
+    throw new StoqUsageError(
+      'send',
+      positionals.length === 0 ? 'FILE' : 'HOST:PORT',
+      `missing ${positionals.length === 0 ? 'FILE (or - for stdin) and HOST:PORT' : 'HOST:PORT'}`,
+    )
   }
   if (positionals.length > 2) throw new StoqUsageError('send', positionals[2]!, `unexpected argument ${JSON.stringify(positionals[2])}`)
   const [file, targetText] = positionals as [string, string]
@@ -575,9 +584,7 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
       throw new StoqUsageError('send', 'FILE', `cannot read ${JSON.stringify(file)}: ${(err as Error).message}`)
     }
   }
-  const source: AsyncIterable<Uint8Array> = fromStdin
-    ? process.stdin
-    : fs.createReadStream('', { fd: fd!, highWaterMark: READ_CHUNK })
+  const source: AsyncIterable<Uint8Array> = fromStdin ? process.stdin : fs.createReadStream('', { fd: fd!, highWaterMark: READ_CHUNK })
   const trust: StoqConnectOptions = {
     reuse: false,
     ...(typeof v['server-name'] === 'string' ? { serverName: v['server-name'] } : {}),
@@ -594,13 +601,12 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
     const conn = await stoq.connect(target, trust)
     const stream = conn.openStream()
     const replied = readReply(stream)
-    replied.catch(() => {})
+    replied.catch(ignoreRejection) // marks it handled: it is awaited below, after the file is sent
     const writer = stream.writable!.getWriter()
     const out = new OutgoingTransfer()
-    let trailer
+    let trailer: TransferTrailer
     // A receiver that stops reading would block a write for ever: reset the stream instead.
-    const guarded = (p: Promise<void>): Promise<void> =>
-      unlessStalled(p, SEND_STALL_MS, 'stoq send', 'sending', () => stream.reset(2))
+    const guarded = (p: Promise<void>): Promise<void> => unlessStalled(p, SEND_STALL_MS, 'stoq send', 'sending', () => stream.reset(2))
     try {
       await guarded(writer.write(out.start({ name, size })))
       for await (const chunk of source) {
@@ -613,7 +619,7 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
       await guarded(writer.close())
       bar.update(out.bytes, true)
     } catch (err) {
-      writer.abort(err).catch(() => {})
+      writer.abort(err).catch(ignoreRejection) // the send error (or the receiver's answer) is what the caller gets
       // The receiver may have stopped us on purpose: its answer says why.
       const answer = await timeout(replied, 5000, 'no answer').catch(() => null)
       if (answer !== null && !answer.ok) throw refusal(answer)
@@ -625,7 +631,10 @@ export async function sendCommand(argv: string[], io: CommandIo): Promise<number
     if (!answer.ok) throw refusal(answer)
     // Belt and braces: the receiver's figures must be ours.
     if (answer.bytes !== trailer.bytes || answer.sha256 !== trailer.sha256) {
-      throw new StoqIntegrityError('receiver', `the receiver acknowledged ${answer.bytes} bytes with SHA-256 ${answer.sha256}, but ${trailer.bytes} bytes with SHA-256 ${trailer.sha256} were sent`)
+      throw new StoqIntegrityError(
+        'receiver',
+        `the receiver acknowledged ${answer.bytes} bytes with SHA-256 ${answer.sha256}, but ${trailer.bytes} bytes with SHA-256 ${trailer.sha256} were sent`,
+      )
     }
     const label = name ?? 'stdin'
     io.out(`sent ${label} to ${formatHostPort(target.host, target.port)}: ${trailer.bytes} bytes (${formatBytes(trailer.bytes)}), SHA-256 ${trailer.sha256}\n`)

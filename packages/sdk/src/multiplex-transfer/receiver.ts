@@ -2,13 +2,7 @@
 import { checkOptions, optionKeys } from '@stoq/interface'
 import { createHash } from 'node:crypto'
 import type { ReadableStreamDefaultReader } from 'node:stream/web'
-import {
-  StoqError,
-  StoqClosedError,
-  StoqInvalidArgumentError,
-  type QuicConnection,
-  type QuicStream,
-} from '@stoq/transport-core'
+import { StoqError, StoqClosedError, StoqInvalidArgumentError, type QuicConnection, type QuicStream } from '@stoq/transport-core'
 import { StoqIntegrityError, StoqProtocolError } from '../errors.js'
 import {
   ABANDON_CODE,
@@ -25,9 +19,9 @@ import {
   MIN_TRANSFER_CHUNK_BYTES,
   PROTOCOL,
   decodeChunkHeader,
-  sha256,
 } from './wire.js'
 import { intOption } from './sender.js'
+import { ignoreRejection } from '../ignore.js'
 
 // ---------------------------------------------------------------------------
 // Receiver side
@@ -137,7 +131,7 @@ export class IncomingTransfer implements AsyncIterable<Uint8Array> {
       this.#resolve = resolve
       this.#reject = reject
     })
-    this.result.catch(() => {})
+    this.result.catch(ignoreRejection) // marks it handled: whoever awaits result still sees the rejection
     this.#arm(idleMs)
   }
 
@@ -378,16 +372,19 @@ export class IncomingTransfer implements AsyncIterable<Uint8Array> {
   }
 
   #arm(ms: number): void {
-    this.#timer = setTimeout(() => {
-      this.#timer = null
-      if (this.#done) return
-      const idle = performance.now() - this.#lastActivity
-      if (idle >= this.#idleMs) {
-        this.fail(new StoqProtocolError(PROTOCOL, `transfer ${this.id}: nothing arrived or was read for ${this.#idleMs} ms`))
-      } else {
-        this.#arm(this.#idleMs - idle)
-      }
-    }, Math.max(1, Math.ceil(ms)))
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = null
+        if (this.#done) return
+        const idle = performance.now() - this.#lastActivity
+        if (idle >= this.#idleMs) {
+          this.fail(new StoqProtocolError(PROTOCOL, `transfer ${this.id}: nothing arrived or was read for ${this.#idleMs} ms`))
+        } else {
+          this.#arm(this.#idleMs - idle)
+        }
+      },
+      Math.max(1, Math.ceil(ms)),
+    )
     this.#timer.unref()
   }
 
@@ -442,8 +439,13 @@ class StreamInput {
   }
 
   cancel(): void {
-    this.#reader.cancel(ABANDON_CODE).catch(() => {})
+    this.#reader.cancel(ABANDON_CODE).catch(ignoreRejection) // abandoning the stream; one the peer already reset makes this reject
   }
+}
+
+/** `StreamInput.take`'s sink for bytes read only to be dropped. */
+function dropPiece(): void {
+  // Dropped: the chunk is refused, a duplicate or malformed.
 }
 
 function asStoqError(err: unknown): StoqError {
@@ -463,13 +465,27 @@ export interface TransferReceiver {
 export function createTransferReceiver(options: TransferReceiverOptions): TransferReceiver {
   checkOptions(
     options,
-    optionKeys<TransferReceiverOptions>({ onTransfer: true, onError: true, onChunk: true, windowBytes: true, maxChunkBytes: true, maxTransfers: true, idleTimeoutMs: true }),
+    optionKeys<TransferReceiverOptions>({
+      onTransfer: true,
+      onError: true,
+      onChunk: true,
+      windowBytes: true,
+      maxChunkBytes: true,
+      maxTransfers: true,
+      idleTimeoutMs: true,
+    }),
   )
   if (typeof options.onTransfer !== 'function') throw new StoqInvalidArgumentError('onTransfer', 'expected a function')
   if (options.onError !== undefined && typeof options.onError !== 'function') throw new StoqInvalidArgumentError('onError', 'expected a function')
   if (options.onChunk !== undefined && typeof options.onChunk !== 'function') throw new StoqInvalidArgumentError('onChunk', 'expected a function')
   const windowBytes = intOption(options.windowBytes, 'windowBytes', MIN_TRANSFER_CHUNK_BYTES, MAX_TRANSFER_WINDOW_BYTES, DEFAULT_TRANSFER_WINDOW_BYTES)
-  const maxChunkBytes = intOption(options.maxChunkBytes, 'maxChunkBytes', MIN_TRANSFER_CHUNK_BYTES, Math.min(windowBytes, MAX_TRANSFER_CHUNK_BYTES), Math.min(windowBytes, MAX_TRANSFER_CHUNK_BYTES))
+  const maxChunkBytes = intOption(
+    options.maxChunkBytes,
+    'maxChunkBytes',
+    MIN_TRANSFER_CHUNK_BYTES,
+    Math.min(windowBytes, MAX_TRANSFER_CHUNK_BYTES),
+    Math.min(windowBytes, MAX_TRANSFER_CHUNK_BYTES),
+  )
   const maxTransfers = intOption(options.maxTransfers, 'maxTransfers', 1, 65_536, DEFAULT_RECEIVER_MAX_TRANSFERS)
   const idleMs = intOption(options.idleTimeoutMs, 'idleTimeoutMs', 1, 2 ** 31 - 1, DEFAULT_TRANSFER_STALL_MS)
   const { onTransfer, onError, onChunk } = options
@@ -518,7 +534,7 @@ export function createTransferReceiver(options: TransferReceiverOptions): Transf
   const answer = async (input: StreamInput, stream: QuicStream, conn: QuicConnection, h: ChunkHeader, status: ChunkStatus): Promise<void> => {
     let whole: boolean
     try {
-      whole = (await input.take(h.length, () => {})) && (await input.atEnd())
+      whole = (await input.take(h.length, dropPiece)) && (await input.atEnd())
     } catch (err) {
       // Reset, or the connection is gone: nobody to answer.
       report(err, h.transferId, stream, conn)
@@ -527,7 +543,12 @@ export function createTransferReceiver(options: TransferReceiverOptions): Transf
     if (!whole) {
       input.cancel()
       if (status === CHUNK_STATUS.stored || status === CHUNK_STATUS.duplicate) {
-        report(new StoqProtocolError(PROTOCOL, `chunk ${h.index} of transfer ${h.transferId}: the stream does not hold exactly ${h.length} bytes`), h.transferId, stream, conn)
+        report(
+          new StoqProtocolError(PROTOCOL, `chunk ${h.index} of transfer ${h.transferId}: the stream does not hold exactly ${h.length} bytes`),
+          h.transferId,
+          stream,
+          conn,
+        )
         status = CHUNK_STATUS.protocol
       }
     }

@@ -2,10 +2,7 @@
 import { checkOptions, optionKeys } from '@stoq/interface'
 import { randomBytes } from 'node:crypto'
 import type { ReadableStream as WebReadableStream } from 'node:stream/web'
-import {
-  StoqError,
-  StoqInvalidArgumentError,
-} from '@stoq/transport-core'
+import { type StoqError, StoqInvalidArgumentError } from '@stoq/transport-core'
 import { StoqIntegrityError, StoqProtocolError } from '../errors.js'
 import {
   CHUNK_STATUS,
@@ -27,12 +24,7 @@ import {
 // Sender side: options and the source, cut into chunks
 
 /** What `Multiplexer.transfer` sends: bytes, or an (async) iterable / Web stream of byte chunks. */
-export type TransferSource =
-  | Uint8Array
-  | ArrayBuffer
-  | Iterable<Uint8Array>
-  | AsyncIterable<Uint8Array>
-  | WebReadableStream<Uint8Array>
+export type TransferSource = Uint8Array | ArrayBuffer | Iterable<Uint8Array> | AsyncIterable<Uint8Array> | WebReadableStream<Uint8Array>
 
 export interface TransferOptions {
   /** Bytes per chunk (default 1 MiB, 64 KiB to 16 MiB); the last chunk may be shorter. */
@@ -92,7 +84,10 @@ export function intOption(value: unknown, name: string, min: number, max: number
 }
 
 export function validateTransferOptions(options: unknown): ResolvedTransferOptions {
-  const o = checkOptions(options, optionKeys<TransferOptions>({ chunkSize: true, id: true, depth: true, windowBytes: true, stallTimeoutMs: true, maxRetries: true })) as TransferOptions
+  const o = checkOptions(
+    options,
+    optionKeys<TransferOptions>({ chunkSize: true, id: true, depth: true, windowBytes: true, stallTimeoutMs: true, maxRetries: true }),
+  ) as TransferOptions
   const chunkSize = intOption(o.chunkSize, 'chunkSize', MIN_TRANSFER_CHUNK_BYTES, MAX_TRANSFER_CHUNK_BYTES, DEFAULT_TRANSFER_CHUNK_BYTES)
   const depth = intOption(o.depth, 'depth', 1, MAX_TRANSFER_DEPTH, DEFAULT_TRANSFER_DEPTH)
   const windowBytes = intOption(o.windowBytes, 'windowBytes', chunkSize, MAX_TRANSFER_WINDOW_BYTES, Math.max(chunkSize, DEFAULT_TRANSFER_WINDOW_BYTES))

@@ -3,11 +3,9 @@
  * limits both sides share, and `sendChunk`, one chunk on one stream.
  */
 import { createHash } from 'node:crypto'
-import {
-  type QuicConnection,
-  type QuicStream,
-} from '@stoq/transport-core'
+import type { QuicConnection, QuicStream } from '@stoq/transport-core'
 import { StoqProtocolError } from '../errors.js'
+import { ignoreRejection } from '../ignore.js'
 
 export const CHUNK_MAGIC = Buffer.from('SQM1', 'latin1')
 export const CHUNK_VERSION = 1
@@ -125,14 +123,14 @@ export async function sendChunk(conn: QuicConnection, header: Uint8Array, payloa
   live?.add(stream)
   try {
     const reply = readStatus(stream)
-    reply.catch(() => {})
+    reply.catch(ignoreRejection) // marks it handled: it is awaited once the chunk is sent
     const writer = stream.writable!.getWriter()
     try {
       await writer.write(header)
       if (payload.length > 0) await writer.write(payload)
       await writer.close()
     } catch (err) {
-      writer.abort(err).catch(() => {})
+      writer.abort(err).catch(ignoreRejection) // the write error is what the caller gets; a stream already reset makes the abort reject
       stream.stopSending(ABANDON_CODE)
       throw err
     }
@@ -150,7 +148,7 @@ async function readStatus(stream: QuicStream): Promise<ChunkStatus> {
     if (done) break
     if (value.length === 0) continue
     if (status >= 0 || value.length > 1) {
-      reader.cancel().catch(() => {})
+      reader.cancel().catch(ignoreRejection) // the protocol error is what the caller gets; a failed cancel adds nothing
       throw new StoqProtocolError(PROTOCOL, 'the receiver answered a chunk with more than one byte')
     }
     status = value[0]!

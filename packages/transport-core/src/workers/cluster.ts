@@ -38,7 +38,7 @@ import {
 } from '@stoq/interface'
 import * as P from './protocol.js'
 import { emptyStats } from '../connection.js'
-import { WorkerSupervisor, EMPTY, SEND_WINDOW, type WorkerSlot } from './supervisor.js'
+import { WorkerSupervisor, EMPTY, type WorkerSlot } from './supervisor.js'
 
 export { droppedWorkerFlags, SEND_WINDOW, type WorkerClusterOptions } from './supervisor.js'
 
@@ -70,7 +70,9 @@ export class WorkerEngine extends WorkerSupervisor implements QuicEngine {
     return -1
   }
 
-  handleTimeout(): void {}
+  handleTimeout(): void {
+    // The workers run their engines' timers: nextTimeout() is -1, so this is never due.
+  }
 
   drainEvents(sink: EngineEventSink): void {
     this.sink = sink

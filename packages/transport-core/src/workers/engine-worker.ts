@@ -702,7 +702,10 @@ async function main(): Promise<void> {
     host.engine = real
     return tapEngine(real, host)
   }
-  const inner = init.udpBackend === 'uring' ? new UringUdpIo(init.cpus.length > 0 ? { cpus: init.cpus } : {}) : new WorkerUdpIo(init.cpus.length > 0 ? { cpus: init.cpus } : {})
+  const inner =
+    init.udpBackend === 'uring'
+      ? new UringUdpIo(init.cpus.length > 0 ? { cpus: init.cpus } : {})
+      : new WorkerUdpIo(init.cpus.length > 0 ? { cpus: init.cpus } : {})
   const io = new ReusePortIo(inner)
   let endpoint: Endpoint
   try {
@@ -720,7 +723,12 @@ async function main(): Promise<void> {
     )
   } catch (err) {
     const e = err as StoqError
-    port.postMessage({ type: 'bind-error', code: e.code ?? 'STOQ_ERR_SOCKET', message: e.message, feature: (e.data as { feature?: string } | undefined)?.feature } satisfies P.WorkerControl)
+    port.postMessage({
+      type: 'bind-error',
+      code: e.code ?? 'STOQ_ERR_SOCKET',
+      message: e.message,
+      feature: (e.data as { feature?: string } | undefined)?.feature,
+    } satisfies P.WorkerControl)
     return
   }
   host.endpoint = endpoint

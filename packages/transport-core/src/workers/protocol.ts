@@ -132,7 +132,12 @@ export type WorkerControl =
       udpStats: import('@stoq/interface').UdpIoStats
     }
   | { type: 'bind-error'; code: string; message: string; feature?: string }
-  | { type: 'stats'; load: WorkerLoad; udp: import('@stoq/interface').UdpIoStats; conns: [number, import('@stoq/interface').ConnectionStatsSnapshot, number, import('@stoq/interface').SocketAddress?][] }
+  | {
+      type: 'stats'
+      load: WorkerLoad
+      udp: import('@stoq/interface').UdpIoStats
+      conns: [number, import('@stoq/interface').ConnectionStatsSnapshot, number, import('@stoq/interface').SocketAddress?][]
+    }
   | { type: 'closed' }
 
 export type MainControl = { type: 'close' } | { type: 'crash'; message: string } | { type: 'block'; ms: number }

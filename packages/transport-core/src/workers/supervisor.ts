@@ -14,7 +14,6 @@ import {
   type ConnectionStatsSnapshot,
   type EngineCloseInfo,
   type EngineEventSink,
-  type QuicEngine,
   type SocketAddress,
   type TransportParameters,
   type UdpBindOptions,
@@ -123,7 +122,12 @@ function newWorker(script: URL, init: P.WorkerInit): Worker {
     first = err as Error
   }
   // "Initiated Worker with invalid execArgv flags: --a, --b=1"
-  const bad = new Set((first.message.split('flags:')[1] ?? '').split(',').map((f) => f.trim()).filter((f) => f.length > 0))
+  const bad = new Set(
+    (first.message.split('flags:')[1] ?? '')
+      .split(',')
+      .map((f) => f.trim())
+      .filter((f) => f.length > 0),
+  )
   const kept = argv.filter((a) => !bad.has(a))
   const heap = [...bad].map((f) => /^--max[-_]old[-_]space[-_]size=(\d+)$/.exec(f)).find((m) => m !== null)
   let worker: Worker
@@ -425,7 +429,7 @@ export class WorkerSupervisor {
     if (!live) return
     const table = Array.from({ length: this.opts.workers }, (_, p) => {
       const s = this.slots[p]
-      return s && s.alive && s.socketIndex >= 0 ? s.socketIndex : -1
+      return s?.alive && s.socketIndex >= 0 ? s.socketIndex : -1
     })
     attachCidSteering(live.fd, table)
   }
@@ -522,7 +526,7 @@ export class WorkerSupervisor {
 
   protected rec(w: number, op: number, id: number, sid = 0, a = 0, b = 0, c = 0, d = 0): void {
     const slot = this.slots[w]
-    if (!slot || !slot.alive) return
+    if (!slot?.alive) return
     slot.out.push(op, id, sid, a, b, c, d)
     this.queueFlush()
   }

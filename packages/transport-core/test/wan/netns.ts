@@ -215,11 +215,17 @@ export const RELAY_SCRIPT = fileURLToPath(new URL('./relay.mjs', import.meta.url
 function netemArgs(s: LinkShape, lossPct: number): string[] {
   return [
     'netem',
-    'limit', String(s.limit),
-    'delay', `${s.delayMs}ms`,
-    'reorder', `${s.reorderPct}%`, `${s.reorderCorrPct}%`,
-    'loss', `${lossPct}%`,
-    'rate', `${s.rateMbit}mbit`,
+    'limit',
+    String(s.limit),
+    'delay',
+    `${s.delayMs}ms`,
+    'reorder',
+    `${s.reorderPct}%`,
+    `${s.reorderCorrPct}%`,
+    'loss',
+    `${lossPct}%`,
+    'rate',
+    `${s.rateMbit}mbit`,
   ]
 }
 
@@ -389,7 +395,12 @@ export async function createWan(shape: LinkShape = DEFAULT_SHAPE): Promise<Wan> 
           const six = host.includes(':')
           if (host !== (six ? linkA.v6.srv : linkA.v4.srv)) throw new Error(`the relay only reaches the server's addresses, not ${host}`)
           p = r
-            .cmd<{ port: number }>('forward', { listen: six ? linkB.v6.rel : linkB.v4.rel, source: six ? linkA.v6.rel : linkA.v4.rel, target: host, targetPort: port })
+            .cmd<{ port: number }>('forward', {
+              listen: six ? linkB.v6.rel : linkB.v4.rel,
+              source: six ? linkA.v6.rel : linkA.v4.rel,
+              target: host,
+              targetPort: port,
+            })
             .then((res) => ({ host: six ? linkB.v6.rel : linkB.v4.rel, port: res.port }))
           routes.set(key, p)
         }

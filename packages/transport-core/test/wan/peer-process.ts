@@ -49,7 +49,7 @@ export class PeerProcess {
       this.stderr.push(`[stdout] ${line}`)
       return
     }
-    if (typeof msg.id === 'number' && ('ok' in msg)) {
+    if (typeof msg.id === 'number' && 'ok' in msg) {
       const p = this.pending.get(msg.id)
       if (!p) return
       this.pending.delete(msg.id)
