@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import dgram from 'node:dgram'
 import { fileURLToPath } from 'node:url'
-import { udpIoTests } from '@stoq/compliance-tests'
+import { udpIoTests, waitFor as kitWaitFor } from '@stoq/compliance-tests'
 import { StoqError, type SocketAddress, type UdpReceiver } from '@stoq/interface'
 import { afterEach, describe, expect, it } from 'vitest'
 import { DgramUdpIo, GSO_MAX_SEGMENTS, GSO_MAX_WRITE_BYTES_IPV4, GsoUdpIo, type GsoUdpIoOptions, probeGsoSupport, udpIoAuto } from '../src/index.js'
@@ -44,13 +44,8 @@ class Events implements UdpReceiver {
   }
 }
 
-async function waitFor(what: string, condition: () => boolean, limitMs = 10_000): Promise<void> {
-  const deadline = Date.now() + limitMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 1))
-  }
-}
+/** The kit's `waitFor` in this file's argument order (polls every 1 ms, as the copy that was here did). */
+const waitFor = (what: string, condition: () => boolean, limitMs = 10_000): Promise<void> => kitWaitFor(condition, { what, limitMs, everyMs: 1 })
 
 const opened: { close(): Promise<void> | void }[] = []
 afterEach(async () => {

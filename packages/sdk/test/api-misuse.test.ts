@@ -3,7 +3,16 @@ import os from 'node:os'
 import path from 'node:path'
 import { inspect } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { testPki, type TestPki, boundedOutcome, type MisuseOutcome } from '@stoq/compliance-tests'
+import {
+  testPki,
+  type TestPki,
+  boundedOutcome,
+  type MisuseOutcome,
+  withoutWrongValues,
+  wrongValues,
+  type WrongValue,
+  type WrongValueName,
+} from '@stoq/compliance-tests'
 import {
   appConfigDir,
   classifyTier,
@@ -27,20 +36,8 @@ import {
  */
 
 const LIMIT_MS = 10_000
-const WRONG: Array<[string, unknown]> = [
-  ['null', null],
-  ['NaN', NaN],
-  ['Infinity', Infinity],
-  ['-1', -1],
-  ['1.5', 1.5],
-  ['a string', 'x'],
-  ['an object', {}],
-  ['an array', [1]],
-  ['a Symbol', Symbol('s')],
-  ['a function', () => 1],
-  ['a BigInt', 10n],
-]
-const not = (...names: string[]): Array<[string, unknown]> => WRONG.filter(([n]) => !names.includes(n))
+const WRONG: WrongValue[] = wrongValues('null', 'NaN', 'Infinity', '-1', '1.5', 'a string', 'an object', 'an array', 'a Symbol', 'a function', 'a BigInt')
+const not = (...names: WrongValueName[]): WrongValue[] => withoutWrongValues(WRONG, ...names)
 
 type Outcome = MisuseOutcome
 

@@ -10,7 +10,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { ensureChromium, getJson, launchChromium, type HeadlessChromium } from '@stoq/compliance-tests'
+import { ensureChromium, getJson, launchChromium, readAll, type HeadlessChromium } from '@stoq/compliance-tests'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectWebTransport, type WebTransportSession, type WebTransportStream } from '../src/index.js'
 
@@ -44,12 +44,6 @@ async function eventually(check: () => boolean, what: string, limitMs = 20_000):
     if (Date.now() > deadline) throw new Error(`${what}: not reached`)
     await new Promise((r) => setTimeout(r, 50))
   }
-}
-
-async function readAll(readable: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = []
-  for await (const c of readable) chunks.push(c)
-  return new Uint8Array(Buffer.concat(chunks))
 }
 
 describe('stoq serve --webtransport', () => {

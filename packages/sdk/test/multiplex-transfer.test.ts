@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { testPki, type TestPki } from '@stoq/compliance-tests'
+import { testPki, type TestPki, waitFor } from '@stoq/compliance-tests'
 import {
   Stoq,
   createTransferReceiver,
@@ -90,10 +90,8 @@ async function rig(options: Partial<TransferReceiverOptions> = {}): Promise<Rig>
   }
 }
 
-async function until(condition: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!condition() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
-}
+/** The kit's `waitFor` (polls every 10 ms), with this file's time limit as a second argument. */
+const until = (condition: () => boolean, ms = 10_000): Promise<void> => waitFor(condition, { limitMs: ms, everyMs: 10 })
 
 describe('multiplexed transfer', () => {
   it('aggregates one 32 MiB transfer over 4 members, byte-identical at the receiver', async () => {

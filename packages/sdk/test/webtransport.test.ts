@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { readAllText } from '@stoq/compliance-tests'
 import {
   connectWebTransport,
   createWebTransportCertificate,
@@ -28,12 +29,6 @@ afterAll(() => {
 
 const enc = new TextEncoder()
 const dec = new TextDecoder()
-
-async function readAll(readable: ReadableStream<Uint8Array> | import('node:stream/web').ReadableStream<Uint8Array>): Promise<string> {
-  let out = ''
-  for await (const chunk of readable as AsyncIterable<Uint8Array>) out += dec.decode(chunk, { stream: true })
-  return out + dec.decode()
-}
 
 async function rejection(p: Promise<unknown> | (() => unknown)): Promise<unknown> {
   try {
@@ -113,7 +108,7 @@ describe('listen with webtransport and native handlers on one port', () => {
 
       const stream = session.openStream()
       const w = stream.writable!.getWriter()
-      const echoed = readAll(stream.readable!)
+      const echoed = readAllText(stream.readable!)
       await w.write(enc.encode('hello over WebTransport'))
       await w.close()
       expect(await echoed).toBe('hello over WebTransport')
@@ -143,7 +138,7 @@ describe('listen with webtransport and native handlers on one port', () => {
       expect(conn.alpn).toBe('stoq/1')
       const stream = conn.openStream()
       const w = stream.writable!.getWriter()
-      const echoed = readAll(stream.readable!)
+      const echoed = readAllText(stream.readable!)
       await w.write(enc.encode('hello over STOQ'))
       await w.close()
       expect(await echoed).toBe('hello over STOQ')
@@ -209,7 +204,7 @@ describe('one port for both with the quiche engine', () => {
       })
       const ws = session.openStream()
       const ww = ws.writable!.getWriter()
-      const wEcho = readAll(ws.readable!)
+      const wEcho = readAllText(ws.readable!)
       await ww.write(enc.encode('wt via quiche'))
       await ww.close()
       expect(await wEcho).toBe('wt via quiche')
@@ -219,7 +214,7 @@ describe('one port for both with the quiche engine', () => {
       expect(conn.alpn).toBe('stoq/1')
       const ns = conn.openStream()
       const nw = ns.writable!.getWriter()
-      const nEcho = readAll(ns.readable!)
+      const nEcho = readAllText(ns.readable!)
       await nw.write(enc.encode('native via quiche'))
       await nw.close()
       expect(await nEcho).toBe('native via quiche')

@@ -26,7 +26,7 @@ import path from 'node:path'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { answerRetry, craftClientInitial, parseLongHeader, testPki, type CraftedInitial, type TestPki } from '@stoq/compliance-tests'
+import { answerRetry, craftClientInitial, parseLongHeader, testPki, waitFor, type CraftedInitial, type TestPki } from '@stoq/compliance-tests'
 import { RETRY_TOKEN_LIFETIME_MS } from '@stoq/engine-quiche'
 import { createEndpoint } from '../src/index.js'
 import { echoOnce, pattern, sha256 } from './fixtures/echo.js'
@@ -334,15 +334,15 @@ async function pump(
   return { sent, received }
 }
 
-/** Wait until `done` holds, polling; bounded. Returns whether it held. */
-async function until(done: () => Promise<boolean>, timeoutMs: number, everyMs = 50): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await done()) return true
-    if (Date.now() > deadline) return false
-    await sleep(everyMs)
-  }
-}
+/**
+ * Wait until `done` holds, polling (the kit's `waitFor`); bounded. Returns whether it held:
+ * running out of time is not an error here (callers check what they need), an error from `done` is.
+ */
+const until = (done: () => Promise<boolean>, timeoutMs: number, everyMs = 50): Promise<boolean> =>
+  waitFor(done, { what: 'until', limitMs: timeoutMs, everyMs }).then(
+    () => true,
+    (e: unknown) => (e instanceof Error && e.message.startsWith('until: not reached within') ? false : Promise.reject(e)),
+  )
 
 const mib = (n: number): string => `${(n / MiB).toFixed(1)} MiB`
 

@@ -1,6 +1,6 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createEndpoint, StoqError, type Endpoint, type QuicConnection, type QuicStream } from '../src/index.js'
-import { testPki, type TestPki } from '@stoq/compliance-tests'
+import { testPki, type TestPki, waitFor } from '@stoq/compliance-tests'
 import { pattern, sha256 } from './fixtures/echo.js'
 
 /**
@@ -96,8 +96,9 @@ async function ticketFrom(client: Endpoint, conn: QuicConnection): Promise<void>
   await conn.close()
 }
 
+/** Polls `what` every 10 ms for up to 5 s (the 500 polls the copy that was here made), then asserts it holds. */
 async function until(what: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !what(); i++) await new Promise((r) => setTimeout(r, 10))
+  await waitFor(what, { limitMs: 5000, everyMs: 10 })
   expect(what()).toBe(true)
 }
 

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto'
 import { readFileSync, readdirSync } from 'node:fs'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { testPki, type TestPki } from '@stoq/compliance-tests'
+import { testPki, type TestPki, waitFor } from '@stoq/compliance-tests'
 import { detectCapabilities } from '@stoq/hwaccel'
 import { createEndpoint, StoqError, type Endpoint, type QuicConnection } from '../src/index.js'
 import { readAll, serveEcho, sha256 } from './fixtures/echo.js'
@@ -58,13 +58,8 @@ async function echo(conn: QuicConnection, data: Uint8Array): Promise<string> {
   return sha256(await back)
 }
 
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = performance.now() + ms
-  while (!cond()) {
-    if (performance.now() > end) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
+/** The kit's `waitFor` (polls every 10 ms), with this file's time limit as a second argument. */
+const until = (cond: () => boolean, ms = 10_000): Promise<void> => waitFor(cond, { limitMs: ms, everyMs: 10 })
 
 describe('engine workers (multi-core endpoints)', () => {
   it('64 connections spread over 2 workers, each echo verified by hash', async (ctx) => {
