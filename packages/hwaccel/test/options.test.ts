@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { StoqError } from '@stoq/interface'
+import { stoqErrorOf } from '@stoq/compliance-tests'
 import {
   DgramUdpIo,
   GsoUdpIo,
@@ -14,15 +14,7 @@ import {
 
 /** Every hwaccel entry point refuses an unknown option key, naming it (one policy, @stoq/interface). */
 
-async function refusal(call: () => unknown): Promise<StoqError> {
-  try {
-    await call()
-  } catch (err) {
-    if (StoqError.isInstance(err)) return err
-    throw err
-  }
-  throw new Error('expected a StoqError')
-}
+const refusal = stoqErrorOf
 
 describe('unknown option keys', () => {
   const cases: Array<[string, string, string | null, () => unknown]> = [

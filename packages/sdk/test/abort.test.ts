@@ -4,8 +4,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { getEventListeners } from 'node:events'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { testPki, type TestPki } from '@stoq/compliance-tests'
-import { Stoq, StoqError, type Endpoint } from '../src/index.js'
+import { stoqErrorOf, testPki, type TestPki } from '@stoq/compliance-tests'
+import { Stoq, type Endpoint } from '../src/index.js'
 
 /**
  * `signal` on the SDK's waiting calls: connect (pooled or not), probe, multiplex and
@@ -14,15 +14,7 @@ import { Stoq, StoqError, type Endpoint } from '../src/index.js'
 
 const listeners = (signal: AbortSignal): number => getEventListeners(signal, 'abort').length
 
-async function failure(call: () => unknown): Promise<StoqError> {
-  try {
-    await call()
-  } catch (err) {
-    if (StoqError.isInstance(err)) return err
-    throw err
-  }
-  throw new Error('expected a StoqError')
-}
+const failure = stoqErrorOf
 
 async function until(check: () => boolean): Promise<void> {
   const deadline = Date.now() + 20_000

@@ -1,7 +1,6 @@
 import dgram from 'node:dgram'
 import { getEventListeners } from 'node:events'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { StoqError } from '@stoq/interface'
 import { createEndpoint, type Endpoint } from '@stoq/transport-core'
 import {
   WebTransportClient,
@@ -11,7 +10,7 @@ import {
   type WebTransportCertificate,
   type WebTransportServer,
 } from '../src/index.js'
-import { waitFor } from '@stoq/compliance-tests'
+import { stoqErrorOf, waitFor } from '@stoq/compliance-tests'
 import { startEchoServer, urlFor } from './helpers.js'
 
 /**
@@ -21,15 +20,7 @@ import { startEchoServer, urlFor } from './helpers.js'
 
 const listeners = (signal: AbortSignal): number => getEventListeners(signal, 'abort').length
 
-async function failure(call: () => unknown): Promise<StoqError> {
-  try {
-    await call()
-  } catch (err) {
-    if (StoqError.isInstance(err)) return err
-    throw err
-  }
-  throw new Error('expected a StoqError')
-}
+const failure = stoqErrorOf
 
 let cert: WebTransportCertificate
 let server: WebTransportServer
