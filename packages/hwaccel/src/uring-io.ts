@@ -7,6 +7,7 @@ import { type UringKit, uringKit } from './worker/uring-kit.js'
 import { nativeMemoryBytes, socketKit } from './worker/socket-kit.js'
 import { type UringWorkerData, uringWorkerMain } from './worker/uring-worker.js'
 import { WorkerUdpIo, type WorkerUdpIoOptions, type WorkerUdpIoStats } from './worker-io.js'
+import { WORKER_OPTION_FLAGS } from './worker/options.js'
 
 /** RECVMSG requests the uring worker keeps in flight, each into its own 64 KiB buffer (capped at `receiveSlots`). */
 export const DEFAULT_URING_RECEIVE_DEPTH = 16
@@ -56,20 +57,7 @@ export interface UringUdpIoOptions extends WorkerUdpIoOptions {
 }
 
 /** Every key `UringUdpIo` accepts: the worker backend's and `receiveDepth`. */
-const URING_OPTION_KEYS: readonly string[] = optionKeys<UringUdpIoOptions>({
-  pool: true,
-  sendSlabs: true,
-  receiveSlots: true,
-  sendSlots: true,
-  sendQueueHighWater: true,
-  sendQueueLowWater: true,
-  socketBufferSize: true,
-  pollTimeoutMs: true,
-  syscallBatch: true,
-  drainDeadlineUs: true,
-  cpus: true,
-  receiveDepth: true,
-})
+const URING_OPTION_KEYS: readonly string[] = optionKeys<UringUdpIoOptions>({ ...WORKER_OPTION_FLAGS, receiveDepth: true })
 
 export interface UringUdpIoStats extends WorkerUdpIoStats {
   /**

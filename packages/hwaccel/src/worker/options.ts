@@ -44,8 +44,8 @@ export interface WorkerUdpIoOptions {
   cpus: number[]
 }
 
-/** Every key `WorkerUdpIo` accepts. */
-export const WORKER_OPTION_KEYS: readonly string[] = optionKeys<WorkerUdpIoOptions>({
+/** Every key `WorkerUdpIo` accepts, as the record `optionKeys` checks (backends over the same rings extend it). */
+export const WORKER_OPTION_FLAGS: { [K in keyof WorkerUdpIoOptions]-?: true } = {
   pool: true,
   sendSlabs: true,
   receiveSlots: true,
@@ -57,7 +57,10 @@ export const WORKER_OPTION_KEYS: readonly string[] = optionKeys<WorkerUdpIoOptio
   syscallBatch: true,
   drainDeadlineUs: true,
   cpus: true,
-})
+}
+
+/** Every key `WorkerUdpIo` accepts. */
+export const WORKER_OPTION_KEYS: readonly string[] = optionKeys<WorkerUdpIoOptions>(WORKER_OPTION_FLAGS)
 
 export interface WorkerUdpIoStats extends UdpIoStats {
   /** Kernel thread id of the network worker thread (0 before bind). */
