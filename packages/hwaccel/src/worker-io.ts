@@ -49,12 +49,6 @@ import {
   S_SEND_ERRORS,
   S_SEND_SYSCALLS,
   S_SEND_WAITS,
-  TX_ADDR,
-  TX_LENGTH,
-  TX_ZC_OFFSET,
-  TX_ZC_SLAB,
-  TX_SEGMENT,
-  TX_TOO_LARGE,
   W_LAST_SEND_ERRNO,
   W_RX_HEAD,
   W_RX_TAIL,
@@ -68,6 +62,7 @@ import {
 } from './worker/protocol.js'
 import { WORKER_OPTION_KEYS, powerOfTwo, type WorkerUdpIoOptions, type WorkerUdpIoStats } from './worker/options.js'
 import { createSlotPool } from './worker/slot-pool.js'
+import { SendRing } from './worker/send-ring.js'
 import type { UdpWorkerData, UdpWorkerMessage } from './worker/udp-worker.js'
 import { source } from './worker/program.js'
 
@@ -192,24 +187,8 @@ export class WorkerUdpIo implements UdpIo {
   private buffersHeld = false
   private armed = false
 
-  // Ring positions this thread owns.
+  // Ring positions this thread owns (the send ring's are in `ring`).
   private rxTail = 0
-  private txHead = 0
-  private txDone = 0
-  /** Caller token of each send slot (-1 for all but the last slot of a split super-buffer). */
-  private txToken = new Float64Array(0)
-  /** Encoded destination of the send in progress: 4 address words, port, scope. */
-  private readonly dest = new Int32Array(6)
-
-  // Sends waiting for a free slot (a ring of parallel arrays, grown on demand).
-  private ovData: (Uint8Array | null)[] = new Array<Uint8Array | null>(64).fill(null)
-  private ovOffset = new Int32Array(64)
-  private ovLength = new Int32Array(64)
-  private ovSegment = new Int32Array(64)
-  private ovToken = new Float64Array(64)
-  private ovDest = new Int32Array(64 * 6)
-  private ovHead = 0
-  private ovCount = 0
 
   private pendingTokens = 0
   private wantDrain = false
@@ -234,6 +213,8 @@ export class WorkerUdpIo implements UdpIo {
     zeroCopySends: 0,
     drainDeferrals: 0,
   }
+  /** The send slots and the sends waiting for one (worker/send-ring.ts). */
+  private readonly ring = new SendRing(this.slabIds, this.counters)
 
   constructor(options: Partial<WorkerUdpIoOptions> = {}) {
     checkOptions(options, this.acceptedOptions())
@@ -511,10 +492,8 @@ export class WorkerUdpIo implements UdpIo {
     this.workerStats = new Float64Array(control, STATS_BYTE_OFFSET, STATS_COUNT)
     this.rxSub = new Array<Uint8Array | null>(this.rxSlots).fill(null)
     this.rxSubLength = new Int32Array(this.rxSlots).fill(-1)
-    this.txToken = new Float64Array(this.txSlots)
+    this.ring.reset(this.ctl, this.layout.txBase, this.txSlots, this.txViews)
     this.rxTail = 0
-    this.txHead = 0
-    this.txDone = 0
     this.armed = false
   }
 
@@ -539,13 +518,14 @@ export class WorkerUdpIo implements UdpIo {
     if (!(segmentSize >= 1) || segmentSize !== Math.floor(segmentSize)) {
       throw new StoqInvalidArgumentError('segmentSize', `expected a positive integer, got ${segmentSize}`)
     }
-    const dest = this.dest
+    const ring = this.ring
+    const dest = ring.dest
     this.codec.encode(to, dest, 0)
     const c = this.counters
     const length = data.length
     this.pendingTokens++
     if (segmentSize >= length) {
-      this.enqueue(data, 0, length, 0, token)
+      ring.enqueue(data, 0, length, 0, token)
       c.sendCalls++
       c.packetsSent++
       c.bytesSent += length
@@ -560,7 +540,7 @@ export class WorkerUdpIo implements UdpIo {
         const end = Math.min(off + chunk, length)
         const n = end - off
         const gso = n > segmentSize
-        this.enqueue(data, off, n, gso ? segmentSize : 0, end === length ? token : -1)
+        ring.enqueue(data, off, n, gso ? segmentSize : 0, end === length ? token : -1)
         c.sendCalls++
         c.packetsSent += gso ? Math.ceil(n / segmentSize) : 1
         c.bytesSent += n
@@ -568,100 +548,11 @@ export class WorkerUdpIo implements UdpIo {
       }
     }
     this.publish()
-    if (((this.txHead - this.txDone) | 0) + this.ovCount >= this.highWater) {
+    if (((ring.head - ring.done) | 0) + ring.ovCount >= this.highWater) {
       this.wantDrain = true
       return false
     }
     return true
-  }
-
-  /** Put one message into the next send slot, or into the overflow queue when the ring is full. */
-  private enqueue(data: Uint8Array, offset: number, length: number, segment: number, token: number): void {
-    if (this.ovCount === 0 && ((this.txHead - this.txDone) | 0) < this.txSlots) {
-      this.fill(data, offset, length, segment, token, this.dest, 0)
-      return
-    }
-    if (this.ovCount === this.ovData.length) this.growOverflow()
-    const i = (this.ovHead + this.ovCount) & (this.ovData.length - 1)
-    this.ovData[i] = data
-    this.ovOffset[i] = offset
-    this.ovLength[i] = length
-    this.ovSegment[i] = segment
-    this.ovToken[i] = token
-    this.ovDest.set(this.dest, i * 6)
-    this.ovCount++
-    this.counters.overflowSends++
-  }
-
-  /** Write a send slot (not yet published: `publish()` stores the head once per batch). */
-  private fill(data: Uint8Array, offset: number, length: number, segment: number, token: number, dest: Int32Array, at: number): void {
-    const k = this.txHead & (this.txSlots - 1)
-    const slot = this.layout.txBase + k * SLOT_WORDS
-    const ctl = this.ctl
-    const zc = this.slabIds.size > 0 ? this.slabIds.get(data.buffer) : undefined
-    if (zc !== undefined && length <= WORKER_BUFFER_SIZE) {
-      // The data already lives in shared memory the worker maps: hand over its position.
-      ctl[slot + TX_ZC_SLAB] = zc
-      ctl[slot + TX_ZC_OFFSET] = data.byteOffset + offset
-      ctl[slot + TX_LENGTH] = length
-      this.counters.zeroCopySends++
-    } else if (length <= WORKER_BUFFER_SIZE) {
-      const view = this.txViews[k]!
-      view.set(offset === 0 && length === data.length ? data : data.subarray(offset, offset + length))
-      ctl[slot + TX_ZC_SLAB] = -1
-      ctl[slot + TX_LENGTH] = length
-    } else {
-      ctl[slot + TX_ZC_SLAB] = -1
-      ctl[slot + TX_LENGTH] = TX_TOO_LARGE
-    }
-    ctl[slot + TX_SEGMENT] = segment
-    ctl[slot + TX_ADDR] = dest[at]!
-    ctl[slot + TX_ADDR + 1] = dest[at + 1]!
-    ctl[slot + TX_ADDR + 2] = dest[at + 2]!
-    ctl[slot + TX_ADDR + 3] = dest[at + 3]!
-    ctl[slot + TX_ADDR + 4] = dest[at + 4]!
-    ctl[slot + TX_ADDR + 5] = dest[at + 5]!
-    this.txToken[k] = token
-    this.txHead = (this.txHead + 1) | 0
-  }
-
-  private growOverflow(): void {
-    const cap = this.ovData.length
-    const size = cap * 2
-    const data = new Array<Uint8Array | null>(size).fill(null)
-    const offset = new Int32Array(size)
-    const length = new Int32Array(size)
-    const segment = new Int32Array(size)
-    const token = new Float64Array(size)
-    const dest = new Int32Array(size * 6)
-    for (let n = 0; n < this.ovCount; n++) {
-      const j = (this.ovHead + n) & (cap - 1)
-      data[n] = this.ovData[j]!
-      offset[n] = this.ovOffset[j]!
-      length[n] = this.ovLength[j]!
-      segment[n] = this.ovSegment[j]!
-      token[n] = this.ovToken[j]!
-      dest.set(this.ovDest.subarray(j * 6, j * 6 + 6), n * 6)
-    }
-    this.ovData = data
-    this.ovOffset = offset
-    this.ovLength = length
-    this.ovSegment = segment
-    this.ovToken = token
-    this.ovDest = dest
-    this.ovHead = 0
-  }
-
-  /** Move overflowed sends into free slots, oldest first. */
-  private refill(): void {
-    const cap = this.ovData.length
-    while (this.ovCount > 0 && ((this.txHead - this.txDone) | 0) < this.txSlots) {
-      const i = this.ovHead
-      this.fill(this.ovData[i]!, this.ovOffset[i]!, this.ovLength[i]!, this.ovSegment[i]!, this.ovToken[i]!, this.ovDest, i * 6)
-      this.ovData[i] = null
-      this.ovHead = (i + 1) & (cap - 1)
-      this.ovCount--
-    }
   }
 
   /**
@@ -673,7 +564,7 @@ export class WorkerUdpIo implements UdpIo {
    */
   private publish(): void {
     const ctl = this.ctl
-    Atomics.store(ctl, W_TX_HEAD, this.txHead)
+    Atomics.store(ctl, W_TX_HEAD, this.ring.head)
     if (this.wakeCheckQueued) return
     this.wakeCheckQueued = true
     queueMicrotask(this.endOfTurn)
@@ -704,7 +595,7 @@ export class WorkerUdpIo implements UdpIo {
     const ctl = this.ctl
     const seen = Atomics.load(ctl, W_SIGNAL)
     this.armed = true
-    if (Atomics.load(ctl, W_RX_HEAD) !== this.rxTail || Atomics.load(ctl, W_TX_TAIL) !== this.txDone) {
+    if (Atomics.load(ctl, W_RX_HEAD) !== this.rxTail || Atomics.load(ctl, W_TX_TAIL) !== this.ring.done) {
       setImmediate(this.onSignal)
       return
     }
@@ -790,23 +681,24 @@ export class WorkerUdpIo implements UdpIo {
 
   /** Report the sends the worker has written (in ring order), refill from the overflow queue, and signal drain. */
   private completeSends(): void {
+    const ring = this.ring
     const tail = Atomics.load(this.ctl, W_TX_TAIL)
-    if (tail === this.txDone && this.ovCount === 0) return
+    if (tail === ring.done && ring.ovCount === 0) return
     const mask = this.txSlots - 1
-    while (this.txDone !== tail) {
-      const token = this.txToken[this.txDone & mask]!
-      this.txDone = (this.txDone + 1) | 0
+    while (ring.done !== tail) {
+      const token = ring.tokens[ring.done & mask]!
+      ring.done = (ring.done + 1) | 0
       if (token >= 0) {
         this.pendingTokens--
         this.receiver?.onSendComplete(token)
         if (this.state !== 'bound') return
       }
     }
-    if (this.ovCount > 0) {
-      this.refill()
+    if (ring.ovCount > 0) {
+      ring.refill()
       this.publish()
     }
-    if (this.wantDrain && ((this.txHead - this.txDone) | 0) + this.ovCount <= this.lowWater) {
+    if (this.wantDrain && ((ring.head - ring.done) | 0) + ring.ovCount <= this.lowWater) {
       this.wantDrain = false
       this.receiver?.onDrain()
     }
@@ -855,23 +747,20 @@ export class WorkerUdpIo implements UdpIo {
    */
   private finish(): void {
     const receiver = this.receiver
+    const ring = this.ring
     if (this.ctl.length > 0) {
       const mask = this.txSlots - 1
-      while (this.txDone !== this.txHead) {
-        const token = this.txToken[this.txDone & mask]!
-        this.txDone = (this.txDone + 1) | 0
+      while (ring.done !== ring.head) {
+        const token = ring.tokens[ring.done & mask]!
+        ring.done = (ring.done + 1) | 0
         if (token >= 0) {
           this.pendingTokens--
           receiver?.onSendComplete(token)
         }
       }
     }
-    while (this.ovCount > 0) {
-      const i = this.ovHead
-      const token = this.ovToken[i]!
-      this.ovData[i] = null
-      this.ovHead = (i + 1) & (this.ovData.length - 1)
-      this.ovCount--
+    while (ring.ovCount > 0) {
+      const token = ring.dropOverflowed()
       if (token >= 0) {
         this.pendingTokens--
         receiver?.onSendComplete(token)

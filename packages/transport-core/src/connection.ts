@@ -26,6 +26,8 @@ import { sendMessage, type SendSource } from './send-source.js'
 import { CREATE_STREAM_KEYS, parkWaiter, waitOptions, type Waiter } from './waiters.js'
 import { ALERT_CERTIFICATE_UNKNOWN, CA_LEAF_REASON, CRYPTO_ERROR_START, closeArgs, closeError, tlsError } from './close.js'
 import { ThroughputSampler, emptyStats, type ConnectionCounters, type ConnectionStats, type ConnectionThroughput } from './connection-stats.js'
+import { DatagramInbox } from './datagram-inbox.js'
+import { FinishedStreams } from './finished-streams.js'
 
 export type { SendSource } from './send-source.js'
 export { holdPeerStreamLimits } from './limits.js'
@@ -34,13 +36,6 @@ export { emptyStats, type ConnectionCounters, type ConnectionStats, type Connect
 const decoder = new TextDecoder()
 const encoder = new TextEncoder()
 const EMPTY = new Uint8Array(0)
-
-/**
- * Finished streams whose acknowledgement is still unknown: the set is pruned (streams the
- * engine reports complete are dropped) whenever it reaches this size or twice its size after
- * the last pruning, so it stays proportional to the streams really in flight.
- */
-const FINISHED_PRUNE_MIN = 256
 
 export interface ConnectionEvents {
   /** The peer opened a stream. */
@@ -117,13 +112,8 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
   private closing = false
   /** A graceful `close()` waits for finished streams before it sends CONNECTION_CLOSE. */
   private gracefulClose: Promise<void> | null = null
-  /**
-   * Streams whose FIN the engine accepted, by id, until the engine reports them complete (the
-   * peer acknowledged every byte and the FIN): what a graceful close waits for. The stream
-   * objects themselves leave `streams` as soon as both directions are done locally.
-   */
-  private readonly finished = new Set<number>()
-  private finishedPruneAt = FINISHED_PRUNE_MIN
+  /** Finished streams a graceful close waits for (see finished-streams.ts). */
+  private readonly finished = new FinishedStreams(this)
   /** Highest peer-initiated stream id seen per type (bidi, uni), and ids below it not yet seen. */
   private readonly peerMax = [-1, -1]
   private readonly peerGaps = new Set<number>()
@@ -157,13 +147,11 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
   private readonly gov: Governor
   /** Peer streams seen but not accepted yet (a budget was full), in arrival order. */
   private readonly waiting = new Set<number>()
-  /** Received datagrams not yet delivered (a ring: `dgramHead` is the next one). */
-  private dgramQueue: Uint8Array[] = []
-  private dgramHead = 0
+  /** Received datagrams not yet delivered. */
+  private readonly inbox: DatagramInbox
   /** Per-turn work counters (reset when the governor's turn moves on). */
   private workTurn = -1
   private streamsThisTurn = 0
-  private datagramsThisTurn = 0
   /** @internal Stream bytes queued for this connection's readers, not yet read (users read `stats().readBufferBytes`). */
   readBufferBytes = 0
   /** Receive window: current size, what the budget holds for this connection, reads since the last check. */
@@ -181,6 +169,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
     super()
     this.owner = owner
     this.gov = owner.governor ?? unlimitedGovernor()
+    this.inbox = new DatagramInbox(this, this.gov, () => this.owner.connectionDeferred?.(this))
     ;(this as EventEmitter).on('newListener', this.onNewListener)
     this.handle = handle
     this.side = side
@@ -224,10 +213,6 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
   streamFinished(stream: QuicStream): void {
     if (this.closeInfo !== null) return
     this.finished.add(stream.id)
-    if (this.finished.size >= this.finishedPruneAt) {
-      for (const id of this.finished) if (this.engine.streamComplete(this.handle, id)) this.finished.delete(id)
-      this.finishedPruneAt = Math.max(FINISHED_PRUNE_MIN, 2 * this.finished.size)
-    }
   }
 
   /** @internal push held stream chunks into the engine (end of tick). */
@@ -488,7 +473,6 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
     if (this.workTurn === this.gov.turn) return
     this.workTurn = this.gov.turn
     this.streamsThisTurn = 0
-    this.datagramsThisTurn = 0
   }
 
   /**
@@ -514,9 +498,9 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
       this.gov.streamsWaiting--
       this.acceptStream(id).onReadable()
     }
-    this.deliverDatagrams()
+    this.inbox.deliver()
     if (this.openers.length > 0) this.serveOpeners()
-    return this.waiting.size > 0 || this.dgramHead < this.dgramQueue.length || this.openers.length > 0
+    return this.waiting.size > 0 || this.inbox.pending || this.openers.length > 0
   }
 
   /** @internal the endpoint's cycle: is there work held back by this turn's share only? */
@@ -524,8 +508,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
     this.newTurn()
     const l = this.gov.limits
     const streams = this.waiting.size > 0 && this.streamsThisTurn >= l.streamsPerTurn
-    const dgrams = this.dgramHead < this.dgramQueue.length
-    return streams || dgrams
+    return streams || this.inbox.pending
   }
 
   // Reading budget and receive window -------------------------------------------------
@@ -700,52 +683,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
    * peer cannot hold the event loop.
    */
   onDatagramReadable(): void {
-    const scratch = this.readScratch
-    const l = this.gov.limits
-    for (;;) {
-      const n = this.engine.datagramRecv(this.handle, scratch)
-      if (n < 0) break
-      const queued = this.dgramQueue.length - this.dgramHead
-      if (queued >= l.maxQueuedDatagramsPerConnection || this.gov.queuedDatagrams >= l.maxQueuedDatagrams) {
-        this.payload.datagramsDroppedReceived++
-        this.gov.datagramsDropped++
-        continue
-      }
-      this.dgramQueue.push(scratch.slice(0, n))
-      this.gov.queuedDatagrams++
-    }
-    this.deliverDatagrams()
-  }
-
-  private deliverDatagrams(): void {
-    if (this.dgramHead >= this.dgramQueue.length) return
-    this.newTurn()
-    const gov = this.gov
-    const share = gov.limits.datagramsPerTurn
-    const timeShare = gov.handlerShareMs
-    while (this.dgramHead < this.dgramQueue.length && this.datagramsThisTurn < share && this.closeInfo === null) {
-      // Past the turn's handler time, one datagram per connection and turn still goes out.
-      if (gov.handlerMs >= timeShare && this.datagramsThisTurn > 0) break
-      const d = this.dgramQueue[this.dgramHead]!
-      this.dgramQueue[this.dgramHead++] = EMPTY
-      gov.queuedDatagrams--
-      this.datagramsThisTurn++
-      this.payload.datagramsReceived++
-      const t = performance.now()
-      this.emit('datagram', d)
-      gov.handlerEndAt = performance.now()
-      gov.handlerMs += gov.handlerEndAt - t
-    }
-    if (this.dgramHead >= this.dgramQueue.length) {
-      this.dgramQueue = []
-      this.dgramHead = 0
-    } else {
-      if (this.dgramHead > 1024) {
-        this.dgramQueue = this.dgramQueue.slice(this.dgramHead)
-        this.dgramHead = 0
-      }
-      this.owner.connectionDeferred?.(this)
-    }
+    this.inbox.takeFromEngine()
   }
 
   /** Give back every budget this connection holds (it ended). */
@@ -753,9 +691,7 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
     this.gov.streams -= this.streams.size
     this.gov.streamsWaiting -= this.waiting.size
     this.waiting.clear()
-    this.gov.queuedDatagrams -= this.dgramQueue.length - this.dgramHead
-    this.dgramQueue = []
-    this.dgramHead = 0
+    this.inbox.release()
     this.gov.readBufferBytes -= this.readBufferBytes
     this.readBufferBytes = 0
     this.gov.receiveWindowBytes -= this.windowCommitted
@@ -851,54 +787,9 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
         this.schedule()
       }
       if (timeoutMs === 0) sendClose()
-      else this.gracefulClose = this.drainStreams(timeoutMs).then(sendClose, sendClose)
+      else this.gracefulClose = this.finished.drain(this.streams, () => this.closeInfo !== null || this.closing, timeoutMs).then(sendClose, sendClose)
     }
     return this.closed
-  }
-
-  /**
-   * The graceful phase of `close()`: wait until every finished stream is
-   * acknowledged and no write is left in a stream, or the deadline passes, or
-   * the connection ends. Polls the engine (it reports no event when the peer
-   * acknowledges), every half RTT between 1 and 50 ms.
-   */
-  private async drainStreams(timeoutMs: number): Promise<void> {
-    const deadline = performance.now() + timeoutMs
-    // Writes and writer.close() the application issued in this turn reach the streams first.
-    await new Promise<void>((resolve) => setImmediate(resolve))
-    for (;;) {
-      if (this.closeInfo !== null || this.closing) return
-      let pending = false
-      for (const stream of this.streams.values()) {
-        // From now on an idle stream refuses writes; a busy one (a write waiting for credit)
-        // goes on with what its writer queued, and its held last byte goes out now.
-        if (stream.prepareForClose()) pending = true
-      }
-      if (!pending) pending = !this.finishedAcknowledged()
-      if (!pending || performance.now() >= deadline) return
-      const rttMs = this.engine.stats(this.handle).rttMs
-      const waitMs = Math.max(1, Math.min(50, rttMs / 2, deadline - performance.now()))
-      await new Promise<void>((resolve) => setTimeout(resolve, waitMs))
-    }
-  }
-
-  /**
-   * True when every finished stream a graceful close waits for is complete in
-   * the engine (all bytes and the FIN acknowledged). Bidirectional streams whose
-   * readable side is still open are skipped: the engine reports a stream
-   * complete only once both directions are. quiche 0.18 never retransmits a
-   * lost FIN-only STREAM frame, so such a stream would never complete: the
-   * stream keeps its last byte back to carry the FIN (see QuicStream.write),
-   * which leaves only empty streams exposed; the timeout bounds those.
-   */
-  private finishedAcknowledged(): boolean {
-    for (const id of this.finished) {
-      const stream = this.streams.get(id)
-      if (stream !== undefined && !stream.readEnded) continue
-      if (!this.engine.streamComplete(this.handle, id)) return false
-      this.finished.delete(id)
-    }
-    return true
   }
 
   /**

@@ -25,16 +25,15 @@ import { QuicConnection } from './connection.js'
 import { checkAppCode, type QuicStream } from './stream.js'
 import { Governor } from './limits.js'
 import { preloadQuicheEngine } from './engine/quiche.js'
-import { quinnAvailability } from '@stoq/engine-quinn'
 import { DEFAULT_STREAM_READ_CHUNK } from './defaults.js'
-import { WorkerEngine, droppedWorkerFlags } from './workers/cluster.js'
-import os from 'node:os'
+import { type WorkerEngine, droppedWorkerFlags } from './workers/cluster.js'
 import { resolveConnectOptions, resolveEndpointOptions, type ConnectOptions, type EndpointOptions, type ResolvedEndpointOptions } from './options.js'
-import { AUTO_ORDER, AUTO_WORKERS_MIN_CPUS, newUdpIo, selectEngine } from './choice.js'
+import { AUTO_ORDER, newUdpIo, selectEngine } from './choice.js'
 import { checkComponents, type EndpointComponents } from './components.js'
 import { addClosedTotals, newClosedTotals, reportMetrics, type ClosedTotals, type EndpointStats } from './endpoint-metrics.js'
 import { resolvePeer } from './resolve-peer.js'
 import { ignoreRejection } from './ignore.js'
+import { decideWorkers } from './worker-decision.js'
 
 export { selectEngine, QUINN_UNAVAILABLE_WARNING } from './choice.js'
 export type { EndpointComponents } from './components.js'
@@ -171,57 +170,17 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const resolved = resolveEndpointOptions(options)
     checkComponents(components)
     await preloadQuicheEngine()
-    if (resolved.workers === 0 || components.engine || components.udp) return Endpoint.open({ ...resolved, workers: 0 }, components, null)
-    const auto = resolved.workers < 0
     const single = (why: string): Promise<Endpoint> =>
       Endpoint.open({ ...resolved, workers: 0 }, components, null).then((ep) => {
         ep.workersNote = why
         return ep
       })
-    const backend = resolved.udpBackend
-    if (backend === 'gso' || backend === 'dgram') {
-      const why = `engine workers need the gro or uring backend (SO_REUSEPORT is set through koffi before bind; Node 20's dgram cannot), udpBackend is ${backend}`
-      if (auto) return single(`workers auto: ${why}`)
-      throw new StoqUnsupportedError('engine workers', why)
-    }
-    // quiche's napi binding corrupts the heap when engines run in several threads of one
-    // process (glibc aborts, "corrupted size vs. prev_size", in 3 of 8 runs of 64 connections
-    // over 2 workers): engine workers run quinn only.
-    const quinn = quinnAvailability()
-    if (resolved.engine === 'quiche' || !quinn.available) {
-      const why =
-        resolved.engine === 'quiche'
-          ? "engine workers run the quinn engine only: quiche's napi binding corrupts memory when several threads of one process use it"
-          : `engine workers need the quinn engine, which cannot load here (${quinn.detail})`
-      if (auto) return single(`workers auto: ${why}`)
-      throw new StoqUnsupportedError('engine workers', why)
-    }
-    // `auto`: each engine worker is two busy threads (its engine and its UDP socket thread), as
-    // is this thread with its socket thread. On 2 CPUs, 2 workers measured 0.71x, 0.78x and
-    // 0.91x of this thread's throughput with 1, 2 and 4 connections (bench:workers), so workers
-    // start at 4 CPUs, one per 2 CPUs. (Where the crossover lies above 2 CPUs was not measured.)
-    const cpus = os.availableParallelism()
-    if (auto && cpus < AUTO_WORKERS_MIN_CPUS) {
-      return single(
-        `workers auto: ${cpus} CPU${cpus === 1 ? '' : 's'}, connections stay on this thread (engine workers pay off from ${AUTO_WORKERS_MIN_CPUS} CPUs)`,
-      )
-    }
-    const n = auto ? Math.floor(cpus / 2) : resolved.workers
-    const workers = new WorkerEngine({
-      workers: n,
-      engine: 'quinn',
-      udpBackend: backend === 'uring' ? 'uring' : 'gro',
-      cpus: resolved.cpuAffinity,
-      transport: resolved.transport,
-      keyExchange: resolved.keyExchange,
-      poolMaxBuffers: resolved.poolMaxBuffers,
-      stallMs: resolved.limits.workerStallMs,
-      sessionCacheSize: resolved.sessionCacheSize,
-    })
+    const decision = decideWorkers(resolved, components)
+    if (decision.workers === null) return single(decision.note)
     try {
-      return await Endpoint.open(resolved, components, workers)
+      return await Endpoint.open(resolved, components, decision.workers)
     } catch (err) {
-      if (auto && StoqError.isInstance(err) && err.code === 'STOQ_ERR_UNSUPPORTED') return single(`workers auto: ${(err as Error).message}`)
+      if (decision.auto && StoqError.isInstance(err) && err.code === 'STOQ_ERR_UNSUPPORTED') return single(`workers auto: ${(err as Error).message}`)
       throw err
     }
   }
