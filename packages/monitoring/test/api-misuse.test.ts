@@ -1,4 +1,4 @@
-import { wrongValues, withoutWrongValues, type WrongValue, type WrongValueName } from '@stoq/compliance-tests'
+import { boundedOutcome, wrongValues, withoutWrongValues, type MisuseOutcome, type WrongValue, type WrongValueName } from '@stoq/compliance-tests'
 import { describe, expect, it } from 'vitest'
 import { inspect } from 'node:util'
 import { StoqError } from '@stoq/interface'
@@ -55,25 +55,9 @@ const NOT_FINITE = except('-1', '0', '1.5', '2^64')
 /** For an option, `null` and `undefined` mean "the default". */
 const OPT = except('null', 'undefined')
 
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown }
+type Outcome = MisuseOutcome
 
-async function outcome(fn: () => unknown): Promise<Outcome> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    const value = await Promise.race([
-      Promise.resolve().then(fn),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`HANG: no answer within ${LIMIT_MS} ms`)), LIMIT_MS)
-      }),
-    ])
-    return { ok: true, value }
-  } catch (error) {
-    if (error instanceof Error && error.message.startsWith('HANG')) throw error
-    return { ok: false, error }
-  } finally {
-    clearTimeout(timer)
-  }
-}
+const outcome = (fn: () => unknown): Promise<Outcome> => boundedOutcome(fn, LIMIT_MS)
 
 async function expectTyped(label: string, fn: () => unknown, code = 'STOQ_ERR_INVALID_ARG', argument?: string): Promise<void> {
   const r = await outcome(fn)
