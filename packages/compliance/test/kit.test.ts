@@ -1,6 +1,7 @@
 import { ReadableStream } from 'node:stream/web'
 import { describe, expect, it } from 'vitest'
-import { WRONG_VALUE_NAMES, pattern, readAll, readAllText, sha256Hex, waitFor, withoutWrongValues, wrongValues } from '../src/index.js'
+import { StoqClosedError, StoqInvalidArgumentError } from '@stoq/interface'
+import { WRONG_VALUE_NAMES, pattern, readAll, readAllText, sha256Hex, stoqErrorOf, waitFor, withoutWrongValues, wrongValues } from '../src/index.js'
 
 describe('kit: wrongValues', () => {
   it('returns every value by default, each under its name, in the table order', () => {
@@ -103,5 +104,21 @@ describe('kit: waitFor', () => {
     await expect(waitFor(() => false, { what: 'the peer', limitMs: 20, everyMs: 1, detail: () => 'seen 0' })).rejects.toThrow(
       'the peer: not reached within 20 ms; seen 0',
     )
+  })
+})
+
+describe('kit: stoqErrorOf', () => {
+  it('returns the StoqError a call throws or rejects with', async () => {
+    const thrown = await stoqErrorOf(() => {
+      throw new StoqInvalidArgumentError('port', 'expected a port')
+    })
+    expect(thrown.code).toBe('STOQ_ERR_INVALID_ARG')
+    const rejected = await stoqErrorOf(() => Promise.reject(new StoqClosedError('endpoint')))
+    expect(rejected.code).toBe('STOQ_ERR_CLOSED')
+  })
+
+  it('rethrows anything else, and fails when the call succeeds', async () => {
+    await expect(stoqErrorOf(() => Promise.reject(new TypeError('not ours')))).rejects.toThrow('not ours')
+    await expect(stoqErrorOf(() => 42)).rejects.toThrow(/expected a StoqError/)
   })
 })
