@@ -1,5 +1,6 @@
 import {
   checkOptions,
+  signalOption,
   StoqConnectionClosedError,
   StoqInvalidArgumentError,
   StoqConnectionRefusedError,
@@ -55,7 +56,12 @@ const MAX_CLOSE_TIMEOUT_MS = 600_000
 const encoder = new TextEncoder()
 
 /** `conn.close()`'s arguments, checked: the reason as bytes and the graceful phase's bound. */
-export function closeArgs(code: number, reason: string, options: { timeoutMs?: number }, defaultTimeoutMs: number): { bytes: Uint8Array; timeoutMs: number } {
+export function closeArgs(
+  code: number,
+  reason: string,
+  options: { timeoutMs?: number; signal?: AbortSignal },
+  defaultTimeoutMs: number,
+): { bytes: Uint8Array; timeoutMs: number; signal: AbortSignal | undefined } {
   if (!Number.isInteger(code) || code < 0 || code > MAX_CODE) {
     throw new StoqInvalidArgumentError('code', `expected a non-negative integer, got ${String(code)}`)
   }
@@ -64,10 +70,11 @@ export function closeArgs(code: number, reason: string, options: { timeoutMs?: n
   if (bytes.length > MAX_REASON_BYTES) {
     throw new StoqInvalidArgumentError('reason', `expected at most ${MAX_REASON_BYTES} bytes, got ${bytes.length}`)
   }
-  checkOptions(options, ['timeoutMs'])
+  checkOptions(options, ['timeoutMs', 'signal'])
+  const signal = signalOption('signal', options.signal)
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs
   if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_CLOSE_TIMEOUT_MS) {
     throw new StoqInvalidArgumentError('timeoutMs', `expected an integer from 0 to ${MAX_CLOSE_TIMEOUT_MS} (ms), got ${String(timeoutMs)}`)
   }
-  return { bytes, timeoutMs }
+  return { bytes, timeoutMs, signal }
 }

@@ -10,6 +10,7 @@ import {
   StoqAbortedError,
   checkOptions,
   isClientInitiated,
+  whenAborted,
   type CloseInfo,
   type ConnectionStatsSnapshot,
   type EngineCloseInfo,
@@ -777,17 +778,23 @@ export class QuicConnection extends EventEmitter<ConnectionEvents> {
    * is still waiting for credit, as said above. Reading goes on until the end.
    * Calling `close()` again returns the same promise (its arguments are ignored).
    */
-  async close(code = 0, reason = '', options: { timeoutMs?: number } = {}): Promise<CloseInfo> {
-    const { bytes, timeoutMs } = closeArgs(code, reason, options, this.owner.options?.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS)
+  async close(code = 0, reason = '', options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<CloseInfo> {
+    const { bytes, timeoutMs, signal } = closeArgs(code, reason, options, this.owner.options?.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS)
     if (this.closeInfo === null && !this.closing && this.gracefulClose === null) {
+      let stopListening: (() => void) | null = null
       const sendClose = (): void => {
+        stopListening?.()
         if (this.closeInfo !== null || this.closing) return
         this.closing = true
         this.engine.close(this.handle, true, code, bytes)
         this.schedule()
       }
-      if (timeoutMs === 0) sendClose()
-      else this.gracefulClose = this.finished.drain(this.streams, () => this.closeInfo !== null || this.closing, timeoutMs).then(sendClose, sendClose)
+      if (timeoutMs === 0 || signal?.aborted) sendClose()
+      else {
+        // An abort ends the graceful phase: CONNECTION_CLOSE goes out at once, as after timeoutMs.
+        stopListening = whenAborted(signal, 'close', sendClose)
+        this.gracefulClose = this.finished.drain(this.streams, () => this.closeInfo !== null || this.closing, timeoutMs).then(sendClose, sendClose)
+      }
     }
     return this.closed
   }

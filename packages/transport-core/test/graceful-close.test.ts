@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { createEndpoint, type CloseInfo, type Endpoint, type QuicConnection, type QuicStream } from '../src/index.js'
@@ -170,5 +171,37 @@ describe('graceful close()', () => {
     const info = await closing
     expect(info.code).toBe(2)
     expect((await peer.closed).code).toBe(2)
+  })
+
+  it('a signal ends the graceful phase: close() sends CONNECTION_CLOSE when it aborts, and leaves no listener', async () => {
+    serverReads = false
+    const { conn, peer } = await dial()
+    const sending = conn.send(pattern(4 * 1024 * 1024, 9))
+    sending.catch(() => {})
+    await waitFor(() => conn.stats().streamBytesWritten >= 512 * 1024, 'the first window to be sent')
+    // Without the abort the graceful phase would wait a minute for data the peer never reads.
+    const ac = new AbortController()
+    const closing = conn.close(3, 'aborted wait', { timeoutMs: 60_000, signal: ac.signal })
+    expect(getEventListeners(ac.signal, 'abort').length).toBe(1)
+    await new Promise((r) => setTimeout(r, 20))
+    expect(conn.isClosed).toBe(false)
+    ac.abort()
+    const info = await closing
+    expect(info).toMatchObject({ remote: false, app: true, code: 3, idleTimeout: false })
+    expect((await peer.closed).code).toBe(3)
+    expect(getEventListeners(ac.signal, 'abort').length).toBe(0)
+    expect((await failure(() => conn.close(0, '', { signal: 'no' as never }))).code).toBe('STOQ_ERR_INVALID_ARG')
+  })
+
+  it('an already aborted signal closes at once; a signal that never aborts is let go when the close is done', async () => {
+    serverReads = true
+    const first = await dial()
+    const info = await first.conn.close(6, 'at once', { timeoutMs: 60_000, signal: AbortSignal.abort() })
+    expect(info.code).toBe(6)
+    expect((await first.peer.closed).code).toBe(6)
+    const second = await dial()
+    const ac = new AbortController()
+    expect((await second.conn.close(7, 'done', { signal: ac.signal })).code).toBe(7)
+    expect(getEventListeners(ac.signal, 'abort').length).toBe(0)
   })
 })

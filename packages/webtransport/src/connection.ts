@@ -46,7 +46,17 @@ import {
   type VarInt,
   type WebTransportConnectRequest,
 } from '@stoq/h3'
-import { StoqError, StoqInvalidArgumentError, type CloseInfo, checkOptions, optionKeys, raceAbort, throwIfAborted, whenAborted } from '@stoq/interface'
+import {
+  StoqError,
+  StoqInvalidArgumentError,
+  type CloseInfo,
+  checkOptions,
+  optionKeys,
+  raceAbort,
+  signalOption,
+  throwIfAborted,
+  whenAborted,
+} from '@stoq/interface'
 import type { QuicConnection, QuicStream } from '@stoq/transport-core'
 import { StoqWebTransportError, type WebTransportMissingSetting } from './errors.js'
 import { WebTransportSession } from './session.js'
@@ -143,12 +153,18 @@ export interface DrainOptions {
    * closed anyway (their sessions end with code 0). Default 10 s.
    */
   timeoutMs?: number
+  /**
+   * Aborting it brings the deadline to now, as `drain({ timeoutMs: 0 })` would: sessions still
+   * open end with code 0 and the connection closes. The drain resolves as usual.
+   */
+  signal?: AbortSignal
 }
 
-/** Validates `DrainOptions`; returns the timeout. */
+/** Validates `DrainOptions`; returns the timeout (0 when the signal has already aborted). */
 export function drainTimeout(options: DrainOptions | undefined): number {
   if (options === undefined) return DEFAULT_DRAIN_TIMEOUT_MS
-  checkOptions(options, ['timeoutMs'])
+  checkOptions(options, ['timeoutMs', 'signal'])
+  if (signalOption('signal', options.signal)?.aborted) return 0
   const t = options.timeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS
   if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t > MAX_TIMER_MS) {
     throw new StoqInvalidArgumentError('timeoutMs', `expected an integer from 0 to ${MAX_TIMER_MS}, got ${show(t)}`)
@@ -333,6 +349,11 @@ export class WebTransportConnection extends EventEmitter<{ session: [WebTranspor
       this.#drainTimer = null
       await this.close(H3_NO_ERROR, this.role === 'server' ? 'server draining' : 'client draining')
     })()
+    // An abort later brings the deadline to now; the listener goes with the drain.
+    const stopListening = whenAborted(options?.signal, 'drain', () => {
+      this.drain({ timeoutMs: 0 }).catch(ignoreRejection) // the same drain: it resolves or rejects through the caller's promise
+    })
+    this.#draining.then(stopListening, stopListening)
     return this.#draining
   }
 

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { show } from './args.js'
-import { StoqInvalidArgumentError, type SocketAddress, checkOptions, optionKeys } from '@stoq/interface'
+import { StoqInvalidArgumentError, type SocketAddress, checkOptions, optionKeys, whenAborted } from '@stoq/interface'
 import { Endpoint, createEndpoint, type EndpointOptions, type QuicConnection } from '@stoq/transport-core'
 import type { WebTransportConnectRequest } from '@stoq/h3'
 import {
@@ -211,6 +211,16 @@ export class WebTransportServer extends EventEmitter<{ session: [WebTransportSes
     } catch (err) {
       return Promise.reject(err)
     }
+    const draining = this.#drain(timeoutMs)
+    // An abort later brings the deadline to now; the listener goes with the drain.
+    const stopListening = whenAborted(options?.signal, 'drain', () => {
+      this.drain({ timeoutMs: 0 }).catch(ignoreRejection) // the same drain: it resolves or rejects through the caller's promise
+    })
+    draining.then(stopListening, stopListening)
+    return draining
+  }
+
+  #drain(timeoutMs: number): Promise<void> {
     if (this.#closing !== null) return this.#draining ?? this.#closing
     const deadline = Date.now() + timeoutMs
     if (this.#draining !== null) {

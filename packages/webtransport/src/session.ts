@@ -12,7 +12,7 @@ import {
   type Capsule,
   type FieldLine,
 } from '@stoq/h3'
-import { StoqClosedError, StoqInvalidArgumentError, checkOptions } from '@stoq/interface'
+import { StoqClosedError, StoqInvalidArgumentError, checkOptions, signalOption } from '@stoq/interface'
 import type { QuicConnection, QuicStream } from '@stoq/transport-core'
 import { WebTransportStream, type ByteReader } from './stream.js'
 import { ignoreRejection } from './ignore.js'
@@ -208,10 +208,12 @@ export class WebTransportSession extends EventEmitter<SessionEvents> {
    * Close the session: CLOSE_WEBTRANSPORT_SESSION with `code` (32 bits) and
    * `reason` (at most 1024 bytes of UTF-8) on the CONNECT stream, then its FIN;
    * the session's streams are reset. Resolves with the close info once the
-   * peer finished the CONNECT stream too, or after `timeoutMs` (default 2 s).
+   * peer finished the CONNECT stream too, after `timeoutMs` (default 2 s), or when `signal`
+   * aborts (the close itself is done at once; only the wait for the peer ends early).
    */
-  async close(options: { code?: number; reason?: string; timeoutMs?: number } = {}): Promise<WebTransportCloseInfo> {
-    checkOptions(options, ['code', 'reason', 'timeoutMs'])
+  async close(options: { code?: number; reason?: string; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<WebTransportCloseInfo> {
+    checkOptions(options, ['code', 'reason', 'timeoutMs', 'signal'])
+    const signal = signalOption('signal', options.signal)
     const code = options.code ?? 0
     const reason = options.reason ?? ''
     const timeoutMs = options.timeoutMs ?? 2000
@@ -222,7 +224,7 @@ export class WebTransportSession extends EventEmitter<SessionEvents> {
     const info: WebTransportCloseInfo = { code, reason, remote: false }
     this.#sendFinal(capsule)
     this.#finish(info)
-    await this.waitConnectEnd(timeoutMs)
+    await this.waitConnectEnd(timeoutMs, signal)
     return info
   }
 
@@ -235,13 +237,15 @@ export class WebTransportSession extends EventEmitter<SessionEvents> {
   }
 
   /** @internal resolves once the peer finished the CONNECT stream (or the connection ended), or after `timeoutMs`. */
-  waitConnectEnd(timeoutMs: number): Promise<void> {
-    if (this.#connectEnded || this.#host.quic.isClosed || timeoutMs === 0) return Promise.resolve()
+  waitConnectEnd(timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    if (this.#connectEnded || this.#host.quic.isClosed || timeoutMs === 0 || signal?.aborted) return Promise.resolve()
     return new Promise<void>((resolve) => {
       const timer = setTimeout(done, timeoutMs)
       const onClose = (): void => done()
+      signal?.addEventListener('abort', done, { once: true })
       function done(): void {
         clearTimeout(timer)
+        signal?.removeEventListener('abort', done)
         resolve()
       }
       this.#connectEndWaiters.push(onClose)

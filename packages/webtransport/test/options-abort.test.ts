@@ -143,4 +143,21 @@ describe('signal', () => {
     expect(listeners(ac.signal)).toBe(0)
     await second.close()
   })
+
+  it('session.close: a signal ends the wait for the peer; the close is done either way; no listener is left', async () => {
+    const client = await WebTransportClient.connect(urlFor(server, '127.0.0.1'), { serverCertificateHashes: cert.serverCertificateHashes, engine: 'quinn' })
+    cleanup.push(() => client.close())
+    const first = await client.openSession('/echo')
+    // Already aborted: no wait for the peer's end of the CONNECT stream, but the session is closed.
+    const info = await first.close({ code: 4, reason: 'no wait', timeoutMs: 60_000, signal: AbortSignal.abort() })
+    expect(info).toEqual({ code: 4, reason: 'no wait', remote: false })
+    expect(first.isClosed).toBe(true)
+    const second = await client.openSession('/echo')
+    const ac = new AbortController()
+    expect(await second.close({ code: 5, signal: ac.signal })).toMatchObject({ code: 5, remote: false })
+    expect(listeners(ac.signal)).toBe(0)
+    const third = await client.openSession('/echo')
+    expect((await failure(() => third.close({ signal: 'no' as never }))).data).toEqual({ argument: 'signal' })
+    await third.close()
+  })
 })

@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   FrameParser,
@@ -378,6 +379,30 @@ for (const engine of ENGINES) {
           expect(clientInfo.remote).toBe(true)
           await waitFor(() => client.connection.isClosed)
           expect(Number(await goaway) % 4).toBe(0)
+        } finally {
+          await client.close()
+          await server.close()
+        }
+      })
+
+      it('drain({ signal }): an abort ends the wait for a session that never ends; no listener is left', async () => {
+        const serverSessions: WebTransportSession[] = []
+        const server = await startEchoServer(cert, host, engine, serverSessions)
+        const client = await clientFor(server)
+        try {
+          const session = await client.openSession('/echo')
+          await waitFor(() => serverSessions.length === 1)
+          const peer = serverSessions[0]!
+          const ac = new AbortController()
+          // Without the abort the drain would wait a minute for the open session.
+          const drained = server.drain({ timeoutMs: 60_000, signal: ac.signal })
+          await client.connection.peerSettings
+          expect(peer.isClosed).toBe(false)
+          ac.abort()
+          await drained
+          expect(await peer.closed).toEqual({ code: 0, reason: 'server draining', remote: false })
+          expect((await session.closed).remote).toBe(true)
+          expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0)
         } finally {
           await client.close()
           await server.close()
