@@ -2,12 +2,14 @@ import dgram from 'node:dgram'
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs'
 import { basename } from 'node:path'
 import os from 'node:os'
-import { type UdpIo, type UdpIoFactory, checkOptions } from '@stoq/interface'
+import { type UdpIo, type UdpIoFactory, type UdpReceiver, checkOptions } from '@stoq/interface'
 import { type DgramUdpIoOptions, DGRAM_OPTION_KEYS, DgramUdpIo } from './dgram-io.js'
 import { DEFAULT_GSO_PROBE_SEGMENT_SIZE, DEFAULT_GSO_PROBE_TIMEOUT_MS, GSO_OPTION_KEYS, GsoUdpIo, type GsoUdpIoOptions } from './gso-io.js'
 import { SO_SNDBUFFORCE, SOL_SOCKET, SOL_UDP, UDP_GRO, errnoName, errorMessage, type Koffi, loadKoffi, loadLibc } from './koffi/libc.js'
 import { socketFd } from './koffi/socket-fd.js'
 import { probeIoUring } from './uring-io.js'
+import { WorkerUdpIo } from './worker-io.js'
+import { WORKER_OPTION_KEYS, type WorkerUdpIoOptions } from './worker/options.js'
 import { literalLookup, probeGso } from './koffi/sockets.js'
 import { formatCpuList, getOnlineCpus } from './affinity.js'
 import { sysGetAffinity, sysGettid } from './koffi/affinity.js'
@@ -543,17 +545,21 @@ function safe<T>(fn: () => T, fallback: T): T {
 // Backend choice
 
 export interface UdpIoAutoOptions {
+  /** Options of the gro worker backend (`WorkerUdpIo`), when it is chosen. */
+  worker: Partial<WorkerUdpIoOptions>
   /** Options of the GSO backend, when it is chosen. */
   gso: Partial<GsoUdpIoOptions>
   /** Options of the dgram backend, when it is chosen. */
   dgram: Partial<DgramUdpIoOptions>
-  /** Skip the probe and choose dgram. */
+  /** Skip the gro worker (the GSO probe still decides between gso and dgram). */
+  disableWorker: boolean
+  /** Skip both GSO backends (the gro worker sends with GSO too) and choose dgram. */
   disableGso: boolean
 }
 
 /** A UdpIo factory that says which backend it builds and why. */
 export type AutoUdpIoFactory = UdpIoFactory & {
-  readonly backend: 'gso' | 'dgram'
+  readonly backend: 'gro' | 'gso' | 'dgram'
   readonly reason: string
 }
 
@@ -565,27 +571,71 @@ export function probeGsoSupport(): Promise<{ ok: boolean; detail: string }> {
   return gsoProbeOnce
 }
 
+/** Receives nothing: a probe socket is closed before any datagram could matter. */
+const PROBE_RECEIVER: UdpReceiver = {
+  onPacket: ignoreProbeEvent,
+  onBatchEnd: ignoreProbeEvent,
+  onSendComplete: ignoreProbeEvent,
+  onDrain: ignoreProbeEvent,
+  onError: ignoreProbeEvent,
+}
+
+function ignoreProbeEvent(): void {
+  // The probe only binds and closes; what its socket reports is of no use.
+}
+
 /**
- * Choose the UDP backend for this machine: the GSO backend when a real GSO
- * probe succeeds (run once per process), else the portable dgram backend.
- * The choice shows in `factory.backend`, `io.backend` and `io.stats().backend`.
- * The GSO backend still proves GSO on each socket at `bind`; a caller that
- * gets `StoqUnsupportedError` there should bind a `DgramUdpIo` instead.
+ * Whether the gro worker backend runs here: one real bind on loopback (worker thread, koffi,
+ * UDP_GRO and the eventfd), closed again. The same test the endpoint's `udpBackend: 'auto'`
+ * makes when it binds.
+ */
+export async function probeWorkerSupport(): Promise<{ ok: boolean; detail: string }> {
+  const io = new WorkerUdpIo({ receiveSlots: 2, sendSlots: 2 })
+  try {
+    await io.bind({ host: '127.0.0.1', port: 0, ipv6Only: false }, PROBE_RECEIVER)
+    return { ok: true, detail: 'worker thread with UDP_GRO bound on loopback' }
+  } catch (err) {
+    return { ok: false, detail: errorMessage(err) }
+  } finally {
+    await io.close().catch(ignoreProbeEvent)
+  }
+}
+
+/**
+ * Choose the UDP backend for this machine in the endpoint's `udpBackend: 'auto'` order: the gro
+ * worker (GRO receive and GSO send on a worker thread) when one loopback bind of it works, else
+ * the GSO backend when the GSO probe succeeds (run once per process), else the portable dgram
+ * backend. The choice shows in `factory.backend`, `io.backend` and `io.stats().backend`. The
+ * chosen backend still proves itself on each socket at `bind`; a caller that gets
+ * `StoqUnsupportedError` there should bind a `DgramUdpIo` instead.
  */
 export async function udpIoAuto(options: Partial<UdpIoAutoOptions> = {}): Promise<AutoUdpIoFactory> {
-  checkOptions(options, ['gso', 'dgram', 'disableGso'])
+  checkOptions(options, ['worker', 'gso', 'dgram', 'disableWorker', 'disableGso'])
   // The nested options are checked now, not when the chosen backend is built.
+  const workerOptions = checkOptions(options.worker ?? {}, WORKER_OPTION_KEYS, 'worker') as Partial<WorkerUdpIoOptions>
   const dgramOptions = checkOptions(options.dgram ?? {}, DGRAM_OPTION_KEYS, 'dgram') as Partial<DgramUdpIoOptions>
   const gsoOptions = checkOptions(options.gso ?? {}, GSO_OPTION_KEYS, 'gso') as Partial<GsoUdpIoOptions>
-  let backend: 'gso' | 'dgram' = 'dgram'
-  let reason: string
   if (options.disableGso === true) {
-    reason = 'GSO disabled by option'
-  } else {
-    const probe = await probeGsoSupport()
-    if (probe.ok) backend = 'gso'
-    reason = probe.ok ? `GSO probe passed: ${probe.detail}` : `GSO unavailable, dgram fallback: ${probe.detail}`
+    return Object.assign((): UdpIo => new DgramUdpIo(dgramOptions), { backend: 'dgram' as const, reason: 'GSO disabled by option' })
   }
-  const make = backend === 'gso' ? (): UdpIo => new GsoUdpIo(gsoOptions) : (): UdpIo => new DgramUdpIo(dgramOptions)
-  return Object.assign(make, { backend, reason }) as AutoUdpIoFactory
+  const skipped: string[] = []
+  if (options.disableWorker === true) skipped.push('gro worker disabled by option')
+  else {
+    const worker = await probeWorkerSupport()
+    if (worker.ok) {
+      return Object.assign((): UdpIo => new WorkerUdpIo(workerOptions), { backend: 'gro' as const, reason: `gro worker probe passed: ${worker.detail}` })
+    }
+    skipped.push(`gro worker unavailable: ${worker.detail}`)
+  }
+  const probe = await probeGsoSupport()
+  if (probe.ok) {
+    return Object.assign((): UdpIo => new GsoUdpIo(gsoOptions), {
+      backend: 'gso' as const,
+      reason: [...skipped, `GSO probe passed: ${probe.detail}`].join('; '),
+    })
+  }
+  return Object.assign((): UdpIo => new DgramUdpIo(dgramOptions), {
+    backend: 'dgram' as const,
+    reason: [...skipped, `GSO unavailable, dgram fallback: ${probe.detail}`].join('; '),
+  })
 }

@@ -15,6 +15,7 @@ export {
 export {
   detectCapabilities,
   probeGsoSupport,
+  probeWorkerSupport,
   udpIoAuto,
   type Capability,
   type CapabilityReport,

@@ -4,7 +4,16 @@ import { fileURLToPath } from 'node:url'
 import { udpIoTests, waitFor as kitWaitFor } from '@stoq/compliance-tests'
 import { StoqError, type SocketAddress, type UdpReceiver } from '@stoq/interface'
 import { afterEach, describe, expect, it } from 'vitest'
-import { DgramUdpIo, GSO_MAX_SEGMENTS, GSO_MAX_WRITE_BYTES_IPV4, GsoUdpIo, type GsoUdpIoOptions, probeGsoSupport, udpIoAuto } from '../src/index.js'
+import {
+  DgramUdpIo,
+  GSO_MAX_SEGMENTS,
+  GSO_MAX_WRITE_BYTES_IPV4,
+  GsoUdpIo,
+  type GsoUdpIoOptions,
+  probeGsoSupport,
+  probeWorkerSupport,
+  udpIoAuto,
+} from '../src/index.js'
 
 /** The machine-wide probe decides what this file can expect; nothing below assumes GSO without it. */
 const support = await probeGsoSupport()
@@ -261,15 +270,23 @@ describe('fallback', () => {
     expect(fallback.backend).toBe('dgram')
   })
 
-  it('udpIoAuto chooses from the probe, and dgram when GSO is disabled', async () => {
+  it('udpIoAuto walks the endpoint order: the gro worker where it binds, then GSO from the probe, dgram when GSO is disabled', async () => {
+    const worker = await probeWorkerSupport()
     const auto = await udpIoAuto()
-    expect(auto.backend).toBe(support.ok ? 'gso' : 'dgram')
+    expect(auto.backend).toBe(worker.ok ? 'gro' : support.ok ? 'gso' : 'dgram')
     expect(auto.reason.length).toBeGreaterThan(0)
     const io = auto()
     opened.push(io)
     expect(io.backend).toBe(auto.backend)
     expect(io.stats().backend).toBe(auto.backend)
-    expect(io.maxSegments).toBe(support.ok ? 64 : 1)
+    expect(io.maxSegments).toBe(worker.ok || support.ok ? 64 : 1)
+
+    const noWorker = await udpIoAuto({ disableWorker: true })
+    expect(noWorker.backend).toBe(support.ok ? 'gso' : 'dgram')
+    expect(noWorker.reason).toMatch(/gro worker disabled/)
+    const io1 = noWorker()
+    opened.push(io1)
+    expect(io1.backend).toBe(noWorker.backend)
 
     const off = await udpIoAuto({ disableGso: true })
     expect(off.backend).toBe('dgram')

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createEndpoint, resolveTransport, StoqError, type Endpoint, type QuicConnection, type QuicStream, type TransmitBatch } from '../src/index.js'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { QuicheEngine } from '@stoq/engine-quiche'
-import { detectCapabilities } from '@stoq/hwaccel'
+import { detectCapabilities, udpIoAuto } from '@stoq/hwaccel'
 import { echoOnce, pattern, serveEcho, sha256 } from './fixtures/echo.js'
 
 let pki: TestPki
@@ -488,6 +488,16 @@ describe('UDP backend choice', () => {
       await server.close()
     },
   )
+
+  it("hwaccel's udpIoAuto() picks the backend an auto endpoint runs on", async () => {
+    const auto = await udpIoAuto()
+    const ep = await createEndpoint({ host: '127.0.0.1' })
+    try {
+      expect(ep.stats().udp.backend).toBe(auto.backend)
+    } finally {
+      await ep.close()
+    }
+  })
 
   it('pins the network thread when asked (gro backend)', async () => {
     const ep = await createEndpoint({ host: '127.0.0.1', udpBackend: 'gro', cpuAffinity: [0] })
