@@ -196,7 +196,10 @@ describe('Chromium over HTTP/3 against a post-quantum-only quinn server', () => 
       )
       expect(state.text).toContain('HTTP ERROR 404')
       expect(state.text).toContain(pageUrl)
-      expect(groups).toEqual(['X25519MLKEM768'])
+      // Chromium may open more than one connection to the origin (seen: two); every one of them
+      // negotiated the hybrid (the server accepts nothing else).
+      expect(groups.length).toBeGreaterThan(0)
+      expect([...new Set(groups)]).toEqual(['X25519MLKEM768'])
     } finally {
       cdp.close()
     }
