@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testPki, type TestPki } from '@stoq/compliance-tests'
 import { createWan, type Wan } from './wan/netns.js'
 import { PeerProcess, type PeerEvent } from './wan/peer-process.js'
+import { ignoreRejection } from '../src/ignore.js'
 
 const MiB = 1024 * 1024
 const BULK = 64 * MiB
@@ -262,14 +263,24 @@ describe(`emulated WAN (netns + netem or userspace relay), engine ${ENGINE}`, ()
     // The bulk connection is done; close it so only the short-idle one is affected.
     await client!.cmd('close', { conn: 'main' }, 10_000)
     // Connected now (over IPv6), or its 3 s idle timeout would end it during the tests above.
-    const shortAccepted = server!.waitFor((e) => e.ev === 'accepted' && e.conn === 'short', 30_000, 'accepted short')
     const shortRoute = await wan!.route(wan!.v6.a, shortPort)
-    await client!.cmd(
-      'connect',
-      { name: 'short', host: shortRoute.host, port: shortRoute.port, ca: pki.ca, serverName: 'localhost', transport: { maxIdleTimeoutMs: SHORT_IDLE_MS } },
-      30_000,
-    )
-    await shortAccepted
+    for (let attempt = 1; ; attempt++) {
+      const shortAccepted = server!.waitFor((e) => e.ev === 'accepted' && e.conn === 'short', 30_000, 'accepted short')
+      try {
+        await client!.cmd(
+          'connect',
+          { name: 'short', host: shortRoute.host, port: shortRoute.port, ca: pki.ca, serverName: 'localhost', transport: { maxIdleTimeoutMs: SHORT_IDLE_MS } },
+          30_000,
+        )
+        await shortAccepted
+        break
+      } catch (err) {
+        // Over the 1%-loss link, a lost handshake packet (PTO backoff from 1 s) can hold the
+        // handshake past the 3 s idle timeout, which then ends it: seen once in CI. Try again.
+        shortAccepted.catch(ignoreRejection) // this attempt's waiter is abandoned
+        if ((err as { code?: string }).code !== 'STOQ_ERR_IDLE_TIMEOUT' || attempt === 3) throw err
+      }
+    }
     // A stream in flight on each side, so the error also surfaces on a pending read.
     await client!.cmd('hold', { conn: 'short', tag: 'hold' })
     // Let the stream reach the server (RTT 50 ms) before the link goes dark.
