@@ -564,6 +564,7 @@ export type AutoUdpIoFactory = UdpIoFactory & {
 }
 
 let gsoProbeOnce: Promise<{ ok: boolean; detail: string }> | null = null
+let workerProbeOnce: Promise<{ ok: boolean; detail: string }> | null = null
 
 /** The machine-wide GSO probe, run once per process (a loopback write received as two datagrams). */
 export function probeGsoSupport(): Promise<{ ok: boolean; detail: string }> {
@@ -587,9 +588,14 @@ function ignoreProbeEvent(): void {
 /**
  * Whether the gro worker backend runs here: one real bind on loopback (worker thread, koffi,
  * UDP_GRO and the eventfd), closed again. The same test the endpoint's `udpBackend: 'auto'`
- * makes when it binds.
+ * makes when it binds. Run once per process, like the GSO probe.
  */
-export async function probeWorkerSupport(): Promise<{ ok: boolean; detail: string }> {
+export function probeWorkerSupport(): Promise<{ ok: boolean; detail: string }> {
+  workerProbeOnce ??= bindWorkerOnce()
+  return workerProbeOnce
+}
+
+async function bindWorkerOnce(): Promise<{ ok: boolean; detail: string }> {
   const io = new WorkerUdpIo({ receiveSlots: 2, sendSlots: 2 })
   try {
     await io.bind({ host: '127.0.0.1', port: 0, ipv6Only: false }, PROBE_RECEIVER)
