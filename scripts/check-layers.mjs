@@ -53,7 +53,7 @@ export const LAYER_RULES = {
       'attachCidSteering',
       'closeSocketFd',
     ],
-    '@stoq/mempool': ['createBufferPool', 'attachBufferPool', 'SharedBufferPool', 'SharedBufferPoolHandle'],
+    '@stoq/mempool': ['createBufferPool', 'attachBufferPool', 'SharedBufferPool', 'SharedBufferPoolHandle', 'RecordRing', 'RecordRingHandle'],
     '@stoq/batching': ['batching'],
   },
   // The quiche adapter shares hwaccel's address parser (one parse of the host strings quiche returns).
@@ -77,6 +77,7 @@ export const LAYER_RULES = {
     '@stoq/engine-quiche': true,
     '@stoq/hwaccel': true,
     '@stoq/monitoring': true,
+    '@stoq/mempool': true,
     '@stoq/sdk': true,
   },
 }

@@ -12,6 +12,7 @@ export default defineConfig({
     workers: 'src/workers.ts',
     memory: 'src/memory.ts',
     handshakes: 'src/handshakes.ts',
+    'worker-protocol': 'src/worker-protocol.ts',
   },
   format: ['esm'],
   dts: false,

@@ -15,3 +15,4 @@ export {
   DEFAULT_MAX_BUFFERS,
   DEFAULT_SHARED,
 } from './defaults.js'
+export { RecordRing, DEFAULT_RECORD_RING_CAPACITY, type RecordRingHandle, type RecordRingOptions } from './record-ring.js'

@@ -3,7 +3,7 @@ import { boundedOutcome, type MisuseOutcome, wrongValues } from '@stoq/complianc
 import { inspect } from 'node:util'
 import { StoqError } from '@stoq/interface'
 import * as api from '../src/index.js'
-import { attachBufferPool, createBufferPool, type SharedBufferPool } from '../src/index.js'
+import { RecordRing, attachBufferPool, createBufferPool, type SharedBufferPool } from '../src/index.js'
 
 /**
  * API misuse (issue #6): every public entry point given wrong types, out-of-range
@@ -68,8 +68,9 @@ describe('mempool: API misuse', () => {
       'DEFAULT_INITIAL_BUFFERS',
       'DEFAULT_MAX_BUFFERS',
       'DEFAULT_SHARED',
+      'DEFAULT_RECORD_RING_CAPACITY',
     ]
-    expect(Object.keys(api).sort()).toEqual(['attachBufferPool', 'createBufferPool', ...constants].sort())
+    expect(Object.keys(api).sort()).toEqual(['RecordRing', 'attachBufferPool', 'createBufferPool', ...constants].sort())
     for (const name of constants) expect(typeof (api as Record<string, unknown>)[name]).not.toBe('function')
   })
 
@@ -220,4 +221,33 @@ describe('mempool: API misuse', () => {
       })
     })
   }
+
+  it('RecordRing.create and attach refuse every wrong options object, shape and handle', async () => {
+    for (const [label, v] of WRONG.filter(([n]) => n !== 'an object' && n !== 'a null-prototype object' && n !== 'a function')) {
+      await expectTyped(`RecordRing.create(${label})`, () => RecordRing.create(v as never), 'STOQ_ERR_INVALID_ARG', 'options')
+      await expectTyped(`RecordRing.attach(${label})`, () => RecordRing.attach(v as never), 'STOQ_ERR_INVALID_ARG', 'handle')
+    }
+    for (const [label, v] of OPT) {
+      await expectTyped(`RecordRing.create({ width: ${label} })`, () => RecordRing.create({ width: v as number }), 'STOQ_ERR_INVALID_ARG', 'width')
+      await expectTyped(
+        `RecordRing.create({ capacity: ${label} })`,
+        () => RecordRing.create({ width: 2, capacity: v as number }),
+        'STOQ_ERR_INVALID_ARG',
+        'capacity',
+      )
+    }
+    await expectTyped('unknown key', () => RecordRing.create({ width: 2, capacty: 8 } as never), 'STOQ_ERR_INVALID_ARG', 'capacty')
+    const ring = RecordRing.create({ width: 2, capacity: 8 })
+    await expectTyped(
+      'a plain ArrayBuffer',
+      () => RecordRing.attach({ ...ring.handle, buffer: new ArrayBuffer(400) as never }),
+      'STOQ_ERR_INVALID_ARG',
+      'handle',
+    )
+    await expectTyped('a handle of another shape', () => RecordRing.attach({ ...ring.handle, width: 3 }), 'STOQ_ERR_INVALID_ARG', 'handle')
+    // The ring still works after all of it.
+    ring.append(1, 2)
+    ring.publish()
+    expect(ring.available).toBe(1)
+  })
 })

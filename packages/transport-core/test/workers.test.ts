@@ -4,6 +4,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { testPki, type TestPki, waitFor } from '@stoq/compliance-tests'
 import { detectCapabilities } from '@stoq/hwaccel'
 import { createEndpoint, StoqError, type Endpoint, type QuicConnection } from '../src/index.js'
+import { ringShape } from '../src/workers/supervisor.js'
 import { readAll, serveEcho, sha256 } from './fixtures/echo.js'
 
 /**
@@ -91,6 +92,44 @@ describe('engine workers (multi-core endpoints)', () => {
     const written = conns.reduce((n, c) => n + c.stats().streamBytesWritten, 0)
     const read = srv.connections.reduce((n, c) => n + c.stats().streamBytesRead, 0)
     expect(read).toBe(written)
+  })
+
+  it('records that overflow a tiny ring spill and still arrive in order, extras included', async (ctx) => {
+    if (!canRun) ctx.skip()
+    // 8 records per direction: connects, events and writes all spill past the rings, both ways.
+    const before = ringShape.capacity
+    ringShape.capacity = 8
+    let srv: Endpoint
+    let client: Endpoint
+    try {
+      srv = await server(2)
+      client = await endpoint({ host: '127.0.0.1', workers: 2 })
+    } finally {
+      ringShape.capacity = before
+    }
+    srv.on('connection', serveEcho)
+    const conns = await Promise.all(Array.from({ length: 24 }, () => dial(client, srv)))
+    const results = await Promise.all(
+      conns.map(async (conn, i) => {
+        const data = randomBytes(256 * 1024 + i, 100 + i)
+        return (await echo(conn, data)) === sha256(data)
+      }),
+    )
+    expect(results).toEqual(results.map(() => true))
+    // What rides as extras (the peer's address, the handshake's outcome) reached each side.
+    expect(srv.connections).toHaveLength(24)
+    for (const c of [...conns, ...srv.connections]) {
+      expect(c.alpn).toBe(conns[0]!.alpn)
+      expect(c.remoteAddress.port).toBeGreaterThan(0)
+    }
+    for (const c of conns) await c.close()
+    await until(
+      () => srv.connections.length === 0 && [srv, client].every((ep) => ep.stats().workers.every((w) => w.connections === 0 && w.sendBuffersHeld === 0)),
+    )
+    expect([srv, client].map((ep) => ep.stats().workers.map((w) => w.poolBuffersInUse))).toEqual([
+      [0, 0],
+      [0, 0],
+    ])
   })
 
   it('dials out from workers, to a single-thread server and to a multi-core one', async (ctx) => {

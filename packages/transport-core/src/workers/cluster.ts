@@ -148,6 +148,7 @@ export class WorkerEngine extends WorkerSupervisor implements QuicEngine {
     let n = 0
     while (n < max) {
       if (w.pack < 0 || w.packLen === size) {
+        this.endPack(w)
         // Leave a quarter of the pool to reading, so writers can never starve the reads
         // that would let the peer take their data.
         const slot = pool.stats().inUse < this.sendPoolLimit ? pool.tryAcquire() : -1
@@ -301,6 +302,7 @@ export class WorkerEngine extends WorkerSupervisor implements QuicEngine {
     const w = this.slots[c.w]!
     const pool = w.pool
     if (w.pack < 0 || w.packLen + data.length > pool.bufferSize) {
+      this.endPack(w)
       const slot = pool.stats().inUse < this.sendPoolLimit ? pool.tryAcquire() : -1
       if (slot < 0) return false
       w.pack = slot

@@ -25,15 +25,17 @@ import {
   type UdpIo,
   type UdpReceiver,
 } from '@stoq/interface'
-import { attachBufferPool } from '@stoq/mempool'
+import { RecordRing, attachBufferPool } from '@stoq/mempool'
 import { UringUdpIo, WorkerUdpIo, currentThreadId, setCpuAffinity } from '@stoq/hwaccel'
 import { Endpoint, selectEngine } from '../endpoint.js'
 import { holdPeerStreamLimits } from '../connection.js'
 import * as P from './protocol.js'
+import { RecordIn, RecordOut } from './channel.js'
 
 const init = workerData as P.WorkerInit
 const port = parentPort!
 const pool = attachBufferPool(init.pool)
+const out = new RecordOut(RecordRing.attach(init.toMain), port)
 const SLOT = pool.bufferSize
 const EMPTY = new Uint8Array(0)
 
@@ -73,11 +75,15 @@ interface WConn {
 
 // ---------------------------------------------------------------------------
 
-/** Records not yet consumed per shared send buffer (writes of one turn share a buffer). */
+/**
+ * References per shared send buffer (the writes of one turn share a buffer): one per record
+ * naming it not yet consumed, plus one from its first record until C_PACKED says the
+ * application thread wrote the last record naming it.
+ */
 const sendRefs = new Map<number, number>()
 
 function holdSend(slot: number): void {
-  if (slot >= 0) sendRefs.set(slot, (sendRefs.get(slot) ?? 0) + 1)
+  if (slot >= 0) sendRefs.set(slot, (sendRefs.get(slot) ?? 1) + 1)
 }
 
 function dropSend(slot: number): void {
@@ -95,8 +101,6 @@ class WorkerHost implements EngineEventSink {
   endpoint!: Endpoint
   private readonly byH = new Map<number, WConn>()
   private readonly byId = new Map<number, WConn>()
-  private out: number[] = []
-  private extras: unknown[] = []
   private flushQueued = false
   private nextIncoming = 0
   private readonly res: StreamRecvResult & StreamRecvError = { bytes: 0, fin: false, resetCode: -1 }
@@ -112,13 +116,12 @@ class WorkerHost implements EngineEventSink {
   }
 
   private rec(op: number, id: number, sid = 0, a = 0, b = 0, c = 0): void {
-    this.out.push(op, id, sid, a, b, c, 0)
+    out.rec(op, id, sid, a, b, c, 0)
     this.queueFlush()
   }
 
   private extra(v: unknown): number {
-    this.extras.push(v)
-    return this.extras.length - 1
+    return out.extra(v)
   }
 
   private queueFlush(): void {
@@ -130,12 +133,7 @@ class WorkerHost implements EngineEventSink {
   readonly flush = (): void => {
     this.flushQueued = false
     this.settle()
-    if (this.out.length === 0) return
-    const r = Float64Array.from(this.out)
-    const msg: P.RecordBatch = { r, x: this.extras }
-    this.out.length = 0
-    this.extras = []
-    port.postMessage(msg, [r.buffer])
+    out.flush()
   }
 
   /**
@@ -153,7 +151,7 @@ class WorkerHost implements EngineEventSink {
       this.reserveShort.clear()
       for (const c of short) if (this.byId.get(c.id) === c) this.refillReserve(c)
     }
-    if (this.out.length > 0) this.queueFlush()
+    if (out.pending) this.queueFlush()
   }
 
   private readonly reserveShort = new Set<WConn>()
@@ -168,7 +166,7 @@ class WorkerHost implements EngineEventSink {
       if (s.sendQ.length === 0 && this.engine.streamComplete(c.h, s.sid)) {
         this.watched.delete(s)
         c.streams.delete(s.sid)
-        this.out.push(P.E_COMPLETE, c.id, s.sid, 0, 0, 0, 0)
+        out.rec(P.E_COMPLETE, c.id, s.sid)
       }
     }
   }
@@ -176,7 +174,7 @@ class WorkerHost implements EngineEventSink {
   /** Return credit, report completed streams, refill reserves, retry starved reads. */
   private settle(): void {
     for (const s of this.creditDirty) {
-      if (s.creditBack > 0) this.out.push(P.E_CREDIT, s.conn.id, s.sid, s.creditBack, 0, 0, 0)
+      if (s.creditBack > 0) out.rec(P.E_CREDIT, s.conn.id, s.sid, s.creditBack)
       s.creditBack = 0
     }
     this.creditDirty.clear()
@@ -184,7 +182,7 @@ class WorkerHost implements EngineEventSink {
     for (const c of this.refill) this.refillReserve(c)
     this.refill.clear()
     for (const c of this.dgramSent) {
-      if (this.byId.get(c.id) === c) this.out.push(P.E_DGRAM_CREDIT, c.id, 0, c.dgramCreditBack, 0, 0, 0)
+      if (this.byId.get(c.id) === c) out.rec(P.E_DGRAM_CREDIT, c.id, 0, c.dgramCreditBack)
       c.dgramCreditBack = 0
     }
     this.dgramSent.clear()
@@ -466,117 +464,120 @@ class WorkerHost implements EngineEventSink {
 
   // Commands from the application thread -----------------------------------------------
 
-  apply(batch: P.RecordBatch): void {
-    const r = batch.r
+  /** One record from the application thread (`x`: the extras its indices name). */
+  command(r: Float64Array, i: number, x: unknown[]): void {
     const e = this.engine
-    // Count every record naming each shared buffer first: one may be consumed before the next is read.
-    for (let i = 0; i < r.length; i += P.RECORD_WIDTH) {
-      const op = r[i]!
-      if (op === P.C_SEND || op === P.C_DGRAM) holdSend(r[i + 3]!)
-    }
-    for (let i = 0; i < r.length; i += P.RECORD_WIDTH) {
-      const op = r[i]!
-      const id = r[i + 1]!
-      const sid = r[i + 2]!
-      const a = r[i + 3]!
-      const b = r[i + 4]!
-      const cc = r[i + 5]!
-      const d = r[i + 6]!
-      try {
-        if (op === P.C_CONNECT) {
-          this.connect(id, batch.x[a] as Parameters<QuicEngine['connect']>[0])
-          continue
-        }
-        if (op === P.C_LISTEN) {
-          e.listen(batch.x[a] as Parameters<QuicEngine['listen']>[0])
-          continue
-        }
-        if (op === P.C_STOP_LISTENING) {
-          e.stopListening()
-          continue
-        }
-        const c = this.byId.get(id)
-        if (c === undefined) {
-          // The connection is gone here: give back the buffers the command carried.
-          if (op === P.C_SEND || op === P.C_DGRAM) dropSend(a)
-          continue
-        }
-        switch (op) {
-          case P.C_SEND: {
-            const s = this.stream(c, sid)
-            if (s.sendDone) {
-              dropSend(a)
-              break
-            }
-            s.sendQ.push({ slot: a, off: b, end: b + cc, fin: d === 1 })
-            if (s.sendQ.length === 1) this.pumpSend(c, s)
-            break
-          }
-          case P.C_RECV_CREDIT: {
-            const s = c.streams.get(sid) as (WStream & { conn: WConn }) | undefined
-            if (s && !s.readDone) {
-              s.recvCredit += a
-              if (s.readBlocked) this.read(c, s)
-            }
-            break
-          }
-          case P.C_TAKEN: {
-            const t = (sid & 2) === 0 ? 0 : 1
-            c.reserved[t]!--
-            c.taken[t]!++
-            this.stream(c, sid)
-            this.refill.add(c)
-            this.queueFlush()
-            break
-          }
-          case P.C_CLOSE:
-            e.close(c.h, a === 1, b, (batch.x[cc] as Uint8Array) ?? EMPTY)
-            break
-          case P.C_KEEPALIVE:
-            e.setKeepAlive(c.h, a)
-            break
-          case P.C_PEER_STREAMS:
-            e.setPeerStreamLimit?.(c.h, a === 1, b)
-            break
-          case P.C_RECV_WINDOW:
-            e.setReceiveWindow?.(c.h, a)
-            break
-          case P.C_SHUTDOWN: {
-            const s = this.stream(c, sid)
-            if (a === 1) {
-              for (const q of s.sendQ) dropSend(q.slot)
-              s.sendQ.length = 0
-              s.sendDone = true
-            } else s.readDone = true
-            e.streamShutdown(c.h, sid, a === 1 ? 'write' : 'read', b)
-            this.maybeWatch(s)
-            break
-          }
-          case P.C_PRIORITY:
-            e.streamPriority(c.h, sid, a, b === 1)
-            break
-          case P.C_DGRAM: {
-            try {
-              e.datagramSend(c.h, pool.view(a).subarray(b, b + cc))
-            } catch {
-              // Too large for the path now: datagrams are unreliable, the application
-              // thread already checked against the last size it was told.
-            }
-            dropSend(a)
-            c.dgramCreditBack++
-            this.dgramSent.add(c)
-            this.queueFlush()
-            break
-          }
-          case P.C_DGRAM_CREDIT:
-            c.dgramCredit += a
-            if (c.dgramPending) this.readDatagrams(c)
-            break
-        }
-      } catch (err) {
-        this.report(err)
+    const op = r[i]!
+    const id = r[i + 1]!
+    const sid = r[i + 2]!
+    const a = r[i + 3]!
+    const b = r[i + 4]!
+    const cc = r[i + 5]!
+    const d = r[i + 6]!
+    // Held from here until consumed (and, for the first record naming it, until C_PACKED).
+    if (op === P.C_SEND || op === P.C_DGRAM) holdSend(a)
+    try {
+      if (op === P.C_CONNECT) {
+        this.connect(id, x[a] as Parameters<QuicEngine['connect']>[0])
+        return
       }
+      if (op === P.C_LISTEN) {
+        e.listen(x[a] as Parameters<QuicEngine['listen']>[0])
+        return
+      }
+      if (op === P.C_STOP_LISTENING) {
+        e.stopListening()
+        return
+      }
+      if (op === P.C_PACKED) {
+        dropSend(a)
+        return
+      }
+      const c = this.byId.get(id)
+      if (c === undefined) {
+        // The connection is gone here: give back the buffers the command carried.
+        if (op === P.C_SEND || op === P.C_DGRAM) dropSend(a)
+        return
+      }
+      switch (op) {
+        case P.C_SEND: {
+          const s = this.stream(c, sid)
+          if (s.sendDone) {
+            dropSend(a)
+            break
+          }
+          s.sendQ.push({ slot: a, off: b, end: b + cc, fin: d === 1 })
+          if (s.sendQ.length === 1) this.pumpSend(c, s)
+          break
+        }
+        case P.C_RECV_CREDIT: {
+          const s = c.streams.get(sid) as (WStream & { conn: WConn }) | undefined
+          if (s && !s.readDone) {
+            s.recvCredit += a
+            if (s.readBlocked) this.read(c, s)
+          }
+          break
+        }
+        case P.C_TAKEN: {
+          const t = (sid & 2) === 0 ? 0 : 1
+          c.reserved[t]!--
+          c.taken[t]!++
+          this.stream(c, sid)
+          this.refill.add(c)
+          this.queueFlush()
+          break
+        }
+        case P.C_CLOSE:
+          e.close(c.h, a === 1, b, (x[cc] as Uint8Array) ?? EMPTY)
+          break
+        case P.C_KEEPALIVE:
+          e.setKeepAlive(c.h, a)
+          break
+        case P.C_PEER_STREAMS:
+          e.setPeerStreamLimit?.(c.h, a === 1, b)
+          break
+        case P.C_RECV_WINDOW:
+          e.setReceiveWindow?.(c.h, a)
+          break
+        case P.C_SHUTDOWN: {
+          const s = this.stream(c, sid)
+          if (a === 1) {
+            for (const q of s.sendQ) dropSend(q.slot)
+            s.sendQ.length = 0
+            s.sendDone = true
+          } else s.readDone = true
+          e.streamShutdown(c.h, sid, a === 1 ? 'write' : 'read', b)
+          this.maybeWatch(s)
+          break
+        }
+        case P.C_PRIORITY:
+          e.streamPriority(c.h, sid, a, b === 1)
+          break
+        case P.C_DGRAM: {
+          try {
+            e.datagramSend(c.h, pool.view(a).subarray(b, b + cc))
+          } catch {
+            // Too large for the path now: datagrams are unreliable, the application
+            // thread already checked against the last size it was told.
+          }
+          dropSend(a)
+          c.dgramCreditBack++
+          this.dgramSent.add(c)
+          this.queueFlush()
+          break
+        }
+        case P.C_DGRAM_CREDIT:
+          c.dgramCredit += a
+          if (c.dgramPending) this.readDatagrams(c)
+          break
+      }
+    } catch (err) {
+      this.report(err)
     }
+  }
+
+  /** After a drain of commands. */
+  commandsDone(): void {
     // The application thread gave buffers back: reads that found the pool empty go on.
     this.retryStarved()
     this.endpoint.schedule()
@@ -790,9 +791,18 @@ async function main(): Promise<void> {
     } satisfies P.WorkerControl)
   }, init.statsIntervalMs)
 
-  port.on('message', (msg: P.RecordBatch | P.MainControl) => {
-    if ('r' in msg) {
-      host.apply(msg)
+  const commands = new RecordIn(
+    RecordRing.attach(init.toWorker),
+    (r, at, x) => host.command(r, at, x),
+    () => host.commandsDone(),
+  )
+  port.on('message', (msg: P.ChannelMessage | P.MainControl) => {
+    if (msg === null) {
+      commands.pump()
+      return
+    }
+    if ('seq' in msg) {
+      commands.extras(msg)
       return
     }
     if (msg.type === 'crash') {

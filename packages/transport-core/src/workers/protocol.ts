@@ -1,18 +1,32 @@
 /**
  * The wire between the application thread and an engine worker.
  *
- * Everything travels in one ordered channel per direction (the worker's
- * MessagePort): a message is `{ r, x }` where `r` is a flat array of fixed-width
- * records and `x` holds the few structured values some records point to (peer
- * addresses, TLS options, close reasons, certificates). Stream and datagram
- * bytes never ride in a message: they sit in the worker's SharedArrayBuffer
- * pool and a record names the buffer by index (`slot`). Each side batches the
- * records of one event-loop turn into one message.
+ * Each direction is a RecordRing (`@stoq/mempool`): fixed-width records in a
+ * SharedArrayBuffer, written by one thread and drained by the other, in order. A
+ * record is `[op, id, sid, a, b, c, d]`. The few structured values some records
+ * point to (peer addresses, TLS options, close reasons, certificates) travel as a
+ * `{ seq, x }` message, announced in the ring by an X_EXTRAS record (see
+ * channel.ts). Stream and datagram bytes never ride in either: they sit in the
+ * worker's SharedArrayBuffer pool and a record names the buffer by index (`slot`).
+ * Each side publishes the records of one event-loop turn at once; a message
+ * (`null`) goes only to a reader that found its ring empty and went idle, so
+ * under load the two threads exchange records without messages.
  *
- * Every record is `[op, id, sid, a, b, c, d]`. `id` is the connection id both
- * sides use: even ids are dialled by the application thread, odd ids are
- * accepted by worker `w` as `(k * workers + w) * 2 + 1`.
+ * `id` is the connection id both sides use: even ids are dialled by the
+ * application thread, odd ids are accepted by worker `w` as
+ * `(k * workers + w) * 2 + 1`.
  */
+
+/** Records each direction's ring holds before the writer spills (in order) into a local queue. */
+export const RING_CAPACITY = 8192
+
+/** In the ring ahead of the records that use them: a = seq of the extras message they index. */
+export const X_EXTRAS = 200
+
+export interface ExtrasMessage {
+  seq: number
+  x: unknown[]
+}
 
 export const RECORD_WIDTH = 7
 
@@ -24,8 +38,9 @@ export const C_CLOSE = 4 // id, a = app (0/1), b = code, c = x index of the reas
 export const C_KEEPALIVE = 5 // id, a = interval ms
 /**
  * id, sid, a = slot (-1: none), b = offset, c = length, d = fin (0/1). Small writes of one turn
- * share a buffer (one record each); every record naming a buffer arrives in the same batch, so
- * the worker counts them there and gives the buffer back when the last one is consumed.
+ * share a buffer (one record each, a C_SEND or C_DGRAM): the worker holds a buffer from the first
+ * record naming it until C_PACKED says no more will, and gives it back when that has come and
+ * every record naming it was consumed.
  */
 export const C_SEND = 6
 export const C_RECV_CREDIT = 7 // id, sid, a = bytes the application consumed
@@ -36,6 +51,7 @@ export const C_DGRAM_CREDIT = 11 // id, a = datagrams the application consumed
 export const C_TAKEN = 12 // id, sid: the application opened this reserved stream
 export const C_RECV_WINDOW = 13 // id, a = the connection's receive window (bytes)
 export const C_PEER_STREAMS = 14 // id, a = 1 bidi / 0 uni, b = streams the peer may have open
+export const C_PACKED = 15 // a = slot: the last record naming this shared send buffer was written
 
 // Worker → application thread
 export const E_INCOMING = 101 // id, a = x index of the peer SocketAddress
@@ -116,6 +132,9 @@ export interface WorkerInit {
   udpBackend: 'gro' | 'uring'
   cpus: number[]
   pool: import('@stoq/mempool').SharedBufferPoolHandle
+  /** Records from the application thread to the worker, and back. */
+  toWorker: import('@stoq/mempool').RecordRingHandle
+  toMain: import('@stoq/mempool').RecordRingHandle
   statsIntervalMs: number
   sessionCacheSize?: number
 }
@@ -142,8 +161,5 @@ export type WorkerControl =
 
 export type MainControl = { type: 'close' } | { type: 'crash'; message: string } | { type: 'block'; ms: number }
 
-export interface RecordBatch {
-  /** Records, RECORD_WIDTH numbers each (a transferred Float64Array: no per-number serialisation). */
-  r: Float64Array
-  x: unknown[]
-}
+/** What travels on a worker's port besides control messages: a wake-up (`null`) or extras. */
+export type ChannelMessage = null | ExtrasMessage

@@ -21,9 +21,10 @@ import {
   type UdpIoStats,
   type UdpReceiver,
 } from '@stoq/interface'
-import { createBufferPool, type SharedBufferPool } from '@stoq/mempool'
+import { RecordRing, createBufferPool, type SharedBufferPool } from '@stoq/mempool'
 import { attachCidSteering, closeSocketFd } from '@stoq/hwaccel'
 import * as P from './protocol.js'
+import { RecordIn, RecordOut } from './channel.js'
 
 /** Stream bytes the application may hand to a worker before the engine took them, per stream. */
 export const SEND_WINDOW = 1 << 20
@@ -80,6 +81,9 @@ export interface MConn {
   dgramReadBack: number
 }
 
+/** Records per direction's ring; tests make it tiny so that writers spill (@internal). */
+export const ringShape = { capacity: P.RING_CAPACITY }
+
 export interface WorkerSlot {
   index: number
   worker: Worker
@@ -88,8 +92,9 @@ export interface WorkerSlot {
   fd: number
   /** Position of its socket in the kernel's reuseport group (-1 once gone). */
   socketIndex: number
-  out: number[]
-  x: unknown[]
+  /** Records to the worker, and from it. */
+  out: RecordOut
+  in: RecordIn
   /** Buffer the current turn's writes are packed into (-1: none), and how full it is. */
   pack: number
   packLen: number
@@ -97,7 +102,7 @@ export interface WorkerSlot {
   udp: UdpIoStats | null
   closing: boolean
   closedWaiter: (() => void) | null
-  /** performance.now() of the worker's last message (batches and stats). */
+  /** performance.now() when the worker was last heard from (records, messages, stats). */
   lastHeard: number
   stalled: boolean
 }
@@ -243,6 +248,8 @@ export class WorkerSupervisor {
   protected spawn(index: number, script: URL, bind: UdpBindOptions, socketIndex: number): Promise<WorkerSlot> {
     const pool = createBufferPool({ bufferSize: 65536, initialBuffers: 64, maxBuffers: this.opts.poolMaxBuffers, shared: true })
     const cpus = this.opts.cpus.length > 0 ? [this.opts.cpus[index % this.opts.cpus.length]!] : []
+    const toWorker = RecordRing.create({ width: P.RECORD_WIDTH, capacity: ringShape.capacity })
+    const toMain = RecordRing.create({ width: P.RECORD_WIDTH, capacity: ringShape.capacity })
     const init: P.WorkerInit = {
       index,
       workers: this.opts.workers,
@@ -253,6 +260,8 @@ export class WorkerSupervisor {
       udpBackend: this.opts.udpBackend,
       cpus,
       pool: pool.share(),
+      toWorker: toWorker.handle,
+      toMain: toMain.handle,
       // Often enough that a healthy worker never looks stalled.
       statsIntervalMs: Math.min(STATS_INTERVAL_MS, Math.floor((this.opts.stallMs ?? STALL_MS) / 3)),
       ...(this.opts.sessionCacheSize !== undefined ? { sessionCacheSize: this.opts.sessionCacheSize } : {}),
@@ -271,8 +280,12 @@ export class WorkerSupervisor {
       alive: true,
       fd: -1,
       socketIndex,
-      out: [],
-      x: [],
+      out: new RecordOut(toWorker, worker),
+      in: new RecordIn(
+        toMain,
+        (r, at, x) => this.onRecord(slot, r, at, x),
+        () => this.recordsDrained(slot),
+      ),
       pack: -1,
       packLen: 0,
       load: {
@@ -303,11 +316,15 @@ export class WorkerSupervisor {
     }
     return new Promise((resolve, reject) => {
       let ready = false
-      worker.on('message', (msg: P.RecordBatch | P.WorkerControl) => {
+      worker.on('message', (msg: P.ChannelMessage | P.WorkerControl) => {
         slot.lastHeard = performance.now()
         slot.stalled = false
-        if ('r' in msg) {
-          this.onBatch(slot, msg)
+        if (msg === null) {
+          slot.in.pump()
+          return
+        }
+        if ('seq' in msg) {
+          slot.in.extras(msg)
           return
         }
         if (msg.type === 'ready') {
@@ -320,6 +337,8 @@ export class WorkerSupervisor {
           resolve(slot)
         } else if (msg.type === 'bind-error') {
           slot.alive = false
+          slot.out.close()
+          slot.in.close()
           void worker.terminate()
           pool.close()
           reject(
@@ -357,6 +376,8 @@ export class WorkerSupervisor {
         }
         if (slot.alive && !slot.closing) this.died(slot, `exited with code ${code}`, null)
         slot.alive = false
+        slot.out.close()
+        slot.in.close()
       })
     })
   }
@@ -392,6 +413,8 @@ export class WorkerSupervisor {
   protected died(slot: WorkerSlot, why: string, cause: Error | null): void {
     if (!slot.alive) return
     slot.alive = false
+    slot.out.close()
+    slot.in.close()
     slot.load = { ...slot.load, alive: false, connections: 0, exit: why }
     const reason = new TextEncoder().encode(`engine worker ${slot.index} ${why}`)
     for (const c of [...this.conns.values()]) {
@@ -459,6 +482,8 @@ export class WorkerSupervisor {
     await Promise.all(waits)
     for (const slot of this.slots) {
       slot.alive = false
+      slot.out.close()
+      slot.in.close()
       await slot.worker.terminate().catch(() => 0)
       try {
         slot.pool.close()
@@ -527,14 +552,25 @@ export class WorkerSupervisor {
   protected rec(w: number, op: number, id: number, sid = 0, a = 0, b = 0, c = 0, d = 0): void {
     const slot = this.slots[w]
     if (!slot?.alive) return
-    slot.out.push(op, id, sid, a, b, c, d)
+    slot.out.rec(op, id, sid, a, b, c, d)
     this.queueFlush()
   }
 
   protected extra(w: number, v: unknown): number {
-    const x = this.slots[w]!.x
-    x.push(v)
-    return x.length - 1
+    return this.slots[w]!.out.extra(v)
+  }
+
+  /**
+   * No more records will name worker `w`'s current pack buffer: tell the worker (it gives the
+   * buffer back once it consumed them all), or give back a pack no record named.
+   */
+  protected endPack(w: WorkerSlot): void {
+    if (w.pack >= 0) {
+      if (w.packLen > 0) this.rec(w.index, P.C_PACKED, 0, 0, w.pack)
+      else w.pool.release(w.pack)
+    }
+    w.pack = -1
+    w.packLen = 0
   }
 
   protected queueFlush(): void {
@@ -551,17 +587,9 @@ export class WorkerSupervisor {
     }
     this.dgramRead.clear()
     for (const slot of this.slots) {
-      // Every record naming the pack buffer goes in this batch: start a new one next turn
-      // (an untouched pack buffer goes back at once).
-      if (slot.pack >= 0 && slot.packLen === 0) slot.pool.release(slot.pack)
-      slot.pack = -1
-      slot.packLen = 0
-      if (slot.out.length === 0 || !slot.alive) continue
-      const r = Float64Array.from(slot.out)
-      const msg: P.RecordBatch = { r, x: slot.x }
-      slot.out.length = 0
-      slot.x = []
-      slot.worker.postMessage(msg, [r.buffer])
+      // A pack buffer serves one turn's writes: the next turn starts a new one.
+      this.endPack(slot)
+      if (slot.alive) slot.out.flush()
     }
   }
 
@@ -579,90 +607,94 @@ export class WorkerSupervisor {
     })
   }
 
-  protected onBatch(slot: WorkerSlot, msg: P.RecordBatch): void {
-    const r = msg.r
-    for (let i = 0; i < r.length; i += P.RECORD_WIDTH) {
-      const op = r[i]!
-      const id = r[i + 1]!
-      const sid = r[i + 2]!
-      const a = r[i + 3]!
-      const b = r[i + 4]!
-      const cc = r[i + 5]!
-      if (op === P.E_INCOMING) {
-        const c = this.newConn(id, slot.index, msg.x[a] as SocketAddress)
-        this.event(() => this.sink?.onIncoming(c.id, c.peer))
-        continue
-      }
-      const c = this.conns.get(id)
-      if (c === undefined || c.closed) {
-        if ((op === P.E_DATA || op === P.E_DGRAM) && a >= 0) slot.pool.release(a)
-        continue
-      }
-      switch (op) {
-        case P.E_ESTABLISHED: {
-          const info = msg.x[a] as P.EstablishedInfo
-          c.established = true
-          c.alpn = info.alpn
-          c.serverName = info.serverName
-          c.certificates = info.certificates
-          c.maxDgram = info.maxDatagram
-          this.event(() => this.sink?.onEstablished(id))
-          break
-        }
-        case P.E_CLOSED: {
-          const info = msg.x[a] as P.ClosedInfo
-          if (info.stats) c.stats = info.stats
-          this.closeLocal(c, info)
-          break
-        }
-        case P.E_RESERVE:
-          c.reserved[(sid & 2) === 0 ? 0 : 1].push(sid)
-          break
-        case P.E_DATA: {
-          const s = this.stream(c, sid)
-          if (s.readStopped) {
-            if (a >= 0) slot.pool.release(a)
-            break
-          }
-          s.inQ.push({ slot: a, off: 0, len: b, fin: cc === 1 })
-          this.event(() => this.sink?.onStreamReadable(id, sid))
-          break
-        }
-        case P.E_RESET: {
-          const s = this.stream(c, sid)
-          s.reset = a
-          this.event(() => this.sink?.onStreamReadable(id, sid))
-          break
-        }
-        case P.E_STOPPED: {
-          const s = this.stream(c, sid)
-          s.stop = a
-          if (s.want) this.writable(c, s)
-          break
-        }
-        case P.E_CREDIT: {
-          const s = c.streams.get(sid) as (MStream & { conn: MConn }) | undefined
-          if (!s) break
-          s.credit += a
-          if (s.want) this.writable(c, s)
-          break
-        }
-        case P.E_COMPLETE: {
-          const s = c.streams.get(sid)
-          if (!s) break
-          s.complete = true
-          if (s.inQ.length === 0) c.streams.delete(sid)
-          break
-        }
-        case P.E_DGRAM:
-          if (c.dgramIn.length === 0) this.event(() => this.sink?.onDatagramReadable(id))
-          c.dgramIn.push({ slot: a, len: b })
-          break
-        case P.E_DGRAM_CREDIT:
-          c.dgramCredit += a
-          break
-      }
+  protected onRecord(slot: WorkerSlot, r: Float64Array, i: number, x: unknown[]): void {
+    if (!slot.alive) return
+    const op = r[i]!
+    const id = r[i + 1]!
+    const sid = r[i + 2]!
+    const a = r[i + 3]!
+    const b = r[i + 4]!
+    const cc = r[i + 5]!
+    if (op === P.E_INCOMING) {
+      const c = this.newConn(id, slot.index, x[a] as SocketAddress)
+      this.event(() => this.sink?.onIncoming(c.id, c.peer))
+      return
     }
+    const c = this.conns.get(id)
+    if (c === undefined || c.closed) {
+      if ((op === P.E_DATA || op === P.E_DGRAM) && a >= 0) slot.pool.release(a)
+      return
+    }
+    switch (op) {
+      case P.E_ESTABLISHED: {
+        const info = x[a] as P.EstablishedInfo
+        c.established = true
+        c.alpn = info.alpn
+        c.serverName = info.serverName
+        c.certificates = info.certificates
+        c.maxDgram = info.maxDatagram
+        this.event(() => this.sink?.onEstablished(id))
+        break
+      }
+      case P.E_CLOSED: {
+        const info = x[a] as P.ClosedInfo
+        if (info.stats) c.stats = info.stats
+        this.closeLocal(c, info)
+        break
+      }
+      case P.E_RESERVE:
+        c.reserved[(sid & 2) === 0 ? 0 : 1].push(sid)
+        break
+      case P.E_DATA: {
+        const s = this.stream(c, sid)
+        if (s.readStopped) {
+          if (a >= 0) slot.pool.release(a)
+          break
+        }
+        s.inQ.push({ slot: a, off: 0, len: b, fin: cc === 1 })
+        this.event(() => this.sink?.onStreamReadable(id, sid))
+        break
+      }
+      case P.E_RESET: {
+        const s = this.stream(c, sid)
+        s.reset = a
+        this.event(() => this.sink?.onStreamReadable(id, sid))
+        break
+      }
+      case P.E_STOPPED: {
+        const s = this.stream(c, sid)
+        s.stop = a
+        if (s.want) this.writable(c, s)
+        break
+      }
+      case P.E_CREDIT: {
+        const s = c.streams.get(sid) as (MStream & { conn: MConn }) | undefined
+        if (!s) break
+        s.credit += a
+        if (s.want) this.writable(c, s)
+        break
+      }
+      case P.E_COMPLETE: {
+        const s = c.streams.get(sid)
+        if (!s) break
+        s.complete = true
+        if (s.inQ.length === 0) c.streams.delete(sid)
+        break
+      }
+      case P.E_DGRAM:
+        if (c.dgramIn.length === 0) this.event(() => this.sink?.onDatagramReadable(id))
+        c.dgramIn.push({ slot: a, len: b })
+        break
+      case P.E_DGRAM_CREDIT:
+        c.dgramCredit += a
+        break
+    }
+  }
+
+  /** After a drain of worker records: writers waiting for buffers, and the endpoint's cycle. */
+  protected recordsDrained(slot: WorkerSlot): void {
+    slot.lastHeard = performance.now()
+    slot.stalled = false
     this.buffersBack(slot.index)
     this.wake()
   }
