@@ -22,11 +22,16 @@ export interface BatcherOptions extends PacketBatcherOptions {
   flushDeadlineUs: number
 }
 
+/** Send tokens of transmit slots start here (pool buffer indices are far below). */
+const SLOT_TOKEN = 2 ** 31
+
 /**
  * Pulls packet batches from the engine into pool buffers and hands them to the
  * socket: each run of equal-size packets becomes one send (a GSO super-buffer
  * when the socket can segment, else one datagram per packet inside the backend).
  * A pool buffer is released when the socket reports its last send complete.
+ * Given the engine's transmit slots (`components.slots`), batches are built in
+ * those instead, and a slot is free again when its last send completed.
  */
 class DefaultPacketBatcher implements PacketBatcher {
   readonly specificationVersion = 'v1' as const
@@ -45,6 +50,8 @@ class DefaultPacketBatcher implements PacketBatcher {
   private deferred = false
   private closed = false
   private readonly counters = { packets: 0, syscalls: 0, flushes: 0, deadlineDeferrals: 0 }
+  /** Free transmit slots (slot mode), or null when batches go into pool buffers. */
+  private freeSlots: number[] | null = null
 
   constructor(components: PacketBatcherComponents, options: BatcherOptions) {
     this.c = components
@@ -53,6 +60,22 @@ class DefaultPacketBatcher implements PacketBatcher {
     this.maxPackets = Math.max(1, Math.min(options.maxPacketsPerBatch, byBytes, components.io.maxSegments > 1 ? components.io.maxSegments : byBytes))
     if (components.pool.bufferSize < packetSize) {
       throw new StoqInvalidArgumentError('pool.bufferSize', `pool buffers of ${components.pool.bufferSize} bytes cannot hold one ${packetSize}-byte packet`)
+    }
+    if (components.slots !== undefined) {
+      const slots = components.slots
+      if (!Array.isArray(slots) || slots.length === 0 || !slots.every((v) => v instanceof Uint8Array && v.length >= packetSize)) {
+        throw new StoqInvalidArgumentError(
+          'components.slots',
+          `expected a non-empty array of Uint8Array of at least ${packetSize} bytes (one packet), got ${describeValue(slots)}`,
+        )
+      }
+      if (slots.some((v) => v.length < Math.min(options.maxSuperBufferBytes, components.pool.bufferSize))) {
+        throw new StoqInvalidArgumentError(
+          'components.slots',
+          `every slot must hold a batch: at least ${Math.min(options.maxSuperBufferBytes, components.pool.bufferSize)} bytes`,
+        )
+      }
+      this.freeSlots = slots.map((_, i) => i).reverse()
     }
     this.maxBatches = options.maxBatchesPerFlush
     this.deadlineMs = options.flushDeadlineUs / 1000
@@ -76,7 +99,8 @@ class DefaultPacketBatcher implements PacketBatcher {
         this.counters.deadlineDeferrals++
         break
       }
-      const index = pool.tryAcquire()
+      const slots = this.freeSlots
+      const index = slots !== null ? (slots.length > 0 ? SLOT_TOKEN + slots.pop()! : -1) : pool.tryAcquire()
       if (index < 0) {
         // No free buffer (ours wait for the socket, or others hold the pool):
         // retry when one of ours comes back, and on the next flush anyway.
@@ -84,12 +108,19 @@ class DefaultPacketBatcher implements PacketBatcher {
         return
       }
       this.waitingForBuffer = false
-      batch.buffer = pool.view(index)
+      if (slots !== null) batch.slot = index - SLOT_TOKEN
+      else batch.buffer = pool.view(index)
       batch.count = 0
       batch.bytes = 0
       batch.peer = null
       if (!engine.pollTransmit(batch, this.maxPackets) || batch.count === 0 || batch.peer === null) {
-        pool.release(index)
+        this.giveBack(index)
+        if (batch.slot === -1) {
+          // The engine's slots stopped working: pool buffers from now on.
+          this.freeSlots = null
+          delete batch.slot
+          continue
+        }
         return
       }
       batches++
@@ -165,12 +196,18 @@ class DefaultPacketBatcher implements PacketBatcher {
     if (n === undefined) return
     if (n <= 1) {
       this.pending.delete(token)
-      this.c.pool.release(token)
+      this.giveBack(token)
       if (this.isBlocked && this.c.io.pendingSends === 0) this.onDrain()
       else if (this.waitingForBuffer) this.defer()
     } else {
       this.pending.set(token, n - 1)
     }
+  }
+
+  /** A pool buffer or transmit slot (by its send token) is free again. */
+  private giveBack(token: number): void {
+    if (token < SLOT_TOKEN) this.c.pool.release(token)
+    else if (this.freeSlots !== null) this.freeSlots.push(token - SLOT_TOKEN)
   }
 
   onDrain(): void {

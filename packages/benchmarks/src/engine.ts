@@ -4,7 +4,11 @@
  * each QuicEngine costs per packet (JS and native included), so the socket benchmarks can
  * be read against it.
  *
- *   node dist/engine.js [--bytes 256MiB] [--runs 3] [--engines quiche,quinn] [--sizes 1350,16383] [--json FILE]
+ *   node dist/engine.js [--bytes 256MiB] [--runs 3] [--engines quiche,quinn,quinn-slots] [--sizes 1350,16383] [--json FILE]
+ *
+ * `quinn-slots`: the quinn engine building packets in its own transmit slots
+ * (`transmitSlots`, what the gro backend sends from in place) instead of copying them into the
+ * caller's buffer; against `quinn` in the same run it shows what that copy costs.
  *
  * "2-process ceiling" = bytes / max(time in the sender's calls, time in the receiver's
  * calls): what two processes could reach at best if I/O were free.
@@ -26,10 +30,12 @@ import {
 } from '@stoq/transport-core'
 import { makeIdentity } from './pki.js'
 
+type EngineName = 'quiche' | 'quinn' | 'quinn-slots'
+
 interface Options {
   bytes: number
   runs: number
-  engines: Array<'quiche' | 'quinn'>
+  engines: EngineName[]
   sizes: number[]
   json: string | null
 }
@@ -57,7 +63,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--sizes') o.sizes = v().split(',').map(Number)
     else if (a === '--json') o.json = v()
     else if (a === '--help') {
-      console.log('node dist/engine.js [--bytes 256MiB] [--runs 3] [--engines quiche,quinn] [--sizes 1350,16383] [--json FILE]')
+      console.log('node dist/engine.js [--bytes 256MiB] [--runs 3] [--engines quiche,quinn,quinn-slots] [--sizes 1350,16383] [--json FILE]')
       process.exit(0)
     } else throw new Error(`unknown option ${a}`)
   }
@@ -103,12 +109,15 @@ interface RunResult {
   packets: number
 }
 
-function makeEngine(name: 'quiche' | 'quinn', size: number): QuicEngine {
+function makeEngine(name: EngineName, size: number): QuicEngine {
   const transport = { ...DEFAULT_TRANSPORT, maxUdpPayloadSize: size }
-  return name === 'quinn' ? new QuinnEngine({ transport }) : new QuicheEngine({ transport })
+  if (name === 'quiche') return new QuicheEngine({ transport })
+  const engine = new QuinnEngine({ transport })
+  if (name === 'quinn-slots' && engine.transmitSlots(1, 65536) === null) throw new Error('quinn-slots: the engine gave no transmit slots')
+  return engine
 }
 
-async function runOnce(name: 'quiche' | 'quinn', size: number, bytes: number, id: { cert: string; key: string }): Promise<RunResult> {
+async function runOnce(name: EngineName, size: number, bytes: number, id: { cert: string; key: string }): Promise<RunResult> {
   const enc = new TextEncoder()
   const server = makeEngine(name, size)
   const client = makeEngine(name, size)
@@ -132,6 +141,7 @@ async function runOnce(name: 'quiche' | 'quinn', size: number, bytes: number, id
     const move = (from: QuicEngine, to: QuicEngine, src: SocketAddress, dst: SocketAddress, data: boolean): number => {
       let n = 0
       for (;;) {
+        if (name === 'quinn-slots') batch.slot = 0
         const t0 = performance.now()
         const ok = from.pollTransmit(batch, maxPackets)
         const t1 = performance.now()

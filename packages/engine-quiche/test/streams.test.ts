@@ -12,7 +12,7 @@ import {
   type TransportParameters,
 } from '@stoq/interface'
 import { QuicheEngine } from '../src/index.js'
-import { DEFAULT_TRANSPORT } from './transport.js'
+import { TEST_TRANSPORT as DEFAULT_TRANSPORT } from '@stoq/compliance-tests'
 
 /**
  * quiche engine, stream edge cases, engine level: two QuicheEngines joined by an

@@ -4,7 +4,7 @@
  * with what the loaded library reports through `stoq_abi_info`.
  */
 export const ABI = Object.freeze({
-  ABI_VERSION: 8,
+  ABI_VERSION: 9,
 
   OK: 0,
   ERR_BAD_HANDLE: -100,
@@ -40,6 +40,8 @@ export const ABI = Object.freeze({
   ADDR_LEN: 19,
   RECV_RESULT_LEN: 3,
   TRANSMIT_META_LEN: 2,
+  MAX_TX_SLOTS: 1024,
+  MAX_TX_SLOT_SIZE: 1048576,
 
   CC_CUBIC: 0,
   CC_RENO: 1,

@@ -189,6 +189,9 @@ export class QuinnEngine implements QuicEngine {
   private readonly unvalidated = new Map<string, Unvalidated>()
   /** Bytes received per peer since the last drainEvents (a new connection's first datagrams). */
   private readonly recentReceived = new Map<string, number>()
+  /** Views of the transmit slots (`transmitSlots`), by slot; empty when none were given. */
+  private slotViews: Uint8Array[] = []
+  private slotsGiven = false
 
   constructor(options: QuicEngineOptions) {
     const loaded = loadQuinn()
@@ -415,12 +418,44 @@ export class QuinnEngine implements QuicEngine {
     return keep > 0
   }
 
+  transmitSlots(count: number, size: number): Uint8Array[] | null {
+    const ep = this.alive()
+    if (!Number.isInteger(count) || count < 1 || count > ABI.MAX_TX_SLOTS) {
+      throw new StoqInvalidArgumentError('count', `expected an integer from 1 to ${ABI.MAX_TX_SLOTS}`)
+    }
+    if (!Number.isInteger(size) || size < this.maxPacketSize || size > ABI.MAX_TX_SLOT_SIZE) {
+      throw new StoqInvalidArgumentError('size', `expected an integer from ${this.maxPacketSize} (the largest packet) to ${ABI.MAX_TX_SLOT_SIZE}`)
+    }
+    if (this.slotsGiven) return null
+    this.slotsGiven = true
+    const addrs = new BigUint64Array(count)
+    const caps = new Uint32Array(count)
+    if (this.n.txSlots(ep, count, size, addrs, caps) !== count) return null
+    this.slotViews = Array.from(addrs, (address, i) => new Uint8Array(this.n.view(address, caps[i]!)))
+    return this.slotViews.slice()
+  }
+
   pollTransmit(batch: TransmitBatch, maxPackets: number): boolean {
     const ep = this.alive()
     const max = Math.min(maxPackets, batch.lengths.length)
+    const slot = batch.slot ?? -1
+    if (slot >= 0) {
+      const view = this.slotViews[slot]
+      if (view === undefined) throw new StoqInvalidArgumentError('batch.slot', `no transmit slot ${slot} (${this.slotViews.length} given)`)
+      batch.buffer = view
+    }
     if (this.unvalidated.size > 0 && this.releaseHeld(batch, max)) return true
     for (;;) {
-      const count = this.n.pollTransmit(ep, batch.buffer, batch.buffer.length, batch.lengths, max, this.peerBuf, this.meta)
+      const count =
+        slot >= 0
+          ? this.n.pollTransmitSlot(ep, slot, batch.lengths, max, this.peerBuf, this.meta)
+          : this.n.pollTransmit(ep, batch.buffer, batch.buffer.length, batch.lengths, max, this.peerBuf, this.meta)
+      if (count === -2) {
+        // quinn moved a slot's memory (never expected): the socket may not send from the
+        // views any more. The caller goes back to its own buffers.
+        this.slotViews = []
+        batch.slot = -1
+      }
       if (count <= 0) {
         batch.count = 0
         batch.bytes = 0
@@ -755,6 +790,8 @@ export class QuinnEngine implements QuicEngine {
     if (this.ep === null) return
     const ep = this.ep
     this.ep = null
+    // The slots' memory goes with the engine: no view of it may be used from here on.
+    this.slotViews = []
     this.n.engineFree(ep)
     this.unvalidated.clear()
     this.recentReceived.clear()

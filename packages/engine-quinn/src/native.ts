@@ -42,6 +42,10 @@ export interface QuinnNative {
   allowMtuDiscovery(ep: Pointer, allowed: number): number
   receive(ep: Pointer, data: Uint8Array, len: number, segment: number, ip: Uint8Array, port: number, family: number): number
   pollTransmit(ep: Pointer, out: Uint8Array, cap: number, lengths: Uint32Array, maxPackets: number, peer: Uint8Array, meta: Uint32Array): number
+  txSlots(ep: Pointer, count: number, size: number, addrs: BigUint64Array, caps: Uint32Array): number
+  pollTransmitSlot(ep: Pointer, slot: number, lengths: Uint32Array, maxPackets: number, peer: Uint8Array, meta: Uint32Array): number
+  /** An ArrayBuffer over `length` bytes of native memory at `address` (koffi.view). */
+  view(address: bigint, length: number): ArrayBuffer
   nextTimeout(ep: Pointer): number
   handleTimeout(ep: Pointer): void
   drainEvents(ep: Pointer, out: Float64Array, cap: number): number
@@ -372,6 +376,9 @@ function openLibrary(koffi: typeof import('koffi').default, library: string): { 
       allowMtuDiscovery: f(`int32_t stoq_allow_mtu_discovery(${E} ep, uint32_t allowed)`),
       receive: f(`int32_t stoq_receive(${E} ep, const void *data, size_t len, size_t segment, const void *ip, uint32_t port, uint32_t family)`),
       pollTransmit: f(`int32_t stoq_poll_transmit(${E} ep, void *out, size_t cap, void *lengths, size_t maxPackets, void *peer, void *meta)`),
+      txSlots: f(`int32_t stoq_tx_slots(${E} ep, size_t count, size_t size, void *addrs, void *caps)`),
+      pollTransmitSlot: f(`int32_t stoq_poll_transmit_slot(${E} ep, size_t slot, void *lengths, size_t maxPackets, void *peer, void *meta)`),
+      view: (address: bigint, length: number) => koffi.view(address as never, length),
       nextTimeout: f(`double stoq_next_timeout(${E} ep)`),
       handleTimeout: f(`void stoq_handle_timeout(${E} ep)`),
       drainEvents: f(`int32_t stoq_drain_events(${E} ep, void *out, size_t cap)`),

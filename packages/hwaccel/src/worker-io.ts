@@ -139,9 +139,10 @@ export class WorkerUdpIo implements UdpIo {
   readonly sharedPool: BufferPool
 
   private readonly ownsPool: boolean
-  /** sendSlabs → their index for the worker. */
+  /** sendSlabs, then sendRegions → their index for the worker. */
   private readonly slabIds = new Map<ArrayBufferLike, number>()
   private readonly sendSlabs: SharedArrayBuffer[]
+  private readonly sendRegions: Uint8Array[]
   protected readonly rxSlots: number
   protected readonly txSlots: number
   private readonly highWater: number
@@ -236,6 +237,15 @@ export class WorkerUdpIo implements UdpIo {
     }
     this.sendSlabs = this.zeroCopySupported() ? slabs.slice() : []
     for (const [i, sab] of this.sendSlabs.entries()) this.slabIds.set(sab, i)
+    const regions = options.sendRegions ?? []
+    if (
+      !Array.isArray(regions) ||
+      !regions.every((x) => x instanceof Uint8Array && x.byteOffset === 0 && x.byteLength === x.buffer.byteLength && !(x.buffer instanceof SharedArrayBuffer))
+    ) {
+      throw new StoqInvalidArgumentError('sendRegions', 'expected an array of Uint8Array, each spanning a whole ArrayBuffer over native memory')
+    }
+    this.sendRegions = this.zeroCopySupported() ? regions.slice() : []
+    for (const [i, v] of this.sendRegions.entries()) this.slabIds.set(v.buffer, this.sendSlabs.length + i)
     this.socketBufferSize = options.socketBufferSize ?? DEFAULT_SOCKET_BUFFER_SIZE
     if (!Number.isInteger(this.socketBufferSize) || this.socketBufferSize < 1024) {
       throw new StoqInvalidArgumentError('socketBufferSize', 'expected an integer of at least 1024 (bytes)')
@@ -323,6 +333,13 @@ export class WorkerUdpIo implements UdpIo {
     return true
   }
 
+  /** Where each send region lies, for the worker (koffi is loadable: bind checked). */
+  private regionAddresses(): { address: number; length: number }[] {
+    if (this.sendRegions.length === 0) return []
+    const koffi = createRequire(import.meta.url)('koffi') as { address(value: unknown): bigint }
+    return this.sendRegions.map((v) => ({ address: Number(koffi.address(v)), length: v.byteLength }))
+  }
+
   /** Why this backend cannot run here before anything is allocated, or null. */
   protected precheck(): string | null {
     return null
@@ -369,6 +386,7 @@ export class WorkerUdpIo implements UdpIo {
       rxIndexes: this.rxIndexes,
       txViews: this.txViews,
       sendSlabs: this.sendSlabs,
+      sendRegions: this.regionAddresses(),
       eventFd,
       bind: {
         v6: this.v6,

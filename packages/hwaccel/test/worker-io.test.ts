@@ -50,6 +50,26 @@ describe.skipIf(!support.ok)(`WorkerUdpIo on this machine (${support.detail})`, 
     expect(() => new WorkerUdpIo({ sendSlabs: [new ArrayBuffer(8) as never] })).toThrow(/sendSlabs/)
   })
 
+  it('sends in place from a region of native memory (sendRegions, by address), after the slabs', async () => {
+    // An ArrayBuffer of 128 KiB: its memory lives outside the JS heap and does not move, as a
+    // QUIC engine's transmit slots (koffi views of Rust memory) do not.
+    const region = new Uint8Array(new ArrayBuffer(2 * 65536))
+    const slab = new SharedArrayBuffer(65536)
+    const rx = await worker()
+    const tx = await worker({ sendSlabs: [slab], sendRegions: [region] })
+    const sb = superBuffer(12, 1300)
+    region.set(sb.data, 65536 + 8)
+    const inRegion = region.subarray(65536 + 8, 65536 + 8 + sb.data.length)
+    expect(tx.io.send(inRegion, 1300, rx.address, 7)).toBe(true)
+    await waitFor('12 datagrams', () => rx.rec.datagrams().length >= 12)
+    expect(rx.rec.datagrams()).toEqual(sb.segments)
+    await waitFor('the completion', () => tx.rec.completions.length === 1)
+    expect(tx.io.stats()).toMatchObject({ zeroCopySends: 1, sendCalls: 1, sendErrors: 0 })
+    for (const bad of [[new Uint8Array(new SharedArrayBuffer(16))], [region.subarray(8)], ['region'], 'regions']) {
+      expect(() => new WorkerUdpIo({ sendRegions: bad as never })).toThrow(/sendRegions/)
+    }
+  })
+
   it('gives every pool buffer back at close, with its own pool and with a pool passed in', async () => {
     const own = await worker()
     expect(own.io.sharedPool.stats().inUse).toBe(256) // 128 receive + 128 send slots

@@ -330,7 +330,10 @@ export interface EngineEventSink {
 
 /** Filled by `pollTransmit`: packets laid out back to back in `buffer`. */
 export interface TransmitBatch {
-  /** Caller-owned output buffer. */
+  /**
+   * Caller-owned output buffer; or, when `slot` is given, set by the engine to that transmit
+   * slot's memory (see `QuicEngine.transmitSlots`).
+   */
   buffer: Uint8Array
   /** Caller-owned; `lengths[i]` is the size of packet i. */
   lengths: Uint32Array
@@ -340,6 +343,11 @@ export interface TransmitBatch {
   bytes: number
   /** Destination of every packet in the batch. */
   peer: SocketAddress | null
+  /**
+   * Fill transmit slot `slot` (from `transmitSlots`) instead of `buffer`. An engine whose
+   * slots stopped working sets it to -1 and returns false: use your own buffers from then on.
+   */
+  slot?: number
 }
 
 /** Result holder for `streamRecv` (reused, so no allocation per call). */
@@ -384,6 +392,14 @@ export interface QuicEngine {
    * to back from offset 0.
    */
   pollTransmit(batch: TransmitBatch, maxPackets: number): boolean
+  /**
+   * Optional: `count` buffers of at least `size` bytes that the engine builds packets in
+   * (`batch.slot`) and the socket sends from in place, saving the copy into the caller's
+   * buffer. Given once per engine (null the second time, or when the engine cannot); the
+   * views are native memory that stays valid until `destroy()`, so nothing may send from
+   * them after that. A slot's bytes must not be touched while a send from it is in flight.
+   */
+  transmitSlots?(count: number, size: number): Uint8Array[] | null
   /** Milliseconds until the earliest timer, or -1 when no timer is armed. */
   nextTimeout(): number
   /** Run expired timers (loss detection, idle timeout, keep-alive). */
@@ -528,6 +544,11 @@ export interface PacketBatcherComponents {
   engine: QuicEngine
   io: UdpIo
   pool: BufferPool
+  /**
+   * The engine's transmit slots (`QuicEngine.transmitSlots`) when `io` sends from them in
+   * place: batches are built there instead of in `pool` buffers.
+   */
+  slots?: Uint8Array[]
 }
 
 /**

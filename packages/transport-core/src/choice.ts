@@ -10,8 +10,8 @@ import type { EngineChoice } from './options.js'
  */
 export const AUTO_ORDER = ['gro', 'gso', 'dgram'] as const
 
-export function newUdpIo(backend: 'gro' | 'uring' | 'gso' | 'dgram', cpus: number[], sendSlabs: SharedArrayBuffer[]): UdpIo {
-  if (backend === 'gro') return new WorkerUdpIo({ ...(cpus.length > 0 ? { cpus } : {}), sendSlabs })
+export function newUdpIo(backend: 'gro' | 'uring' | 'gso' | 'dgram', cpus: number[], sendSlabs: SharedArrayBuffer[], sendRegions: Uint8Array[] = []): UdpIo {
+  if (backend === 'gro') return new WorkerUdpIo({ ...(cpus.length > 0 ? { cpus } : {}), sendSlabs, sendRegions })
   if (backend === 'uring') return new UringUdpIo(cpus.length > 0 ? { cpus } : {})
   if (backend === 'gso') return new GsoUdpIo()
   return new DgramUdpIo()

@@ -36,6 +36,12 @@ export interface EndpointStats {
   engineChoice: string
   /** Whether connections probe the path MTU (`transport.mtuDiscovery`), and why not when they do not. */
   mtuDiscovery: string
+  /**
+   * Buffers of the engine's own that packets are built in and the socket thread sends from in
+   * place (`zeroCopySend` with an engine that offers them, on the gro backend); 0 when batches
+   * are built in pool buffers.
+   */
+  transmitSlots: number
   /** NUMA placement of the packet pool (`numaNode` option): slabs and bytes bound, last result. */
   numa: { node: number | null; slabs: number; bytes: number; detail: string }
   batching: ReturnType<PacketBatcher['stats']>

@@ -39,6 +39,12 @@ export { selectEngine, QUINN_UNAVAILABLE_WARNING } from './choice.js'
 export type { EndpointComponents } from './components.js'
 export type { EndpointStats } from './endpoint-metrics.js'
 
+/**
+ * Transmit slots asked of an engine that has them (zero-copy sends): batches in flight to the
+ * socket thread at once. 64 KiB each, native memory committed as it is written.
+ */
+const TX_SLOTS = 64
+
 /** Default interval of the shared per-connection throughput sampler. */
 const THROUGHPUT_SAMPLE_MS = 1000
 /** Hand freed memory back to the kernel after this many connections closed (or none is left). */
@@ -143,11 +149,14 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       typeof (this.pool as Partial<SharedBufferPool>).share === 'function'
         ? [...(this.pool as SharedBufferPool).share().slabs]
         : []
+    // With zero-copy sends, an engine that builds packets in memory of its own (transmit
+    // slots) saves the copy into the pool buffer too: the gro worker sends from the slots.
+    this.txSlots = (this.sendSlabs.length > 0 && this.engine.transmitSlots?.(TX_SLOTS, this.pool.bufferSize)) || []
     this.io = workers
       ? workers.io
       : components.udp
         ? components.udp()
-        : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend, options.cpuAffinity, this.sendSlabs)
+        : newUdpIo(options.udpBackend === 'auto' ? AUTO_ORDER[0]! : options.udpBackend, options.cpuAffinity, this.sendSlabs, this.txSlots)
     this.udpChoice = workers ? workers.io.choice : components.udp ? 'given by the caller' : `udpBackend ${options.udpBackend}`
   }
 
@@ -157,6 +166,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   private workersNote = ''
 
   private readonly sendSlabs: SharedArrayBuffer[]
+  /** The engine's transmit slots the gro worker sends from (empty: batches go into pool buffers). */
+  private readonly txSlots: Uint8Array[]
+  private batcherSlots = 0
   private readonly throughputSampleMs: number
   private throughputTimer: NodeJS.Timeout | null = null
   /** Handshake histogram of the metrics sink, observed once per established connection. */
@@ -190,9 +202,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     try {
       await ep.start(components)
     } catch (err) {
+      // The socket first: its thread may send from the engine's transmit slots until closed.
+      await ep.io.close().catch(ignoreRejection) // the start error is what the caller gets; a failed close of the socket adds nothing
       ep.engine.destroy()
       if (ep.ownsPool) ep.pool.close()
-      await ep.io.close().catch(ignoreRejection) // the start error is what the caller gets; a failed close of the socket adds nothing
       throw err
     }
     return ep
@@ -222,7 +235,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         if (components.udp || this.workerEngine || o.udpBackend !== 'auto' || !unsupported || next >= AUTO_ORDER.length) throw err
         await this.io.close().catch(ignoreRejection) // this backend failed to bind and is dropped for the next one; its close failing changes nothing
         skipped.push(`${this.io.backend}: ${(err as Error).message}`)
-        this.io = newUdpIo(AUTO_ORDER[next]!, o.cpuAffinity, this.sendSlabs)
+        this.io = newUdpIo(AUTO_ORDER[next]!, o.cpuAffinity, this.sendSlabs, this.txSlots)
         this.udpChoice = `udpBackend auto: ${skipped.join('; ')}; using ${this.io.backend}`
       }
     }
@@ -239,7 +252,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
           : !df
             ? `off: the ${this.io.backend} socket cannot set Don't Fragment; every packet is maxUdpPayloadSize`
             : `on: packets start at 1200 bytes and probe up to ${o.transport.maxUdpPayloadSize} (the socket sets Don't Fragment)`
-    this.batcher = (components.batcher ?? batching())({ engine: this.engine, io: this.io, pool: this.pool })
+    // Slots only where the socket sends them in place (the gro worker); other backends copy.
+    const slots = this.txSlots.length > 0 && this.io.backend === 'gro' ? { slots: this.txSlots } : {}
+    this.batcherSlots = this.txSlots.length > 0 && this.io.backend === 'gro' ? this.txSlots.length : 0
+    this.batcher = (components.batcher ?? batching())({ engine: this.engine, io: this.io, pool: this.pool, ...slots })
     if (components.metrics) this.reportTo(components.metrics)
     if (o.server) {
       this.engine.listen({
@@ -756,6 +772,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
           ? `${this.engineChoice}; ${this.workersNote}`
           : this.engineChoice,
       mtuDiscovery: this.mtuDiscovery,
+      transmitSlots: this.batcherSlots,
       numa: { ...this.numa },
       batching: this.batcher.stats(),
       pool: this.poolStats(),

@@ -28,14 +28,34 @@ describe('packet memory: zero-copy sends and NUMA placement', () => {
     const udp = client.stats().udp as unknown as { zeroCopySends: number; sendCalls: number }
     expect(udp.zeroCopySends).toBeGreaterThan(0)
     expect(udp.zeroCopySends).toBe(udp.sendCalls)
+    // The quinn engine builds the packets in transmit slots of its own, which the worker sends
+    // (quiche into pool buffers).
+    for (const ep of [client, server]) expect(ep.stats().transmitSlots).toBe(ep.stats().engine === 'quinn' ? 64 : 0)
   }, 60_000)
 
-  it('is off by default', async () => {
-    const ep = await createEndpoint({ host: '127.0.0.1', udpBackend: 'gro' })
-    endpoints.push(ep)
-    const udp = ep.stats().udp as unknown as { zeroCopySends: number }
-    expect(udp.zeroCopySends).toBe(0)
-  })
+  it('is on by default for the gro backend; off with zeroCopySend: false, the quiche engine or another backend', async () => {
+    const server = await createEndpoint({ host: '127.0.0.1', engine: 'quinn', udpBackend: 'gro', server: { cert: pki.server.cert, key: pki.server.key } })
+    endpoints.push(server)
+    server.on('connection', serveEcho)
+    expect(server.stats().transmitSlots).toBe(64)
+    const cases = [
+      { options: { engine: 'quinn' as const, zeroCopySend: false }, inPlace: false, slots: 0 },
+      { options: { engine: 'quiche' as const }, inPlace: true, slots: 0 },
+      { options: { engine: 'quinn' as const, udpBackend: 'gso' as const }, inPlace: false, slots: 0 },
+      { options: { engine: 'quinn' as const }, inPlace: true, slots: 64 },
+    ]
+    for (const { options, inPlace, slots } of cases) {
+      const client = await createEndpoint({ host: '127.0.0.1', udpBackend: 'gro', ...options })
+      endpoints.push(client)
+      const conn = await client.connect({ host: '127.0.0.1', port: server.address.port, ca: pki.ca, serverName: 'localhost' })
+      const data = pattern(2 * 1024 * 1024, 7)
+      expect(sha256(await echoOnce(conn.openStream(), data))).toBe(sha256(data))
+      const udp = client.stats().udp as unknown as { zeroCopySends?: number }
+      expect((udp.zeroCopySends ?? 0) > 0, JSON.stringify(options)).toBe(inPlace)
+      expect(client.stats().transmitSlots, JSON.stringify(options)).toBe(slots)
+      await conn.close()
+    }
+  }, 60_000)
 
   it('places the packet pool on a NUMA node when asked, and refuses a node that does not exist', async () => {
     const server = await createEndpoint({ host: '127.0.0.1', numaNode: 0, server: { cert: pki.server.cert, key: pki.server.key } })

@@ -27,7 +27,7 @@ abi_constants! {
     /// 7: `EngineConfig::key_exchange`, the negotiated key exchange group in the stats.
     /// 8: both of the above (6 and 7 were developed side by side); resumed and EARLY_* are
     /// statistics 14 and 15.
-    ABI_VERSION: u32 = 8;
+    ABI_VERSION: u32 = 9;
 
     OK: i32 = 0;
     ERR_BAD_HANDLE: i32 = -100;
@@ -75,6 +75,9 @@ abi_constants! {
     RECV_RESULT_LEN: usize = 3;
     /// u32 written by `stoq_poll_transmit`: [packets, bytes].
     TRANSMIT_META_LEN: usize = 2;
+    /// Most transmit slots an engine gives out (`stoq_tx_slots`), and their largest size.
+    MAX_TX_SLOTS: u32 = 1024;
+    MAX_TX_SLOT_SIZE: u32 = 1048576;
 
     CC_CUBIC: u32 = 0;
     CC_RENO: u32 = 1;
@@ -198,7 +201,7 @@ mod tests {
     #[test]
     fn info_is_flat_json_of_numbers() {
         let j = info_json();
-        assert!(j.starts_with("{\"ABI_VERSION\":8,"));
+        assert!(j.starts_with("{\"ABI_VERSION\":9,"));
         assert!(j.contains("\"ERR_PANIC\":-104,"));
         assert!(j.contains("\"STREAM_BLOCKED\":-2,"));
         assert!(j.contains(&format!("\"CONFIG_SIZE\":{}", size_of::<EngineConfig>())));

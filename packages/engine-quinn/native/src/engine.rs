@@ -18,7 +18,7 @@ use ring::hkdf;
 
 use crate::abi::{
     DEFAULT_SESSION_CACHE, DGRAM_FULL, DGRAM_QUEUED, DGRAM_TOO_LARGE, DGRAM_UNSUPPORTED, EARLY_ACCEPTED, EARLY_NONE, EV_CLOSED,
-    EV_DATAGRAM, EV_ESTABLISHED, EV_INCOMING, EV_READABLE, EV_WRITABLE, INITIAL_STREAM_WINDOW, STATS_LEN,
+    EV_DATAGRAM, EV_ESTABLISHED, EV_INCOMING, EV_READABLE, EV_WRITABLE, INITIAL_STREAM_WINDOW, MAX_TX_SLOTS, MAX_TX_SLOT_SIZE, STATS_LEN,
 };
 use crate::addr::write_addr;
 use crate::config::{connection_transport_config, endpoint_config, random_secret, transport_config, CidFormat, CloseFlag, Params};
@@ -259,6 +259,12 @@ pub struct Engine {
     /// one stateless answer. No allocation per batch once warm.
     tx_buf: Vec<u8>,
     resp_buf: Vec<u8>,
+    /// Transmit slots (`stoq_tx_slots`): buffers the host's socket thread sends from in place.
+    /// Each keeps its allocation for the engine's life (quinn is given at most as many packets
+    /// as fit), so the addresses handed out stay valid; `tx_slots_moved` records the one way
+    /// that could fail (quinn growing a slot), after which slots are refused.
+    pub tx_slots: Vec<Vec<u8>>,
+    pub tx_slots_moved: bool,
     /// A transmit quinn wrote for another destination than the run it was polled into (a
     /// PATH_CHALLENGE on the old path during a migration): the next run, on its own.
     held: Option<HeldTransmit>,
@@ -324,6 +330,8 @@ impl Engine {
             stateless: VecDeque::new(),
             tx_buf: Vec::new(),
             resp_buf: Vec::new(),
+            tx_slots: Vec::new(),
+            tx_slots_moved: false,
             held: None,
             rx_buf: BytesMut::new(),
             slab_free: Vec::new(),

@@ -45,7 +45,7 @@ use quinn_proto::{Dir, StreamId, VarInt};
 use abi::{
     EngineConfig, ABI_VERSION, ADDR_LEN, ERR_BAD_ARGUMENT, ERR_BAD_HANDLE, ERR_CONNECT, ERR_PANIC, ERR_STREAM, ERR_TLS_CONFIG, EV_CLOSED,
     EV_WRITABLE, OK, PANIC_NEXT_DATAGRAM, PANIC_NOW, RECV_RESULT_LEN, SESSION_CACHE_LEN, STATS_LEN, STREAM_BLOCKED, STREAM_STOPPED,
-    TRANSMIT_META_LEN,
+    TRANSMIT_META_LEN, MAX_TX_SLOTS,
 };
 use addr::{parse_alpn, read_addr, write_addr};
 use config::Params;
@@ -290,6 +290,41 @@ pub unsafe extern "C" fn stoq_poll_transmit(
     }
     // SAFETY: caller contract.
     unsafe { with_engine(ep, 0, |e| e.poll_transmit(out, lengths, peer, meta) as i32) }
+}
+
+/// Give the engine `count` transmit slots of at least `size` bytes (once): `addrs[i]` gets
+/// slot i's address, `caps[i]` its capacity. They live as long as the engine. Returns `count`,
+/// or -1 (already given, or out of range: 1..=MAX_TX_SLOTS slots, max payload..=MAX_TX_SLOT_SIZE).
+///
+/// # Safety
+/// `ep` is null or a live engine; `addrs` valid for `count` u64, `caps` for `count` u32.
+#[no_mangle]
+pub unsafe extern "C" fn stoq_tx_slots(ep: *mut Engine, count: usize, size: usize, addrs: *mut u64, caps: *mut u32) -> i32 {
+    if count == 0 || count > MAX_TX_SLOTS as usize {
+        return -1;
+    }
+    // SAFETY: caller contract.
+    let (addrs, caps) = unsafe { (slice_mut(addrs, count), slice_mut(caps, count)) };
+    // SAFETY: caller contract.
+    unsafe { with_engine(ep, -1, |e| e.create_tx_slots(count, size, addrs, caps)) }
+}
+
+/// `stoq_poll_transmit` into transmit slot `slot` (see `stoq_tx_slots`): returns the packet
+/// count, 0 when nothing is due, -1 for no such slot, -2 when the slot's memory moved (slots
+/// are off from then on; the packets written are lost to the network, which QUIC recovers).
+///
+/// # Safety
+/// `ep` is null or a live engine; `lengths` valid for `max_packets` u32, `peer` for ADDR_LEN
+/// bytes, `meta` for TRANSMIT_META_LEN u32.
+#[no_mangle]
+pub unsafe extern "C" fn stoq_poll_transmit_slot(ep: *mut Engine, slot: usize, lengths: *mut u32, max_packets: usize, peer: *mut u8, meta: *mut u32) -> i32 {
+    // SAFETY: caller contract.
+    let (lengths, peer, meta) = unsafe { (slice_mut(lengths, max_packets), slice_mut(peer, ADDR_LEN), slice_mut(meta, TRANSMIT_META_LEN)) };
+    if meta.len() < TRANSMIT_META_LEN || peer.len() < ADDR_LEN {
+        return 0;
+    }
+    // SAFETY: caller contract.
+    unsafe { with_engine(ep, -1, |e| e.poll_transmit_slot(slot, lengths, peer, meta)) }
 }
 
 /// Milliseconds (fractional) until `stoq_handle_timeout` is due; -1 when nothing is pending.

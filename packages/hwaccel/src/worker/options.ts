@@ -20,6 +20,13 @@ export interface WorkerUdpIoOptions {
    * `onSendComplete`, as the UdpIo contract already requires.
    */
   sendSlabs: SharedArrayBuffer[]
+  /**
+   * Native memory that data given to `send()` may already live in, as views (e.g. a QUIC
+   * engine's transmit slots, `QuicEngine.transmitSlots`): such a send is handed to the worker
+   * by address, without a copy, like `sendSlabs`. The memory must stay valid and in place
+   * until `close()` has resolved (the worker may still be sending from it before that).
+   */
+  sendRegions: Uint8Array[]
   /** Receive ring slots (a power of two from 2 to 4096). */
   receiveSlots: number
   /** Send ring slots (a power of two from 2 to 4096). */
@@ -48,6 +55,7 @@ export interface WorkerUdpIoOptions {
 export const WORKER_OPTION_FLAGS: { [K in keyof WorkerUdpIoOptions]-?: true } = {
   pool: true,
   sendSlabs: true,
+  sendRegions: true,
   receiveSlots: true,
   sendSlots: true,
   sendQueueHighWater: true,

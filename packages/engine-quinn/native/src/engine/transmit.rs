@@ -43,13 +43,8 @@ impl Engine {
             let Some(ch) = self.tx.pop_front() else { break };
             let Engine { conns, tx_buf, current, held, .. } = self;
             let Some(Some(c)) = conns.get_mut(ch) else { continue };
-            c.tx_queued = false;
+            begin_transmit(c);
             *current = Some(ch);
-            if c.conn.is_closed() && !c.close_flag.is_set() {
-                // From now on only CONNECTION_CLOSE packets: past a full congestion window.
-                c.cwnd_at_close = Some(c.conn.congestion_state().window());
-                c.close_flag.set();
-            }
             let mut count = 0usize;
             let mut bytes = 0usize;
             let mut dest: Option<SocketAddr> = None;
@@ -92,6 +87,116 @@ impl Engine {
         }
         0
     }
+
+    /// Allocate `count` transmit slots of at least `size` bytes (once per engine); `addrs[i]`
+    /// gets slot i's address and `caps[i]` its capacity. Returns `count`, or -1 when refused.
+    pub fn create_tx_slots(&mut self, count: usize, size: usize, addrs: &mut [u64], caps: &mut [u32]) -> i32 {
+        let mtu = self.params.max_payload as usize;
+        if !self.tx_slots.is_empty() || count == 0 || count > MAX_TX_SLOTS as usize || size < mtu || size > MAX_TX_SLOT_SIZE as usize {
+            return -1;
+        }
+        if addrs.len() < count || caps.len() < count {
+            return -1;
+        }
+        for i in 0..count {
+            let v: Vec<u8> = Vec::with_capacity(size);
+            addrs[i] = v.as_ptr() as u64;
+            caps[i] = v.capacity().min(u32::MAX as usize) as u32;
+            self.tx_slots.push(v);
+        }
+        count as i32
+    }
+
+    /// `poll_transmit` into transmit slot `slot` instead of a caller's buffer: one transmit of
+    /// quinn's (a GSO run for one peer), or one stateless packet. Returns the packet count, 0
+    /// when nothing is due, -1 for a slot that does not exist, -2 when quinn moved the slot's
+    /// memory (never expected: it is given at most what fits); slots are refused from then on
+    /// and the caller goes back to its own buffers.
+    pub fn poll_transmit_slot(&mut self, slot: usize, lengths: &mut [u32], peer_out: &mut [u8], meta: &mut [u32]) -> i32 {
+        if self.tx_slots_moved || slot >= self.tx_slots.len() {
+            return -1;
+        }
+        let max_packets = lengths.len();
+        if max_packets == 0 {
+            return 0;
+        }
+        let Engine { tx_slots, stateless, held, stateless_reset, .. } = self;
+        let buf = &mut tx_slots[slot];
+        while let Some(t) = stateless.pop_front() {
+            if (t.reset && !*stateless_reset) || !fill_slot(buf, &t.data) {
+                continue;
+            }
+            lengths[0] = buf.len() as u32;
+            write_addr(peer_out, t.to);
+            meta[0] = 1;
+            meta[1] = buf.len() as u32;
+            return 1;
+        }
+        if let Some(h) = held.take() {
+            if fill_slot(buf, &h.data) {
+                let count = split_segments(buf.len(), h.segment, lengths);
+                write_addr(peer_out, h.to);
+                meta[0] = count as u32;
+                meta[1] = buf.len() as u32;
+                self.enqueue(h.ch);
+                return count as i32;
+            }
+        }
+        let now = Instant::now();
+        let mtu = self.params.max_payload as usize;
+        for _ in 0..self.tx.len() {
+            let Some(ch) = self.tx.pop_front() else { break };
+            let Engine { conns, tx_slots, current, tx_slots_moved, .. } = self;
+            let Some(Some(c)) = conns.get_mut(ch) else { continue };
+            begin_transmit(c);
+            let buf = &mut tx_slots[slot];
+            let (at, cap) = (buf.as_ptr(), buf.capacity());
+            // Whole packets only, at most max_payload each (MTU probes included): quinn
+            // reserves no more than it is allowed to write, so the slot never grows.
+            let room = max_packets.min(cap / mtu);
+            if room == 0 {
+                return 0;
+            }
+            *current = Some(ch);
+            buf.clear();
+            let t = c.conn.poll_transmit(now, room, buf);
+            *current = None;
+            if buf.as_ptr() != at {
+                *tx_slots_moved = true;
+                return -2;
+            }
+            let Some(t) = t else { continue };
+            let len = t.size.min(buf.len());
+            let count = split_segments(len, t.segment_size.unwrap_or(len).max(1), lengths);
+            write_addr(peer_out, t.destination);
+            meta[0] = count as u32;
+            meta[1] = len as u32;
+            // It may have more: back of the line, behind the others.
+            self.enqueue(ch);
+            return count as i32;
+        }
+        0
+    }
+}
+
+/// A connection is about to be asked for packets.
+fn begin_transmit(c: &mut Conn) {
+    c.tx_queued = false;
+    if c.conn.is_closed() && !c.close_flag.is_set() {
+        // From now on only CONNECTION_CLOSE packets: past a full congestion window.
+        c.cwnd_at_close = Some(c.conn.congestion_state().window());
+        c.close_flag.set();
+    }
+}
+
+/// Copy a whole packet (run) into a transmit slot, within its capacity (never growing it).
+fn fill_slot(slot: &mut Vec<u8>, data: &[u8]) -> bool {
+    slot.clear();
+    if data.len() > slot.capacity() {
+        return false;
+    }
+    slot.extend_from_slice(data);
+    true
 }
 
 /// Lengths of the packets of a GSO run of `len` bytes in segments of `seg` (the last may be

@@ -1,10 +1,10 @@
 import type { TransportParameters } from '@stoq/interface'
 
 /**
- * The transport parameters of `@stoq/transport-core`'s DEFAULT_TRANSPORT, written out: this
- * package does not depend on transport-core (transport-core loads it).
+ * The transport parameters of `@stoq/transport-core`'s DEFAULT_TRANSPORT, written out for the
+ * engines' own tests: the engine packages do not depend on transport-core (it loads them).
  */
-export const DEFAULT_TRANSPORT: TransportParameters = {
+export const TEST_TRANSPORT: TransportParameters = {
   maxIdleTimeoutMs: 30_000,
   initialMaxData: 2 * 1024 * 1024,
   initialMaxStreamData: 16 * 1024 * 1024,
