@@ -44,8 +44,8 @@ use quinn_proto::{Dir, StreamId, VarInt};
 
 use abi::{
     EngineConfig, ABI_VERSION, ADDR_LEN, ERR_BAD_ARGUMENT, ERR_BAD_HANDLE, ERR_CONNECT, ERR_PANIC, ERR_STREAM, ERR_TLS_CONFIG, EV_CLOSED,
-    EV_WRITABLE, OK, PANIC_NEXT_DATAGRAM, PANIC_NOW, RECV_RESULT_LEN, SESSION_CACHE_LEN, STATS_LEN, STREAM_BLOCKED, STREAM_STOPPED,
-    TRANSMIT_META_LEN, MAX_TX_SLOTS,
+    EV_WRITABLE, MAX_TX_SLOTS, OK, PANIC_NEXT_DATAGRAM, PANIC_NOW, RECV_RESULT_LEN, SESSION_CACHE_LEN, STATS_LEN, STREAM_BLOCKED,
+    STREAM_STOPPED, TRANSMIT_META_LEN,
 };
 use addr::{parse_alpn, read_addr, write_addr};
 use config::Params;
@@ -317,7 +317,14 @@ pub unsafe extern "C" fn stoq_tx_slots(ep: *mut Engine, count: usize, size: usiz
 /// `ep` is null or a live engine; `lengths` valid for `max_packets` u32, `peer` for ADDR_LEN
 /// bytes, `meta` for TRANSMIT_META_LEN u32.
 #[no_mangle]
-pub unsafe extern "C" fn stoq_poll_transmit_slot(ep: *mut Engine, slot: usize, lengths: *mut u32, max_packets: usize, peer: *mut u8, meta: *mut u32) -> i32 {
+pub unsafe extern "C" fn stoq_poll_transmit_slot(
+    ep: *mut Engine,
+    slot: usize,
+    lengths: *mut u32,
+    max_packets: usize,
+    peer: *mut u8,
+    meta: *mut u32,
+) -> i32 {
     // SAFETY: caller contract.
     let (lengths, peer, meta) = unsafe { (slice_mut(lengths, max_packets), slice_mut(peer, ADDR_LEN), slice_mut(meta, TRANSMIT_META_LEN)) };
     if meta.len() < TRANSMIT_META_LEN || peer.len() < ADDR_LEN {
