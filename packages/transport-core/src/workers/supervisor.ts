@@ -580,17 +580,16 @@ export class WorkerSupervisor {
   }
 
   protected readonly flush = (): void => {
-    this.flushQueued = false
+    // Records written here go out with this flush: no second flush queued for them.
     for (const c of this.dgramRead) {
       this.rec(c.w, P.C_DGRAM_CREDIT, c.id, 0, c.dgramReadBack)
       c.dgramReadBack = 0
     }
     this.dgramRead.clear()
-    for (const slot of this.slots) {
-      // A pack buffer serves one turn's writes: the next turn starts a new one.
-      this.endPack(slot)
-      if (slot.alive) slot.out.flush()
-    }
+    // A pack buffer serves one turn's writes: the next turn starts a new one.
+    for (const slot of this.slots) this.endPack(slot)
+    this.flushQueued = false
+    for (const slot of this.slots) if (slot.alive) slot.out.flush()
   }
 
   protected event(fn: () => void): void {
