@@ -2,8 +2,10 @@
  * The engine workers' record channel on its own: what one record and one batch cost to move
  * between the application thread and a worker thread, with the old transport (one
  * postMessage per turn carrying a transferred Float64Array of the turn's records) against
- * the record ring (`@stoq/mempool` RecordRing in a SharedArrayBuffer, a message only to wake
- * a consumer that went idle), in the same run.
+ * the record ring (`@stoq/mempool` RecordWriter/RecordReader over a RecordRing in a
+ * SharedArrayBuffer, a message only to wake a reader that went idle: the code the engine
+ * workers run), in the same run. The `message` transport is the old protocol written out
+ * here (it is gone from transport-core).
  *
  *   node dist/worker-protocol.js [--records 2000000] [--batches 1,16,256] [--window 4096] [--runs 3] [--json FILE]
  *
@@ -18,11 +20,13 @@ import fs from 'node:fs'
 import os from 'node:os'
 import { performance } from 'node:perf_hooks'
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
-import { RecordRing, type RecordRingHandle } from '@stoq/mempool'
+import { RecordReader, RecordRing, RecordWriter, type RecordRingHandle } from '@stoq/mempool'
 
 const WIDTH = 7
 const OP_SEND = 6
 const OP_CREDIT = 107
+/** The engine workers' extras marker (no record here starts with it). */
+const CHANNEL = { extrasOp: 200 }
 
 type Variant = 'message' | 'ring'
 
@@ -68,56 +72,30 @@ function messageReceiver(onRecord: OnRecord): (msg: { r: Float64Array }) => void
   }
 }
 
-/** The ring: records in shared memory, a message only when the consumer parked. */
+/** The ring: the engine workers' own channel (mempool's RecordWriter), a message only when the reader parked. */
 class RingSender implements Sender {
-  messages = 0
-  private retry: NodeJS.Timeout | null = null
-  constructor(
-    private readonly ring: RecordRing,
-    private readonly port: MessagePortLike,
-  ) {}
-  rec(op: number, id: number, sid: number, a: number, b: number, c: number, d: number): void {
-    this.ring.append(op, id, sid, a, b, c, d)
+  private readonly writer: RecordWriter
+  constructor(ring: RecordRing, port: MessagePortLike) {
+    this.writer = new RecordWriter(ring, port, CHANNEL)
   }
-  flush = (): void => {
-    if (this.ring.publish()) {
-      this.messages++
-      this.port.postMessage(null)
-    }
-    if (this.ring.spilled > 0 && this.retry === null) {
-      this.retry = setTimeout(() => {
-        this.retry = null
-        this.flush()
-      }, 1)
-    }
+  get messages(): number {
+    return this.writer.wakes
+  }
+  rec(op: number, id: number, sid: number, a: number, b: number, c: number, d: number): void {
+    this.writer.rec(op, id, sid, a, b, c, d)
+  }
+  flush(): void {
+    this.writer.flush()
   }
 }
 
-/** Drains a ring: on a wake-up message, then once per turn while records keep coming; parks when a turn finds none. */
-class RingReceiver {
-  private polling = false
-  constructor(
-    private readonly ring: RecordRing,
-    private readonly onRecord: OnRecord,
-  ) {}
-  readonly pump = (): void => {
-    this.polling = false
-    this.ring.unpark()
-    for (;;) {
-      const n = this.ring.drain((r, at) => {
-        this.onRecord(r, at)
-        return true
-      })
-      if (n > 0) {
-        if (!this.polling) {
-          this.polling = true
-          setImmediate(this.pump)
-        }
-        return
-      }
-      if (this.ring.park()) return
-    }
-  }
+function ringReceiver(ring: RecordRing, onRecord: OnRecord): RecordReader {
+  return new RecordReader(
+    ring,
+    (r, at) => onRecord(r, at),
+    () => undefined,
+    CHANNEL,
+  )
 }
 
 interface MessagePortLike {
@@ -164,10 +142,10 @@ function workerMain(): void {
     })
   } else {
     sender = new RingSender(RecordRing.attach(setup.toMain!), port)
-    const receiver = new RingReceiver(RecordRing.attach(setup.toWorker!), onRecord)
+    const receiver = ringReceiver(RecordRing.attach(setup.toWorker!), onRecord)
     port.on('message', (msg: null | 'stop') => {
       if (msg === 'stop') port.close()
-      else receiver.pump()
+      else receiver.message(msg)
     })
   }
   port.postMessage('ready')
@@ -248,10 +226,10 @@ async function runOnce(variant: Variant, batch: number, o: Options): Promise<Res
     })
   } else {
     sender = new RingSender(toWorker!, worker)
-    const receiver = new RingReceiver(toMain!, onRecord)
+    const receiver = ringReceiver(toMain!, onRecord)
     worker.on('message', () => {
       received++
-      receiver.pump()
+      receiver.message(null)
     })
   }
   const cpu0 = process.cpuUsage()

@@ -16,3 +16,12 @@ export {
   DEFAULT_SHARED,
 } from './defaults.js'
 export { RecordRing, DEFAULT_RECORD_RING_CAPACITY, type RecordRingHandle, type RecordRingOptions } from './record-ring.js'
+export {
+  RecordReader,
+  RecordWriter,
+  isRecordChannelMessage,
+  type ExtrasMessage,
+  type RecordChannelMessage,
+  type RecordChannelOptions,
+  type RecordChannelPort,
+} from './record-channel.js'

@@ -3,7 +3,7 @@ import { boundedOutcome, type MisuseOutcome, wrongValues } from '@stoq/complianc
 import { inspect } from 'node:util'
 import { StoqError } from '@stoq/interface'
 import * as api from '../src/index.js'
-import { RecordRing, attachBufferPool, createBufferPool, type SharedBufferPool } from '../src/index.js'
+import { RecordReader, RecordRing, RecordWriter, attachBufferPool, createBufferPool, type SharedBufferPool } from '../src/index.js'
 
 /**
  * API misuse (issue #6): every public entry point given wrong types, out-of-range
@@ -70,7 +70,9 @@ describe('mempool: API misuse', () => {
       'DEFAULT_SHARED',
       'DEFAULT_RECORD_RING_CAPACITY',
     ]
-    expect(Object.keys(api).sort()).toEqual(['RecordRing', 'attachBufferPool', 'createBufferPool', ...constants].sort())
+    expect(Object.keys(api).sort()).toEqual(
+      ['RecordRing', 'RecordReader', 'RecordWriter', 'isRecordChannelMessage', 'attachBufferPool', 'createBufferPool', ...constants].sort(),
+    )
     for (const name of constants) expect(typeof (api as Record<string, unknown>)[name]).not.toBe('function')
   })
 
@@ -249,5 +251,19 @@ describe('mempool: API misuse', () => {
     ring.append(1, 2)
     ring.publish()
     expect(ring.available).toBe(1)
+  })
+
+  it('RecordWriter and RecordReader refuse a wrong ring or extrasOp', async () => {
+    const port = { postMessage: () => undefined }
+    const nop = () => undefined
+    for (const [label, v] of WRONG) {
+      await expectTyped(`new RecordWriter(${label})`, () => new RecordWriter(v as never, port, { extrasOp: -1 }), 'STOQ_ERR_INVALID_ARG', 'ring')
+      await expectTyped(`new RecordReader(${label})`, () => new RecordReader(v as never, nop, nop, { extrasOp: -1 }), 'STOQ_ERR_INVALID_ARG', 'ring')
+    }
+    const ring = RecordRing.create({ width: 2, capacity: 4 })
+    for (const [label, v] of [...WRONG.filter(([n]) => n !== '-1'), ['undefined', undefined] as [string, unknown]]) {
+      await expectTyped(`RecordWriter extrasOp ${label}`, () => new RecordWriter(ring, port, { extrasOp: v as number }), 'STOQ_ERR_INVALID_ARG', 'extrasOp')
+      await expectTyped(`RecordReader extrasOp ${label}`, () => new RecordReader(ring, nop, nop, { extrasOp: v as number }), 'STOQ_ERR_INVALID_ARG', 'extrasOp')
+    }
   })
 })

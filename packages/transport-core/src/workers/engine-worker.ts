@@ -25,17 +25,16 @@ import {
   type UdpIo,
   type UdpReceiver,
 } from '@stoq/interface'
-import { RecordRing, attachBufferPool } from '@stoq/mempool'
+import { RecordReader, RecordRing, RecordWriter, attachBufferPool, isRecordChannelMessage } from '@stoq/mempool'
 import { UringUdpIo, WorkerUdpIo, currentThreadId, setCpuAffinity } from '@stoq/hwaccel'
 import { Endpoint, selectEngine } from '../endpoint.js'
 import { holdPeerStreamLimits } from '../connection.js'
 import * as P from './protocol.js'
-import { RecordIn, RecordOut } from './channel.js'
 
 const init = workerData as P.WorkerInit
 const port = parentPort!
 const pool = attachBufferPool(init.pool)
-const out = new RecordOut(RecordRing.attach(init.toMain), port)
+const out = new RecordWriter(RecordRing.attach(init.toMain), port, P.CHANNEL)
 const SLOT = pool.bufferSize
 const EMPTY = new Uint8Array(0)
 
@@ -791,18 +790,15 @@ async function main(): Promise<void> {
     } satisfies P.WorkerControl)
   }, init.statsIntervalMs)
 
-  const commands = new RecordIn(
+  const commands = new RecordReader(
     RecordRing.attach(init.toWorker),
     (r, at, x) => host.command(r, at, x),
     () => host.commandsDone(),
+    P.CHANNEL,
   )
-  port.on('message', (msg: P.ChannelMessage | P.MainControl) => {
-    if (msg === null) {
-      commands.pump()
-      return
-    }
-    if ('seq' in msg) {
-      commands.extras(msg)
+  port.on('message', (msg: P.MainControl | null) => {
+    if (isRecordChannelMessage(msg)) {
+      commands.message(msg)
       return
     }
     if (msg.type === 'crash') {

@@ -5,8 +5,8 @@
  * SharedArrayBuffer, written by one thread and drained by the other, in order. A
  * record is `[op, id, sid, a, b, c, d]`. The few structured values some records
  * point to (peer addresses, TLS options, close reasons, certificates) travel as a
- * `{ seq, x }` message, announced in the ring by an X_EXTRAS record (see
- * channel.ts). Stream and datagram bytes never ride in either: they sit in the
+ * `{ seq, x }` message, announced in the ring by an X_EXTRAS record (mempool's
+ * RecordWriter and RecordReader). Stream and datagram bytes never ride in either: they sit in the
  * worker's SharedArrayBuffer pool and a record names the buffer by index (`slot`).
  * Each side publishes the records of one event-loop turn at once; a message
  * (`null`) goes only to a reader that found its ring empty and went idle, so
@@ -20,13 +20,9 @@
 /** Records each direction's ring holds before the writer spills (in order) into a local queue. */
 export const RING_CAPACITY = 8192
 
-/** In the ring ahead of the records that use them: a = seq of the extras message they index. */
+/** The channel's extras marker (RecordChannelOptions.extrasOp): no command or event starts with it. */
 export const X_EXTRAS = 200
-
-export interface ExtrasMessage {
-  seq: number
-  x: unknown[]
-}
+export const CHANNEL = { extrasOp: X_EXTRAS } as const
 
 export const RECORD_WIDTH = 7
 
@@ -160,6 +156,3 @@ export type WorkerControl =
   | { type: 'closed' }
 
 export type MainControl = { type: 'close' } | { type: 'crash'; message: string } | { type: 'block'; ms: number }
-
-/** What travels on a worker's port besides control messages: a wake-up (`null`) or extras. */
-export type ChannelMessage = null | ExtrasMessage

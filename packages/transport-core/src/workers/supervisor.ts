@@ -21,10 +21,9 @@ import {
   type UdpIoStats,
   type UdpReceiver,
 } from '@stoq/interface'
-import { RecordRing, createBufferPool, type SharedBufferPool } from '@stoq/mempool'
+import { RecordReader, RecordRing, RecordWriter, createBufferPool, isRecordChannelMessage, type SharedBufferPool } from '@stoq/mempool'
 import { attachCidSteering, closeSocketFd } from '@stoq/hwaccel'
 import * as P from './protocol.js'
-import { RecordIn, RecordOut } from './channel.js'
 
 /** Stream bytes the application may hand to a worker before the engine took them, per stream. */
 export const SEND_WINDOW = 1 << 20
@@ -93,8 +92,8 @@ export interface WorkerSlot {
   /** Position of its socket in the kernel's reuseport group (-1 once gone). */
   socketIndex: number
   /** Records to the worker, and from it. */
-  out: RecordOut
-  in: RecordIn
+  out: RecordWriter
+  in: RecordReader
   /** Buffer the current turn's writes are packed into (-1: none), and how full it is. */
   pack: number
   packLen: number
@@ -280,11 +279,12 @@ export class WorkerSupervisor {
       alive: true,
       fd: -1,
       socketIndex,
-      out: new RecordOut(toWorker, worker),
-      in: new RecordIn(
+      out: new RecordWriter(toWorker, worker, P.CHANNEL),
+      in: new RecordReader(
         toMain,
         (r, at, x) => this.onRecord(slot, r, at, x),
         () => this.recordsDrained(slot),
+        P.CHANNEL,
       ),
       pack: -1,
       packLen: 0,
@@ -316,15 +316,11 @@ export class WorkerSupervisor {
     }
     return new Promise((resolve, reject) => {
       let ready = false
-      worker.on('message', (msg: P.ChannelMessage | P.WorkerControl) => {
+      worker.on('message', (msg: P.WorkerControl | null) => {
         slot.lastHeard = performance.now()
         slot.stalled = false
-        if (msg === null) {
-          slot.in.pump()
-          return
-        }
-        if ('seq' in msg) {
-          slot.in.extras(msg)
+        if (isRecordChannelMessage(msg)) {
+          slot.in.message(msg)
           return
         }
         if (msg.type === 'ready') {
