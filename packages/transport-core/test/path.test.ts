@@ -213,6 +213,11 @@ describe(`stream priorities (${ENGINE})`, () => {
     await waitFor(() => conns.length === 1, 'the server connection')
     const peer = conns[0]!
     const finished: string[] = []
+    // Bytes read per stream, and how much of the urgent one had arrived when half of the
+    // other had: a lost last packet of the urgent stream (its loss detected only after the
+    // sender moved on) may let the other finish first, never let it keep pace.
+    const got: Record<string, number> = { H: 0, L: 0 }
+    let urgentAtHalf = -1
     const reader = (async () => {
       for (let i = 0; i < 2; i++) {
         const s = await peer.accept()
@@ -223,6 +228,8 @@ describe(`stream priorities (${ENGINE})`, () => {
             const { done, value } = await r.read()
             if (done) break
             if (name === '' && value.length > 0) name = String.fromCharCode(value[0]!)
+            got[name] = (got[name] ?? 0) + value.length
+            if (name === 'L' && urgentAtHalf < 0 && got.L! >= 2 * MiB) urgentAtHalf = got.H!
           }
           finished.push(name)
         })().catch((err: unknown) => finished.push(`error ${String(err)}`))
@@ -244,8 +251,19 @@ describe(`stream priorities (${ENGINE})`, () => {
     await Promise.all(writes)
     await reader
     await waitFor(() => finished.length === 2, 'both streams read', 30_000)
-    // Served in turn, the 4 MiB stream would end first; by urgency the 8 MiB one does.
-    expect(finished).toEqual(['H', 'L'])
+    expect(got).toEqual({ H: 8 * MiB, L: 4 * MiB })
+    if (client.stats().engine === 'quinn') {
+      // Served in turn, the 8 MiB stream would be a quarter through when the 4 MiB one is half
+      // through; by urgency nearly all of it arrived before that. (quinn holds both streams
+      // whole; a lost last packet of the urgent one cannot change this.)
+      expect(urgentAtHalf).toBeGreaterThanOrEqual(0.9 * 8 * MiB)
+    } else if (conn.stats().packetsLost === 0) {
+      // quiche takes the urgent stream in parts as its buffer frees, and sends the other in
+      // between: what urgency decides is the end. Served in turn, the 4 MiB stream would end
+      // first. (A lost packet of the urgent stream, found after the sender moved on, can let
+      // the other finish first: on a loaded machine loopback drops packets.)
+      expect(finished).toEqual(['H', 'L'])
+    }
     await conn.close()
   })
 })
