@@ -39,9 +39,11 @@ export function decideWorkers(resolved: ResolvedEndpointOptions, components: Par
     throw new StoqUnsupportedError('engine workers', why)
   }
   // `auto`: each engine worker is two busy threads (its engine and its UDP socket thread), as
-  // is this thread with its socket thread. On 2 CPUs, 2 workers measured 0.71x, 0.78x and
-  // 0.91x of this thread's throughput with 1, 2 and 4 connections (bench:workers), so workers
-  // start at 4 CPUs, one per 2 CPUs. (Where the crossover lies above 2 CPUs was not measured.)
+  // is this thread with its socket thread. On 2 CPUs, 2 workers measured 0.63x, 0.96x and
+  // 1.08x of this thread's throughput with 1, 2 and 4 connections (bench:workers, record ring,
+  // session 7; 0.59-0.75x, 0.62-0.74x, 0.96-1.00x with the old postMessage protocol), so
+  // workers start at 4 CPUs, one per 2 CPUs. (Where the crossover lies above 2 CPUs was not
+  // measured: no such machine here.)
   const cpus = os.availableParallelism()
   if (auto && cpus < AUTO_WORKERS_MIN_CPUS) {
     return {
