@@ -53,7 +53,17 @@ export const LAYER_RULES = {
       'attachCidSteering',
       'closeSocketFd',
     ],
-    '@stoq/mempool': ['createBufferPool', 'attachBufferPool', 'SharedBufferPool', 'SharedBufferPoolHandle', 'RecordRing', 'RecordRingHandle', 'RecordWriter', 'RecordReader', 'isRecordChannelMessage'],
+    '@stoq/mempool': [
+      'createBufferPool',
+      'attachBufferPool',
+      'SharedBufferPool',
+      'SharedBufferPoolHandle',
+      'RecordRing',
+      'RecordRingHandle',
+      'RecordWriter',
+      'RecordReader',
+      'isRecordChannelMessage',
+    ],
     '@stoq/batching': ['batching'],
   },
   // The quiche adapter shares hwaccel's address parser (one parse of the host strings quiche returns).
