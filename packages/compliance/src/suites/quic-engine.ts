@@ -5,10 +5,9 @@
  * pass it.
  */
 import { afterEach, describe, expect, it } from 'vitest'
+import { EngineEventRecorder } from '../kit/engine-events.js'
 import {
   StoqError,
-  type EngineCloseInfo,
-  type EngineEventSink,
   type QuicEngine,
   type QuicEngineOptions,
   type SocketAddress,
@@ -30,39 +29,11 @@ export interface QuicEngineTestFactory {
 const SERVER: SocketAddress = Object.freeze({ address: '127.0.0.1', port: 4433, family: 'IPv4' })
 const CLIENT: SocketAddress = Object.freeze({ address: '127.0.0.1', port: 50000, family: 'IPv4' })
 
-/** Records every event an engine reports. */
-class Recorder implements EngineEventSink {
-  incoming: number[] = []
-  established: number[] = []
-  readable: Array<[number, number]> = []
-  writable: Array<[number, number]> = []
-  datagrams: number[] = []
-  closed: Array<[number, EngineCloseInfo]> = []
-  onIncoming(conn: number): void {
-    this.incoming.push(conn)
-  }
-  onEstablished(conn: number): void {
-    this.established.push(conn)
-  }
-  onStreamReadable(conn: number, id: number): void {
-    this.readable.push([conn, id])
-  }
-  onStreamWritable(conn: number, id: number): void {
-    this.writable.push([conn, id])
-  }
-  onDatagramReadable(conn: number): void {
-    this.datagrams.push(conn)
-  }
-  onClosed(conn: number, info: EngineCloseInfo): void {
-    this.closed.push([conn, info])
-  }
-}
-
 interface Pair {
   server: QuicEngine
   client: QuicEngine
-  s: Recorder
-  c: Recorder
+  s: EngineEventRecorder
+  c: EngineEventRecorder
   /** Client's handle of the connection. */
   cc: number
   /** Server's handle, once known. */
@@ -130,8 +101,8 @@ export function quicEngineTests(name: string, factory: QuicEngineTestFactory): v
         statelessReset: true,
       })
       const cc = client.connect({ peer: SERVER, serverName: 'localhost', alpn: ['stoq/1'], ca: encoder.encode(factory.identity.ca), verifyPeer: true }, CLIENT)
-      const s = new Recorder()
-      const c = new Recorder()
+      const s = new EngineEventRecorder()
+      const c = new EngineEventRecorder()
       const p: Pair = {
         server,
         client,
