@@ -12,30 +12,14 @@ impl Engine {
         if max_packets == 0 {
             return 0;
         }
-        // Stateless packets first: version negotiation, Retry, refusals, resets.
-        while let Some(t) = self.stateless.pop_front() {
-            if (t.reset && !self.stateless_reset) || t.data.len() > out.len() {
-                continue;
+        let Engine { stateless, held, stateless_reset, .. } = self;
+        let room = out.len();
+        let place = |d: &[u8]| out[..d.len()].copy_from_slice(d);
+        if let Some((count, ch)) = take_queued(stateless, held, *stateless_reset, room, place, lengths, peer_out, meta) {
+            if let Some(ch) = ch {
+                self.enqueue(ch);
             }
-            let len = t.data.len();
-            out[..len].copy_from_slice(&t.data);
-            lengths[0] = len as u32;
-            write_addr(peer_out, t.to);
-            meta[0] = 1;
-            meta[1] = len as u32;
-            return 1;
-        }
-        if let Some(h) = self.held.take() {
-            if h.data.len() <= out.len() {
-                let len = h.data.len();
-                out[..len].copy_from_slice(&h.data);
-                let count = split_segments(len, h.segment, lengths);
-                write_addr(peer_out, h.to);
-                meta[0] = count as u32;
-                meta[1] = len as u32;
-                self.enqueue(h.ch);
-                return count;
-            }
+            return count;
         }
         let now = Instant::now();
         let mtu = self.params.max_payload as usize;
@@ -78,9 +62,7 @@ impl Engine {
             *current = None;
             if let (true, Some(d)) = (count > 0, dest) {
                 // It may have more: back of the line, behind the others.
-                write_addr(peer_out, d);
-                meta[0] = count as u32;
-                meta[1] = bytes as u32;
+                report_run(peer_out, meta, d, count, bytes);
                 self.enqueue(ch);
                 return count;
             }
@@ -122,25 +104,17 @@ impl Engine {
         }
         let Engine { tx_slots, stateless, held, stateless_reset, .. } = self;
         let buf = &mut tx_slots[slot];
-        while let Some(t) = stateless.pop_front() {
-            if (t.reset && !*stateless_reset) || !fill_slot(buf, &t.data) {
-                continue;
+        // Within the slot's capacity, so it never grows.
+        let room = buf.capacity();
+        let place = |d: &[u8]| {
+            buf.clear();
+            buf.extend_from_slice(d);
+        };
+        if let Some((count, ch)) = take_queued(stateless, held, *stateless_reset, room, place, lengths, peer_out, meta) {
+            if let Some(ch) = ch {
+                self.enqueue(ch);
             }
-            lengths[0] = buf.len() as u32;
-            write_addr(peer_out, t.to);
-            meta[0] = 1;
-            meta[1] = buf.len() as u32;
-            return 1;
-        }
-        if let Some(h) = held.take() {
-            if fill_slot(buf, &h.data) {
-                let count = split_segments(buf.len(), h.segment, lengths);
-                write_addr(peer_out, h.to);
-                meta[0] = count as u32;
-                meta[1] = buf.len() as u32;
-                self.enqueue(h.ch);
-                return count as i32;
-            }
+            return count as i32;
         }
         let now = Instant::now();
         let mtu = self.params.max_payload as usize;
@@ -168,9 +142,7 @@ impl Engine {
             let Some(t) = t else { continue };
             let len = t.size.min(buf.len());
             let count = split_segments(len, t.segment_size.unwrap_or(len).max(1), lengths);
-            write_addr(peer_out, t.destination);
-            meta[0] = count as u32;
-            meta[1] = len as u32;
+            report_run(peer_out, meta, t.destination, count, len);
             // It may have more: back of the line, behind the others.
             self.enqueue(ch);
             return count as i32;
@@ -189,14 +161,46 @@ fn begin_transmit(c: &mut Conn) {
     }
 }
 
-/// Copy a whole packet (run) into a transmit slot, within its capacity (never growing it).
-fn fill_slot(slot: &mut Vec<u8>, data: &[u8]) -> bool {
-    slot.clear();
-    if data.len() > slot.capacity() {
-        return false;
+/// The packets queued outside the connections go first: stateless answers (version
+/// negotiation, Retry, refusals, resets), then a run held back for its own destination. The
+/// first that fits in `room` bytes is put in the caller's memory by `place`; ones that do not
+/// fit (or resets when they are off) are dropped. Returns its packet count and, for a held
+/// run, its connection (to queue again); None when nothing is queued.
+#[allow(clippy::too_many_arguments)]
+fn take_queued(
+    stateless: &mut VecDeque<Stateless>,
+    held: &mut Option<HeldTransmit>,
+    resets: bool,
+    room: usize,
+    mut place: impl FnMut(&[u8]),
+    lengths: &mut [u32],
+    peer_out: &mut [u8],
+    meta: &mut [u32],
+) -> Option<(usize, Option<usize>)> {
+    while let Some(t) = stateless.pop_front() {
+        if (t.reset && !resets) || t.data.len() > room {
+            continue;
+        }
+        place(&t.data);
+        lengths[0] = t.data.len() as u32;
+        report_run(peer_out, meta, t.to, 1, t.data.len());
+        return Some((1, None));
     }
-    slot.extend_from_slice(data);
-    true
+    let h = held.take()?;
+    if h.data.len() > room {
+        return None;
+    }
+    place(&h.data);
+    let count = split_segments(h.data.len(), h.segment, lengths);
+    report_run(peer_out, meta, h.to, count, h.data.len());
+    Some((count, Some(h.ch)))
+}
+
+/// The destination and [packets, bytes] of a run, for the caller.
+fn report_run(peer_out: &mut [u8], meta: &mut [u32], to: SocketAddr, count: usize, bytes: usize) {
+    write_addr(peer_out, to);
+    meta[0] = count as u32;
+    meta[1] = bytes as u32;
 }
 
 /// Lengths of the packets of a GSO run of `len` bytes in segments of `seg` (the last may be
