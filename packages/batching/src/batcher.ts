@@ -56,7 +56,9 @@ class DefaultPacketBatcher implements PacketBatcher {
   constructor(components: PacketBatcherComponents, options: BatcherOptions) {
     this.c = components
     const packetSize = components.engine.maxPacketSize
-    const byBytes = Math.max(1, Math.floor(Math.min(options.maxSuperBufferBytes, components.pool.bufferSize) / packetSize))
+    /** Bytes one batch may take: its buffer (a pool buffer or a slot) must hold them. */
+    const batchBytes = Math.min(options.maxSuperBufferBytes, components.pool.bufferSize)
+    const byBytes = Math.max(1, Math.floor(batchBytes / packetSize))
     this.maxPackets = Math.max(1, Math.min(options.maxPacketsPerBatch, byBytes, components.io.maxSegments > 1 ? components.io.maxSegments : byBytes))
     if (components.pool.bufferSize < packetSize) {
       throw new StoqInvalidArgumentError('pool.bufferSize', `pool buffers of ${components.pool.bufferSize} bytes cannot hold one ${packetSize}-byte packet`)
@@ -69,11 +71,8 @@ class DefaultPacketBatcher implements PacketBatcher {
           `expected a non-empty array of Uint8Array of at least ${packetSize} bytes (one packet), got ${describeValue(slots)}`,
         )
       }
-      if (slots.some((v) => v.length < Math.min(options.maxSuperBufferBytes, components.pool.bufferSize))) {
-        throw new StoqInvalidArgumentError(
-          'components.slots',
-          `every slot must hold a batch: at least ${Math.min(options.maxSuperBufferBytes, components.pool.bufferSize)} bytes`,
-        )
+      if (slots.some((v) => v.length < batchBytes)) {
+        throw new StoqInvalidArgumentError('components.slots', `every slot must hold a batch: at least ${batchBytes} bytes`)
       }
       this.freeSlots = slots.map((_, i) => i).reverse()
     }

@@ -333,11 +333,11 @@ export class WorkerUdpIo implements UdpIo {
     return true
   }
 
-  /** Where each send region lies, for the worker (koffi is loadable: bind checked). */
-  private regionAddresses(): { address: number; length: number }[] {
+  /** Where each send region starts, for the worker (koffi is loadable: bind checked). */
+  private regionAddresses(): number[] {
     if (this.sendRegions.length === 0) return []
     const koffi = createRequire(import.meta.url)('koffi') as { address(value: unknown): bigint }
-    return this.sendRegions.map((v) => ({ address: Number(koffi.address(v)), length: v.byteLength }))
+    return this.sendRegions.map((v) => Number(koffi.address(v)))
   }
 
   /** Why this backend cannot run here before anything is allocated, or null. */

@@ -46,6 +46,11 @@ export const DEFAULT_RECORD_RING_CAPACITY = 4096
 const OPTION_NAMES = optionKeys<RecordRingOptions>({ width: true, capacity: true })
 const HANDLE_NAMES = optionKeys<RecordRingHandle>({ buffer: true, width: true, capacity: true })
 
+/** Bytes of a ring's SharedArrayBuffer: the header, then the records. */
+function byteLength(width: number, capacity: number): number {
+  return HEADER_BYTES + capacity * width * 8
+}
+
 function isPowerOfTwo(n: number): boolean {
   return Number.isInteger(n) && n >= 2 && (n & (n - 1)) === 0
 }
@@ -84,7 +89,7 @@ export class RecordRing {
     checkOptions(options, OPTION_NAMES)
     const capacity = options.capacity ?? DEFAULT_RECORD_RING_CAPACITY
     checkShape(options.width, capacity)
-    const buffer = new SharedArrayBuffer(HEADER_BYTES + capacity * options.width * 8)
+    const buffer = new SharedArrayBuffer(byteLength(options.width, capacity))
     // The consumer has not started draining: it counts as parked, so the first publish wakes it.
     Atomics.store(new Int32Array(buffer, 0, HEADER_BYTES / 4), PARKED, 1)
     return new RecordRing(buffer, options.width, capacity)
@@ -97,10 +102,11 @@ export class RecordRing {
       throw new StoqInvalidArgumentError('handle', 'must be a RecordRingHandle (a SharedArrayBuffer, width and capacity)')
     }
     checkShape(handle.width, handle.capacity)
-    if (handle.buffer.byteLength !== HEADER_BYTES + handle.capacity * handle.width * 8) {
+    const need = byteLength(handle.width, handle.capacity)
+    if (handle.buffer.byteLength !== need) {
       throw new StoqInvalidArgumentError(
         'handle',
-        `buffer is ${handle.buffer.byteLength} bytes; width ${handle.width} and capacity ${handle.capacity} need ${HEADER_BYTES + handle.capacity * handle.width * 8}`,
+        `buffer is ${handle.buffer.byteLength} bytes; width ${handle.width} and capacity ${handle.capacity} need ${need}`,
       )
     }
     return new RecordRing(handle.buffer, handle.width, handle.capacity)

@@ -253,9 +253,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
             ? `off: the ${this.io.backend} socket cannot set Don't Fragment; every packet is maxUdpPayloadSize`
             : `on: packets start at 1200 bytes and probe up to ${o.transport.maxUdpPayloadSize} (the socket sets Don't Fragment)`
     // Slots only where the socket sends them in place (the gro worker); other backends copy.
-    const slots = this.txSlots.length > 0 && this.io.backend === 'gro' ? { slots: this.txSlots } : {}
-    this.batcherSlots = this.txSlots.length > 0 && this.io.backend === 'gro' ? this.txSlots.length : 0
-    this.batcher = (components.batcher ?? batching())({ engine: this.engine, io: this.io, pool: this.pool, ...slots })
+    const slots = this.io.backend === 'gro' ? this.txSlots : []
+    this.batcherSlots = slots.length
+    this.batcher = (components.batcher ?? batching())({ engine: this.engine, io: this.io, pool: this.pool, ...(slots.length > 0 ? { slots } : {}) })
     if (components.metrics) this.reportTo(components.metrics)
     if (o.server) {
       this.engine.listen({

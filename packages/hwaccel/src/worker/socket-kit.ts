@@ -230,7 +230,7 @@ export function socketKit(d: UdpWorkerData, load: (id: string) => unknown): Sock
       setPointer(RX_IOV + b * IOV, Number(koffi.address(view)))
       setPointer(RX_IOV + b * IOV + 8, Math.min(view.length, 65536))
     }
-    slabAddress = [...slabViews.map((v) => Number(koffi.address(v))), ...(d.sendRegions ?? []).map((r) => r.address)]
+    slabAddress = [...slabViews.map((v) => Number(koffi.address(v))), ...(d.sendRegions ?? [])]
     for (let k = 0; k < T; k++) {
       pointHeader(TX_MSG + k * MMSG, TX_NAME + k * NAME, TX_IOV + k * IOV, TX_CTLS + k * TX_CTL)
       txBufferAddress[k] = Number(koffi.address(d.txViews[k]!))

@@ -19,8 +19,8 @@ export interface UdpWorkerData {
    * sends: a packet pool shared with this worker). Their memory never moves.
    */
   sendSlabs?: SharedArrayBuffer[]
-  /** Native memory send slots may point into (after the slabs in slab numbering): address and length. */
-  sendRegions?: { address: number; length: number }[]
+  /** Addresses of native memory send slots may point into (after the slabs in slab numbering). */
+  sendRegions?: number[]
   bind: {
     v6: boolean
     /** Address words as the rings carry them (IPv4 as mapped). */

@@ -332,9 +332,7 @@ export class WorkerSupervisor {
           this.engineName = msg.engine
           resolve(slot)
         } else if (msg.type === 'bind-error') {
-          slot.alive = false
-          slot.out.close()
-          slot.in.close()
+          this.retire(slot)
           void worker.terminate()
           pool.close()
           reject(
@@ -371,9 +369,7 @@ export class WorkerSupervisor {
           return
         }
         if (slot.alive && !slot.closing) this.died(slot, `exited with code ${code}`, null)
-        slot.alive = false
-        slot.out.close()
-        slot.in.close()
+        this.retire(slot)
       })
     })
   }
@@ -405,12 +401,17 @@ export class WorkerSupervisor {
     this.slots[index]?.worker.postMessage({ type: 'block', ms } satisfies P.MainControl)
   }
 
-  /** A worker is gone: its connections fail with a typed error, its socket leaves the group. */
-  protected died(slot: WorkerSlot, why: string, cause: Error | null): void {
-    if (!slot.alive) return
+  /** The worker is gone or going: no records to it or from it any more. */
+  protected retire(slot: WorkerSlot): void {
     slot.alive = false
     slot.out.close()
     slot.in.close()
+  }
+
+  /** A worker is gone: its connections fail with a typed error, its socket leaves the group. */
+  protected died(slot: WorkerSlot, why: string, cause: Error | null): void {
+    if (!slot.alive) return
+    this.retire(slot)
     slot.load = { ...slot.load, alive: false, connections: 0, exit: why }
     const reason = new TextEncoder().encode(`engine worker ${slot.index} ${why}`)
     for (const c of [...this.conns.values()]) {
@@ -477,9 +478,7 @@ export class WorkerSupervisor {
     }
     await Promise.all(waits)
     for (const slot of this.slots) {
-      slot.alive = false
-      slot.out.close()
-      slot.in.close()
+      this.retire(slot)
       await slot.worker.terminate().catch(() => 0)
       try {
         slot.pool.close()
